@@ -1,0 +1,157 @@
+"""Backends: where the kernels run and which array namespace (``xp``) orchestrates them.
+
+Both backends run the same ``kernels/*.cu``; they differ only in how a kernel is launched
+and which array library holds the data (NumPy on ``cpu``, CuPy on ``gpu``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import kernels as _kernels
+
+GPU_BLOCK = 256
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine; the message says what to do."""
+
+
+class Backend:
+    name: str
+    xp = np
+
+    def launch(self, kernel: str, *args) -> None:
+        raise NotImplementedError
+
+    def asarray(self, a, dtype=None):
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def to_host(self, a) -> np.ndarray:
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<gpurisk backend {self.name}>"
+
+    def _check(self, kernel: str, args: tuple) -> _kernels.KernelSignature:
+        sig = _kernels.signatures()[kernel]
+        if len(args) != len(sig.params):
+            raise TypeError(f"kernel {kernel} takes {len(sig.params)} arguments, got {len(args)}")
+        for p, a in zip(sig.params, args):
+            if p.kind == "ptr":
+                if a.dtype != np.dtype(p.dtype) or not a.flags.c_contiguous:
+                    raise TypeError(f"kernel {kernel}: argument {p.name} must be a contiguous "
+                                    f"{p.dtype} array, got {a.dtype} (contiguous={a.flags.c_contiguous})")
+        return sig
+
+
+class CpuBackend(Backend):
+    """Kernels compiled by the host C++ compiler, run by OpenMP threads, NumPy around them."""
+
+    name = "cpu"
+    xp = np
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+
+    def launch(self, kernel: str, *args) -> None:
+        sig = self._check(kernel, args)
+        lib = _kernels.cpu_library(sig.file)
+        if self.threads is not None:
+            lib.gr_set_num_threads(int(self.threads))
+        cargs = [a.ctypes.data if p.kind == "ptr" else a for p, a in zip(sig.params, args)]
+        getattr(lib, kernel)(*cargs)
+
+
+class GpuBackend(Backend):
+    """Kernels compiled by NVRTC through CuPy (``--fmad=false``), CuPy around them."""
+
+    name = "gpu"
+
+    def __init__(self):
+        try:
+            import cupy
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "backend='gpu' needs CuPy, which is not installed. Install the gpu extra "
+                "(pip install 'gpurisk[gpu]') on a machine with an NVIDIA driver, or use backend='cpu'."
+            ) from exc
+        if not cupy.is_available():
+            raise BackendUnavailable(
+                "backend='gpu' found CuPy but no usable CUDA GPU (no device, or no NVIDIA driver "
+                "recent enough for CUDA 13). Check nvidia-smi, or use backend='cpu', which runs "
+                "the same kernels on the CPU and gives the same numbers."
+            )
+        self.xp = cupy
+        self._cupy = cupy
+        self._grid_cap = cupy.cuda.Device().attributes["MultiProcessorCount"] * 32
+
+    @functools.lru_cache(maxsize=None)
+    def _function(self, kernel: str):
+        sig = _kernels.signatures()[kernel]
+        module = self._module(sig.file)
+        return module.get_function(kernel)
+
+    @functools.lru_cache(maxsize=None)
+    def _module(self, fname: str):
+        cupy = self._cupy
+        module = cupy.RawModule(code=_kernels.source(fname), options=_kernels.NVRTC_OPTIONS)
+        try:
+            module.compile()
+        except cupy.cuda.compiler.CompileException as exc:
+            raise _kernels.KernelBuildError(f"NVRTC failed on kernels/{fname}:\n{exc}") from exc
+        return module
+
+    def launch(self, kernel: str, *args) -> None:
+        sig = self._check(kernel, args)
+        n = int(args[0])
+        if n <= 0:
+            return
+        grid = max(1, min((n + GPU_BLOCK - 1) // GPU_BLOCK, self._grid_cap))
+        kargs = tuple(a if p.kind == "ptr" else np.dtype(p.dtype).type(a) for p, a in zip(sig.params, args))
+        self._function(kernel)((grid,), (GPU_BLOCK,), kargs)
+
+    def to_host(self, a) -> np.ndarray:
+        return self._cupy.asnumpy(a)
+
+    def synchronize(self) -> None:
+        self._cupy.cuda.get_current_stream().synchronize()
+
+
+def gpu_available() -> bool:
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return bool(cupy.is_available())
+    except Exception:  # a broken driver install reports as unavailable
+        return False
+
+
+def get_backend(backend: "str | Backend" = "auto") -> Backend:
+    """``"cpu"``, ``"gpu"``, ``"auto"`` (gpu when CuPy sees a GPU, else cpu) or a Backend."""
+    if isinstance(backend, Backend):
+        return backend
+    if backend == "auto":
+        return _gpu() if gpu_available() else _cpu()
+    if backend == "cpu":
+        return _cpu()
+    if backend == "gpu":
+        return _gpu()
+    raise ValueError(f"backend must be 'auto', 'cpu' or 'gpu', got {backend!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu() -> CpuBackend:
+    return CpuBackend()
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu() -> GpuBackend:
+    return GpuBackend()

@@ -1,0 +1,459 @@
+"""The book: markets, tier tables, accounts and positions, validated and laid out as arrays.
+
+Polars at the edge (read, validate), contiguous NumPy arrays inside. Every rule of
+DESIGN §3 is checked before any compute; a bad input raises one :class:`BookError` that
+lists each broken rule with its table, column, the first offending rows (row number and
+key) and how many rows break it. Nothing is dropped or silently repaired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from .schema import INPUT_TABLES, MARGIN_MODES, TABLE_KEYS, Column
+
+EXAMPLES_SHOWN = 5
+_ROW = "__row"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule: ``table.column`` breaks ``rule`` on ``count`` rows."""
+
+    table: str
+    column: str
+    rule: str
+    count: int = 0
+    examples: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        if not self.count:
+            return f"{where}: {self.rule}"
+        more = f" (and {self.count - len(self.examples)} more)" if self.count > len(self.examples) else ""
+        rows = "row" if self.count == 1 else "rows"
+        return f"{where}: {self.rule} — {self.count} {rows}: {'; '.join(self.examples)}{more}"
+
+
+class BookError(ValueError):
+    """The input book breaks one or more rules; ``.problems`` lists them."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid book ({len(self.problems)} problem(s)):\n{lines}")
+
+
+# ------------------------------------------------------------------ input conversion
+
+
+def _to_frame(obj, table: str) -> pl.DataFrame:
+    if obj is None:
+        raise BookError([Problem(table, "", "table is missing")])
+    if isinstance(obj, pl.LazyFrame):
+        return obj.collect()
+    if isinstance(obj, pl.DataFrame):
+        return obj
+    if isinstance(obj, dict):
+        return pl.DataFrame(obj)
+    mod = type(obj).__module__
+    if mod.startswith("pandas"):
+        return pl.from_pandas(obj)
+    if mod.startswith("pyarrow"):
+        return pl.from_arrow(obj)
+    raise TypeError(f"{table}: expected a polars, pandas or Arrow table (or a dict of columns), "
+                    f"got {type(obj).__name__}")
+
+
+def _describe(df: pl.DataFrame, keys: tuple[str, ...]) -> list[str]:
+    present = [k for k in keys if k in df.columns]
+    out = []
+    for row in df.select([_ROW, *present]).iter_rows(named=True):
+        key = ", ".join(f"{k}={row[k]!r}" for k in present)
+        out.append(f"row {row[_ROW]} ({key})" if key else f"row {row[_ROW]}")
+    return out
+
+
+class _Checker:
+    """Collects problems for one table; rows are reported by number and key."""
+
+    def __init__(self, table: str, df: pl.DataFrame):
+        self.table = table
+        self.df = df.with_row_index(_ROW)
+        self.keys = TABLE_KEYS[table]
+        self.problems: list[Problem] = []
+        self.bad_columns: set[str] = set()
+
+    def rule(self, column: str, bad: pl.Expr, rule: str) -> None:
+        hits = self.df.filter(bad.fill_null(True))
+        if hits.height:
+            self.problems.append(Problem(self.table, column, rule, hits.height,
+                                         tuple(_describe(hits.head(EXAMPLES_SHOWN), self.keys))))
+
+    def add(self, column: str, rule: str) -> None:
+        self.problems.append(Problem(self.table, column, rule))
+
+
+def _check_columns(chk: _Checker) -> pl.DataFrame:
+    """Presence and types of every column; returns the frame with defaults filled in."""
+    df = chk.df
+    fills = []
+    for col in INPUT_TABLES[chk.table]:
+        if col.name not in df.columns:
+            if col.required:
+                chk.add(col.name, f"required column is missing (columns present: {', '.join(df.columns[1:]) or 'none'})")
+                chk.bad_columns.add(col.name)
+            else:
+                fills.append(pl.lit(col.default, dtype=_polars_type(col)).alias(col.name))
+            continue
+        dtype = df.schema[col.name]
+        ok = (dtype == pl.Null and df.height == 0) or {
+            "str": dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum),
+            "float": dtype.is_numeric(),
+            "int": dtype.is_integer(),
+        }[col.kind]
+        if not ok:
+            want = {"str": "text", "float": "a number", "int": "an integer"}[col.kind]
+            chk.add(col.name, f"must be {want}, got column type {dtype}")
+            chk.bad_columns.add(col.name)
+            continue
+        cast = pl.col(col.name).cast(_polars_type(col))
+        if col.default is not None and not col.required:
+            cast = cast.fill_null(col.default)  # optional column given with gaps: gaps take the default
+        fills.append(cast.alias(col.name))
+    return df.with_columns(fills) if fills else df
+
+
+def _polars_type(col: Column):
+    return {"str": pl.String, "float": pl.Float64, "int": pl.Int64}[col.kind]
+
+
+def _finite(c: str) -> pl.Expr:
+    return pl.col(c).is_finite()
+
+
+# ------------------------------------------------------------------ validation per table
+
+
+def _validate_markets(chk: _Checker) -> None:
+    ok = lambda c: c not in chk.bad_columns  # noqa: E731
+    if ok("symbol"):
+        chk.rule("symbol", pl.col("symbol").is_null(), "must not be null")
+        chk.rule("symbol", pl.col("symbol").is_duplicated() & pl.col("symbol").is_not_null(), "must be unique")
+    if ok("mark_price"):
+        chk.rule("mark_price", ~(_finite("mark_price") & (pl.col("mark_price") > 0)), "must be finite and > 0")
+    if ok("contract_size"):
+        chk.rule("contract_size", ~(_finite("contract_size") & (pl.col("contract_size") > 0)),
+                 "must be finite and > 0")
+
+
+def _validate_tiers(chk: _Checker, symbols: pl.Series | None, traded: pl.Series | None) -> None:
+    ok = lambda c: c not in chk.bad_columns  # noqa: E731
+    if ok("symbol"):
+        chk.rule("symbol", pl.col("symbol").is_null(), "must not be null")
+        if symbols is not None:
+            chk.rule("symbol", pl.col("symbol").is_not_null() & ~pl.col("symbol").is_in(symbols.implode()),
+                     "must be a symbol of markets")
+    for c in ("notional_floor", "maint_margin_rate", "max_leverage"):
+        if ok(c):
+            chk.rule(c, ~_finite(c), "must be finite")
+    if ok("maint_margin_rate"):
+        chk.rule("maint_margin_rate", ~((pl.col("maint_margin_rate") > 0) & (pl.col("maint_margin_rate") < 1)),
+                 "must be in (0, 1)")
+    if ok("max_leverage"):
+        chk.rule("max_leverage", ~(pl.col("max_leverage") >= 1), "must be >= 1")
+    if chk.problems or not ok("symbol"):
+        return
+    # Per-symbol ladder rules, on tiers sorted by floor.
+    by = pl.col("symbol")
+    df = chk.df.sort(["symbol", "notional_floor"])
+    chk.df = df
+    first = pl.col("notional_floor").cum_count().over(by) == 1
+    chk.rule("notional_floor", first & (pl.col("notional_floor") != 0), "first tier of each symbol must start at 0")
+    chk.rule("notional_floor", pl.col("notional_floor").is_duplicated().over(by),
+             "must be strictly increasing within a symbol (duplicate floor)")
+    prev_mmr = pl.col("maint_margin_rate").shift(1).over(by)
+    chk.rule("maint_margin_rate", prev_mmr.is_not_null() & (pl.col("maint_margin_rate") < prev_mmr),
+             "must be non-decreasing with notional within a symbol")
+    if "maint_amount" in chk.df.columns and chk.df["maint_amount"].null_count() < chk.df.height:
+        derived = _derived_cum(chk.df)
+        given = pl.col("maint_amount")
+        tol = 1e-9 * pl.max_horizontal(pl.lit(1.0), pl.col("notional_floor") * pl.col("maint_margin_rate"))
+        chk.df = chk.df.with_columns(derived.alias("__cum"))
+        chk.rule("maint_amount", given.is_null() | ~given.is_finite() | ((given - pl.col("__cum")).abs() > tol),
+                 "must keep maintenance margin continuous across tiers: "
+                 "amount_k = amount_(k-1) + floor_k * (rate_k - rate_(k-1)), first 0 (leave the column "
+                 "out to have it derived)")
+        chk.df = chk.df.drop("__cum")
+    if traded is not None:
+        missing = traded.filter(~traded.is_in(chk.df["symbol"].unique().implode()))
+        if missing.len():
+            chk.problems.append(Problem("tiers", "symbol", "every traded symbol needs at least one tier; none for",
+                                        missing.len(), tuple(repr(s) for s in missing.head(EXAMPLES_SHOWN)))) 
+
+
+def _derived_cum(df: pl.DataFrame) -> pl.Expr:
+    """cum_1 = 0, cum_k = cum_(k-1) + floor_k · (mmr_k − mmr_(k−1)); df sorted by symbol, floor."""
+    step = pl.col("notional_floor") * (pl.col("maint_margin_rate") - pl.col("maint_margin_rate").shift(1).over("symbol"))
+    return step.fill_null(0.0).cum_sum().over("symbol")
+
+
+def _validate_accounts(chk: _Checker) -> None:
+    ok = lambda c: c not in chk.bad_columns  # noqa: E731
+    if ok("account_id"):
+        chk.rule("account_id", pl.col("account_id").is_null(), "must not be null")
+        chk.rule("account_id", pl.col("account_id").is_duplicated() & pl.col("account_id").is_not_null(),
+                 "must be unique")
+    if ok("wallet_balance"):
+        chk.rule("wallet_balance", ~_finite("wallet_balance"), "must be finite")
+
+
+def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: pl.Series | None) -> None:
+    ok = lambda c: c not in chk.bad_columns  # noqa: E731
+    if ok("account_id"):
+        chk.rule("account_id", pl.col("account_id").is_null(), "must not be null")
+        if account_ids is not None:
+            chk.rule("account_id", pl.col("account_id").is_not_null() & ~pl.col("account_id").is_in(account_ids.implode()),
+                     "must be an account of accounts")
+    if ok("symbol"):
+        chk.rule("symbol", pl.col("symbol").is_null(), "must not be null")
+        if symbols is not None:
+            chk.rule("symbol", pl.col("symbol").is_not_null() & ~pl.col("symbol").is_in(symbols.implode()),
+                     "must be a symbol of markets")
+    if ok("size"):
+        chk.rule("size", ~(_finite("size") & (pl.col("size") != 0)), "must be finite and non-zero")
+    if ok("entry_price"):
+        chk.rule("entry_price", ~(_finite("entry_price") & (pl.col("entry_price") > 0)), "must be finite and > 0")
+    if ok("margin_mode"):
+        chk.rule("margin_mode", ~pl.col("margin_mode").is_in(list(MARGIN_MODES)), "must be 'cross' or 'isolated'")
+    if ok("isolated_margin"):
+        chk.rule("isolated_margin", ~(_finite("isolated_margin") & (pl.col("isolated_margin") >= 0)),
+                 "must be finite and >= 0")
+        if ok("margin_mode"):
+            iso = pl.col("margin_mode") == "isolated"
+            chk.rule("isolated_margin", iso & (pl.col("isolated_margin") <= 0),
+                     "isolated positions need isolated_margin > 0")
+            chk.rule("isolated_margin", (pl.col("margin_mode") == "cross") & (pl.col("isolated_margin") != 0),
+                     "cross positions carry no isolated_margin (must be 0)")
+    if ok("leverage"):
+        lev = pl.col("leverage")
+        chk.rule("leverage", lev.is_not_null() & ~(lev.is_finite() & (lev >= 1)), "must be finite and >= 1 (or null)")
+    keys = ["account_id", "symbol", "margin_mode"]
+    if all(ok(k) for k in keys):
+        chk.rule("account_id", pl.struct(keys).is_duplicated(),
+                 "one position per (account_id, symbol, margin_mode) in one-way mode; duplicates")
+
+
+# ------------------------------------------------------------------ the book
+
+
+@dataclass(eq=False)
+class Book:
+    """A validated book as contiguous arrays (host memory).
+
+    Symbols are sorted by name (``symbol`` index = position in ``symbols``); accounts are
+    sorted by id; positions are sorted by (account, symbol, margin mode) and the positions
+    of account ``a`` are ``pos_start[a]:pos_start[a+1]``.
+    """
+
+    symbols: tuple[str, ...]
+    mark_price: np.ndarray
+    contract_size: np.ndarray
+    tier_start: np.ndarray  # int32, len n_symbols + 1
+    tier_floor: np.ndarray
+    tier_mmr: np.ndarray
+    tier_cum: np.ndarray
+    tier_max_leverage: np.ndarray
+    account_id: np.ndarray  # int64, sorted
+    wallet: np.ndarray
+    pos_start: np.ndarray  # int64, len n_accounts + 1
+    pos_account: np.ndarray  # int32 account index
+    pos_symbol: np.ndarray  # int32 symbol index
+    size: np.ndarray
+    entry: np.ndarray
+    isolated: np.ndarray  # int8
+    isolated_margin: np.ndarray
+    leverage: np.ndarray  # 0 = the tier's max leverage
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_accounts(self) -> int:
+        return int(self.account_id.size)
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.size.size)
+
+    @property
+    def n_symbols(self) -> int:
+        return len(self.symbols)
+
+    def __repr__(self) -> str:
+        return (f"Book({self.n_accounts:,} accounts, {self.n_positions:,} positions, "
+                f"{self.n_symbols} symbols)")
+
+    # -------------------------------------------------------------- constructors
+
+    @classmethod
+    def from_frames(cls, markets, tiers, accounts, positions) -> "Book":
+        """Validate polars / pandas / Arrow tables and build a book (raises BookError)."""
+        frames = {"markets": markets, "tiers": tiers, "accounts": accounts, "positions": positions}
+        problems: list[Problem] = []
+        checkers: dict[str, _Checker] = {}
+        for name, obj in frames.items():
+            try:
+                df = _to_frame(obj, name)
+            except BookError as exc:
+                problems += exc.problems
+                continue
+            chk = _Checker(name, df)
+            if df.height == 0 and name != "positions":
+                chk.add("", "table is empty")
+            chk.df = _check_columns(chk)
+            checkers[name] = chk
+        if problems:
+            raise BookError(problems)
+
+        m, t, a, p = (checkers[n] for n in ("markets", "tiers", "accounts", "positions"))
+        _validate_markets(m)
+        _validate_accounts(a)
+        symbols = m.df["symbol"].drop_nulls() if "symbol" not in m.bad_columns else None
+        ids = a.df["account_id"].drop_nulls() if "account_id" not in a.bad_columns else None
+        _validate_positions(p, ids, symbols)
+        traded = p.df["symbol"].drop_nulls().unique().sort() if "symbol" not in p.bad_columns else None
+        _validate_tiers(t, symbols, traded)
+        problems = m.problems + t.problems + a.problems + p.problems
+        if problems:
+            raise BookError(problems)
+        return cls._from_valid(m.df.drop(_ROW), t.df.drop(_ROW), a.df.drop(_ROW), p.df.drop(_ROW))
+
+    @classmethod
+    def _from_valid(cls, markets: pl.DataFrame, tiers: pl.DataFrame, accounts: pl.DataFrame,
+                    positions: pl.DataFrame) -> "Book":
+        markets = markets.sort("symbol")
+        symbols = tuple(markets["symbol"].to_list())
+        sym_enum = pl.Enum(symbols)
+
+        tiers = tiers.with_columns(pl.col("symbol").cast(sym_enum).to_physical().alias("__s")).sort(["__s", "notional_floor"])
+        tier_counts = np.bincount(tiers["__s"].to_numpy(), minlength=len(symbols))
+        tier_start = np.zeros(len(symbols) + 1, dtype=np.int32)
+        np.cumsum(tier_counts, out=tier_start[1:])
+        if "maint_amount" in tiers.columns and tiers["maint_amount"].null_count() == 0:
+            cum = tiers["maint_amount"].to_numpy().astype(np.float64)
+        else:
+            cum = tiers.select(_derived_cum(tiers)).to_series().to_numpy().astype(np.float64)
+
+        accounts = accounts.sort("account_id")
+        account_id = np.ascontiguousarray(accounts["account_id"].to_numpy(), dtype=np.int64)
+
+        sym_idx = positions["symbol"].cast(sym_enum).to_physical().to_numpy().astype(np.int32)
+        acc_idx = np.searchsorted(account_id, positions["account_id"].to_numpy()).astype(np.int32)
+        iso = (positions["margin_mode"] == "isolated").to_numpy().astype(np.int8)
+        key = (acc_idx.astype(np.int64) * len(symbols) + sym_idx) * 2 + iso
+        order = None if np.all(key[1:] > key[:-1]) else np.argsort(key, kind="stable")
+
+        def col(name, dtype):
+            arr = positions[name].to_numpy().astype(dtype, copy=False)
+            return np.ascontiguousarray(arr if order is None else arr[order])
+
+        positions = positions.with_columns(pl.col("leverage").fill_null(0.0))
+        pos_account = acc_idx if order is None else acc_idx[order]
+        pos_start = np.zeros(account_id.size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(pos_account, minlength=account_id.size), out=pos_start[1:])
+        return cls(
+            symbols=symbols,
+            mark_price=np.ascontiguousarray(markets["mark_price"].to_numpy(), dtype=np.float64),
+            contract_size=np.ascontiguousarray(markets["contract_size"].to_numpy(), dtype=np.float64),
+            tier_start=tier_start,
+            tier_floor=np.ascontiguousarray(tiers["notional_floor"].to_numpy(), dtype=np.float64),
+            tier_mmr=np.ascontiguousarray(tiers["maint_margin_rate"].to_numpy(), dtype=np.float64),
+            tier_cum=np.ascontiguousarray(cum),
+            tier_max_leverage=np.ascontiguousarray(tiers["max_leverage"].to_numpy(), dtype=np.float64),
+            account_id=account_id,
+            wallet=np.ascontiguousarray(accounts["wallet_balance"].to_numpy(), dtype=np.float64),
+            pos_start=pos_start,
+            pos_account=np.ascontiguousarray(pos_account, dtype=np.int32),
+            pos_symbol=np.ascontiguousarray(sym_idx if order is None else sym_idx[order]),
+            size=col("size", np.float64),
+            entry=col("entry_price", np.float64),
+            isolated=np.ascontiguousarray(iso if order is None else iso[order]),
+            isolated_margin=col("isolated_margin", np.float64),
+            leverage=col("leverage", np.float64),
+        )
+
+    # -------------------------------------------------------------- views back to tables
+
+    def frames(self) -> dict[str, pl.DataFrame]:
+        """The book as the four input tables (markets, tiers, accounts, positions)."""
+        sym = pl.Series("symbol", self.symbols, dtype=pl.String)
+        tier_sym = np.repeat(np.arange(self.n_symbols), np.diff(self.tier_start))
+        return {
+            "markets": pl.DataFrame({"symbol": sym, "mark_price": self.mark_price,
+                                     "contract_size": self.contract_size}),
+            "tiers": pl.DataFrame({"symbol": sym.gather(tier_sym), "notional_floor": self.tier_floor,
+                                   "maint_margin_rate": self.tier_mmr, "maint_amount": self.tier_cum,
+                                   "max_leverage": self.tier_max_leverage}),
+            "accounts": pl.DataFrame({"account_id": self.account_id, "wallet_balance": self.wallet}),
+            "positions": pl.DataFrame({
+                "account_id": self.account_id[self.pos_account],
+                "symbol": sym.gather(self.pos_symbol),
+                "size": self.size,
+                "entry_price": self.entry,
+                "margin_mode": pl.Series(np.array(MARGIN_MODES)[self.isolated], dtype=pl.String),
+                "isolated_margin": self.isolated_margin,
+                "leverage": pl.Series(np.where(self.leverage > 0, self.leverage, np.nan)).fill_nan(None),
+            }),
+        }
+
+    def write(self, directory: str | Path, format: str = "parquet") -> Path:
+        """Write the four tables as ``<dir>/<table>.parquet`` (or ``.csv``)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, df in self.frames().items():
+            if format == "parquet":
+                df.write_parquet(directory / f"{name}.parquet")
+            elif format == "csv":
+                df.write_csv(directory / f"{name}.csv")
+            else:
+                raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
+        return directory
+
+    def symbol_index(self, symbol: str) -> int:
+        try:
+            return self.symbols.index(symbol)
+        except ValueError:
+            raise KeyError(f"unknown symbol {symbol!r}; the book has {', '.join(self.symbols)}") from None
+
+
+_READERS = {
+    ".parquet": pl.read_parquet,
+    ".csv": lambda p: pl.read_csv(p, infer_schema_length=None),
+    ".arrow": pl.read_ipc,
+    ".feather": pl.read_ipc,
+    ".ipc": pl.read_ipc,
+}
+
+
+def read_table(directory: Path, name: str) -> pl.DataFrame:
+    for ext, reader in _READERS.items():
+        path = directory / f"{name}{ext}"
+        if path.exists():
+            try:
+                return reader(path)
+            except Exception as exc:  # a broken file: say which
+                raise BookError([Problem(name, "", f"cannot read {path}: {exc}")]) from exc
+    raise FileNotFoundError(f"{directory}: no {name} table (looked for "
+                            f"{', '.join(name + e for e in _READERS)})")
+
+
+def read_book(directory: str | Path) -> Book:
+    """Read ``markets``, ``tiers``, ``accounts``, ``positions`` (.parquet, .csv or .arrow) and validate."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"book directory {directory} does not exist")
+    frames = {n: read_table(directory, n) for n in ("markets", "tiers", "accounts", "positions")}
+    return Book.from_frames(**frames)

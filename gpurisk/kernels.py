@@ -1,0 +1,232 @@
+"""Kernel sources and their compilation.
+
+Every per-position and per-account formula lives once, in ``kernels/*.cu``. This module
+finds those sources (inside the installed package, or beside it in a checkout), expands
+their local includes, parses the kernel signatures, and builds them:
+
+* for the CPU, with the host C++ compiler (OpenMP, ``-ffp-contract=off``), into a shared
+  library cached by the hash of source, flags and compiler version;
+* for the GPU, with NVRTC (``--fmad=false``), through CuPy.
+
+FMA contraction is off on both sides so the two builds give the same bits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+KERNEL_FILES = ("margin.cu", "liquidation.cu", "adl.cu", "scan.cu")
+
+CPU_FLAGS = ("-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math",
+             "-fPIC", "-shared")
+NVRTC_OPTIONS = ("--fmad=false", "-std=c++17")
+NVCC_PTX_FLAGS = ("--ptx", "-arch=sm_90", "--fmad=false")
+
+
+class KernelBuildError(RuntimeError):
+    """A kernel source could not be compiled; the message carries the compiler's log."""
+
+
+def kernel_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "kernels", here.parent / "kernels"):
+        if (candidate / "common.cuh").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"gpurisk's kernel sources were not found in {here / 'kernels'} or "
+        f"{here.parent / 'kernels'}; reinstall gpurisk (pip install gpurisk) or run from a checkout."
+    )
+
+
+_INCLUDE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$', re.M)
+
+
+@functools.lru_cache(maxsize=None)
+def source(name: str) -> str:
+    """The kernel file ``name`` with its local ``#include "..."`` lines expanded once each."""
+    root = kernel_dir()
+    seen: set[str] = set()
+
+    def expand(fname: str) -> str:
+        if fname in seen:
+            return ""
+        seen.add(fname)
+        text = (root / fname).read_text()
+        return _INCLUDE.sub(lambda m: expand(m.group(1)), text)
+
+    return expand(name)
+
+
+# C parameter types used by the kernels -> (kind, numpy dtype name)
+_PARAM_TYPES = {
+    "const double*": ("ptr", "float64"), "double*": ("ptr", "float64"),
+    "const long long*": ("ptr", "int64"), "long long*": ("ptr", "int64"),
+    "const int*": ("ptr", "int32"), "int*": ("ptr", "int32"),
+    "const signed char*": ("ptr", "int8"), "signed char*": ("ptr", "int8"),
+    "long long": ("scalar", "int64"), "int": ("scalar", "int32"), "double": ("scalar", "float64"),
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # "ptr" or "scalar"
+    dtype: str  # numpy dtype name
+    writes: bool  # a non-const pointer
+
+
+@dataclass(frozen=True)
+class KernelSignature:
+    name: str
+    file: str
+    params: tuple[Param, ...]
+
+
+_SIGNATURE = re.compile(r"GR_KERNEL\s+void\s+(\w+)\s*\(([^)]*)\)", re.S)
+
+
+def _parse_param(text: str, kernel: str) -> Param:
+    text = " ".join(text.split())
+    m = re.match(r"(.*?)(\w+)$", text)
+    if not m:
+        raise KernelBuildError(f"cannot parse parameter {text!r} of kernel {kernel}")
+    ctype = m.group(1).replace(" *", "*").strip()
+    if ctype not in _PARAM_TYPES:
+        raise KernelBuildError(f"kernel {kernel}: unsupported parameter type {ctype!r}")
+    kind, dtype = _PARAM_TYPES[ctype]
+    return Param(m.group(2), kind, dtype, kind == "ptr" and not ctype.startswith("const"))
+
+
+@functools.lru_cache(maxsize=None)
+def signatures() -> dict[str, KernelSignature]:
+    """Every kernel in ``kernels/*.cu``, by name, with its parameter list."""
+    out: dict[str, KernelSignature] = {}
+    for fname in KERNEL_FILES:
+        for m in _SIGNATURE.finditer(source(fname)):
+            params = tuple(_parse_param(p, m.group(1)) for p in m.group(2).split(","))
+            out[m.group(1)] = KernelSignature(m.group(1), fname, params)
+    return out
+
+
+# ---------------------------------------------------------------- CPU build
+
+
+def find_cxx() -> str:
+    for cand in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if cand and shutil.which(cand):
+            return shutil.which(cand)
+    raise KernelBuildError(
+        "The cpu backend compiles gpurisk's kernels with a C++ compiler, and none was found "
+        "(looked for $CXX, g++, c++, clang++). Install one (Debian/Ubuntu: apt-get install g++; "
+        "macOS: xcode-select --install) or set CXX, or use backend='gpu' on a CUDA machine."
+    )
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("GPURISK_CACHE_DIR")
+    path = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpurisk"
+    path = path / "kernels"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_identity(cxx: str) -> str:
+    out = subprocess.run([cxx, "--version"], capture_output=True, text=True)
+    return out.stdout.splitlines()[0] if out.stdout else cxx
+
+
+def _run_cxx(cxx: str, flags: list[str], src: Path, dst: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([cxx, *flags, str(src), "-o", str(dst)], capture_output=True, text=True)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_library(fname: str) -> ctypes.CDLL:
+    """Compile (once, cached on disk by hash) and load the CPU build of one kernel file."""
+    cxx = find_cxx()
+    text = source(fname)
+    flags = [*CPU_FLAGS, "-fopenmp"]
+    key = hashlib.sha256("\0".join([text, *flags, _compiler_identity(cxx)]).encode()).hexdigest()[:20]
+    lib_path = cache_dir() / f"{Path(fname).stem}-{key}.so"
+    if not lib_path.exists():
+        with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+            src = Path(tmp) / fname
+            src.write_text(text)
+            out = Path(tmp) / lib_path.name
+            res = _run_cxx(cxx, flags, src, out)
+            if res.returncode != 0:
+                # A compiler without OpenMP still builds a correct, single-threaded library.
+                res_serial = _run_cxx(cxx, list(CPU_FLAGS), src, out)
+                if res_serial.returncode != 0:
+                    raise KernelBuildError(f"compiling kernels/{fname} with {cxx} failed:\n{res.stderr}")
+                warnings.warn(f"{cxx} could not build with OpenMP; kernels/{fname} runs on one thread",
+                              RuntimeWarning, stacklevel=2)
+            os.replace(out, lib_path)  # atomic: concurrent builders never see half a file
+    lib = ctypes.CDLL(str(lib_path))
+    for sig in signatures().values():
+        if sig.file != fname:
+            continue
+        fn = getattr(lib, sig.name)
+        fn.restype = None
+        fn.argtypes = [_ctype(p) for p in sig.params]
+    return lib
+
+
+def _ctype(p: Param):
+    if p.kind == "ptr":
+        return ctypes.c_void_p
+    return {"int64": ctypes.c_longlong, "int32": ctypes.c_int, "float64": ctypes.c_double}[p.dtype]
+
+
+def set_cpu_threads(n: int) -> None:
+    """Number of OpenMP threads the cpu kernels use (default: all cores)."""
+    for fname in KERNEL_FILES:
+        cpu_library(fname).gr_set_num_threads(int(n))
+
+
+# ---------------------------------------------------------------- GPU build checks
+
+
+def nvrtc_ptx(fname: str, arch: str = "compute_90") -> str:
+    """Compile one kernel file to PTX with NVRTC and the run-time options, without a GPU.
+
+    Uses CuPy's low-level NVRTC bindings (they need no device), so CI checks that every
+    kernel compiles for the GPU exactly as the gpu backend will compile it.
+    """
+    from cupy.cuda import nvrtc
+
+    prog = nvrtc.createProgram(source(fname), fname, [], [])
+    try:
+        opts = [*NVRTC_OPTIONS, f"--gpu-architecture={arch}"]
+        try:
+            nvrtc.compileProgram(prog, opts)
+        except nvrtc.NVRTCError as exc:
+            raise KernelBuildError(f"NVRTC failed on kernels/{fname}:\n{nvrtc.getProgramLog(prog)}") from exc
+        return nvrtc.getPTX(prog).decode() if isinstance(nvrtc.getPTX(prog), bytes) else nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
+def nvcc_ptx(fname: str, nvcc: str | None = None) -> str:
+    """Compile one kernel file to PTX with nvcc (sm_90, --fmad=false)."""
+    nvcc = nvcc or shutil.which("nvcc")
+    if not nvcc:
+        raise KernelBuildError("nvcc not found")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / fname
+        src.write_text(source(fname))
+        out = Path(tmp) / (src.stem + ".ptx")
+        res = subprocess.run([nvcc, *NVCC_PTX_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise KernelBuildError(f"nvcc failed on kernels/{fname}:\n{res.stderr}")
+        return out.read_text()

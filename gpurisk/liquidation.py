@@ -1,0 +1,36 @@
+"""Liquidation and bankruptcy prices, and each position's own margin ratio and status
+(kernels/liquidation.cu)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .backend import Backend
+from .margin import AccountMargin, PositionMargin
+from .venue import Venue
+
+
+@dataclass
+class PositionRisk:
+    equity: object  # the account's equity (cross) or the position's own (isolated)
+    ratio: object
+    status: object
+    liq_price: object  # NaN where no positive price liquidates
+    bankruptcy_price: object  # raw; may be <= 0 for an over-collateralised long
+
+
+def position_risk(backend: Backend, dev, mark, pm: PositionMargin, am: AccountMargin, venue: Venue,
+                  out: PositionRisk | None = None) -> PositionRisk:
+    xp = backend.xp
+    n = dev.n_positions
+    if out is None:
+        out = PositionRisk(xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64),
+                           xp.empty(n, dtype=xp.int8), xp.empty(n, dtype=xp.float64),
+                           xp.empty(n, dtype=xp.float64))
+    backend.launch("position_risk", n, dev.pos_account, dev.pos_symbol, dev.size, dev.entry,
+                   dev.isolated, dev.isolated_margin, mark, dev.contract_size, dev.tier_start,
+                   dev.tier_floor, dev.tier_mmr, dev.tier_cum, int(venue.mm_base == "entry"),
+                   float(venue.margin_call_ratio), float(venue.liquidation_ratio),
+                   pm.upnl, pm.maint, dev.wallet, am.equity, am.maint, am.ratio, am.status, am.n_cross,
+                   out.equity, out.ratio, out.status, out.liq_price, out.bankruptcy_price)
+    return out

@@ -1,0 +1,74 @@
+// Shared by every kernel: one source, compiled by NVRTC/nvcc for the GPU and by the
+// host C++ compiler for the CPU. Kernels are element-wise grid-stride loops with no
+// shared memory, atomics or warp intrinsics, so the CPU build runs the same loop body.
+#pragma once
+
+#if defined(__CUDACC__)
+#define GR_KERNEL extern "C" __global__
+#define GR_DEVICE static __device__ __forceinline__
+// NVRTC has no <cmath>: build the constants from their bit patterns.
+#define GR_INF __longlong_as_double(0x7ff0000000000000LL)
+#define GR_NAN __longlong_as_double(0x7ff8000000000000LL)
+#define for_each_index(i, n)                                                   \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;       \
+         i < (long long)(n); i += (long long)blockDim.x * gridDim.x)
+#else
+#include <math.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+#define GR_KERNEL extern "C"
+#define GR_DEVICE static inline
+#define GR_INF (__builtin_inf())
+#define GR_NAN (__builtin_nan(""))
+// The grid-stride loop becomes one OpenMP loop over contiguous chunks of indices.
+#define for_each_index(i, n)                                                   \
+    _Pragma("omp parallel for schedule(static)")                               \
+    for (long long i = 0; i < (long long)(n); ++i)
+extern "C" void gr_set_num_threads(int n) {
+#if defined(_OPENMP)
+    omp_set_num_threads(n);
+#endif
+}
+extern "C" int gr_max_threads(void) {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+#endif
+
+// Status codes, in order of severity (gpurisk/schema.py names them).
+#define GR_HEALTHY 0
+#define GR_MARGIN_CALL 1
+#define GR_LIQUIDATABLE 2
+#define GR_BANKRUPT 3
+
+// Tier tables are stored per symbol, contiguous: tiers of symbol s are
+// tier_start[s] .. tier_start[s+1]-1, with floors strictly increasing from 0.
+// Returns the last tier whose floor is <= notional.
+GR_DEVICE int tier_of(const int* tier_start, const double* tier_floor, int s,
+                      double notional) {
+    int lo = tier_start[s];
+    int hi = tier_start[s + 1] - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (tier_floor[mid] <= notional) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+GR_DEVICE signed char status_of(double equity, double ratio, double margin_call_ratio,
+                                double liquidation_ratio) {
+    if (equity <= 0.0) return GR_BANKRUPT;
+    if (ratio >= liquidation_ratio) return GR_LIQUIDATABLE;
+    if (ratio >= margin_call_ratio) return GR_MARGIN_CALL;
+    return GR_HEALTHY;
+}
+
+// Maintenance margin over equity; +inf once equity is gone.
+GR_DEVICE double margin_ratio_of(double maint, double equity) {
+    if (equity <= 0.0) return maint > 0.0 ? GR_INF : 0.0;
+    return maint / equity;
+}

@@ -1,0 +1,83 @@
+// Per-position margin ratio, status, liquidation price and bankruptcy price (DESIGN §4).
+#include "common.cuh"
+
+// Root of f(P) = W' + q·(P − E)·cs − MM' − MM_i(P) on P > 0, with MM_i piecewise linear
+// in P over the tiers. f is monotone (increasing for longs, decreasing for shorts, as
+// mmr < 1), so the root lies in the one tier segment where f changes sign; the sign is
+// read at the segment boundaries and the root solved in that tier. NaN: no positive root.
+GR_DEVICE double liquidation_price_tiered(
+    double wp, double mmp, double q, double e, double cs, int s,
+    const int* tier_start, const double* tier_floor, const double* tier_mmr,
+    const double* tier_cum) {
+    const double aq = fabs(q);
+    const int first = tier_start[s];
+    const int last = tier_start[s + 1] - 1;
+    // f at the boundary price of tier k, where the notional equals floor_k.
+    double f0 = wp - mmp - q * e * cs;
+    if (q > 0.0 ? f0 >= 0.0 : f0 <= 0.0) return GR_NAN;
+    int k = first;
+    for (int t = first + 1; t <= last; ++t) {
+        const double b = tier_floor[t] / (aq * cs);
+        const double f = wp - mmp + q * (b - e) * cs - (tier_floor[t] * tier_mmr[t] - tier_cum[t]);
+        if (q > 0.0 ? f <= 0.0 : f > 0.0) k = t; else break;
+    }
+    const double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
+    return lp > 0.0 ? lp : GR_NAN;
+}
+
+GR_KERNEL void position_risk(
+    long long n, const int* account, const int* symbol, const double* size,
+    const double* entry, const signed char* isolated, const double* isolated_margin,
+    const double* mark, const double* contract_size,
+    const int* tier_start, const double* tier_floor, const double* tier_mmr,
+    const double* tier_cum, int mm_on_entry, double margin_call_ratio,
+    double liquidation_ratio,
+    const double* upnl, const double* maint,
+    const double* wallet, const double* equity, const double* acc_maint,
+    const double* acc_ratio, const signed char* acc_status, const int* n_cross,
+    double* pos_equity, double* ratio, signed char* status, double* liq_price,
+    double* bankruptcy_price) {
+    for_each_index(i, n) {
+        const int a = account[i];
+        const int s = symbol[i];
+        const double q = size[i];
+        const double e = entry[i];
+        const double p = mark[s];
+        const double cs = contract_size[s];
+        double wp, mmp, eq, bp;
+        if (isolated[i]) {
+            wp = isolated_margin[i];
+            mmp = 0.0;
+            eq = wp + upnl[i];
+            const double r = margin_ratio_of(maint[i], eq);
+            ratio[i] = r;
+            status[i] = status_of(eq, r, margin_call_ratio, liquidation_ratio);
+            bp = e - wp / (q * cs);
+        } else if (n_cross[a] == 1) {
+            wp = wallet[a];
+            mmp = 0.0;
+            eq = equity[a];
+            ratio[i] = acc_ratio[a];
+            status[i] = acc_status[a];
+            bp = e - wp / (q * cs);
+        } else {
+            // Other positions held at their marks; the account's equity is shared out in
+            // proportion to maintenance margin for the bankruptcy price (dYdX v4's rule).
+            wp = equity[a] - upnl[i];
+            mmp = acc_maint[a] - maint[i];
+            eq = equity[a];
+            ratio[i] = acc_ratio[a];
+            status[i] = acc_status[a];
+            bp = p - (eq * maint[i] / acc_maint[a]) / (q * cs);
+        }
+        pos_equity[i] = eq;
+        bankruptcy_price[i] = bp;
+        if (mm_on_entry) {
+            const double lp = e - (wp - mmp - maint[i]) / (q * cs);
+            liq_price[i] = lp > 0.0 ? lp : GR_NAN;
+        } else {
+            liq_price[i] = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start,
+                                                    tier_floor, tier_mmr, tier_cum);
+        }
+    }
+}

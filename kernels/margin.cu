@@ -1,0 +1,66 @@
+// Per-position margin and per-account aggregation (DESIGN §4).
+#include "common.cuh"
+
+// notional N = |q|·P·cs, upnl = q·(P − E)·cs, MM = N_mm·mmr_k − cum_k with k the tier of
+// N_mm (N_mm is the mark notional, or the entry notional when mm_on_entry),
+// IM = N / leverage, leverage defaulting (0) to the max leverage of the tier of N.
+GR_KERNEL void position_margin(
+    long long n, const int* symbol, const double* size, const double* entry,
+    const double* leverage, const double* mark, const double* contract_size,
+    const int* tier_start, const double* tier_floor, const double* tier_mmr,
+    const double* tier_cum, const double* tier_max_leverage, int mm_on_entry,
+    double* notional, double* upnl, double* maint, double* init) {
+    for_each_index(i, n) {
+        const int s = symbol[i];
+        const double q = size[i];
+        const double aq = fabs(q);
+        const double p = mark[s];
+        const double cs = contract_size[s];
+        const double e = entry[i];
+        const double n_mark = aq * p * cs;
+        const double n_mm = mm_on_entry ? aq * e * cs : n_mark;
+        const int k = tier_of(tier_start, tier_floor, s, n_mm);
+        double lev = leverage[i];
+        if (!(lev > 0.0)) lev = tier_max_leverage[tier_of(tier_start, tier_floor, s, n_mark)];
+        notional[i] = n_mark;
+        upnl[i] = q * (p - e) * cs;
+        maint[i] = n_mm * tier_mmr[k] - tier_cum[k];
+        init[i] = n_mark / lev;
+    }
+}
+
+// One thread per account sums its cross positions in storage order (sorted by symbol),
+// so the sums are the same bits on every backend and thread count.
+GR_KERNEL void account_margin(
+    long long n_accounts, const long long* pos_start, const signed char* isolated,
+    const double* upnl, const double* maint, const double* init, const double* wallet,
+    double margin_call_ratio, double liquidation_ratio,
+    double* acc_upnl, double* equity, double* acc_maint, double* acc_init,
+    double* ratio, double* available, signed char* status, int* n_cross) {
+    for_each_index(a, n_accounts) {
+        double su = 0.0, sm = 0.0, si = 0.0;
+        int nc = 0;
+        for (long long j = pos_start[a]; j < pos_start[a + 1]; ++j) {
+            if (isolated[j]) continue;
+            su += upnl[j];
+            sm += maint[j];
+            si += init[j];
+            ++nc;
+        }
+        const double eq = wallet[a] + su;
+        acc_upnl[a] = su;
+        equity[a] = eq;
+        acc_maint[a] = sm;
+        acc_init[a] = si;
+        available[a] = eq - si;
+        n_cross[a] = nc;
+        if (nc == 0) {
+            ratio[a] = 0.0;
+            status[a] = GR_HEALTHY;
+        } else {
+            const double r = margin_ratio_of(sm, eq);
+            ratio[a] = r;
+            status[a] = status_of(eq, r, margin_call_ratio, liquidation_ratio);
+        }
+    }
+}
