@@ -111,7 +111,8 @@ def _check_columns(chk: _Checker) -> pl.DataFrame:
                 fills.append(pl.lit(col.default, dtype=_polars_type(col)).alias(col.name))
             continue
         dtype = df.schema[col.name]
-        ok = (dtype == pl.Null and df.height == 0) or {
+        all_null = df[col.name].null_count() == df.height  # e.g. an empty CSV column reads as text
+        ok = all_null or {
             "str": dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum),
             "float": dtype.is_numeric(),
             "int": dtype.is_integer(),
