@@ -36,13 +36,11 @@ STATUS_ORDER = ("healthy", "margin_call", "liquidatable", "bankrupt")
 # The presets, restated from the brief (not imported from the engine).
 PRESETS = {
     "binance": dict(mm_base="mark", adl_score="binance", lights="rank"),
-    "bybit": dict(mm_base="entry", adl_score="pnl_leverage", lights="rank"),
+    "bybit": dict(mm_base="entry", adl_score="pnl_leverage", lights="rank"),  # per the brief
     "bitmex": dict(mm_base="entry", adl_score="pnl_leverage", lights="size"),
     "hyperliquid": dict(mm_base="mark", adl_score="hyperliquid", lights="rank"),
     "dydx": dict(mm_base="mark", adl_score="random", lights="rank"),
 }
-# NOTE: the brief lists bybit with mm_base "entry"; DESIGN.md says "Bybit classic" uses entry.
-PRESETS["bybit"]["mm_base"] = "entry"
 
 
 @dataclass(frozen=True)
@@ -111,6 +109,8 @@ class V:
     def __mul__(self, o):
         o = V.of(o)
         v = self.v * o.v
+        if self.e == INF or o.e == INF:
+            return V(v, INF)
         return V(v, abs(self.v) * o.e + abs(o.v) * self.e + self.e * o.e + EPS * abs(v))
 
     __rmul__ = __mul__
@@ -118,7 +118,7 @@ class V:
     def __truediv__(self, o):
         o = V.of(o)
         v = self.v / o.v
-        if abs(o.v) <= o.e:
+        if abs(o.v) <= o.e or self.e == INF:
             return V(v, INF)
         return V(v, (self.e + abs(v) * o.e) / (abs(o.v) - o.e) + EPS * abs(v))
 
@@ -503,3 +503,267 @@ def oracle_revalue(markets, tiers, accounts, positions, venue="binance", marks=N
     res.account_by_id = {r["account_id"]: r for r in acc_out}
     res.position_by_key = {(r["account_id"], r["symbol"], r["margin_mode"]): r for r in pos_out}
     return res
+
+
+# ======================================================================================
+# Test helpers: books as plain dicts, polars frames, a hypothesis strategy, comparison
+# ======================================================================================
+
+_SCHEMAS = {
+    "markets": {"symbol": "str", "mark_price": "f64", "contract_size": "f64"},
+    "tiers": {"symbol": "str", "notional_floor": "f64", "maint_margin_rate": "f64",
+              "maint_amount": "f64", "max_leverage": "f64"},
+    "accounts": {"account_id": "i64", "wallet_balance": "f64"},
+    "positions": {"account_id": "i64", "symbol": "str", "size": "f64", "entry_price": "f64",
+                  "margin_mode": "str", "isolated_margin": "f64", "leverage": "f64"},
+}
+
+
+def frames(book: dict) -> dict:
+    """polars frames of a book given as {table: [row dicts]}; an optional column is
+    written only when some row has the key."""
+    import polars as pl
+
+    dt = {"str": pl.Utf8, "f64": pl.Float64, "i64": pl.Int64}
+    out = {}
+    for name, schema in _SCHEMAS.items():
+        rows = book[name]
+        cols = [c for c in schema if any(c in r for r in rows)]
+        out[name] = pl.DataFrame(
+            {c: [r.get(c) for r in rows] for c in cols},
+            schema={c: dt[schema[c]] for c in cols},
+        )
+    return out
+
+
+def engine_book(book: dict):
+    import gpurisk
+
+    return gpurisk.Book.from_frames(**frames(book))
+
+
+def oracle_of(book: dict, venue="binance", marks=None) -> OracleResult:
+    return oracle_revalue(book["markets"], book["tiers"], book["accounts"], book["positions"],
+                          venue=venue, marks=marks)
+
+
+SYMBOL_NAMES = ("BTC", "ETH", "SOL", "DOGE", "XRP", "ADA")
+
+
+def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 4):
+    """Hypothesis strategy of small random books (dicts of row lists)."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def books(draw):
+        n_sym = draw(st.integers(1, max_symbols))
+        names = draw(st.lists(st.sampled_from(SYMBOL_NAMES), min_size=n_sym, max_size=n_sym,
+                              unique=True))
+        markets, tiers, sym_info = [], [], {}
+        for s in names:
+            cents = draw(st.integers(1, 10_000_000))
+            cs = draw(st.sampled_from([1.0, 1.0, 1.0, 0.001, 0.01, 10.0]))
+            markets.append(dict(symbol=s, mark_price=cents / 100, contract_size=cs))
+            typical = cents / 100 * cs * 3
+            n_t = draw(st.integers(1, max_tiers))
+            mults = draw(st.lists(st.sampled_from([0.01, 0.05, 0.2, 0.5, 1, 2, 5, 20, 100]),
+                                  min_size=n_t - 1, max_size=n_t - 1))
+            floors = [0.0] + sorted({float(max(1, round(typical * m))) for m in mults})
+            mmrs = sorted(draw(st.lists(
+                st.sampled_from([0.004, 0.005, 0.01, 0.025, 0.05, 0.1, 0.125, 0.15, 0.25, 0.5]),
+                min_size=len(floors), max_size=len(floors))))
+            levs = sorted(draw(st.lists(st.sampled_from([125.0, 100.0, 50.0, 25.0, 20.0, 10.0,
+                                                         5.0, 2.0, 1.0]),
+                                        min_size=len(floors), max_size=len(floors))),
+                          reverse=True)
+            for f, m, lv in zip(floors, mmrs, levs):
+                tiers.append(dict(symbol=s, notional_floor=f, maint_margin_rate=m,
+                                  max_leverage=lv))
+            sym_info[s] = (cents, cs, min(levs))
+
+        n_acc = draw(st.integers(1, max_accounts))
+        ids = draw(st.lists(st.integers(0, 10**12), min_size=n_acc, max_size=n_acc, unique=True))
+        accounts, positions = [], []
+        for aid in ids:
+            mine = []
+            for s in names:
+                cents, cs, min_lev = sym_info[s]
+                modes = draw(st.sampled_from([(), (), ("cross",), ("cross",), ("cross",),
+                                              ("isolated",), ("cross", "isolated")]))
+                for mode in modes:
+                    ex = draw(st.integers(0, 5))
+                    k = draw(st.integers(1, 10**ex))
+                    size = (k if draw(st.booleans()) else -k) / 1000
+                    delta = draw(st.sampled_from([0, 1, -1, 3, -3, 10, -10, 25, -25, 45, -45]))
+                    e_cents = max(1, cents * (100 + delta) // 100)
+                    entry = e_cents / 100
+                    row = dict(account_id=aid, symbol=s, size=size, entry_price=entry,
+                               margin_mode=mode)
+                    if mode == "isolated":
+                        frac = draw(st.sampled_from([0.002, 0.01, 0.05, 0.2, 1.0]))
+                        row["isolated_margin"] = max(1, round(abs(size) * entry * cs * frac * 100)) / 100
+                    else:
+                        row["isolated_margin"] = 0.0
+                    lev = draw(st.sampled_from([None, None, None, 1.0, 2.0, 3.0, 5.0, 10.0]))
+                    row["leverage"] = lev if lev is None or lev <= min_lev else None
+                    mine.append(row)
+            gross = sum(abs(r["size"]) * r["entry_price"] * sym_info[r["symbol"]][1]
+                        for r in mine if r["margin_mode"] == "cross")
+            if gross > 0:
+                frac = draw(st.sampled_from([0, 0.002, 0.01, 0.03, 0.1, 0.5, 2.0]))
+                wallet = round(gross * frac * 100) / 100
+            else:
+                wallet = draw(st.integers(0, 10**7)) / 100
+            accounts.append(dict(account_id=aid, wallet_balance=wallet))
+            positions.extend(mine)
+        if not positions:
+            s = names[0]
+            cents, cs, _ = sym_info[s]
+            positions.append(dict(account_id=ids[0], symbol=s, size=1.0, entry_price=cents / 100,
+                                  margin_mode="cross", isolated_margin=0.0, leverage=None))
+        positions = draw(st.permutations(positions))
+        accounts = draw(st.permutations(accounts))
+        return dict(markets=markets, tiers=tiers, accounts=list(accounts),
+                    positions=list(positions))
+
+    return books()
+
+
+def _close(name, got, want: Decimal | None, tol: Decimal, strict: bool, errs: list, where):
+    if want is None:
+        if got is not None:
+            errs.append(f"{where} {name}: engine {got!r}, oracle null")
+        return
+    if got is None:
+        errs.append(f"{where} {name}: engine null, oracle {want}")
+        return
+    if tol == INF:
+        if strict:
+            errs.append(f"{where} {name}: oracle value {want} is ill-conditioned (strict book)")
+        return
+    g = dec(float(got))
+    if want.is_infinite() or g.is_infinite():
+        if g != want:
+            errs.append(f"{where} {name}: engine {got!r}, oracle {want}")
+        return
+    if abs(g - want) > tol:
+        errs.append(f"{where} {name}: engine {got!r}, oracle {float(want)!r} "
+                    f"(diff {float(abs(g - want)):.3g} > tol {float(tol):.3g})")
+
+
+def _nullable_price(name, got, row, strict, errs, where):
+    """liq_price / bankruptcy_price: null when the raw root is missing or <= 0."""
+    raw, tol, want = row["_raw"][name], row["_tol"][name], row[name]
+    if got is not None and want is not None:
+        _close(name, got, want, tol, strict, errs, where)
+        return
+    if got is None and want is None:
+        return
+    if not strict and raw is not None and tol != INF and abs(raw) <= tol:
+        # float64 may land on either side of zero
+        if got is None or dec(float(got)) <= raw + tol:
+            return
+    errs.append(f"{where} {name}: engine {got!r}, oracle {want} (raw {raw})")
+
+
+ACCOUNT_NUMERIC = ("wallet_balance", "upnl", "equity", "maint_margin", "init_margin",
+                   "margin_ratio", "available_balance")
+POSITION_NUMERIC = ("size", "entry_price", "mark_price", "notional", "upnl", "maint_margin",
+                    "init_margin", "margin_ratio")
+
+
+def compare(risk, orc: OracleResult, strict: bool = True) -> list[str]:
+    """Differences between an engine ``Risk`` and the oracle, as readable strings.
+
+    strict: exact statuses, nulls, ranks and lights, and no ill-conditioned value (for
+    hand-built books). Otherwise a discrete output may fall either way where the oracle's
+    error bound straddles its threshold (random books)."""
+    errs: list[str] = []
+    venue = orc.venue
+    acc = risk.accounts.to_dicts()
+    pos = risk.positions.to_dicts()
+
+    # ---- accounts --------------------------------------------------------------------
+    ids = [r["account_id"] for r in acc]
+    if ids != sorted(orc.account_by_id):
+        errs.append(f"accounts: ids {ids} != expected sorted {sorted(orc.account_by_id)}")
+    for r in acc:
+        o = orc.account_by_id.get(r["account_id"])
+        if o is None:
+            continue
+        w = f"account {r['account_id']}:"
+        for c in ACCOUNT_NUMERIC:
+            _close(c, r[c], o[c], o["_tol"][c], strict, errs, w)
+        if strict and r["status"] != o["status"] or r["status"] not in o["_status_ok"]:
+            errs.append(f"{w} status {r['status']} != oracle {o['status']} "
+                        f"(allowed {sorted(o['_status_ok'])})")
+        if r["n_positions"] != o["n_positions"]:
+            errs.append(f"{w} n_positions {r['n_positions']} != {o['n_positions']}")
+
+    # ---- positions -------------------------------------------------------------------
+    keys = [(r["account_id"], r["symbol"], r["margin_mode"]) for r in pos]
+    want_keys = sorted(orc.position_by_key, key=lambda k: (k[0], k[1], k[2] != "cross"))
+    if keys != want_keys:
+        errs.append(f"positions: keys/order {keys} != {want_keys}")
+    for r in pos:
+        k = (r["account_id"], r["symbol"], r["margin_mode"])
+        o = orc.position_by_key.get(k)
+        if o is None:
+            continue
+        w = f"position {k}:"
+        if r["side"] != o["side"]:
+            errs.append(f"{w} side {r['side']} != {o['side']}")
+        for c in POSITION_NUMERIC:
+            _close(c, r[c], o[c], o["_tol"][c], strict, errs, w)
+        if strict and r["status"] != o["status"] or r["status"] not in o["_status_ok"]:
+            errs.append(f"{w} status {r['status']} != oracle {o['status']} "
+                        f"(allowed {sorted(o['_status_ok'])})")
+        for c in ("liq_price", "bankruptcy_price"):
+            _nullable_price(c, r[c], o, strict, errs, w)
+        if venue.adl_score != "random":
+            _close("adl_score", r["adl_score"], o["adl_score"], o["_tol"]["adl_score"], strict,
+                   errs, w)
+
+    # ---- ADL queues ------------------------------------------------------------------
+    queues: dict = {}
+    for r in pos:
+        queues.setdefault((r["symbol"], r["side"]), []).append(r)
+    for qk, queue in queues.items():
+        ranks = sorted(r["adl_rank"] for r in queue)
+        if ranks != list(range(1, len(queue) + 1)):
+            errs.append(f"queue {qk}: ranks {ranks} are not a permutation of 1..{len(queue)}")
+            continue
+        order = sorted(queue, key=lambda r: r["adl_rank"])
+        okeys = [(r["account_id"], r["symbol"], r["margin_mode"]) for r in order]
+        if venue.adl_score != "random":
+            # the engine's order must sort its own scores (ties: account id, cross first)
+            for a, b in zip(order, order[1:]):
+                ka = (-a["adl_score"], a["account_id"], a["margin_mode"] != "cross")
+                kb = (-b["adl_score"], b["account_id"], b["margin_mode"] != "cross")
+                if not ka < kb:
+                    errs.append(f"queue {qk}: engine rank order not sorted by its scores "
+                                f"at {a['account_id']}/{a['margin_mode']} -> "
+                                f"{b['account_id']}/{b['margin_mode']}")
+            # and agree with the oracle's, up to near-ties
+            for i, a in enumerate(okeys):
+                oa = orc.position_by_key[a]
+                for b in okeys[i + 1:]:
+                    ob = orc.position_by_key[b]
+                    if oa["adl_rank"] < ob["adl_rank"]:
+                        continue
+                    near = (abs(oa["adl_score"] - ob["adl_score"])
+                            <= oa["_tol"]["adl_score"] + ob["_tol"]["adl_score"])
+                    if strict or not near:
+                        errs.append(f"queue {qk}: engine puts {a} (oracle rank "
+                                    f"{oa['adl_rank']}, score {oa['adl_score']:.6g}) before "
+                                    f"{b} (oracle rank {ob['adl_rank']}, score "
+                                    f"{ob['adl_score']:.6g})")
+        # lights from the engine's (validated) order
+        oqueue = [dict(size=dec(float(r["size"]))) for r in order]
+        allowed = queue_lights_ok(oqueue, venue.lights)
+        exact = queue_lights(oqueue, venue.lights)
+        for r, al, ex in zip(order, allowed, exact):
+            if (strict and r["adl_lights"] != ex) or r["adl_lights"] not in al:
+                errs.append(f"queue {qk}: {r['account_id']}/{r['margin_mode']} rank "
+                            f"{r['adl_rank']} lights {r['adl_lights']} != {ex}")
+    return errs

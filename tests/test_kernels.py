@@ -1,0 +1,96 @@
+"""The kernel sources: parsing, the CPU build and its cache, and compilation for the GPU
+(NVRTC through CuPy's low-level bindings, and nvcc) without needing a GPU."""
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+
+from gpurisk import kernels
+from gpurisk.backend import CpuBackend
+from gpurisk.scan import segmented_cumsum
+
+
+def test_every_kernel_is_parsed_with_its_parameters():
+    sigs = kernels.signatures()
+    assert {"position_margin", "account_margin", "position_risk", "adl_score", "adl_lights",
+            "block_sum", "segment_block_offsets", "block_scan"} <= set(sigs)
+    pm = sigs["position_margin"]
+    assert pm.params[0].name == "n" and pm.params[0].kind == "scalar"
+    assert [p.name for p in pm.params if p.writes] == ["notional", "upnl", "maint", "init"]
+
+
+def test_cpu_build_is_cached_by_source_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPURISK_CACHE_DIR", str(tmp_path))
+    kernels.cpu_library.cache_clear()
+    try:
+        kernels.cpu_library("scan.cu")
+        built = sorted((tmp_path / "kernels").glob("scan-*.so"))
+        assert len(built) == 1
+        stamp = built[0].stat().st_mtime_ns
+        kernels.cpu_library.cache_clear()
+        kernels.cpu_library("scan.cu")  # loads, does not rebuild
+        assert built[0].stat().st_mtime_ns == stamp
+    finally:
+        kernels.cpu_library.cache_clear()
+
+
+def test_missing_compiler_is_explained(monkeypatch):
+    monkeypatch.setenv("CXX", "")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(kernels.KernelBuildError, match="apt-get install g\\+\\+"):
+        kernels.find_cxx()
+
+
+def test_launcher_checks_dtypes():
+    be = CpuBackend()
+    with pytest.raises(TypeError, match="must be a contiguous float64 array"):
+        be.launch("block_sum", 1, np.array([0, 1], dtype=np.int64), np.array([1], dtype=np.int32),
+                  np.empty(1))
+
+
+@pytest.mark.parametrize("fname", kernels.KERNEL_FILES)
+def test_kernels_compile_with_nvcc(fname):
+    if not shutil.which("nvcc"):
+        pytest.skip("nvcc is not installed on this machine")
+    ptx = kernels.nvcc_ptx(fname)
+    assert ".target sm_90" in ptx
+    for sig in kernels.signatures().values():
+        if sig.file == fname:
+            assert f".entry {sig.name}(" in ptx
+
+
+@pytest.mark.parametrize("fname", kernels.KERNEL_FILES)
+def test_kernels_compile_with_nvrtc_as_the_gpu_backend_does(fname):
+    if importlib.util.find_spec("cupy") is None:
+        pytest.skip("CuPy is not installed (pip install -e '.[dev]' installs it on Linux)")
+    ptx = kernels.nvrtc_ptx(fname)
+    for sig in kernels.signatures().values():
+        if sig.file == fname:
+            assert f".entry {sig.name}(" in ptx
+    assert "fma.rn" not in ptx  # --fmad=false: no contracted multiply-adds
+
+
+def test_nvrtc_errors_carry_the_program_log(monkeypatch):
+    if importlib.util.find_spec("cupy") is None:
+        pytest.skip("CuPy is not installed")
+    monkeypatch.setattr(kernels, "source", lambda name: "GR_KERNEL void broken( { }")
+    with pytest.raises(kernels.KernelBuildError, match="NVRTC failed on kernels/x.cu"):
+        kernels.nvrtc_ptx("x.cu")
+
+
+def test_segmented_cumsum_is_sequential_per_block_and_thread_independent():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=20_000) * 10.0 ** rng.integers(-3, 6, 20_000)
+    starts = np.array([0, 0, 7, 9_000, 9_001, 20_000], dtype=np.int64)  # with empty segments
+    outs = []
+    for threads in (1, 2):
+        outs.append(segmented_cumsum(CpuBackend(threads=threads), values, starts, block=1_000))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    for a, b in zip(starts[:-1], starts[1:]):
+        np.testing.assert_allclose(outs[0][a:b], np.cumsum(values[a:b]), rtol=1e-9, atol=1e-6)
+    # One block per segment is exactly the left-to-right sum.
+    one = segmented_cumsum(CpuBackend(), values, starts, block=1 << 20)
+    for a, b in zip(starts[:-1], starts[1:]):
+        np.testing.assert_array_equal(one[a:b], np.cumsum(values[a:b]))
