@@ -12,13 +12,14 @@ GR_DEVICE double liquidation_price_tiered(
     const double aq = fabs(q);
     const int first = tier_start[s];
     const int last = tier_start[s + 1] - 1;
-    // f at the boundary price of tier k, where the notional equals floor_k.
-    double f0 = wp - mmp - q * e * cs;
-    if (q > 0.0 ? f0 >= 0.0 : f0 <= 0.0) return GR_NAN;
+    // f at the boundary price of tier t, where the notional equals floor_t, so that
+    // q·P·cs = ±floor_t: no division needed to locate the segment.
+    const double side = q > 0.0 ? 1.0 : -1.0;
+    const double base = wp - mmp - q * e * cs;
+    if (q > 0.0 ? base >= 0.0 : base <= 0.0) return GR_NAN;
     int k = first;
     for (int t = first + 1; t <= last; ++t) {
-        const double b = tier_floor[t] / (aq * cs);
-        const double f = wp - mmp + q * (b - e) * cs - (tier_floor[t] * tier_mmr[t] - tier_cum[t]);
+        const double f = base + side * tier_floor[t] - (tier_floor[t] * tier_mmr[t] - tier_cum[t]);
         if (q > 0.0 ? f <= 0.0 : f > 0.0) k = t; else break;
     }
     const double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);

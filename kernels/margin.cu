@@ -19,9 +19,10 @@ GR_KERNEL void position_margin(
         const double e = entry[i];
         const double n_mark = aq * p * cs;
         const double n_mm = mm_on_entry ? aq * e * cs : n_mark;
-        const int k = tier_of(tier_start, tier_floor, s, n_mm);
+        const int k_mark = tier_of(tier_start, tier_floor, s, n_mark);
+        const int k = mm_on_entry ? tier_of(tier_start, tier_floor, s, n_mm) : k_mark;
         double lev = leverage[i];
-        if (!(lev > 0.0)) lev = tier_max_leverage[tier_of(tier_start, tier_floor, s, n_mark)];
+        if (!(lev > 0.0)) lev = tier_max_leverage[k_mark];
         notional[i] = n_mark;
         upnl[i] = q * (p - e) * cs;
         maint[i] = n_mm * tier_mmr[k] - tier_cum[k];

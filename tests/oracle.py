@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import Decimal, getcontext
+from decimal import Decimal, localcontext
 from fractions import Fraction
 
-getcontext().prec = 50
+# Digits of the oracle's arithmetic: enough that sums and products of a few float64 inputs
+# (whose exact decimal expansions run to ~70 digits here) are exact.
+PREC = 300
 
 D0 = Decimal(0)
 D1 = Decimal(1)
@@ -93,12 +95,21 @@ class V:
 
     def __add__(self, o):
         o = V.of(o)
-        return V(self.v + o.v, self.e + o.e + EPS * (abs(self.v) + abs(o.v)))
+        if o.v == 0 and o.e == 0:
+            return self
+        if self.v == 0 and self.e == 0:
+            return o
+        v = self.v + o.v
+        if self.e == 0 and o.e == 0:
+            # both exact (inputs): float64 rounds the result once
+            return V(v, EPS * abs(v))
+        # otherwise charge the operands' size: covers cancellation under any reordering
+        return V(v, self.e + o.e + EPS * (abs(self.v) + abs(o.v)))
 
     __radd__ = __add__
 
     def __neg__(self):
-        return V(-self.v, self.e)
+        return V(self.v.copy_negate(), self.e)
 
     def __sub__(self, o):
         return self + (-V.of(o))
@@ -126,10 +137,15 @@ class V:
         return V.of(o) / self
 
     def __abs__(self):
-        return V(abs(self.v), self.e)
+        return V(self.v.copy_abs(), self.e)
 
     def sign_certain(self) -> bool:
         return abs(self.v) > self.e
+
+
+def straddles_zero(x: V) -> bool:
+    """Whether float64 may put ``x`` on either side of ``x > 0``."""
+    return x.v - x.e <= 0 < x.v + x.e
 
     def __repr__(self):
         return f"V({self.v:.6g} ± {self.e:.2g})"
@@ -257,8 +273,8 @@ def _ratio(mm: V, eq: V, has_positions: bool) -> V:
     if not has_positions:
         return V(D0)
     if eq.v <= 0:
-        return V(INF, INF if eq.v + eq.e > 0 else D0)
-    if not eq.sign_certain():
+        return V(INF, INF if straddles_zero(eq) else D0)
+    if straddles_zero(eq):
         r = mm / eq
         return V(r.v, INF)
     return mm / eq
@@ -304,11 +320,17 @@ def queue_lights_ok(queue: list[dict], rule: str, rel=Fraction(1, 10**12)) -> li
 
 
 def oracle_revalue(markets, tiers, accounts, positions, venue="binance", marks=None) -> OracleResult:
-    """Revalue a book exactly. Tables: lists of dicts or polars frames with the input
+    """Revalue a book exactly (PREC digits). Tables: lists of dicts or polars frames with the input
     columns of DESIGN.md section 3. Returns per-account and per-position dicts whose
     numeric values are Decimals (None for null, Decimal('Infinity') for +inf). Each row
     also carries ``_tol`` (field -> error bound), ``_raw`` (pre-null liq/bankruptcy
     prices) and ``_status_ok`` (statuses float64 may produce)."""
+    with localcontext() as ctx:
+        ctx.prec = PREC
+        return _oracle_revalue(markets, tiers, accounts, positions, venue, marks)
+
+
+def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> OracleResult:
     venue = as_venue(venue)
     mk = {}
     for r in _rows(markets):
@@ -439,23 +461,23 @@ def oracle_revalue(markets, tiers, accounts, positions, venue="binance", marks=N
         if venue.adl_score == "pnl_leverage":
             pnl = sgn * (V(P) - E) / E
             d = abs(V(P) - bp)
-            if d.v == 0:
-                lev = V(INF, INF)
-                score = V(INF if pnl.v > 0 else D0, INF)
+            if pnl.v > 0:
+                score = pnl * ((V(aq) * P) / (V(aq) * d)) if d.v != 0 else V(INF, INF)
             else:
-                lev = (V(aq) * P) / (V(aq) * d)
-                score = pnl * lev if pnl.v > 0 else pnl / lev
+                # pnl / eff_lev, written as pnl * (|q||P - BP|) / (|q| P): the same value,
+                # and well conditioned when P - BP ~ 0 (eff_lev -> inf, score -> 0)
+                score = pnl * ((V(aq) * d) / (V(aq) * P))
         elif venue.adl_score == "binance":
             if eq.v <= 0:
-                score = V(D0, INF if not eq.sign_certain() else D0)
+                score = V(D0, INF if straddles_zero(eq) else D0)
             else:
                 up = vmax(p["_upnl"], V(D0))
                 score = up / max(D1, W_score) * ratio
-                if not eq.sign_certain():
+                if straddles_zero(eq):
                     score = V(score.v, INF)
         elif venue.adl_score == "hyperliquid":
             if eq.v <= 0:
-                score = V(D0, INF if not eq.sign_certain() else D0)
+                score = V(D0, INF if straddles_zero(eq) else D0)
             else:
                 f = V(P) / E if q > 0 else V(E) / P
                 score = f * p["_N"] / eq

@@ -1,0 +1,156 @@
+"""Revaluation benchmark: gpurisk's kernel pass and ADL ranking against the memory floor
+and the Polars peer, on one synthetic book, in one run.
+
+    python bench/bench_revalue.py --accounts 3700000      # ~10M positions
+    python bench/bench_revalue.py --accounts 37000 --backend gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpurisk import Engine  # noqa: E402
+from gpurisk import kernels as K  # noqa: E402
+from gpurisk.synthetic import synthetic_tables  # noqa: E402
+from gpurisk.book import Book  # noqa: E402
+
+
+def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
+    """Bytes per second of a large memory copy (read + write counted), warm buffers."""
+    src = np.ones(nbytes // 8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t)
+    return 2 * src.nbytes / min(times)
+
+
+def kernel_pass_bytes(engine: Engine, risk) -> int:
+    """Bytes the three revaluation kernels must read and write: every array argument once per
+    kernel (the per-symbol tables are negligible)."""
+    dev, pm, am, pr = engine.device, risk.position_margin, risk.account_margin, risk.position_risk
+    pos_in = [dev.pos_symbol, dev.size, dev.entry, dev.leverage]
+    margin = pos_in + [pm.notional, pm.upnl, pm.maint, pm.init]
+    account = [dev.pos_start, dev.isolated, pm.upnl, pm.maint, pm.init, dev.wallet,
+               am.upnl, am.equity, am.maint, am.init, am.ratio, am.available, am.status, am.n_cross]
+    risk_k = [dev.pos_account, dev.pos_symbol, dev.size, dev.entry, dev.isolated, dev.isolated_margin,
+              pm.upnl, pm.maint, dev.wallet, am.equity, am.maint, am.ratio, am.status, am.n_cross,
+              pr.equity, pr.ratio, pr.status, pr.liq_price, pr.bankruptcy_price]
+    return sum(int(a.nbytes) for a in margin + account + risk_k)
+
+
+def median_time(fn, repeats: int, sync) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--accounts", type=int, default=3_700_000, help="trader accounts (~2.7 positions each)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--no-peer", action="store_true", help="skip the Polars peer")
+    ap.add_argument("--json", help="write the figures here as JSON")
+    args = ap.parse_args(argv)
+
+    t = time.perf_counter()
+    frames = synthetic_tables(args.accounts, seed=args.seed)
+    t_synth = time.perf_counter() - t
+    t = time.perf_counter()
+    book = Book.from_frames(**frames)
+    t_load = time.perf_counter() - t
+    engine = Engine(book, venue="binance", backend=args.backend)
+    b = engine.backend
+    from gpurisk.adl import adl_queues
+    from gpurisk.liquidation import position_risk
+    from gpurisk.margin import account_margin, position_margin
+
+    risk = engine.revalue()  # warm-up: compiles/loads kernels, faults pages in
+    mark = b.asarray(book.mark_price)
+    dev, venue = engine.device, engine.venue
+
+    def kernel_pass():
+        pm = position_margin(b, dev, mark, venue, risk.position_margin)
+        am = account_margin(b, dev, pm, venue, risk.account_margin)
+        position_risk(b, dev, mark, pm, am, venue, risk.position_risk)
+
+    def ranking():
+        adl_queues(b, dev, mark, risk.position_margin, risk.position_risk, venue)
+
+    def end_to_end():
+        engine.revalue(out=risk)
+
+    t_kernels = median_time(kernel_pass, args.repeats, b.synchronize)
+    t_rank = median_time(ranking, args.repeats, b.synchronize)
+    t_e2e = median_time(end_to_end, args.repeats, b.synchronize)
+    t = time.perf_counter()
+    _ = risk.accounts, risk.positions
+    t_tables = time.perf_counter() - t
+    nbytes = kernel_pass_bytes(engine, risk)
+    bw = copy_bandwidth()
+    floor = nbytes / bw
+
+    figures = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+        "backend": b.name, "accounts": book.n_accounts, "positions": book.n_positions,
+        "synth_s": t_synth, "load_validate_s": t_load, "upload_s": engine.upload_seconds,
+        "kernel_pass_s": t_kernels, "ranking_s": t_rank, "revalue_end_to_end_s": t_e2e,
+        "result_tables_s": t_tables, "kernel_bytes": nbytes, "copy_bandwidth_GBps": bw / 1e9,
+        "memory_floor_s": floor, "kernel_vs_floor": t_kernels / floor,
+    }
+    if not args.no_peer:
+        from polars_peer import polars_revalue
+        import polars as pl
+
+        frames_peer = book.frames()
+        polars_revalue(frames_peer)  # warm-up
+        t_peer = median_time(lambda: polars_revalue(frames_peer), max(1, args.repeats // 2), lambda: None)
+        acc, pos = polars_revalue(frames_peer)
+        # The peer must be right before its time counts.
+        np.testing.assert_allclose(acc["margin_ratio"].to_numpy(), risk.accounts["margin_ratio"].to_numpy(), rtol=1e-9)
+        np.testing.assert_allclose(pos["maint"].to_numpy(), risk.positions["maint_margin"].to_numpy(), rtol=1e-9, atol=1e-9)
+        assert (acc["status"].cast(pl.String) == risk.accounts["status"].cast(pl.String)).all()
+        same_rank = (pos["adl_rank"].cast(pl.Int64) == risk.positions["adl_rank"]).mean()
+        figures.update(polars_peer_s=t_peer, speedup_vs_polars=t_peer / t_e2e, peer_rank_agreement=same_rank)
+
+    print(f"\n{figures['machine']}, backend {b.name}: {book.n_accounts:,} accounts, {book.n_positions:,} positions")
+    print(f"| stage | time | note |\n|---|---|---|")
+    print(f"| synthesize | {t_synth:.2f} s | |")
+    print(f"| load + validate | {t_load:.2f} s | Book.from_frames |")
+    print(f"| upload | {engine.upload_seconds * 1e3:.1f} ms | |")
+    print(f"| kernel pass | {t_kernels * 1e3:.1f} ms | {nbytes / 1e9:.2f} GB moved; floor {floor * 1e3:.1f} ms at "
+          f"{bw / 1e9:.1f} GB/s copy bandwidth; {t_kernels / floor:.2f}x floor |")
+    print(f"| ADL ranking | {t_rank * 1e3:.1f} ms | score, 2 stable sorts, lights |")
+    print(f"| revalue end to end | {t_e2e * 1e3:.1f} ms | {book.n_positions / t_e2e / 1e6:.1f} M positions/s |")
+    print(f"| result tables | {t_tables * 1e3:.1f} ms | device -> polars |")
+    if "polars_peer_s" in figures:
+        print(f"| Polars peer | {figures['polars_peer_s'] * 1e3:.1f} ms | gpurisk {figures['speedup_vs_polars']:.1f}x faster; "
+              f"ranks agree on {figures['peer_rank_agreement']:.4%} |")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
