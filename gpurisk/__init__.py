@@ -2,20 +2,35 @@
 
 Margin, liquidation and bankruptcy prices and ADL queues for every account and position at
 once, from one set of CUDA kernels run on the GPU (CuPy) or compiled for the CPU.
+
+Names are imported on first use, so the array core (engine, kernels, synthetic books) works
+where Polars is not installed (e.g. a bare GPU node); tables and file I/O need Polars.
 """
 
-from .backend import BackendUnavailable, get_backend, gpu_available
-from .book import Book, BookError, Problem, read_book
-from .engine import Engine, Risk, revalue
-from .kernels import KernelBuildError
-from .synthetic import synthetic_book
-from .venue import BINANCE, BITMEX, BYBIT, DYDX, HYPERLIQUID, PRESETS, Venue, get_venue
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Book", "BookError", "Problem", "read_book", "synthetic_book",
-    "Engine", "Risk", "revalue", "Venue", "PRESETS", "get_venue",
-    "BINANCE", "BYBIT", "BITMEX", "HYPERLIQUID", "DYDX",
-    "get_backend", "gpu_available", "BackendUnavailable", "KernelBuildError",
-]
+_EXPORTS = {
+    "Book": "book", "BookError": "book", "Problem": "book", "read_book": "book",
+    "synthetic_book": "synthetic", "synthetic_tables": "synthetic",
+    "Engine": "engine", "Risk": "engine", "revalue": "engine",
+    "Venue": "venue", "PRESETS": "venue", "get_venue": "venue", "BINANCE": "venue", "BYBIT": "venue",
+    "BITMEX": "venue", "HYPERLIQUID": "venue", "DYDX": "venue",
+    "get_backend": "backend", "gpu_available": "backend", "BackendUnavailable": "backend",
+    "KernelBuildError": "kernels",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gpurisk' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

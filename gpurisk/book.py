@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+
+try:  # Polars is needed at the edges (read, validate, write), not by the array core.
+    import polars as pl
+except ImportError:  # pragma: no cover - exercised on GPU machines without Polars
+    pl = None
 
 from .schema import INPUT_TABLES, MARGIN_MODES, TABLE_KEYS, Column
 
@@ -181,10 +185,13 @@ def _validate_tiers(chk: _Checker, symbols: pl.Series | None, traded: pl.Series 
     chk.rule("maint_margin_rate", prev_mmr.is_not_null() & (pl.col("maint_margin_rate") < prev_mmr),
              "must be non-decreasing with notional within a symbol")
     if "maint_amount" in chk.df.columns and chk.df["maint_amount"].null_count() < chk.df.height:
-        derived = _derived_cum(chk.df)
+        runs = chk.df["symbol"].rle().struct.field("len").to_numpy()
+        tier_start = np.concatenate([[0], np.cumsum(runs)]).astype(np.int64)
+        derived = derived_maint_amount(tier_start, chk.df["notional_floor"].to_numpy().astype(np.float64),
+                                       chk.df["maint_margin_rate"].to_numpy().astype(np.float64))
         given = pl.col("maint_amount")
         tol = 1e-9 * pl.max_horizontal(pl.lit(1.0), pl.col("notional_floor") * pl.col("maint_margin_rate"))
-        chk.df = chk.df.with_columns(derived.alias("__cum"))
+        chk.df = chk.df.with_columns(pl.Series("__cum", derived))
         chk.rule("maint_amount", given.is_null() | ~given.is_finite() | ((given - pl.col("__cum")).abs() > tol),
                  "must keep maintenance margin continuous across tiers: "
                  "amount_k = amount_(k-1) + floor_k * (rate_k - rate_(k-1)), first 0 (leave the column "
@@ -195,12 +202,6 @@ def _validate_tiers(chk: _Checker, symbols: pl.Series | None, traded: pl.Series 
         if missing.len():
             chk.problems.append(Problem("tiers", "symbol", "every traded symbol needs at least one tier; none for",
                                         missing.len(), tuple(repr(s) for s in missing.head(EXAMPLES_SHOWN)))) 
-
-
-def _derived_cum(df: pl.DataFrame) -> pl.Expr:
-    """cum_1 = 0, cum_k = cum_(k-1) + floor_k · (mmr_k − mmr_(k−1)); df sorted by symbol, floor."""
-    step = pl.col("notional_floor") * (pl.col("maint_margin_rate") - pl.col("maint_margin_rate").shift(1).over("symbol"))
-    return step.fill_null(0.0).cum_sum().over("symbol")
 
 
 def _validate_accounts(chk: _Checker) -> None:
@@ -346,7 +347,8 @@ class Book:
         if "maint_amount" in tiers.columns and tiers["maint_amount"].null_count() == 0:
             cum = tiers["maint_amount"].to_numpy().astype(np.float64)
         else:
-            cum = tiers.select(_derived_cum(tiers)).to_series().to_numpy().astype(np.float64)
+            cum = derived_maint_amount(tier_start, tiers["notional_floor"].to_numpy().astype(np.float64),
+                                       tiers["maint_margin_rate"].to_numpy().astype(np.float64))
 
         accounts = accounts.sort("account_id")
         account_id = np.ascontiguousarray(accounts["account_id"].to_numpy(), dtype=np.int64)
@@ -431,11 +433,11 @@ class Book:
 
 
 _READERS = {
-    ".parquet": pl.read_parquet,
+    ".parquet": lambda p: pl.read_parquet(p),
     ".csv": lambda p: pl.read_csv(p, infer_schema_length=None),
-    ".arrow": pl.read_ipc,
-    ".feather": pl.read_ipc,
-    ".ipc": pl.read_ipc,
+    ".arrow": lambda p: pl.read_ipc(p),
+    ".feather": lambda p: pl.read_ipc(p),
+    ".ipc": lambda p: pl.read_ipc(p),
 }
 
 
@@ -449,6 +451,16 @@ def read_table(directory: Path, name: str) -> pl.DataFrame:
                 raise BookError([Problem(name, "", f"cannot read {path}: {exc}")]) from exc
     raise FileNotFoundError(f"{directory}: no {name} table (looked for "
                             f"{', '.join(name + e for e in _READERS)})")
+
+
+def derived_maint_amount(tier_start: np.ndarray, floor: np.ndarray, mmr: np.ndarray) -> np.ndarray:
+    """cum_1 = 0, cum_k = cum_(k-1) + floor_k · (mmr_k − mmr_(k−1)) per symbol (MM continuous)."""
+    cum = np.zeros(floor.size)
+    for s in range(tier_start.size - 1):
+        a, b = int(tier_start[s]), int(tier_start[s + 1])
+        for k in range(a + 1, b):
+            cum[k] = cum[k - 1] + floor[k] * (mmr[k] - mmr[k - 1])
+    return cum
 
 
 def read_book(directory: str | Path) -> Book:

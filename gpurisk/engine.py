@@ -12,14 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+
+try:  # result tables need Polars; the device arrays do not
+    import polars as pl
+except ImportError:  # pragma: no cover
+    pl = None
 
 from .adl import AdlQueues, adl_queues, queue_group
 from .backend import Backend, get_backend
 from .book import Book, BookError, Problem
 from .liquidation import PositionRisk, position_risk
 from .margin import AccountMargin, PositionMargin, account_margin, position_margin
-from .schema import MODE_DTYPE, SIDE_DTYPE, STATUS_DTYPE
+from .schema import MARGIN_MODES, SIDES, STATUSES
 from .venue import Venue, get_venue
 
 _DEVICE_FIELDS = ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr", "tier_cum",
@@ -55,7 +59,7 @@ def resolve_marks(book: Book, marks) -> np.ndarray:
                              f"{out.size} symbols ({', '.join(book.symbols)})")
         items = list(zip(book.symbols, arr.tolist()))
     else:
-        df = marks if isinstance(marks, pl.DataFrame) else pl.DataFrame(marks)
+        df = marks if pl is not None and isinstance(marks, pl.DataFrame) else pl.DataFrame(marks)
         if not {"symbol", "mark_price"} <= set(df.columns):
             raise ValueError("a marks frame needs columns symbol and mark_price")
         items = list(zip(df["symbol"].to_list(), df["mark_price"].to_list()))
@@ -69,6 +73,11 @@ def resolve_marks(book: Book, marks) -> np.ndarray:
     for s, p in items:
         out[book.symbols.index(s)] = float(p)
     return out
+
+
+def _enum(categories) -> "pl.Series":
+    """The categories as a Polars Enum series, to gather codes from (codes -> labels)."""
+    return pl.Series(list(categories), dtype=pl.Enum(list(categories)))
 
 
 @dataclass
@@ -97,7 +106,7 @@ class Risk:
         """One row per input account (sorted by account_id)."""
         if self._accounts is None:
             b, am = self.book, self.account_margin
-            status = pl.Series(list(STATUS_DTYPE.categories), dtype=STATUS_DTYPE)
+            status = _enum(STATUSES)
             self._accounts = pl.DataFrame({
                 "account_id": b.account_id,
                 "wallet_balance": b.wallet,
@@ -117,15 +126,15 @@ class Risk:
         """One row per input position, sorted by (account_id, symbol, margin_mode)."""
         if self._positions is None:
             b, pm, pr, q = self.book, self.position_margin, self.position_risk, self.adl
-            symbols = pl.Series(b.symbols, dtype=pl.Enum(b.symbols))
-            status = pl.Series(list(STATUS_DTYPE.categories), dtype=STATUS_DTYPE)
+            symbols = _enum(b.symbols)
+            status = _enum(STATUSES)
             liq = self._h(pr.liq_price)
             bp = self._h(pr.bankruptcy_price)
             self._positions = pl.DataFrame({
                 "account_id": b.account_id[b.pos_account],
                 "symbol": symbols.gather(b.pos_symbol),
-                "margin_mode": pl.Series(list(MODE_DTYPE.categories), dtype=MODE_DTYPE).gather(b.isolated),
-                "side": pl.Series(list(SIDE_DTYPE.categories), dtype=SIDE_DTYPE).gather((b.size < 0).astype(np.int8)),
+                "margin_mode": _enum(MARGIN_MODES).gather(b.isolated),
+                "side": _enum(SIDES).gather((b.size < 0).astype(np.int8)),
                 "size": b.size,
                 "entry_price": b.entry,
                 "mark_price": self.mark[b.pos_symbol],

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import polars as pl
-
 STATUSES = ("healthy", "margin_call", "liquidatable", "bankrupt")  # kernel codes 0..3
 SIDES = ("long", "short")
 MARGIN_MODES = ("cross", "isolated")
 
-STATUS_DTYPE = pl.Enum(STATUSES)
-SIDE_DTYPE = pl.Enum(SIDES)
-MODE_DTYPE = pl.Enum(MARGIN_MODES)
 
 
 @dataclass(frozen=True)

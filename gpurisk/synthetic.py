@@ -9,9 +9,8 @@ interest so that Σ size = 0 per symbol (a balanced book).
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 
-from .book import Book
+from .book import Book, derived_maint_amount
 
 # Tier ladders: (notional floor, maintenance margin rate, max leverage). BTC follows the
 # shape of Binance's published BTCUSDT table; the others are scaled-down ladders.
@@ -38,17 +37,22 @@ SYMBOLS = [
 MARKET_MAKER_ID = 0
 
 
-def synthetic_tables(n_accounts: int, seed: int = 0, n_symbols: int = len(SYMBOLS),
-                     isolated_share: float = 0.15, stressed_share: float = 0.06,
-                     empty_share: float = 0.03) -> dict[str, pl.DataFrame]:
-    """The four input tables of a synthetic book (see :func:`synthetic_book`)."""
+def synthetic_book(n_accounts: int, seed: int = 0, n_symbols: int = len(SYMBOLS),
+                   isolated_share: float = 0.15, stressed_share: float = 0.06,
+                   empty_share: float = 0.03) -> Book:
+    """A balanced, realistic synthetic book of ``n_accounts`` traders plus one market maker
+    (account 0) holding the other side of the net open interest of every symbol.
+
+    About 2.7 positions per account (10M positions ≈ 3.7M accounts). Same seed, same book.
+    Built straight into arrays (no Polars needed); ``synthetic_tables`` gives it as frames.
+    """
     if n_accounts < 1:
         raise ValueError("n_accounts must be >= 1")
     if not 1 <= n_symbols <= len(SYMBOLS):
         raise ValueError(f"n_symbols must be in 1..{len(SYMBOLS)}")
     rng = np.random.default_rng(seed)
-    spec = SYMBOLS[:n_symbols]
-    names = [s[0] for s in spec]
+    spec = sorted(SYMBOLS[:n_symbols], key=lambda s: s[0])  # symbol index = name order
+    names = tuple(s[0] for s in spec)
     mark = np.array([s[1] for s in spec])
     lot = np.array([s[2] for s in spec])
     weight = np.array([s[3] for s in spec])
@@ -57,32 +61,30 @@ def synthetic_tables(n_accounts: int, seed: int = 0, n_symbols: int = len(SYMBOL
     # Positions per account: heavy-tailed, at most one per symbol; a few accounts hold none.
     per_account = np.minimum(rng.geometric(0.36, n_accounts), n_symbols)
     per_account[rng.random(n_accounts) < empty_share] = 0
-    # Distinct symbols per account by popularity (Gumbel top-k over symbols).
+    # Distinct symbols per account by popularity (Gumbel top-k), then in symbol order.
     keys = np.log(weight)[None, :] + rng.gumbel(size=(n_accounts, n_symbols))
     ranked = np.argsort(-keys, axis=1)
-    take = np.arange(n_symbols)[None, :] < per_account[:, None]
-    acc_idx = np.repeat(np.arange(n_accounts), per_account)
-    sym = ranked[take]  # row-major: the chosen symbols of each account in turn
+    chosen = np.where(np.arange(n_symbols)[None, :] < per_account[:, None], ranked, n_symbols)
+    chosen.sort(axis=1)
+    sym = chosen[chosen < n_symbols].astype(np.int32)  # row-major: account after account
+    acc_idx = np.repeat(np.arange(1, n_accounts + 1, dtype=np.int32), per_account)  # 0 = market maker
     n = sym.size
 
     # Sizes: log-normal notional (median ~2.5k USDT, long tail to tens of millions).
     notional = np.minimum(np.exp(rng.normal(np.log(2_500.0), 1.7, n)), 4e7)
     lots = np.maximum(np.round(notional / (mark[sym] * lot[sym])), 1).astype(np.int64)
-    side = np.where(rng.random(n) < 0.5, 1, -1)
-    lots *= side
+    lots *= np.where(rng.random(n) < 0.5, 1, -1)
     size = lots * lot[sym]
-    entry = mark[sym] * np.exp(rng.normal(0.0, 0.04, n))
-    entry = np.round(entry, 6)
+    entry = np.round(mark[sym] * np.exp(rng.normal(0.0, 0.04, n)), 6)
     entry_notional = np.abs(size) * entry
 
     # Leverage: most traders at 3-20x, a tail up to the tier's maximum.
-    tier_floor = [np.array([t[0] for t in s[4]]) for s in spec]
-    tier_lev = [np.array([t[2] for t in s[4]], dtype=float) for s in spec]
     max_lev = np.empty(n)
-    for s in range(n_symbols):
+    for s, (_, _, _, _, tiers) in enumerate(spec):
         m = sym == s
-        k = np.searchsorted(tier_floor[s], entry_notional[m], side="right") - 1
-        max_lev[m] = tier_lev[s][k]
+        floors = np.array([t[0] for t in tiers])
+        k = np.searchsorted(floors, entry_notional[m], side="right") - 1
+        max_lev[m] = np.array([t[2] for t in tiers], dtype=float)[k]
     lev = np.minimum(np.round(1 + rng.pareto(1.6, n) * 6), max_lev)
     explicit_lev = rng.random(n) < 0.6
 
@@ -91,46 +93,50 @@ def synthetic_tables(n_accounts: int, seed: int = 0, n_symbols: int = len(SYMBOL
     iso_margin = np.where(isolated, np.round(im_entry * rng.uniform(1.0, 1.6, n), 2), 0.0)
 
     # Wallets: a multiple of the cross initial margin; a stressed minority runs thin.
-    cross_im = np.bincount(acc_idx, weights=np.where(isolated, 0.0, im_entry), minlength=n_accounts)
+    cross_im = np.bincount(acc_idx, weights=np.where(isolated, 0.0, im_entry), minlength=n_accounts + 1)[1:]
     cushion = np.exp(rng.normal(0.5, 0.6, n_accounts))
     stressed = rng.random(n_accounts) < stressed_share
     cushion[stressed] = rng.uniform(0.05, 0.7, stressed.sum())
     wallet = np.round(cross_im * cushion + rng.exponential(200.0, n_accounts), 2)
 
-    account_id = np.arange(1, n_accounts + 1, dtype=np.int64) + MARKET_MAKER_ID
-
     # Market maker: the other side of the net open interest, at mark, well collateralised.
     net_lots = np.bincount(sym, weights=lots, minlength=n_symbols).astype(np.int64)
-    mm_sym = np.nonzero(net_lots)[0]
+    mm_sym = np.nonzero(net_lots)[0].astype(np.int32)
     mm_size = -net_lots[mm_sym] * lot[mm_sym]
     mm_wallet = float(np.round(np.sum(np.abs(mm_size) * mark[mm_sym]) * 0.25 + 1e6, 2))
 
-    positions = pl.DataFrame({
-        "account_id": np.concatenate([np.full(mm_sym.size, MARKET_MAKER_ID), account_id[acc_idx]]),
-        "symbol": pl.Series(names, dtype=pl.String).gather(np.concatenate([mm_sym, sym])),
-        "size": np.concatenate([mm_size, size]),
-        "entry_price": np.concatenate([mark[mm_sym], entry]),
-        "margin_mode": pl.Series(["cross", "isolated"]).gather(
-            np.concatenate([np.zeros(mm_sym.size, np.int64), isolated.astype(np.int64)])),
-        "isolated_margin": np.concatenate([np.zeros(mm_sym.size), iso_margin]),
-        "leverage": pl.Series(np.concatenate([np.full(mm_sym.size, np.nan),
-                                              np.where(explicit_lev, lev, np.nan)])).fill_nan(None),
-    })
-    accounts = pl.DataFrame({
-        "account_id": np.concatenate([[MARKET_MAKER_ID], account_id]),
-        "wallet_balance": np.concatenate([[mm_wallet], wallet]),
-    })
-    markets = pl.DataFrame({"symbol": names, "mark_price": mark, "contract_size": np.ones(n_symbols)})
-    tiers = pl.DataFrame(
-        [(s[0], float(f), float(r), float(lv)) for s in spec for f, r, lv in s[4]],
-        schema=["symbol", "notional_floor", "maint_margin_rate", "max_leverage"], orient="row")
-    return {"markets": markets, "tiers": tiers, "accounts": accounts, "positions": positions}
+    pos_account = np.concatenate([np.zeros(mm_sym.size, np.int32), acc_idx])
+    counts = np.bincount(pos_account, minlength=n_accounts + 1)
+    pos_start = np.zeros(n_accounts + 2, dtype=np.int64)
+    np.cumsum(counts, out=pos_start[1:])
+    tier_rows = [t for s in spec for t in s[4]]
+    tier_start = np.zeros(n_symbols + 1, dtype=np.int32)
+    np.cumsum([len(s[4]) for s in spec], out=tier_start[1:])
+    tier_floor = np.array([t[0] for t in tier_rows], dtype=np.float64)
+    tier_mmr = np.array([t[1] for t in tier_rows], dtype=np.float64)
+    return Book(
+        symbols=names,
+        mark_price=mark.astype(np.float64),
+        contract_size=np.ones(n_symbols),
+        tier_start=tier_start,
+        tier_floor=tier_floor,
+        tier_mmr=tier_mmr,
+        tier_cum=derived_maint_amount(tier_start, tier_floor, tier_mmr),
+        tier_max_leverage=np.array([t[2] for t in tier_rows], dtype=np.float64),
+        account_id=np.arange(n_accounts + 1, dtype=np.int64) + MARKET_MAKER_ID,
+        wallet=np.concatenate([[mm_wallet], wallet]),
+        pos_start=pos_start,
+        pos_account=pos_account,
+        pos_symbol=np.ascontiguousarray(np.concatenate([mm_sym, sym]), dtype=np.int32),
+        size=np.concatenate([mm_size, size]),
+        entry=np.concatenate([mark[mm_sym], entry]),
+        isolated=np.concatenate([np.zeros(mm_sym.size, np.int8), isolated.astype(np.int8)]),
+        isolated_margin=np.concatenate([np.zeros(mm_sym.size), iso_margin]),
+        leverage=np.concatenate([np.zeros(mm_sym.size), np.where(explicit_lev, lev, 0.0)]),
+        meta={"synthetic": {"n_accounts": n_accounts, "seed": seed}},
+    )
 
 
-def synthetic_book(n_accounts: int, seed: int = 0, **options) -> Book:
-    """A balanced, realistic synthetic book of ``n_accounts`` traders plus one market maker.
-
-    About 2.7 positions per account (10M positions ≈ 3.7M accounts). Same seed, same book.
-    Options: ``n_symbols`` (1-10), ``isolated_share``, ``stressed_share``, ``empty_share``.
-    """
-    return Book.from_frames(**synthetic_tables(n_accounts, seed=seed, **options))
+def synthetic_tables(n_accounts: int, seed: int = 0, **options):
+    """The four input tables (polars) of :func:`synthetic_book`."""
+    return synthetic_book(n_accounts, seed=seed, **options).frames()
