@@ -42,9 +42,7 @@ def rank_queues(backend: Backend, group, score, n_groups: int):
     """
     xp = backend.xp
     n = int(score.size)
-    by_score = xp.argsort(-score, kind="stable")
-    narrow = xp.int16 if n_groups < 2**15 else xp.int32  # NumPy radix-sorts 16-bit keys
-    order = by_score[xp.argsort(group[by_score].astype(narrow), kind="stable")]
+    order = backend.queue_order(group, score, n_groups)
     group_start = xp.searchsorted(group[order], xp.arange(n_groups + 1, dtype=group.dtype)).astype(xp.int64)
     rank = xp.empty(n, dtype=xp.int64)
     rank[order] = xp.arange(n, dtype=xp.int64) - group_start[group[order]] + 1

@@ -150,18 +150,37 @@ def _run_cxx(cxx: str, flags: list[str], src: Path, dst: Path) -> subprocess.Com
     return subprocess.run([cxx, *flags, str(src), "-o", str(dst)], capture_output=True, text=True)
 
 
+NATIVE_DIR = Path(__file__).resolve().parent / "native"
+
+
+@functools.lru_cache(maxsize=None)
+def native_library(fname: str) -> ctypes.CDLL:
+    """Host-only helpers of the cpu backend (gpurisk/native/*.cpp), built like the kernels."""
+    return _build_cpu((NATIVE_DIR / fname).read_text(), fname)
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_library(fname: str) -> ctypes.CDLL:
     """Compile (once, cached on disk by hash) and load the CPU build of one kernel file."""
+    lib = _build_cpu(source(fname), fname)
+    for sig in signatures().values():
+        if sig.file != fname:
+            continue
+        fn = getattr(lib, sig.name)
+        fn.restype = None
+        fn.argtypes = [_ctype(p) for p in sig.params]
+    return lib
+
+
+def _build_cpu(text: str, fname: str) -> ctypes.CDLL:
     cxx = find_cxx()
-    text = source(fname)
     flags = [*CPU_FLAGS, "-fopenmp"]
     key = hashlib.sha256("\0".join([text, *flags, _compiler_identity(cxx)]).encode()).hexdigest()[:20]
     lib_path = cache_dir() / f"{Path(fname).stem}-{key}.so"
     if not lib_path.exists():
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
             src = Path(tmp) / fname
-            src.write_text(text)
+            src.write_text(text)  # sources are self-contained: local includes are expanded
             out = Path(tmp) / lib_path.name
             res = _run_cxx(cxx, flags, src, out)
             if res.returncode != 0:
@@ -172,14 +191,7 @@ def cpu_library(fname: str) -> ctypes.CDLL:
                 warnings.warn(f"{cxx} could not build with OpenMP; kernels/{fname} runs on one thread",
                               RuntimeWarning, stacklevel=2)
             os.replace(out, lib_path)  # atomic: concurrent builders never see half a file
-    lib = ctypes.CDLL(str(lib_path))
-    for sig in signatures().values():
-        if sig.file != fname:
-            continue
-        fn = getattr(lib, sig.name)
-        fn.restype = None
-        fn.argtypes = [_ctype(p) for p in sig.params]
-    return lib
+    return ctypes.CDLL(str(lib_path))
 
 
 def _ctype(p: Param):

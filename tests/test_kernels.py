@@ -94,3 +94,24 @@ def test_segmented_cumsum_is_sequential_per_block_and_thread_independent():
     one = segmented_cumsum(CpuBackend(), values, starts, block=1 << 20)
     for a, b in zip(starts[:-1], starts[1:]):
         np.testing.assert_array_equal(one[a:b], np.cumsum(values[a:b]))
+
+
+def test_native_radix_queue_order_matches_two_stable_sorts():
+    from gpurisk.backend import Backend
+
+    rng = np.random.default_rng(7)
+    n = 200_000
+    group = rng.integers(0, 600, n).astype(np.int32)  # > 256 queues: two group bytes
+    score = rng.normal(size=n)
+    score[rng.random(n) < 0.3] = 0.0  # long runs of ties
+    score[rng.random(n) < 0.05] = -0.0
+    score[:10] = [np.inf, -np.inf, 1e-300, -1e-300, 5e300, -5e300, 0.0, -0.0, 1.0, 1.0]
+    reference = Backend.queue_order(CpuBackend(), group, score, 600)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(CpuBackend(threads=threads).queue_order(group, score, 600), reference)
+    g, s = group[reference], score[reference]
+    assert np.all(np.diff(g) >= 0)
+    same = g[1:] == g[:-1]
+    assert np.all(s[:-1][same] >= s[1:][same])
+    tie = same & (s[:-1] == s[1:])
+    assert np.all(reference[:-1][tie] < reference[1:][tie])

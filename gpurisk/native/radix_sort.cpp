@@ -1,0 +1,109 @@
+// Stable LSD radix argsort for the cpu backend's ADL queues (host code, not a kernel).
+// Orders positions by (queue, score descending, storage index): scores are mapped to
+// unsigned keys whose ascending order is descending score, sorted byte by byte, then by
+// queue. Each pass is stable and split into contiguous per-thread chunks whose offsets are
+// computed in thread order, so the permutation is the same on any thread count (and, the
+// order being total, the same as any other correct sort, e.g. the GPU's).
+#include <stdint.h>
+#include <string.h>
+#include <vector>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace {
+
+inline uint64_t descending_key(double score) {
+    double s = score + 0.0;  // -0.0 -> +0.0: equal scores must have equal keys
+    uint64_t bits;
+    memcpy(&bits, &s, sizeof bits);
+    const uint64_t ascending = (bits & 0x8000000000000000ULL) ? ~bits : (bits | 0x8000000000000000ULL);
+    return ~ascending;
+}
+
+int thread_count() {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// One stable counting pass on byte `shift/8` of key: (key_in, idx_in) -> (key_out, idx_out).
+template <typename K>
+void radix_pass(long long n, int shift, const K* key_in, const long long* idx_in, K* key_out,
+                long long* idx_out, int threads) {
+    std::vector<long long> hist((size_t)threads * 256, 0);
+#pragma omp parallel num_threads(threads)
+    {
+#if defined(_OPENMP)
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
+        long long* h = &hist[(size_t)t * 256];
+        for (long long i = lo; i < hi; ++i) ++h[(key_in[i] >> shift) & 0xFF];
+#pragma omp barrier
+#pragma omp single
+        {
+            long long running = 0;
+            for (int d = 0; d < 256; ++d)
+                for (int u = 0; u < threads; ++u) {
+                    const long long c = hist[(size_t)u * 256 + d];
+                    hist[(size_t)u * 256 + d] = running;
+                    running += c;
+                }
+        }
+        for (long long i = lo; i < hi; ++i) {
+            const long long dst = h[(key_in[i] >> shift) & 0xFF]++;
+            key_out[dst] = key_in[i];
+            idx_out[dst] = idx_in[i];
+        }
+    }
+}
+
+template <typename K>
+bool single_bucket(long long n, int shift, const K* key) {
+    if (n == 0) return true;
+    const unsigned first = (unsigned)((key[0] >> shift) & 0xFF);
+    for (long long i = 1; i < n; ++i)
+        if ((unsigned)((key[i] >> shift) & 0xFF) != first) return false;
+    return true;
+}
+
+template <typename K>
+void sort_bytes(long long n, int n_bytes, std::vector<K>& key, std::vector<long long>& idx,
+                std::vector<K>& key_tmp, std::vector<long long>& idx_tmp, int threads) {
+    for (int b = 0; b < n_bytes; ++b) {
+        const int shift = 8 * b;
+        if (single_bucket(n, shift, key.data())) continue;  // this byte orders nothing
+        radix_pass(n, shift, key.data(), idx.data(), key_tmp.data(), idx_tmp.data(), threads);
+        key.swap(key_tmp);
+        idx.swap(idx_tmp);
+    }
+}
+
+}  // namespace
+
+// order[k] = the position at place k of the concatenated queues (queue ascending, score
+// descending, position index ascending). n_groups < 2^31.
+extern "C" void queue_order(long long n, const int* group, const double* score, int n_groups,
+                            long long* order) {
+    const int threads = thread_count();
+    std::vector<uint64_t> key(n), key_tmp(n);
+    std::vector<long long> idx(n), idx_tmp(n);
+#pragma omp parallel for schedule(static)
+    for (long long i = 0; i < n; ++i) {
+        key[i] = descending_key(score[i]);
+        idx[i] = i;
+    }
+    sort_bytes(n, 8, key, idx, key_tmp, idx_tmp, threads);
+    std::vector<uint32_t> gkey(n), gkey_tmp(n);
+#pragma omp parallel for schedule(static)
+    for (long long i = 0; i < n; ++i) gkey[i] = (uint32_t)group[idx[i]];
+    int group_bytes = 1;
+    while (group_bytes < 4 && ((long long)n_groups - 1) >> (8 * group_bytes)) ++group_bytes;
+    sort_bytes(n, group_bytes, gkey, idx, gkey_tmp, idx_tmp, threads);
+    memcpy(order, idx.data(), sizeof(long long) * (size_t)n);
+}
