@@ -67,6 +67,7 @@ class CpuBackend(Backend):
 
     def __init__(self, threads: int | None = None):
         self.threads = threads
+        self._sort_work = None  # radix sort buffers, kept between calls
 
     def launch(self, kernel: str, *args) -> None:
         sig = self._check(kernel, args)
@@ -84,11 +85,16 @@ class CpuBackend(Backend):
             _kernels.cpu_library("scan.cu").gr_set_num_threads(int(self.threads))
         group = np.ascontiguousarray(group, dtype=np.int32)
         score = np.ascontiguousarray(score, dtype=np.float64)
-        order = np.empty(score.size, dtype=np.int64)
+        n = score.size
+        if self._sort_work is None or self._sort_work[0].size < n:
+            self._sort_work = tuple(np.empty(n, dtype=np.uint64) for _ in range(3))
+        key, key_tmp, idx_tmp = self._sort_work
+        order = np.empty(n, dtype=np.int64)
         lib.queue_order.restype = None
-        lib.queue_order(ctypes.c_longlong(score.size), ctypes.c_void_p(group.ctypes.data),
+        lib.queue_order(ctypes.c_longlong(n), ctypes.c_void_p(group.ctypes.data),
                         ctypes.c_void_p(score.ctypes.data), ctypes.c_int(n_groups),
-                        ctypes.c_void_p(order.ctypes.data))
+                        ctypes.c_void_p(order.ctypes.data), ctypes.c_void_p(key.ctypes.data),
+                        ctypes.c_void_p(key_tmp.ctypes.data), ctypes.c_void_p(idx_tmp.ctypes.data))
         return order
 
 

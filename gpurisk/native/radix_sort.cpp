@@ -6,7 +6,7 @@
 // order being total, the same as any other correct sort, e.g. the GPU's).
 #include <stdint.h>
 #include <string.h>
-#include <vector>
+#include <vector>  // per-thread histograms
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -72,38 +72,44 @@ bool single_bucket(long long n, int shift, const K* key) {
     return true;
 }
 
+// Sorts (key, idx) by n_bytes low bytes of key; returns whether the result ended up in the
+// _tmp buffers (the two buffers alternate, so no copy is needed between passes).
 template <typename K>
-void sort_bytes(long long n, int n_bytes, std::vector<K>& key, std::vector<long long>& idx,
-                std::vector<K>& key_tmp, std::vector<long long>& idx_tmp, int threads) {
+bool sort_bytes(long long n, int n_bytes, K* key, long long* idx, K* key_tmp, long long* idx_tmp,
+                int threads) {
+    bool swapped = false;
     for (int b = 0; b < n_bytes; ++b) {
         const int shift = 8 * b;
-        if (single_bucket(n, shift, key.data())) continue;  // this byte orders nothing
-        radix_pass(n, shift, key.data(), idx.data(), key_tmp.data(), idx_tmp.data(), threads);
-        key.swap(key_tmp);
-        idx.swap(idx_tmp);
+        if (single_bucket(n, shift, key)) continue;  // this byte orders nothing
+        radix_pass(n, shift, key, idx, key_tmp, idx_tmp, threads);
+        K* k = key; key = key_tmp; key_tmp = k;
+        long long* i = idx; idx = idx_tmp; idx_tmp = i;
+        swapped = !swapped;
     }
+    return swapped;
 }
 
 }  // namespace
 
 // order[k] = the position at place k of the concatenated queues (queue ascending, score
-// descending, position index ascending). n_groups < 2^31.
+// descending, position index ascending). The caller owns the work buffers (reused between
+// calls: first-touching fresh memory costs more than the sort): key and key_tmp hold n
+// uint64, idx_tmp n int64.
 extern "C" void queue_order(long long n, const int* group, const double* score, int n_groups,
-                            long long* order) {
+                            long long* order, uint64_t* key, uint64_t* key_tmp, long long* idx_tmp) {
     const int threads = thread_count();
-    std::vector<uint64_t> key(n), key_tmp(n);
-    std::vector<long long> idx(n), idx_tmp(n);
 #pragma omp parallel for schedule(static)
     for (long long i = 0; i < n; ++i) {
         key[i] = descending_key(score[i]);
-        idx[i] = i;
+        order[i] = i;
     }
-    sort_bytes(n, 8, key, idx, key_tmp, idx_tmp, threads);
-    std::vector<uint32_t> gkey(n), gkey_tmp(n);
+    if (sort_bytes(n, 8, key, order, key_tmp, idx_tmp, threads))
+        memcpy(order, idx_tmp, sizeof(long long) * (size_t)n);
+    // Then by queue, stably: the queue ids of the sorted positions reuse the key buffers.
 #pragma omp parallel for schedule(static)
-    for (long long i = 0; i < n; ++i) gkey[i] = (uint32_t)group[idx[i]];
+    for (long long i = 0; i < n; ++i) key[i] = (uint64_t)(uint32_t)group[order[i]];
     int group_bytes = 1;
-    while (group_bytes < 4 && ((long long)n_groups - 1) >> (8 * group_bytes)) ++group_bytes;
-    sort_bytes(n, group_bytes, gkey, idx, gkey_tmp, idx_tmp, threads);
-    memcpy(order, idx.data(), sizeof(long long) * (size_t)n);
+    while (group_bytes < 4 && (((long long)n_groups - 1) >> (8 * group_bytes))) ++group_bytes;
+    if (sort_bytes(n, group_bytes, key, order, key_tmp, idx_tmp, threads))
+        memcpy(order, idx_tmp, sizeof(long long) * (size_t)n);
 }
