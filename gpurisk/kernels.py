@@ -25,7 +25,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-KERNEL_FILES = ("margin.cu", "liquidation.cu", "adl.cu", "scan.cu")
+KERNEL_FILES = ("margin.cu", "liquidation.cu", "adl.cu", "scan.cu", "stress.cu")
 
 CPU_FLAGS = ("-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math",
              "-fPIC", "-shared")

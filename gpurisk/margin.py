@@ -49,7 +49,7 @@ def account_margin(backend: Backend, dev, pm: PositionMargin, venue: Venue,
     if out is None:
         out = AccountMargin(*(xp.empty(n, dtype=xp.float64) for _ in range(6)),
                             xp.empty(n, dtype=xp.int8), xp.empty(n, dtype=xp.int32))
-    backend.launch("account_margin", n, dev.pos_start, dev.isolated, pm.upnl, pm.maint, pm.init,
+    backend.launch("account_margin", n, dev.pos_start, dev.isolated, dev.size, pm.upnl, pm.maint, pm.init,
                    dev.wallet, float(venue.margin_call_ratio), float(venue.liquidation_ratio),
                    out.upnl, out.equity, out.maint, out.init, out.ratio, out.available,
                    out.status, out.n_cross)

@@ -46,6 +46,14 @@ GR_KERNEL void position_risk(
         const double p = mark[s];
         const double cs = contract_size[s];
         double wp, mmp, eq, bp;
+        if (q == 0.0) {  // closed during a stress run: no prices
+            pos_equity[i] = isolated[i] ? isolated_margin[i] : equity[a];
+            ratio[i] = 0.0;
+            status[i] = GR_HEALTHY;
+            liq_price[i] = GR_NAN;
+            bankruptcy_price[i] = GR_NAN;
+            continue;
+        }
         if (isolated[i]) {
             wp = isolated_margin[i];
             mmp = 0.0;

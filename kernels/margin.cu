@@ -19,21 +19,21 @@ GR_KERNEL void position_margin(
         const double e = entry[i];
         const double n_mark = aq * p * cs;
         const double n_mm = mm_on_entry ? aq * e * cs : n_mark;
-        const int k_mark = tier_of(tier_start, tier_floor, s, n_mark);
-        const int k = mm_on_entry ? tier_of(tier_start, tier_floor, s, n_mm) : k_mark;
         double lev = leverage[i];
-        if (!(lev > 0.0)) lev = tier_max_leverage[k_mark];
+        if (!(lev > 0.0)) lev = tier_max_leverage[tier_of(tier_start, tier_floor, s, n_mark)];
         notional[i] = n_mark;
-        upnl[i] = q * (p - e) * cs;
-        maint[i] = n_mm * tier_mmr[k] - tier_cum[k];
+        upnl[i] = upnl_of(q, p, e, cs);
+        maint[i] = maint_margin_of(tier_start, tier_floor, tier_mmr, tier_cum, s, n_mm);
         init[i] = n_mark / lev;
     }
 }
 
-// One thread per account sums its cross positions in storage order (sorted by symbol),
-// so the sums are the same bits on every backend and thread count.
+// One thread per account sums its open cross positions in storage order (sorted by
+// symbol), so the sums are the same bits on every backend and thread count. Positions of
+// size 0 (closed during a stress run) do not count.
 GR_KERNEL void account_margin(
     long long n_accounts, const long long* pos_start, const signed char* isolated,
+    const double* size,
     const double* upnl, const double* maint, const double* init, const double* wallet,
     double margin_call_ratio, double liquidation_ratio,
     double* acc_upnl, double* equity, double* acc_maint, double* acc_init,
@@ -42,7 +42,7 @@ GR_KERNEL void account_margin(
         double su = 0.0, sm = 0.0, si = 0.0;
         int nc = 0;
         for (long long j = pos_start[a]; j < pos_start[a + 1]; ++j) {
-            if (isolated[j]) continue;
+            if (isolated[j] || size[j] == 0.0) continue;
             su += upnl[j];
             sm += maint[j];
             si += init[j];

@@ -1,0 +1,93 @@
+// Stress kernels (DESIGN §6–§7): which accounts a batch of price scenarios puts past
+// liquidation, read in one pass over the positions, and the partial reduction that
+// restores a target margin ratio.
+#include "common.cuh"
+
+// flags[sc·n_accounts + a] = 1 when, at the marks of scenario sc (marks[sc·n_symbols + s]),
+// account a's cross margin or one of its isolated positions is liquidatable or bankrupt.
+// One thread per account walks its positions once per scenario, from cache; the sums run
+// in storage order exactly as in account_margin, so the flags agree with a revaluation.
+GR_KERNEL void stress_flags(
+    long long n_accounts, int n_scenarios, int n_symbols, const long long* pos_start,
+    const int* symbol, const double* size, const double* entry, const signed char* isolated,
+    const double* isolated_margin, const double* wallet, const double* marks,
+    const double* contract_size, const int* tier_start, const double* tier_floor,
+    const double* tier_mmr, const double* tier_cum, int mm_on_entry,
+    double margin_call_ratio, double liquidation_ratio, signed char* flags) {
+    for_each_index(a, n_accounts) {
+        for (int sc = 0; sc < n_scenarios; ++sc) {
+            const double* mark = marks + (long long)sc * n_symbols;
+            double su = 0.0, sm = 0.0;
+            int nc = 0;
+            signed char flag = 0;
+            for (long long j = pos_start[a]; j < pos_start[a + 1]; ++j) {
+                const double q = size[j];
+                if (q == 0.0) continue;
+                const int s = symbol[j];
+                const double cs = contract_size[s];
+                const double p = mark[s];
+                const double n_mm = mm_on_entry ? fabs(q) * entry[j] * cs : fabs(q) * p * cs;
+                const double mm = maint_margin_of(tier_start, tier_floor, tier_mmr, tier_cum, s, n_mm);
+                const double u = upnl_of(q, p, entry[j], cs);
+                if (isolated[j]) {
+                    const double eq = isolated_margin[j] + u;
+                    if (status_of(eq, margin_ratio_of(mm, eq), margin_call_ratio, liquidation_ratio)
+                        >= GR_LIQUIDATABLE) flag = 1;
+                } else {
+                    su += u;
+                    sm += mm;
+                    ++nc;
+                }
+            }
+            if (nc > 0) {
+                const double eq = wallet[a] + su;
+                if (status_of(eq, margin_ratio_of(sm, eq), margin_call_ratio, liquidation_ratio)
+                    >= GR_LIQUIDATABLE) flag = 1;
+            }
+            flags[(long long)sc * n_accounts + a] = flag;
+        }
+    }
+}
+
+// The fraction y of its cross positions account a keeps (all reduced in proportion, at the
+// mark, so equity is unchanged) for its margin ratio to fall to target: solve
+// Σ_i MM_i(y·N_i) = target·equity. MM is piecewise linear in y: in a piece, y·A − C with
+// A = Σ N_i·mmr_k(i), C = Σ cum_k(i); walking y down from 1, each piece ends where some
+// position's notional reaches its tier floor. Accounts with solve[a] == 0 keep y = 1;
+// y = NaN where no reduction can help (equity <= 0).
+GR_KERNEL void restoring_fraction(
+    long long n_accounts, const signed char* solve, const long long* pos_start,
+    const int* symbol, const double* size, const signed char* isolated,
+    const double* mm_notional, const double* equity, const int* tier_start,
+    const double* tier_floor, const double* tier_mmr, const double* tier_cum,
+    double target_ratio, double* keep) {
+    for_each_index(a, n_accounts) {
+        if (!solve[a]) { keep[a] = 1.0; continue; }
+        const double eq = equity[a];
+        if (!(eq > 0.0)) { keep[a] = GR_NAN; continue; }
+        const double goal = target_ratio * eq;
+        double y = 1.0;
+        double result = 1.0;
+        for (int guard = 0; guard < 4096; ++guard) {
+            double slope = 0.0, cum = 0.0, y_low = 0.0;
+            for (long long j = pos_start[a]; j < pos_start[a + 1]; ++j) {
+                if (isolated[j] || size[j] == 0.0) continue;
+                const int s = symbol[j];
+                const double n = mm_notional[j];
+                // The tier just below y·n, comparing y with floor/n exactly as y_low is
+                // formed, so a boundary reached is always left on the next piece.
+                int k = tier_start[s];
+                for (int t = tier_start[s] + 1; t < tier_start[s + 1]; ++t) k += tier_floor[t] / n < y ? 1 : 0;
+                slope += n * tier_mmr[k];
+                cum += tier_cum[k];
+                const double b = tier_floor[k] / n;
+                if (b > y_low) y_low = b;
+            }
+            const double solution = (goal + cum) / slope;
+            if (solution >= y_low || y_low <= 0.0) { result = solution; break; }
+            y = y_low;
+            result = y;
+        }
+        keep[a] = result < 1.0 ? result : 1.0;
+    }
+}
