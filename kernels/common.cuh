@@ -21,9 +21,11 @@
 #define GR_DEVICE static inline
 #define GR_INF (__builtin_inf())
 #define GR_NAN (__builtin_nan(""))
-// The grid-stride loop becomes one OpenMP loop over contiguous chunks of indices.
+// The grid-stride loop becomes one OpenMP loop over contiguous chunks of indices; small
+// loops stay on the calling thread (waking a team costs more than they do).
+#define GR_PRAGMA(x) _Pragma(#x)
 #define for_each_index(i, n)                                                   \
-    _Pragma("omp parallel for schedule(static)")                               \
+    GR_PRAGMA(omp parallel for schedule(static) if ((long long)(n) > 8192))   \
     for (long long i = 0; i < (long long)(n); ++i)
 extern "C" void gr_set_num_threads(int n) {
 #if defined(_OPENMP)

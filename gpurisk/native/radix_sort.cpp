@@ -97,8 +97,8 @@ bool sort_bytes(long long n, int n_bytes, K* key, long long* idx, K* key_tmp, lo
 // uint64, idx_tmp n int64.
 extern "C" void queue_order(long long n, const int* group, const double* score, int n_groups,
                             long long* order, uint64_t* key, uint64_t* key_tmp, long long* idx_tmp) {
-    const int threads = thread_count();
-#pragma omp parallel for schedule(static)
+    const int threads = n < 65536 ? 1 : thread_count();  // small queues: no team to wake
+#pragma omp parallel for schedule(static) if (threads > 1)
     for (long long i = 0; i < n; ++i) {
         key[i] = descending_key(score[i]);
         order[i] = i;
@@ -106,7 +106,7 @@ extern "C" void queue_order(long long n, const int* group, const double* score, 
     if (sort_bytes(n, 8, key, order, key_tmp, idx_tmp, threads))
         memcpy(order, idx_tmp, sizeof(long long) * (size_t)n);
     // Then by queue, stably: the queue ids of the sorted positions reuse the key buffers.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threads > 1)
     for (long long i = 0; i < n; ++i) key[i] = (uint64_t)(uint32_t)group[order[i]];
     int group_bytes = 1;
     while (group_bytes < 4 && (((long long)n_groups - 1) >> (8 * group_bytes))) ++group_bytes;

@@ -1,0 +1,72 @@
+"""The tiered deleveraging ladder (DESIGN §6): what happens to an account as its margin
+ratio rises, before the insurance fund and ADL.
+
+margin call (notify) → partial reduction (fixed slices of large positions, or the smallest
+proportional reduction that restores a target ratio) → full liquidation at the market →
+backstop takeover at the bankruptcy price → insurance fund → ADL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+PARTIAL_MODES = ("none", "slices", "target")
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Deleveraging steps for liquidatable accounts (margin ratio >= the venue's
+    liquidation ratio).
+
+    partial: ``"none"`` (close everything at once), ``"slices"`` (positions above
+        ``slice_min_notional`` are reduced by ``slice_fraction`` per step; smaller ones are
+        closed) or ``"target"`` (cross positions are reduced in proportion, by the least
+        that brings the margin ratio down to ``target_ratio``).
+    max_partial_steps: how many partial reductions an account gets before it is closed in
+        full (None: no limit).
+    backstop_ratio: from this margin ratio on, the backstop takes the positions over at their
+        bankruptcy prices instead of selling them in the market (None: only when bankrupt).
+    """
+
+    partial: str = "none"
+    slice_fraction: float = 0.2
+    slice_min_notional: float = 100_000.0
+    target_ratio: float = 0.8
+    max_partial_steps: int | None = None
+    backstop_ratio: float | None = None
+
+    def __post_init__(self):
+        if self.partial not in PARTIAL_MODES:
+            raise ValueError(f"Ladder.partial must be one of {PARTIAL_MODES}, got {self.partial!r}")
+        if not 0 < self.slice_fraction <= 1:
+            raise ValueError("Ladder.slice_fraction must be in (0, 1]")
+        if not 0 < self.target_ratio < 1:
+            raise ValueError("Ladder.target_ratio must be in (0, 1): below the liquidation ratio")
+        if self.backstop_ratio is not None and self.backstop_ratio <= 1:
+            raise ValueError("Ladder.backstop_ratio must be above 1 (the liquidation ratio)")
+
+    def with_(self, **changes) -> "Ladder":
+        return replace(self, **changes)
+
+
+LADDERS = {
+    # Binance: one reduction to compliance, else the account is taken over.
+    "binance": Ladder(partial="target", target_ratio=0.8, max_partial_steps=1),
+    # Hyperliquid: 20% slices of positions above 100k notional; backstop below 2/3 of MM.
+    "hyperliquid": Ladder(partial="slices", slice_fraction=0.2, slice_min_notional=100_000.0,
+                          backstop_ratio=1.5),
+    "bybit": Ladder(),
+    "bitmex": Ladder(),
+    "dydx": Ladder(),
+}
+
+
+def get_ladder(ladder: "str | Ladder | None", venue_name: str) -> Ladder:
+    if isinstance(ladder, Ladder):
+        return ladder
+    name = venue_name if ladder is None else ladder
+    if name in LADDERS:
+        return LADDERS[name]
+    if ladder is None:
+        return Ladder()
+    raise ValueError(f"unknown ladder {ladder!r}; presets are {', '.join(LADDERS)}, or pass gpurisk.Ladder(...)")

@@ -1,0 +1,705 @@
+"""Stress tests (DESIGN §5–§7): price-shock scenarios and multi-step liquidation cascades
+over every account, with the deleveraging ladder, the insurance fund, ADL policies and an
+external liquidity account that takes whatever is sold into the market.
+
+Money is conserved: with a balanced book, Σ(wallet + isolated margin + upnl) over all
+accounts, plus the insurance fund, plus the external liquidity account, is the same before
+and after every step (checked on every scenario and reported in the summary).
+
+Scenarios are screened in batches by one kernel pass over the positions per batch
+(``stress_flags``); only scenarios that liquidate someone are run step by step.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from .adl import _splitmix64, adl_score
+from .backend import Backend, get_backend
+from .book import Book, BookError, Problem
+from .engine import DeviceBook
+from .ladder import Ladder, get_ladder
+from .liquidation import position_risk
+from .margin import account_margin, position_margin
+from .venue import Venue, get_venue
+
+POLICIES = ("queue", "pro_rata", "capped_pro_rata", "rap")
+ACTIONS = ("reduce", "liquidate", "backstop", "takeover")
+LIQUIDATABLE = 2
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def shock_grid(lo: float, hi: float, n: int, symbols=None):
+    """``n`` scenarios moving every symbol (or ``symbols``) by the same relative shock,
+    evenly from ``lo`` to ``hi`` (e.g. -0.5 .. 0.5). A (scenario, symbol, shock) frame;
+    symbol ``"*"`` means every symbol of the book."""
+    import polars as pl
+
+    if n < 1 or not (-1 < lo <= hi):
+        raise ValueError("shock_grid needs n >= 1 and -1 < lo <= hi")
+    shocks = np.linspace(lo, hi, n) if n > 1 else np.array([lo])
+    syms = ["*"] if symbols is None else list(symbols)
+    return pl.DataFrame({
+        "scenario": np.repeat(np.arange(n), len(syms)),
+        "symbol": syms * n,
+        "shock": np.repeat(shocks, len(syms)),
+    })
+
+
+def read_scenarios(path: str | Path):
+    """A scenario file (.parquet or .csv) with columns scenario, symbol, shock and, for price
+    paths, step."""
+    import polars as pl
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"scenario file {path} does not exist")
+    return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+
+
+def scenario_paths(book: Book, scenarios) -> tuple[np.ndarray, np.ndarray]:
+    """(scenario ids, shocks[scenario, step, symbol]) from a scenario frame. Steps not given
+    repeat the last one given; symbols not given are not shocked."""
+    import polars as pl
+
+    df = scenarios if isinstance(scenarios, pl.DataFrame) else pl.DataFrame(scenarios)
+    need = {"scenario", "symbol", "shock"}
+    if not need <= set(df.columns):
+        raise BookError([Problem("scenarios", "", f"needs columns {sorted(need)} (and optionally step); "
+                                 f"got {df.columns}")])
+    if "step" not in df.columns:
+        df = df.with_columns(pl.lit(0).alias("step"))
+    df = df.with_row_index("__row")
+    problems = []
+    bad = df.filter(~(pl.col("shock").is_finite() & (pl.col("shock") > -1)))
+    if bad.height:
+        problems.append(Problem("scenarios", "shock", "must be finite and > -1 (a relative move)", bad.height,
+                                tuple(f"row {r[0]} (scenario={r[1]!r}, symbol={r[2]!r})"
+                                      for r in bad.select("__row", "scenario", "symbol").head(5).iter_rows())))
+    known = set(book.symbols) | {"*"}
+    unknown = df.filter(~pl.col("symbol").is_in(list(known)))
+    if unknown.height:
+        problems.append(Problem("scenarios", "symbol", "must be a symbol of the book (or '*')", unknown.height,
+                                tuple(f"row {r[0]} (symbol={r[1]!r})"
+                                      for r in unknown.select("__row", "symbol").head(5).iter_rows())))
+    bad_step = df.filter(pl.col("step").is_null() | (pl.col("step") < 0))
+    if bad_step.height:
+        problems.append(Problem("scenarios", "step", "must be an integer >= 0", bad_step.height, ()))
+    dup = df.filter(pl.struct("scenario", "step", "symbol").is_duplicated())
+    if dup.height:
+        problems.append(Problem("scenarios", "symbol", "one shock per (scenario, step, symbol); duplicates",
+                                dup.height, tuple(f"row {r[0]}" for r in dup.select("__row").head(5).iter_rows())))
+    if problems:
+        raise BookError(problems)
+    ids = df["scenario"].unique(maintain_order=False).sort()
+    n_steps = int(df["step"].max()) + 1
+    shocks = np.full((ids.len(), n_steps, book.n_symbols), np.nan)
+    sidx = df["scenario"].cast(pl.String).replace_strict(ids.cast(pl.String).to_list(),
+                                                         list(range(ids.len()))).to_numpy()
+    steps = df["step"].to_numpy()
+    for star in (True, False):  # "*" first, named symbols override it
+        mask = (df["symbol"] == "*").to_numpy() == star
+        if star:
+            for r in np.nonzero(mask)[0]:
+                shocks[sidx[r], steps[r], :] = df["shock"][int(r)]
+        else:
+            sym = df["symbol"].to_numpy()
+            for r in np.nonzero(mask)[0]:
+                shocks[sidx[r], steps[r], book.symbols.index(sym[r])] = df["shock"][int(r)]
+    # A step given for some symbols only keeps the others where they were.
+    for t in range(n_steps):
+        prev = shocks[:, t - 1, :] if t else np.zeros_like(shocks[:, 0, :])
+        shocks[:, t, :] = np.where(np.isnan(shocks[:, t, :]), prev, shocks[:, t, :])
+    return ids.to_numpy(), shocks
+
+
+# ------------------------------------------------------------------ impact
+
+
+@dataclass(frozen=True)
+class Impact:
+    """Price impact of liquidation flow, per symbol: the mark moves by
+    −sign(flow)·coefficient·(|flow notional| / depth) (``linear``) or its square root
+    (``sqrt``). ``depth`` is the notional per symbol ({symbol: notional}) or one number for
+    all; None takes ``depth_share`` of each symbol's open interest notional."""
+
+    model: str = "sqrt"
+    coefficient: float = 0.1
+    depth: "float | dict | None" = None
+    depth_share: float = 0.1
+
+    def __post_init__(self):
+        if self.model not in ("linear", "sqrt"):
+            raise ValueError(f"Impact.model must be 'linear' or 'sqrt', got {self.model!r}")
+        if not self.coefficient > 0 or not self.depth_share > 0:
+            raise ValueError("Impact.coefficient and depth_share must be > 0")
+
+    def depths(self, book: Book) -> np.ndarray:
+        if self.depth is None:
+            oi = np.bincount(book.pos_symbol, weights=np.abs(book.size), minlength=book.n_symbols) / 2
+            out = oi * book.mark_price * book.contract_size * self.depth_share
+        elif isinstance(self.depth, dict):
+            out = np.array([float(self.depth.get(s, np.nan)) for s in book.symbols])
+        else:
+            out = np.full(book.n_symbols, float(self.depth))
+        return np.where(out > 0, out, np.inf)
+
+    def move(self, flow_notional: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Relative mark move for a signed flow (positive = sold into the market)."""
+        x = np.abs(flow_notional) / depth
+        m = self.coefficient * (x if self.model == "linear" else np.sqrt(x))
+        return -np.sign(flow_notional) * np.minimum(m, 0.99)
+
+
+def get_impact(impact) -> Impact | None:
+    if impact is None or isinstance(impact, Impact):
+        return impact
+    if isinstance(impact, str):
+        return Impact(model=impact)
+    if isinstance(impact, dict):
+        return Impact(**impact)
+    raise TypeError("impact must be None, 'linear', 'sqrt', a dict of Impact fields or an Impact")
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass
+class StressResult:
+    """Per-scenario summary, every liquidation step, every ADL fill or haircut, price paths."""
+
+    summary: object
+    liquidations: object
+    adl_fills: object
+    haircuts: object
+    prices: object
+    timings: dict = field(default_factory=dict)
+
+    def policy_comparison(self):
+        """Per policy, over all scenarios: deficit, insurance used, socialized loss, accounts
+        hit, overshoot and the largest single haircut share (DESIGN §5)."""
+        import polars as pl
+
+        return (self.summary.group_by("policy", maintain_order=True).agg(
+            pl.len().alias("scenarios"), pl.col("deficit").sum(), pl.col("insurance_used").sum(),
+            pl.col("socialized_loss").sum(), pl.col("adl_accounts").sum().alias("accounts_hit"),
+            pl.col("overshoot").sum(), pl.col("max_haircut_share").max()))
+
+    def write(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in ("summary", "liquidations", "adl_fills", "haircuts", "prices"):
+            getattr(self, name).write_parquet(directory / f"{name}.parquet")
+        self.policy_comparison().write_parquet(directory / "policy_comparison.parquet")
+        return directory
+
+
+class _Records:
+    def __init__(self):
+        self.liq: dict[str, list] = {k: [] for k in ("scenario", "policy", "step", "account_id", "symbol",
+                                                    "margin_mode", "action", "margin_ratio", "qty", "price")}
+        self.fills: dict[str, list] = {k: [] for k in ("scenario", "policy", "step", "symbol", "bankrupt_account_id",
+                                                      "counterparty_account_id", "qty", "price")}
+        self.cuts: dict[str, list] = {k: [] for k in ("scenario", "policy", "step", "symbol", "account_id", "amount")}
+        self.prices: dict[str, list] = {k: [] for k in ("scenario", "policy", "step", "symbol", "mark_price")}
+        self.summary: list[dict] = []
+
+    @staticmethod
+    def extend(table: dict, n: int, **cols):
+        for k, v in cols.items():
+            table[k].append(np.broadcast_to(np.asarray(v), (n,)).copy() if np.ndim(v) == 0 else np.asarray(v))
+
+
+# ------------------------------------------------------------------ one scenario
+
+
+class _State:
+    """Mutable copies of the parts of the book a stress run changes (host arrays)."""
+
+    def __init__(self, book: Book):
+        self.size = book.size.copy()
+        self.wallet = book.wallet.copy()
+        self.isolated_margin = book.isolated_margin.copy()
+        self.partials = np.zeros(book.n_accounts, dtype=np.int32)
+        self.fund = 0.0
+        self.x_cash = 0.0  # the external liquidity account
+        self.x_size = np.zeros(book.n_symbols)
+
+    def value(self, book: Book, marks: np.ndarray) -> float:
+        cs = book.contract_size[book.pos_symbol]
+        upnl = self.size * (marks[book.pos_symbol] - book.entry) * cs
+        x = self.x_cash + float(np.sum(self.x_size * marks * book.contract_size))
+        return float(np.sum(self.wallet) + np.sum(self.isolated_margin) + np.sum(upnl) + self.fund + x)
+
+
+class _Runner:
+    def __init__(self, book: Book, venue: Venue, backend: Backend, ladder: Ladder, impact: Impact | None,
+                 insurance_fund: float):
+        self.book, self.venue, self.backend, self.ladder, self.impact = book, venue, backend, ladder, impact
+        self.dev = DeviceBook(book, backend)
+        self.insurance_fund = float(insurance_fund)
+        self.depth = impact.depths(book) if impact else None
+        self.cs_pos = book.contract_size[book.pos_symbol]
+        self.acc_of = book.pos_account
+        self.group = (book.pos_symbol.astype(np.int64) * 2 + (book.size < 0)).astype(np.int64)
+
+    # -- device revaluation of a state at marks; host copies of what orchestration needs
+    def revalue(self, st: _State, marks: np.ndarray) -> SimpleNamespace:
+        b, xp = self.backend, self.backend.xp
+        dev = SimpleNamespace(**vars(self.dev))
+        dev.size = b.asarray(st.size)
+        dev.wallet = b.asarray(st.wallet)
+        dev.isolated_margin = b.asarray(st.isolated_margin)
+        mark = b.asarray(marks)
+        pm = position_margin(b, dev, mark, self.venue)
+        am = account_margin(b, dev, pm, self.venue)
+        pr = position_risk(b, dev, mark, pm, am, self.venue)
+        score = adl_score(b, dev, mark, pm, pr, self.venue)
+        h = b.to_host
+        return SimpleNamespace(notional=h(pm.notional), upnl=h(pm.upnl), maint=h(pm.maint),
+                               equity=h(am.equity), ratio=h(am.ratio), status=h(am.status),
+                               n_cross=h(am.n_cross), pos_equity=h(pr.equity), pos_ratio=h(pr.ratio),
+                               pos_status=h(pr.status), bp=h(pr.bankruptcy_price), score=h(score), dev=dev,
+                               mm_notional=None)
+
+    # -- money moves (each conserves the total)
+    def close_to_market(self, st: _State, i: np.ndarray, qty: np.ndarray, price: np.ndarray):
+        """Positions i sell qty (signed, same sign as size) to the external account at price."""
+        b = self.book
+        pnl = qty * (price - b.entry[i]) * self.cs_pos[i]
+        iso = b.isolated[i] == 1
+        np.add.at(st.wallet, self.acc_of[i[~iso]], pnl[~iso])
+        np.add.at(st.isolated_margin, i[iso], pnl[iso])
+        st.size[i] -= qty
+        np.add.at(st.x_size, b.pos_symbol[i], qty)
+        st.x_cash -= float(np.sum(qty * price * self.cs_pos[i]))
+
+    def take_over(self, st: _State, i, qty, bp, market_price):
+        """The fund takes qty of positions i at their bankruptcy prices and sells to the market."""
+        b = self.book
+        pnl = qty * (bp - b.entry[i]) * self.cs_pos[i]
+        iso = b.isolated[i] == 1
+        np.add.at(st.wallet, self.acc_of[i[~iso]], pnl[~iso])
+        np.add.at(st.isolated_margin, i[iso], pnl[iso])
+        st.size[i] -= qty
+        np.add.at(st.x_size, b.pos_symbol[i], qty)
+        st.x_cash -= float(np.sum(qty * market_price * self.cs_pos[i]))
+        st.fund += float(np.sum(qty * (market_price - bp) * self.cs_pos[i]))
+
+    def release_isolated(self, st: _State, i):
+        """Margin left on closed isolated positions goes back to the wallet."""
+        closed = i[(self.book.isolated[i] == 1) & (st.size[i] == 0.0)]
+        np.add.at(st.wallet, self.acc_of[closed], st.isolated_margin[closed])
+        st.isolated_margin[closed] = 0.0
+
+    # -- the run
+    def run(self, scenario, shocks: np.ndarray, policy: str, rec: _Records, steps: int) -> dict:
+        book, lad = self.book, self.ladder
+        st = _State(book)
+        st.fund = self.insurance_fund
+        base = book.mark_price
+        start_value = st.value(book, base)
+        impact_factor = np.ones(book.n_symbols)
+        n_path = shocks.shape[0]
+        totals = dict(accounts_liquidated=set(), notional_liquidated=0.0, deficit=0.0, insurance_used=0.0,
+                      adl_notional=0.0, adl_accounts=set(), socialized_loss=0.0, haircut_total=0.0,
+                      max_haircut=0.0, steps=0)
+        marks = base * (1 + shocks[0])
+        rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=policy, step=0,
+                   symbol=np.array(book.symbols), mark_price=marks)
+        for t in range(max(steps, n_path)):
+            marks = base * (1 + shocks[min(t, n_path - 1)]) * impact_factor
+            r = self.revalue(st, marks)
+            unit_cross = (r.status >= LIQUIDATABLE) & (r.n_cross > 0)
+            pos_open = st.size != 0.0
+            pos_iso_liq = (book.isolated == 1) & pos_open & (r.pos_status >= LIQUIDATABLE)
+            in_unit = pos_open & ((unit_cross[self.acc_of] & (book.isolated == 0)) | pos_iso_liq)
+            totals["steps"] = t + 1
+            if not in_unit.any():
+                if t + 1 >= n_path:
+                    break
+                continue
+            idx = np.nonzero(in_unit)[0]
+            acc = self.acc_of[idx]
+            iso = book.isolated[idx] == 1
+            ratio = np.where(iso, r.pos_ratio[idx], r.ratio[acc])
+            equity = np.where(iso, r.pos_equity[idx], r.equity[acc])
+            # Ladder: what each unit (an account's cross book, or one isolated position) gets.
+            action = np.full(idx.size, 1, dtype=np.int8)  # 0 reduce, 1 liquidate, 2 backstop/takeover
+            if lad.backstop_ratio is not None:
+                action[ratio >= lad.backstop_ratio] = 2
+            action[equity <= 0] = 2
+            qty = st.size[idx].copy()
+            may_partial = (action == 1) & (lad.partial != "none")
+            if lad.max_partial_steps is not None:
+                may_partial &= st.partials[acc] < lad.max_partial_steps
+            if lad.partial == "target":
+                solve = np.zeros(book.n_accounts, dtype=np.int8)
+                solve[acc[may_partial & ~iso]] = 1
+                if solve.any():
+                    keep = self.restoring_fraction(st, r, solve, marks)
+                    k = keep[acc]
+                    part = may_partial & ~iso & np.isfinite(k) & (k > 0)
+                    qty[part] = st.size[idx][part] * (1.0 - k[part])
+                    action[part] = 0
+            elif lad.partial == "slices":
+                big = may_partial & (r.notional[idx] > lad.slice_min_notional)
+                qty[big] = st.size[idx][big] * lad.slice_fraction
+                action[big] = 0
+            # Execution price: the mark moved by the impact of everything sold this step.
+            if self.impact is not None:
+                flow = np.bincount(book.pos_symbol[idx], weights=qty * marks[book.pos_symbol[idx]]
+                                   * self.cs_pos[idx], minlength=book.n_symbols)
+                impact_factor = impact_factor * (1 + self.impact.move(flow, self.depth))
+            exec_marks = base * (1 + shocks[min(t, n_path - 1)]) * impact_factor
+            rx = self.revalue(st, exec_marks) if self.impact is not None else r
+            eq_exec = np.where(iso, rx.pos_equity[idx], rx.equity[acc])
+            bust = (action == 2) | (eq_exec <= 0)
+            # A unit bankrupt at execution is taken over whole.
+            unit_key = np.where(iso, -1 - idx, acc)  # cross units by account, isolated by position
+            bust_units = np.unique(unit_key[bust])
+            bust = np.isin(unit_key, bust_units)
+            action[bust] = 2
+            qty[bust] = st.size[idx][bust]
+            p_exec = exec_marks[book.pos_symbol[idx]]
+            trigger_ratio = ratio.copy()
+            # Market closes (reductions and liquidations of solvent units).
+            m = ~bust
+            if m.any():
+                self.close_to_market(st, idx[m], qty[m], p_exec[m])
+                st.partials[np.unique(acc[m & (action == 0)])] += 1
+            # Takeovers: insurance fund first (most underwater first), then ADL.
+            deficit_used = self.settle_bankrupt(st, rx, idx[bust], unit_key[bust], eq_exec[bust], exec_marks,
+                                                policy, scenario, t, rec, totals, in_unit)
+            del deficit_used
+            self.release_isolated(st, idx)
+            notional = np.abs(qty) * p_exec * self.cs_pos[idx]
+            totals["notional_liquidated"] += float(notional.sum())
+            totals["accounts_liquidated"].update(book.account_id[acc].tolist())
+            rec.extend(rec.liq, idx.size, scenario=scenario, policy=policy, step=t,
+                       account_id=book.account_id[acc], symbol=book.pos_symbol[idx].astype(np.int32),
+                       margin_mode=iso.astype(np.int8),
+                       action=np.where(bust & (eq_exec > 0), 2, np.where(bust, 3, action)).astype(np.int8),
+                       margin_ratio=trigger_ratio, qty=np.abs(qty),
+                       price=np.where(bust, rx.bp[idx], p_exec))
+            rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=policy, step=t + 1,
+                       symbol=np.array(book.symbols), mark_price=exec_marks)
+        final_marks = base * (1 + shocks[min(totals["steps"] - 1, n_path - 1)]) * impact_factor
+        end_value = st.value(book, final_marks)
+        scale = max(abs(start_value), float(np.sum(np.abs(book.size) * book.entry * self.cs_pos)), 1.0)
+        return dict(
+            scenario=scenario, policy=policy, steps=totals["steps"],
+            accounts_liquidated=len(totals["accounts_liquidated"]),
+            notional_liquidated=totals["notional_liquidated"], deficit=totals["deficit"],
+            insurance_used=totals["insurance_used"], insurance_left=st.fund,
+            adl_notional=totals["adl_notional"], adl_accounts=len(totals["adl_accounts"]),
+            socialized_loss=totals["socialized_loss"],
+            overshoot=max(0.0, totals["haircut_total"] - totals["socialized_loss"]),
+            max_haircut_share=(totals["max_haircut"] / totals["haircut_total"]) if totals["haircut_total"] > 0 else 0.0,
+            external_value=st.x_cash + float(np.sum(st.x_size * final_marks * book.contract_size)),
+            conservation_error=(end_value - start_value) / scale,
+        )
+
+    def restoring_fraction(self, st: _State, r, solve: np.ndarray, marks: np.ndarray) -> np.ndarray:
+        b = self.backend
+        book = self.book
+        if self.venue.mm_base == "entry":
+            mm_notional = np.abs(st.size) * book.entry * self.cs_pos
+        else:
+            mm_notional = np.abs(st.size) * marks[book.pos_symbol] * self.cs_pos
+        keep = b.xp.empty(book.n_accounts, dtype=b.xp.float64)
+        d = r.dev
+        b.launch("restoring_fraction", book.n_accounts, b.asarray(solve), d.pos_start, d.pos_symbol, d.size,
+                 d.isolated, b.asarray(mm_notional), b.asarray(r.equity), d.tier_start, d.tier_floor,
+                 d.tier_mmr, d.tier_cum, float(self.ladder.target_ratio), keep)
+        return b.to_host(keep)
+
+    def settle_bankrupt(self, st, rx, pos, unit_key, eq_exec, exec_marks, policy, scenario, step, rec, totals,
+                        in_unit):
+        """Take bankrupt units over at their bankruptcy prices: the insurance fund pays the
+        deficits of the most underwater first; what it cannot pay is deleveraged."""
+        if pos.size == 0:
+            return 0.0
+        book = self.book
+        bp = rx.bp[pos]
+        p_mkt = exec_marks[book.pos_symbol[pos]]
+        qty = st.size[pos].copy()
+        loss = qty * (bp - p_mkt) * self.cs_pos[pos]  # what the taker loses selling at market
+        units, inv = np.unique(unit_key, return_inverse=True)
+        unit_deficit = np.bincount(inv, weights=loss, minlength=units.size)
+        unit_acc = np.where(units >= 0, units, self.acc_of[np.maximum(-1 - units, 0)])
+        unit_acc_id = book.account_id[unit_acc]
+        # Most underwater first; ties by account id, then cross before isolated positions.
+        order = np.lexsort((units < 0, unit_acc_id, -unit_deficit))
+        deficits = np.maximum(unit_deficit[order], 0.0)
+        totals["deficit"] += float(deficits.sum())
+        before = np.concatenate([[0.0], np.cumsum(deficits)[:-1]])
+        fund_avail = max(st.fund, 0.0)
+        covered = np.clip(fund_avail - before, 0.0, deficits)
+        frac_unit = np.ones(units.size)
+        frac_unit[order] = np.where(deficits > 0, covered / np.where(deficits > 0, deficits, 1.0), 1.0)
+        frac = frac_unit[inv]  # share of each position the fund takes
+        fund_qty = np.where(frac >= 1.0, qty, qty * frac)
+        before_fund = st.fund
+        self.take_over(st, pos, fund_qty, bp, p_mkt)
+        totals["insurance_used"] += max(0.0, before_fund - st.fund)
+        rest = qty - fund_qty
+        rest[st.size[pos] == 0.0] = 0.0
+        if not np.any(rest != 0.0):
+            return float(covered.sum())
+        # Deleverage what is left, symbol and side at a time, in the unit order above.
+        rank_of_unit = np.empty(units.size, dtype=np.int64)
+        rank_of_unit[order] = np.arange(units.size)
+        demand_order = np.lexsort((pos, rank_of_unit[inv]))
+        pos_d, rest_d, bp_d = pos[demand_order], rest[demand_order], bp[demand_order]
+        for g in np.unique(self.group[pos_d][rest_d != 0.0]):
+            sel = (self.group[pos_d] == g) & (rest_d != 0.0)
+            self.deleverage(st, rx, pos_d[sel], rest_d[sel], bp_d[sel], int(g), exec_marks, policy, scenario,
+                            step, rec, totals, in_unit)
+        return float(covered.sum())
+
+    def deleverage(self, st, rx, pos, rest, bp, g, exec_marks, policy, scenario, step, rec, totals, in_unit):
+        book = self.book
+        opposite = g ^ 1
+        cand = np.nonzero((self.group == opposite) & (st.size != 0.0) & ~in_unit)[0]
+        s = g // 2
+        p = exec_marks[s]
+        cs = book.contract_size[s]
+        uncovered = rest * (bp - p) * cs  # per bankrupt position, what is socialized
+        if policy == "queue":
+            if self.venue.adl_score == "random":
+                m = cand.size
+                off = (_splitmix64(self.venue.adl_seed * 1_000_003 + opposite) % m) if m else 0
+                q_order = np.roll(cand, -off)
+            else:
+                q_order = cand[self.backend.to_host(self.backend.queue_order(
+                    self.backend.asarray(np.zeros(cand.size, np.int32)), self.backend.asarray(rx.score[cand]), 1))]
+            demand = np.abs(rest)
+            supply = np.abs(st.size[q_order])
+            d_cum, s_cum = np.cumsum(demand), np.cumsum(supply)
+            total = min(d_cum[-1], s_cum[-1]) if s_cum.size else 0.0
+            cuts = np.union1d(d_cum[d_cum <= total], s_cum[s_cum <= total])
+            starts = np.concatenate([[0.0], cuts[:-1]])
+            seg = cuts - starts
+            keep = seg > 0
+            starts, seg = starts[keep], seg[keep]
+            di = np.searchsorted(d_cum, starts, side="right")
+            si = np.searchsorted(s_cum, starts, side="right")
+            sign = np.sign(rest[0])
+            # Fills: bankrupt position pos[di] closes seg at bp[di]; counterparty q_order[si] closes seg.
+            b_i, c_i, f_qty, f_px = pos[di], q_order[si], seg, bp[di]
+            self._fill(st, b_i, sign * f_qty, f_px)
+            self._fill(st, c_i, -sign * f_qty, f_px)
+            # Fully consumed positions close exactly.
+            done_d = d_cum <= total
+            st.size[pos[done_d]] = 0.0
+            done_s = s_cum <= total
+            st.size[q_order[done_s]] = 0.0
+            filled = np.bincount(di, weights=seg, minlength=pos.size)
+            socialized = float(np.sum(filled * np.abs(bp - p) * cs * np.sign((bp - p) * sign)))
+            totals["socialized_loss"] += socialized
+            totals["haircut_total"] += socialized
+            per_cp = np.bincount(si, weights=seg, minlength=q_order.size) * np.abs((bp[0] - p)) * cs if seg.size else np.zeros(0)
+            if seg.size:
+                haircut_cp = np.bincount(si, weights=seg * (bp[di] - p) * sign * cs, minlength=q_order.size)
+                totals["max_haircut"] = max(totals["max_haircut"], float(haircut_cp.max(initial=0.0)))
+            del per_cp
+            totals["adl_notional"] += float(np.sum(seg * p * cs))
+            totals["adl_accounts"].update(book.account_id[self.acc_of[np.unique(c_i)]].tolist())
+            rec.extend(rec.fills, seg.size, scenario=scenario, policy=policy, step=step,
+                       symbol=np.full(seg.size, s, np.int32), bankrupt_account_id=book.account_id[self.acc_of[b_i]],
+                       counterparty_account_id=book.account_id[self.acc_of[c_i]], qty=seg, price=f_px)
+            self.release_isolated(st, np.concatenate([pos, q_order]))
+            # Demand the queue could not meet: the fund takes it (and may go below zero).
+            left = np.abs(rest) - filled
+            left_i = np.nonzero(left > 1e-12 * np.maximum(np.abs(rest), 1e-300))[0]
+            if left_i.size:
+                before = st.fund
+                self.take_over(st, pos[left_i], st.size[pos[left_i]], bp[left_i], np.full(left_i.size, p))
+                totals["insurance_used"] += max(0.0, before - st.fund)
+            return
+        # Haircut policies: the fund takes the positions over and recovers the loss from the
+        # opposite side's positive PnL.
+        before = st.fund
+        self.take_over(st, pos, rest, bp, np.full(pos.size, p))
+        need = float(uncovered.sum())
+        pnl = np.maximum(rx.upnl[cand], 0.0)
+        win = pnl > 0
+        cand, pnl = cand[win], pnl[win]
+        if policy == "pro_rata":
+            rate = min(1.0, need / pnl.sum()) if pnl.sum() > 0 else 0.0
+            cut = pnl * rate
+        elif policy == "capped_pro_rata":
+            cut = _water_fill(need, caps=pnl, weights=np.ones_like(pnl))
+        elif policy == "rap":
+            lev = rx.notional[cand] / np.maximum(rx.pos_equity[cand], 1e-12)
+            cut = _water_fill(need, caps=pnl, weights=pnl * np.maximum(lev, 1.0))
+        else:
+            raise ValueError(f"unknown policy {policy!r}")
+        iso = book.isolated[cand] == 1
+        np.add.at(st.wallet, self.acc_of[cand[~iso]], -cut[~iso])
+        np.add.at(st.isolated_margin, cand[iso], -cut[iso])
+        st.fund += float(cut.sum())
+        recovered = float(cut.sum())
+        totals["socialized_loss"] += recovered
+        totals["insurance_used"] += max(0.0, before - st.fund)  # what the haircuts did not recover
+        totals["haircut_total"] += recovered
+        totals["max_haircut"] = max(totals["max_haircut"], float(cut.max(initial=0.0)))
+        hit = cut > 0
+        totals["adl_accounts"].update(book.account_id[self.acc_of[cand[hit]]].tolist())
+        rec.extend(rec.cuts, int(hit.sum()), scenario=scenario, policy=policy, step=step,
+                   symbol=np.full(int(hit.sum()), s, np.int32), account_id=book.account_id[self.acc_of[cand[hit]]],
+                   amount=cut[hit])
+
+    def _fill(self, st, i, qty, price):
+        """Close qty (signed like the position) of positions i at price, against each other."""
+        pnl = qty * (price - self.book.entry[i]) * self.cs_pos[i]
+        iso = self.book.isolated[i] == 1
+        np.add.at(st.wallet, self.acc_of[i[~iso]], pnl[~iso])
+        np.add.at(st.isolated_margin, i[iso], pnl[iso])
+        np.subtract.at(st.size, i, qty)
+
+
+def _water_fill(need: float, caps: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """cut_i = min(cap_i, λ·w_i) with Σ cut = need (all caps if they do not reach it)."""
+    if need <= 0 or caps.size == 0:
+        return np.zeros_like(caps)
+    if caps.sum() <= need:
+        return caps.copy()
+    t = caps / weights  # λ at which each position is capped
+    o = np.argsort(t, kind="stable")
+    t_s, c_s, w_s = t[o], caps[o], weights[o]
+    capped_sum = np.concatenate([[0.0], np.cumsum(c_s)])  # caps of the first k
+    free_w = np.concatenate([np.cumsum(w_s[::-1])[::-1], [0.0]])  # weights from k on
+    # Find k: the first k positions are capped, λ = (need − Σcaps_<k) / Σw_≥k, λ <= t_s[k].
+    lam = (need - capped_sum[:-1]) / free_w[:-1]
+    k = int(np.argmax(lam <= t_s))
+    return np.minimum(caps, lam[k] * weights)
+
+
+# ------------------------------------------------------------------ public entry point
+
+
+def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto",
+           insurance_fund: float = 0.0, policy="queue", steps: int = 1, impact=None,
+           ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None) -> StressResult:
+    """Run every scenario through the deleveraging sequence; see the module docstring.
+
+    scenarios: a (scenario, symbol, shock[, step]) frame of relative mark moves, e.g.
+        ``shock_grid(-0.5, 0.5, 1000)``; a ``step`` column gives multi-step price paths.
+    policy: ``"queue"`` (the venue's ADL ranking), ``"pro_rata"``, ``"capped_pro_rata"``,
+        ``"rap"``, or a list of them (each scenario is run once per policy).
+    steps: cascade steps (liquidations move prices through ``impact``); stops early when a
+        step liquidates nobody.
+    ladder: a Ladder or preset name; default the venue's.
+    """
+    import polars as pl
+
+    venue = get_venue(venue)
+    be = get_backend(backend)
+    lad = get_ladder(ladder, venue.name)
+    imp = get_impact(impact)
+    policies = [policy] if isinstance(policy, str) else list(policy)
+    for p in policies:
+        if p not in POLICIES:
+            raise ValueError(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    if not math.isfinite(insurance_fund) or insurance_fund < 0:
+        raise ValueError("insurance_fund must be finite and >= 0")
+    ids, shocks = scenario_paths(book, scenarios)
+    t0 = time.perf_counter()
+    runner = _Runner(book, venue, be, lad, imp, insurance_fund)
+    rec = _Records()
+    # Screen: one kernel pass over the positions per batch of scenarios finds those where
+    # somebody is liquidatable at the first step's marks.
+    live = _screen(runner, shocks[:, 0, :], batch)
+    multi = shocks.shape[1] > 1
+    show = sys.stderr.isatty() if progress is None else progress
+    n_total = len(ids) * len(policies)
+    done = 0
+    for k, sid in enumerate(ids):
+        for pol in policies:
+            if live[k] or multi:
+                row = runner.run(sid, shocks[k], pol, rec, steps)
+            else:
+                row = _quiet_row(runner, sid, pol, shocks[k, 0], rec)
+            rec.summary.append(row)
+            done += 1
+            if show and (done % max(1, n_total // 100) == 0 or done == n_total):
+                print(f"\r  stress: {done:,}/{n_total:,} scenario runs", end="", file=sys.stderr, flush=True)
+    if show:
+        print(file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    return _results(book, rec, {"seconds": elapsed, "scenarios": len(ids), "screened_quiet": int((~live).sum())})
+
+
+def _screen(runner: _Runner, first_shocks: np.ndarray, batch: int) -> np.ndarray:
+    book, b = runner.book, runner.backend
+    d = runner.dev
+    live = np.zeros(first_shocks.shape[0], dtype=bool)
+    for lo in range(0, first_shocks.shape[0], batch):
+        sh = first_shocks[lo:lo + batch]
+        marks = np.ascontiguousarray(book.mark_price[None, :] * (1 + sh))
+        flags = b.xp.empty(sh.shape[0] * book.n_accounts, dtype=b.xp.int8)
+        b.launch("stress_flags", book.n_accounts, sh.shape[0], book.n_symbols, d.pos_start, d.pos_symbol, d.size,
+                 d.entry, d.isolated, d.isolated_margin, d.wallet, b.asarray(marks.ravel()), d.contract_size,
+                 d.tier_start, d.tier_floor, d.tier_mmr, d.tier_cum, int(runner.venue.mm_base == "entry"),
+                 float(runner.venue.margin_call_ratio), float(runner.venue.liquidation_ratio), flags)
+        live[lo:lo + sh.shape[0]] = b.to_host(flags.reshape(sh.shape[0], book.n_accounts).any(axis=1))
+    return live
+
+
+def _quiet_row(runner: _Runner, sid, pol, shock, rec: _Records) -> dict:
+    book = runner.book
+    marks = book.mark_price * (1 + shock)
+    rec.extend(rec.prices, book.n_symbols, scenario=sid, policy=pol, step=0, symbol=np.array(book.symbols),
+               mark_price=marks)
+    st = _State(book)
+    return dict(scenario=sid, policy=pol, steps=1, accounts_liquidated=0, notional_liquidated=0.0, deficit=0.0,
+                insurance_used=0.0, insurance_left=runner.insurance_fund, adl_notional=0.0, adl_accounts=0,
+                socialized_loss=0.0, overshoot=0.0, max_haircut_share=0.0, external_value=0.0,
+                conservation_error=(st.value(book, marks) - st.value(book, book.mark_price))
+                / max(1.0, abs(st.value(book, book.mark_price))))
+
+
+def _results(book: Book, rec: _Records, timings: dict) -> StressResult:
+    import polars as pl
+
+    syms = pl.Series(book.symbols, dtype=pl.Enum(list(book.symbols)))
+
+    def frame(cols: dict, schema: dict) -> pl.DataFrame:
+        data = {k: (np.concatenate(v) if v else np.zeros(0, dtype=schema[k])) for k, v in cols.items()}
+        return pl.DataFrame(data)
+
+    liq = frame(rec.liq, {"scenario": np.int64, "policy": object, "step": np.int64, "account_id": np.int64,
+                          "symbol": np.int32, "margin_mode": np.int8, "action": np.int8, "margin_ratio": float,
+                          "qty": float, "price": float})
+    if liq.height:
+        liq = liq.with_columns(
+            syms.gather(liq["symbol"]).alias("symbol"),
+            pl.Series(["cross", "isolated"]).gather(liq["margin_mode"]).alias("margin_mode"),
+            pl.Series(list(ACTIONS)).gather(liq["action"]).alias("action"))
+    fills = frame(rec.fills, {"scenario": np.int64, "policy": object, "step": np.int64, "symbol": np.int32,
+                              "bankrupt_account_id": np.int64, "counterparty_account_id": np.int64,
+                              "qty": float, "price": float})
+    if fills.height:
+        fills = fills.with_columns(syms.gather(fills["symbol"]).alias("symbol"))
+    cuts = frame(rec.cuts, {"scenario": np.int64, "policy": object, "step": np.int64, "symbol": np.int32,
+                            "account_id": np.int64, "amount": float})
+    if cuts.height:
+        cuts = cuts.with_columns(syms.gather(cuts["symbol"]).alias("symbol"))
+    prices = frame(rec.prices, {"scenario": np.int64, "policy": object, "step": np.int64, "symbol": object,
+                                "mark_price": float})
+    summary = pl.DataFrame(rec.summary) if rec.summary else pl.DataFrame()
+    return StressResult(summary=summary, liquidations=liq, adl_fills=fills, haircuts=cuts, prices=prices,
+                        timings=timings)
