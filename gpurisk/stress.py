@@ -312,10 +312,11 @@ class _Runner:
         n_path = shocks.shape[0]
         totals = dict(accounts_liquidated=set(), notional_liquidated=0.0, deficit=0.0, insurance_used=0.0,
                       adl_notional=0.0, adl_accounts=set(), socialized_loss=0.0, haircut_total=0.0,
-                      max_haircut=0.0, steps=0)
+                      max_haircut=0.0, steps=0)  # steps: those that liquidated someone
         marks = base * (1 + shocks[0])
         rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=policy, step=0,
                    symbol=np.array(book.symbols), mark_price=marks)
+        last_t = 0
         for t in range(max(steps, n_path)):
             marks = base * (1 + shocks[min(t, n_path - 1)]) * impact_factor
             r = self.revalue(st, marks)
@@ -323,11 +324,12 @@ class _Runner:
             pos_open = st.size != 0.0
             pos_iso_liq = (book.isolated == 1) & pos_open & (r.pos_status >= LIQUIDATABLE)
             in_unit = pos_open & ((unit_cross[self.acc_of] & (book.isolated == 0)) | pos_iso_liq)
-            totals["steps"] = t + 1
+            last_t = t
             if not in_unit.any():
                 if t + 1 >= n_path:
                     break
                 continue
+            totals["steps"] += 1
             idx = np.nonzero(in_unit)[0]
             acc = self.acc_of[idx]
             iso = book.isolated[idx] == 1
@@ -393,7 +395,7 @@ class _Runner:
                        price=np.where(bust, rx.bp[idx], p_exec))
             rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=policy, step=t + 1,
                        symbol=np.array(book.symbols), mark_price=exec_marks)
-        final_marks = base * (1 + shocks[min(totals["steps"] - 1, n_path - 1)]) * impact_factor
+        final_marks = base * (1 + shocks[min(last_t, n_path - 1)]) * impact_factor
         end_value = st.value(book, final_marks)
         scale = max(abs(start_value), float(np.sum(np.abs(book.size) * book.entry * self.cs_pos)), 1.0)
         return dict(
@@ -449,9 +451,8 @@ class _Runner:
         frac_unit[order] = np.where(deficits > 0, covered / np.where(deficits > 0, deficits, 1.0), 1.0)
         frac = frac_unit[inv]  # share of each position the fund takes
         fund_qty = np.where(frac >= 1.0, qty, qty * frac)
-        before_fund = st.fund
         self.take_over(st, pos, fund_qty, bp, p_mkt)
-        totals["insurance_used"] += max(0.0, before_fund - st.fund)
+        totals["insurance_used"] += float(covered.sum())  # backstop gains are not netted in
         rest = qty - fund_qty
         rest[st.size[pos] == 0.0] = 0.0
         if not np.any(rest != 0.0):
@@ -494,6 +495,11 @@ class _Runner:
             starts, seg = starts[keep], seg[keep]
             di = np.searchsorted(d_cum, starts, side="right")
             si = np.searchsorted(s_cum, starts, side="right")
+            # Differences of running sums carry rounding: a fill that is a whole position is
+            # that position's size exactly.
+            noise = 1e-12 * np.maximum(d_cum[di], s_cum[si])
+            seg = np.where(np.abs(seg - demand[di]) <= noise, demand[di], seg)
+            seg = np.where(np.abs(seg - supply[si]) <= noise, supply[si], seg)
             sign = np.sign(rest[0])
             # Fills: bankrupt position pos[di] closes seg at bp[di]; counterparty q_order[si] closes seg.
             b_i, c_i, f_qty, f_px = pos[di], q_order[si], seg, bp[di]
@@ -523,13 +529,12 @@ class _Runner:
             left = np.abs(rest) - filled
             left_i = np.nonzero(left > 1e-12 * np.maximum(np.abs(rest), 1e-300))[0]
             if left_i.size:
-                before = st.fund
-                self.take_over(st, pos[left_i], st.size[pos[left_i]], bp[left_i], np.full(left_i.size, p))
-                totals["insurance_used"] += max(0.0, before - st.fund)
+                left_qty = st.size[pos[left_i]]
+                totals["insurance_used"] += float(np.sum(left_qty * (bp[left_i] - p) * cs))
+                self.take_over(st, pos[left_i], left_qty, bp[left_i], np.full(left_i.size, p))
             return
         # Haircut policies: the fund takes the positions over and recovers the loss from the
         # opposite side's positive PnL.
-        before = st.fund
         self.take_over(st, pos, rest, bp, np.full(pos.size, p))
         need = float(uncovered.sum())
         pnl = np.maximum(rx.upnl[cand], 0.0)
@@ -551,7 +556,7 @@ class _Runner:
         st.fund += float(cut.sum())
         recovered = float(cut.sum())
         totals["socialized_loss"] += recovered
-        totals["insurance_used"] += max(0.0, before - st.fund)  # what the haircuts did not recover
+        totals["insurance_used"] += need - recovered  # what the haircuts did not recover
         totals["haircut_total"] += recovered
         totals["max_haircut"] = max(totals["max_haircut"], float(cut.max(initial=0.0)))
         hit = cut > 0
@@ -665,7 +670,7 @@ def _quiet_row(runner: _Runner, sid, pol, shock, rec: _Records) -> dict:
     rec.extend(rec.prices, book.n_symbols, scenario=sid, policy=pol, step=0, symbol=np.array(book.symbols),
                mark_price=marks)
     st = _State(book)
-    return dict(scenario=sid, policy=pol, steps=1, accounts_liquidated=0, notional_liquidated=0.0, deficit=0.0,
+    return dict(scenario=sid, policy=pol, steps=0, accounts_liquidated=0, notional_liquidated=0.0, deficit=0.0,
                 insurance_used=0.0, insurance_left=runner.insurance_fund, adl_notional=0.0, adl_accounts=0,
                 socialized_loss=0.0, overshoot=0.0, max_haircut_share=0.0, external_value=0.0,
                 conservation_error=(st.value(book, marks) - st.value(book, book.mark_price))

@@ -1,0 +1,233 @@
+"""Stress engine: conservation of money on every scenario and step, the ADL queue and its
+fills, the insurance fund, haircut policies, the ladder's restoring reduction, cascades."""
+
+from decimal import Decimal, getcontext
+
+import numpy as np
+import polars as pl
+import pytest
+
+from gpurisk import Book, synthetic_book
+from gpurisk.book import BookError
+from gpurisk.ladder import Ladder
+from gpurisk.stress import Impact, _water_fill, shock_grid, stress
+
+getcontext().prec = 50
+
+
+@pytest.fixture(scope="module")
+def book():
+    return synthetic_book(1_500, seed=3)
+
+
+def check_books_balance(res):
+    s = res.summary
+    assert (s["conservation_error"].abs() < 1e-9).all(), s.filter(pl.col("conservation_error").abs() >= 1e-9)
+    gap = (s["deficit"] - s["insurance_used"] - s["socialized_loss"]).abs()
+    assert (gap <= 1e-9 * s["deficit"].abs().clip(lower_bound=1.0)).all()
+
+
+def test_grid_conserves_money_and_accounts_for_every_deficit(book):
+    res = stress(book, shock_grid(-0.4, 0.4, 17), venue="binance", backend="cpu")
+    check_books_balance(res)
+    s = res.summary
+    assert s.height == 17 and s["deficit"].max() > 0
+    # Bigger moves liquidate more.
+    far = s.filter(pl.col("scenario").is_in([0, 16]))["accounts_liquidated"].min()
+    near = s.filter(pl.col("scenario") == 8)["accounts_liquidated"].item()
+    assert far > near
+
+
+@pytest.mark.parametrize("policy", ["queue", "pro_rata", "capped_pro_rata", "rap"])
+@pytest.mark.parametrize("venue", ["binance", "bybit", "bitmex", "hyperliquid", "dydx"])
+def test_every_policy_and_venue_conserves(book, policy, venue):
+    res = stress(book, shock_grid(-0.3, 0.3, 5), venue=venue, backend="cpu", policy=policy,
+                 insurance_fund=20_000.0)
+    check_books_balance(res)
+    s = res.summary
+    assert (s["insurance_left"] >= -1e-6).all() or (s["socialized_loss"] > 0).any()
+
+
+def test_cascade_moves_prices_and_conserves_every_step(book):
+    res = stress(book, shock_grid(-0.25, -0.15, 3), backend="cpu", steps=20, impact=Impact("sqrt", coefficient=0.2),
+                 insurance_fund=10_000.0)
+    check_books_balance(res)
+    assert (res.summary["steps"] > 1).any()
+    btc = res.prices.filter((pl.col("scenario") == 0) & (pl.col("symbol") == "BTCUSDT")).sort("step")
+    assert btc.height == res.summary.filter(pl.col("scenario") == 0)["steps"].item() + 1
+    assert btc["mark_price"][-1] != btc["mark_price"][0]  # liquidation flow moved the mark
+    # Every step's liquidations are after the previous step's (no account liquidated twice in full).
+    full = res.liquidations.filter(pl.col("action").is_in(["liquidate", "takeover", "backstop"]))
+    assert full.select("scenario", "account_id", "symbol", "margin_mode").is_duplicated().sum() == 0
+
+
+def test_stress_is_the_same_for_any_batch_and_thread_count(book):
+    runs = [stress(book, shock_grid(-0.3, 0.3, 7), backend="cpu", batch=b).summary for b in (1, 2, 7)]
+    for r in runs[1:]:
+        assert r.equals(runs[0])
+
+
+def bitmex_example_book():
+    """BitMEX's ADL example: six longs (qty 10, 10, 20, 30, 20, 10 for accounts 1..6) ranked
+    2, 5, 4, 1, 6, 3; a short of 20 is bankrupt at 650."""
+    qty = {1: 10.0, 2: 10.0, 3: 20.0, 4: 30.0, 5: 20.0, 6: 10.0}
+    entry = {2: 500.0, 5: 520.0, 4: 540.0, 1: 560.0, 6: 580.0, 3: 600.0}  # lower entry, higher rank
+    rows = [(a, "XBTUSD", qty[a], entry[a], "isolated", 0.1 * entry[a] * qty[a]) for a in range(1, 7)]
+    rows += [(7, "XBTUSD", -20.0, 600.0, "cross", 0.0), (8, "XBTUSD", -80.0, 700.0, "cross", 0.0)]
+    positions = pl.DataFrame(rows, schema=["account_id", "symbol", "size", "entry_price", "margin_mode",
+                                           "isolated_margin"], orient="row")
+    return Book.from_frames(
+        markets=pl.DataFrame({"symbol": ["XBTUSD"], "mark_price": [700.0]}),
+        tiers=pl.DataFrame({"symbol": ["XBTUSD"], "notional_floor": [0.0], "maint_margin_rate": [0.005],
+                            "max_leverage": [100.0]}),
+        accounts=pl.DataFrame({"account_id": list(range(1, 9)),
+                               "wallet_balance": [0.0] * 6 + [1_000.0, 1_000_000.0]}),
+        positions=positions)
+
+
+def test_bitmex_adl_example_queue_full_then_partial_fill_at_bankruptcy_price():
+    """https://www.bitmex.com/app/autoDeleveragingExamples: the short of 20 with bankruptcy
+    price 650 closes account 2 in full (10) and account 5 in part (10 of 20), both at 650."""
+    b = bitmex_example_book()
+    zero = pl.DataFrame({"scenario": [0], "symbol": ["*"], "shock": [0.0]})
+    res = stress(b, zero, venue="bitmex", backend="cpu", insurance_fund=0.0)
+    fills = res.adl_fills.sort("counterparty_account_id")
+    assert fills.select("bankrupt_account_id", "counterparty_account_id").rows() == [(7, 2), (7, 5)]
+    assert fills["qty"].to_list() == pytest.approx([10.0, 10.0])
+    assert fills["price"].to_list() == pytest.approx([650.0, 650.0])
+    s = res.summary.row(0, named=True)
+    assert s["deficit"] == pytest.approx(1_000.0) and s["socialized_loss"] == pytest.approx(1_000.0)
+    assert s["adl_accounts"] == 2
+    check_books_balance(res)
+
+
+def test_insurance_fund_pays_first_and_only_the_rest_is_deleveraged():
+    b = bitmex_example_book()
+    zero = pl.DataFrame({"scenario": [0], "symbol": ["*"], "shock": [0.0]})
+    full = stress(b, zero, venue="bitmex", backend="cpu", insurance_fund=5_000.0)
+    assert full.adl_fills.height == 0
+    s = full.summary.row(0, named=True)
+    assert s["insurance_used"] == pytest.approx(1_000.0) and s["insurance_left"] == pytest.approx(4_000.0)
+    half = stress(b, zero, venue="bitmex", backend="cpu", insurance_fund=500.0)
+    s = half.summary.row(0, named=True)
+    assert s["insurance_used"] == pytest.approx(500.0) and s["socialized_loss"] == pytest.approx(500.0)
+    assert half.adl_fills["qty"].sum() == pytest.approx(10.0)  # half the position went to ADL
+    assert half.adl_fills["counterparty_account_id"].to_list() == [2]
+
+
+def test_queue_fills_respect_positions_and_rank(book):
+    res = stress(book, shock_grid(-0.35, -0.35, 1), venue="bybit", backend="cpu")
+    fills = res.adl_fills
+    assert fills.height > 0
+    pos = book.frames()["positions"]
+    held = dict(zip(zip(pos["account_id"].to_list(), pos["symbol"].to_list()), pos["size"].abs().to_list()))
+    per_cp = fills.group_by("counterparty_account_id", "symbol").agg(pl.col("qty").sum())
+    for a, s, q in per_cp.iter_rows():
+        assert q <= held[(a, s)] * (1 + 1e-12)
+    liq = res.liquidations.filter(pl.col("action") == "takeover")
+    bp = dict(zip(zip(liq["account_id"].to_list(), liq["symbol"].cast(pl.String).to_list()), liq["price"].to_list()))
+    for r in fills.iter_rows(named=True):
+        assert r["price"] == bp[(r["bankrupt_account_id"], r["symbol"])]
+        assert r["qty"] <= held[(r["bankrupt_account_id"], r["symbol"])] * (1 + 1e-12)
+
+
+def test_haircut_policies():
+    assert _water_fill(6.0, caps=np.array([1.0, 5.0, 10.0]), weights=np.ones(3)).tolist() == [1.0, 2.5, 2.5]
+    assert _water_fill(100.0, caps=np.array([1.0, 5.0]), weights=np.ones(2)).tolist() == [1.0, 5.0]
+    cut = _water_fill(3.0, caps=np.array([10.0, 10.0]), weights=np.array([1.0, 2.0]))
+    assert cut.tolist() == pytest.approx([1.0, 2.0])
+    b = bitmex_example_book()
+    zero = pl.DataFrame({"scenario": [0], "symbol": ["*"], "shock": [0.0]})
+    pr = stress(b, zero, venue="bitmex", backend="cpu", policy=["pro_rata", "capped_pro_rata", "rap"])
+    check_books_balance(pr)
+    for pol in ("pro_rata", "capped_pro_rata", "rap"):
+        cuts = pr.haircuts.filter(pl.col("policy") == pol)
+        assert cuts["amount"].sum() == pytest.approx(1_000.0)
+    # Pro rata: one rate on every winner's positive PnL (mark 700).
+    cuts = pr.haircuts.filter(pl.col("policy") == "pro_rata").sort("account_id")
+    entry = {2: 500.0, 5: 520.0, 4: 540.0, 1: 560.0, 6: 580.0, 3: 600.0}
+    qty = {1: 10.0, 2: 10.0, 3: 20.0, 4: 30.0, 5: 20.0, 6: 10.0}
+    rates = [r["amount"] / (qty[r["account_id"]] * (700.0 - entry[r["account_id"]])) for r in cuts.iter_rows(named=True)]
+    assert max(rates) == pytest.approx(min(rates))
+    comparison = pr.policy_comparison()
+    assert comparison["policy"].to_list() == ["pro_rata", "capped_pro_rata", "rap"]
+
+
+def test_restoring_reduction_hits_the_target_ratio():
+    """Oracle (plain Decimal): after the ladder's proportional reduction, MM/equity = target."""
+    tiers = [(0.0, 0.004, 125.0), (50_000.0, 0.005, 100.0), (250_000.0, 0.01, 50.0), (1_000_000.0, 0.025, 20.0)]
+    book = Book.from_frames(
+        markets=pl.DataFrame({"symbol": ["BTCUSDT", "ETHUSDT"], "mark_price": [60_000.0, 3_000.0]}),
+        tiers=pl.DataFrame([(s, *t) for s in ("BTCUSDT", "ETHUSDT") for t in tiers],
+                           schema=["symbol", "notional_floor", "maint_margin_rate", "max_leverage"], orient="row"),
+        accounts=pl.DataFrame({"account_id": [1, 2], "wallet_balance": [30_000.0, 1e7]}),
+        positions=pl.DataFrame({"account_id": [1, 1, 2, 2], "symbol": ["BTCUSDT", "ETHUSDT", "BTCUSDT", "ETHUSDT"],
+                                "size": [25.0, 150.0, -25.0, -150.0], "entry_price": [60_000.0, 3_000.0] * 2}))
+    # Shocked down 1.5%: account 1 is past liquidation with BTC in tier 4 (1.5M notional).
+    lad = Ladder(partial="target", target_ratio=0.5, max_partial_steps=1)
+    res = stress(book, pl.DataFrame({"scenario": [0], "symbol": ["*"], "shock": [-0.015]}), backend="cpu",
+                 ladder=lad)
+    red = res.liquidations.filter(pl.col("action") == "reduce").sort("symbol")
+    assert red.height == 2
+    marks = {"BTCUSDT": Decimal(60_000) * Decimal("0.985"), "ETHUSDT": Decimal(3_000) * Decimal("0.985")}
+    size = {"BTCUSDT": Decimal(25), "ETHUSDT": Decimal(150)}
+    entry = {"BTCUSDT": Decimal(60_000), "ETHUSDT": Decimal(3_000)}
+    equity = Decimal(30_000) + sum(size[s] * (marks[s] - entry[s]) for s in size)
+
+    def mm(n):
+        cum, prev, out = Decimal(0), Decimal(0), None
+        for floor, rate, _ in tiers:
+            f, r = Decimal(str(floor)), Decimal(str(rate))
+            cum += f * (r - prev)
+            prev = r
+            if n >= f:
+                out = n * r - cum
+        return out
+
+    kept = {r["symbol"]: size[r["symbol"]] - Decimal(repr(r["qty"])) for r in red.iter_rows(named=True)}
+    after = sum(mm(kept[s] * marks[s]) for s in kept)
+    assert abs(after / equity - Decimal("0.5")) < Decimal("1e-9")
+    # Same fraction of each position.
+    assert abs(kept["BTCUSDT"] / size["BTCUSDT"] - kept["ETHUSDT"] / size["ETHUSDT"]) < Decimal("1e-12")
+    check_books_balance(res)
+
+
+def test_hyperliquid_slices_large_positions():
+    book = synthetic_book(800, seed=5)
+    res = stress(book, shock_grid(-0.2, -0.2, 1), venue="hyperliquid", backend="cpu", steps=3,
+                 impact=Impact("linear", coefficient=0.05))
+    check_books_balance(res)
+    red = res.liquidations.filter(pl.col("action") == "reduce")
+    if red.height:
+        pos = book.frames()["positions"]
+        held = dict(zip(zip(pos["account_id"].to_list(), pos["symbol"].to_list()), pos["size"].abs().to_list()))
+        first = red.filter(pl.col("step") == 0)
+        for r in first.iter_rows(named=True):
+            assert r["qty"] == pytest.approx(0.2 * held[(r["account_id"], r["symbol"])])
+
+
+def test_price_path_scenarios_run_every_step(book):
+    path = pl.DataFrame({"scenario": [0, 0, 0], "step": [0, 1, 2], "symbol": ["*", "*", "*"],
+                         "shock": [-0.05, -0.15, -0.3]})
+    res = stress(book, path, backend="cpu", steps=1)
+    check_books_balance(res)
+    assert res.summary["steps"].item() == 3
+    btc = res.prices.filter(pl.col("symbol") == "BTCUSDT").sort("step")["mark_price"].to_list()
+    assert btc[-1] == pytest.approx(book.mark_price[book.symbol_index("BTCUSDT")] * 0.7)
+
+
+def test_bad_scenarios_are_refused_by_row(book):
+    with pytest.raises(BookError, match="scenarios.shock: must be finite and > -1 .*row 1"):
+        stress(book, pl.DataFrame({"scenario": [0, 1], "symbol": ["*", "*"], "shock": [0.1, -1.5]}), backend="cpu")
+    with pytest.raises(BookError, match="scenarios.symbol: must be a symbol of the book .*'NOPE'"):
+        stress(book, pl.DataFrame({"scenario": [0], "symbol": ["NOPE"], "shock": [0.1]}), backend="cpu")
+    with pytest.raises(ValueError, match="unknown policy 'lottery'"):
+        stress(book, shock_grid(0, 0, 1), backend="cpu", policy="lottery")
+
+
+def test_write(tmp_path, book):
+    res = stress(book, shock_grid(-0.3, 0.3, 3), backend="cpu", policy=["queue", "pro_rata"])
+    res.write(tmp_path)
+    for name in ("summary", "liquidations", "adl_fills", "haircuts", "prices", "policy_comparison"):
+        assert (tmp_path / f"{name}.parquet").exists()
+    assert pl.read_parquet(tmp_path / "summary.parquet").height == 6
