@@ -1,6 +1,6 @@
 """An independent oracle for ``gpurisk.revalue`` (DESIGN.md sections 3-5).
 
-Plain Python, ``decimal`` at 50 significant digits, written from the spec and not from
+Plain Python, ``decimal`` at 300 significant digits, written from the spec and not from
 the engine. Every float input is converted exactly (``Decimal(float)``), so the oracle
 computes the exact answer for the numbers the engine actually receives.
 
@@ -243,7 +243,8 @@ def _status(mm: V, eq: V, has_positions: bool, venue: OracleVenue) -> tuple[str,
     """Exact status and the set of statuses float64 may legitimately produce."""
     if not has_positions:
         return "healthy", {"healthy"}
-    mc, lq = dec(venue.margin_call_ratio), dec(venue.liquidation_ratio)
+    # thresholds are meant as the decimals they are written as (0.8, not 0.8000000000000000444)
+    mc, lq = Decimal(repr(float(venue.margin_call_ratio))), Decimal(repr(float(venue.liquidation_ratio)))
 
     def classify(ratio):
         if ratio >= lq:
@@ -572,6 +573,18 @@ def oracle_of(book: dict, venue="binance", marks=None) -> OracleResult:
 SYMBOL_NAMES = ("BTC", "ETH", "SOL", "DOGE", "XRP", "ADA")
 
 
+def _float_mm(ladder, n):
+    """Approximate (float) mark MM on a ladder of (floor, rate) with derived amounts."""
+    cum, prev, mm = 0.0, None, 0.0
+    for i, (f, m) in enumerate(ladder):
+        if i:
+            cum += f * (m - prev)
+        prev = m
+        if f <= n:
+            mm = n * m - cum
+    return mm
+
+
 def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 4):
     """Hypothesis strategy of small random books (dicts of row lists)."""
     from hypothesis import strategies as st
@@ -581,7 +594,7 @@ def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 
         n_sym = draw(st.integers(1, max_symbols))
         names = draw(st.lists(st.sampled_from(SYMBOL_NAMES), min_size=n_sym, max_size=n_sym,
                               unique=True))
-        markets, tiers, sym_info = [], [], {}
+        markets, tiers, sym_info, ladders = [], [], {}, {}
         for s in names:
             cents = draw(st.integers(1, 10_000_000))
             cs = draw(st.sampled_from([1.0, 1.0, 1.0, 0.001, 0.01, 10.0]))
@@ -601,7 +614,19 @@ def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 
             for f, m, lv in zip(floors, mmrs, levs):
                 tiers.append(dict(symbol=s, notional_floor=f, maint_margin_rate=m,
                                   max_leverage=lv))
+            ladders[s] = list(zip(floors, mmrs))
             sym_info[s] = (cents, cs, min(levs))
+
+        if draw(st.integers(0, 3)) == 0:
+            # give maint_amount explicitly (the continuous values, rounded to float64)
+            cum, prev = 0.0, None
+            for r in tiers:
+                if r["notional_floor"] == 0.0:
+                    cum = 0.0
+                else:
+                    cum = cum + r["notional_floor"] * (r["maint_margin_rate"] - prev)
+                prev = r["maint_margin_rate"]
+                r["maint_amount"] = cum
 
         n_acc = draw(st.integers(1, max_accounts))
         ids = draw(st.lists(st.integers(0, 10**12), min_size=n_acc, max_size=n_acc, unique=True))
@@ -631,13 +656,31 @@ def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 
                     mine.append(row)
             gross = sum(abs(r["size"]) * r["entry_price"] * sym_info[r["symbol"]][1]
                         for r in mine if r["margin_mode"] == "cross")
-            if gross > 0:
+            if gross > 0 and draw(st.integers(0, 3)) == 0:
+                # equity near maintenance margin (margin call / liquidation boundary region)
+                upnl, mm = 0.0, 0.0
+                for r in mine:
+                    if r["margin_mode"] == "cross":
+                        cents, cs, _ = sym_info[r["symbol"]]
+                        upnl += r["size"] * (cents / 100 - r["entry_price"]) * cs
+                        mm += _float_mm(ladders[r["symbol"]], abs(r["size"]) * cents / 100 * cs)
+                f = draw(st.sampled_from([0.9, 1.0, 1.05, 1.15, 1.25, 1.3]))
+                wallet = max(0.0, round((mm * f - upnl) * 100) / 100)
+            elif gross > 0:
                 frac = draw(st.sampled_from([0, 0.002, 0.01, 0.03, 0.1, 0.5, 2.0]))
                 wallet = round(gross * frac * 100) / 100
             else:
                 wallet = draw(st.integers(0, 10**7)) / 100
             accounts.append(dict(account_id=aid, wallet_balance=wallet))
             positions.extend(mine)
+        for _ in range(draw(st.integers(0, 2))):
+            # a twin account: identical positions and wallet, so exact ADL ties
+            src = draw(st.sampled_from(accounts))
+            twin = draw(st.integers(0, 10**12).filter(lambda i: i not in ids))
+            ids.append(twin)
+            accounts.append(dict(account_id=twin, wallet_balance=src["wallet_balance"]))
+            positions.extend(dict(r, account_id=twin) for r in list(positions)
+                             if r["account_id"] == src["account_id"])
         if not positions:
             s = names[0]
             cents, cs, _ = sym_info[s]
@@ -681,7 +724,9 @@ def _nullable_price(name, got, row, strict, errs, where):
         return
     if got is None and want is None:
         return
-    if not strict and raw is not None and tol != INF and abs(raw) <= tol:
+    if not strict and (raw is None or tol == INF):
+        return  # no consistent tier found (discontinuous explicit maint_amount): no claim
+    if not strict and abs(raw) <= tol:
         # float64 may land on either side of zero
         if got is None or dec(float(got)) <= raw + tol:
             return
@@ -773,8 +818,10 @@ def compare(risk, orc: OracleResult, strict: bool = True) -> list[str]:
                     ob = orc.position_by_key[b]
                     if oa["adl_rank"] < ob["adl_rank"]:
                         continue
-                    near = (abs(oa["adl_score"] - ob["adl_score"])
-                            <= oa["_tol"]["adl_score"] + ob["_tol"]["adl_score"])
+                    sa, sb = oa["adl_score"], ob["adl_score"]
+                    ta, tb = oa["_tol"]["adl_score"], ob["_tol"]["adl_score"]
+                    near = (sa.is_infinite() or sb.is_infinite() or INF in (ta, tb)
+                            or abs(sa - sb) <= ta + tb)
                     if strict or not near:
                         errs.append(f"queue {qk}: engine puts {a} (oracle rank "
                                     f"{oa['adl_rank']}, score {oa['adl_score']:.6g}) before "

@@ -1,0 +1,242 @@
+"""Properties of gpurisk.revalue that hold for every book (hypothesis).
+
+- at a position's liquidation price, equity equals maintenance margin (its account's for a
+  cross position, its own for an isolated one), the other marks unchanged;
+- at the bankruptcy price of an isolated position or of an account's only cross position,
+  equity is zero; for several cross positions, closing them all at their bankruptcy prices
+  leaves the account at zero;
+- ADL ranks are a permutation of 1..n per (symbol, side); every input account and position
+  appears exactly once, in the documented order;
+- the output does not depend on the order of the input rows, and a marks override is the
+  same as a book built with those marks (bit for bit).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from decimal import Decimal, localcontext
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, os.path.dirname(__file__))
+import oracle  # noqa: E402
+from oracle import engine_book, oracle_of  # noqa: E402
+
+gpurisk = pytest.importorskip("gpurisk")
+from polars.testing import assert_frame_equal  # noqa: E402
+
+VENUES = ("binance", "bybit", "bitmex", "hyperliquid", "dydx")
+REL = 1e-9
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MAX_CHECKS = 4  # re-revaluations per example
+
+
+def revalue(eb, venue, marks=None):
+    return gpurisk.revalue(eb, venue=venue, backend="cpu", marks=marks)
+
+
+def contract_sizes(book):
+    return {m["symbol"]: m.get("contract_size", 1.0) or 1.0 for m in book["markets"]}
+
+
+def isolated_margins(book):
+    return {(p["account_id"], p["symbol"]): p.get("isolated_margin", 0.0)
+            for p in book["positions"] if p.get("margin_mode") == "isolated"}
+
+
+def wallets(book):
+    return {a["account_id"]: a["wallet_balance"] for a in book["accounts"]}
+
+
+def account_scale(risk, aid, wallet, cs):
+    """|wallet| + gross notional (mark and entry) + MM of the account's cross positions."""
+    s = abs(wallet)
+    for r in risk.positions.filter(account_id=aid).to_dicts():
+        if r["margin_mode"] == "cross":
+            s += r["notional"] + abs(r["size"]) * r["entry_price"] * cs[r["symbol"]] + r["maint_margin"]
+    return s
+
+
+def equity_and_mm(risk, row, iso, cs):
+    """(equity, maintenance margin, scale) of the account (cross) or the position (isolated)."""
+    aid, sym = row["account_id"], row["symbol"]
+    if row["margin_mode"] == "cross":
+        a = risk.accounts.filter(account_id=aid).to_dicts()[0]
+        return (a["equity"], a["maint_margin"],
+                account_scale(risk, aid, a["wallet_balance"], cs))
+    p = risk.positions.filter(account_id=aid, symbol=sym, margin_mode="isolated").to_dicts()[0]
+    m = iso[(aid, sym)]
+    scale = m + p["notional"] + abs(p["size"]) * p["entry_price"] * cs[sym] + p["maint_margin"]
+    return m + p["upnl"], p["maint_margin"], scale
+
+
+# ---- liquidation price ----------------------------------------------------------------
+
+@settings(max_examples=50, **SETTINGS)
+@given(oracle.book_strategy(), st.sampled_from(["binance", "bybit", "bitmex"]))
+def test_equity_equals_mm_at_liquidation_price(book, venue):
+    eb = engine_book(book)
+    base = revalue(eb, venue)
+    cs, iso = contract_sizes(book), isolated_margins(book)
+    rows = [r for r in base.positions.to_dicts() if r["liq_price"] is not None]
+    for r in rows[:MAX_CHECKS]:
+        lp = r["liq_price"]
+        assert lp > 0
+        at = revalue(eb, venue, marks={r["symbol"]: lp})
+        eq, mm, scale = equity_and_mm(at, r, iso, cs)
+        assert abs(eq - mm) <= REL * scale, (
+            f"{venue}: position {r['account_id']}/{r['symbol']}/{r['margin_mode']} at its "
+            f"liq_price {lp!r}: equity {eq!r} != maint_margin {mm!r}")
+
+
+# ---- bankruptcy price -----------------------------------------------------------------
+
+@settings(max_examples=50, **SETTINGS)
+@given(oracle.book_strategy(), st.sampled_from(["binance", "bitmex"]))
+def test_equity_is_zero_at_bankruptcy_price(book, venue):
+    eb = engine_book(book)
+    base = revalue(eb, venue)
+    cs, iso = contract_sizes(book), isolated_margins(book)
+    n_cross = {}
+    for r in base.positions.to_dicts():
+        if r["margin_mode"] == "cross":
+            n_cross[r["account_id"]] = n_cross.get(r["account_id"], 0) + 1
+    rows = [r for r in base.positions.to_dicts() if r["bankruptcy_price"] is not None
+            and (r["margin_mode"] == "isolated" or n_cross[r["account_id"]] == 1)]
+    for r in rows[:MAX_CHECKS]:
+        bp = r["bankruptcy_price"]
+        assert bp > 0
+        at = revalue(eb, venue, marks={r["symbol"]: bp})
+        eq, _, scale = equity_and_mm(at, r, iso, cs)
+        assert abs(eq) <= REL * scale, (
+            f"{venue}: position {r['account_id']}/{r['symbol']}/{r['margin_mode']} at its "
+            f"bankruptcy_price {bp!r}: equity {eq!r} != 0")
+
+
+@settings(max_examples=50, **SETTINGS)
+@given(oracle.book_strategy(max_accounts=4, max_symbols=3),
+       st.sampled_from(["binance", "bybit", "hyperliquid"]))
+def test_closing_all_cross_positions_at_bankruptcy_prices_leaves_zero(book, venue):
+    risk = revalue(engine_book(book), venue)
+    cs, w = contract_sizes(book), wallets(book)
+    by_acc: dict = {}
+    for r in risk.positions.to_dicts():
+        if r["margin_mode"] == "cross":
+            by_acc.setdefault(r["account_id"], []).append(r)
+    for aid, rows in by_acc.items():
+        if len(rows) < 2 or any(r["bankruptcy_price"] is None for r in rows):
+            continue
+        left = w[aid] + sum(r["size"] * (r["bankruptcy_price"] - r["entry_price"]) * cs[r["symbol"]]
+                            for r in rows)
+        scale = abs(w[aid]) + sum(abs(r["size"]) * cs[r["symbol"]]
+                                  * max(r["bankruptcy_price"], r["entry_price"], r["mark_price"])
+                                  for r in rows)
+        assert abs(left) <= REL * scale, f"{venue}: account {aid}: {left!r} left after closing"
+
+
+# ---- ranks, counts, order -------------------------------------------------------------
+
+@settings(max_examples=40, **SETTINGS)
+@given(oracle.book_strategy(max_accounts=8))
+def test_ranks_permutations_and_every_row_once(book):
+    eb = engine_book(book)
+    ids = sorted(a["account_id"] for a in book["accounts"])
+    keys = sorted(((p["account_id"], p["symbol"], p.get("margin_mode") or "cross")
+                   for p in book["positions"]), key=lambda k: (k[0], k[1], k[2] != "cross"))
+    n_pos = {}
+    for k in keys:
+        n_pos[k[0]] = n_pos.get(k[0], 0) + 1
+    for venue in VENUES:
+        risk = revalue(eb, venue)
+        acc = risk.accounts.to_dicts()
+        assert [a["account_id"] for a in acc] == ids, venue
+        assert {a["account_id"]: a["n_positions"] for a in acc} == {i: n_pos.get(i, 0) for i in ids}
+        pos = risk.positions.to_dicts()
+        assert [(p["account_id"], p["symbol"], p["margin_mode"]) for p in pos] == keys, venue
+        queues: dict = {}
+        for p in pos:
+            assert p["side"] == ("long" if p["size"] > 0 else "short")
+            assert 1 <= p["adl_lights"] <= 5
+            queues.setdefault((p["symbol"], p["side"]), []).append(p["adl_rank"])
+        for q, ranks in queues.items():
+            assert sorted(ranks) == list(range(1, len(ranks) + 1)), (venue, q, ranks)
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(oracle.book_strategy(), st.randoms(use_true_random=False))
+def test_input_row_order_does_not_matter(book, rnd):
+    shuffled = {k: list(v) for k, v in book.items()}
+    for v in shuffled.values():
+        rnd.shuffle(v)
+    e1, e2 = engine_book(book), engine_book(shuffled)
+    for venue in ("binance", "bitmex", "dydx"):
+        r1, r2 = revalue(e1, venue), revalue(e2, venue)
+        assert_frame_equal(r1.accounts, r2.accounts, check_exact=True)
+        assert_frame_equal(r1.positions, r2.positions, check_exact=True)
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(oracle.book_strategy(), st.data())
+def test_marks_override_equals_rebuilt_book(book, data):
+    sym = data.draw(st.sampled_from([m["symbol"] for m in book["markets"]]))
+    new = data.draw(st.integers(1, 10_000_000)) / 100
+    rebuilt = {k: [dict(r) for r in v] for k, v in book.items()}
+    for m in rebuilt["markets"]:
+        if m["symbol"] == sym:
+            m["mark_price"] = new
+    for venue in ("binance", "bybit"):
+        r1 = revalue(engine_book(book), venue, marks={sym: new})
+        r2 = revalue(engine_book(rebuilt), venue)
+        assert_frame_equal(r1.accounts, r2.accounts, check_exact=True)
+        assert_frame_equal(r1.positions, r2.positions, check_exact=True)
+
+
+# ---- the oracle's own root finding (no engine) ----------------------------------------
+
+@settings(max_examples=40, **SETTINGS)
+@given(oracle.book_strategy(max_accounts=3), st.sampled_from(["binance", "bitmex"]))
+def test_oracle_liquidation_price_is_a_root(book, venue):
+    o = oracle_of(book, venue)
+    for p in o.positions[:MAX_CHECKS]:
+        lp = p["liq_price"]
+        if lp is None:
+            continue
+        # the oracle re-evaluated at the exact root (not a float): evaluate by hand
+        with localcontext() as ctx:
+            ctx.prec = oracle.PREC
+            at = _oracle_equity_minus_mm(book, o, p, lp, venue)
+            assert abs(at) <= Decimal("1e-40") * (abs(p["notional"]) + abs(p["upnl"]) + 1)
+
+
+def _oracle_equity_minus_mm(book, o, p, price, venue):
+    """equity - MM of p's account (cross) or of p (isolated) with p's mark set to ``price``,
+    computed directly from the book's definitions."""
+    tiers = oracle.build_tiers(book["tiers"])
+    cs = {m["symbol"]: Decimal(m.get("contract_size", 1.0) or 1.0) for m in book["markets"]}
+    mark = {m["symbol"]: Decimal(m["mark_price"]) for m in book["markets"]}
+    mark[p["symbol"]] = price
+    mm_base = oracle.as_venue(venue).mm_base
+
+    def upnl_mm(r):
+        q, e, s = Decimal(r["size"]), Decimal(r["entry_price"]), r["symbol"]
+        ts = tiers[s]
+        n = abs(q) * (mark[s] if mm_base == "mark" else e) * cs[s]
+        t = ts[oracle.tier_index(ts, n)]
+        return q * (mark[s] - e) * cs[s], n * t.mmr - t.cum
+
+    if p["margin_mode"] == "isolated":
+        r = next(r for r in book["positions"] if r["account_id"] == p["account_id"]
+                 and r["symbol"] == p["symbol"] and r.get("margin_mode") == "isolated")
+        u, m = upnl_mm(r)
+        return Decimal(r["isolated_margin"]) + u - m
+    w = next(Decimal(a["wallet_balance"]) for a in book["accounts"]
+             if a["account_id"] == p["account_id"])
+    total = w
+    for r in book["positions"]:
+        if r["account_id"] == p["account_id"] and (r.get("margin_mode") or "cross") == "cross":
+            u, m = upnl_mm(r)
+            total += u - m
+    return total
