@@ -34,34 +34,41 @@ def adl_score(backend: Backend, dev, mark, pm, pr, venue: Venue, out=None):
     return out
 
 
-def rank_queues(backend: Backend, group, score, n_groups: int):
+def queue_starts(backend: Backend, group, n_groups: int):
+    """First place of each queue in queue order (int64, n_groups + 1): counts of positions
+    per queue, which do not depend on scores."""
+    xp = backend.xp
+    starts = xp.zeros(n_groups + 1, dtype=xp.int64)
+    xp.cumsum(xp.bincount(group, minlength=n_groups), out=starts[1:])
+    return starts
+
+
+def rank_queues(backend: Backend, group, score, n_groups: int, group_start=None):
     """Order positions by (queue, score descending, storage index).
 
     Storage index order is (account id, symbol, margin mode), so ties in score are broken
-    by account id. Returns (order, rank, group_start).
+    by account id. Returns (order, group_start).
     """
-    xp = backend.xp
-    n = int(score.size)
     order = backend.queue_order(group, score, n_groups)
-    group_start = xp.searchsorted(group[order], xp.arange(n_groups + 1, dtype=group.dtype)).astype(xp.int64)
-    rank = xp.empty(n, dtype=xp.int64)
-    rank[order] = xp.arange(n, dtype=xp.int64) - group_start[group[order]] + 1
-    return order, rank, group_start
+    if group_start is None:
+        group_start = queue_starts(backend, group, n_groups)
+    return order, group_start
 
 
-def rotate_queues(backend: Backend, group, order, rank, group_start, seed: int):
+def rotate_queues(backend: Backend, group, order, group_start, seed: int):
     """dYdX-style queues: storage order started at a seeded pseudo-random offset, cyclic."""
     xp = backend.xp
     counts = backend.to_host(group_start[1:] - group_start[:-1])
     offsets = [(_splitmix64(seed * 1_000_003 + g) % int(c)) if c else 0 for g, c in enumerate(counts)]
     offsets = xp.asarray(offsets, dtype=xp.int64)
     count = xp.asarray(counts, dtype=xp.int64)
-    g = group.astype(xp.int64)
+    place = xp.arange(order.size, dtype=xp.int64)
+    g = group[order].astype(xp.int64)
     c = xp.maximum(count[g], 1)
-    new_rank = (rank - 1 - offsets[g]) % c + 1
+    new_place = group_start[g] + (place - group_start[g] - offsets[g]) % c
     new_order = xp.empty_like(order)
-    new_order[group_start[g] + new_rank - 1] = xp.arange(rank.size, dtype=xp.int64)
-    return new_order, new_rank
+    new_order[new_place] = order
+    return new_order
 
 
 def _splitmix64(x: int) -> int:
@@ -72,34 +79,29 @@ def _splitmix64(x: int) -> int:
     return z ^ (z >> 31)
 
 
-def queue_lights(backend: Backend, group, order, group_start, size, rule: str):
-    """Lights 1..5 from the cumulative share of each queue up to and including a position:
-    by size (BitMEX) or by rank/count (Binance)."""
+def queue_places(backend: Backend, group, order, group_start, size, rule: str):
+    """Rank (1 = front) and lights 1..5 of every position from the queue order: lights by
+    the size-weighted share of the queue up to and including the position (BitMEX) or by
+    rank / count (Binance)."""
     xp = backend.xp
     n = int(order.size)
-    sorted_group = xp.ascontiguousarray(group[order])
-    counts = group_start[1:] - group_start[:-1]
     if rule == "size":
         cum = segmented_cumsum(backend, xp.abs(size[order]), group_start)
-        last = xp.maximum(group_start[1:] - 1, 0)
-        total = xp.where(counts > 0, cum[last] if n else 0.0, 1.0).astype(xp.float64)
     elif rule == "rank":
-        cum = (xp.arange(n, dtype=xp.int64) - group_start[sorted_group] + 1).astype(xp.float64)
-        total = xp.maximum(counts, 1).astype(xp.float64)
+        cum = xp.zeros(1, dtype=xp.float64)  # unused
     else:
         raise ValueError(f"lights rule must be 'size' or 'rank', got {rule!r}")
-    lights_sorted = xp.empty(n, dtype=xp.int8)
-    backend.launch("adl_lights", n, sorted_group, xp.ascontiguousarray(cum), xp.ascontiguousarray(total),
-                   lights_sorted)
+    rank = xp.empty(n, dtype=xp.int64)
     lights = xp.empty(n, dtype=xp.int8)
-    lights[order] = lights_sorted
-    return lights
+    backend.launch("queue_places", n, int(group_start.size - 1), order, group_start, cum, int(rule == "size"),
+                   rank, lights)
+    return rank, lights
 
 
 def adl_queues(backend: Backend, dev, mark, pm, pr, venue: Venue) -> AdlQueues:
     score = adl_score(backend, dev, mark, pm, pr, venue)
-    order, rank, group_start = rank_queues(backend, dev.group, score, dev.n_groups)
+    order, group_start = rank_queues(backend, dev.group, score, dev.n_groups, dev.group_start)
     if venue.adl_score == "random":
-        order, rank = rotate_queues(backend, dev.group, order, rank, group_start, venue.adl_seed)
-    lights = queue_lights(backend, dev.group, order, group_start, dev.size, venue.lights)
+        order = rotate_queues(backend, dev.group, order, group_start, venue.adl_seed)
+    rank, lights = queue_places(backend, dev.group, order, group_start, dev.size, venue.lights)
     return AdlQueues(score, rank, lights, order, group_start)

@@ -18,7 +18,7 @@ try:  # result tables need Polars; the device arrays do not
 except ImportError:  # pragma: no cover
     pl = None
 
-from .adl import AdlQueues, adl_queues, queue_group
+from .adl import AdlQueues, adl_queues, queue_group, queue_starts
 from .backend import Backend, get_backend
 from .book import Book, BookError, Problem
 from .liquidation import PositionRisk, position_risk
@@ -42,6 +42,7 @@ class DeviceBook:
         self.n_positions = book.n_positions
         self.n_groups = 2 * book.n_symbols
         self.group = xp.ascontiguousarray(queue_group(xp, self.pos_symbol, self.size))
+        self.group_start = queue_starts(backend, self.group, self.n_groups)
 
 
 def resolve_marks(book: Book, marks) -> np.ndarray:

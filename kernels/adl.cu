@@ -41,17 +41,38 @@ GR_KERNEL void adl_score(
 }
 
 // Lights 1..5 (5 = front of the queue) from the cumulative share of the queue ahead of
-// and including each position: share ≤ 20% → 5, ≤ 40% → 4, … Shares exactly on a step
-// belong to that step. cum and total are size sums (BitMEX rule) or ranks and counts.
-GR_KERNEL void adl_lights(long long n, const int* group, const double* cum,
-                          const double* group_total, signed char* lights) {
-    for_each_index(i, n) {
-        const double share = cum[i] / group_total[group[i]];
-        signed char l = 1;
-        if (share <= 0.2) l = 5;
-        else if (share <= 0.4) l = 4;
-        else if (share <= 0.6) l = 3;
-        else if (share <= 0.8) l = 2;
-        lights[i] = l;
+// and including a position: share ≤ 20% → 5, ≤ 40% → 4, … A share exactly on a step
+// belongs to that step.
+GR_DEVICE signed char lights_of(double share) {
+    if (share <= 0.2) return 5;
+    if (share <= 0.4) return 4;
+    if (share <= 0.6) return 3;
+    if (share <= 0.8) return 2;
+    return 1;
+}
+
+// Each position's place in its queue, from the queue order (order[k] = the position at
+// place k; queue g holds places group_start[g] .. group_start[g+1]-1): rank (1 = front)
+// and lights, by size share (cum_size = running |size| in queue order) or by rank/count.
+GR_KERNEL void queue_places(long long n, int n_groups, const long long* order,
+                            const long long* group_start, const double* cum_size, int by_size,
+                            long long* rank, signed char* lights) {
+    for_each_index(k, n) {
+        const long long i = order[k];
+        // The queue of place k: the last g with group_start[g] <= k (a short, cached table,
+        // cheaper than reading group[i] at a random i).
+        int lo = 0, hi = n_groups - 1;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if (group_start[mid] <= k) lo = mid; else hi = mid - 1;
+        }
+        const int g = lo;
+        const long long first = group_start[g];
+        const long long end = group_start[g + 1];
+        const long long r = k - first + 1;
+        const double share = by_size ? cum_size[k] / cum_size[end - 1]
+                                     : (double)r / (double)(end - first);
+        rank[i] = r;
+        lights[i] = lights_of(share);
     }
 }

@@ -63,12 +63,17 @@ GR_DEVICE int tier_of(const int* tier_start, const double* tier_floor, int s,
 // The per-position formulas of DESIGN §4, defined once for every kernel that needs them.
 GR_DEVICE double upnl_of(double q, double p, double e, double cs) { return q * (p - e) * cs; }
 
-// Maintenance margin on notional n_mm (mark or entry notional): n_mm·mmr_k − cum_k.
+// Maintenance margin on notional n_mm (mark or entry notional) in tier k: n_mm·mmr_k − cum_k.
+GR_DEVICE double maint_margin_in(const double* tier_mmr, const double* tier_cum, int k,
+                                 double n_mm) {
+    return n_mm * tier_mmr[k] - tier_cum[k];
+}
+
+// The same, in the tier of n_mm.
 GR_DEVICE double maint_margin_of(const int* tier_start, const double* tier_floor,
                                  const double* tier_mmr, const double* tier_cum, int s,
                                  double n_mm) {
-    const int k = tier_of(tier_start, tier_floor, s, n_mm);
-    return n_mm * tier_mmr[k] - tier_cum[k];
+    return maint_margin_in(tier_mmr, tier_cum, tier_of(tier_start, tier_floor, s, n_mm), n_mm);
 }
 
 GR_DEVICE signed char status_of(double equity, double ratio, double margin_call_ratio,

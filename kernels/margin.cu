@@ -19,11 +19,14 @@ GR_KERNEL void position_margin(
         const double e = entry[i];
         const double n_mark = aq * p * cs;
         const double n_mm = mm_on_entry ? aq * e * cs : n_mark;
-        double lev = leverage[i];
-        if (!(lev > 0.0)) lev = tier_max_leverage[tier_of(tier_start, tier_floor, s, n_mark)];
+        // One tier scan serves both the MM (on mark notional) and the default leverage.
+        const int k_mark = tier_of(tier_start, tier_floor, s, n_mark);
+        const int k_mm = mm_on_entry ? tier_of(tier_start, tier_floor, s, n_mm) : k_mark;
+        const double given = leverage[i];
+        const double lev = given > 0.0 ? given : tier_max_leverage[k_mark];
         notional[i] = n_mark;
         upnl[i] = upnl_of(q, p, e, cs);
-        maint[i] = maint_margin_of(tier_start, tier_floor, tier_mmr, tier_cum, s, n_mm);
+        maint[i] = maint_margin_in(tier_mmr, tier_cum, k_mm, n_mm);
         init[i] = n_mark / lev;
     }
 }

@@ -14,7 +14,7 @@ from gpurisk.scan import segmented_cumsum
 
 def test_every_kernel_is_parsed_with_its_parameters():
     sigs = kernels.signatures()
-    assert {"position_margin", "account_margin", "position_risk", "adl_score", "adl_lights",
+    assert {"position_margin", "account_margin", "position_risk", "adl_score", "queue_places",
             "block_sum", "segment_block_offsets", "block_scan"} <= set(sigs)
     pm = sigs["position_margin"]
     assert pm.params[0].name == "n" and pm.params[0].kind == "scalar"

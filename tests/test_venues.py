@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from gpurisk import Book, revalue
-from gpurisk.adl import queue_lights, rank_queues
+from gpurisk.adl import queue_places, rank_queues
 from gpurisk.backend import get_backend
 
 BINANCE_BTC_TIERS = [  # floor, mmr, max leverage (2021-03-18 table)
@@ -159,12 +159,13 @@ def test_bitmex_adl_queue_and_lights_example():
     qty = xp.array([10.0, 10.0, 20.0, 30.0, 20.0, 10.0])  # accounts 1..6 in storage order
     ranking = xp.array([3.0, 6.0, 1.0, 4.0, 5.0, 2.0])
     group = xp.zeros(6, dtype=xp.int32)
-    order, rank, group_start = rank_queues(be, group, ranking, n_groups=2)
+    order, group_start = rank_queues(be, group, ranking, n_groups=2)
     assert (order + 1).tolist() == [2, 5, 4, 1, 6, 3]
-    lights = queue_lights(be, group, order, group_start, qty, rule="size")
+    rank, lights = queue_places(be, group, order, group_start, qty, rule="size")
+    assert rank[order].tolist() == [1, 2, 3, 4, 5, 6]
     assert lights[order].tolist() == [5, 4, 3, 2, 2, 1]
     # By count instead (Binance's rank / count rule) the fifth would not share the 80% step.
-    assert queue_lights(be, group, order, group_start, qty, rule="rank")[order].tolist() == [5, 4, 3, 2, 1, 1]
+    assert queue_places(be, group, order, group_start, qty, rule="rank")[1][order].tolist() == [5, 4, 3, 2, 1, 1]
 
 
 def test_bitmex_adl_score_ranks_profit_times_effective_leverage():
