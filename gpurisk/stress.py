@@ -251,6 +251,11 @@ class _Runner:
         self.cs_pos = book.contract_size[book.pos_symbol]
         self.acc_of = book.pos_account
         self.group = (book.pos_symbol.astype(np.int64) * 2 + (book.size < 0)).astype(np.int64)
+        # Members of each queue in storage order (account id order), found once.
+        by_group = np.argsort(self.group, kind="stable")
+        bounds = np.searchsorted(self.group[by_group], np.arange(2 * book.n_symbols + 1))
+        self.members = [by_group[bounds[g]:bounds[g + 1]] for g in range(2 * book.n_symbols)]
+        self.start_value = _State(book).value(book, book.mark_price)
 
     # -- device revaluation of a state at marks; host copies of what orchestration needs
     def revalue(self, st: _State, marks: np.ndarray) -> SimpleNamespace:
@@ -307,7 +312,7 @@ class _Runner:
         st = _State(book)
         st.fund = self.insurance_fund
         base = book.mark_price
-        start_value = st.value(book, base)
+        start_value = self.start_value + st.fund
         impact_factor = np.ones(book.n_symbols)
         n_path = shocks.shape[0]
         totals = dict(accounts_liquidated=set(), notional_liquidated=0.0, deficit=0.0, insurance_used=0.0,
@@ -471,7 +476,8 @@ class _Runner:
     def deleverage(self, st, rx, pos, rest, bp, g, exec_marks, policy, scenario, step, rec, totals, in_unit):
         book = self.book
         opposite = g ^ 1
-        cand = np.nonzero((self.group == opposite) & (st.size != 0.0) & ~in_unit)[0]
+        cand = self.members[opposite]
+        cand = cand[(st.size[cand] != 0.0) & ~in_unit[cand]]
         s = g // 2
         p = exec_marks[s]
         cs = book.contract_size[s]
@@ -524,7 +530,7 @@ class _Runner:
             rec.extend(rec.fills, seg.size, scenario=scenario, policy=policy, step=step,
                        symbol=np.full(seg.size, s, np.int32), bankrupt_account_id=book.account_id[self.acc_of[b_i]],
                        counterparty_account_id=book.account_id[self.acc_of[c_i]], qty=seg, price=f_px)
-            self.release_isolated(st, np.concatenate([pos, q_order]))
+            self.release_isolated(st, np.concatenate([pos, q_order[:si.max() + 1] if si.size else q_order[:0]]))
             # Demand the queue could not meet: the fund takes it (and may go below zero).
             left = np.abs(rest) - filled
             left_i = np.nonzero(left > 1e-12 * np.maximum(np.abs(rest), 1e-300))[0]
