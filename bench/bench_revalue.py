@@ -14,9 +14,12 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+warnings.filterwarnings("ignore", message="Sortedness of columns cannot be checked")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -53,6 +56,19 @@ def kernel_pass_bytes(engine: Engine, risk) -> int:
     return sum(int(a.nbytes) for a in margin + account + risk_k)
 
 
+def engine_peak_bytes(book, backend) -> int:
+    """Peak bytes NumPy allocates for a resident engine and one revaluation (the book's own
+    arrays excluded): device copies, results, sort buffers and temporaries."""
+    import tracemalloc
+
+    tracemalloc.start()
+    engine = Engine(book, venue="binance", backend=backend)
+    engine.revalue()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
 def median_time(fn, repeats: int, sync) -> float:
     times = []
     for _ in range(repeats):
@@ -71,13 +87,14 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--no-peer", action="store_true", help="skip the Polars peer")
     ap.add_argument("--json", help="write the figures here as JSON")
+    ap.add_argument("--peer-repeats", type=int, default=None, help="Polars peer runs (default repeats // 2)")
     args = ap.parse_args(argv)
 
     t = time.perf_counter()
     frames = synthetic_tables(args.accounts, seed=args.seed)
     t_synth = time.perf_counter() - t
     t = time.perf_counter()
-    book = Book.from_frames(**frames)
+    book = Book.from_frames(**frames)  # the load stage: validate polars frames, lay out arrays
     t_load = time.perf_counter() - t
     engine = Engine(book, venue="binance", backend=args.backend)
     b = engine.backend
@@ -106,6 +123,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     _ = risk.accounts, risk.positions
     t_tables = time.perf_counter() - t
+    peak = engine_peak_bytes(book, args.backend) if b.name == "cpu" else None
     nbytes = kernel_pass_bytes(engine, risk)
     bw = copy_bandwidth()
     floor = nbytes / bw
@@ -117,6 +135,9 @@ def main(argv=None) -> int:
         "kernel_pass_s": t_kernels, "ranking_s": t_rank, "revalue_end_to_end_s": t_e2e,
         "result_tables_s": t_tables, "kernel_bytes": nbytes, "copy_bandwidth_GBps": bw / 1e9,
         "memory_floor_s": floor, "kernel_vs_floor": t_kernels / floor,
+        "engine_peak_bytes": peak, "book_bytes": sum(int(getattr(book, f).nbytes) for f in (
+            "size", "entry", "isolated", "isolated_margin", "leverage", "pos_account", "pos_symbol",
+            "account_id", "wallet", "pos_start")),
     }
     if not args.no_peer:
         from polars_peer import polars_revalue
@@ -124,7 +145,8 @@ def main(argv=None) -> int:
 
         frames_peer = book.frames()
         polars_revalue(frames_peer)  # warm-up
-        t_peer = median_time(lambda: polars_revalue(frames_peer), max(1, args.repeats // 2), lambda: None)
+        peer_runs = args.peer_repeats or max(1, args.repeats // 2)
+        t_peer = median_time(lambda: polars_revalue(frames_peer), peer_runs, lambda: None)
         acc, pos = polars_revalue(frames_peer)
         # The peer must be right before its time counts.
         np.testing.assert_allclose(acc["margin_ratio"].to_numpy(), risk.accounts["margin_ratio"].to_numpy(), rtol=1e-9)
@@ -143,6 +165,9 @@ def main(argv=None) -> int:
     print(f"| ADL ranking | {t_rank * 1e3:.1f} ms | score, 2 stable sorts, lights |")
     print(f"| revalue end to end | {t_e2e * 1e3:.1f} ms | {book.n_positions / t_e2e / 1e6:.1f} M positions/s |")
     print(f"| result tables | {t_tables * 1e3:.1f} ms | device -> polars |")
+    if peak is not None:
+        print(f"| engine peak memory | {peak / 1e6:.0f} MB | {peak / book.n_positions:.0f} bytes/position "
+              f"(book arrays {figures['book_bytes'] / book.n_positions:.0f} bytes/position) |")
     if "polars_peer_s" in figures:
         print(f"| Polars peer | {figures['polars_peer_s'] * 1e3:.1f} ms | gpurisk {figures['speedup_vs_polars']:.1f}x faster; "
               f"ranks agree on {figures['peer_rank_agreement']:.4%} |")

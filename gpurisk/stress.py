@@ -31,6 +31,7 @@ from .margin import account_margin, position_margin
 from .venue import Venue, get_venue
 
 POLICIES = ("queue", "pro_rata", "capped_pro_rata", "rap")
+POLICY_CODE = {p: i for i, p in enumerate(POLICIES)}
 ACTIONS = ("reduce", "liquidate", "backstop", "takeover")
 LIQUIDATABLE = 2
 
@@ -256,6 +257,7 @@ class _Runner:
         bounds = np.searchsorted(self.group[by_group], np.arange(2 * book.n_symbols + 1))
         self.members = [by_group[bounds[g]:bounds[g + 1]] for g in range(2 * book.n_symbols)]
         self.start_value = _State(book).value(book, book.mark_price)
+        self.symbol_codes = np.arange(book.n_symbols, dtype=np.int32)
 
     # -- device revaluation of a state at marks; host copies of what orchestration needs
     def revalue(self, st: _State, marks: np.ndarray) -> SimpleNamespace:
@@ -319,8 +321,8 @@ class _Runner:
                       adl_notional=0.0, adl_accounts=set(), socialized_loss=0.0, haircut_total=0.0,
                       max_haircut=0.0, steps=0)  # steps: those that liquidated someone
         marks = base * (1 + shocks[0])
-        rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=policy, step=0,
-                   symbol=np.array(book.symbols), mark_price=marks)
+        rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=POLICY_CODE[policy], step=0,
+                   symbol=self.symbol_codes, mark_price=marks)
         last_t = 0
         for t in range(max(steps, n_path)):
             marks = base * (1 + shocks[min(t, n_path - 1)]) * impact_factor
@@ -392,14 +394,14 @@ class _Runner:
             notional = np.abs(qty) * p_exec * self.cs_pos[idx]
             totals["notional_liquidated"] += float(notional.sum())
             totals["accounts_liquidated"].update(book.account_id[acc].tolist())
-            rec.extend(rec.liq, idx.size, scenario=scenario, policy=policy, step=t,
+            rec.extend(rec.liq, idx.size, scenario=scenario, policy=POLICY_CODE[policy], step=t,
                        account_id=book.account_id[acc], symbol=book.pos_symbol[idx].astype(np.int32),
                        margin_mode=iso.astype(np.int8),
                        action=np.where(bust & (eq_exec > 0), 2, np.where(bust, 3, action)).astype(np.int8),
                        margin_ratio=trigger_ratio, qty=np.abs(qty),
                        price=np.where(bust, rx.bp[idx], p_exec))
-            rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=policy, step=t + 1,
-                       symbol=np.array(book.symbols), mark_price=exec_marks)
+            rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=POLICY_CODE[policy], step=t + 1,
+                       symbol=self.symbol_codes, mark_price=exec_marks)
         final_marks = base * (1 + shocks[min(last_t, n_path - 1)]) * impact_factor
         end_value = st.value(book, final_marks)
         scale = max(abs(start_value), float(np.sum(np.abs(book.size) * book.entry * self.cs_pos)), 1.0)
@@ -527,7 +529,7 @@ class _Runner:
             del per_cp
             totals["adl_notional"] += float(np.sum(seg * p * cs))
             totals["adl_accounts"].update(book.account_id[self.acc_of[np.unique(c_i)]].tolist())
-            rec.extend(rec.fills, seg.size, scenario=scenario, policy=policy, step=step,
+            rec.extend(rec.fills, seg.size, scenario=scenario, policy=POLICY_CODE[policy], step=step,
                        symbol=np.full(seg.size, s, np.int32), bankrupt_account_id=book.account_id[self.acc_of[b_i]],
                        counterparty_account_id=book.account_id[self.acc_of[c_i]], qty=seg, price=f_px)
             self.release_isolated(st, np.concatenate([pos, q_order[:si.max() + 1] if si.size else q_order[:0]]))
@@ -567,7 +569,7 @@ class _Runner:
         totals["max_haircut"] = max(totals["max_haircut"], float(cut.max(initial=0.0)))
         hit = cut > 0
         totals["adl_accounts"].update(book.account_id[self.acc_of[cand[hit]]].tolist())
-        rec.extend(rec.cuts, int(hit.sum()), scenario=scenario, policy=policy, step=step,
+        rec.extend(rec.cuts, int(hit.sum()), scenario=scenario, policy=POLICY_CODE[policy], step=step,
                    symbol=np.full(int(hit.sum()), s, np.int32), account_id=book.account_id[self.acc_of[cand[hit]]],
                    amount=cut[hit])
 
@@ -673,7 +675,7 @@ def _screen(runner: _Runner, first_shocks: np.ndarray, batch: int) -> np.ndarray
 def _quiet_row(runner: _Runner, sid, pol, shock, rec: _Records) -> dict:
     book = runner.book
     marks = book.mark_price * (1 + shock)
-    rec.extend(rec.prices, book.n_symbols, scenario=sid, policy=pol, step=0, symbol=np.array(book.symbols),
+    rec.extend(rec.prices, book.n_symbols, scenario=sid, policy=POLICY_CODE[pol], step=0, symbol=runner.symbol_codes,
                mark_price=marks)
     st = _State(book)
     return dict(scenario=sid, policy=pol, steps=0, accounts_liquidated=0, notional_liquidated=0.0, deficit=0.0,
@@ -692,25 +694,27 @@ def _results(book: Book, rec: _Records, timings: dict) -> StressResult:
         data = {k: (np.concatenate(v) if v else np.zeros(0, dtype=schema[k])) for k, v in cols.items()}
         return pl.DataFrame(data)
 
-    liq = frame(rec.liq, {"scenario": np.int64, "policy": object, "step": np.int64, "account_id": np.int64,
+    liq = frame(rec.liq, {"scenario": np.int64, "policy": np.int8, "step": np.int64, "account_id": np.int64,
                           "symbol": np.int32, "margin_mode": np.int8, "action": np.int8, "margin_ratio": float,
                           "qty": float, "price": float})
-    if liq.height:
-        liq = liq.with_columns(
-            syms.gather(liq["symbol"]).alias("symbol"),
-            pl.Series(["cross", "isolated"]).gather(liq["margin_mode"]).alias("margin_mode"),
-            pl.Series(list(ACTIONS)).gather(liq["action"]).alias("action"))
-    fills = frame(rec.fills, {"scenario": np.int64, "policy": object, "step": np.int64, "symbol": np.int32,
+    liq = liq.with_columns(
+        pl.Series(["cross", "isolated"], dtype=pl.Enum(["cross", "isolated"])).gather(liq["margin_mode"]).alias("margin_mode"),
+        pl.Series(list(ACTIONS), dtype=pl.Enum(list(ACTIONS))).gather(liq["action"]).alias("action"))
+    fills = frame(rec.fills, {"scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32,
                               "bankrupt_account_id": np.int64, "counterparty_account_id": np.int64,
                               "qty": float, "price": float})
-    if fills.height:
-        fills = fills.with_columns(syms.gather(fills["symbol"]).alias("symbol"))
-    cuts = frame(rec.cuts, {"scenario": np.int64, "policy": object, "step": np.int64, "symbol": np.int32,
+    cuts = frame(rec.cuts, {"scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32,
                             "account_id": np.int64, "amount": float})
-    if cuts.height:
-        cuts = cuts.with_columns(syms.gather(cuts["symbol"]).alias("symbol"))
-    prices = frame(rec.prices, {"scenario": np.int64, "policy": object, "step": np.int64, "symbol": object,
+    prices = frame(rec.prices, {"scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32,
                                 "mark_price": float})
+    policies = pl.Series(list(POLICIES), dtype=pl.Enum(list(POLICIES)))
+    labelled = []
+    for df in (liq, fills, cuts, prices):
+        labelled.append(df.with_columns(policies.gather(df["policy"]).alias("policy"),
+                                        syms.gather(df["symbol"]).alias("symbol")))
+    liq, fills, cuts, prices = labelled
     summary = pl.DataFrame(rec.summary) if rec.summary else pl.DataFrame()
+    if summary.height:
+        summary = summary.with_columns(pl.col("policy").cast(pl.Enum(list(POLICIES))))
     return StressResult(summary=summary, liquidations=liq, adl_fills=fills, haircuts=cuts, prices=prices,
                         timings=timings)
