@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     t_load = time.perf_counter() - t
     engine = Engine(book, venue="binance", backend=args.backend)
     b = engine.backend
-    from gpurisk.adl import adl_queues
+    from gpurisk.adl import adl_queues, adl_score
     from gpurisk.liquidation import position_risk
     from gpurisk.margin import account_margin, position_margin
 
@@ -112,7 +112,8 @@ def main(argv=None) -> int:
         position_risk(b, dev, mark, pm, am, venue, risk.position_risk)
 
     def ranking():
-        adl_queues(b, dev, mark, risk.position_margin, risk.position_risk, venue)
+        score = adl_score(b, dev, mark, risk.position_margin, risk.position_risk, venue, risk.adl.score)
+        adl_queues(b, dev, score, venue)
 
     def end_to_end():
         engine.revalue(out=risk)

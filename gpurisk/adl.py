@@ -98,8 +98,8 @@ def queue_places(backend: Backend, group, order, group_start, size, rule: str):
     return rank, lights
 
 
-def adl_queues(backend: Backend, dev, mark, pm, pr, venue: Venue) -> AdlQueues:
-    score = adl_score(backend, dev, mark, pm, pr, venue)
+def adl_queues(backend: Backend, dev, score, venue: Venue) -> AdlQueues:
+    """Rank every queue from the positions' scores (dev: group, n_groups, group_start, size)."""
     order, group_start = rank_queues(backend, dev.group, score, dev.n_groups, dev.group_start)
     if venue.adl_score == "random":
         order = rotate_queues(backend, dev.group, order, group_start, venue.adl_seed)

@@ -388,6 +388,35 @@ class Book:
             leverage=col("leverage", np.float64),
         )
 
+    def slice_accounts(self, first: int, end: int) -> "Book":
+        """Accounts first..end-1 (by index) with their positions, sharing markets and tiers:
+        a chunk or shard of whole accounts (views, no copies)."""
+        p0, p1 = int(self.pos_start[first]), int(self.pos_start[end])
+        return Book(
+            symbols=self.symbols, mark_price=self.mark_price, contract_size=self.contract_size,
+            tier_start=self.tier_start, tier_floor=self.tier_floor, tier_mmr=self.tier_mmr,
+            tier_cum=self.tier_cum, tier_max_leverage=self.tier_max_leverage,
+            account_id=self.account_id[first:end], wallet=self.wallet[first:end],
+            pos_start=self.pos_start[first:end + 1] - p0,
+            pos_account=self.pos_account[p0:p1] - np.int32(first),
+            pos_symbol=self.pos_symbol[p0:p1], size=self.size[p0:p1], entry=self.entry[p0:p1],
+            isolated=self.isolated[p0:p1], isolated_margin=self.isolated_margin[p0:p1],
+            leverage=self.leverage[p0:p1], meta=dict(self.meta, slice=(first, end)))
+
+    def account_chunks(self, max_positions: int) -> list[tuple[int, int]]:
+        """Split the accounts into consecutive ranges of at most ``max_positions`` positions
+        each (an account with more positions than that gets a range of its own)."""
+        if max_positions < 1:
+            raise ValueError("max_positions must be >= 1")
+        out, first = [], 0
+        while first < self.n_accounts:
+            limit = self.pos_start[first] + max_positions
+            end = int(np.searchsorted(self.pos_start, limit, side="right")) - 1
+            end = min(max(end, first + 1), self.n_accounts)
+            out.append((first, end))
+            first = end
+        return out or [(0, 0)]
+
     # -------------------------------------------------------------- views back to tables
 
     def frames(self) -> dict[str, pl.DataFrame]:

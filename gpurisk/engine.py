@@ -18,7 +18,7 @@ try:  # result tables need Polars; the device arrays do not
 except ImportError:  # pragma: no cover
     pl = None
 
-from .adl import AdlQueues, adl_queues, queue_group, queue_starts
+from .adl import AdlQueues, adl_queues, adl_score, queue_group, queue_starts
 from .backend import Backend, get_backend
 from .book import Book, BookError, Problem
 from .liquidation import PositionRisk, position_risk
@@ -175,40 +175,95 @@ class Engine:
 
     >>> engine = Engine(book, venue="binance", backend="auto")
     >>> risk = engine.revalue({"BTCUSDT": 61_000.0})
+
+    ``chunk_positions``: process the book in chunks of whole accounts holding at most this
+    many positions (for books larger than GPU memory; on the gpu backend the default is
+    sized from free device memory). The per-account figures do not depend on the chunking
+    and the ADL ranking stays global, so the results are identical to one pass.
     """
 
-    def __init__(self, book: Book, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto"):
+    #: device bytes per position a chunk needs: inputs, results and temporaries
+    BYTES_PER_POSITION = 320
+
+    def __init__(self, book: Book, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto",
+                 chunk_positions: int | None = None):
         self.book = book
         self.venue = get_venue(venue)
         self.backend = get_backend(backend)
+        if chunk_positions is None and self.backend.name == "gpu":
+            chunk_positions = self._gpu_chunk_positions()
+        self.chunks = book.account_chunks(chunk_positions) if chunk_positions else [(0, book.n_accounts)]
         t = time.perf_counter()
-        self.device = DeviceBook(book, self.backend)
+        if len(self.chunks) == 1:
+            self.device = DeviceBook(book, self.backend)
+        else:  # streamed chunk by chunk; the queues are ranked on the host
+            self.device = None
+            self.host = DeviceBook(book, get_backend("cpu"))
         self.backend.synchronize()
         self.upload_seconds = time.perf_counter() - t
+
+    def _gpu_chunk_positions(self) -> int | None:
+        free = int(self.backend.xp.cuda.runtime.memGetInfo()[0])
+        fits = int(free * 0.7) // self.BYTES_PER_POSITION
+        return None if self.book.n_positions <= fits else max(fits, 1)
 
     def revalue(self, marks=None, out: Risk | None = None) -> Risk:
         """Revalue every account and position at ``marks`` (the book's marks where not given).
 
-        ``out``: a previous Risk of this engine whose device buffers are reused (its tables
-        are then replaced); saves allocations when revaluing in a loop.
+        ``out``: a previous Risk of this engine whose buffers are reused (its tables are then
+        replaced); saves allocations when revaluing in a loop.
         """
-        b, xp, dev, venue = self.backend, self.backend.xp, self.device, self.venue
+        b, venue = self.backend, self.venue
         mark_host = resolve_marks(self.book, marks)
-        timings = {}
         t0 = time.perf_counter()
         mark = b.asarray(mark_host)
-        pm = position_margin(b, dev, mark, venue, out.position_margin if out else None)
-        am = account_margin(b, dev, pm, venue, out.account_margin if out else None)
-        pr = position_risk(b, dev, mark, pm, am, venue, out.position_risk if out else None)
+        if self.device is not None:
+            dev = self.device
+            pm = position_margin(b, dev, mark, venue, out.position_margin if out else None)
+            am = account_margin(b, dev, pm, venue, out.account_margin if out else None)
+            pr = position_risk(b, dev, mark, pm, am, venue, out.position_risk if out else None)
+            score = adl_score(b, dev, mark, pm, pr, venue, out.adl.score if out else None)
+            ranker, queues = b, dev
+        else:
+            pm, am, pr, score = self._revalue_chunks(mark, out)
+            ranker, queues = get_backend("cpu"), self.host
         b.synchronize()
         t1 = time.perf_counter()
-        adl = adl_queues(b, dev, mark, pm, pr, venue)
-        b.synchronize()
+        adl = adl_queues(ranker, queues, score, venue)
+        ranker.synchronize()
         t2 = time.perf_counter()
-        timings.update(kernels=t1 - t0, ranking=t2 - t1)
-        return Risk(self.book, venue, b, mark_host, pm, am, pr, adl, timings)
+        return Risk(self.book, venue, b, mark_host, pm, am, pr, adl, {"kernels": t1 - t0, "ranking": t2 - t1})
+
+    def _revalue_chunks(self, mark, out):
+        """Chunk by chunk of whole accounts: upload, run the kernels, copy results to host."""
+        b, venue, book = self.backend, self.venue, self.book
+        n, m = book.n_positions, book.n_accounts
+        if out is None:
+            f64 = lambda k: np.empty(k, dtype=np.float64)  # noqa: E731
+            pm = PositionMargin(f64(n), f64(n), f64(n), f64(n))
+            am = AccountMargin(*(f64(m) for _ in range(6)), np.empty(m, np.int8), np.empty(m, np.int32))
+            pr = PositionRisk(f64(n), f64(n), np.empty(n, np.int8), f64(n), f64(n))
+            score = f64(n)
+        else:
+            pm, am, pr, score = out.position_margin, out.account_margin, out.position_risk, out.adl.score
+        for first, end in self.chunks:
+            part = book.slice_accounts(first, end)
+            p0, p1 = int(book.pos_start[first]), int(book.pos_start[end])
+            dev = DeviceBook(part, b)
+            cpm = position_margin(b, dev, mark, venue)
+            cam = account_margin(b, dev, cpm, venue)
+            cpr = position_risk(b, dev, mark, cpm, cam, venue)
+            csc = adl_score(b, dev, mark, cpm, cpr, venue)
+            for whole, piece in ((pm, cpm), (pr, cpr)):
+                for k in vars(whole):
+                    getattr(whole, k)[p0:p1] = b.to_host(getattr(piece, k))
+            for k in vars(am):
+                getattr(am, k)[first:end] = b.to_host(getattr(cam, k))
+            score[p0:p1] = b.to_host(csc)
+        return pm, am, pr, score
 
 
-def revalue(book: Book, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto", marks=None) -> Risk:
+def revalue(book: Book, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto", marks=None,
+            chunk_positions: int | None = None) -> Risk:
     """Revalue every account and position of ``book`` (one shot; see Engine to stay resident)."""
-    return Engine(book, venue=venue, backend=backend).revalue(marks)
+    return Engine(book, venue=venue, backend=backend, chunk_positions=chunk_positions).revalue(marks)

@@ -171,3 +171,22 @@ def test_array_core_runs_without_polars():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("venue", ["binance", "bitmex", "dydx"])
+def test_chunks_of_whole_accounts_give_the_same_bits(book, venue):
+    whole = _all_arrays(revalue(book, venue=venue, backend="cpu"))
+    for chunk in (book.n_positions // 2 + 1, book.n_positions // 7 + 1, 5):
+        engine = Engine(book, venue=venue, backend="cpu", chunk_positions=chunk)
+        assert len(engine.chunks) > 1
+        parts = _all_arrays(engine.revalue())
+        for k in whole:
+            assert whole[k].tobytes() == parts[k].tobytes(), (chunk, k)
+
+
+def test_account_chunks_cover_every_account_once(book):
+    chunks = book.account_chunks(1_000)
+    assert chunks[0][0] == 0 and chunks[-1][1] == book.n_accounts
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    sizes = [book.pos_start[e] - book.pos_start[s] for s, e in chunks]
+    assert max(sizes) <= 1_000 and sum(sizes) == book.n_positions
