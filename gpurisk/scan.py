@@ -29,7 +29,8 @@ def segmented_cumsum(backend: Backend, values, segment_start, block: int = BLOCK
     segment_block_start = xp.zeros(n_segments + 1, dtype=xp.int64)
     xp.cumsum(blocks_per_segment, out=segment_block_start[1:])
     n_blocks = int(segment_block_start[-1])
-    block_segment = xp.repeat(xp.arange(n_segments, dtype=xp.int64), blocks_per_segment)
+    # Segment of each block (CuPy's repeat takes no array of counts, so search instead).
+    block_segment = xp.searchsorted(segment_block_start, xp.arange(n_blocks, dtype=xp.int64), side="right") - 1
     block_start = xp.empty(n_blocks + 1, dtype=xp.int64)
     block_start[:-1] = segment_start[block_segment] + (
         xp.arange(n_blocks, dtype=xp.int64) - segment_block_start[block_segment]) * block
