@@ -231,3 +231,34 @@ def test_write(tmp_path, book):
     for name in ("summary", "liquidations", "adl_fills", "haircuts", "prices", "policy_comparison"):
         assert (tmp_path / f"{name}.parquet").exists()
     assert pl.read_parquet(tmp_path / "summary.parquet").height == 6
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit", "hyperliquid"])
+def test_counterparties_are_the_front_of_the_ranked_queue(book, venue):
+    """Single step, no impact: ADL counterparties of each queue are, in fill order, exactly
+    the front of that queue as revalue ranks it at the scenario's marks, skipping positions
+    that are themselves being liquidated."""
+    from gpurisk import revalue
+
+    shock = -0.35
+    res = stress(book, shock_grid(shock, shock, 1), venue=venue, backend="cpu", ladder=Ladder())
+    marks = {s: float(p) * (1 + shock) for s, p in zip(book.symbols, book.mark_price)}
+    ranked = revalue(book, venue=venue, backend="cpu", marks=marks).positions
+    liq = res.liquidations.select("account_id", "symbol", "margin_mode").unique()
+    cross_liq = set(liq.filter(pl.col("margin_mode") == "cross")["account_id"].to_list())
+    iso_liq = set(zip(liq.filter(pl.col("margin_mode") == "isolated")["account_id"].to_list(),
+                      liq.filter(pl.col("margin_mode") == "isolated")["symbol"].cast(pl.String).to_list()))
+    fills = res.adl_fills.with_columns(pl.col("symbol").cast(pl.String))
+    assert fills.height > 0
+    for sym in fills["symbol"].unique().to_list():
+        f = fills.filter(pl.col("symbol") == sym)
+        bankrupt_side = ranked.filter((pl.col("symbol") == sym) & pl.col("account_id").is_in(
+            f["bankrupt_account_id"].unique().implode()))["side"].unique().to_list()
+        for side in bankrupt_side:
+            opposite = "short" if side == "long" else "long"
+            queue = ranked.filter((pl.col("symbol") == sym) & (pl.col("side") == opposite)).sort("adl_rank")
+            eligible = [a for a, m in zip(queue["account_id"].to_list(), queue["margin_mode"].cast(pl.String).to_list())
+                        if not ((m == "cross" and a in cross_liq) or (m == "isolated" and (a, sym) in iso_liq))]
+            seen = list(dict.fromkeys(f.filter(pl.col("counterparty_account_id").is_in(eligible))
+                                      ["counterparty_account_id"].to_list()))
+            assert seen == eligible[:len(seen)]
