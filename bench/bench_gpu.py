@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpurisk.adl import adl_queues, adl_score  # noqa: E402
@@ -119,7 +117,7 @@ def main(argv=None) -> int:
     }
     print(f"\n{device} ({b.name}): {book.n_positions:,} positions, {book.n_accounts:,} accounts, "
           f"median of {args.repeats}")
-    print(f"| stage | time | note |\n|---|---|---|")
+    print("| stage | time | note |\n|---|---|---|")
     print(f"| upload (once) | {engine.upload_seconds * 1e3:.1f} ms | tables stay resident |")
     print(f"| kernel pass | {t_kernels * 1e3:.2f} ms | {nbytes / 1e9:.2f} GB; floor {nbytes / bw * 1e3:.2f} ms at "
           f"{bw / 1e9:.0f} GB/s copy bandwidth ({t_kernels / (nbytes / bw):.2f}x) |")

@@ -24,7 +24,6 @@ warnings.filterwarnings("ignore", message="Sortedness of columns cannot be check
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpurisk import Engine  # noqa: E402
-from gpurisk import kernels as K  # noqa: E402
 from gpurisk.synthetic import synthetic_tables  # noqa: E402
 from gpurisk.book import Book  # noqa: E402
 
@@ -157,7 +156,7 @@ def main(argv=None) -> int:
         figures.update(polars_peer_s=t_peer, speedup_vs_polars=t_peer / t_e2e, peer_rank_agreement=same_rank)
 
     print(f"\n{figures['machine']}, backend {b.name}: {book.n_accounts:,} accounts, {book.n_positions:,} positions")
-    print(f"| stage | time | note |\n|---|---|---|")
+    print("| stage | time | note |\n|---|---|---|")
     print(f"| synthesize | {t_synth:.2f} s | |")
     print(f"| load + validate | {t_load:.2f} s | Book.from_frames |")
     print(f"| upload | {engine.upload_seconds * 1e3:.1f} ms | |")

@@ -261,7 +261,7 @@ class _Runner:
 
     # -- device revaluation of a state at marks; host copies of what orchestration needs
     def revalue(self, st: _State, marks: np.ndarray) -> SimpleNamespace:
-        b, xp = self.backend, self.backend.xp
+        b = self.backend
         dev = SimpleNamespace(**vars(self.dev))
         dev.size = b.asarray(st.size)
         dev.wallet = b.asarray(st.wallet)
@@ -387,9 +387,8 @@ class _Runner:
                 self.close_to_market(st, idx[m], qty[m], p_exec[m])
                 st.partials[np.unique(acc[m & (action == 0)])] += 1
             # Takeovers: insurance fund first (most underwater first), then ADL.
-            deficit_used = self.settle_bankrupt(st, rx, idx[bust], unit_key[bust], eq_exec[bust], exec_marks,
-                                                policy, scenario, t, rec, totals, in_unit)
-            del deficit_used
+            self.settle_bankrupt(st, rx, idx[bust], unit_key[bust], exec_marks, policy, scenario, t, rec, totals,
+                                 in_unit)
             self.release_isolated(st, idx)
             notional = np.abs(qty) * p_exec * self.cs_pos[idx]
             totals["notional_liquidated"] += float(notional.sum())
@@ -432,12 +431,11 @@ class _Runner:
                  d.tier_mmr, d.tier_cum, float(self.ladder.target_ratio), keep)
         return b.to_host(keep)
 
-    def settle_bankrupt(self, st, rx, pos, unit_key, eq_exec, exec_marks, policy, scenario, step, rec, totals,
-                        in_unit):
+    def settle_bankrupt(self, st, rx, pos, unit_key, exec_marks, policy, scenario, step, rec, totals, in_unit):
         """Take bankrupt units over at their bankruptcy prices: the insurance fund pays the
         deficits of the most underwater first; what it cannot pay is deleveraged."""
         if pos.size == 0:
-            return 0.0
+            return
         book = self.book
         bp = rx.bp[pos]
         p_mkt = exec_marks[book.pos_symbol[pos]]
@@ -463,7 +461,7 @@ class _Runner:
         rest = qty - fund_qty
         rest[st.size[pos] == 0.0] = 0.0
         if not np.any(rest != 0.0):
-            return float(covered.sum())
+            return
         # Deleverage what is left, symbol and side at a time, in the unit order above.
         rank_of_unit = np.empty(units.size, dtype=np.int64)
         rank_of_unit[order] = np.arange(units.size)
@@ -473,7 +471,6 @@ class _Runner:
             sel = (self.group[pos_d] == g) & (rest_d != 0.0)
             self.deleverage(st, rx, pos_d[sel], rest_d[sel], bp_d[sel], int(g), exec_marks, policy, scenario,
                             step, rec, totals, in_unit)
-        return float(covered.sum())
 
     def deleverage(self, st, rx, pos, rest, bp, g, exec_marks, policy, scenario, step, rec, totals, in_unit):
         book = self.book
@@ -522,11 +519,9 @@ class _Runner:
             socialized = float(np.sum(filled * np.abs(bp - p) * cs * np.sign((bp - p) * sign)))
             totals["socialized_loss"] += socialized
             totals["haircut_total"] += socialized
-            per_cp = np.bincount(si, weights=seg, minlength=q_order.size) * np.abs((bp[0] - p)) * cs if seg.size else np.zeros(0)
-            if seg.size:
+            if seg.size:  # each counterparty's loss against the market price
                 haircut_cp = np.bincount(si, weights=seg * (bp[di] - p) * sign * cs, minlength=q_order.size)
                 totals["max_haircut"] = max(totals["max_haircut"], float(haircut_cp.max(initial=0.0)))
-            del per_cp
             totals["adl_notional"] += float(np.sum(seg * p * cs))
             totals["adl_accounts"].update(book.account_id[self.acc_of[np.unique(c_i)]].tolist())
             rec.extend(rec.fills, seg.size, scenario=scenario, policy=POLICY_CODE[policy], step=step,
@@ -615,8 +610,6 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
         step liquidates nobody.
     ladder: a Ladder or preset name; default the venue's.
     """
-    import polars as pl
-
     venue = get_venue(venue)
     be = get_backend(backend)
     lad = get_ladder(ladder, venue.name)

@@ -1,9 +1,7 @@
 """Every bad-input class of DESIGN §9 is refused before compute, naming table, column and rows."""
 
 import numpy as np
-import pandas as pd
 import polars as pl
-import pyarrow as pa
 import pytest
 
 from gpurisk import Book, BookError, read_book, revalue
