@@ -44,3 +44,39 @@ def test_gpu_ties_in_adl_scores_break_by_account_id():
         cpu = revalue(book, venue=venue, backend="cpu").positions["adl_rank"].to_numpy()
         gpu = revalue(book, venue=venue, backend="gpu").positions["adl_rank"].to_numpy()
         np.testing.assert_array_equal(cpu, gpu)
+
+
+@requires_gpu
+@pytest.mark.parametrize("chunk", [None, 50_000, 7_777])
+def test_gpu_chunks_are_bit_identical_to_one_cpu_pass(chunk):
+    from gpurisk import Engine
+
+    book = synthetic_book(60_000, seed=4, isolated_share=0.3)
+    cpu = _arrays(revalue(book, venue="bitmex", backend="cpu"))
+    gpu = _arrays(Engine(book, venue="bitmex", backend="gpu", chunk_positions=chunk).revalue())
+    for k in cpu:
+        assert cpu[k].tobytes() == gpu[k].tobytes(), (chunk, k)
+
+
+@requires_gpu
+def test_gpu_resident_engine_revalues_new_marks_without_reupload():
+    from gpurisk import Engine
+
+    book = synthetic_book(20_000, seed=6)
+    engine = Engine(book, backend="gpu")
+    first = engine.device.size
+    risk = engine.revalue({"BTCUSDT": 50_000.0})
+    again = engine.revalue({"BTCUSDT": 45_000.0}, out=risk)
+    assert engine.device.size is first  # still the uploaded table
+    cpu = revalue(book, backend="cpu", marks={"BTCUSDT": 45_000.0})
+    assert again.positions.equals(cpu.positions) and again.accounts.equals(cpu.accounts)
+
+
+@requires_gpu
+def test_gpu_stress_matches_cpu():
+    from gpurisk.stress import shock_grid, stress
+
+    book = synthetic_book(3_000, seed=2)
+    a = stress(book, shock_grid(-0.3, 0.3, 5), backend="cpu", policy=["queue", "pro_rata"]).summary
+    b = stress(book, shock_grid(-0.3, 0.3, 5), backend="gpu", policy=["queue", "pro_rata"]).summary
+    assert a.drop("conservation_error").equals(b.drop("conservation_error"))
