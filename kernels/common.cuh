@@ -49,14 +49,13 @@ extern "C" int gr_max_threads(void) {
 
 // Tier tables are stored per symbol, contiguous: tiers of symbol s are
 // tier_start[s] .. tier_start[s+1]-1, with floors strictly increasing from 0.
-// Returns the last tier whose floor is <= notional. Ladders are short (about 10 tiers), so a
-// branch-free count beats a binary search whose branches the CPU cannot predict.
+// Returns the last tier whose floor is <= notional. Ladders are short and most positions
+// sit in the first tiers, so a forward scan that stops early beats a binary search.
 GR_DEVICE int tier_of(const int* tier_start, const double* tier_floor, int s,
                       double notional) {
-    const int first = tier_start[s];
+    int k = tier_start[s];
     const int last = tier_start[s + 1] - 1;
-    int k = first;
-    for (int t = first + 1; t <= last; ++t) k += tier_floor[t] <= notional ? 1 : 0;
+    while (k < last && tier_floor[k + 1] <= notional) ++k;
     return k;
 }
 

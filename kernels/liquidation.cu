@@ -17,12 +17,12 @@ GR_DEVICE double liquidation_price_tiered(
     const double side = q > 0.0 ? 1.0 : -1.0;
     const double base = wp - mmp - q * e * cs;
     if (q > 0.0 ? base >= 0.0 : base <= 0.0) return GR_NAN;
-    // f is monotone, so the boundaries on the near side of the root form a prefix: count
-    // them without branches.
+    // f is monotone, so the boundaries on the near side of the root form a prefix: walk it.
     int k = first;
-    for (int t = first + 1; t <= last; ++t) {
+    while (k < last) {
+        const int t = k + 1;
         const double f = base + side * tier_floor[t] - (tier_floor[t] * tier_mmr[t] - tier_cum[t]);
-        k += (q > 0.0 ? f <= 0.0 : f > 0.0) ? 1 : 0;
+        if (q > 0.0 ? f <= 0.0 : f > 0.0) k = t; else break;
     }
     const double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
     return lp > 0.0 ? lp : GR_NAN;
