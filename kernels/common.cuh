@@ -77,10 +77,9 @@ GR_DEVICE double maint_margin_of(const int* tier_start, const double* tier_floor
 
 GR_DEVICE signed char status_of(double equity, double ratio, double margin_call_ratio,
                                 double liquidation_ratio) {
-    if (equity <= 0.0) return GR_BANKRUPT;
-    if (ratio >= liquidation_ratio) return GR_LIQUIDATABLE;
-    if (ratio >= margin_call_ratio) return GR_MARGIN_CALL;
-    return GR_HEALTHY;
+    const signed char by_ratio = ratio >= liquidation_ratio ? GR_LIQUIDATABLE
+                                 : (ratio >= margin_call_ratio ? GR_MARGIN_CALL : GR_HEALTHY);
+    return equity <= 0.0 ? (signed char)GR_BANKRUPT : by_ratio;
 }
 
 // Maintenance margin over equity; +inf once equity is gone.

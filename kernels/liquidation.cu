@@ -5,27 +5,28 @@
 // in P over the tiers. f is monotone (increasing for longs, decreasing for shorts, as
 // mmr < 1), so the root lies in the one tier segment where f changes sign; the sign is
 // read at the segment boundaries and the root solved in that tier. NaN: no positive root.
+// Written with selects rather than branches on the side: longs and shorts interleave at
+// random in a book, and mispredicted branches would cost more than the arithmetic.
 GR_DEVICE double liquidation_price_tiered(
     double wp, double mmp, double q, double e, double cs, int s,
     const int* tier_start, const double* tier_floor, const double* tier_mmr,
     const double* tier_cum) {
     const double aq = fabs(q);
-    const int first = tier_start[s];
     const int last = tier_start[s + 1] - 1;
-    // f at the boundary price of tier t, where the notional equals floor_t, so that
-    // q·P·cs = ±floor_t: no division needed to locate the segment.
     const double side = q > 0.0 ? 1.0 : -1.0;
+    // side·f at P = 0; at the boundary of tier t, where q·P·cs = side·floor_t, it is
+    // side·(base + side·floor_t − MM_at_floor_t): no division needed to find the segment.
     const double base = wp - mmp - q * e * cs;
-    if (q > 0.0 ? base >= 0.0 : base <= 0.0) return GR_NAN;
-    // f is monotone, so the boundaries on the near side of the root form a prefix: walk it.
-    int k = first;
+    int k = tier_start[s];
     while (k < last) {
         const int t = k + 1;
         const double f = base + side * tier_floor[t] - (tier_floor[t] * tier_mmr[t] - tier_cum[t]);
-        if (q > 0.0 ? f <= 0.0 : f > 0.0) k = t; else break;
+        if (side * f < 0.0) k = t; else break;
     }
     const double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
-    return lp > 0.0 ? lp : GR_NAN;
+    // No positive root when side·f(0) >= 0: collateral covers any move (long), or no price
+    // is safe (short).
+    return (side * base < 0.0 && lp > 0.0) ? lp : GR_NAN;
 }
 
 GR_KERNEL void position_risk(
@@ -47,15 +48,9 @@ GR_KERNEL void position_risk(
         const double e = entry[i];
         const double p = mark[s];
         const double cs = contract_size[s];
+        // Branches, not selects, between the three cases: each takes its own divisions,
+        // and divisions cost more than the occasional mispredicted branch.
         double wp, mmp, eq, bp;
-        if (q == 0.0) {  // closed during a stress run: no prices
-            pos_equity[i] = isolated[i] ? isolated_margin[i] : equity[a];
-            ratio[i] = 0.0;
-            status[i] = GR_HEALTHY;
-            liq_price[i] = GR_NAN;
-            bankruptcy_price[i] = GR_NAN;
-            continue;
-        }
         if (isolated[i]) {
             wp = isolated_margin[i];
             mmp = 0.0;
@@ -82,13 +77,21 @@ GR_KERNEL void position_risk(
             bp = p - (eq * maint[i] / acc_maint[a]) / (q * cs);
         }
         pos_equity[i] = eq;
-        bankruptcy_price[i] = bp;
+        double lp;
         if (mm_on_entry) {
-            const double lp = e - (wp - mmp - maint[i]) / (q * cs);
-            liq_price[i] = lp > 0.0 ? lp : GR_NAN;
+            lp = e - (wp - mmp - maint[i]) / (q * cs);
+            lp = lp > 0.0 ? lp : GR_NAN;
         } else {
-            liq_price[i] = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start,
-                                                    tier_floor, tier_mmr, tier_cum);
+            lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_floor, tier_mmr,
+                                          tier_cum);
         }
+        if (q == 0.0) {  // closed during a stress run: no prices, no status of its own
+            ratio[i] = 0.0;
+            status[i] = GR_HEALTHY;
+            bp = GR_NAN;
+            lp = GR_NAN;
+        }
+        bankruptcy_price[i] = bp;
+        liq_price[i] = lp;
     }
 }
