@@ -19,6 +19,9 @@ _EXPORTS = {
     "BITMEX": "venue", "HYPERLIQUID": "venue", "DYDX": "venue",
     "get_backend": "backend", "gpu_available": "backend", "BackendUnavailable": "backend",
     "KernelBuildError": "kernels",
+    "read_sharded_book": "distributed", "write_sharded": "distributed",
+    "revalue_distributed": "distributed", "stress_distributed": "distributed",
+    "DistributedRunError": "distributed",
 }
 
 __all__ = sorted(_EXPORTS)

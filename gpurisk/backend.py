@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class CpuBackend(Backend):
 
     def __init__(self, threads: int | None = None):
         self.threads = threads
-        self._sort_work = None  # radix sort buffers, kept between calls
+        self._local = threading.local()  # radix sort buffers, kept between calls, per thread
 
     def launch(self, kernel: str, *args) -> None:
         sig = self._check(kernel, args)
@@ -86,9 +87,10 @@ class CpuBackend(Backend):
         group = np.ascontiguousarray(group, dtype=np.int32)
         score = np.ascontiguousarray(score, dtype=np.float64)
         n = score.size
-        if self._sort_work is None or self._sort_work[0].size < n:
-            self._sort_work = tuple(np.empty(n, dtype=np.uint64) for _ in range(3))
-        key, key_tmp, idx_tmp = self._sort_work
+        work = getattr(self._local, "sort_work", None)
+        if work is None or work[0].size < n:
+            work = self._local.sort_work = tuple(np.empty(n, dtype=np.uint64) for _ in range(3))
+        key, key_tmp, idx_tmp = work
         order = np.empty(n, dtype=np.int64)
         lib.queue_order.restype = None
         lib.queue_order(ctypes.c_longlong(n), ctypes.c_void_p(group.ctypes.data),

@@ -51,6 +51,9 @@ class BookError(ValueError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"invalid book ({len(self.problems)} problem(s)):\n{lines}")
 
+    def __reduce__(self):  # survives pickling (process pools, Dask workers) with its problems
+        return (type(self), (self.problems,))
+
 
 # ------------------------------------------------------------------ input conversion
 

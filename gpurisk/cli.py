@@ -1,4 +1,4 @@
-"""The ``gpurisk`` command line: demo, synth, revalue."""
+"""The ``gpurisk`` command line: demo, synth, revalue, stress (on one machine or a Dask cluster)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import polars as pl
 
 from .backend import BackendUnavailable
 from .book import BookError, read_book
+from .distributed import DistributedRunError
 from .engine import Engine, Risk
 from .kernels import KernelBuildError
 from .synthetic import synthetic_book
@@ -23,6 +24,7 @@ liquidation and bankruptcy prices, ADL queue rank and lights) on the GPU or the 
 
 Start with `gpurisk demo`; then `gpurisk synth` a book and `gpurisk revalue` it, or
 revalue your own book directory (markets, tiers, accounts, positions as .parquet/.csv).
+`gpurisk report` turns written results into one HTML page of plots and tables.
 """
 
 
@@ -39,6 +41,9 @@ def _print_summary(risk: Risk) -> None:
     acc, pos = risk.accounts, risk.positions
     print(f"\nvenue {risk.venue.name}, backend {risk.backend.name}: "
           f"{acc.height:,} accounts, {pos.height:,} positions, {len(risk.book.symbols)} symbols")
+    from .report import format_headline
+
+    print(format_headline(risk=risk))
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
                    float_precision=2, thousands_separator=True, tbl_rows=20):
         print(risk.summary())
@@ -87,19 +92,73 @@ def cmd_demo(args) -> int:
     risk.write(out / "results")
     print(f"\nbook written to {out / 'book'}, results to {out / 'results'} "
           f"(accounts.parquet, positions.parquet)")
+    if not args.no_report:
+        _report(out / "report.html", risk=risk, title=f"gpurisk demo: {args.accounts:,} accounts, seed {args.seed}")
     return 0
+
+
+def _report(path, **kw) -> None:
+    """Write the HTML report and say where it is (a missing matplotlib skips it, with the fix)."""
+    try:
+        from .report import write_report
+
+        t = _stage("writing the HTML report")
+        path = write_report(path, **kw)
+    except ImportError as exc:
+        print(f"\nreport skipped: {exc} (pip install 'matplotlib>=3.7')")
+        return
+    _done(t)
+    print(f"report: {Path(path).resolve()}  (open it in a browser)")
 
 
 def cmd_synth(args) -> int:
     book = synthetic_book(args.accounts, seed=args.seed)
+    if args.shards:
+        from .distributed import write_sharded
+
+        out = write_sharded(book, args.out, args.shards, format=args.format)
+        print(f"{book!r} written to {out} as {args.shards} shards of whole accounts ({args.format})")
+        return 0
     out = book.write(args.out, format=args.format)
     print(f"{book!r} written to {out} ({args.format})")
     return 0
 
 
+def _read_any_book(path):
+    """A book directory, plain or sharded (gpurisk synth --shards)."""
+    from .distributed import is_sharded, read_sharded_book
+
+    return read_sharded_book(path) if is_sharded(path) else read_book(path)
+
+
+def _cluster(args):
+    """A Dask client when --scheduler or --workers is given, else None (one machine)."""
+    if not (args.scheduler or args.workers):
+        return None
+    from .distributed import connect
+
+    where = args.scheduler or f"a local cluster of {args.workers} worker processes"
+    print(f"  Dask: {where}", flush=True)
+    return connect(scheduler=args.scheduler, workers=args.workers)
+
+
 def cmd_revalue(args) -> int:
+    cluster = _cluster(args)
+    if cluster is not None:
+        from .distributed import revalue_distributed
+
+        with cluster as client:
+            t = _stage(f"revaluing {args.book} on the cluster")
+            risk = revalue_distributed(args.book, client, venue=args.venue, backend=args.backend,
+                                       marks=_parse_marks(args.mark, args.marks))
+            _done(t, f"  ({risk!r})")
+            _print_summary(risk)
+            if args.out:
+                risk.write(args.out)
+                print(f"\nresults written to {args.out} (accounts.parquet, positions.parquet)")
+        return 0
     t = _stage(f"reading {args.book}")
-    book = read_book(args.book)
+    book = _read_any_book(args.book)
     _done(t, f"  ({book!r})")
     engine = Engine(book, venue=args.venue, backend=args.backend)
     risk = engine.revalue(_parse_marks(args.mark, args.marks))
@@ -113,9 +172,12 @@ def cmd_revalue(args) -> int:
 def cmd_stress(args) -> int:
     from .stress import POLICIES, Impact, read_scenarios, shock_grid, stress
 
-    if args.book:
+    cluster = _cluster(args)
+    if args.book and cluster is not None:
+        book = args.book  # each worker reads the book directory itself
+    elif args.book:
         t = _stage(f"reading {args.book}")
-        book = read_book(args.book)
+        book = _read_any_book(args.book)
         _done(t, f"  ({book!r})")
     else:
         t = _stage(f"building a synthetic book of {args.accounts:,} accounts (seed {args.seed})")
@@ -132,11 +194,22 @@ def cmd_stress(args) -> int:
     impact = Impact(args.impact, coefficient=args.impact_coefficient, depth_share=args.depth_share) if args.impact else None
     print(f"stress: {what}; venue {args.venue}; policies {', '.join(policies)}; steps {args.steps}; "
           f"insurance fund {args.insurance_fund:,.0f}" + (f"; {args.impact} impact" if impact else ""))
-    res = stress(book, scenarios, venue=args.venue, backend=args.backend, insurance_fund=args.insurance_fund,
-                 policy=policies, steps=args.steps, impact=impact, progress=not args.quiet)
+    if cluster is not None:
+        from .distributed import stress_distributed
+
+        with cluster as client:
+            res = stress_distributed(book, scenarios, client, venue=args.venue, backend=args.backend,
+                                     insurance_fund=args.insurance_fund, policy=policies, steps=args.steps,
+                                     impact=impact)
+    else:
+        res = stress(book, scenarios, venue=args.venue, backend=args.backend, insurance_fund=args.insurance_fund,
+                     policy=policies, steps=args.steps, impact=impact, progress=not args.quiet)
     t = res.timings
     print(f"{t['scenarios']:,} scenarios x {len(policies)} policies in {t['seconds']:.1f} s "
           f"({t['screened_quiet']:,} screened as quiet by the batched kernel pass)")
+    from .report import format_headline
+
+    print(format_headline(stress=res))
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, float_precision=2,
                    thousands_separator=True, tbl_rows=12, tbl_cols=12):
         worst = res.summary.sort("deficit", descending=True).head(8).select(
@@ -152,7 +225,40 @@ def cmd_stress(args) -> int:
         res.write(args.out)
         print(f"results written to {args.out} (summary, liquidations, adl_fills, haircuts, prices, "
               f"policy_comparison .parquet)")
+        if not args.no_report:
+            from .book import Book
+            from .report import write_base_marks
+
+            base = risk = None
+            if isinstance(book, Book):  # not when cluster workers read the book themselves
+                write_base_marks(args.out, book)
+                base = dict(zip(book.symbols, book.mark_price.tolist()))
+                risk = Engine(book, venue=args.venue, backend=args.backend).revalue()
+            _report(Path(args.out) / "report.html", risk=risk, stress=res, base_marks=base,
+                    title=f"gpurisk stress: {what}")
     return 0
+
+
+def cmd_report(args) -> int:
+    from .report import load_risk_tables, load_stress_tables, write_report
+
+    results, stress_dir = args.results, args.stress
+    if results and not stress_dir and not (Path(results) / "accounts.parquet").exists() \
+            and (Path(results) / "summary.parquet").exists():
+        results, stress_dir = None, results  # a stress directory given alone
+    if not results and not stress_dir:
+        raise ValueError("give a results directory (gpurisk revalue --out / demo), --stress DIR, or both")
+    risk = load_risk_tables(results) if results else None
+    stress = load_stress_tables(stress_dir) if stress_dir else None
+    path = write_report(args.out, risk=risk, stress=stress, title=args.title)
+    print(format_report_line(path, risk, stress))
+    return 0
+
+
+def format_report_line(path, risk, stress) -> str:
+    what = [f"{risk.accounts.height:,} accounts" if risk is not None else "",
+            f"{stress.summary['scenario'].n_unique():,} stress scenarios" if stress is not None else ""]
+    return f"report of {' and '.join(w for w in what if w)}: {Path(path).resolve()}  (open it in a browser)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"],
                         help="where kernels run: gpu (CuPy), cpu (same kernels compiled with the host "
                              "C++ compiler) or auto (gpu when a CUDA GPU is visible; default)")
+    dist = argparse.ArgumentParser(add_help=False)
+    dist.add_argument("--scheduler", metavar="ADDRESS",
+                      help="run on a Dask cluster (e.g. tcp://10.0.0.1:8786; start it with `dask scheduler` and "
+                           "`dask worker ADDRESS`); BOOK must be a path every worker can read")
+    dist.add_argument("--workers", type=int, metavar="N",
+                      help="run on a local Dask cluster of N worker processes (same results as one process)")
 
     d = sub.add_parser("demo", parents=[common], help="synthesize an exchange, revalue it, print and write results",
                        description="End to end on a built-in synthetic exchange: build a balanced book, "
@@ -173,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--accounts", type=int, default=200_000, help="trader accounts (default 200,000; ~2.7 positions each)")
     d.add_argument("--seed", type=int, default=0, help="random seed of the synthetic book (default 0)")
     d.add_argument("--out", default="gpurisk-demo", help="output directory (default ./gpurisk-demo)")
+    d.add_argument("--no-report", action="store_true", help="skip the HTML report (OUT/report.html)")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("synth", help="write a synthetic book directory",
@@ -181,9 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--accounts", type=int, default=100_000, help="trader accounts (default 100,000)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="file format (default parquet)")
+    s.add_argument("--shards", type=int, metavar="N",
+                   help="write a sharded book: N shards of whole accounts (for --scheduler/--workers runs)")
     s.set_defaults(func=cmd_synth)
 
-    r = sub.add_parser("revalue", parents=[common], help="revalue a book directory",
+    r = sub.add_parser("revalue", parents=[common, dist], help="revalue a book directory",
                        description="Validate and revalue a book directory holding markets, tiers, accounts and "
                                    "positions (.parquet, .csv or .arrow). Marks default to the markets table.")
     r.add_argument("book", help="book directory")
@@ -193,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_revalue)
 
     st = sub.add_parser(
-        "stress", parents=[common], help="price-shock scenarios and liquidation cascades",
+        "stress", parents=[common, dist], help="price-shock scenarios and liquidation cascades",
         description="Run price-shock scenarios through the deleveraging ladder (partial reduction, "
                     "liquidation, backstop), the insurance fund and ADL, on a book directory or a synthetic "
                     "book. Money is conserved and checked on every scenario. Examples:\n"
@@ -219,7 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="depth per symbol as a share of its open interest notional (default 0.1)")
     st.add_argument("--out", help="write the result tables here")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.add_argument("--no-report", action="store_true", help="with --out: skip the HTML report (OUT/report.html)")
     st.set_defaults(func=cmd_stress)
+
+    rp = sub.add_parser(
+        "report", help="an HTML page of plots and tables from written results",
+        description="Write one self-contained HTML page (plots embedded) from the Parquet results of\n"
+                    "`gpurisk revalue --out` or `gpurisk demo` (margin-ratio distribution, ADL queues per\n"
+                    "symbol) and/or `gpurisk stress --out` (stress curve, cascade, policy comparison).\n"
+                    "Examples:\n"
+                    "  gpurisk report gpurisk-demo/results --out report.html\n"
+                    "  gpurisk report RESULTS --stress STRESS_DIR --out report.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    rp.add_argument("results", nargs="?", help="directory with accounts.parquet and positions.parquet")
+    rp.add_argument("--stress", metavar="DIR", help="directory written by `gpurisk stress --out DIR`")
+    rp.add_argument("--out", default="report.html", help="the HTML file to write (default ./report.html)")
+    rp.add_argument("--title", default="gpurisk report", help="page title")
+    rp.set_defaults(func=cmd_report)
     return p
 
 
@@ -227,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BookError, FileNotFoundError, BackendUnavailable, KernelBuildError, ValueError) as exc:
+    except (BookError, FileNotFoundError, BackendUnavailable, KernelBuildError, ValueError,
+            DistributedRunError) as exc:
         print(f"\ngpurisk {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -115,3 +115,16 @@ def test_native_radix_queue_order_matches_two_stable_sorts():
     assert np.all(s[:-1][same] >= s[1:][same])
     tie = same & (s[:-1] == s[1:])
     assert np.all(reference[:-1][tie] < reference[1:][tie])
+
+
+def test_cpu_backend_sorts_from_several_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    be = CpuBackend()
+    rng = np.random.default_rng(1)
+    jobs = [(rng.integers(0, 4, n).astype(np.int32), rng.normal(size=n)) for n in (70_000, 90_000, 120_000, 80_000)]
+    expected = [np.lexsort((np.arange(g.size), -s, g)) for g, s in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda j: be.queue_order(j[0], j[1], 4), jobs * 3))
+    for e, g in zip(expected * 3, got):
+        np.testing.assert_array_equal(e, g)

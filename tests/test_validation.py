@@ -176,3 +176,12 @@ def test_csv_with_bad_text_in_numeric_column(tmp_path):
 def test_unsupported_table_type():
     with pytest.raises(TypeError, match="positions: expected a polars, pandas or Arrow table"):
         build(positions=[1, 2, 3])
+
+
+def test_book_error_survives_pickling():
+    import pickle
+
+    with pytest.raises(BookError) as exc:
+        build(markets=pl.DataFrame({"symbol": ["BTCUSDT", "ETHUSDT"], "mark_price": [1.0, -1.0]}))
+    again = pickle.loads(pickle.dumps(exc.value))
+    assert str(again) == str(exc.value) and again.problems == exc.value.problems
