@@ -19,6 +19,8 @@ _EXPORTS = {
     "BITMEX": "venue", "HYPERLIQUID": "venue", "DYDX": "venue",
     "get_backend": "backend", "gpu_available": "backend", "BackendUnavailable": "backend",
     "KernelBuildError": "kernels",
+    "stress": "stress", "shock_grid": "stress", "read_scenarios": "stress", "Impact": "stress",
+    "StressResult": "stress", "Ladder": "ladder", "LADDERS": "ladder", "write_report": "report",
     "read_sharded_book": "distributed", "write_sharded": "distributed",
     "revalue_distributed": "distributed", "stress_distributed": "distributed",
     "DistributedRunError": "distributed",
