@@ -192,7 +192,7 @@ class StressResult:
 
         return (self.summary.group_by("policy", maintain_order=True).agg(
             pl.len().alias("scenarios"), pl.col("deficit").sum(), pl.col("insurance_used").sum(),
-            pl.col("socialized_loss").sum(), pl.col("adl_accounts").sum().alias("accounts_hit"),
+            pl.col("socialized_loss").sum(), pl.col("unfunded").sum(), pl.col("adl_accounts").sum().alias("accounts_hit"),
             pl.col("overshoot").sum(), pl.col("max_haircut_share").max()))
 
     def write(self, directory: str | Path) -> Path:
@@ -409,6 +409,8 @@ class _Runner:
             accounts_liquidated=len(totals["accounts_liquidated"]),
             notional_liquidated=totals["notional_liquidated"], deficit=totals["deficit"],
             insurance_used=totals["insurance_used"], insurance_left=st.fund,
+            # What the fund paid beyond what it had: no counterparty or haircut could cover it.
+            unfunded=max(0.0, -st.fund),
             adl_notional=totals["adl_notional"], adl_accounts=len(totals["adl_accounts"]),
             socialized_loss=totals["socialized_loss"],
             overshoot=max(0.0, totals["haircut_total"] - totals["socialized_loss"]),
@@ -672,7 +674,7 @@ def _quiet_row(runner: _Runner, sid, pol, shock, rec: _Records) -> dict:
                mark_price=marks)
     st = _State(book)
     return dict(scenario=sid, policy=pol, steps=0, accounts_liquidated=0, notional_liquidated=0.0, deficit=0.0,
-                insurance_used=0.0, insurance_left=runner.insurance_fund, adl_notional=0.0, adl_accounts=0,
+                insurance_used=0.0, insurance_left=runner.insurance_fund, unfunded=0.0, adl_notional=0.0, adl_accounts=0,
                 socialized_loss=0.0, overshoot=0.0, max_haircut_share=0.0, external_value=0.0,
                 conservation_error=(st.value(book, marks) - st.value(book, book.mark_price))
                 / max(1.0, abs(st.value(book, book.mark_price))))
