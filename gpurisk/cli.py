@@ -203,7 +203,8 @@ def cmd_stress(args) -> int:
                                      impact=impact)
     else:
         res = stress(book, scenarios, venue=args.venue, backend=args.backend, insurance_fund=args.insurance_fund,
-                     policy=policies, steps=args.steps, impact=impact, progress=not args.quiet)
+                     policy=policies, steps=args.steps, impact=impact, progress=not args.quiet,
+                     detail=not args.summary_only)
     t = res.timings
     print(f"{t['scenarios']:,} scenarios x {len(policies)} policies in {t['seconds']:.1f} s "
           f"({t['screened_quiet']:,} screened as quiet by the batched kernel pass)")
@@ -334,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="depth per symbol as a share of its open interest notional (default 0.1)")
     st.add_argument("--out", help="write the result tables here")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.add_argument("--summary-only", action="store_true",
+                    help="keep the summary and price paths only, not every liquidation and ADL fill "
+                         "(large grids: fills can run to hundreds of millions of rows)")
     st.add_argument("--no-report", action="store_true", help="with --out: skip the HTML report (OUT/report.html)")
     st.set_defaults(func=cmd_stress)
 

@@ -205,7 +205,10 @@ class StressResult:
 
 
 class _Records:
-    def __init__(self):
+    """Result rows, kept as arrays; with detail=False only the summary and price paths."""
+
+    def __init__(self, detail: bool = True):
+        self.detail = detail
         self.liq: dict[str, list] = {k: [] for k in ("scenario", "policy", "step", "account_id", "symbol",
                                                     "margin_mode", "action", "margin_ratio", "qty", "price")}
         self.fills: dict[str, list] = {k: [] for k in ("scenario", "policy", "step", "symbol", "bankrupt_account_id",
@@ -317,8 +320,8 @@ class _Runner:
         start_value = self.start_value + st.fund
         impact_factor = np.ones(book.n_symbols)
         n_path = shocks.shape[0]
-        totals = dict(accounts_liquidated=set(), notional_liquidated=0.0, deficit=0.0, insurance_used=0.0,
-                      adl_notional=0.0, adl_accounts=set(), socialized_loss=0.0, haircut_total=0.0,
+        totals = dict(accounts_liquidated=np.zeros(book.n_accounts, bool), notional_liquidated=0.0, deficit=0.0,
+                      insurance_used=0.0, adl_notional=0.0, adl_accounts=np.zeros(book.n_accounts, bool), socialized_loss=0.0, haircut_total=0.0,
                       max_haircut=0.0, steps=0)  # steps: those that liquidated someone
         marks = base * (1 + shocks[0])
         rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=POLICY_CODE[policy], step=0,
@@ -392,13 +395,14 @@ class _Runner:
             self.release_isolated(st, idx)
             notional = np.abs(qty) * p_exec * self.cs_pos[idx]
             totals["notional_liquidated"] += float(notional.sum())
-            totals["accounts_liquidated"].update(book.account_id[acc].tolist())
-            rec.extend(rec.liq, idx.size, scenario=scenario, policy=POLICY_CODE[policy], step=t,
-                       account_id=book.account_id[acc], symbol=book.pos_symbol[idx].astype(np.int32),
-                       margin_mode=iso.astype(np.int8),
-                       action=np.where(bust & (eq_exec > 0), 2, np.where(bust, 3, action)).astype(np.int8),
-                       margin_ratio=trigger_ratio, qty=np.abs(qty),
-                       price=np.where(bust, rx.bp[idx], p_exec))
+            totals["accounts_liquidated"][acc] = True
+            if rec.detail:
+                rec.extend(rec.liq, idx.size, scenario=scenario, policy=POLICY_CODE[policy], step=t,
+                           account_id=book.account_id[acc], symbol=book.pos_symbol[idx].astype(np.int32),
+                           margin_mode=iso.astype(np.int8),
+                           action=np.where(bust & (eq_exec > 0), 2, np.where(bust, 3, action)).astype(np.int8),
+                           margin_ratio=trigger_ratio, qty=np.abs(qty),
+                           price=np.where(bust, rx.bp[idx], p_exec))
             rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=POLICY_CODE[policy], step=t + 1,
                        symbol=self.symbol_codes, mark_price=exec_marks)
         final_marks = base * (1 + shocks[min(last_t, n_path - 1)]) * impact_factor
@@ -406,12 +410,12 @@ class _Runner:
         scale = max(abs(start_value), float(np.sum(np.abs(book.size) * book.entry * self.cs_pos)), 1.0)
         return dict(
             scenario=scenario, policy=policy, steps=totals["steps"],
-            accounts_liquidated=len(totals["accounts_liquidated"]),
+            accounts_liquidated=int(totals["accounts_liquidated"].sum()),
             notional_liquidated=totals["notional_liquidated"], deficit=totals["deficit"],
             insurance_used=totals["insurance_used"], insurance_left=st.fund,
             # What the fund paid beyond what it had: no counterparty or haircut could cover it.
             unfunded=max(0.0, -st.fund),
-            adl_notional=totals["adl_notional"], adl_accounts=len(totals["adl_accounts"]),
+            adl_notional=totals["adl_notional"], adl_accounts=int(totals["adl_accounts"].sum()),
             socialized_loss=totals["socialized_loss"],
             overshoot=max(0.0, totals["haircut_total"] - totals["socialized_loss"]),
             max_haircut_share=(totals["max_haircut"] / totals["haircut_total"]) if totals["haircut_total"] > 0 else 0.0,
@@ -468,11 +472,13 @@ class _Runner:
         rank_of_unit = np.empty(units.size, dtype=np.int64)
         rank_of_unit[order] = np.arange(units.size)
         demand_order = np.lexsort((pos, rank_of_unit[inv]))
-        pos_d, rest_d, bp_d = pos[demand_order], rest[demand_order], bp[demand_order]
-        for g in np.unique(self.group[pos_d][rest_d != 0.0]):
-            sel = (self.group[pos_d] == g) & (rest_d != 0.0)
-            self.deleverage(st, rx, pos_d[sel], rest_d[sel], bp_d[sel], int(g), exec_marks, policy, scenario,
-                            step, rec, totals, in_unit)
+        live = demand_order[rest[demand_order] != 0.0]
+        live = live[np.argsort(self.group[pos[live]], kind="stable")]  # queue by queue, order kept
+        groups = self.group[pos[live]]
+        bounds = np.flatnonzero(np.diff(groups)) + 1
+        for part in np.split(live, bounds):
+            self.deleverage(st, rx, pos[part], rest[part], bp[part], int(self.group[pos[part[0]]]), exec_marks,
+                            policy, scenario, step, rec, totals, in_unit)
 
     def deleverage(self, st, rx, pos, rest, bp, g, exec_marks, policy, scenario, step, rec, totals, in_unit):
         book = self.book
@@ -509,15 +515,19 @@ class _Runner:
             seg = np.where(np.abs(seg - supply[si]) <= noise, supply[si], seg)
             sign = np.sign(rest[0])
             # Fills: bankrupt position pos[di] closes seg at bp[di]; counterparty q_order[si] closes seg.
-            b_i, c_i, f_qty, f_px = pos[di], q_order[si], seg, bp[di]
-            self._fill(st, b_i, sign * f_qty, f_px)
-            self._fill(st, c_i, -sign * f_qty, f_px)
-            # Fully consumed positions close exactly.
-            done_d = d_cum <= total
-            st.size[pos[done_d]] = 0.0
-            done_s = s_cum <= total
-            st.size[q_order[done_s]] = 0.0
+            b_i, c_i, f_px = pos[di], q_order[si], bp[di]
+            n_cp = int(si.max()) + 1 if si.size else 0
+            cps = q_order[:n_cp]
             filled = np.bincount(di, weights=seg, minlength=pos.size)
+            taken = np.bincount(si, weights=seg, minlength=n_cp)
+            # Realised PnL per position, summed over its fills (a position's fills are contiguous).
+            self._credit(st, pos, sign * np.bincount(di, weights=seg * (f_px - book.entry[b_i]), minlength=pos.size) * cs)
+            self._credit(st, cps, -sign * np.bincount(si, weights=seg * (f_px - book.entry[c_i]), minlength=n_cp) * cs)
+            st.size[pos] -= sign * filled
+            st.size[cps] += sign * taken
+            # Fully consumed positions close exactly.
+            st.size[pos[d_cum <= total]] = 0.0
+            st.size[q_order[s_cum <= total]] = 0.0
             socialized = float(np.sum(filled * np.abs(bp - p) * cs * np.sign((bp - p) * sign)))
             totals["socialized_loss"] += socialized
             totals["haircut_total"] += socialized
@@ -525,11 +535,13 @@ class _Runner:
                 haircut_cp = np.bincount(si, weights=seg * (bp[di] - p) * sign * cs, minlength=q_order.size)
                 totals["max_haircut"] = max(totals["max_haircut"], float(haircut_cp.max(initial=0.0)))
             totals["adl_notional"] += float(np.sum(seg * p * cs))
-            totals["adl_accounts"].update(book.account_id[self.acc_of[np.unique(c_i)]].tolist())
-            rec.extend(rec.fills, seg.size, scenario=scenario, policy=POLICY_CODE[policy], step=step,
-                       symbol=np.full(seg.size, s, np.int32), bankrupt_account_id=book.account_id[self.acc_of[b_i]],
-                       counterparty_account_id=book.account_id[self.acc_of[c_i]], qty=seg, price=f_px)
-            self.release_isolated(st, np.concatenate([pos, q_order[:si.max() + 1] if si.size else q_order[:0]]))
+            totals["adl_accounts"][self.acc_of[cps]] = True
+            if rec.detail:
+                rec.extend(rec.fills, seg.size, scenario=scenario, policy=POLICY_CODE[policy], step=step,
+                           symbol=np.full(seg.size, s, np.int32),
+                           bankrupt_account_id=book.account_id[self.acc_of[b_i]],
+                           counterparty_account_id=book.account_id[self.acc_of[c_i]], qty=seg, price=f_px)
+            self.release_isolated(st, np.concatenate([pos, cps]))
             # Demand the queue could not meet: the fund takes it (and may go below zero).
             left = np.abs(rest) - filled
             left_i = np.nonzero(left > 1e-12 * np.maximum(np.abs(rest), 1e-300))[0]
@@ -565,18 +577,17 @@ class _Runner:
         totals["haircut_total"] += recovered
         totals["max_haircut"] = max(totals["max_haircut"], float(cut.max(initial=0.0)))
         hit = cut > 0
-        totals["adl_accounts"].update(book.account_id[self.acc_of[cand[hit]]].tolist())
-        rec.extend(rec.cuts, int(hit.sum()), scenario=scenario, policy=POLICY_CODE[policy], step=step,
-                   symbol=np.full(int(hit.sum()), s, np.int32), account_id=book.account_id[self.acc_of[cand[hit]]],
-                   amount=cut[hit])
+        totals["adl_accounts"][self.acc_of[cand[hit]]] = True
+        if rec.detail:
+            rec.extend(rec.cuts, int(hit.sum()), scenario=scenario, policy=POLICY_CODE[policy], step=step,
+                       symbol=np.full(int(hit.sum()), s, np.int32),
+                       account_id=book.account_id[self.acc_of[cand[hit]]], amount=cut[hit])
 
-    def _fill(self, st, i, qty, price):
-        """Close qty (signed like the position) of positions i at price, against each other."""
-        pnl = qty * (price - self.book.entry[i]) * self.cs_pos[i]
+    def _credit(self, st, i, amount):
+        """Realised PnL of positions i: to the wallet (cross) or the position's margin (isolated)."""
         iso = self.book.isolated[i] == 1
-        np.add.at(st.wallet, self.acc_of[i[~iso]], pnl[~iso])
-        np.add.at(st.isolated_margin, i[iso], pnl[iso])
-        np.subtract.at(st.size, i, qty)
+        np.add.at(st.wallet, self.acc_of[i[~iso]], amount[~iso])
+        np.add.at(st.isolated_margin, i[iso], amount[iso])
 
 
 def _water_fill(need: float, caps: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -601,7 +612,8 @@ def _water_fill(need: float, caps: np.ndarray, weights: np.ndarray) -> np.ndarra
 
 def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto",
            insurance_fund: float = 0.0, policy="queue", steps: int = 1, impact=None,
-           ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None) -> StressResult:
+           ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
+           detail: bool = True) -> StressResult:
     """Run every scenario through the deleveraging sequence; see the module docstring.
 
     scenarios: a (scenario, symbol, shock[, step]) frame of relative mark moves, e.g.
@@ -611,6 +623,9 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
     steps: cascade steps (liquidations move prices through ``impact``); stops early when a
         step liquidates nobody.
     ladder: a Ladder or preset name; default the venue's.
+    detail: keep every liquidation, ADL fill and haircut (False: the summary and price paths
+        only, for grids of thousands of scenarios whose fills would run to hundreds of millions
+        of rows; rerun the scenarios of interest with detail).
     """
     venue = get_venue(venue)
     be = get_backend(backend)
@@ -627,7 +642,7 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
     ids, shocks = scenario_paths(book, scenarios)
     t0 = time.perf_counter()
     runner = _Runner(book, venue, be, lad, imp, insurance_fund)
-    rec = _Records()
+    rec = _Records(detail)
     # Screen: one kernel pass over the positions per batch of scenarios finds those where
     # somebody is liquidatable at the first step's marks.
     live = _screen(runner, shocks[:, 0, :], batch)

@@ -262,3 +262,10 @@ def test_counterparties_are_the_front_of_the_ranked_queue(book, venue):
             seen = list(dict.fromkeys(f.filter(pl.col("counterparty_account_id").is_in(eligible))
                                       ["counterparty_account_id"].to_list()))
             assert seen == eligible[:len(seen)]
+
+
+def test_summary_only_runs_give_the_same_summary(book):
+    full = stress(book, shock_grid(-0.4, 0.4, 5), backend="cpu", policy=["queue", "rap"])
+    lean = stress(book, shock_grid(-0.4, 0.4, 5), backend="cpu", policy=["queue", "rap"], detail=False)
+    assert lean.summary.equals(full.summary)
+    assert lean.adl_fills.height == 0 and lean.liquidations.height == 0 and full.adl_fills.height > 0
