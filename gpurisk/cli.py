@@ -44,7 +44,7 @@ def _print_summary(risk: Risk) -> None:
     from .report import format_headline
 
     print(format_headline(risk=risk))
-    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=200,
                    float_precision=2, thousands_separator=True, tbl_rows=20):
         print(risk.summary())
         per_symbol = (pos.group_by("symbol").agg(
@@ -212,7 +212,7 @@ def cmd_stress(args) -> int:
 
     print(format_headline(stress=res))
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, float_precision=2,
-                   thousands_separator=True, tbl_rows=12, tbl_cols=12):
+                   tbl_width_chars=200, thousands_separator=True, tbl_rows=12, tbl_cols=12):
         worst = res.summary.sort("deficit", descending=True).head(8).select(
             "scenario", "policy", "steps", "accounts_liquidated", "notional_liquidated", "deficit",
             "insurance_used", "socialized_loss", "adl_accounts")
