@@ -503,11 +503,9 @@ class DistributedRisk:
 
     def summary(self):
         """Accounts, equity and maintenance margin per status."""
-        import polars as pl
+        from .engine import status_summary
 
-        return (self.accounts.group_by("status").agg(
-            pl.len().alias("accounts"), pl.col("equity").sum(), pl.col("maint_margin").sum())
-            .sort("status"))
+        return status_summary(self.accounts)
 
     def write(self, directory: str | Path) -> Path:
         """Write accounts.parquet and positions.parquet into ``directory`` (gathered here)."""

@@ -81,6 +81,12 @@ def _enum(categories) -> "pl.Series":
     return pl.Series(list(categories), dtype=pl.Enum(list(categories)))
 
 
+def status_summary(accounts: "pl.DataFrame") -> "pl.DataFrame":
+    """Accounts, equity and maintenance margin per status."""
+    return (accounts.group_by("status").agg(
+        pl.len().alias("accounts"), pl.col("equity").sum(), pl.col("maint_margin").sum()).sort("status"))
+
+
 @dataclass
 class Risk:
     """Revaluation results. Tables are built (and copied from the device) on first access."""
@@ -155,18 +161,16 @@ class Risk:
 
     def summary(self) -> pl.DataFrame:
         """Accounts, equity and maintenance margin per status."""
-        return (self.accounts.group_by("status").agg(
-            pl.len().alias("accounts"), pl.col("equity").sum(), pl.col("maint_margin").sum())
-            .sort("status"))
+        return status_summary(self.accounts)
 
     def write(self, directory: str | Path) -> Path:
         """Write accounts.parquet and positions.parquet into ``directory``."""
+        if self.accounts.height != self.book.n_accounts or self.positions.height != self.book.n_positions:
+            raise AssertionError("row counts do not reconcile with the book")  # never drop rows silently
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.accounts.write_parquet(directory / "accounts.parquet")
         self.positions.write_parquet(directory / "positions.parquet")
-        if self.accounts.height != self.book.n_accounts or self.positions.height != self.book.n_positions:
-            raise AssertionError("row counts do not reconcile with the book")  # never silently drop rows
         return directory
 
 

@@ -282,28 +282,22 @@ class _Runner:
                                mm_notional=None)
 
     # -- money moves (each conserves the total)
-    def close_to_market(self, st: _State, i: np.ndarray, qty: np.ndarray, price: np.ndarray):
-        """Positions i sell qty (signed, same sign as size) to the external account at price."""
-        b = self.book
-        pnl = qty * (price - b.entry[i]) * self.cs_pos[i]
-        iso = b.isolated[i] == 1
-        np.add.at(st.wallet, self.acc_of[i[~iso]], pnl[~iso])
-        np.add.at(st.isolated_margin, i[iso], pnl[iso])
+    def trade(self, st: _State, i, qty, price, market_price):
+        """Positions i close qty (signed like the position) at ``price``; the external account
+        buys it at ``market_price``; the insurance fund takes the difference (zero for a sale
+        in the market, the takeover's profit or loss at the bankruptcy price)."""
+        cs = self.cs_pos[i]
+        self._credit(st, i, qty * (price - self.book.entry[i]) * cs)
         st.size[i] -= qty
-        np.add.at(st.x_size, b.pos_symbol[i], qty)
-        st.x_cash -= float(np.sum(qty * price * self.cs_pos[i]))
+        np.add.at(st.x_size, self.book.pos_symbol[i], qty)
+        st.x_cash -= float(np.sum(qty * market_price * cs))
+        st.fund += float(np.sum(qty * (market_price - price) * cs))
+
+    def close_to_market(self, st: _State, i, qty, price):
+        self.trade(st, i, qty, price, price)
 
     def take_over(self, st: _State, i, qty, bp, market_price):
-        """The fund takes qty of positions i at their bankruptcy prices and sells to the market."""
-        b = self.book
-        pnl = qty * (bp - b.entry[i]) * self.cs_pos[i]
-        iso = b.isolated[i] == 1
-        np.add.at(st.wallet, self.acc_of[i[~iso]], pnl[~iso])
-        np.add.at(st.isolated_margin, i[iso], pnl[iso])
-        st.size[i] -= qty
-        np.add.at(st.x_size, b.pos_symbol[i], qty)
-        st.x_cash -= float(np.sum(qty * market_price * self.cs_pos[i]))
-        st.fund += float(np.sum(qty * (market_price - bp) * self.cs_pos[i]))
+        self.trade(st, i, qty, bp, market_price)
 
     def release_isolated(self, st: _State, i):
         """Margin left on closed isolated positions goes back to the wallet."""
