@@ -269,3 +269,23 @@ def test_summary_only_runs_give_the_same_summary(book):
     lean = stress(book, shock_grid(-0.4, 0.4, 5), backend="cpu", policy=["queue", "rap"], detail=False)
     assert lean.summary.equals(full.summary)
     assert lean.adl_fills.height == 0 and lean.liquidations.height == 0 and full.adl_fills.height > 0
+
+
+def test_dydx_deleveraging_example_through_stress():
+    """dYdX governance docs ("Trading Core"): A deposits 1,000 USDC and buys 1 BTC at 2,000;
+    at index 900 A is worth −100 and the insurance fund is empty; B (short 9 BTC, worth
+    1,900) takes A's whole position at A's bankruptcy price 1,000, losing 100 nominal."""
+    book = Book.from_frames(
+        markets=pl.DataFrame({"symbol": ["BTC-USD"], "mark_price": [900.0]}),
+        tiers=pl.DataFrame({"symbol": ["BTC-USD"], "notional_floor": [0.0], "maint_margin_rate": [0.075],
+                            "max_leverage": [10.0]}),
+        accounts=pl.DataFrame({"account_id": [1, 2, 3], "wallet_balance": [1_000.0, 1_000.0, 1e6]}),
+        positions=pl.DataFrame({"account_id": [1, 2, 3], "symbol": ["BTC-USD"] * 3, "size": [1.0, -9.0, 8.0],
+                                "entry_price": [2_000.0, 1_000.0, 900.0]}))
+    res = stress(book, pl.DataFrame({"scenario": [0], "symbol": ["*"], "shock": [0.0]}), venue="dydx",
+                 backend="cpu")
+    assert res.adl_fills.select("bankrupt_account_id", "counterparty_account_id", "qty", "price").rows() == [
+        (1, 2, 1.0, 1_000.0)]
+    s = res.summary.row(0, named=True)
+    assert s["deficit"] == pytest.approx(100.0) and s["socialized_loss"] == pytest.approx(100.0)
+    check_books_balance(res)
