@@ -31,13 +31,33 @@ _DEVICE_FIELDS = ("mark_price", "contract_size", "tier_start", "tier_floor", "ti
                   "entry", "isolated", "isolated_margin", "leverage")
 
 
+def padded_tiers(book: Book) -> dict[str, np.ndarray]:
+    """Tier tables with every symbol padded to the same number of tiers (floors of +inf that
+    no notional reaches): the kernels' tier scans then run the same trip count for every
+    position, which the CPU predicts, whatever the symbol. Selected tiers are unchanged."""
+    counts = np.diff(book.tier_start)
+    width = int(counts.max()) if counts.size else 1
+    n = book.n_symbols
+    slot = np.repeat(np.arange(n) * width, counts) + (np.arange(book.tier_floor.size) - np.repeat(book.tier_start[:-1], counts))
+    last = np.maximum(book.tier_start[1:] - 1, 0)
+    out = {}
+    for name, pad in (("tier_floor", None), ("tier_mmr", "last"), ("tier_cum", "last"), ("tier_max_leverage", "last")):
+        src = getattr(book, name)
+        arr = np.repeat(src[last] if src.size else np.zeros(n), width) if pad else np.full(n * width, np.inf)
+        arr[slot] = src
+        out[name] = arr
+    out["tier_start"] = (np.arange(n + 1) * width).astype(np.int32)
+    return out
+
+
 class DeviceBook:
     """The arrays of a Book on one backend (uploaded once)."""
 
     def __init__(self, book: Book, backend: Backend):
         xp = backend.xp
+        tiers = padded_tiers(book)
         for name in _DEVICE_FIELDS:
-            setattr(self, name, backend.asarray(getattr(book, name)))
+            setattr(self, name, backend.asarray(tiers.get(name, getattr(book, name))))
         self.n_accounts = book.n_accounts
         self.n_positions = book.n_positions
         self.n_groups = 2 * book.n_symbols

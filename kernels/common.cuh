@@ -49,13 +49,15 @@ extern "C" int gr_max_threads(void) {
 
 // Tier tables are stored per symbol, contiguous: tiers of symbol s are
 // tier_start[s] .. tier_start[s+1]-1, with floors strictly increasing from 0.
-// Returns the last tier whose floor is <= notional. Ladders are short and most positions
-// sit in the first tiers, so a forward scan that stops early beats a binary search.
+// Returns the last tier whose floor is <= notional. The engine pads every symbol's ladder to
+// the same length with +inf floors, so this branch-free count runs the same trip count for
+// every position: nothing for the CPU to mispredict.
 GR_DEVICE int tier_of(const int* tier_start, const double* tier_floor, int s,
                       double notional) {
-    int k = tier_start[s];
+    const int first = tier_start[s];
     const int last = tier_start[s + 1] - 1;
-    while (k < last && tier_floor[k + 1] <= notional) ++k;
+    int k = first;
+    for (int t = first + 1; t <= last; ++t) k += tier_floor[t] <= notional ? 1 : 0;
     return k;
 }
 

@@ -17,6 +17,8 @@ GR_DEVICE double liquidation_price_tiered(
     // side·f at P = 0; at the boundary of tier t, where q·P·cs = side·floor_t, it is
     // side·(base + side·floor_t − MM_at_floor_t): no division needed to find the segment.
     const double base = wp - mmp - q * e * cs;
+    // The boundaries on the near side of the root form a prefix (f is monotone): walk it.
+    // Padding tiers (floor +inf) give f = NaN and stop the walk.
     int k = tier_start[s];
     while (k < last) {
         const int t = k + 1;
@@ -26,7 +28,7 @@ GR_DEVICE double liquidation_price_tiered(
     const double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
     // No positive root when side·f(0) >= 0: collateral covers any move (long), or no price
     // is safe (short).
-    return (side * base < 0.0 && lp > 0.0) ? lp : GR_NAN;
+    return ((side * base < 0.0) & (lp > 0.0)) ? lp : GR_NAN;  // & not &&: no branch
 }
 
 GR_KERNEL void position_risk(
