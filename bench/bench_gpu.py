@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpurisk.adl import adl_queues, adl_score  # noqa: E402
 from gpurisk.backend import get_backend  # noqa: E402
 from gpurisk.engine import Engine  # noqa: E402
-from gpurisk.liquidation import position_risk  # noqa: E402
-from gpurisk.margin import account_margin, position_margin  # noqa: E402
 from gpurisk.synthetic import synthetic_book  # noqa: E402
+from harness import kernel_pass_bytes, stages  # noqa: E402
 
 POSITIONS_PER_ACCOUNT = 2.66
 
@@ -77,32 +76,17 @@ def main(argv=None) -> int:
     book = synthetic_book(max(1, round(args.positions / POSITIONS_PER_ACCOUNT)), seed=0)
     t_synth = time.perf_counter() - t
     engine = Engine(book, venue=args.venue, backend=backend)
-    b, dev, venue = engine.backend, engine.device, engine.venue
-    if dev is None:
+    b = engine.backend
+    if engine.device is None:
         raise SystemExit("the book does not fit in device memory at once; benchmark a smaller --positions")
     risk = engine.revalue()  # warm-up: compiles kernels, allocates
     engine.revalue(out=risk)
-    mark = b.asarray(book.mark_price)
+    kernels, ranking = stages(engine, risk)
     timer = Timer(b)
-
-    def kernels():
-        pm = position_margin(b, dev, mark, venue, risk.position_margin)
-        am = account_margin(b, dev, pm, venue, risk.account_margin)
-        position_risk(b, dev, mark, pm, am, venue, risk.position_risk)
-
-    def ranking():
-        score = adl_score(b, dev, mark, risk.position_margin, risk.position_risk, venue, risk.adl.score)
-        adl_queues(b, dev, score, venue)
-
     t_kernels = statistics.median(timer(kernels, args.repeats))
     t_rank = statistics.median(timer(ranking, args.repeats))
     t_e2e = statistics.median(timer(lambda: engine.revalue(out=risk), args.repeats))
-    pm, am, pr = risk.position_margin, risk.account_margin, risk.position_risk
-    arrays = [dev.pos_symbol, dev.size, dev.entry, dev.leverage, pm.notional, pm.upnl, pm.maint, pm.init,
-              dev.pos_start, dev.isolated, dev.wallet, am.upnl, am.equity, am.maint, am.init, am.ratio,
-              am.available, am.status, am.n_cross, dev.pos_account, dev.isolated_margin, pr.equity, pr.ratio,
-              pr.status, pr.liq_price, pr.bankruptcy_price]
-    nbytes = sum(int(a.nbytes) for a in arrays)
+    nbytes = kernel_pass_bytes(engine, risk)
     bw = device_bandwidth(b)
     device = "cpu"
     if b.name == "gpu":

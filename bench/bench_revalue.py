@@ -22,8 +22,10 @@ import numpy as np
 warnings.filterwarnings("ignore", message="Sortedness of columns cannot be checked")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpurisk import Engine  # noqa: E402
+from harness import kernel_pass_bytes, stages  # noqa: E402
 from gpurisk.synthetic import synthetic_tables  # noqa: E402
 from gpurisk.book import Book  # noqa: E402
 
@@ -58,20 +60,6 @@ def copy_bandwidth(nbytes: int = 1 << 31, repeats: int = 7) -> float:
             times.append(time.perf_counter() - t)
         best = min(best, statistics.median(times))  # median: single fast outliers happen
     return 2 * src.nbytes / best
-
-
-def kernel_pass_bytes(engine: Engine, risk) -> int:
-    """Bytes the three revaluation kernels must read and write: every array argument once per
-    kernel (the per-symbol tables are negligible)."""
-    dev, pm, am, pr = engine.device, risk.position_margin, risk.account_margin, risk.position_risk
-    pos_in = [dev.pos_symbol, dev.size, dev.entry, dev.leverage]
-    margin = pos_in + [pm.notional, pm.upnl, pm.maint, pm.init]
-    account = [dev.pos_start, dev.isolated, pm.upnl, pm.maint, pm.init, dev.wallet,
-               am.upnl, am.equity, am.maint, am.init, am.ratio, am.available, am.status, am.n_cross]
-    risk_k = [dev.pos_account, dev.pos_symbol, dev.size, dev.entry, dev.isolated, dev.isolated_margin,
-              pm.upnl, pm.maint, dev.wallet, am.equity, am.maint, am.ratio, am.status, am.n_cross,
-              pr.equity, pr.ratio, pr.status, pr.liq_price, pr.bankruptcy_price]
-    return sum(int(a.nbytes) for a in margin + account + risk_k)
 
 
 def engine_peak_bytes(book, backend) -> int:
@@ -116,22 +104,8 @@ def main(argv=None) -> int:
     t_load = time.perf_counter() - t
     engine = Engine(book, venue="binance", backend=args.backend)
     b = engine.backend
-    from gpurisk.adl import adl_queues, adl_score
-    from gpurisk.liquidation import position_risk
-    from gpurisk.margin import account_margin, position_margin
-
     risk = engine.revalue()  # warm-up: compiles/loads kernels, faults pages in
-    mark = b.asarray(book.mark_price)
-    dev, venue = engine.device, engine.venue
-
-    def kernel_pass():
-        pm = position_margin(b, dev, mark, venue, risk.position_margin)
-        am = account_margin(b, dev, pm, venue, risk.account_margin)
-        position_risk(b, dev, mark, pm, am, venue, risk.position_risk)
-
-    def ranking():
-        score = adl_score(b, dev, mark, risk.position_margin, risk.position_risk, venue, risk.adl.score)
-        adl_queues(b, dev, score, venue)
+    kernel_pass, ranking = stages(engine, risk)
 
     def end_to_end():
         engine.revalue(out=risk)

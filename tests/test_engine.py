@@ -7,6 +7,7 @@ import pytest
 
 from gpurisk import BookError, Engine, revalue, synthetic_book
 from gpurisk.backend import CpuBackend, get_backend
+from tests.books import risk_arrays
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +29,10 @@ def test_synthetic_book_is_balanced_realistic_and_seeded(book):
     assert not np.array_equal(synthetic_book(5_000, seed=12).wallet, book.wallet)
 
 
-def _all_arrays(risk):
-    out = {}
-    for part in (risk.position_margin, risk.account_margin, risk.position_risk, risk.adl):
-        for k, v in vars(part).items():
-            out[f"{type(part).__name__}.{k}"] = risk.backend.to_host(v)
-    return out
-
-
 @pytest.mark.parametrize("venue", ["binance", "bybit", "bitmex", "hyperliquid", "dydx"])
 def test_same_bits_on_any_thread_count(book, venue):
-    one = _all_arrays(revalue(book, venue=venue, backend=CpuBackend(threads=1)))
-    two = _all_arrays(revalue(book, venue=venue, backend=CpuBackend(threads=2)))
+    one = risk_arrays(revalue(book, venue=venue, backend=CpuBackend(threads=1)))
+    two = risk_arrays(revalue(book, venue=venue, backend=CpuBackend(threads=2)))
     for k in one:
         assert one[k].tobytes() == two[k].tobytes(), k
 
@@ -175,11 +168,11 @@ def test_array_core_runs_without_polars():
 
 @pytest.mark.parametrize("venue", ["binance", "bitmex", "dydx"])
 def test_chunks_of_whole_accounts_give_the_same_bits(book, venue):
-    whole = _all_arrays(revalue(book, venue=venue, backend="cpu"))
+    whole = risk_arrays(revalue(book, venue=venue, backend="cpu"))
     for chunk in (book.n_positions // 2 + 1, book.n_positions // 7 + 1, 5):
         engine = Engine(book, venue=venue, backend="cpu", chunk_positions=chunk)
         assert len(engine.chunks) > 1
-        parts = _all_arrays(engine.revalue())
+        parts = risk_arrays(engine.revalue())
         for k in whole:
             assert whole[k].tobytes() == parts[k].tobytes(), (chunk, k)
 

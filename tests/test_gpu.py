@@ -7,15 +7,8 @@ import pytest
 
 from gpurisk import revalue, synthetic_book
 from gpurisk.backend import BackendUnavailable, GpuBackend, gpu_available
+from tests.books import risk_arrays
 from tests.conftest import requires_gpu
-
-
-def _arrays(risk):
-    out = {}
-    for part in (risk.position_margin, risk.account_margin, risk.position_risk, risk.adl):
-        for k, v in vars(part).items():
-            out[f"{type(part).__name__}.{k}"] = risk.backend.to_host(v)
-    return out
 
 
 def test_gpu_backend_without_gpu_says_what_to_do():
@@ -30,8 +23,8 @@ def test_gpu_backend_without_gpu_says_what_to_do():
 @pytest.mark.parametrize("venue", ["binance", "bybit", "bitmex", "hyperliquid", "dydx"])
 def test_gpu_is_bit_identical_to_cpu(n_accounts, seed, venue):
     book = synthetic_book(n_accounts, seed=seed, isolated_share=0.3)
-    cpu = _arrays(revalue(book, venue=venue, backend="cpu"))
-    gpu = _arrays(revalue(book, venue=venue, backend="gpu"))
+    cpu = risk_arrays(revalue(book, venue=venue, backend="cpu"))
+    gpu = risk_arrays(revalue(book, venue=venue, backend="gpu"))
     for k in cpu:
         assert cpu[k].dtype == gpu[k].dtype, k
         assert cpu[k].tobytes() == gpu[k].tobytes(), k
@@ -52,8 +45,8 @@ def test_gpu_chunks_are_bit_identical_to_one_cpu_pass(chunk):
     from gpurisk import Engine
 
     book = synthetic_book(60_000, seed=4, isolated_share=0.3)
-    cpu = _arrays(revalue(book, venue="bitmex", backend="cpu"))
-    gpu = _arrays(Engine(book, venue="bitmex", backend="gpu", chunk_positions=chunk).revalue())
+    cpu = risk_arrays(revalue(book, venue="bitmex", backend="cpu"))
+    gpu = risk_arrays(Engine(book, venue="bitmex", backend="gpu", chunk_positions=chunk).revalue())
     for k in cpu:
         assert cpu[k].tobytes() == gpu[k].tobytes(), (chunk, k)
 

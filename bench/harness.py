@@ -1,0 +1,43 @@
+"""What the benchmarks time, defined once: the revaluation kernel pass, the ADL ranking,
+and the bytes the kernel pass must move (for the memory floor). Arrays only, no Polars."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpurisk.adl import adl_queues, adl_score  # noqa: E402
+from gpurisk.liquidation import position_risk  # noqa: E402
+from gpurisk.margin import account_margin, position_margin  # noqa: E402
+
+
+def stages(engine, risk):
+    """(kernel_pass, ranking): callables re-running those stages into ``risk``'s buffers."""
+    b, dev, venue = engine.backend, engine.device, engine.venue
+    mark = b.asarray(engine.book.mark_price)
+
+    def kernel_pass():
+        pm = position_margin(b, dev, mark, venue, risk.position_margin)
+        am = account_margin(b, dev, pm, venue, risk.account_margin)
+        position_risk(b, dev, mark, pm, am, venue, risk.position_risk)
+
+    def ranking():
+        score = adl_score(b, dev, mark, risk.position_margin, risk.position_risk, venue, risk.adl.score)
+        adl_queues(b, dev, score, venue)
+
+    return kernel_pass, ranking
+
+
+def kernel_pass_bytes(engine, risk) -> int:
+    """Bytes the three revaluation kernels must read and write: every array argument once per
+    kernel (the per-symbol tables are negligible)."""
+    dev, pm, am, pr = engine.device, risk.position_margin, risk.account_margin, risk.position_risk
+    margin = [dev.pos_symbol, dev.size, dev.entry, dev.leverage, pm.notional, pm.upnl, pm.maint, pm.init]
+    account = [dev.pos_start, dev.isolated, dev.size, pm.upnl, pm.maint, pm.init, dev.wallet,
+               am.upnl, am.equity, am.maint, am.init, am.ratio, am.available, am.status, am.n_cross]
+    positions = [dev.pos_account, dev.pos_symbol, dev.size, dev.entry, dev.isolated, dev.isolated_margin,
+                 pm.upnl, pm.maint, dev.wallet, am.equity, am.maint, am.ratio, am.status, am.n_cross,
+                 pr.equity, pr.ratio, pr.status, pr.liq_price, pr.bankruptcy_price]
+    return sum(int(a.nbytes) for a in margin + account + positions)
