@@ -17,18 +17,29 @@ GR_DEVICE double liquidation_price_tiered(
     // side·f at P = 0; at the boundary of tier t, where q·P·cs = side·floor_t, it is
     // side·(base + side·floor_t − MM_at_floor_t): no division needed to find the segment.
     const double base = wp - mmp - q * e * cs;
-    // The boundaries on the near side of the root form a prefix (f is monotone): walk it.
-    // Padding tiers (floor +inf) give f = NaN and stop the walk.
-    int k = tier_start[s];
-    while (k < last) {
-        const int t = k + 1;
+    // The boundaries on the near side of the root form a prefix (f is monotone). Almost every
+    // root lies within the first few: count those without branches, walk on only past them.
+    // Padding tiers (floor +inf) give f = NaN and are never counted.
+    const int first = tier_start[s];
+    int k = first;
+    for (int j = 1; j <= 3; ++j) {
+        const int t = first + j <= last ? first + j : last;
         const double f = base + side * tier_floor[t] - (tier_floor[t] * tier_mmr[t] - tier_cum[t]);
-        if (side * f < 0.0) k = t; else break;
+        k += ((first + j <= last) & (side * f < 0.0)) ? 1 : 0;
+    }
+    if (k == first + 3) {
+        while (k < last) {
+            const int t = k + 1;
+            const double f = base + side * tier_floor[t] - (tier_floor[t] * tier_mmr[t] - tier_cum[t]);
+            if (side * f < 0.0) k = t; else break;
+        }
     }
     const double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
     // No positive root when side·f(0) >= 0: collateral covers any move (long), or no price
     // is safe (short).
-    return ((side * base < 0.0) & (lp > 0.0)) ? lp : GR_NAN;  // & not &&: no branch
+    // lp·1 is lp exactly and lp·NaN is NaN: a select with no branch to mispredict.
+    const double keep[2] = {GR_NAN, 1.0};
+    return lp * keep[(side * base < 0.0) & (lp > 0.0)];
 }
 
 GR_KERNEL void position_risk(
