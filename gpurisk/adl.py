@@ -43,13 +43,13 @@ def queue_starts(backend: Backend, group, n_groups: int):
     return starts
 
 
-def rank_queues(backend: Backend, group, score, n_groups: int, group_start=None):
+def rank_queues(backend: Backend, group, score, n_groups: int, group_start=None, out=None):
     """Order positions by (queue, score descending, storage index).
 
     Storage index order is (account id, symbol, margin mode), so ties in score are broken
     by account id. Returns (order, group_start).
     """
-    order = backend.queue_order(group, score, n_groups)
+    order = backend.queue_order(group, score, n_groups, out=out)
     if group_start is None:
         group_start = queue_starts(backend, group, n_groups)
     return order, group_start
@@ -79,7 +79,7 @@ def _splitmix64(x: int) -> int:
     return z ^ (z >> 31)
 
 
-def queue_places(backend: Backend, group, order, group_start, size, rule: str):
+def queue_places(backend: Backend, group, order, group_start, size, rule: str, rank=None, lights=None):
     """Rank (1 = front) and lights 1..5 of every position from the queue order: lights by
     the size-weighted share of the queue up to and including the position (BitMEX) or by
     rank / count (Binance)."""
@@ -91,17 +91,20 @@ def queue_places(backend: Backend, group, order, group_start, size, rule: str):
         cum = xp.zeros(1, dtype=xp.float64)  # unused
     else:
         raise ValueError(f"lights rule must be 'size' or 'rank', got {rule!r}")
-    rank = xp.empty(n, dtype=xp.int64)
-    lights = xp.empty(n, dtype=xp.int8)
+    rank = xp.empty(n, dtype=xp.int64) if rank is None else rank
+    lights = xp.empty(n, dtype=xp.int8) if lights is None else lights
     backend.launch("queue_places", n, int(group_start.size - 1), order, group_start, cum, int(rule == "size"),
                    rank, lights)
     return rank, lights
 
 
-def adl_queues(backend: Backend, dev, score, venue: Venue) -> AdlQueues:
-    """Rank every queue from the positions' scores (dev: group, n_groups, group_start, size)."""
-    order, group_start = rank_queues(backend, dev.group, score, dev.n_groups, dev.group_start)
+def adl_queues(backend: Backend, dev, score, venue: Venue, out: AdlQueues | None = None) -> AdlQueues:
+    """Rank every queue from the positions' scores (dev: group, n_groups, group_start, size);
+    ``out``: a previous result whose arrays are reused."""
+    order, group_start = rank_queues(backend, dev.group, score, dev.n_groups, dev.group_start,
+                                     out=out.order if out is not None else None)
     if venue.adl_score == "random":
         order = rotate_queues(backend, dev.group, order, group_start, venue.adl_seed)
-    rank, lights = queue_places(backend, dev.group, order, group_start, dev.size, venue.lights)
+    rank, lights = queue_places(backend, dev.group, order, group_start, dev.size, venue.lights,
+                                *((out.rank, out.lights) if out is not None else (None, None)))
     return AdlQueues(score, rank, lights, order, group_start)

@@ -37,9 +37,10 @@ class Backend:
     def synchronize(self) -> None:
         pass
 
-    def queue_order(self, group, score, n_groups: int):
+    def queue_order(self, group, score, n_groups: int, out=None):
         """Positions ordered by (group, score descending, index): a total order, so every
-        correct sort gives the same permutation. Two stable sorts on ``xp``."""
+        correct sort gives the same permutation. Two stable sorts on ``xp`` (``out`` unused:
+        CuPy's memory pool already recycles)."""
         xp = self.xp
         by_score = xp.argsort(-(score + 0.0), kind="stable")  # + 0.0: -0.0 ties with 0.0
         narrow = xp.int16 if n_groups < 2**15 else xp.int32
@@ -78,9 +79,10 @@ class CpuBackend(Backend):
         cargs = [a.ctypes.data if p.kind == "ptr" else a for p, a in zip(sig.params, args)]
         getattr(lib, kernel)(*cargs)
 
-    def queue_order(self, group, score, n_groups: int):
+    def queue_order(self, group, score, n_groups: int, out=None):
         """The same order as Backend.queue_order, by a parallel stable radix sort
-        (gpurisk/native/radix_sort.cpp): NumPy's comparison sorts take seconds at 10M keys."""
+        (gpurisk/native/radix_sort.cpp): NumPy's comparison sorts take seconds at 10M keys.
+        ``out``: an int64 array to write the order into (fresh memory costs page faults)."""
         lib = _kernels.native_library("radix_sort.cpp")
         if self.threads is not None:
             _kernels.cpu_library("scan.cu").gr_set_num_threads(int(self.threads))
@@ -91,7 +93,7 @@ class CpuBackend(Backend):
         if work is None or work[0].size < n:
             work = self._local.sort_work = tuple(np.empty(n, dtype=np.uint64) for _ in range(3))
         key, key_tmp, idx_tmp = work
-        order = np.empty(n, dtype=np.int64)
+        order = out if out is not None and out.size == n else np.empty(n, dtype=np.int64)
         lib.queue_order.restype = None
         lib.queue_order(ctypes.c_longlong(n), ctypes.c_void_p(group.ctypes.data),
                         ctypes.c_void_p(score.ctypes.data), ctypes.c_int(n_groups),

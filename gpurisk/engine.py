@@ -253,7 +253,7 @@ class Engine:
             ranker, queues = get_backend("cpu"), self.host
         b.synchronize()
         t1 = time.perf_counter()
-        adl = adl_queues(ranker, queues, score, venue)
+        adl = adl_queues(ranker, queues, score, venue, out.adl if out else None)
         ranker.synchronize()
         t2 = time.perf_counter()
         return Risk(self.book, venue, b, mark_host, pm, am, pr, adl, {"kernels": t1 - t0, "ranking": t2 - t1})
