@@ -200,12 +200,6 @@ def _ctype(p: Param):
     return {"int64": ctypes.c_longlong, "int32": ctypes.c_int, "float64": ctypes.c_double}[p.dtype]
 
 
-def set_cpu_threads(n: int) -> None:
-    """Number of OpenMP threads the cpu kernels use (default: all cores)."""
-    for fname in KERNEL_FILES:
-        cpu_library(fname).gr_set_num_threads(int(n))
-
-
 # ---------------------------------------------------------------- GPU build checks
 
 

@@ -278,8 +278,7 @@ class _Runner:
         return SimpleNamespace(notional=h(pm.notional), upnl=h(pm.upnl), maint=h(pm.maint),
                                equity=h(am.equity), ratio=h(am.ratio), status=h(am.status),
                                n_cross=h(am.n_cross), pos_equity=h(pr.equity), pos_ratio=h(pr.ratio),
-                               pos_status=h(pr.status), bp=h(pr.bankruptcy_price), score=h(score), dev=dev,
-                               mm_notional=None)
+                               pos_status=h(pr.status), bp=h(pr.bankruptcy_price), score=h(score), dev=dev)
 
     # -- money moves (each conserves the total)
     def trade(self, st: _State, i, qty, price, market_price):
