@@ -27,16 +27,22 @@ from .schema import MARGIN_MODES, SIDES, STATUSES
 from .venue import Venue, get_venue
 
 _DEVICE_FIELDS = ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr", "tier_cum",
-                  "tier_max_leverage", "wallet", "pos_start", "pos_account", "pos_symbol", "size",
+                  "tier_root_bound", "tier_max_leverage", "wallet", "pos_start", "pos_account", "pos_symbol", "size",
                   "entry", "isolated", "isolated_margin", "leverage")
 
 
+# The kernels count the first TIER_LOOKAHEAD tier boundaries without branches and need no
+# bounds check for them (kernels/common.cuh): every ladder is padded to at least this + 1.
+TIER_LOOKAHEAD = 3
+
+
 def padded_tiers(book: Book) -> dict[str, np.ndarray]:
-    """Tier tables with every symbol padded to the same number of tiers (floors of +inf that
-    no notional reaches): the kernels' tier scans then run the same trip count for every
-    position, which the CPU predicts, whatever the symbol. Selected tiers are unchanged."""
+    """Tier tables with every symbol padded to the same number of tiers, at least
+    ``TIER_LOOKAHEAD + 1`` (floors of +inf that no notional reaches): the kernels' tier scans
+    then run the same trip count for every position, which the CPU predicts, whatever the
+    symbol. Selected tiers are unchanged. ``tier_root_bound``: see liquidation_root_bounds."""
     counts = np.diff(book.tier_start)
-    width = int(counts.max()) if counts.size else 1
+    width = max(int(counts.max()) if counts.size else 1, TIER_LOOKAHEAD + 1)
     n = book.n_symbols
     slot = np.repeat(np.arange(n) * width, counts) + (np.arange(book.tier_floor.size) - np.repeat(book.tier_start[:-1], counts))
     last = np.maximum(book.tier_start[1:] - 1, 0)
@@ -47,7 +53,22 @@ def padded_tiers(book: Book) -> dict[str, np.ndarray]:
         arr[slot] = src
         out[name] = arr
     out["tier_start"] = (np.arange(n + 1) * width).astype(np.int32)
+    out["tier_root_bound"] = liquidation_root_bounds(out["tier_floor"], out["tier_mmr"], out["tier_cum"])
     return out
+
+
+def liquidation_root_bounds(tier_floor, tier_mmr, tier_cum) -> np.ndarray:
+    """Per tier t, for longs then shorts (interleaved: [2t] long, [2t+1] short), the bound
+    the liquidation kernel compares side·(W' − MM' − q·E·cs) with: below it, the root lies
+    past floor_t. With M_t = floor_t·mmr_t − cum_t (the MM at the floor), equity − MM at the
+    boundary is base + floor_t − M_t for a long and base − floor_t − M_t for a short, so the
+    bounds are M_t − floor_t and −(floor_t + M_t). Per tier, not per position: the kernel's
+    test is one comparison. Padding tiers get −inf (never passed)."""
+    with np.errstate(invalid="ignore"):
+        at_floor = tier_floor * tier_mmr - tier_cum
+        bounds = np.stack([at_floor - tier_floor, -(tier_floor + at_floor)], axis=1).ravel()
+    bounds[np.repeat(~np.isfinite(tier_floor), 2)] = -np.inf
+    return bounds
 
 
 class DeviceBook:
@@ -57,7 +78,7 @@ class DeviceBook:
         xp = backend.xp
         tiers = padded_tiers(book)
         for name in _DEVICE_FIELDS:
-            setattr(self, name, backend.asarray(tiers.get(name, getattr(book, name))))
+            setattr(self, name, backend.asarray(tiers[name] if name in tiers else getattr(book, name)))
         self.n_accounts = book.n_accounts
         self.n_positions = book.n_positions
         self.n_groups = 2 * book.n_symbols

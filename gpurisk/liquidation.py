@@ -29,7 +29,7 @@ def position_risk(backend: Backend, dev, mark, pm: PositionMargin, am: AccountMa
                            xp.empty(n, dtype=xp.float64))
     backend.launch("position_risk", n, dev.pos_account, dev.pos_symbol, dev.size, dev.entry,
                    dev.isolated, dev.isolated_margin, mark, dev.contract_size, dev.tier_start,
-                   dev.tier_floor, dev.tier_mmr, dev.tier_cum, int(venue.mm_base == "entry"),
+                   dev.tier_mmr, dev.tier_cum, dev.tier_root_bound, int(venue.mm_base == "entry"),
                    float(venue.margin_call_ratio), float(venue.liquidation_ratio),
                    pm.upnl, pm.maint, dev.wallet, am.equity, am.maint, am.ratio, am.status, am.n_cross,
                    out.equity, out.ratio, out.status, out.liq_price, out.bankruptcy_price)

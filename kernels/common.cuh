@@ -48,16 +48,24 @@ extern "C" int gr_max_threads(void) {
 #define GR_BANKRUPT 3
 
 // Tier tables are stored per symbol, contiguous: tiers of symbol s are
-// tier_start[s] .. tier_start[s+1]-1, with floors strictly increasing from 0.
-// Returns the last tier whose floor is <= notional. The engine pads every symbol's ladder to
-// the same length with +inf floors, so this branch-free count runs the same trip count for
-// every position: nothing for the CPU to mispredict.
+// tier_start[s] .. tier_start[s+1]-1, with floors strictly increasing from 0. The engine
+// pads every symbol's ladder to one length of at least GR_LOOKAHEAD + 1 tiers with +inf
+// floors (gpurisk/engine.py padded_tiers), so the first GR_LOOKAHEAD boundaries can be read
+// with no bounds check and padding is never counted.
+#define GR_LOOKAHEAD 3
+
+// Returns the last tier whose floor is <= notional. Nearly every notional sits in the first
+// few tiers: those boundaries are counted without branches, and the walk beyond them is a
+// branch taken so rarely that the CPU predicts it.
 GR_DEVICE int tier_of(const int* tier_start, const double* tier_floor, int s,
                       double notional) {
     const int first = tier_start[s];
-    const int last = tier_start[s + 1] - 1;
     int k = first;
-    for (int t = first + 1; t <= last; ++t) k += tier_floor[t] <= notional ? 1 : 0;
+    for (int j = 1; j <= GR_LOOKAHEAD; ++j) k += tier_floor[first + j] <= notional ? 1 : 0;
+    if (k == first + GR_LOOKAHEAD) {
+        const int last = tier_start[s + 1] - 1;
+        while (k < last && tier_floor[k + 1] <= notional) ++k;
+    }
     return k;
 }
 

@@ -9,46 +9,43 @@
 // random in a book, and mispredicted branches would cost more than the arithmetic.
 GR_DEVICE double liquidation_price_tiered(
     double wp, double mmp, double q, double e, double cs, int s,
-    const int* tier_start, const double* tier_floor, const double* tier_mmr,
-    const double* tier_cum) {
+    const int* tier_start, const double* tier_mmr, const double* tier_cum,
+    const double* tier_root_bound) {
     const double aq = fabs(q);
-    const int last = tier_start[s + 1] - 1;
+    const int is_short = q < 0.0 ? 1 : 0;
     const double side = q > 0.0 ? 1.0 : -1.0;
-    // side·f at P = 0; at the boundary of tier t, where q·P·cs = side·floor_t, it is
-    // side·(base + side·floor_t − MM_at_floor_t): no division needed to find the segment.
+    // base = f(0), and side·f at the boundary of tier t (where q·P·cs = side·floor_t) is
+    // side·base + floor_t − side·MM_at_floor_t: the root lies past that boundary when
+    // side·base < the tier's bound (precomputed per tier and side, gpurisk/engine.py).
+    // One comparison per boundary keeps the chain to the final division short.
     const double base = wp - mmp - q * e * cs;
-    // The boundaries on the near side of the root form a prefix (f is monotone). Almost every
-    // root lies within the first few: count those without branches, walk on only past them.
-    // Padding tiers (floor +inf) give f = NaN and are never counted.
+    const double side_base = side * base;
+    const double* bound = tier_root_bound + is_short;
+    // The boundaries passed form a prefix (f is monotone). Almost every root lies within the
+    // first few: count those without branches, walk on only past them. Padding tiers have
+    // a bound of -inf: never passed.
     const int first = tier_start[s];
     int k = first;
-    for (int j = 1; j <= 3; ++j) {
-        const int t = first + j <= last ? first + j : last;
-        const double f = base + side * tier_floor[t] - (tier_floor[t] * tier_mmr[t] - tier_cum[t]);
-        k += ((first + j <= last) & (side * f < 0.0)) ? 1 : 0;
-    }
-    if (k == first + 3) {
-        while (k < last) {
-            const int t = k + 1;
-            const double f = base + side * tier_floor[t] - (tier_floor[t] * tier_mmr[t] - tier_cum[t]);
-            if (side * f < 0.0) k = t; else break;
-        }
+    for (int j = 1; j <= GR_LOOKAHEAD; ++j) k += side_base < bound[2 * (first + j)] ? 1 : 0;
+    if (k == first + GR_LOOKAHEAD) {
+        const int last = tier_start[s + 1] - 1;
+        while (k < last && side_base < bound[2 * (k + 1)]) ++k;
     }
     const double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
     // No positive root when side·f(0) >= 0: collateral covers any move (long), or no price
     // is safe (short).
     // lp·1 is lp exactly and lp·NaN is NaN: a select with no branch to mispredict.
     const double keep[2] = {GR_NAN, 1.0};
-    return lp * keep[(side * base < 0.0) & (lp > 0.0)];
+    return lp * keep[(side_base < 0.0) & (lp > 0.0)];
 }
 
 GR_KERNEL void position_risk(
     long long n, const int* account, const int* symbol, const double* size,
     const double* entry, const signed char* isolated, const double* isolated_margin,
     const double* mark, const double* contract_size,
-    const int* tier_start, const double* tier_floor, const double* tier_mmr,
-    const double* tier_cum, int mm_on_entry, double margin_call_ratio,
-    double liquidation_ratio,
+    const int* tier_start, const double* tier_mmr, const double* tier_cum,
+    const double* tier_root_bound, int mm_on_entry,
+    double margin_call_ratio, double liquidation_ratio,
     const double* upnl, const double* maint,
     const double* wallet, const double* equity, const double* acc_maint,
     const double* acc_ratio, const signed char* acc_status, const int* n_cross,
@@ -61,42 +58,43 @@ GR_KERNEL void position_risk(
         const double e = entry[i];
         const double p = mark[s];
         const double cs = contract_size[s];
-        // Branches, not selects, between the three cases: each takes its own divisions,
-        // and divisions cost more than the occasional mispredicted branch.
-        double wp, mmp, eq, bp;
-        if (isolated[i]) {
-            wp = isolated_margin[i];
-            mmp = 0.0;
-            eq = wp + upnl[i];
-            const double r = margin_ratio_of(maint[i], eq);
-            ratio[i] = r;
-            status[i] = status_of(eq, r, margin_call_ratio, liquidation_ratio);
-            bp = e - wp / (q * cs);
-        } else if (n_cross[a] == 1) {
-            wp = wallet[a];
-            mmp = 0.0;
-            eq = equity[a];
-            ratio[i] = acc_ratio[a];
-            status[i] = acc_status[a];
-            bp = e - wp / (q * cs);
-        } else {
-            // Other positions held at their marks; the account's equity is shared out in
-            // proportion to maintenance margin for the bankruptcy price (dYdX v4's rule).
-            wp = equity[a] - upnl[i];
-            mmp = acc_maint[a] - maint[i];
-            eq = equity[a];
-            ratio[i] = acc_ratio[a];
-            status[i] = acc_status[a];
-            bp = p - (eq * maint[i] / acc_maint[a]) / (q * cs);
+        // Three cases, picked by selects rather than branches: isolated, cross and alone in
+        // its account, cross with others. Books mix them at random, and a mispredicted
+        // branch costs more than the arithmetic of a select. Every input is loaded whatever
+        // the case (a load the compiler cannot prove safe would force a branch). Each case
+        // takes one division for the bankruptcy price; with other cross positions, held at
+        // their marks, the account's equity is shared out in proportion to maintenance
+        // margin (dYdX v4's rule): P − eq·MM_i / (MM_acct·q·cs).
+        const bool iso = isolated[i] != 0;
+        const double iso_margin = isolated_margin[i];
+        const double up = upnl[i];
+        const double mm = maint[i];
+        const double w_acct = wallet[a];
+        const double eq_acct = equity[a];
+        const double mm_acct = acc_maint[a];
+        const double r_acct = acc_ratio[a];
+        const signed char st_acct = acc_status[a];
+        const bool multi = !iso & (n_cross[a] > 1);
+        const double wp = iso ? iso_margin : (multi ? eq_acct - up : w_acct);
+        const double mmp = multi ? mm_acct - mm : 0.0;
+        const double eq = iso ? wp + up : eq_acct;
+        double r = r_acct;
+        signed char st = st_acct;
+        if (iso) {  // the one branch left: its division is needed for 15% of positions only
+            r = margin_ratio_of(mm, eq);
+            st = status_of(eq, r, margin_call_ratio, liquidation_ratio);
         }
+        ratio[i] = r;
+        status[i] = st;
+        double bp = (multi ? p : e) - (multi ? eq * mm : wp) / ((multi ? mm_acct : 1.0) * (q * cs));
         pos_equity[i] = eq;
         double lp;
         if (mm_on_entry) {
             lp = e - (wp - mmp - maint[i]) / (q * cs);
             lp = lp > 0.0 ? lp : GR_NAN;
         } else {
-            lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_floor, tier_mmr,
-                                          tier_cum);
+            lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_mmr, tier_cum,
+                                          tier_root_bound);
         }
         if (q == 0.0) {  // closed during a stress run: no prices, no status of its own
             ratio[i] = 0.0;

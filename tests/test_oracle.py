@@ -177,9 +177,31 @@ def boundaries():
     )
 
 
+# A ladder as deep as the venues' largest (ten tiers): notionals and liquidation roots past
+# the first four tiers, where the kernels stop counting boundaries and walk.
+DEEP_TIERS = ladder("BTC", [0, 50_000, 250_000, 1_000_000, 5_000_000, 10_000_000, 20_000_000,
+                            50_000_000, 100_000_000, 200_000_000],
+                    [0.004, 0.005, 0.01, 0.025, 0.05, 0.1, 0.125, 0.15, 0.25, 0.5],
+                    [125, 100, 50, 20, 10, 5, 4, 3, 2, 1])
+
+
+def deep_ladder():
+    # tiers indexed from 0. 70: long 400 @ 20000 (8M notional, tier 4); 71: short 1500 (30M,
+    # tier 6); 72: long 6000 (120M, tier 8), cross with a short ETH position; 73: isolated long
+    # 2500 (50M, exactly the floor of tier 7)
+    return book(
+        [market("BTC", 20_000), market("ETH", 1_600)],
+        DEEP_TIERS + ETH_TIERS,
+        [acct(70, 900_000), acct(71, 4_000_000), acct(72, 40_000_000), acct(73, 0)],
+        [pos(70, "BTC", 400, 20_500), pos(71, "BTC", -1_500, 19_000),
+         pos(72, "BTC", 6_000, 19_900), pos(72, "ETH", -2_000, 1_550),
+         pos(73, "BTC", 2_500, 20_000, "isolated", iso=9_000_000)],
+    )
+
+
 BOOKS = {f.__name__: f for f in (single_long, single_short, tier_crossing, multi_cross,
                                  isolated_mix, bankrupt_and_empty, contract_sizes,
-                                 explicit_leverage, adl_queues, boundaries)}
+                                 explicit_leverage, adl_queues, boundaries, deep_ladder)}
 
 
 def revalue(b, venue, marks=None):
@@ -300,6 +322,18 @@ def test_oracle_hand_values_tier_crossing():
     assert close(at_floor["maint_margin"], D(200))  # 50000 * 0.005 - 50 = 50000 * 0.004
 
 
+def test_deep_ladder_reaches_past_the_counted_tiers():
+    # the engine agrees with the oracle on this book (test_hand_built_book); here: the book
+    # does exercise the kernels' walk past the first GR_LOOKAHEAD boundaries
+    o = oracle_of(deep_ladder(), "binance")
+    tiers = oracle.build_tiers(DEEP_TIERS)["BTC"]
+    at_mark = {p["account_id"]: oracle.tier_index(tiers, p["notional"]) for p in o.positions
+               if p["symbol"] == "BTC"}
+    assert at_mark == {70: 4, 71: 6, 72: 8, 73: 7}  # tier indices from 0
+    liq_tiers = {p["account_id"]: p["_raw"]["liq_tier"] for p in o.positions if p["symbol"] == "BTC"}
+    assert all(t is not None and t >= 4 for t in liq_tiers.values()), liq_tiers
+
+
 def tier_at_mark(o, p):
     tiers = oracle.build_tiers(BTC_TIERS)["BTC"]
     return oracle.tier_index(tiers, p["notional"])
@@ -362,6 +396,17 @@ def test_oracle_hand_values_adl():
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(oracle.book_strategy())
 def test_random_books_agree_with_oracle(b):
+    eb = engine_book(b)
+    for venue in VENUES:
+        risk = gpurisk.revalue(eb, venue=venue, backend="cpu")
+        errs = compare(risk, oracle_of(b, venue), strict=False)
+        assert not errs, f"{venue}:\n" + "\n".join(errs[:40])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(oracle.book_strategy(max_tiers=10))
+def test_random_deep_ladders_agree_with_oracle(b):
+    # ladders of up to ten tiers: the kernels walk past the boundaries they count up front
     eb = engine_book(b)
     for venue in VENUES:
         risk = gpurisk.revalue(eb, venue=venue, backend="cpu")
