@@ -33,10 +33,9 @@ GR_DEVICE double liquidation_price_tiered(
     }
     const double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
     // No positive root when side·f(0) >= 0: collateral covers any move (long), or no price
-    // is safe (short).
-    // lp·1 is lp exactly and lp·NaN is NaN: a select with no branch to mispredict.
-    const double keep[2] = {GR_NAN, 1.0};
-    return lp * keep[(side_base < 0.0) & (lp > 0.0)];
+    // is safe (short). Two simple selects, which compile without a branch to mispredict.
+    const double lp_positive = lp > 0.0 ? lp : GR_NAN;
+    return side_base < 0.0 ? lp_positive : GR_NAN;
 }
 
 GR_KERNEL void position_risk(

@@ -22,10 +22,11 @@ GR_KERNEL void position_margin(
         // One tier scan serves both the MM (on mark notional) and the default leverage.
         const int k_mark = tier_of(tier_start, tier_floor, s, n_mark);
         const int k_mm = mm_on_entry ? tier_of(tier_start, tier_floor, s, n_mm) : k_mark;
-        // Given leverage, else the tier's maximum: picked by index, not by a branch that
-        // books mixing both would mispredict.
-        const double choice[2] = {tier_max_leverage[k_mark], leverage[i]};
-        const double lev = choice[leverage[i] > 0.0];
+        // Given leverage, else the tier's maximum. Both loaded, then a select that compiles
+        // without a branch (books mix both, and a branch here would be mispredicted).
+        const double given = leverage[i];
+        const double tier_lev = tier_max_leverage[k_mark];
+        const double lev = given > 0.0 ? given : tier_lev;
         notional[i] = n_mark;
         upnl[i] = upnl_of(q, p, e, cs);
         maint[i] = maint_margin_in(tier_mmr, tier_cum, k_mm, n_mm);
