@@ -23,6 +23,7 @@ _EXPORTS = {
     "StressResult": "stress", "Ladder": "ladder", "LADDERS": "ladder", "write_report": "report",
     "read_sharded_book": "distributed", "write_sharded": "distributed",
     "revalue_distributed": "distributed", "stress_distributed": "distributed",
+    "DistributedEngine": "distributed",
     "DistributedRunError": "distributed",
 }
 

@@ -319,12 +319,43 @@ def _task_backend(name: str):
     return get_backend(name)
 
 
-def _revalue_shard(index: int, source, venue: Venue, backend: str, marks, need_size: bool, hook):
-    """Phase 1 on a worker: load the shard, revalue it with the ordinary Engine."""
+class _Resident:
+    """One shard's Engine, held on its worker between revaluations (DistributedEngine).
+
+    Dask may still move it to another worker or spill it to disk. It then travels as the
+    recipe that loads it (shard path or Book, venue, backend), never as arrays, and the
+    receiving task reloads the shard (``engine()``): an Engine's backend state (sort buffers,
+    a GPU context) does not pickle, and a shard reloaded from its source is the same shard.
+    Unpickling itself does no work, so a source gone missing fails the task that needs it,
+    with the error, instead of the transfer."""
+
+    def __init__(self, index: int, source, venue: Venue, backend: str, engine=None, meta: dict | None = None):
+        self.index, self.source, self.venue, self.backend_name = index, source, venue, backend
+        self._engine, self.meta = engine, meta
+
+    def __reduce__(self):
+        return (_Resident, (self.index, self.source, self.venue, self.backend_name, None, self.meta))
+
+    def __sizeof__(self) -> int:
+        # What Dask weighs before moving it: the shard's arrays.
+        if self._engine is None:
+            return 1024
+        book = self._engine.book
+        return sum(int(v.nbytes) for v in vars(book).values() if isinstance(v, np.ndarray))
+
+    def engine(self):
+        if self._engine is None:
+            loaded = _load_resident(self.index, self.source, self.venue, self.backend_name)
+            if isinstance(loaded, _Failed):
+                raise BookError(loaded.problems)
+            self._engine, self.meta = loaded._engine, loaded.meta
+        return self._engine
+
+
+def _load_resident(index: int, source, venue: Venue, backend: str):
+    """Load a shard (a (root, shard path) pair, or a Book) and upload it into an Engine."""
     from .engine import Engine
 
-    if hook is not None:
-        hook(f"revalue-{index}")
     t0 = time.perf_counter()
     try:
         if isinstance(source, Book):
@@ -333,19 +364,49 @@ def _revalue_shard(index: int, source, venue: Venue, backend: str, marks, need_s
             root, shard = source
             book = read_shard(root, Path(shard))
         engine = Engine(book, venue=venue, backend=_task_backend(backend))
+    except BookError as exc:
+        return _Failed(exc.problems)
+    meta = {"index": index, "n_accounts": book.n_accounts, "n_positions": book.n_positions,
+            "first_id": int(book.account_id[0]) if book.n_accounts else None,
+            "last_id": int(book.account_id[-1]) if book.n_accounts else None,
+            "symbols": book.symbols, "backend": engine.backend.name, "load_seconds": time.perf_counter() - t0,
+            "worker": os.getpid()}
+    return _Resident(index, source, venue, backend, engine, meta)
+
+
+def _resident_meta(resident):
+    return resident if isinstance(resident, _Failed) else resident.meta
+
+
+def _revalue_resident(resident, marks, need_size: bool, hook):
+    """Phase 1 on a worker: revalue a loaded shard at ``marks`` with its Engine."""
+    if isinstance(resident, _Failed):
+        return resident
+    if hook is not None:
+        hook(f"revalue-{resident.index}")
+    t0 = time.perf_counter()
+    try:
+        engine = resident.engine()
+        book = engine.book
         risk = engine.revalue(marks)
         accounts, positions = risk.accounts, risk.positions
     except BookError as exc:
         return _Failed(exc.problems)
     score = risk.backend.to_host(risk.adl.score)
-    meta = {"index": index, "n_accounts": book.n_accounts, "n_positions": book.n_positions,
-            "first_id": int(book.account_id[0]) if book.n_accounts else None,
-            "last_id": int(book.account_id[-1]) if book.n_accounts else None,
-            "symbols": book.symbols, "backend": risk.backend.name, "seconds": time.perf_counter() - t0,
-            "kernels": risk.timings["kernels"], "worker": os.getpid()}
-    return _ShardPart(index, accounts, positions, queue_group(np, book.pos_symbol, book.size),
+    meta = dict(resident.meta, backend=risk.backend.name, seconds=time.perf_counter() - t0,
+                kernels=risk.timings["kernels"], worker=os.getpid())
+    return _ShardPart(resident.index, accounts, positions, queue_group(np, book.pos_symbol, book.size),
                       np.ascontiguousarray(score, dtype=np.float64),
                       np.abs(book.size) if need_size else None, meta)
+
+
+def _revalue_shard(index: int, source, venue: Venue, backend: str, marks, need_size: bool, hook):
+    """Phase 1 of a one-shot run: load the shard, revalue it with the ordinary Engine."""
+    t0 = time.perf_counter()
+    part = _revalue_resident(_load_resident(index, source, venue, backend), marks, need_size, hook)
+    if isinstance(part, _ShardPart):
+        part.meta["seconds"] = time.perf_counter() - t0
+    return part
 
 
 def _adl_inputs(part):
@@ -443,11 +504,11 @@ def _n_workers(client) -> int:
     return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
 
 
-def _submit(client, fn, *args, key: str):
+def _submit(client, fn, *args, key: str, **placement):
     with warnings.catch_warnings():  # shard data travel in the task itself (recomputable)
         warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
         warnings.filterwarnings("ignore", message=".*[Ll]arge object.*")
-        return client.submit(fn, *args, key=key, pure=False)
+        return client.submit(fn, *args, key=key, pure=False, **placement)
 
 
 class DistributedRisk:
@@ -533,43 +594,28 @@ class DistributedRisk:
         self._futures = []
 
 
-def revalue_distributed(book, client, venue: "str | Venue" = "binance", backend: str = "auto", marks=None,
-                        n_shards: int | None = None, rank_backend: str = "cpu", timeout: float | None = None,
-                        _fault_hook=None) -> DistributedRisk:
-    """Revalue a book on a Dask cluster: each worker runs the Engine on its shards, the driver
-    ranks every ADL queue globally. Same tables, bit for bit, as ``gpurisk.revalue``.
-
-    book: a sharded book directory (each worker reads its own shards: the path must be
-        visible to the workers), a plain book directory (read here, then split), or a Book
-        (split into ``n_shards`` shards, default one per worker thread).
-    client: a ``distributed.Client``.
-    backend: the workers' backend (``"auto"``, ``"cpu"`` or ``"gpu"``), by name.
-    rank_backend: where the driver ranks the gathered queues (``"cpu"`` or ``"gpu"``).
-    timeout: seconds to wait for each phase before raising DistributedRunError.
-    """
-    venue = get_venue(venue)
-    if not isinstance(backend, str):
-        raise TypeError("backend must be given by name ('auto', 'cpu' or 'gpu') to run on workers")
-    t_start = time.perf_counter()
+def _shard_sources(book, client, n_shards):
+    """(sources, names, expected counts) of a book given as a sharded directory, a plain
+    directory or a Book."""
     if isinstance(book, (str, Path)) and is_sharded(book):
         root = Path(book).resolve()
         if n_shards is not None:
             raise ValueError("n_shards applies to a Book or a plain book directory; a sharded book has its own")
         paths = shard_paths(root)
-        sources = [(str(root), str(p)) for p in paths]
-        names = [p.name for p in paths]
-        expected = _manifest(root)
-    else:
-        if isinstance(book, (str, Path)):
-            book = read_book(book)
-        n = n_shards or _n_workers(client)
-        sources = split_book(book, min(n, book.n_accounts))
-        names = [shard_name(k) for k in range(len(sources))]
-        expected = {"accounts": book.n_accounts, "positions": book.n_positions}
-    run = uuid.uuid4().hex[:8]
+        return [(str(root), str(p)) for p in paths], [p.name for p in paths], _manifest(root)
+    if isinstance(book, (str, Path)):
+        book = read_book(book)
+    n = n_shards or _n_workers(client)
+    sources = split_book(book, min(n, book.n_accounts))
+    return sources, [shard_name(k) for k in range(len(sources))], {"accounts": book.n_accounts,
+                                                                   "positions": book.n_positions}
+
+
+def _rank_and_finish(client, parts, names, expected, venue: Venue, rank_backend: str, timeout, run: str,
+                     t_start: float, extra_timings: dict | None = None) -> "DistributedRisk":
+    """Phases 2 and 3: gather every shard's ADL inputs, rank all queues once on the driver,
+    send each shard its global ranks and lights."""
     need_size = venue.lights == "size"
-    parts = [_submit(client, _revalue_shard, k, src, venue, backend, marks, need_size, _fault_hook,
-                     key=f"gpurisk-revalue-{run}-{k}") for k, src in enumerate(sources)]
     inputs = [_submit(client, _adl_inputs, f, key=f"gpurisk-adl-inputs-{run}-{k}") for k, f in enumerate(parts)]
     got = _gather(client, inputs, timeout)
     _raise_failed(got)
@@ -597,12 +643,127 @@ def revalue_distributed(book, client, venue: "str | Venue" = "binance", backend:
                       lights[offsets[k]:offsets[k + 1]], key=f"gpurisk-finish-{run}-{k}")
               for k, f in enumerate(parts)]
     _gather(client, finals, timeout, fetch=False)
-    timings = {"shards": len(sources), "kernels": max(m["kernels"] for m in metas),
+    timings = {"shards": len(parts), "kernels": max(m["kernels"] for m in metas),
                "shard_seconds": max(m["seconds"] for m in metas), "gather": t_gathered - t_start,
                "ranking": t_ranked - t0, "seconds": time.perf_counter() - t_start,
                "adl_bytes_gathered": int(sum(g[1].nbytes + g[2].nbytes + (g[3].nbytes if need_size else 0)
                                              for g in got))}
+    timings.update(extra_timings or {})
     return DistributedRisk(client, finals, metas, venue, symbols, timings, timeout)
+
+
+def revalue_distributed(book, client, venue: "str | Venue" = "binance", backend: str = "auto", marks=None,
+                        n_shards: int | None = None, rank_backend: str = "cpu", timeout: float | None = None,
+                        _fault_hook=None) -> DistributedRisk:
+    """Revalue a book on a Dask cluster: each worker runs the Engine on its shards, the driver
+    ranks every ADL queue globally. Same tables, bit for bit, as ``gpurisk.revalue``.
+
+    book: a sharded book directory (each worker reads its own shards: the path must be
+        visible to the workers), a plain book directory (read here, then split), or a Book
+        (split into ``n_shards`` shards, default one per worker thread).
+    client: a ``distributed.Client``.
+    backend: the workers' backend (``"auto"``, ``"cpu"`` or ``"gpu"``), by name.
+    rank_backend: where the driver ranks the gathered queues (``"cpu"`` or ``"gpu"``).
+    timeout: seconds to wait for each phase before raising DistributedRunError.
+
+    One-shot: every call reads and validates the shards again. To revalue the same book for
+    many sets of marks, keep it resident with :class:`DistributedEngine`.
+    """
+    venue = get_venue(venue)
+    if not isinstance(backend, str):
+        raise TypeError("backend must be given by name ('auto', 'cpu' or 'gpu') to run on workers")
+    t_start = time.perf_counter()
+    sources, names, expected = _shard_sources(book, client, n_shards)
+    run = uuid.uuid4().hex[:8]
+    need_size = venue.lights == "size"
+    parts = [_submit(client, _revalue_shard, k, src, venue, backend, marks, need_size, _fault_hook,
+                     key=f"gpurisk-revalue-{run}-{k}") for k, src in enumerate(sources)]
+    return _rank_and_finish(client, parts, names, expected, venue, rank_backend, timeout, run, t_start)
+
+
+class DistributedEngine:
+    """A book resident on a Dask cluster, revalued for new marks without reading it again:
+    the distributed counterpart of :class:`gpurisk.Engine`, for intraday revaluation.
+
+    >>> with DistributedEngine("book-sharded/", client, venue="binance", backend="cpu") as engine:
+    ...     risk = engine.revalue({"BTCUSDT": 61_250.0})   # DistributedRisk, as revalue_distributed
+    ...     risk = engine.revalue(new_marks)               # no shard is read or validated again
+
+    Construction reads, validates and uploads every shard once, each into an Engine on a
+    worker (a sharded directory, a plain directory or a Book, as ``revalue_distributed``
+    takes). Each ``revalue`` then sends only the marks to the shards, and gathers the ADL
+    inputs for the global ranking as ``revalue_distributed`` does: the same tables, bit for
+    bit, as ``gpurisk.revalue`` on one machine.
+
+    Shards stay where Dask put them. If a worker dies, Dask reloads its shards on another
+    worker from their source (the path must stay readable, or the Book is resent), and the
+    next ``revalue`` answers in full, or raises DistributedRunError. ``close()`` (or leaving
+    the ``with`` block) frees the workers' memory.
+    """
+
+    def __init__(self, book, client, venue: "str | Venue" = "binance", backend: str = "auto",
+                 n_shards: int | None = None, rank_backend: str = "cpu", timeout: float | None = None):
+        if not isinstance(backend, str):
+            raise TypeError("backend must be given by name ('auto', 'cpu' or 'gpu') to run on workers")
+        self.client = client
+        self.venue = get_venue(venue)
+        self.rank_backend = rank_backend
+        self.timeout = timeout
+        t0 = time.perf_counter()
+        sources, self._names, self._expected = _shard_sources(book, client, n_shards)
+        run = uuid.uuid4().hex[:8]
+        self._residents = [_submit(client, _load_resident, k, src, self.venue, backend,
+                                   key=f"gpurisk-engine-{run}-{k}") for k, src in enumerate(sources)]
+        metas = _gather(client, [_submit(client, _resident_meta, f, key=f"gpurisk-engine-meta-{run}-{k}")
+                                 for k, f in enumerate(self._residents)], timeout, what="load")
+        try:
+            _raise_failed(metas)
+            _check_shards(metas, self._names, self._expected)
+        except BaseException:
+            self.close()
+            raise
+        self._metas = metas
+        self.shards = len(metas)
+        self.n_accounts = sum(m["n_accounts"] for m in metas)
+        self.n_positions = sum(m["n_positions"] for m in metas)
+        self.symbols = tuple(metas[0]["symbols"])
+        self.load_seconds = time.perf_counter() - t0
+
+    def __repr__(self) -> str:
+        return (f"DistributedEngine({self.shards} shards, {self.n_accounts:,} accounts, "
+                f"{self.n_positions:,} positions, venue {self.venue.name})")
+
+    def revalue(self, marks=None, _fault_hook=None) -> DistributedRisk:
+        """Every account and position at ``marks`` ({symbol: price}, a frame with symbol and
+        mark_price, or an array in symbol order; the book's own marks if None)."""
+        if not self._residents:
+            raise DistributedRunError("this DistributedEngine is closed")
+        t_start = time.perf_counter()
+        run = uuid.uuid4().hex[:8]
+        need_size = self.venue.lights == "size"
+        # Each task goes to the worker holding its shard (a preference: if that worker is gone,
+        # Dask runs the task elsewhere and the shard is reloaded there).
+        holders = self.client.who_has(self._residents)
+        parts = []
+        for k, f in enumerate(self._residents):
+            where = list(holders.get(f.key, ())) or None
+            parts.append(_submit(self.client, _revalue_resident, f, marks, need_size, _fault_hook,
+                                 key=f"gpurisk-revalue-{run}-{k}", workers=where, allow_other_workers=True))
+        return _rank_and_finish(self.client, parts, self._names, self._expected, self.venue, self.rank_backend,
+                                self.timeout, run, t_start, {"resident": True})
+
+    def close(self) -> None:
+        """Free the shards held on the workers (results already returned stay valid)."""
+        # Released, not cancelled: cancelling would cancel every result computed from them.
+        for f in self._residents:
+            f.release()
+        self._residents = []
+
+    def __enter__(self) -> "DistributedEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _check_shards(metas, names, expected) -> None:

@@ -17,6 +17,7 @@ import gpurisk  # noqa: E402
 from gpurisk.book import BookError  # noqa: E402
 from gpurisk.cli import main  # noqa: E402
 from gpurisk.distributed import (  # noqa: E402
+    DistributedEngine,
     DistributedRunError,
     read_shard,
     read_sharded_book,
@@ -149,6 +150,46 @@ def test_tasks_on_threads_of_one_worker_do_not_share_sort_buffers():
             distributed.Client(cl) as c:
         for _ in range(3):
             assert_same(revalue_distributed(big, c, venue="binance", backend="cpu", n_shards=4).positions, want)
+
+
+def test_resident_engine_revalues_new_marks_without_reading_the_book_again(client, book, sharded, reference,
+                                                                           tmp_path):
+    import shutil
+
+    root = tmp_path / "resident"
+    shutil.copytree(sharded[3], root)
+    marks = [None, {"BTCUSDT": 52_000.0}, {"BTCUSDT": 71_000.0, "ETHUSDT": 2_100.0, "SOLUSDT": 90.0}]
+    engine = DistributedEngine(root, client, venue="bitmex", backend="cpu")
+    assert (engine.shards, engine.n_accounts, engine.n_positions) == (3, book.n_accounts, book.n_positions)
+    shutil.rmtree(root)  # resident: nothing is read again
+    results = [engine.revalue(m) for m in marks]
+    engine.close()
+    for m, got in zip(marks, results):  # tables fetched after close: results outlive the engine
+        want = reference["bitmex"] if m is None else gpurisk.revalue(book, venue="bitmex", backend="cpu", marks=m)
+        assert_same(got.positions, want.positions)
+        assert_same(got.accounts, want.accounts)
+        assert got.timings["resident"]
+    with pytest.raises(DistributedRunError, match="closed"):
+        engine.revalue()
+    with DistributedEngine(book, client, venue="dydx", backend="cpu", n_shards=4) as engine:  # an in-memory Book
+        assert_same(engine.revalue().positions, reference["dydx"].positions)
+        with pytest.raises(BookError, match="marks.symbol"):
+            engine.revalue({"NOPE": 1.0})
+        assert_same(engine.revalue().accounts, reference["dydx"].accounts)  # still usable
+
+
+def test_resident_engine_reloads_the_shards_of_a_killed_worker(client, book, sharded):
+    marks = {"BTCUSDT": 48_000.0}
+    want = gpurisk.revalue(book, venue="binance", backend="cpu", marks=marks)
+    with DistributedEngine(sharded[3], client, venue="binance", backend="cpu", timeout=60) as engine:
+        assert_same(engine.revalue(marks).positions, want.positions)
+        pids = {m["worker"] for m in engine._metas}
+        os.kill(engine._metas[1]["worker"], signal.SIGKILL)
+        got = engine.revalue(marks)
+        assert_same(got.positions, want.positions)
+        assert_same(got.accounts, want.accounts)
+    assert pids  # shards were placed on live workers
+    client.wait_for_workers(2, timeout=30)
 
 
 # ------------------------------------------------------------------ stress
