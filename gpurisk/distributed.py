@@ -695,8 +695,9 @@ class DistributedEngine:
     inputs for the global ranking as ``revalue_distributed`` does: the same tables, bit for
     bit, as ``gpurisk.revalue`` on one machine.
 
-    Shards stay where Dask put them. If a worker dies, Dask reloads its shards on another
-    worker from their source (the path must stay readable, or the Book is resent), and the
+    Each revalue task runs on the worker holding its shard. If a worker dies, Dask reloads its
+    shards on another worker from their source (the path must stay readable; a Book travels
+    with the task that loads it), and the
     next ``revalue`` answers in full, or raises DistributedRunError. ``close()`` (or leaving
     the ``with`` block) frees the workers' memory.
     """
