@@ -38,9 +38,9 @@ TIER_LOOKAHEAD = 3
 
 def padded_tiers(book: Book) -> dict[str, np.ndarray]:
     """Tier tables with every symbol padded to the same number of tiers, at least
-    ``TIER_LOOKAHEAD + 1`` (floors of +inf that no notional reaches): the kernels' tier scans
-    then run the same trip count for every position, which the CPU predicts, whatever the
-    symbol. Selected tiers are unchanged. ``tier_root_bound``: see liquidation_root_bounds."""
+    ``TIER_LOOKAHEAD + 1``, with floors of +inf that no notional reaches: the kernels read
+    the first boundaries of any symbol with no bounds check and no branch, and never select
+    a padding tier. ``tier_root_bound``: see liquidation_root_bounds."""
     counts = np.diff(book.tier_start)
     width = max(int(counts.max()) if counts.size else 1, TIER_LOOKAHEAD + 1)
     n = book.n_symbols
