@@ -388,7 +388,7 @@ def _revalue_resident(resident, marks, need_size: bool, hook):
     try:
         engine = resident.engine()
         book = engine.book
-        risk = engine.revalue(marks)
+        risk = engine.revalue(marks, rank=False)  # the driver ranks every shard's queues at once
         accounts, positions = risk.accounts, risk.positions
     except BookError as exc:
         return _Failed(exc.problems)

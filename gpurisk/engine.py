@@ -195,10 +195,16 @@ class Risk:
                 "liq_price": pl.Series(liq).fill_nan(None),
                 "bankruptcy_price": pl.Series(np.where(bp > 0, bp, np.nan)).fill_nan(None),
                 "adl_score": self._h(q.score),
-                "adl_rank": self._h(q.rank),
-                "adl_lights": self._h(q.lights),
+                "adl_rank": self._queue_column(q.rank, pl.Int64),
+                "adl_lights": self._queue_column(q.lights, pl.Int8),
             })
         return self._positions
+
+    def _queue_column(self, values, dtype) -> "pl.Series":
+        """A queue place per position, or nulls where the queues were not ranked."""
+        if values is None:
+            return pl.repeat(None, self.book.n_positions, dtype=dtype, eager=True)
+        return pl.Series(self._h(values)).cast(dtype)
 
     def summary(self) -> pl.DataFrame:
         """Accounts, equity and maintenance margin per status."""
@@ -252,11 +258,13 @@ class Engine:
         fits = int(free * 0.7) // self.BYTES_PER_POSITION
         return None if self.book.n_positions <= fits else max(fits, 1)
 
-    def revalue(self, marks=None, out: Risk | None = None) -> Risk:
+    def revalue(self, marks=None, out: Risk | None = None, rank: bool = True) -> Risk:
         """Revalue every account and position at ``marks`` (the book's marks where not given).
 
         ``out``: a previous Risk of this engine whose buffers are reused (its tables are then
         replaced); saves allocations when revaluing in a loop.
+        ``rank=False``: scores only, no ADL queues (adl_rank and adl_lights come out null),
+        for callers that rank elsewhere, as the Dask driver ranks every shard's queues at once.
         """
         b, venue = self.backend, self.venue
         mark_host = resolve_marks(self.book, marks)
@@ -274,7 +282,10 @@ class Engine:
             ranker, queues = get_backend("cpu"), self.host
         b.synchronize()
         t1 = time.perf_counter()
-        adl = adl_queues(ranker, queues, score, venue, out.adl if out else None)
+        if rank:
+            adl = adl_queues(ranker, queues, score, venue, out.adl if out else None)
+        else:
+            adl = AdlQueues(score, None, None, None, None)
         ranker.synchronize()
         t2 = time.perf_counter()
         return Risk(self.book, venue, b, mark_host, pm, am, pr, adl, {"kernels": t1 - t0, "ranking": t2 - t1})

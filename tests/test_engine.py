@@ -84,6 +84,20 @@ def test_resident_engine_matches_one_shot_and_reuses_buffers(book):
     assert (btc["mark_price"] == 55_000.0).all()
 
 
+def test_unranked_revaluation_is_the_same_but_for_null_queue_places(book):
+    engine = Engine(book, venue="bitmex", backend="cpu")
+    ranked = engine.revalue()
+    scores_only = engine.revalue(rank=False)
+    assert scores_only.positions.schema == ranked.positions.schema
+    queue = ["adl_rank", "adl_lights"]
+    assert scores_only.positions.drop(queue).equals(ranked.positions.drop(queue))
+    assert scores_only.accounts.equals(ranked.accounts)
+    assert scores_only.positions.select(queue).null_count().row(0) == (book.n_positions,) * 2
+    assert scores_only.adl.order is None and scores_only.adl.rank is None  # no queue was ranked
+    # a scores-only result's buffers can be reused by a ranked revaluation
+    assert engine.revalue(out=scores_only).positions.equals(ranked.positions)
+
+
 def test_marks_frame_and_array_forms(book):
     engine = Engine(book, backend="cpu")
     a = engine.revalue({"SOLUSDT": 120.0})
