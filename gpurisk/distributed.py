@@ -301,7 +301,7 @@ class _ShardPart:
     """A revalued shard, held on its worker until its global ranks arrive."""
 
     index: int
-    accounts: object  # polars frames; positions with shard-local ranks still in them
+    accounts: object  # polars frames; positions with null ADL ranks and lights until phase 3
     positions: object
     group: np.ndarray
     score: np.ndarray
