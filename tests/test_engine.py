@@ -98,6 +98,28 @@ def test_unranked_revaluation_is_the_same_but_for_null_queue_places(book):
     assert engine.revalue(out=scores_only).positions.equals(ranked.positions)
 
 
+def test_padded_tiers_and_liquidation_root_bounds(book):
+    from gpurisk.engine import TIER_LOOKAHEAD, liquidation_root_bounds, padded_tiers
+
+    t = padded_tiers(book)
+    counts = np.diff(book.tier_start)
+    width = max(int(counts.max()), TIER_LOOKAHEAD + 1)
+    assert (np.diff(t["tier_start"]) == width).all()
+    for s in range(book.n_symbols):
+        real = slice(book.tier_start[s], book.tier_start[s + 1])
+        pad = slice(s * width + counts[s], (s + 1) * width)
+        assert (t["tier_floor"][s * width:s * width + counts[s]] == book.tier_floor[real]).all()
+        assert np.isposinf(t["tier_floor"][pad]).all()
+    # the bounds: M_t − floor_t (long), −(floor_t + M_t) (short), M_t the MM at the floor
+    floor = np.array([0.0, 5_000.0, np.inf])
+    mmr = np.array([0.01, 0.02, 0.02])
+    cum = np.array([0.0, 50.0, 50.0])
+    bounds = liquidation_root_bounds(floor, mmr, cum).reshape(-1, 2)
+    assert bounds[1].tolist() == [50.0 - 5_000.0, -(5_000.0 + 50.0)]
+    assert bounds[0].tolist() == [0.0, 0.0]
+    assert np.isneginf(bounds[2]).all()  # padding: never passed
+
+
 def test_marks_frame_and_array_forms(book):
     engine = Engine(book, backend="cpu")
     a = engine.revalue({"SOLUSDT": 120.0})
