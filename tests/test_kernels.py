@@ -21,6 +21,17 @@ def test_every_kernel_is_parsed_with_its_parameters():
     assert [p.name for p in pm.params if p.writes] == ["notional", "upnl", "maint", "init"]
 
 
+def test_tier_padding_covers_the_kernels_lookahead():
+    # The kernels read GR_LOOKAHEAD tier boundaries with no bounds check; the engine pads
+    # every ladder to TIER_LOOKAHEAD + 1 tiers. The two must agree.
+    import re
+
+    from gpurisk.engine import TIER_LOOKAHEAD
+
+    found = re.search(r"#define GR_LOOKAHEAD (\d+)", kernels.source("margin.cu"))
+    assert found and int(found.group(1)) == TIER_LOOKAHEAD
+
+
 def test_cpu_build_is_cached_by_source_hash(tmp_path, monkeypatch):
     monkeypatch.setenv("GPURISK_CACHE_DIR", str(tmp_path))
     kernels.cpu_library.cache_clear()
