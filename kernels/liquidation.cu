@@ -89,7 +89,7 @@ GR_KERNEL void position_risk(
         pos_equity[i] = eq;
         double lp;
         if (mm_on_entry) {
-            lp = e - (wp - mmp - maint[i]) / (q * cs);
+            lp = e - (wp - mmp - mm) / (q * cs);
             lp = lp > 0.0 ? lp : GR_NAN;
         } else {
             lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_mmr, tier_cum,

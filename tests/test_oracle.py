@@ -393,22 +393,22 @@ def test_oracle_hand_values_adl():
 
 # ---- random books ---------------------------------------------------------------------
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(oracle.book_strategy())
-def test_random_books_agree_with_oracle(b):
+def assert_agrees_on_every_venue(b):
     eb = engine_book(b)
     for venue in VENUES:
         risk = gpurisk.revalue(eb, venue=venue, backend="cpu")
         errs = compare(risk, oracle_of(b, venue), strict=False)
         assert not errs, f"{venue}:\n" + "\n".join(errs[:40])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(oracle.book_strategy())
+def test_random_books_agree_with_oracle(b):
+    assert_agrees_on_every_venue(b)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(oracle.book_strategy(max_tiers=10))
 def test_random_deep_ladders_agree_with_oracle(b):
     # ladders of up to ten tiers: the kernels walk past the boundaries they count up front
-    eb = engine_book(b)
-    for venue in VENUES:
-        risk = gpurisk.revalue(eb, venue=venue, backend="cpu")
-        errs = compare(risk, oracle_of(b, venue), strict=False)
-        assert not errs, f"{venue}:\n" + "\n".join(errs[:40])
+    assert_agrees_on_every_venue(b)
