@@ -8,6 +8,11 @@ and after every step (checked on every scenario and reported in the summary).
 
 Scenarios are screened in batches by one kernel pass over the positions per batch
 (``stress_flags``); only scenarios that liquidate someone are run step by step.
+
+Polars is needed at the edges only, so the engine runs where only NumPy (and CuPy) are
+installed: ``scenario_paths`` turns a scenario frame into arrays, ``run_stress`` runs them and
+returns ``StressRecords`` (NumPy arrays), and ``StressRecords.to_result`` builds the frames of
+``StressResult``. ``stress`` is the three in a row.
 """
 
 from __future__ import annotations
@@ -204,23 +209,82 @@ class StressResult:
         return directory
 
 
+# Columns and dtypes of each table in StressRecords (codes: policy -> POLICIES, symbol -> the
+# book's symbols, margin_mode -> MARGIN_MODES, action -> ACTIONS).
+MARGIN_MODES = ("cross", "isolated")
+SUMMARY_COLUMNS = {
+    "scenario": np.int64, "policy": np.int8, "steps": np.int64, "accounts_liquidated": np.int64,
+    "notional_liquidated": np.float64, "deficit": np.float64, "insurance_used": np.float64,
+    "insurance_left": np.float64, "unfunded": np.float64, "adl_notional": np.float64, "adl_accounts": np.int64,
+    "socialized_loss": np.float64, "overshoot": np.float64, "max_haircut_share": np.float64,
+    "external_value": np.float64, "conservation_error": np.float64}
+LIQUIDATION_COLUMNS = {
+    "scenario": np.int64, "policy": np.int8, "step": np.int64, "account_id": np.int64, "symbol": np.int32,
+    "margin_mode": np.int8, "action": np.int8, "margin_ratio": np.float64, "qty": np.float64, "price": np.float64}
+ADL_FILL_COLUMNS = {
+    "scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32, "bankrupt_account_id": np.int64,
+    "counterparty_account_id": np.int64, "qty": np.float64, "price": np.float64}
+HAIRCUT_COLUMNS = {
+    "scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32, "account_id": np.int64,
+    "amount": np.float64}
+PRICE_COLUMNS = {"scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32,
+                 "mark_price": np.float64}
+
+
+@dataclass
+class StressRecords:
+    """A stress run as plain NumPy arrays (no Polars): each table is a dict of column name ->
+    1-D array, with the columns and dtypes of ``*_COLUMNS`` above. ``summary`` has one entry
+    per (scenario, policy) run, in run order; codes stay integers (see ``*_COLUMNS``).
+    ``to_result()`` builds the frames of ``StressResult``."""
+
+    summary: dict
+    liquidations: dict
+    adl_fills: dict
+    haircuts: dict
+    prices: dict
+    symbols: tuple  # the book's symbols, which the symbol codes index
+    timings: dict = field(default_factory=dict)
+
+    def to_result(self, scenario_labels: np.ndarray | None = None) -> StressResult:
+        """The frames of ``StressResult`` (needs Polars). ``scenario_labels``: see ``_results``."""
+        return _results(self, scenario_labels)
+
+
 class _Records:
-    """Result rows, kept as arrays; with detail=False only the summary and price paths."""
+    """Result rows as they are produced, kept as arrays; with detail=False only the summary
+    and price paths. ``finish`` turns them into StressRecords."""
 
     def __init__(self, detail: bool = True):
         self.detail = detail
-        self.liq: dict[str, list] = {k: [] for k in ("scenario", "policy", "step", "account_id", "symbol",
-                                                    "margin_mode", "action", "margin_ratio", "qty", "price")}
-        self.fills: dict[str, list] = {k: [] for k in ("scenario", "policy", "step", "symbol", "bankrupt_account_id",
-                                                      "counterparty_account_id", "qty", "price")}
-        self.cuts: dict[str, list] = {k: [] for k in ("scenario", "policy", "step", "symbol", "account_id", "amount")}
-        self.prices: dict[str, list] = {k: [] for k in ("scenario", "policy", "step", "symbol", "mark_price")}
-        self.summary: list[dict] = []
+        self.liq: dict[str, list] = {k: [] for k in LIQUIDATION_COLUMNS}
+        self.fills: dict[str, list] = {k: [] for k in ADL_FILL_COLUMNS}
+        self.cuts: dict[str, list] = {k: [] for k in HAIRCUT_COLUMNS}
+        self.prices: dict[str, list] = {k: [] for k in PRICE_COLUMNS}
+        self.summary: dict[str, list] = {k: [] for k in SUMMARY_COLUMNS}
 
     @staticmethod
     def extend(table: dict, n: int, **cols):
         for k, v in cols.items():
             table[k].append(np.broadcast_to(np.asarray(v), (n,)).copy() if np.ndim(v) == 0 else np.asarray(v))
+
+    def add_summary(self, row: dict):
+        """One (scenario, policy) run's summary (a dict with the policy by name)."""
+        if row.keys() != self.summary.keys():
+            raise KeyError(f"summary row has columns {list(row)}, expected {list(self.summary)}")
+        for k, v in row.items():
+            self.summary[k].append(POLICY_CODE[v] if k == "policy" else v)
+
+    def finish(self, symbols, timings: dict) -> StressRecords:
+        def arrays(table: dict, dtypes: dict) -> dict:
+            return {k: (np.concatenate(v) if v else np.zeros(0)).astype(dtypes[k], copy=False)
+                    for k, v in table.items()}
+
+        return StressRecords(summary={k: np.array(v, dtype=SUMMARY_COLUMNS[k]) for k, v in self.summary.items()},
+                             liquidations=arrays(self.liq, LIQUIDATION_COLUMNS),
+                             adl_fills=arrays(self.fills, ADL_FILL_COLUMNS),
+                             haircuts=arrays(self.cuts, HAIRCUT_COLUMNS), prices=arrays(self.prices, PRICE_COLUMNS),
+                             symbols=tuple(symbols), timings=timings)
 
 
 # ------------------------------------------------------------------ one scenario
@@ -608,6 +672,7 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
            ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
            detail: bool = True) -> StressResult:
     """Run every scenario through the deleveraging sequence; see the module docstring.
+    ``scenario_paths``, then ``run_stress``, then the frames.
 
     scenarios: a (scenario, symbol, shock[, step]) frame of relative mark moves, e.g.
         ``shock_grid(-0.5, 0.5, 1000)``; a ``step`` column gives multi-step price paths.
@@ -620,19 +685,28 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
         only, for grids of thousands of scenarios whose fills would run to hundreds of millions
         of rows; rerun the scenarios of interest with detail).
     """
-    venue = get_venue(venue)
-    be = get_backend(backend)
-    lad = get_ladder(ladder, venue.name)
-    imp = get_impact(impact)
-    policies = [policy] if isinstance(policy, str) else list(policy)
-    for p in policies:
-        if p not in POLICIES:
-            raise ValueError(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
-    if steps < 1:
-        raise ValueError("steps must be >= 1")
-    if not math.isfinite(insurance_fund) or insurance_fund < 0:
-        raise ValueError("insurance_fund must be finite and >= 0")
-    ids, shocks = scenario_paths(book, scenarios)
+    venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
+    labels, shocks = scenario_paths(book, scenarios)
+    records = run_stress(book, _run_ids(labels), shocks, venue=venue, backend=be, insurance_fund=insurance_fund,
+                         policy=policies, steps=steps, impact=imp, ladder=lad, batch=batch, progress=progress,
+                         detail=detail)
+    return records.to_result(scenario_labels=labels)
+
+
+def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance",
+               backend: "str | Backend" = "auto", insurance_fund: float = 0.0, policy="queue", steps: int = 1,
+               impact=None, ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
+               detail: bool = True) -> StressRecords:
+    """``stress`` on arrays, without Polars: the same options and the same numbers, as
+    StressRecords.
+
+    scenario_ids: 1-D integer array (int64), one distinct id per scenario.
+    shocks: float64 array (scenario, step, symbol) of relative moves of the book's marks, one
+        row per id, each finite and > -1 (what ``scenario_paths`` returns). Bad arrays raise a
+        BookError naming each problem before anything is computed.
+    """
+    venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
+    ids, shocks = _check_paths(book, scenario_ids, shocks)
     t0 = time.perf_counter()
     runner = _Runner(book, venue, be, lad, imp, insurance_fund)
     rec = _Records(detail)
@@ -649,14 +723,68 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
                 row = runner.run(sid, shocks[k], pol, rec, steps)
             else:
                 row = _quiet_row(runner, sid, pol, shocks[k, 0], rec)
-            rec.summary.append(row)
+            rec.add_summary(row)
             done += 1
             if show and (done % max(1, n_total // 100) == 0 or done == n_total):
                 print(f"\r  stress: {done:,}/{n_total:,} scenario runs", end="", file=sys.stderr, flush=True)
     if show:
         print(file=sys.stderr)
     elapsed = time.perf_counter() - t0
-    return _results(book, rec, {"seconds": elapsed, "scenarios": len(ids), "screened_quiet": int((~live).sum())})
+    return rec.finish(book.symbols, {"seconds": elapsed, "scenarios": len(ids), "screened_quiet": int((~live).sum())})
+
+
+def _options(venue, backend, ladder, impact, policy, steps, insurance_fund):
+    """The run's venue, backend, ladder, impact and policy list; ValueError on a bad option."""
+    venue = get_venue(venue)
+    be = get_backend(backend)
+    lad = get_ladder(ladder, venue.name)
+    imp = get_impact(impact)
+    policies = [policy] if isinstance(policy, str) else list(policy)
+    for p in policies:
+        if p not in POLICIES:
+            raise ValueError(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    if not math.isfinite(insurance_fund) or insurance_fund < 0:
+        raise ValueError("insurance_fund must be finite and >= 0")
+    return venue, be, lad, imp, policies
+
+
+def _fits_int64(a: np.ndarray) -> bool:
+    return a.dtype.kind == "i" or (a.dtype.kind == "u" and (a.size == 0 or int(a.max()) <= np.iinfo(np.int64).max))
+
+
+def _check_paths(book: Book, scenario_ids, shocks) -> tuple[np.ndarray, np.ndarray]:
+    """run_stress's arrays, checked (a BookError naming every problem); the ids as int64."""
+    ids, shocks = np.asarray(scenario_ids), np.asarray(shocks)
+    problems = []
+    if ids.ndim != 1 or not _fits_int64(ids):
+        problems.append(Problem("scenarios", "scenario", f"scenario_ids must be a 1-D int64 array; got {ids.dtype} "
+                                                         f"of shape {ids.shape}"))
+    elif ids.size == 0:
+        problems.append(Problem("scenarios", "scenario", "needs at least one scenario"))
+    if shocks.dtype != np.float64 or shocks.ndim != 3 or shocks.shape[1] < 1 or shocks.shape[2] != book.n_symbols:
+        problems.append(Problem("scenarios", "shock", f"shocks must be a float64 array (scenario, step >= 1, "
+                                                      f"symbol = {book.n_symbols}); got {shocks.dtype} of shape "
+                                                      f"{shocks.shape}"))
+    elif ids.ndim == 1 and shocks.shape[0] != ids.size:
+        problems.append(Problem("scenarios", "shock", f"needs one row of shocks per scenario id: {ids.size} ids, "
+                                                      f"{shocks.shape[0]} rows"))
+    if problems:
+        raise BookError(problems)
+    bad = ~(np.isfinite(shocks) & (shocks > -1))
+    if bad.any():
+        problems.append(Problem("scenarios", "shock", "must be finite and > -1 (a relative move)", int(bad.sum()),
+                                tuple(f"scenario={ids[k]}, step={t}, symbol={book.symbols[j]!r}"
+                                      for k, t, j in np.argwhere(bad)[:5])))
+    distinct, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        problems.append(Problem("scenarios", "scenario", "one row per scenario id; duplicated ids",
+                                int(counts[counts > 1].sum()),
+                                tuple(f"scenario={v}" for v in distinct[counts > 1][:5])))
+    if problems:
+        raise BookError(problems)
+    return ids.astype(np.int64), shocks
 
 
 def _screen(runner: _Runner, first_shocks: np.ndarray, batch: int) -> np.ndarray:
@@ -688,36 +816,43 @@ def _quiet_row(runner: _Runner, sid, pol, shock, rec: _Records) -> dict:
                 / max(1.0, abs(st.value(book, book.mark_price))))
 
 
-def _results(book: Book, rec: _Records, timings: dict) -> StressResult:
+def _run_ids(labels: np.ndarray) -> np.ndarray:
+    """int64 ids to run ``scenario_paths``' scenario labels under: the labels themselves when
+    they are integers, else their positions (``_scenario_column`` maps them back)."""
+    return labels.astype(np.int64) if _fits_int64(labels) else np.arange(len(labels), dtype=np.int64)
+
+
+def _scenario_column(ids: np.ndarray, labels: np.ndarray | None, summary: bool) -> np.ndarray:
+    """A table's scenario column as ``stress`` has always written it: the frame's own labels.
+    Integer labels are int64 in the summary and keep their dtype in a non-empty detail table;
+    an empty detail table is int64."""
+    if labels is None or ids.size == 0:
+        return ids
+    if _fits_int64(labels):
+        return ids if summary else ids.astype(labels.dtype)
+    return labels[ids]
+
+
+def _results(rec: StressRecords, scenario_labels: np.ndarray | None = None) -> StressResult:
+    """StressResult frames from StressRecords: codes become Enum labels. ``scenario_labels``
+    (``scenario_paths``' ids, when the run used ``_run_ids`` of them) gives the scenario
+    columns back the scenario frame's values and dtype."""
     import polars as pl
 
-    syms = pl.Series(book.symbols, dtype=pl.Enum(list(book.symbols)))
+    def labelled(codes, labels) -> pl.Series:
+        return pl.Series(list(labels), dtype=pl.Enum(list(labels))).gather(codes)
 
-    def frame(cols: dict, schema: dict) -> pl.DataFrame:
-        data = {k: (np.concatenate(v) if v else np.zeros(0, dtype=schema[k])) for k, v in cols.items()}
-        return pl.DataFrame(data)
+    def frame(table: dict, summary: bool = False) -> pl.DataFrame:
+        cols = dict(table, scenario=_scenario_column(table["scenario"], scenario_labels, summary))
+        df = pl.DataFrame(cols)
+        return df.with_columns(labelled(df["policy"], POLICIES).alias("policy"))
 
-    liq = frame(rec.liq, {"scenario": np.int64, "policy": np.int8, "step": np.int64, "account_id": np.int64,
-                          "symbol": np.int32, "margin_mode": np.int8, "action": np.int8, "margin_ratio": float,
-                          "qty": float, "price": float})
-    liq = liq.with_columns(
-        pl.Series(["cross", "isolated"], dtype=pl.Enum(["cross", "isolated"])).gather(liq["margin_mode"]).alias("margin_mode"),
-        pl.Series(list(ACTIONS), dtype=pl.Enum(list(ACTIONS))).gather(liq["action"]).alias("action"))
-    fills = frame(rec.fills, {"scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32,
-                              "bankrupt_account_id": np.int64, "counterparty_account_id": np.int64,
-                              "qty": float, "price": float})
-    cuts = frame(rec.cuts, {"scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32,
-                            "account_id": np.int64, "amount": float})
-    prices = frame(rec.prices, {"scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32,
-                                "mark_price": float})
-    policies = pl.Series(list(POLICIES), dtype=pl.Enum(list(POLICIES)))
-    labelled = []
-    for df in (liq, fills, cuts, prices):
-        labelled.append(df.with_columns(policies.gather(df["policy"]).alias("policy"),
-                                        syms.gather(df["symbol"]).alias("symbol")))
-    liq, fills, cuts, prices = labelled
-    summary = pl.DataFrame(rec.summary) if rec.summary else pl.DataFrame()
-    if summary.height:
-        summary = summary.with_columns(pl.col("policy").cast(pl.Enum(list(POLICIES))))
-    return StressResult(summary=summary, liquidations=liq, adl_fills=fills, haircuts=cuts, prices=prices,
-                        timings=timings)
+    def with_symbols(df: pl.DataFrame) -> pl.DataFrame:
+        return df.with_columns(labelled(df["symbol"], rec.symbols).alias("symbol"))
+
+    liq = with_symbols(frame(rec.liquidations)).with_columns(
+        labelled(rec.liquidations["margin_mode"], MARGIN_MODES).alias("margin_mode"),
+        labelled(rec.liquidations["action"], ACTIONS).alias("action"))
+    return StressResult(summary=frame(rec.summary, summary=True), liquidations=liq,
+                        adl_fills=with_symbols(frame(rec.adl_fills)), haircuts=with_symbols(frame(rec.haircuts)),
+                        prices=with_symbols(frame(rec.prices)), timings=rec.timings)

@@ -1,6 +1,11 @@
 """Stress engine: conservation of money on every scenario and step, the ADL queue and its
 fills, the insurance fund, haircut policies, the ladder's restoring reduction, cascades."""
 
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
 from decimal import Decimal, getcontext
 
 import numpy as np
@@ -10,9 +15,12 @@ import pytest
 from gpurisk import Book, synthetic_book
 from gpurisk.book import BookError
 from gpurisk.ladder import Ladder
-from gpurisk.stress import Impact, _water_fill, shock_grid, stress
+from gpurisk.stress import (ACTIONS, ADL_FILL_COLUMNS, HAIRCUT_COLUMNS, LIQUIDATION_COLUMNS, MARGIN_MODES, POLICIES,
+                            PRICE_COLUMNS, SUMMARY_COLUMNS, Impact, _water_fill, run_stress, scenario_paths, shock_grid,
+                            stress)
 
 getcontext().prec = 50
+stress_module = importlib.import_module("gpurisk.stress")  # `gpurisk.stress` the attribute is the function
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +297,137 @@ def test_dydx_deleveraging_example_through_stress():
     s = res.summary.row(0, named=True)
     assert s["deficit"] == pytest.approx(100.0) and s["socialized_loss"] == pytest.approx(100.0)
     check_books_balance(res)
+
+
+# ------------------------------------------------------------------ the array core (run_stress)
+
+
+def assert_frame_is_arrays(frame: pl.DataFrame, arrays: dict, dtypes: dict, labels: dict):
+    """The frame holds exactly these arrays: same columns, same rows, floats bit for bit,
+    Enum columns by their codes and labels (``labels``: column -> labels of the codes)."""
+    assert list(arrays) == list(dtypes) == frame.columns
+    for name, a in arrays.items():
+        assert a.dtype == dtypes[name], name
+        col = frame[name]
+        if name in labels:
+            assert col.dtype == pl.Enum(list(labels[name])), name
+            assert col.cast(pl.String).to_list() == [labels[name][i] for i in a], name
+            col = col.to_physical()
+        got = col.to_numpy()
+        assert got.shape == a.shape, name
+        if a.dtype.kind == "f":
+            assert got.dtype == np.float64 and np.array_equal(got.view(np.uint64), a.view(np.uint64)), name
+        else:
+            assert np.array_equal(got, a), name
+
+
+@pytest.mark.parametrize("detail", [True, False])
+def test_run_stress_gives_the_arrays_behind_the_frames(book, detail):
+    """A multi-step path with impact and every policy: run_stress on scenario_paths' arrays
+    gives every summary column and every detail row of stress() bit for bit."""
+    path = pl.DataFrame({"scenario": [7, 7, 7, 3, 3], "step": [0, 1, 2, 0, 2],
+                         "symbol": ["*", "*", "BTCUSDT", "*", "ETHUSDT"], "shock": [-0.05, -0.15, -0.3, -0.2, -0.25]})
+    options = dict(backend="cpu", policy=["queue", "pro_rata", "capped_pro_rata", "rap"], steps=4,
+                   impact=Impact("sqrt", coefficient=0.2), insurance_fund=5_000.0, detail=detail)
+    frames = stress(book, path, **options)
+    ids, shocks = scenario_paths(book, path)
+    rec = run_stress(book, ids, shocks, **options)
+    assert rec.summary["scenario"].tolist() == [3] * 4 + [7] * 4
+    assert rec.summary["policy"].tolist() == [0, 1, 2, 3] * 2
+    assert (rec.summary["steps"] > 1).all()
+    labels = {"policy": POLICIES, "symbol": book.symbols, "margin_mode": MARGIN_MODES, "action": ACTIONS}
+    assert_frame_is_arrays(frames.summary, rec.summary, SUMMARY_COLUMNS, labels)
+    tables = [("liquidations", LIQUIDATION_COLUMNS), ("adl_fills", ADL_FILL_COLUMNS), ("haircuts", HAIRCUT_COLUMNS),
+              ("prices", PRICE_COLUMNS)]
+    for name, dtypes in tables:
+        assert_frame_is_arrays(getattr(frames, name), getattr(rec, name), dtypes, labels)
+        has_rows = len(getattr(rec, name)["scenario"]) > 0
+        assert has_rows == (detail or name == "prices"), name
+    assert set(rec.timings) == {"seconds", "scenarios", "screened_quiet"}
+
+
+def test_stress_keeps_the_scenario_frames_labels(book):
+    """Scenario ids that are not integers run under their positions and come back as given."""
+    grid = shock_grid(-0.4, 0.4, 3)
+    by_int = stress(book, grid, backend="cpu")
+    by_name = stress(book, grid.with_columns(pl.col("scenario").replace_strict([0, 1, 2], ["lo", "mid", "hi"])),
+                     backend="cpu")
+    assert by_name.summary["scenario"].to_list() == ["hi", "lo", "mid"]  # sorted, as scenario_paths orders them
+    back = {"lo": 0, "mid": 1, "hi": 2}
+    for name in ("summary", "liquidations", "adl_fills", "prices"):
+        relabelled = getattr(by_name, name).with_columns(pl.col("scenario").replace_strict(back, return_dtype=pl.Int64))
+        assert relabelled.height > 0
+        key = [c for c in ("scenario", "policy", "step") if c in relabelled.columns]
+        assert relabelled.sort(key, maintain_order=True).equals(getattr(by_int, name).sort(key, maintain_order=True))
+
+
+def test_run_stress_runs_without_polars(tmp_path):
+    """The array core imports no Polars: a subprocess where `import polars` fails runs it."""
+    script = textwrap.dedent("""
+        import sys
+
+        class NoPolars:
+            def find_spec(self, name, path=None, target=None):
+                if name == "polars" or name.startswith("polars."):
+                    raise ImportError("polars is blocked in this test")
+
+        sys.meta_path.insert(0, NoPolars())
+        try:
+            import polars
+            raise SystemExit("the blocker did not block polars")
+        except ImportError:
+            pass
+        import numpy as np
+        import gpurisk
+        from gpurisk.stress import run_stress
+
+        book = gpurisk.synthetic_book(300, seed=1)
+        shocks = np.full((2, 1, book.n_symbols), -0.4)
+        shocks[1] = 0.0
+        rec = run_stress(book, np.array([10, 11]), shocks, backend="cpu", policy=["queue", "rap"])
+        assert rec.summary["scenario"].tolist() == [10, 10, 11, 11], rec.summary
+        assert rec.summary["accounts_liquidated"][0] > 0 and len(rec.liquidations["qty"]) > 0
+        assert not [m for m in sys.modules if m.split(".")[0] == "polars"]
+        print("ran without polars")
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(stress_module.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "ran without polars" in done.stdout
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda ids, sh: (ids, sh[:, 0, :]), r"scenarios.shock: shocks must be a float64 array .*shape \(3, 10\)"),
+    (lambda ids, sh: (ids, sh[:, :, :4]),
+     r"scenarios.shock: shocks must be a float64 array .*symbol = 10\); got float64 of shape \(3, 2, 4\)"),
+    (lambda ids, sh: (ids, sh.astype(np.float32)), r"scenarios.shock: shocks must be a float64 array .*; got float32"),
+    (lambda ids, sh: (ids[:2], sh), r"scenarios.shock: needs one row of shocks per scenario id: 2 ids, 3 rows"),
+    (lambda ids, sh: (ids.astype(float), sh), r"scenarios.scenario: scenario_ids must be a 1-D int64 array"),
+    (lambda ids, sh: (ids[:0], sh[:0]), r"scenarios.scenario: needs at least one scenario"),
+    (lambda ids, sh: (ids, _set(sh, (1, 1, 3), np.nan)),
+     r"scenarios.shock: must be finite and > -1 .* 1 row: scenario=11, step=1, symbol='BTCUSDT'"),
+    (lambda ids, sh: (ids, _set(sh, (2, 0, 0), np.inf)), r"scenarios.shock: must be finite .*scenario=12, step=0"),
+    (lambda ids, sh: (ids, _set(sh, (0, 1, 0), -1.0)), r"scenarios.shock: must be finite and > -1 .*scenario=10"),
+    (lambda ids, sh: (ids, _set(sh, (0, 0, 0), -1.5)), r"scenarios.shock: must be finite and > -1"),
+    (lambda ids, sh: (np.array([10, 11, 10]), sh),
+     r"scenarios.scenario: one row per scenario id; .* 2 rows: scenario=10"),
+])
+def test_run_stress_refuses_bad_arrays_before_computing(book, monkeypatch, change, problem):
+    ids, shocks = np.array([10, 11, 12]), np.full((3, 2, book.n_symbols), -0.2)
+    assert book.symbols[3] == "BTCUSDT"
+    started = []
+    monkeypatch.setattr(stress_module, "_Runner", lambda *a, **k: started.append(a) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # good arrays reach the compute
+        run_stress(book, ids, shocks, backend="cpu")
+    assert len(started) == 1
+    bad_ids, bad_shocks = change(ids, shocks.copy())
+    with pytest.raises(BookError, match=problem):
+        run_stress(book, bad_ids, bad_shocks, backend="cpu")
+    assert len(started) == 1
+
+
+def _set(a: np.ndarray, where, value) -> np.ndarray:
+    a[where] = value
+    return a
