@@ -24,43 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpurisk.backend import get_backend  # noqa: E402
 from gpurisk.engine import Engine  # noqa: E402
 from gpurisk.synthetic import synthetic_book  # noqa: E402
-from harness import kernel_pass_bytes, stages  # noqa: E402
+from harness import Timer, device_bandwidth, kernel_pass_bytes, stages, warm_up  # noqa: E402
 
 POSITIONS_PER_ACCOUNT = 2.66
-
-
-class Timer:
-    """Device events on the GPU, perf_counter on the CPU."""
-
-    def __init__(self, backend):
-        self.backend = backend
-        self.gpu = backend.name == "gpu"
-
-    def __call__(self, fn, repeats: int) -> list[float]:
-        out = []
-        for _ in range(repeats):
-            if self.gpu:
-                cp = self.backend.xp
-                start, stop = cp.cuda.Event(), cp.cuda.Event()
-                start.record()
-                fn()
-                stop.record()
-                stop.synchronize()
-                out.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
-            else:
-                t = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t)
-        return out
-
-
-def device_bandwidth(backend, nbytes=1 << 30, repeats=10) -> float:
-    xp = backend.xp
-    src = xp.ones(nbytes // 8)
-    dst = xp.empty_like(src)
-    timer = Timer(backend)
-    timer(lambda: dst.__setitem__(Ellipsis, src), 2)
-    return 2 * src.nbytes / min(timer(lambda: dst.__setitem__(Ellipsis, src), repeats))
 
 
 def main(argv=None) -> int:
@@ -75,6 +41,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     book = synthetic_book(max(1, round(args.positions / POSITIONS_PER_ACCOUNT)), seed=0)
     t_synth = time.perf_counter() - t
+    warm_up(backend)  # the upload below then times the copy, not CuPy compiling its kernels
     engine = Engine(book, venue=args.venue, backend=backend)
     b = engine.backend
     if engine.device is None:

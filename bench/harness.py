@@ -1,9 +1,11 @@
 """What the benchmarks time, defined once: the revaluation kernel pass, the ADL ranking,
-and the bytes the kernel pass must move (for the memory floor). Arrays only, no Polars."""
+and the bytes the kernel pass must move (for the memory floor); how they time it (device
+events on a GPU) and the copy bandwidth of the device. Arrays only, no Polars."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -41,3 +43,50 @@ def kernel_pass_bytes(engine, risk) -> int:
                  pm.upnl, pm.maint, dev.wallet, am.equity, am.maint, am.ratio, am.status, am.n_cross,
                  pr.equity, pr.ratio, pr.status, pr.liq_price, pr.bankruptcy_price]
     return sum(int(a.nbytes) for a in margin + account + positions)
+
+
+class Timer:
+    """Seconds per call of ``fn``: device events on a GPU, perf_counter on the CPU."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.gpu = backend.name == "gpu"
+
+    def __call__(self, fn, repeats: int) -> list[float]:
+        out = []
+        for _ in range(repeats):
+            if self.gpu:
+                cp = self.backend.xp
+                start, stop = cp.cuda.Event(), cp.cuda.Event()
+                start.record()
+                fn()
+                stop.record()
+                stop.synchronize()
+                out.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+            else:
+                t = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t)
+        return out
+
+
+def device_bandwidth(backend, nbytes=1 << 30, repeats=10) -> float:
+    """Bytes read + written per second by the best of ``repeats`` device-to-device copies."""
+    xp = backend.xp
+    src = xp.ones(nbytes // 8)
+    dst = xp.empty_like(src)
+    timer = Timer(backend)
+    timer(lambda: dst.__setitem__(Ellipsis, src), 2)
+    return 2 * src.nbytes / min(timer(lambda: dst.__setitem__(Ellipsis, src), repeats))
+
+
+def warm_up(backend) -> None:
+    """Compile every kernel and CuPy's own kernels (first use compiles them) on a tiny book,
+    so a timed upload or revaluation measures the work, not the compilers."""
+    from gpurisk.engine import Engine
+    from gpurisk.synthetic import synthetic_book
+
+    for venue in ("binance", "bitmex", "dydx"):
+        engine = Engine(synthetic_book(300, seed=1, isolated_share=0.3), venue=venue, backend=backend)
+        engine.revalue(engine.book.mark_price * 0.7)
+    backend.synchronize()

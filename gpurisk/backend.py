@@ -37,28 +37,55 @@ class Backend:
     def synchronize(self) -> None:
         pass
 
+    def device_memory(self) -> "tuple[int, int] | None":
+        """(free, total) bytes of the device the tables live on, or None where they live in
+        host memory."""
+        return None
+
     def queue_order(self, group, score, n_groups: int, out=None):
         """Positions ordered by (group, score descending, index): a total order, so every
-        correct sort gives the same permutation. Two stable sorts on ``xp`` (``out`` unused:
-        CuPy's memory pool already recycles)."""
+        correct sort gives the same permutation. -0.0 ties with 0.0; NaN scores (any sign or
+        payload) come after every number, tied. Two stable sorts on ``xp``; ``out``: an int64
+        array to write the order into."""
         xp = self.xp
-        by_score = xp.argsort(-(score + 0.0), kind="stable")  # + 0.0: -0.0 ties with 0.0
+        with np.errstate(invalid="ignore"):  # a signalling NaN payload warns in NumPy
+            by_score = xp.argsort(-(score + 0.0), kind="stable")  # NaN sorts last in NumPy and CuPy
         narrow = xp.int16 if n_groups < 2**15 else xp.int32
-        return by_score[xp.argsort(group[by_score].astype(narrow), kind="stable")]
+        by_group = xp.argsort(group[by_score].astype(narrow), kind="stable")
+        if out is not None and out.size == score.size and out.dtype == by_score.dtype:
+            return xp.take(by_score, by_group, out=out)
+        return by_score[by_group]
 
     def __repr__(self) -> str:
         return f"<gpurisk backend {self.name}>"
 
+    #: the array type whose memory the kernels can read, and what to call it in errors
+    array_type: type = np.ndarray
+    array_kind = "host (NumPy)"
+
     def _check(self, kernel: str, args: tuple) -> _kernels.KernelSignature:
+        """Every argument is what the kernel's signature says, before anything runs: a
+        wrong buffer would otherwise crash the process or fail deep inside CuPy."""
         sig = _kernels.signatures()[kernel]
         if len(args) != len(sig.params):
             raise TypeError(f"kernel {kernel} takes {len(sig.params)} arguments, got {len(args)}")
         for p, a in zip(sig.params, args):
             if p.kind == "ptr":
+                if not isinstance(a, self.array_type):
+                    raise TypeError(
+                        f"kernel {kernel}: argument {p.name} is a {type(a).__module__}.{type(a).__name__}; "
+                        f"the {self.name} backend runs on {self.array_kind} arrays: pass backend.asarray(...)")
                 if a.dtype != np.dtype(p.dtype) or not a.flags.c_contiguous:
                     raise TypeError(f"kernel {kernel}: argument {p.name} must be a contiguous "
                                     f"{p.dtype} array, got {a.dtype} (contiguous={a.flags.c_contiguous})")
+                self._check_place(kernel, p.name, a)
+            elif not isinstance(a, (int, float, np.integer, np.floating)) or isinstance(a, bool):
+                raise TypeError(f"kernel {kernel}: argument {p.name} must be a {p.dtype} scalar, "
+                                f"got {type(a).__name__}")
         return sig
+
+    def _check_place(self, kernel: str, name: str, a) -> None:
+        """Device arrays: on the device this backend launches on."""
 
 
 class CpuBackend(Backend):
@@ -123,7 +150,23 @@ class GpuBackend(Backend):
             )
         self.xp = cupy
         self._cupy = cupy
+        self.array_type = cupy.ndarray
+        self.array_kind = "device (CuPy)"
+        self.device_id = cupy.cuda.Device().id
         self._grid_cap = cupy.cuda.Device().attributes["MultiProcessorCount"] * 32
+        #: indices one launch covers before its grid-stride loops wrap
+        self.launch_threads = self._grid_cap * GPU_BLOCK
+
+    def _check_place(self, kernel: str, name: str, a) -> None:
+        if a.device.id != self.device_id:
+            raise TypeError(f"kernel {kernel}: argument {name} lives on GPU {a.device.id}; this backend "
+                            f"launches on GPU {self.device_id}")
+
+    def device_memory(self) -> tuple[int, int]:
+        """Free bytes count what CuPy's memory pool holds without using: the pool keeps freed
+        blocks for reuse, and they are as good as free to a new table."""
+        free, total = self._cupy.cuda.runtime.memGetInfo()
+        return int(free) + int(self._cupy.get_default_memory_pool().free_bytes()), int(total)
 
     @functools.lru_cache(maxsize=None)
     def _function(self, kernel: str):

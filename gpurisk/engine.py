@@ -7,6 +7,7 @@ the one-shot form. Results stay on the device until a table is asked for.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,35 @@ def liquidation_root_bounds(tier_floor, tier_mmr, tier_cum) -> np.ndarray:
         bounds = np.stack([at_floor - tier_floor, -(tier_floor + at_floor)], axis=1).ravel()
     bounds[np.repeat(~np.isfinite(tier_floor), 2)] = -np.inf
     return bounds
+
+
+#: device bytes per position a chunk needs: inputs, results and temporaries
+BYTES_PER_POSITION = 320
+#: the share of free device memory a chunk may take (CuPy's and the sort's own buffers)
+CHUNK_MEMORY_SHARE = 0.7
+
+
+def auto_chunk_positions(n_positions: int, free_bytes: int, workers_per_gpu: int = 1) -> int | None:
+    """Positions per chunk for a book on a device with ``free_bytes`` free (counting what the
+    array pool holds unused), shared by ``workers_per_gpu`` processes: None when the whole
+    book fits in one pass."""
+    if workers_per_gpu < 1:
+        raise ValueError(f"workers_per_gpu must be >= 1, got {workers_per_gpu}")
+    fits = int(free_bytes * CHUNK_MEMORY_SHARE / workers_per_gpu) // BYTES_PER_POSITION
+    return None if n_positions <= fits else max(fits, 1)
+
+
+def _workers_per_gpu(given: int | None) -> int:
+    if given is not None:
+        return int(given)
+    text = os.environ.get("GPURISK_WORKERS_PER_GPU", "1")
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"GPURISK_WORKERS_PER_GPU must be a whole number >= 1, got {text!r}")
+    return value
 
 
 class DeviceBook:
@@ -229,20 +259,23 @@ class Engine:
 
     ``chunk_positions``: process the book in chunks of whole accounts holding at most this
     many positions (for books larger than GPU memory; on the gpu backend the default is
-    sized from free device memory). The per-account figures do not depend on the chunking
-    and the ADL ranking stays global, so the results are identical to one pass.
+    sized from free device memory, see auto_chunk_positions). The per-account figures do not
+    depend on the chunking and the ADL ranking stays global, so the results are identical
+    to one pass.
+    ``workers_per_gpu``: how many processes (e.g. Dask workers) share this GPU; each sizes
+    its chunks from its share of the free memory. Default: $GPURISK_WORKERS_PER_GPU, else 1.
     """
 
-    #: device bytes per position a chunk needs: inputs, results and temporaries
-    BYTES_PER_POSITION = 320
+    BYTES_PER_POSITION = BYTES_PER_POSITION
 
     def __init__(self, book: Book, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto",
-                 chunk_positions: int | None = None):
+                 chunk_positions: int | None = None, workers_per_gpu: int | None = None):
         self.book = book
         self.venue = get_venue(venue)
         self.backend = get_backend(backend)
-        if chunk_positions is None and self.backend.name == "gpu":
-            chunk_positions = self._gpu_chunk_positions()
+        memory = self.backend.device_memory()
+        if chunk_positions is None and memory is not None:
+            chunk_positions = auto_chunk_positions(book.n_positions, memory[0], _workers_per_gpu(workers_per_gpu))
         self.chunks = book.account_chunks(chunk_positions) if chunk_positions else [(0, book.n_accounts)]
         t = time.perf_counter()
         if len(self.chunks) == 1:
@@ -252,11 +285,6 @@ class Engine:
             self.host = DeviceBook(book, get_backend("cpu"))
         self.backend.synchronize()
         self.upload_seconds = time.perf_counter() - t
-
-    def _gpu_chunk_positions(self) -> int | None:
-        free = int(self.backend.xp.cuda.runtime.memGetInfo()[0])
-        fits = int(free * 0.7) // self.BYTES_PER_POSITION
-        return None if self.book.n_positions <= fits else max(fits, 1)
 
     def revalue(self, marks=None, out: Risk | None = None, rank: bool = True) -> Risk:
         """Revalue every account and position at ``marks`` (the book's marks where not given).

@@ -203,24 +203,50 @@ def _ctype(p: Param):
 # ---------------------------------------------------------------- GPU build checks
 
 
+def _nvrtc(fname: str, options: list[str], cubin: bool = False) -> tuple[str, str]:
+    """(PTX or "" when ``cubin``, program log) of one kernel file compiled by NVRTC with the
+    run-time options plus ``options``. CuPy's low-level bindings need no device."""
+    from cupy.cuda import nvrtc
+
+    prog = nvrtc.createProgram(source(fname), fname, [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, [*NVRTC_OPTIONS, *options])
+        except nvrtc.NVRTCError as exc:
+            raise KernelBuildError(f"NVRTC failed on kernels/{fname}:\n{nvrtc.getProgramLog(prog)}") from exc
+        log = nvrtc.getProgramLog(prog)
+        log = log.decode() if isinstance(log, bytes) else log
+        if cubin:
+            nvrtc.getCUBIN(prog)
+            return "", log
+        ptx = nvrtc.getPTX(prog)
+        return (ptx.decode() if isinstance(ptx, bytes) else ptx), log
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
 def nvrtc_ptx(fname: str, arch: str = "compute_90") -> str:
     """Compile one kernel file to PTX with NVRTC and the run-time options, without a GPU.
 
     Uses CuPy's low-level NVRTC bindings (they need no device), so CI checks that every
     kernel compiles for the GPU exactly as the gpu backend will compile it.
     """
-    from cupy.cuda import nvrtc
+    return _nvrtc(fname, [f"--gpu-architecture={arch}"])[0]
 
-    prog = nvrtc.createProgram(source(fname), fname, [], [])
-    try:
-        opts = [*NVRTC_OPTIONS, f"--gpu-architecture={arch}"]
-        try:
-            nvrtc.compileProgram(prog, opts)
-        except nvrtc.NVRTCError as exc:
-            raise KernelBuildError(f"NVRTC failed on kernels/{fname}:\n{nvrtc.getProgramLog(prog)}") from exc
-        return nvrtc.getPTX(prog).decode() if isinstance(nvrtc.getPTX(prog), bytes) else nvrtc.getPTX(prog)
-    finally:
-        nvrtc.destroyProgram(prog)
+
+_PTXAS_ENTRY = re.compile(r"Function properties for (\w+)\s*\n.*?(\d+) bytes stack frame, (\d+) bytes spill stores, "
+                          r"(\d+) bytes spill loads\s*\n.*?Used (\d+) registers", re.S)
+
+
+def ptxas_resources(fname: str, arch: str = "sm_90") -> dict[str, dict[str, int]]:
+    """Per kernel of one file, what ptxas reports when NVRTC builds machine code for
+    ``arch`` (no GPU needed): registers, stack frame, spill stores and loads in bytes."""
+    log = _nvrtc(fname, [f"--gpu-architecture={arch}", "--ptxas-options=-v"], cubin=True)[1]
+    out = {}
+    for m in _PTXAS_ENTRY.finditer(log):
+        out[m.group(1)] = {"registers": int(m.group(5)), "stack_bytes": int(m.group(2)),
+                           "spill_store_bytes": int(m.group(3)), "spill_load_bytes": int(m.group(4))}
+    return out
 
 
 def nvcc_ptx(fname: str, nvcc: str | None = None) -> str:

@@ -14,6 +14,9 @@
 namespace {
 
 inline uint64_t descending_key(double score) {
+    // NaN (any sign or payload) ranks after every number, all NaNs tied: the order NumPy's
+    // and CuPy's sorts give, so every backend agrees.
+    if (score != score) return ~0ULL;
     double s = score + 0.0;  // -0.0 -> +0.0: equal scores must have equal keys
     uint64_t bits;
     memcpy(&bits, &s, sizeof bits);
