@@ -60,7 +60,7 @@ from gpurisk.liquidation import PositionRisk  # noqa: E402
 from gpurisk.margin import AccountMargin, PositionMargin  # noqa: E402
 from gpurisk.adl import AdlQueues  # noqa: E402
 from gpurisk.parity import (StandInBackend, adversarial_queue_keys, compare, plant, queue_order_oracle,  # noqa: E402
-                            risk_arrays, stress_arrays, tiny_books)
+                            risk_arrays, run_stress_case, scenario_arrays, stress_arrays, stress_cases, tiny_books)
 from gpurisk.synthetic import synthetic_book  # noqa: E402
 from harness import Timer, device_bandwidth, kernel_pass_bytes, stages, warm_up  # noqa: E402
 
@@ -264,13 +264,15 @@ def section_chunks(check: Check, entry: dict) -> None:
                small_ref, risk_arrays(engine.revalue()))
 
     # Automatic sizing. Memory the pool holds unused is free: a book that fits is one pass
-    # even after the pool has kept a large freed block.
+    # even after the pool has kept a freed block so large that the driver alone reports
+    # too little free for the book.
     free, total = check.candidate.device_memory()
     entry["figures"]["device_memory_free_bytes"] = free
     if check.candidate.name == "gpu":
         cp = check.candidate.xp
         pool = cp.get_default_memory_pool()
-        block = cp.empty(int(free * 0.6) // 8, dtype=cp.float64)
+        need = n * BYTES_PER_POSITION / CHUNK_MEMORY_SHARE
+        block = cp.empty(max(0, int(free - need / 2)) // 8, dtype=cp.float64)
         del block  # back to the pool, not to the driver
         raw_free = int(cp.cuda.runtime.memGetInfo()[0])
         entry["figures"].update(raw_free_bytes_with_pool_block=raw_free, pool_free_bytes=int(pool.free_bytes()))
@@ -321,52 +323,17 @@ def section_sort(check: Check, entry: dict) -> None:
                {"order": ref.queue_order(group, score, n_groups)})
 
 
-def stress_configs(quick: bool) -> list[dict]:
-    """Every policy and every ladder kind, both impact models, one- and multi-step paths,
-    each over several screening batches."""
-    return [
-        dict(venue="binance", policy=["queue", "pro_rata", "capped_pro_rata", "rap"], steps=1, impact=None,
-             path=False, fund=2e5),  # ladder: reduce to a target ratio
-        dict(venue="hyperliquid", policy=["queue", "rap"], steps=4, impact="sqrt", path=True,
-             fund=0.0),  # ladder: slices and backstop
-        dict(venue="bitmex", policy=["pro_rata", "capped_pro_rata"], steps=3, impact="linear", path=True,
-             fund=5e4),  # no ladder; MM on entry
-        dict(venue="dydx", policy=["queue"], steps=2, impact="sqrt", path=False, fund=0.0),  # random queues
-        dict(venue="bybit", policy=["queue", "pro_rata"], steps=1, impact=None, path=False, fund=0.0),
-    ][: 3 if quick else 5]
-
-
-def scenario_arrays(book, n: int, steps: int, path: bool, lo=-0.45, hi=0.3) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, shocks[scenario, step, symbol]): a grid from lo to hi; a path reaches it in
-    ``steps`` steps, odd symbols moving 0.7 as far."""
-    level = np.linspace(lo, hi, n)
-    symbol_factor = np.where(np.arange(book.n_symbols) % 2 == 0, 1.0, 0.7)
-    if path:
-        frac = np.arange(1, steps + 1) / steps
-        shocks = level[:, None, None] * frac[None, :, None] * symbol_factor[None, None, :]
-    else:
-        shocks = level[:, None, None] * symbol_factor[None, None, :]
-    return np.arange(n, dtype=np.int64), np.ascontiguousarray(shocks)
-
-
 def section_stress(check: Check, entry: dict) -> None:
-    from gpurisk.stress import run_stress
-
     book = synthetic_book(1_500 if check.mode == "stand-in" else 20_000, seed=9, isolated_share=0.3)
     n_scenarios, batch = (6, 4) if check.quick else (10, 4)
     entry["figures"].update(positions=book.n_positions, scenarios=n_scenarios, screening_batch=batch)
-    for cfg in stress_configs(check.quick):
-        ids, shocks = scenario_arrays(book, n_scenarios, cfg["steps"], cfg["path"])
-        runs = {}
-        for name, backend in (("reference", check.reference), ("candidate", check.candidate)):
-            runs[name] = run_stress(book, ids, shocks, venue=cfg["venue"], backend=backend,
-                                    insurance_fund=cfg["fund"], policy=cfg["policy"], steps=cfg["steps"],
-                                    impact=cfg["impact"], batch=batch, progress=False, detail=True)
-        ref = stress_arrays(runs["reference"])
+    for case in stress_cases(check.quick):
+        ref = stress_arrays(run_stress_case(book, case, check.reference, n_scenarios, batch))
+        got = stress_arrays(run_stress_case(book, case, check.candidate, n_scenarios, batch))
         rows = {k.split(".")[0]: int(v.size) for k, v in ref.items()}
-        what = (f"{cfg['venue']} ({'/'.join(cfg['policy'])}, {cfg['steps']} step(s), impact {cfg['impact']}): "
+        what = (f"{case['venue']} ({'/'.join(case['policy'])}, {case['steps']} step(s), impact {case['impact']}): "
                 + ", ".join(f"{rows[t]:,} {t} rows" for t in ("summary", "liquidations", "adl_fills", "haircuts")))
-        parity(entry, what, ref, stress_arrays(runs["candidate"]))
+        parity(entry, what, ref, got)
 
 
 def section_flags(check: Check, entry: dict) -> None:

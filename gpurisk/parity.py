@@ -163,6 +163,45 @@ def queue_order_oracle(group: np.ndarray, score: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(score.size), descending, nan, group))
 
 
+def stress_cases(quick: bool = False) -> list[dict]:
+    """Every policy and every ladder kind, both impact models, one- and multi-step paths,
+    each over several screening batches."""
+    return [
+        dict(venue="binance", policy=["queue", "pro_rata", "capped_pro_rata", "rap"], steps=1, impact=None,
+             path=False, fund=2e5),  # ladder: reduce to a target ratio
+        dict(venue="hyperliquid", policy=["queue", "rap"], steps=4, impact="sqrt", path=True,
+             fund=0.0),  # ladder: slices and backstop
+        dict(venue="bitmex", policy=["pro_rata", "capped_pro_rata"], steps=3, impact="linear", path=True,
+             fund=5e4),  # no ladder; MM on entry
+        dict(venue="dydx", policy=["queue"], steps=2, impact="sqrt", path=False, fund=0.0),  # random queues
+        dict(venue="bybit", policy=["queue", "pro_rata"], steps=1, impact=None, path=False, fund=0.0),
+    ][: 3 if quick else 5]
+
+
+def scenario_arrays(book, n: int, steps: int, path: bool, lo=-0.45, hi=0.3) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, shocks[scenario, step, symbol]): a grid from lo to hi; a path reaches it in
+    ``steps`` steps, odd symbols moving 0.7 as far."""
+    level = np.linspace(lo, hi, n)
+    symbol_factor = np.where(np.arange(book.n_symbols) % 2 == 0, 1.0, 0.7)
+    if path:
+        frac = np.arange(1, steps + 1) / steps
+        shocks = level[:, None, None] * frac[None, :, None] * symbol_factor[None, None, :]
+    else:
+        shocks = level[:, None, None] * symbol_factor[None, None, :]
+    return np.arange(n, dtype=np.int64), np.ascontiguousarray(shocks)
+
+
+def run_stress_case(book, case: dict, backend, n_scenarios: int = 10, batch: int = 4):
+    """One of ``stress_cases`` on ``book``: ``n_scenarios`` scenarios screened ``batch`` at
+    a time, every detail row kept (StressRecords)."""
+    from .stress import run_stress
+
+    ids, shocks = scenario_arrays(book, n_scenarios, case["steps"], case["path"])
+    return run_stress(book, ids, shocks, venue=case["venue"], backend=backend, insurance_fund=case["fund"],
+                      policy=case["policy"], steps=case["steps"], impact=case["impact"], batch=batch,
+                      progress=False, detail=True)
+
+
 class StandInBackend(CpuBackend):
     """The cpu kernels standing in for a GPU where there is none, so the device check's own
     logic runs in CI: one thread (the reference runs on all), the queue sort the gpu backend

@@ -23,12 +23,3 @@ def tiny_frames():
             "isolated_margin": [0.0, 0.0, 0.0, 300.0],
         }),
     }
-
-
-def risk_arrays(risk) -> dict:
-    """Every result array of a Risk on the host, by name (for bit-for-bit comparisons)."""
-    out = {}
-    for part in (risk.position_margin, risk.account_margin, risk.position_risk, risk.adl):
-        for k, v in vars(part).items():
-            out[f"{type(part).__name__}.{k}"] = risk.backend.to_host(v)
-    return out

@@ -7,7 +7,7 @@ import pytest
 
 from gpurisk import BookError, Engine, revalue, synthetic_book
 from gpurisk.backend import CpuBackend, get_backend
-from tests.books import risk_arrays
+from gpurisk.parity import risk_arrays
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,86 @@
+"""The device check (bench/gpu_check.py) checked where there is no GPU: its stand-in mode
+passes, needs no Polars, catches a planted 1-bit difference and skips what the budget does
+not allow; tests/test_gpu.py collects and runs without Polars."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpurisk.backend import gpu_available
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_POLARS = "import sys; sys.modules['polars'] = None\n"  # any import of polars now fails
+
+
+def device_check(tmp_path, *args, polars=True):
+    out = tmp_path / "check"
+    code = ("" if polars else NO_POLARS) + (
+        "import runpy, sys\n"
+        f"sys.argv = ['gpu_check.py', '--out', {str(out)!r}, *{list(args)!r}]\n"
+        f"runpy.run_path({str(ROOT / 'bench' / 'gpu_check.py')!r}, run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    report = json.loads((out / "gpu-check.json").read_text()) if (out / "gpu-check.json").exists() else None
+    return run, report, out
+
+
+def sections(report):
+    return {s["name"]: s for s in report["sections"]}
+
+
+def test_stand_in_check_passes_every_section_without_polars(tmp_path):
+    run, report, out = device_check(tmp_path, "--stand-in", polars=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert report["passed"] and report["mode"] == "stand-in"
+    by_name = sections(report)
+    assert set(by_name) == {"compile", "tiny", "revalue", "chunks", "sort", "stress", "flags", "timing"}
+    assert all(s["status"] == "pass" for s in report["sections"]), [(s["name"], s["notes"]) for s in report["sections"]]
+    assert len(by_name["revalue"]["checks"]) == 15  # five venues, three mark sets
+    assert by_name["revalue"]["figures"]["account_loop_passes"] > 2
+    assert len(by_name["stress"]["checks"]) == 5
+    assert all(c["elements"] > 0 for c in by_name["stress"]["checks"])
+    assert {r["kernel"] for r in by_name["compile"]["figures"]["kernels"]} >= {"position_risk", "stress_flags"}
+    assert by_name["timing"]["figures"]["revalue"] and by_name["timing"]["figures"]["stress_grid"]["seconds"] > 0
+    text = (out / "gpu-check.md").read_text()
+    assert "ALL CHECKS PASSED" in text and "| position_risk | liquidation.cu |" in text
+    assert not list(out.glob(".*.tmp"))  # written atomically: no temporary left behind
+
+
+@pytest.mark.parametrize("output", ["position_risk.liq_price", "account_margin.status"])
+def test_a_planted_one_bit_difference_is_caught_and_named(tmp_path, output):
+    run, report, out = device_check(tmp_path, "--stand-in", "--quick", "--only", "revalue", "chunks",
+                                    "--plant", output)
+    assert run.returncode == 1, run.stdout + run.stderr
+    by_name = sections(report)
+    assert by_name["revalue"]["status"] == "FAIL" and by_name["chunks"]["status"] == "pass"
+    failed = [m for c in by_name["revalue"]["checks"] for m in c["mismatches"]]
+    assert len(failed) == 1 and failed[0].startswith(f"{output}: 1 element(s) differ")
+    assert not report["passed"]
+    assert f"{output}: 1 element(s) differ" in (out / "gpu-check.md").read_text()
+
+
+def test_sections_the_budget_cannot_hold_are_skipped_and_said(tmp_path):
+    run, report, _ = device_check(tmp_path, "--stand-in", "--quick", "--budget", "4")
+    assert run.returncode == 0, run.stdout + run.stderr
+    by_name = sections(report)
+    assert by_name["sort"]["status"] == "pass"  # needs 2 s: it fits
+    for name in ("compile", "revalue", "timing"):
+        assert by_name[name]["status"] == "skipped"
+        assert "of the budget left" in by_name[name]["notes"][0]
+
+
+def test_without_a_gpu_the_check_says_to_use_the_stand_in(tmp_path):
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    run, report, _ = device_check(tmp_path)
+    assert run.returncode == 2 and report is None
+    assert "--stand-in" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_gpu_tests_collect_and_run_without_polars():
+    code = NO_POLARS + "import pytest; sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/test_gpu.py']))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "error" not in run.stdout.lower()
