@@ -219,3 +219,28 @@ def test_account_chunks_cover_every_account_once(book):
     assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
     sizes = [book.pos_start[e] - book.pos_start[s] for s, e in chunks]
     assert max(sizes) <= 1_000 and sum(sizes) == book.n_positions
+
+
+def test_automatic_chunks_are_sized_from_free_memory_and_the_workers_sharing_it():
+    from gpurisk.engine import BYTES_PER_POSITION, CHUNK_MEMORY_SHARE, auto_chunk_positions
+
+    fits = int(10**9 * CHUNK_MEMORY_SHARE) // BYTES_PER_POSITION
+    assert auto_chunk_positions(fits, 10**9) is None  # fits: one pass
+    assert auto_chunk_positions(fits + 1, 10**9) == fits
+    assert auto_chunk_positions(fits, 10**9, workers_per_gpu=4) == int(10**9 * CHUNK_MEMORY_SHARE / 4) // BYTES_PER_POSITION
+    assert auto_chunk_positions(10, 0) == 1  # never zero positions per chunk
+    with pytest.raises(ValueError, match="workers_per_gpu"):
+        auto_chunk_positions(10, 10**9, workers_per_gpu=0)
+
+
+def test_workers_per_gpu_comes_from_the_environment(book, monkeypatch):
+    from gpurisk.parity import StandInBackend
+
+    device = StandInBackend(memory_bytes=book.n_positions * 320 * 2)  # room for the book twice
+    assert len(Engine(book, backend=device).chunks) == 1
+    monkeypatch.setenv("GPURISK_WORKERS_PER_GPU", "4")
+    assert len(Engine(book, backend=device).chunks) >= 3
+    assert len(Engine(book, backend=device, workers_per_gpu=1).chunks) == 1  # the argument wins
+    monkeypatch.setenv("GPURISK_WORKERS_PER_GPU", "two")
+    with pytest.raises(ValueError, match="GPURISK_WORKERS_PER_GPU must be a whole number"):
+        Engine(book, backend=device)
