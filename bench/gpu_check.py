@@ -102,7 +102,9 @@ class Check:
         one launch: 2.5 launch widths of accounts."""
         if self._wrap_book is None:
             n = math.ceil(2.5 * self.launch_threads)
+            t = time.monotonic()
             self._wrap_book = synthetic_book(n, seed=7, isolated_share=0.3)
+            self.build_seconds_per_account = (time.monotonic() - t) / n
         return self._wrap_book
 
     def mark_sets(self, book) -> dict[str, np.ndarray]:
@@ -276,11 +278,15 @@ def section_chunks(check: Check, entry: dict) -> None:
         del block  # back to the pool, not to the driver
         raw_free = int(cp.cuda.runtime.memGetInfo()[0])
         entry["figures"].update(raw_free_bytes_with_pool_block=raw_free, pool_free_bytes=int(pool.free_bytes()))
+    free_now = check.candidate.device_memory()[0]
     engine = Engine(book, venue="binance", backend=check.candidate)
-    fits = len(engine.chunks) == 1
-    entry["checks"].append({"what": "automatic sizing keeps a book that fits in one pass", "outputs": 1, "elements": 1,
-                            "mismatches": [] if fits else [f"split into {len(engine.chunks)} chunks with "
-                                                           f"{check.candidate.device_memory()[0]:,} bytes free"]})
+    if n * BYTES_PER_POSITION <= free * CHUNK_MEMORY_SHARE:  # fits the memory free before the block
+        entry["checks"].append({"what": "automatic sizing keeps a book that fits in one pass", "outputs": 1,
+                                "elements": 1, "mismatches": [] if len(engine.chunks) == 1 else
+                                [f"split into {len(engine.chunks)} chunks with {free_now:,} bytes free"]})
+    else:
+        entry["notes"].append(f"the book needs more than the {free_now:,} bytes free: "
+                              f"{len(engine.chunks)} automatic chunks")
     if check.candidate.name == "gpu":
         check.candidate.xp.get_default_memory_pool().free_all_blocks()
     del engine
@@ -375,19 +381,23 @@ def section_timing(check: Check, entry: dict) -> None:
     entry["figures"]["copy_bandwidth_GBps"] = round(bandwidth / 1e9, 1)
     rows = entry["figures"]["revalue"] = []
     reserve = 45.0 if gpu else 5.0  # for the stress grid after this
-    per_position = None
-    source = None
+    check.wrap_book()  # measures how fast books build
+    build = check.build_seconds_per_account
+
+    def accounts(size):
+        return math.ceil(size / POSITIONS_PER_ACCOUNT)
+
+    # One book of the largest size whose building and timing fit; smaller sizes are slices.
+    per_position = 1e-6 if gpu else 1e-5  # timing work per position, refined as sizes run
+    fit = [s for s in sizes if accounts(s) * build * 1.3 + per_position * s * 3 < check.left() - reserve]
+    source = synthetic_book(accounts(max(fit)), seed=0) if fit else None
     for size in sizes:
-        if per_position is not None and per_position * size * 1.5 > check.left() - reserve:
-            entry["notes"].append(f"{size:,.0f} positions skipped: about {per_position * size * 1.5:.0f} s needed, "
-                                  f"{check.left() - reserve:.0f} s left")
+        needed = per_position * size * 1.5
+        if size not in fit or needed > check.left() - reserve:
+            entry["notes"].append(f"{size:,.0f} positions skipped: not enough of the budget left")
             continue
         t0 = time.monotonic()
-        n_accounts = math.ceil(size / POSITIONS_PER_ACCOUNT)
-        if source is None or source.n_accounts < n_accounts:
-            largest = max(s for s in sizes if per_position is None or per_position * s * 1.5 < check.left() - reserve)
-            source = synthetic_book(math.ceil(max(largest, size) / POSITIONS_PER_ACCOUNT), seed=0)
-        book = source.slice_accounts(0, min(n_accounts, source.n_accounts))
+        book = source.slice_accounts(0, min(accounts(size), source.n_accounts))
         rows.append(_time_revalue(b, book, repeats, bandwidth))
         per_position = (time.monotonic() - t0) / size
         print(f"[gpu-check]   timing {book.n_positions:,} positions: {rows[-1]}", flush=True)
@@ -590,6 +600,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=285.0, help="seconds for the whole check (default 285)")
     ap.add_argument("--stand-in", action="store_true", help="no GPU: a second cpu backend stands in for it")
     ap.add_argument("--quick", action="store_true", help="the smallest sizes (CI)")
+    ap.add_argument("--launch-threads", type=int, default=4096,
+                    help="--stand-in: the simulated launch width the sizes follow (an H100/H200's is 1081344)")
     ap.add_argument("--only", nargs="+", choices=[s[0] for s in SECTIONS], help="run these sections only")
     ap.add_argument("--plant", choices=PLANTABLE, metavar="OUTPUT",
                     help="flip the low bit of one element of this revaluation output on the candidate backend "
@@ -598,7 +610,9 @@ def main(argv=None) -> int:
     if not args.budget > 0:
         ap.error("--budget must be > 0")
     try:
-        candidate = StandInBackend() if args.stand_in else get_backend("gpu")
+        # The simulated device holds the books sized from its launch width.
+        candidate = (StandInBackend(memory_bytes=max(2 << 30, args.launch_threads * 20_000),
+                                    launch_threads=args.launch_threads) if args.stand_in else get_backend("gpu"))
         reference = CpuBackend(threads=os.cpu_count() or 1)
         K.cpu_library("margin.cu")  # the reference needs a C++ compiler: say so now, not mid-check
     except (BackendUnavailable, K.KernelBuildError) as exc:
