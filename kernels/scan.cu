@@ -1,8 +1,13 @@
-// Deterministic segmented inclusive prefix sum. Segments are cut into fixed blocks of
-// indices (block_start[b] .. block_start[b+1]-1, never crossing a segment); each block is
-// summed left to right, block totals are accumulated left to right per segment, then each
-// block is rescanned from its offset. The order of additions depends only on the block
-// layout, never on the hardware or thread count, so every backend gives the same bits.
+// Deterministic segmented inclusive prefix sum, hierarchical. Segments are cut into fixed
+// blocks of indices (block_start[b] .. block_start[b+1]-1, never crossing a segment); each
+// block is summed left to right from 0.0 (block_sum); the block totals, a shorter segmented
+// sequence (one segment of blocks per segment), get their inclusive scan by the same scheme
+// one level up (gpurisk/scan.py recurses until every segment fits in one block); each block's
+// offset is the inclusive scan of the block before it in its segment, 0.0 for a segment's
+// first block, gathered, never recovered by a subtraction (segment_block_offsets); then each
+// block is rescanned left to right from its offset (block_scan). The order of additions
+// depends only on the layout (segment boundaries and the block length), never on the
+// hardware or thread count, so every backend gives the same bits.
 #include "common.cuh"
 
 GR_KERNEL void block_sum(long long n_blocks, const long long* block_start,
@@ -14,15 +19,13 @@ GR_KERNEL void block_sum(long long n_blocks, const long long* block_start,
     }
 }
 
-// Exclusive running sum of block totals within each segment of blocks.
-GR_KERNEL void segment_block_offsets(long long n_segments, const long long* segment_block_start,
-                                     const double* block_total, double* block_offset) {
-    for_each_index(g, n_segments) {
-        double s = 0.0;
-        for (long long b = segment_block_start[g]; b < segment_block_start[g + 1]; ++b) {
-            block_offset[b] = s;
-            s += block_total[b];
-        }
+// Offset of each block: 0.0 for the first block of its segment, else the inclusive scan of
+// the previous block's total. A gather: no arithmetic touches the values.
+GR_KERNEL void segment_block_offsets(long long n_blocks, const long long* block_segment,
+                                     const long long* segment_block_start,
+                                     const double* block_inclusive, double* block_offset) {
+    for_each_index(b, n_blocks) {
+        block_offset[b] = b == segment_block_start[block_segment[b]] ? 0.0 : block_inclusive[b - 1];
     }
 }
 
