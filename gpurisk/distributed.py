@@ -34,7 +34,7 @@ position's place among the other shards' sorted keys, or a sample sort with scor
 still moves every key across the network at least once — the same ~16–20 bytes a position
 as the gather — plus splitters and prefix counts, in two shuffles. And it cannot give the
 same bits for the size-weighted (BitMEX) lights: those divide a running Σ|size| in queue
-order, which :func:`gpurisk.scan.segmented_cumsum` adds in fixed 4096-element blocks of the
+order, which :func:`gpurisk.scan.segmented_cumsum` adds in a fixed layout of blocks over the
 *global* queue order; a distributed prefix sum adds in another order, and a position right
 on a 20% step could change colour. The gather runs the very function a single machine runs
 on the very same array, so ranks and lights are identical by construction. Volumes: 100M
