@@ -29,6 +29,7 @@ import numpy as np
 from .adl import _splitmix64, adl_score
 from .backend import Backend, get_backend
 from .book import Book, BookError, Problem
+from .deleverage import fund_cover, haircuts, queue_fills, queue_front
 from .engine import DeviceBook
 from .ladder import Ladder, get_ladder
 from .liquidation import position_risk
@@ -324,6 +325,8 @@ class _Runner:
         bounds = np.searchsorted(self.group[by_group], np.arange(2 * book.n_symbols + 1))
         self.members = [by_group[bounds[g]:bounds[g + 1]] for g in range(2 * book.n_symbols)]
         self.start_value = _State(book).value(book, book.mark_price)
+        self.entry_notional = float(np.sum(np.abs(book.size) * book.entry * self.cs_pos))  # conservation's scale
+        self.net_size = np.bincount(book.pos_symbol, weights=book.size, minlength=book.n_symbols)
         self.symbol_codes = np.arange(book.n_symbols, dtype=np.int32)
 
     # -- device revaluation of a state at marks; host copies of what orchestration needs
@@ -435,8 +438,9 @@ class _Runner:
             bust = (action == 2) | (eq_exec <= 0)
             # A unit bankrupt at execution is taken over whole.
             unit_key = np.where(iso, -1 - idx, acc)  # cross units by account, isolated by position
-            bust_units = np.unique(unit_key[bust])
-            bust = np.isin(unit_key, bust_units)
+            bust_account = np.zeros(book.n_accounts, dtype=bool)
+            bust_account[acc[bust & ~iso]] = True
+            bust = np.where(iso, bust, bust_account[acc])
             action[bust] = 2
             qty[bust] = st.size[idx][bust]
             p_exec = exec_marks[book.pos_symbol[idx]]
@@ -464,7 +468,7 @@ class _Runner:
                        symbol=self.symbol_codes, mark_price=exec_marks)
         final_marks = base * (1 + shocks[min(last_t, n_path - 1)]) * impact_factor
         end_value = st.value(book, final_marks)
-        scale = max(abs(start_value), float(np.sum(np.abs(book.size) * book.entry * self.cs_pos)), 1.0)
+        scale = max(abs(start_value), self.entry_notional, 1.0)
         return dict(
             scenario=scenario, policy=policy, steps=totals["steps"],
             accounts_liquidated=int(totals["accounts_liquidated"].sum()),
@@ -512,9 +516,7 @@ class _Runner:
         order = np.lexsort((units < 0, unit_acc_id, -unit_deficit))
         deficits = np.maximum(unit_deficit[order], 0.0)
         totals["deficit"] += float(deficits.sum())
-        before = np.concatenate([[0.0], np.cumsum(deficits)[:-1]])
-        fund_avail = max(st.fund, 0.0)
-        covered = np.clip(fund_avail - before, 0.0, deficits)
+        covered = fund_cover(deficits, st.fund)
         frac_unit = np.ones(units.size)
         frac_unit[order] = np.where(deficits > 0, covered / np.where(deficits > 0, deficits, 1.0), 1.0)
         frac = frac_unit[inv]  # share of each position the fund takes
@@ -525,7 +527,10 @@ class _Runner:
         rest[st.size[pos] == 0.0] = 0.0
         if not np.any(rest != 0.0):
             return
-        # Deleverage what is left, symbol and side at a time, in the unit order above.
+        # Deleverage what is left, symbol and side at a time, in the unit order above. A
+        # queue's counterparties are its open positions not being liquidated; one queue's
+        # fills never open or close another queue's counterparties, so they are found once.
+        counterparty = (st.size != 0.0) & ~in_unit
         rank_of_unit = np.empty(units.size, dtype=np.int64)
         rank_of_unit[order] = np.arange(units.size)
         demand_order = np.lexsort((pos, rank_of_unit[inv]))
@@ -535,41 +540,26 @@ class _Runner:
         bounds = np.flatnonzero(np.diff(groups)) + 1
         for part in np.split(live, bounds):
             self.deleverage(st, rx, pos[part], rest[part], bp[part], int(self.group[pos[part[0]]]), exec_marks,
-                            policy, scenario, step, rec, totals, in_unit)
+                            policy, scenario, step, rec, totals, counterparty)
 
-    def deleverage(self, st, rx, pos, rest, bp, g, exec_marks, policy, scenario, step, rec, totals, in_unit):
+    def deleverage(self, st, rx, pos, rest, bp, g, exec_marks, policy, scenario, step, rec, totals, counterparty):
         book = self.book
         opposite = g ^ 1
-        cand = self.members[opposite]
-        cand = cand[(st.size[cand] != 0.0) & ~in_unit[cand]]
         s = g // 2
         p = exec_marks[s]
         cs = book.contract_size[s]
         uncovered = rest * (bp - p) * cs  # per bankrupt position, what is socialized
         if policy == "queue":
+            demand = np.abs(rest)
             if self.venue.adl_score == "random":
+                cand = self.members[opposite]
+                cand = cand[counterparty[cand]]
                 m = cand.size
                 off = (_splitmix64(self.venue.adl_seed * 1_000_003 + opposite) % m) if m else 0
                 q_order = np.roll(cand, -off)
             else:
-                q_order = cand[self.backend.to_host(self.backend.queue_order(
-                    self.backend.asarray(np.zeros(cand.size, np.int32)), self.backend.asarray(rx.score[cand]), 1))]
-            demand = np.abs(rest)
-            supply = np.abs(st.size[q_order])
-            d_cum, s_cum = np.cumsum(demand), np.cumsum(supply)
-            total = min(d_cum[-1], s_cum[-1]) if s_cum.size else 0.0
-            cuts = np.union1d(d_cum[d_cum <= total], s_cum[s_cum <= total])
-            starts = np.concatenate([[0.0], cuts[:-1]])
-            seg = cuts - starts
-            keep = seg > 0
-            starts, seg = starts[keep], seg[keep]
-            di = np.searchsorted(d_cum, starts, side="right")
-            si = np.searchsorted(s_cum, starts, side="right")
-            # Differences of running sums carry rounding: a fill that is a whole position is
-            # that position's size exactly.
-            noise = 1e-12 * np.maximum(d_cum[di], s_cum[si])
-            seg = np.where(np.abs(seg - demand[di]) <= noise, demand[di], seg)
-            seg = np.where(np.abs(seg - supply[si]) <= noise, supply[si], seg)
+                q_order = queue_front(self.members[opposite], rx.score, counterparty, st.size, np.cumsum(demand)[-1])
+            di, si, seg, demand_closed, supply_closed = queue_fills(demand, np.abs(st.size[q_order]))
             sign = np.sign(rest[0])
             # Fills: bankrupt position pos[di] closes seg at bp[di]; counterparty q_order[si] closes seg.
             b_i, c_i, f_px = pos[di], q_order[si], bp[di]
@@ -583,8 +573,8 @@ class _Runner:
             st.size[pos] -= sign * filled
             st.size[cps] += sign * taken
             # Fully consumed positions close exactly.
-            st.size[pos[d_cum <= total]] = 0.0
-            st.size[q_order[s_cum <= total]] = 0.0
+            st.size[pos[demand_closed]] = 0.0
+            st.size[q_order[supply_closed]] = 0.0
             socialized = float(np.sum(filled * np.abs(bp - p) * cs * np.sign((bp - p) * sign)))
             totals["socialized_loss"] += socialized
             totals["haircut_total"] += socialized
@@ -611,19 +601,12 @@ class _Runner:
         # opposite side's positive PnL.
         self.take_over(st, pos, rest, bp, np.full(pos.size, p))
         need = float(uncovered.sum())
+        cand = self.members[opposite]
+        cand = cand[counterparty[cand]]
         pnl = np.maximum(rx.upnl[cand], 0.0)
         win = pnl > 0
         cand, pnl = cand[win], pnl[win]
-        if policy == "pro_rata":
-            rate = min(1.0, need / pnl.sum()) if pnl.sum() > 0 else 0.0
-            cut = pnl * rate
-        elif policy == "capped_pro_rata":
-            cut = _water_fill(need, caps=pnl, weights=np.ones_like(pnl))
-        elif policy == "rap":
-            lev = rx.notional[cand] / np.maximum(rx.pos_equity[cand], 1e-12)
-            cut = _water_fill(need, caps=pnl, weights=pnl * np.maximum(lev, 1.0))
-        else:
-            raise ValueError(f"unknown policy {policy!r}")
+        cut = haircuts(policy, need, pnl, rx.notional[cand], rx.pos_equity[cand])
         iso = book.isolated[cand] == 1
         np.add.at(st.wallet, self.acc_of[cand[~iso]], -cut[~iso])
         np.add.at(st.isolated_margin, cand[iso], -cut[iso])
@@ -645,23 +628,6 @@ class _Runner:
         iso = self.book.isolated[i] == 1
         np.add.at(st.wallet, self.acc_of[i[~iso]], amount[~iso])
         np.add.at(st.isolated_margin, i[iso], amount[iso])
-
-
-def _water_fill(need: float, caps: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """cut_i = min(cap_i, λ·w_i) with Σ cut = need (all caps if they do not reach it)."""
-    if need <= 0 or caps.size == 0:
-        return np.zeros_like(caps)
-    if caps.sum() <= need:
-        return caps.copy()
-    t = caps / weights  # λ at which each position is capped
-    o = np.argsort(t, kind="stable")
-    t_s, c_s, w_s = t[o], caps[o], weights[o]
-    capped_sum = np.concatenate([[0.0], np.cumsum(c_s)])  # caps of the first k
-    free_w = np.concatenate([np.cumsum(w_s[::-1])[::-1], [0.0]])  # weights from k on
-    # Find k: the first k positions are capped, λ = (need − Σcaps_<k) / Σw_≥k, λ <= t_s[k].
-    lam = (need - capped_sum[:-1]) / free_w[:-1]
-    k = int(np.argmax(lam <= t_s))
-    return np.minimum(caps, lam[k] * weights)
 
 
 # ------------------------------------------------------------------ public entry point
@@ -808,12 +774,13 @@ def _quiet_row(runner: _Runner, sid, pol, shock, rec: _Records) -> dict:
     marks = book.mark_price * (1 + shock)
     rec.extend(rec.prices, book.n_symbols, scenario=sid, policy=POLICY_CODE[pol], step=0, symbol=runner.symbol_codes,
                mark_price=marks)
-    st = _State(book)
+    # Nobody trades: the book's value moves by each symbol's net size times its price move,
+    # from per-symbol totals rather than a pass over every position.
+    moved = float(np.sum(runner.net_size * book.contract_size * (marks - book.mark_price)))
     return dict(scenario=sid, policy=pol, steps=0, accounts_liquidated=0, notional_liquidated=0.0, deficit=0.0,
                 insurance_used=0.0, insurance_left=runner.insurance_fund, unfunded=0.0, adl_notional=0.0, adl_accounts=0,
                 socialized_loss=0.0, overshoot=0.0, max_haircut_share=0.0, external_value=0.0,
-                conservation_error=(st.value(book, marks) - st.value(book, book.mark_price))
-                / max(1.0, abs(st.value(book, book.mark_price))))
+                conservation_error=moved / max(1.0, abs(runner.start_value)))
 
 
 def _run_ids(labels: np.ndarray) -> np.ndarray:

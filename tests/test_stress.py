@@ -15,8 +15,9 @@ import pytest
 from gpurisk import Book, synthetic_book
 from gpurisk.book import BookError
 from gpurisk.ladder import Ladder
+from gpurisk.deleverage import water_fill
 from gpurisk.stress import (ACTIONS, ADL_FILL_COLUMNS, HAIRCUT_COLUMNS, LIQUIDATION_COLUMNS, MARGIN_MODES, POLICIES,
-                            PRICE_COLUMNS, SUMMARY_COLUMNS, Impact, _water_fill, run_stress, scenario_paths, shock_grid,
+                            PRICE_COLUMNS, SUMMARY_COLUMNS, Impact, run_stress, scenario_paths, shock_grid,
                             stress)
 
 getcontext().prec = 50
@@ -140,9 +141,9 @@ def test_queue_fills_respect_positions_and_rank(book):
 
 
 def test_haircut_policies():
-    assert _water_fill(6.0, caps=np.array([1.0, 5.0, 10.0]), weights=np.ones(3)).tolist() == [1.0, 2.5, 2.5]
-    assert _water_fill(100.0, caps=np.array([1.0, 5.0]), weights=np.ones(2)).tolist() == [1.0, 5.0]
-    cut = _water_fill(3.0, caps=np.array([10.0, 10.0]), weights=np.array([1.0, 2.0]))
+    assert water_fill(6.0, caps=np.array([1.0, 5.0, 10.0]), weights=np.ones(3)).tolist() == [1.0, 2.5, 2.5]
+    assert water_fill(100.0, caps=np.array([1.0, 5.0]), weights=np.ones(2)).tolist() == [1.0, 5.0]
+    cut = water_fill(3.0, caps=np.array([10.0, 10.0]), weights=np.array([1.0, 2.0]))
     assert cut.tolist() == pytest.approx([1.0, 2.0])
     b = bitmex_example_book()
     zero = pl.DataFrame({"scenario": [0], "symbol": ["*"], "shock": [0.0]})

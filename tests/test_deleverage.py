@@ -1,0 +1,84 @@
+"""The deleveraging steps as array functions (gpurisk/deleverage.py): the queue front is
+exactly the front of the documented total order, the merge conserves size, the fund pays
+most underwater first, and the haircuts recover what they can within their caps."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpurisk.deleverage import fund_cover, haircuts, queue_fills, queue_front, water_fill
+from gpurisk.parity import adversarial_queue_keys, queue_order_oracle
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_queue_front_is_the_front_of_the_full_order(seed):
+    n = 30_000
+    _, score = adversarial_queue_keys(n, 1, seed)  # ±0, ±inf, NaN payloads, long runs of ties
+    rng = np.random.default_rng(seed)
+    members = np.sort(rng.choice(3 * n, n, replace=False))  # a queue: storage indices, ascending
+    full_score = np.zeros(3 * n)
+    full_score[members] = score
+    size = np.zeros(3 * n)
+    size[members] = rng.choice([0.5, 1.0, 3.0], n) * rng.choice([-1.0, 1.0], n)
+    keep = rng.random(3 * n) > 0.2
+    oracle = members[queue_order_oracle(np.zeros(n, np.int32), score)]
+    oracle = oracle[keep[oracle]]
+    supply = np.cumsum(np.abs(size[oracle]))
+    for need in (1e-3, 7.0, 800.0, supply[-1] * 0.4, supply[-1] * 0.9, supply[-1], supply[-1] * 2):
+        front = queue_front(members, full_score, keep, size, need)
+        np.testing.assert_array_equal(front, oracle[:front.size])
+        running = np.cumsum(np.abs(size[front]))
+        assert front.size == oracle.size or running[-1] >= need
+        if need < supply[-1] * 0.01:
+            assert front.size < oracle.size // 4  # shallow demand orders a small front only
+
+
+demands = st.lists(st.floats(0.001, 50, allow_nan=False), min_size=1, max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(demands, demands)
+def test_queue_fills_conserve_size_and_respect_every_position(demand, supply):
+    demand, supply = np.array(demand), np.array(supply)
+    di, si, qty, demand_closed, supply_closed = queue_fills(demand, supply)
+    assert np.all(qty > 0)
+    matched = min(demand.sum(), supply.sum())
+    assert abs(qty.sum() - matched) <= 1e-9 * max(matched, 1.0)
+    filled = np.bincount(di, weights=qty, minlength=demand.size)
+    taken = np.bincount(si, weights=qty, minlength=supply.size)
+    assert np.all(filled <= demand * (1 + 1e-9)) and np.all(taken <= supply * (1 + 1e-9))
+    np.testing.assert_allclose(filled[demand_closed], demand[demand_closed], rtol=1e-12)
+    single = np.bincount(di, minlength=demand.size) == 1  # a demand met by one fill, whole: exactly its size
+    whole = single & demand_closed
+    np.testing.assert_array_equal(filled[whole], demand[whole])
+    assert np.all(np.diff(di) >= 0) and np.all(np.diff(si) >= 0)  # in order, each side
+    # Queue order: a supply is touched only when every supply before it is used up.
+    touched = np.unique(si)
+    assert np.all(supply_closed[touched[:-1]])
+
+
+def test_fund_pays_the_most_underwater_first_while_it_lasts():
+    np.testing.assert_array_equal(fund_cover(np.array([5.0, 3.0, 4.0]), 6.0), [5.0, 1.0, 0.0])
+    np.testing.assert_array_equal(fund_cover(np.array([5.0, 3.0]), 100.0), [5.0, 3.0])
+    np.testing.assert_array_equal(fund_cover(np.array([5.0, 3.0]), -2.0), [0.0, 0.0])  # a fund below zero pays nothing
+
+
+def test_water_fill_caps_and_levels():
+    assert water_fill(6.0, caps=np.array([1.0, 5.0, 10.0]), weights=np.ones(3)).tolist() == [1.0, 2.5, 2.5]
+    assert water_fill(100.0, caps=np.array([1.0, 5.0]), weights=np.ones(2)).tolist() == [1.0, 5.0]
+    assert water_fill(0.0, caps=np.array([1.0]), weights=np.ones(1)).tolist() == [0.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0, 500), st.lists(st.tuples(st.floats(0.01, 100), st.floats(1, 1e4), st.floats(0.5, 1e3)),
+                                   min_size=1, max_size=25))
+def test_every_haircut_policy_recovers_what_it_can_within_each_pnl(need, winners):
+    pnl, notional, equity = (np.array(c) for c in zip(*winners))
+    for policy in ("pro_rata", "capped_pro_rata", "rap"):
+        cut = haircuts(policy, need, pnl, notional, equity)
+        assert np.all(cut >= 0) and np.all(cut <= pnl * (1 + 1e-12))
+        expected = min(need, pnl.sum())
+        assert abs(cut.sum() - expected) <= 1e-9 * max(expected, 1.0), policy
+    with pytest.raises(ValueError, match="unknown policy"):
+        haircuts("queue", need, pnl, notional, equity)
