@@ -244,3 +244,164 @@ def test_workers_per_gpu_comes_from_the_environment(book, monkeypatch):
     monkeypatch.setenv("GPURISK_WORKERS_PER_GPU", "two")
     with pytest.raises(ValueError, match="GPURISK_WORKERS_PER_GPU must be a whole number"):
         Engine(book, backend=device)
+
+
+# --------------------------------------------------------------------- result tables
+# Risk.accounts / Risk.positions build their frames from integer codes and zero-copy arrays
+# (Enum columns from their physical codes, null masks over the kernels' buffers, one
+# parallel Polars select). The reference below is the straightforward builder they
+# replaced: labels gathered from Enum series, NaN-substituted copies turned into nulls.
+# The new frames must equal it exactly: names, order, dtypes (Enum categories included),
+# values and nulls.
+
+def _reference_tables(risk):
+    from gpurisk.schema import MARGIN_MODES, SIDES, STATUSES
+
+    def enum(categories):
+        return pl.Series(list(categories), dtype=pl.Enum(list(categories)))
+
+    def queue(values, dtype):
+        if values is None:
+            return pl.repeat(None, b.n_positions, dtype=dtype, eager=True)
+        return pl.Series(h(values)).cast(dtype)
+
+    b, am, pm, pr, q, h = (risk.book, risk.account_margin, risk.position_margin, risk.position_risk,
+                           risk.adl, risk.backend.to_host)
+    accounts = pl.DataFrame({
+        "account_id": b.account_id, "wallet_balance": b.wallet, "upnl": h(am.upnl), "equity": h(am.equity),
+        "maint_margin": h(am.maint), "init_margin": h(am.init), "margin_ratio": h(am.ratio),
+        "available_balance": h(am.available), "status": enum(STATUSES).gather(h(am.status)),
+        "n_positions": np.diff(b.pos_start).astype(np.int32)})
+    liq, bp = h(pr.liq_price), h(pr.bankruptcy_price)
+    positions = pl.DataFrame({
+        "account_id": b.account_id[b.pos_account], "symbol": enum(b.symbols).gather(b.pos_symbol),
+        "margin_mode": enum(MARGIN_MODES).gather(b.isolated),
+        "side": enum(SIDES).gather((b.size < 0).astype(np.int8)), "size": b.size, "entry_price": b.entry,
+        "mark_price": risk.mark[b.pos_symbol], "notional": h(pm.notional), "upnl": h(pm.upnl),
+        "maint_margin": h(pm.maint), "init_margin": h(pm.init), "margin_ratio": h(pr.ratio),
+        "status": enum(STATUSES).gather(h(pr.status)), "liq_price": pl.Series(liq).fill_nan(None),
+        "bankruptcy_price": pl.Series(np.where(bp > 0, bp, np.nan)).fill_nan(None),
+        "adl_score": h(q.score), "adl_rank": queue(q.rank, pl.Int64), "adl_lights": queue(q.lights, pl.Int8)})
+    return accounts, positions
+
+
+def _assert_same_tables(risk):
+    ref_acc, ref_pos = _reference_tables(risk)
+    for got, want in ((risk.accounts, ref_acc), (risk.positions, ref_pos)):
+        assert got.columns == want.columns
+        assert got.schema == want.schema  # Enum categories, in order, included
+        for name in want.columns:  # column by column, for a readable failure
+            assert got[name].null_count() == want[name].null_count(), name
+            assert got[name].equals(want[name], check_names=True), name
+        assert got.equals(want)
+
+
+@pytest.fixture(scope="module")
+def edge_book():
+    """Isolated positions (30%), stressed and empty accounts: NaN liquidation prices and
+    non-positive bankruptcy prices among the results."""
+    return synthetic_book(4_000, seed=5, isolated_share=0.3, stressed_share=0.2, empty_share=0.05)
+
+
+@pytest.mark.parametrize("venue", ["binance", "bitmex", "hyperliquid"])
+def test_result_tables_equal_the_reference_builder(edge_book, venue):
+    risk = revalue(edge_book, venue=venue, backend="cpu", marks=edge_book.mark_price * 0.8)
+    liq, bp = risk.position_risk.liq_price, risk.position_risk.bankruptcy_price
+    assert edge_book.isolated.any() and np.isnan(liq).any() and (bp <= 0).any() and (bp > 0).any()
+    _assert_same_tables(risk)
+    assert risk.positions["liq_price"].null_count() == np.isnan(liq).sum()
+    assert risk.positions["bankruptcy_price"].null_count() == (~(bp > 0)).sum()
+
+
+def test_result_tables_null_edge_values_like_the_reference(edge_book):
+    """NaN, ±0, ±inf and the smallest subnormals in the price buffers: Polars orders NaN above
+    every number (NaN > 0 is true there), so the bankruptcy mask must drop NaN by name."""
+    risk = revalue(edge_book, backend="cpu")
+    edge = np.array([np.nan, -np.nan, 0.0, -0.0, np.inf, -np.inf, 5e-324, -5e-324, 1.5, -1.5])
+    risk.position_risk.bankruptcy_price[:edge.size] = edge
+    risk.position_risk.liq_price[:edge.size] = edge[::-1]
+    _assert_same_tables(risk)
+    bp = risk.positions["bankruptcy_price"].head(edge.size).to_list()
+    assert bp == [None, None, None, None, np.inf, None, 5e-324, None, 1.5, None]
+    liq = risk.positions["liq_price"].head(edge.size).to_list()
+    assert liq[-2:] == [None, None] and liq[:8] == [-1.5, 1.5, -5e-324, 5e-324, -np.inf, np.inf, -0.0, 0.0]
+
+
+def test_unranked_result_tables_equal_the_reference_builder(edge_book):
+    risk = Engine(edge_book, venue="dydx", backend="cpu").revalue(rank=False)
+    _assert_same_tables(risk)
+    assert risk.positions["adl_rank"].null_count() == risk.positions["adl_lights"].null_count() == edge_book.n_positions
+    assert risk.positions.schema["adl_rank"] == pl.Int64 and risk.positions.schema["adl_lights"] == pl.Int8
+
+
+def test_chunked_result_tables_equal_the_reference_builder_and_one_pass(edge_book):
+    engine = Engine(edge_book, venue="bybit", backend="cpu", chunk_positions=edge_book.n_positions // 5 + 1)
+    assert len(engine.chunks) > 1
+    risk = engine.revalue({"BTCUSDT": 40_000.0})
+    _assert_same_tables(risk)
+    whole = Engine(edge_book, venue="bybit", backend="cpu").revalue({"BTCUSDT": 40_000.0})
+    assert risk.positions.equals(whole.positions) and risk.accounts.equals(whole.accounts)
+
+
+def test_result_tables_on_a_backend_that_copies_to_host(edge_book):
+    """The stand-in's arrays come back through to_host like a GPU's; same frames."""
+    from gpurisk.parity import StandInBackend
+
+    _assert_same_tables(revalue(edge_book, venue="binance", backend=StandInBackend()))
+
+
+def test_result_tables_with_more_symbols_than_one_byte_of_codes():
+    """300 symbols: Polars stores the symbol Enum's codes as UInt16, not UInt8."""
+    from gpurisk import Book
+
+    rng = np.random.default_rng(3)
+    symbols = [f"S{i:03d}USDT" for i in range(300)]
+    n_acc, n_pos = 200, 900
+    markets = pl.DataFrame({"symbol": symbols, "mark_price": rng.uniform(1, 100, 300)})
+    tiers = pl.DataFrame({"symbol": symbols * 2, "notional_floor": [0.0] * 300 + [50_000.0] * 300,
+                          "maint_margin_rate": [0.01] * 300 + [0.02] * 300,
+                          "max_leverage": [50.0] * 300 + [20.0] * 300})
+    accounts = pl.DataFrame({"account_id": np.arange(n_acc) * 3, "wallet_balance": rng.uniform(10, 5_000, n_acc)})
+    pairs = np.unique(rng.integers(0, n_acc * 300, n_pos))
+    acc, sym = pairs // 300, pairs % 300
+    positions = pl.DataFrame({"account_id": acc * 3, "symbol": [symbols[s] for s in sym],
+                              "size": rng.choice([-1.0, 1.0], sym.size) * rng.uniform(0.5, 50, sym.size),
+                              "entry_price": markets["mark_price"].to_numpy()[sym] * rng.uniform(0.7, 1.3, sym.size),
+                              "margin_mode": rng.choice(["cross", "isolated"], sym.size, p=[0.8, 0.2]).tolist()})
+    positions = positions.with_columns(isolated_margin=pl.when(pl.col("margin_mode") == "isolated")
+                                       .then(pl.col("size").abs() * pl.col("entry_price") / 10).otherwise(0.0))
+    book = Book.from_frames(markets=markets, tiers=tiers, accounts=accounts, positions=positions)
+    risk = revalue(book, backend="cpu")
+    assert risk.positions["symbol"].to_physical().dtype == pl.UInt16
+    _assert_same_tables(risk)
+
+
+def test_enum_codes_helpers_match_gathered_labels():
+    from gpurisk.engine import _codes, _enum, _to_enum
+
+    rng = np.random.default_rng(0)
+    for k, physical in ((2, np.uint8), (256, np.uint16), (70_000, np.uint32)):
+        categories = [f"c{i}" for i in range(k)]
+        dtype, codes_type = _enum(categories)
+        assert codes_type == physical and dtype == pl.Enum(categories)
+        for source in (np.int8, np.int32, np.int64):
+            if np.iinfo(source).max < k - 1:
+                continue
+            codes = rng.integers(0, k, 1_000).astype(source)
+            got = pl.DataFrame({"x": _codes(codes, codes_type)}).select(_to_enum("x", dtype))["x"]
+            want = pl.Series("x", categories, dtype=dtype).gather(codes)
+            assert got.dtype == want.dtype and got.equals(want)
+    flags = np.array([True, False, True])
+    assert _codes(flags, np.dtype(np.uint8)).tolist() == [1, 0, 1]
+    with pytest.raises(pl.exceptions.ComputeError):  # an invalid code is refused, never a wrong label
+        pl.DataFrame({"x": np.array([0, 5], np.uint8)}).select(_to_enum("x", pl.Enum(["a", "b"])))
+
+
+def test_result_tables_wrap_the_result_arrays_without_copies(edge_book):
+    """Float and integer results are the kernels' own buffers (cpu backend), as before."""
+    risk = revalue(edge_book, backend="cpu")
+    pos, acc = risk.positions, risk.accounts
+    for series, array in ((pos["upnl"], risk.position_margin.upnl), (pos["adl_score"], risk.adl.score),
+                          (pos["adl_rank"], risk.adl.rank), (pos["size"], edge_book.size),
+                          (acc["equity"], risk.account_margin.equity)):
+        assert series.to_numpy().ctypes.data == array.ctypes.data
