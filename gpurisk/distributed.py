@@ -191,7 +191,11 @@ def _manifest(directory: Path, only: str | None = None, verify: bool = True) -> 
 
 def shard_paths(directory: str | Path) -> list[Path]:
     """The shard folders of a sharded book, in the manifest's shard order."""
+    from .output import _missing_message
+
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"sharded book {_missing_message(directory)}")
     if not is_sharded(directory):
         raise FileNotFoundError(f"{directory} is not a sharded book (no {SHARDS_DIR}/ folder)")
     m = _manifest(directory, verify=False)  # files are verified where they are read

@@ -25,7 +25,7 @@ import gpurisk
 from gpurisk.book import read_book
 from gpurisk.cli import main
 from gpurisk.distributed import read_sharded_book, write_sharded
-from gpurisk.output import (FAULT_ENV, ManifestError, OutputError, check_place, locked, read_manifest)
+from gpurisk.output import FAULT_ENV, ManifestError, OutputError, check_place, read_manifest
 from gpurisk.report import load_risk_tables, load_stress_tables
 from gpurisk.stress import shock_grid, stress
 from gpurisk.synthetic import synthetic_book
@@ -154,8 +154,8 @@ class TestKilledWriter:
         assert not out.exists()
         with pytest.raises(ManifestError, match=r"interrupted; the previous complete result is in .*\.out\.old-"):
             read_manifest(out)
-        with pytest.raises(FileNotFoundError, match="previous complete result"):
-            (read_book if kind == "book" else read_sharded_book if kind == "shard" else load_risk_tables)(out)
+        with pytest.raises((FileNotFoundError, ManifestError), match="previous complete result"):
+            read_back(kind, out)
         # The next writer puts the previous result back before anything else; killed early, it
         # leaves exactly that.
         r = run_child(kind, out, **{FAULT_ENV: "1:kill"})
@@ -255,8 +255,16 @@ class TestConcurrentWriters:
     def test_cli_is_refused_before_computing(self, tmp_path, capsys):
         book_dir = tmp_path / "book"
         synthetic_book(100, seed=0).write(book_dir)
-        with locked(tmp_path / "res"):  # another run holds the place
+        holder = subprocess.Popen(  # another process holds the place
+            [sys.executable, "-c", "import sys, time\nfrom gpurisk.output import locked\n"
+             "with locked(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n", str(tmp_path / "res")],
+            stdout=subprocess.PIPE, text=True, env=_env())
+        try:
+            assert holder.stdout.readline().strip() == "held"
             assert main(["revalue", str(book_dir), "--backend", "cpu", "--out", str(tmp_path / "res")]) == 2
+        finally:
+            holder.kill()
+            holder.wait()
         cap = capsys.readouterr()
         assert "another gpurisk run is writing it" in cap.err
         assert "kernel pass" not in cap.out  # nothing was computed
