@@ -404,7 +404,7 @@ class Book:
             pos_account=self.pos_account[p0:p1] - np.int32(first),
             pos_symbol=self.pos_symbol[p0:p1], size=self.size[p0:p1], entry=self.entry[p0:p1],
             isolated=self.isolated[p0:p1], isolated_margin=self.isolated_margin[p0:p1],
-            leverage=self.leverage[p0:p1], meta=dict(self.meta, slice=(first, end)))
+            leverage=self.leverage[p0:p1], meta={**{k: v for k, v in self.meta.items() if k != "hash"}, "slice": (first, end)})
 
     def account_chunks(self, max_positions: int) -> list[tuple[int, int]]:
         """Split the accounts into consecutive ranges of at most ``max_positions`` positions
@@ -444,18 +444,19 @@ class Book:
             }),
         }
 
-    def write(self, directory: str | Path, format: str = "parquet") -> Path:
-        """Write the four tables as ``<dir>/<table>.parquet`` (or ``.csv``)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, df in self.frames().items():
-            if format == "parquet":
-                df.write_parquet(directory / f"{name}.parquet")
-            elif format == "csv":
-                df.write_csv(directory / f"{name}.csv")
-            else:
-                raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
-        return directory
+    def write(self, directory: str | Path, format: str = "parquet", inputs=()) -> Path:
+        """Write the four tables as ``<dir>/<table>.parquet`` (or ``.csv``), atomically, with a
+        manifest (gpurisk.output)."""
+        from .output import atomic_dir, book_hash
+
+        if format not in ("parquet", "csv"):
+            raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
+        meta = {"book_hash": book_hash(self), "marks": dict(zip(self.symbols, self.mark_price.tolist())),
+                "accounts": self.n_accounts, "positions": self.n_positions}
+        with atomic_dir(directory, "book", meta, inputs) as out:
+            for name, df in self.frames().items():
+                out.write_frame(f"{name}.{format}", df, format)
+        return Path(directory)
 
     def symbol_index(self, symbol: str) -> int:
         try:
@@ -497,8 +498,12 @@ def derived_maint_amount(tier_start: np.ndarray, floor: np.ndarray, mmr: np.ndar
 
 def read_book(directory: str | Path) -> Book:
     """Read ``markets``, ``tiers``, ``accounts``, ``positions`` (.parquet, .csv or .arrow) and validate."""
+    from .output import _missing_message, manifest_or_none
+
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"book directory {directory} does not exist")
+        raise FileNotFoundError(f"book directory {_missing_message(directory)}")
+    manifest = manifest_or_none(directory, kind="book")  # a user's own directory may have none
     frames = {n: read_table(directory, n) for n in ("markets", "tiers", "accounts", "positions")}
+    del manifest  # verified above; the book's hash is recomputed from its arrays when needed
     return Book.from_frames(**frames)

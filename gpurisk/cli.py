@@ -14,6 +14,7 @@ from .book import BookError, read_book
 from .distributed import DistributedRunError
 from .engine import Engine, Risk
 from .kernels import KernelBuildError
+from .output import OutputError, check_file_place, check_place, reserved
 from .synthetic import synthetic_book
 from .venue import PRESETS
 
@@ -75,6 +76,11 @@ def _parse_marks(items: list[str] | None, path: str | None):
 
 
 def cmd_demo(args) -> int:
+    out = Path(args.out)
+    check_place(out / "book", "book", what="--out")  # before any compute
+    check_place(out / "results", "revalue", what="--out")
+    if not args.no_report:
+        check_file_place(out / "report.html")
     print(f"gpurisk demo: a synthetic exchange of {args.accounts:,} accounts (seed {args.seed})")
     t = _stage("building the book")
     book = synthetic_book(args.accounts, seed=args.seed)
@@ -87,7 +93,6 @@ def cmd_demo(args) -> int:
     risk = engine.revalue()
     _done(t)
     _print_summary(risk)
-    out = Path(args.out)
     book.write(out / "book")
     risk.write(out / "results")
     print(f"\nbook written to {out / 'book'}, results to {out / 'results'} "
@@ -112,6 +117,11 @@ def _report(path, **kw) -> None:
 
 
 def cmd_synth(args) -> int:
+    with reserved(args.out, "shard" if args.shards else "book"):
+        return _synth(args)
+
+
+def _synth(args) -> int:
     book = synthetic_book(args.accounts, seed=args.seed)
     if args.shards:
         from .distributed import write_sharded
@@ -143,6 +153,11 @@ def _cluster(args):
 
 
 def cmd_revalue(args) -> int:
+    with reserved(args.out, "revalue", inputs=[args.book]):  # refused before any compute
+        return _revalue(args)
+
+
+def _revalue(args) -> int:
     cluster = _cluster(args)
     if cluster is not None:
         from .distributed import revalue_distributed
@@ -170,6 +185,11 @@ def cmd_revalue(args) -> int:
 
 
 def cmd_stress(args) -> int:
+    with reserved(args.out, "stress", inputs=[args.book]):  # refused before any compute
+        return _stress(args)
+
+
+def _stress(args) -> int:
     from .stress import POLICIES, Impact, read_scenarios, shock_grid, stress
 
     cluster = _cluster(args)
@@ -223,16 +243,15 @@ def cmd_stress(args) -> int:
     worst_err = res.summary["conservation_error"].abs().max()
     print(f"\nmoney conserved on every scenario: largest relative error {worst_err:.1e}")
     if args.out:
-        res.write(args.out)
+        from .book import Book
+
+        whole = book if isinstance(book, Book) else None  # not when cluster workers read the book themselves
+        res.write(args.out, book=whole, venue=args.venue, backend=args.backend)
         print(f"results written to {args.out} (summary, liquidations, adl_fills, haircuts, prices, "
               f"policy_comparison .parquet)")
         if not args.no_report:
-            from .book import Book
-            from .report import write_base_marks
-
             base = risk = None
-            if isinstance(book, Book):  # not when cluster workers read the book themselves
-                write_base_marks(args.out, book)
+            if whole is not None:
                 base = dict(zip(book.symbols, book.mark_price.tolist()))
                 risk = Engine(book, venue=args.venue, backend=args.backend).revalue()
             _report(Path(args.out) / "report.html", risk=risk, stress=res, base_marks=base,
@@ -243,9 +262,13 @@ def cmd_stress(args) -> int:
 def cmd_report(args) -> int:
     from .report import load_risk_tables, load_stress_tables, write_report
 
+    from .output import _peek_manifest
+
     results, stress_dir = args.results, args.stress
+    check_file_place(args.out, inputs=[results, stress_dir])  # before reading or drawing anything
     if results and not stress_dir and not (Path(results) / "accounts.parquet").exists() \
-            and (Path(results) / "summary.parquet").exists():
+            and ((Path(results) / "summary.parquet").exists()
+                 or (_peek_manifest(Path(results)) or {}).get("kind") == "stress"):
         results, stress_dir = None, results  # a stress directory given alone
     if not results and not stress_dir:
         raise ValueError("give a results directory (gpurisk revalue --out / demo), --stress DIR, or both")
@@ -362,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BookError, FileNotFoundError, BackendUnavailable, KernelBuildError, ValueError,
+    except (BookError, OutputError, FileNotFoundError, BackendUnavailable, KernelBuildError, ValueError,
             DistributedRunError) as exc:
         print(f"\ngpurisk {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -139,67 +139,70 @@ def shard_name(k: int) -> str:
     return f"shard-{k:05d}"
 
 
-def write_sharded(book: Book, directory: str | Path, n_shards: int, format: str = "parquet") -> Path:
-    """Write ``book`` as a sharded book directory of ``n_shards`` shards (see module doc)."""
+def write_sharded(book: Book, directory: str | Path, n_shards: int, format: str = "parquet", inputs=()) -> Path:
+    """Write ``book`` as a sharded book directory of ``n_shards`` shards (see module doc),
+    atomically: a run killed midway leaves no sharded book (or the previous one), never a
+    part of one; the manifest, written last, names every shard and file with its checksum."""
+    from .output import atomic_dir, book_hash
+
     if format not in ("parquet", "csv"):
         raise ValueError(f"format must be 'parquet' or 'csv', got {format!r}")
-    directory = Path(directory)
     bounds = shard_bounds(book, n_shards)
     frames = book.frames()
-    directory.mkdir(parents=True, exist_ok=True)
-
-    def write(df, path: Path):
-        df.write_parquet(path) if format == "parquet" else df.write_csv(path)
-
-    for name in ("markets", "tiers"):
-        write(frames[name], directory / f"{name}.{format}")
-    shards = []
-    for k in range(n_shards):
-        a0, a1 = int(bounds[k]), int(bounds[k + 1])
-        p0, p1 = int(book.pos_start[a0]), int(book.pos_start[a1])
-        d = directory / SHARDS_DIR / shard_name(k)
-        d.mkdir(parents=True, exist_ok=True)
-        write(frames["accounts"].slice(a0, a1 - a0), d / f"accounts.{format}")
-        write(frames["positions"].slice(p0, p1 - p0), d / f"positions.{format}")
-        shards.append({"name": shard_name(k), "accounts": a1 - a0, "positions": p1 - p0,
-                       "first_account_id": int(book.account_id[a0]),
-                       "last_account_id": int(book.account_id[a1 - 1])})
-    manifest = {"format": FORMAT, "version": 1, "n_shards": n_shards, "accounts": book.n_accounts,
-                "positions": book.n_positions, "shards": shards}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return directory
+    meta = {"book_hash": book_hash(book), "marks": dict(zip(book.symbols, book.mark_price.tolist())),
+            "n_shards": n_shards, "accounts": book.n_accounts, "positions": book.n_positions}
+    with atomic_dir(directory, "shard", meta, inputs) as out:
+        for name in ("markets", "tiers"):
+            out.write_frame(f"{name}.{format}", frames[name], format)
+        shards = []
+        for k in range(n_shards):
+            a0, a1 = int(bounds[k]), int(bounds[k + 1])
+            p0, p1 = int(book.pos_start[a0]), int(book.pos_start[a1])
+            d = f"{SHARDS_DIR}/{shard_name(k)}"
+            out.write_frame(f"{d}/accounts.{format}", frames["accounts"].slice(a0, a1 - a0), format)
+            out.write_frame(f"{d}/positions.{format}", frames["positions"].slice(p0, p1 - p0), format)
+            shards.append({"name": shard_name(k), "accounts": a1 - a0, "positions": p1 - p0,
+                           "first_account_id": int(book.account_id[a0]),
+                           "last_account_id": int(book.account_id[a1 - 1])})
+        out.meta["shards"] = shards
+    return Path(directory)
 
 
 def is_sharded(directory: str | Path) -> bool:
-    """Whether ``directory`` is a sharded book (has a ``shards/`` folder)."""
-    return (Path(directory) / SHARDS_DIR).is_dir()
+    """Whether ``directory`` is a sharded book (has a ``shards/`` folder, or a sharded-book
+    manifest)."""
+    from .output import _peek_manifest
+
+    d = Path(directory)
+    if (d / SHARDS_DIR).is_dir():
+        return True
+    m = _peek_manifest(d) if d.is_dir() else None
+    return m is not None and m.get("kind") == "shard"
 
 
-def _manifest(directory: Path) -> dict | None:
-    path = directory / MANIFEST
-    if not path.exists():
-        return None
-    m = json.loads(path.read_text())
-    if m.get("format") != FORMAT:
-        raise BookError([Problem("manifest", "format", f"{path} is not a {FORMAT} manifest")])
-    return m
+def _manifest(directory: Path, only: str | None = None, verify: bool = True) -> dict:
+    """The sharded book's manifest, verified (only the files under ``only`` when given):
+    a sharded book without one (a ``synth --shards`` killed midway, by an older gpurisk) is
+    refused, never read as the whole book."""
+    from .output import read_manifest
+
+    return read_manifest(directory, kind="shard", only=only, verify=verify)
 
 
 def shard_paths(directory: str | Path) -> list[Path]:
-    """The shard folders of a sharded book, in shard order (the manifest's, else by name)."""
+    """The shard folders of a sharded book, in the manifest's shard order."""
+    from .output import _missing_message
+
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"sharded book {_missing_message(directory)}")
     if not is_sharded(directory):
         raise FileNotFoundError(f"{directory} is not a sharded book (no {SHARDS_DIR}/ folder)")
-    m = _manifest(directory)
-    if m is not None:
-        paths = [directory / SHARDS_DIR / s["name"] for s in m["shards"]]
-        missing = [str(p) for p in paths if not p.is_dir()]
-        if missing:
-            raise FileNotFoundError(f"{directory}: shards named in {MANIFEST} are missing: {', '.join(missing[:5])}")
-        return paths
-    paths = sorted(p for p in (directory / SHARDS_DIR).iterdir() if p.is_dir())
-    if not paths:
-        raise FileNotFoundError(f"{directory / SHARDS_DIR} holds no shard")
+    m = _manifest(directory, verify=False)  # files are verified where they are read
+    paths = [directory / SHARDS_DIR / s["name"] for s in m["shards"]]
+    missing = [str(p) for p in paths if not p.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{directory}: shards named in {MANIFEST} are missing: {', '.join(missing[:5])}")
     return paths
 
 
@@ -216,6 +219,12 @@ def read_shard(directory: str | Path, shard: int | str | Path) -> Book:
         path = shard_paths(root)[shard]
     else:
         path = Path(shard) if Path(shard).is_absolute() or Path(shard).is_dir() else root / SHARDS_DIR / str(shard)
+    from .output import ManifestError
+
+    try:  # this shard's files and the shared tables match the manifest
+        _manifest(root, only=(f"{SHARDS_DIR}/{path.name}/", "markets.", "tiers."))
+    except ManifestError as exc:
+        raise BookError([Problem(path.name, "", str(exc))]) from None
     try:
         return Book.from_frames(**_shard_frames(root, path))
     except BookError as exc:
@@ -233,10 +242,11 @@ def read_sharded_book(directory: str | Path) -> Book:
 
     root = Path(directory)
     paths = shard_paths(root)
+    _manifest(root)  # every file matches the manifest
     acc = [read_table(p, "accounts") for p in paths]
     pos = [read_table(p, "positions") for p in paths]
     problems = []
-    m = _manifest(root)
+    m = _manifest(root, verify=False)
     if m is not None:
         for s, a, q in zip(m["shards"], acc, pos):
             if (a.height, q.height) != (s["accounts"], s["positions"]):
@@ -426,11 +436,18 @@ def _finish_shard(part: _ShardPart, rank: np.ndarray, lights: np.ndarray):
 
 
 def _write_shard(frames, directory: str):
+    """On a worker: write a shard's results into the writer's temporary directory, fsynced;
+    returns per file (rows, bytes, sha256) for the driver's manifest."""
+    from .output import _fsync_file, sha256_file
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    frames[0].write_parquet(d / "accounts.parquet")
-    frames[1].write_parquet(d / "positions.parquet")
-    return frames[0].height, frames[1].height
+    out = {}
+    for name, df in (("accounts.parquet", frames[0]), ("positions.parquet", frames[1])):
+        df.write_parquet(d / name)
+        _fsync_file(d / name)
+        out[name] = (df.height, (d / name).stat().st_size, sha256_file(d / name))
+    return out
 
 
 def _stress_block(source, scenarios, options: dict, hook, label: str):
@@ -568,26 +585,41 @@ class DistributedRisk:
 
         return status_summary(self.accounts)
 
-    def write(self, directory: str | Path) -> Path:
-        """Write accounts.parquet and positions.parquet into ``directory`` (gathered here)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        acc, pos = self._collect()
-        acc.write_parquet(directory / "accounts.parquet")
-        pos.write_parquet(directory / "positions.parquet")
-        return directory
+    def write(self, directory: str | Path, inputs=()) -> Path:
+        """Write accounts.parquet and positions.parquet into ``directory`` (gathered here),
+        atomically, with a manifest (gpurisk.output)."""
+        from .output import atomic_dir, check_place, _held
 
-    def write_shards(self, directory: str | Path) -> Path:
+        if not _held(Path(directory)):
+            check_place(directory, "revalue", inputs)
+        acc, pos = self._collect()
+        meta = {"venue": self.venue.name, "backend": self.backend.name}
+        with atomic_dir(directory, "revalue", meta, inputs) as out:
+            out.write_parquet("accounts.parquet", acc)
+            out.write_parquet("positions.parquet", pos)
+        return Path(directory)
+
+    def write_shards(self, directory: str | Path, inputs=()) -> Path:
         """Each worker writes its shard's results to ``<dir>/shards/shard-NNNNN/{accounts,
-        positions}.parquet`` (the directory must be on a filesystem every worker sees)."""
-        directory = Path(directory)
+        positions}.parquet`` (the directory must be on a filesystem every worker sees), into a
+        temporary directory the driver then seals with a manifest and moves into place."""
+        from .output import atomic_dir
+
         run = uuid.uuid4().hex[:8]
-        futs = [_submit(self.client, _write_shard, f, str(directory / SHARDS_DIR / shard_name(i)),
-                        key=f"gpurisk-write-{run}-{i}") for i, f in zip(self.shards, self._futures)]
-        counts = _gather(self.client, futs, self._timeout, what="write")
-        if (sum(c[0] for c in counts), sum(c[1] for c in counts)) != (self.n_accounts, self.n_positions):
-            raise DistributedRunError("written shard results do not reconcile with the book")
-        return directory
+        meta = {"venue": self.venue.name, "backend": self.backend.name, "layout": "sharded"}
+        with atomic_dir(directory, "revalue", meta, inputs) as out:
+            names = [f"{SHARDS_DIR}/{shard_name(i)}" for i in self.shards]
+            futs = [_submit(self.client, _write_shard, f, str(out.path / n), key=f"gpurisk-write-{run}-{i}")
+                    for i, n, f in zip(self.shards, names, self._futures)]
+            written = _gather(self.client, futs, self._timeout, what="write")
+            rows = [0, 0]
+            for n, files in zip(names, written):
+                for k, (name, (height, size, digest)) in enumerate(files.items()):
+                    out.add(f"{n}/{name}", height, sha256=digest, size=size)
+                    rows[k] += height
+            if tuple(rows) != (self.n_accounts, self.n_positions):
+                raise DistributedRunError("written shard results do not reconcile with the book")
+        return Path(directory)
 
     def release(self) -> None:
         """Free the results held on the workers (gathered tables stay)."""
@@ -602,7 +634,7 @@ def _shard_sources(book, client, n_shards):
         if n_shards is not None:
             raise ValueError("n_shards applies to a Book or a plain book directory; a sharded book has its own")
         paths = shard_paths(root)
-        return [(str(root), str(p)) for p in paths], [p.name for p in paths], _manifest(root)
+        return [(str(root), str(p)) for p in paths], [p.name for p in paths], _manifest(root, verify=False)
     if isinstance(book, (str, Path)):
         book = read_book(book)
     n = n_shards or _n_workers(client)

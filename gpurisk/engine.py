@@ -284,15 +284,22 @@ class Risk:
         """Accounts, equity and maintenance margin per status."""
         return status_summary(self.accounts)
 
-    def write(self, directory: str | Path) -> Path:
-        """Write accounts.parquet and positions.parquet into ``directory``."""
+    def write(self, directory: str | Path, inputs=()) -> Path:
+        """Write accounts.parquet and positions.parquet into ``directory``, atomically, with a
+        manifest (gpurisk.output). ``inputs``: paths the output must not be or be inside (the
+        book directory); the place is checked before the tables are built."""
+        from .output import atomic_dir, book_hash, check_place, _held
+
+        if not _held(Path(directory)):
+            check_place(directory, "revalue", inputs)
         if self.accounts.height != self.book.n_accounts or self.positions.height != self.book.n_positions:
             raise AssertionError("row counts do not reconcile with the book")  # never drop rows silently
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.accounts.write_parquet(directory / "accounts.parquet")
-        self.positions.write_parquet(directory / "positions.parquet")
-        return directory
+        meta = {"book_hash": book_hash(self.book), "venue": self.venue.name, "backend": self.backend.name,
+                "marks": dict(zip(self.book.symbols, np.asarray(self.mark, float).tolist()))}
+        with atomic_dir(directory, "revalue", meta, inputs) as out:
+            out.write_parquet("accounts.parquet", self.accounts)
+            out.write_parquet("positions.parquet", self.positions)
+        return Path(directory)
 
 
 class Engine:

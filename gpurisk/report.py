@@ -88,37 +88,57 @@ class StressTables:
                             self.prices).policy_comparison()
 
 
-def load_risk_tables(directory: str | Path) -> RiskTables:
-    """Read ``accounts.parquet`` and ``positions.parquet`` as written by ``Risk.write``."""
-    d = Path(directory)
-    missing = [f for f in ("accounts.parquet", "positions.parquet") if not (d / f).exists()]
+def _read(d: Path, name: str) -> pl.DataFrame:
+    from .output import ManifestError
+
+    try:
+        return pl.read_parquet(d / name)
+    except Exception as exc:  # a file that matches its manifest but is not Parquet we can read
+        raise ManifestError(f"{d / name} cannot be read as Parquet: {exc}") from None
+
+
+def _checked(d: Path, kind: str, files: tuple[str, ...], what: str) -> dict:
+    """The verified manifest of a result directory of ``kind`` listing ``files``."""
+    from .output import ManifestError, read_manifest
+
+    if d.is_dir() and not (d / "manifest.json").exists():
+        present = [f for f in files if (d / f).exists()]
+        missing = [f for f in files if not (d / f).exists()]
+        if not present:
+            raise FileNotFoundError(f"{d} has no {' or '.join(missing)}: give the directory written by {what}")
+    m = read_manifest(d, kind=kind)
+    missing = [f for f in files if f not in m.get("files", {})]
     if missing:
-        raise FileNotFoundError(f"{d} has no {' or '.join(missing)}: give the directory written by "
-                                f"`gpurisk revalue --out DIR` (or the results/ folder of `gpurisk demo`)")
-    return RiskTables(accounts=pl.read_parquet(d / "accounts.parquet"),
-                      positions=pl.read_parquet(d / "positions.parquet"))
+        raise ManifestError(f"{d}: its manifest lists no {', '.join(missing)}; give the directory written by {what}")
+    return m
+
+
+def load_risk_tables(directory: str | Path) -> RiskTables:
+    """Read ``accounts.parquet`` and ``positions.parquet`` as written by ``Risk.write``, after
+    checking them against the directory's manifest (gpurisk.output.read_manifest)."""
+    d = Path(directory)
+    m = _checked(d, "revalue", ("accounts.parquet", "positions.parquet"),
+                 "`gpurisk revalue --out DIR` (or the results/ folder of `gpurisk demo`)")
+    return RiskTables(accounts=_read(d, "accounts.parquet"), positions=_read(d, "positions.parquet"),
+                      venue=m.get("venue"))
 
 
 def load_stress_tables(directory: str | Path) -> StressTables:
     """Read the tables written by ``StressResult.write`` (summary, liquidations, adl_fills,
     haircuts, prices and policy_comparison .parquet) and, where present, the base marks
-    (``base_marks.parquet``: symbol, mark_price) that ``gpurisk stress --out`` writes."""
+    (``base_marks.parquet``: symbol, mark_price), after checking them against the directory's
+    manifest."""
     d = Path(directory)
-    if not (d / "summary.parquet").exists():
-        raise FileNotFoundError(f"{d} has no summary.parquet: give the directory written by "
-                                f"`gpurisk stress --out DIR` (or StressResult.write)")
-    tables = {}
-    for name in STRESS_TABLES:
-        f = d / f"{name}.parquet"
-        tables[name] = pl.read_parquet(f) if f.exists() else pl.DataFrame()
-    comp = d / "policy_comparison.parquet"
-    base = d / "base_marks.parquet"
+    m = _checked(d, "stress", tuple(f"{n}.parquet" for n in STRESS_TABLES),
+                 "`gpurisk stress --out DIR` (or StressResult.write)")
+    tables = {name: _read(d, f"{name}.parquet") for name in STRESS_TABLES}
+    files = m.get("files", {})
     base_marks = None
-    if base.exists():
-        b = pl.read_parquet(base)
+    if "base_marks.parquet" in files:
+        b = _read(d, "base_marks.parquet")
         base_marks = dict(zip(b["symbol"].cast(pl.String).to_list(), b["mark_price"].to_list()))
-    return StressTables(**tables, comparison=pl.read_parquet(comp) if comp.exists() else None,
-                        base_marks=base_marks)
+    comp = _read(d, "policy_comparison.parquet") if "policy_comparison.parquet" in files else None
+    return StressTables(**tables, comparison=comp, base_marks=base_marks)
 
 
 def write_base_marks(directory: str | Path, book) -> Path:
@@ -852,6 +872,8 @@ def write_report(path: str | Path, risk=None, stress=None, title: str = "gpurisk
 <footer>gpurisk {_e(__version__)} · generated {_e(when)}</footer>
 </body></html>
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    from .output import atomic_file
+
+    with atomic_file(path) as tmp:  # a reader never sees half a page
+        tmp.write_text(page, encoding="utf-8")
     return path

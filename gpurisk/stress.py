@@ -201,13 +201,30 @@ class StressResult:
             pl.col("socialized_loss").sum(), pl.col("unfunded").sum(), pl.col("adl_accounts").sum().alias("accounts_hit"),
             pl.col("overshoot").sum(), pl.col("max_haircut_share").max()))
 
-    def write(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name in ("summary", "liquidations", "adl_fills", "haircuts", "prices"):
-            getattr(self, name).write_parquet(directory / f"{name}.parquet")
-        self.policy_comparison().write_parquet(directory / "policy_comparison.parquet")
-        return directory
+    def write(self, directory: str | Path, book=None, venue=None, backend=None, inputs=()) -> Path:
+        """Write the tables (summary, liquidations, adl_fills, haircuts, prices and
+        policy_comparison .parquet) atomically, with a manifest (gpurisk.output). ``book``:
+        the stressed Book, whose marks go to ``base_marks.parquet`` (the report's shock axis)
+        and whose hash goes to the manifest."""
+        from .output import atomic_dir, book_hash, check_place, _held
+
+        if not _held(Path(directory)):
+            check_place(directory, "stress", inputs)
+        meta = {"book_hash": book_hash(book) if book is not None else None,
+                "venue": getattr(venue, "name", venue), "backend": getattr(backend, "name", backend)}
+        if book is not None and hasattr(book, "mark_price"):
+            meta["marks"] = dict(zip(book.symbols, [float(x) for x in book.mark_price]))
+        with atomic_dir(directory, "stress", meta, inputs) as out:
+            for name in ("summary", "liquidations", "adl_fills", "haircuts", "prices"):
+                out.write_parquet(f"{name}.parquet", getattr(self, name))
+            out.write_parquet("policy_comparison.parquet", self.policy_comparison())
+            if "marks" in meta:
+                import polars as pl
+
+                out.write_parquet("base_marks.parquet", pl.DataFrame(
+                    {"symbol": list(meta["marks"]), "mark_price": list(meta["marks"].values())},
+                    schema={"symbol": pl.String, "mark_price": pl.Float64}))
+        return Path(directory)
 
 
 # Columns and dtypes of each table in StressRecords (codes: policy -> POLICIES, symbol -> the

@@ -30,6 +30,7 @@ def test_bad_book_exits_2_with_the_rows_named(tmp_path, capsys):
     pos = pl.read_parquet(tmp_path / "positions.parquet")
     pos.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(0.0).otherwise(pl.col("size")).alias("size")) \
        .write_parquet(tmp_path / "positions.parquet")
+    (tmp_path / "manifest.json").unlink()  # edited on purpose: now the user's own book
     assert main(["revalue", str(tmp_path), "--backend", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "positions.size: must be finite and non-zero — 1 row: row 3 (account_id=" in err

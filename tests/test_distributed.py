@@ -92,6 +92,14 @@ def test_sharded_book_holds_whole_accounts_in_contiguous_ranges(book, sharded):
         write_sharded(book, root / "too-many", book.n_accounts + 1)
 
 
+def _legacy_manifest(root):
+    """Rewrite a sharded book's manifest in the old format (shards and row counts, no checksums)."""
+    m = json.loads((root / "manifest.json").read_text())
+    legacy = {"format": "gpurisk-sharded-book", "version": 1, "n_shards": m["n_shards"],
+              "accounts": m["accounts"], "positions": m["positions"], "shards": m["shards"]}
+    (root / "manifest.json").write_text(json.dumps(legacy))
+
+
 def test_a_broken_layout_names_the_shard(book, tmp_path):
     root = write_sharded(book, tmp_path / "b", 2)
     s0, s1 = shard_paths(root)
@@ -100,6 +108,7 @@ def test_a_broken_layout_names_the_shard(book, tmp_path):
     pos1 = pl.read_parquet(s1 / "positions.parquet")
     pos0.slice(1).write_parquet(s0 / "positions.parquet")
     pl.concat([pos0.head(1), pos1]).write_parquet(s1 / "positions.parquet")
+    _legacy_manifest(root)  # edited by hand: keep the pre-checksum manifest so the layout check is reached
     with pytest.raises(BookError, match="shard-00001/positions.account_id"):
         read_sharded_book(root)
     with pytest.raises(BookError, match="shard-00001/positions.account_id: must be an account of accounts"):

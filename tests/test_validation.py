@@ -158,6 +158,7 @@ def test_read_book_csv_and_parquet_roundtrip(tmp_path):
 def test_read_book_reports_missing_table(tmp_path):
     build().write(tmp_path)
     (tmp_path / "tiers.parquet").unlink()
+    (tmp_path / "manifest.json").unlink()  # a user's own book directory (with a manifest: refused, see test_reliability)
     with pytest.raises(FileNotFoundError, match="no tiers table"):
         read_book(tmp_path)
 
@@ -169,6 +170,7 @@ def test_csv_with_bad_text_in_numeric_column(tmp_path):
     fields[2] = "oops"
     text[2] = ",".join(fields)
     (tmp_path / "positions.csv").write_text("\n".join(text) + "\n")
+    (tmp_path / "manifest.json").unlink()  # edited on purpose
     with pytest.raises(BookError, match="positions.size: must be a number"):
         read_book(tmp_path)
 
