@@ -64,7 +64,9 @@ def _parse_marks(items: list[str] | None, path: str | None):
     if path:
         p = Path(path)
         df = pl.read_parquet(p) if p.suffix == ".parquet" else pl.read_csv(p)
-        marks.update(zip(df["symbol"].to_list(), df["mark_price"].to_list()))
+        from .engine import check_marks
+
+        marks.update(check_marks(df))  # columns, types, nulls, a symbol priced twice: refused, rows named
     for item in items or []:
         sym, _, price = item.partition("=")
         try:
