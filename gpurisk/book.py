@@ -50,7 +50,9 @@ class BookError(ValueError):
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid book ({len(self.problems)} problem(s)):\n{lines}")
+        tables = {p.table for p in self.problems}
+        what = tables.pop() if len(tables) == 1 and tables <= {"scenarios", "marks"} else "book"
+        super().__init__(f"invalid {what} ({len(self.problems)} problem(s)):\n{lines}")
 
     def __reduce__(self):  # survives pickling (process pools, Dask workers) with its problems
         return (type(self), (self.problems,))
