@@ -342,6 +342,7 @@ class Engine:
     def __init__(self, book: Book, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto",
                  chunk_positions: int | None = None, workers_per_gpu: int | None = None):
         self.book = book
+        self._token = object()  # marks the Risks this engine returns (out= is checked against it)
         self.venue = get_venue(venue)
         self.backend = get_backend(backend)
         memory = self.backend.device_memory()
@@ -366,6 +367,8 @@ class Engine:
         for callers that rank elsewhere, as the Dask driver ranks every shard's queues at once.
         """
         b, venue = self.backend, self.venue
+        if out is not None:
+            self._check_out(out)
         mark_host = resolve_marks(self.book, marks)
         t0 = time.perf_counter()
         mark = b.asarray(mark_host)
@@ -387,7 +390,23 @@ class Engine:
             adl = AdlQueues(score, None, None, None, None)
         ranker.synchronize()
         t2 = time.perf_counter()
-        return Risk(self.book, venue, b, mark_host, pm, am, pr, adl, {"kernels": t1 - t0, "ranking": t2 - t1})
+        risk = Risk(self.book, venue, b, mark_host, pm, am, pr, adl, {"kernels": t1 - t0, "ranking": t2 - t1})
+        risk._owner = self._token
+        return risk
+
+    def _check_out(self, out) -> None:
+        """``out=`` must be a Risk this engine returned: its buffers were sized and placed for
+        this book on this backend. Another engine's (another book, size or device) would be
+        written out of bounds by the kernels or silently overwritten, so it is refused."""
+        if not isinstance(out, Risk):
+            raise ValueError(f"out= must be a Risk returned by this engine's revalue, got {type(out).__name__}")
+        if getattr(out, "_owner", None) is not self._token:
+            raise ValueError("out= is a Risk of another engine (another book or backend): its buffers cannot "
+                             "be reused here; pass a Risk this engine returned, or leave out= out")
+        sizes = (out.position_margin.notional, out.account_margin.equity, out.position_risk.liq_price, out.adl.score)
+        want = (self.book.n_positions, self.book.n_accounts, self.book.n_positions, self.book.n_positions)
+        if any(int(a.size) != n for a, n in zip(sizes, want)):  # belt and braces: never out of bounds
+            raise ValueError("out= buffers do not match this engine's book")
 
     def _revalue_chunks(self, mark, out):
         """Chunk by chunk of whole accounts: upload, run the kernels, copy results to host."""

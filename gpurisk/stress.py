@@ -180,6 +180,24 @@ def scenario_paths(book: Book, scenarios) -> tuple[np.ndarray, np.ndarray]:
     return ids.to_numpy(), shocks
 
 
+# ------------------------------------------------------------------ the conservation check
+
+#: a run's summary.conservation_error beyond this (relative) is a failure; in practice ~1e-16
+CONSERVATION_TOLERANCE = 1e-9
+
+
+def conservation_check(summary, tolerance: float = CONSERVATION_TOLERANCE) -> tuple[int, float]:
+    """(runs that fail, largest |conservation_error|) of a stress summary (a frame or
+    StressRecords.summary). NaN or ±inf never passes: such a run fails, and the largest error
+    is then NaN, not the largest of the others (a plain max skips NaN)."""
+    err = np.asarray(summary["conservation_error"], dtype=np.float64)
+    failed = int(np.count_nonzero(~(np.abs(err) <= tolerance)))
+    if err.size == 0:
+        return 0, 0.0
+    worst = float(np.max(np.abs(err))) if np.all(np.isfinite(err)) else float("nan")
+    return failed, worst
+
+
 # ------------------------------------------------------------------ impact
 
 
