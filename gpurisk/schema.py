@@ -15,7 +15,9 @@ MARGIN_MODES = ("cross", "isolated")
 #   |q|·E·cs <= 1e15 and P/E <= 1e24       => |q|·P·cs and |upnl| <= 1e39 per position,
 #                                            sums over 2^31 positions <= 1e49;
 #   |q|·cs >= 1e-24, 1 - mmr >= 0.01        => the liquidation-price denominator
-#                                            |q|·cs·|side·mmr - 1| >= 1e-26, LP <= 1e75;
+#                                            |q|·cs·|side·mmr - 1| >= 1e-26, LP <= 1e75, and
+#                                            |q|·cs·mmr − |q|·cs (a long) cancels by at most
+#                                            100×: no rate so near 1 that LP loses its digits;
 #   mmr >= 1e-6 (>> 2^-52)                  => MM = N·mmr_k - cum_k >= N·mmr_1 never rounds to
 #                                            0, so the bankruptcy price's share MM_i/MM_acct is
 #                                            defined: |eq·MM| / (MM_acct·q·cs) <= 1e88 / 1e-66;

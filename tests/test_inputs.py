@@ -241,6 +241,15 @@ def _extreme_book(seed: int) -> Book:
                      * pl.col("symbol").replace_strict(syms, cs.tolist()) <= schema.NOTIONAL_MAX)
     wallet = lg(schema.BALANCE_MIN, schema.BALANCE_MAX, n_acc) * np.where(rng.random(n_acc) < 0.2, -1, 1)
     wallet[:3] = [0.0, schema.BALANCE_MAX, -schema.BALANCE_MAX]
+    # The smallest equity against the largest margin: a balance of BALANCE_MIN, positions at
+    # their entry price (no PnL) and of the largest notional (cross, then isolated).
+    big = min(schema.SIZE_MAX, schema.NOTIONAL_MAX / (marks[2] * cs[2]))
+    pos = pl.concat([pos, pl.DataFrame({
+        "account_id": [n_acc, n_acc + 1], "symbol": [syms[2]] * 2, "size": [big, -big],
+        "entry_price": [marks[2]] * 2, "margin_mode": ["cross", "isolated"],
+        "isolated_margin": [0.0, schema.BALANCE_MIN]})], how="vertical_relaxed")
+    wallet = np.append(wallet, [schema.BALANCE_MIN, 0.0])
+    n_acc += 2
     tiers = pl.DataFrame({"symbol": [s for s in syms for _ in range(3)],
                           "notional_floor": [0.0, 1e3, schema.NOTIONAL_MAX] * n_sym,
                           "maint_margin_rate": [schema.MAINT_RATE_MIN, 0.5, schema.MAINT_RATE_MAX] * n_sym,
