@@ -8,6 +8,8 @@ where Polars is not installed (e.g. a bare GPU node); tables and file I/O need P
 """
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -28,6 +30,23 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+class _Package(types.ModuleType):
+    """The package module. Importing a submodule binds it to the package attribute of the
+    same name (``import gpurisk.stress`` sets ``gpurisk.stress`` to the module), which would
+    shadow an export of that name (the ``stress`` function) whatever was imported first. An
+    exported name keeps the exported object; the submodules stay importable by path
+    (``from gpurisk.stress import run_stress``, ``importlib.import_module("gpurisk.stress")``)."""
+
+    def __setattr__(self, name, value):
+        if (name in _EXPORTS and isinstance(value, types.ModuleType)
+                and value.__name__ == f"{__name__}.{_EXPORTS[name]}" and hasattr(value, name)):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name):

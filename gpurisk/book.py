@@ -18,6 +18,7 @@ try:  # Polars is needed at the edges (read, validate, write), not by the array 
 except ImportError:  # pragma: no cover - exercised on GPU machines without Polars
     pl = None
 
+from . import schema as _lim
 from .schema import INPUT_TABLES, MARGIN_MODES, TABLE_KEYS, Column
 
 EXAMPLES_SHOWN = 5
@@ -49,7 +50,9 @@ class BookError(ValueError):
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid book ({len(self.problems)} problem(s)):\n{lines}")
+        tables = {p.table for p in self.problems}
+        what = tables.pop() if len(tables) == 1 and tables <= {"scenarios", "marks"} else "book"
+        super().__init__(f"invalid {what} ({len(self.problems)} problem(s)):\n{lines}")
 
     def __reduce__(self):  # survives pickling (process pools, Dask workers) with its problems
         return (type(self), (self.problems,))
@@ -144,6 +147,28 @@ def _finite(c: str) -> pl.Expr:
     return pl.col(c).is_finite()
 
 
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _outside(x: pl.Expr, lo: float, hi: float) -> pl.Expr:
+    """Finite values outside [lo, hi] (nulls and non-finite values are other rules' business)."""
+    return (x.is_finite() & ((x < lo) | (x > hi))).fill_null(False)
+
+
+def _range_rule(chk: "_Checker", column: str, x: pl.Expr, lo: float, hi: float, what: str = "",
+                zero_ok: bool = False, within: pl.Expr | None = None) -> None:
+    """The input limits of gpurisk.schema (see there and README "Input limits"): finite values
+    of ``x`` must lie in [lo, hi] (or be 0 when ``zero_ok``). Only rows that pass the column's
+    basic rule (``within``; default x > 0) are judged, so no row is reported twice."""
+    bad = _outside(x, lo, hi) & (x > 0 if within is None else within).fill_null(False)
+    if zero_ok:
+        bad = bad & (x != 0).fill_null(False)
+    rule = f"{what or 'must be'} in [{_num(lo)}, {_num(hi)}]" + (" or 0" if zero_ok else "") + \
+        " (input limits, gpurisk.schema)"
+    chk.rule(column, bad, rule)
+
+
 # ------------------------------------------------------------------ validation per table
 
 
@@ -154,9 +179,11 @@ def _validate_markets(chk: _Checker) -> None:
         chk.rule("symbol", pl.col("symbol").is_duplicated() & pl.col("symbol").is_not_null(), "must be unique")
     if ok("mark_price"):
         chk.rule("mark_price", ~(_finite("mark_price") & (pl.col("mark_price") > 0)), "must be finite and > 0")
+        _range_rule(chk, "mark_price", pl.col("mark_price"), _lim.PRICE_MIN, _lim.PRICE_MAX)
     if ok("contract_size"):
         chk.rule("contract_size", ~(_finite("contract_size") & (pl.col("contract_size") > 0)),
                  "must be finite and > 0")
+        _range_rule(chk, "contract_size", pl.col("contract_size"), _lim.CONTRACT_SIZE_MIN, _lim.CONTRACT_SIZE_MAX)
 
 
 def _validate_tiers(chk: _Checker, symbols: pl.Series | None, traded: pl.Series | None) -> None:
@@ -172,8 +199,13 @@ def _validate_tiers(chk: _Checker, symbols: pl.Series | None, traded: pl.Series 
     if ok("maint_margin_rate"):
         chk.rule("maint_margin_rate", ~((pl.col("maint_margin_rate") > 0) & (pl.col("maint_margin_rate") < 1)),
                  "must be in (0, 1)")
+        mmr = pl.col("maint_margin_rate")
+        _range_rule(chk, "maint_margin_rate", mmr, _lim.MAINT_RATE_MIN, _lim.MAINT_RATE_MAX, within=(mmr > 0) & (mmr < 1))
     if ok("max_leverage"):
         chk.rule("max_leverage", ~(pl.col("max_leverage") >= 1), "must be >= 1")
+        _range_rule(chk, "max_leverage", pl.col("max_leverage"), 1.0, _lim.LEVERAGE_MAX, within=pl.col("max_leverage") >= 1)
+    if ok("notional_floor"):
+        _range_rule(chk, "notional_floor", pl.col("notional_floor"), 0.0, _lim.NOTIONAL_MAX, within=pl.lit(True))
     if chk.problems or not ok("symbol"):
         return
     # Per-symbol ladder rules, on tiers sorted by floor.
@@ -215,9 +247,12 @@ def _validate_accounts(chk: _Checker) -> None:
                  "must be unique")
     if ok("wallet_balance"):
         chk.rule("wallet_balance", ~_finite("wallet_balance"), "must be finite")
+        _range_rule(chk, "wallet_balance", pl.col("wallet_balance").abs(), _lim.BALANCE_MIN, _lim.BALANCE_MAX,
+                    "|wallet_balance| must be", zero_ok=True)
 
 
-def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: pl.Series | None) -> None:
+def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: pl.Series | None,
+                        contract_sizes: pl.DataFrame | None = None) -> None:
     ok = lambda c: c not in chk.bad_columns  # noqa: E731
     if ok("account_id"):
         chk.rule("account_id", pl.col("account_id").is_null(), "must not be null")
@@ -231,13 +266,26 @@ def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: p
                      "must be a symbol of markets")
     if ok("size"):
         chk.rule("size", ~(_finite("size") & (pl.col("size") != 0)), "must be finite and non-zero")
+        _range_rule(chk, "size", pl.col("size").abs(), _lim.SIZE_MIN, _lim.SIZE_MAX, "|size| must be")
     if ok("entry_price"):
         chk.rule("entry_price", ~(_finite("entry_price") & (pl.col("entry_price") > 0)), "must be finite and > 0")
+        _range_rule(chk, "entry_price", pl.col("entry_price"), _lim.PRICE_MIN, _lim.PRICE_MAX)
+    if ok("size") and ok("entry_price") and ok("symbol") and contract_sizes is not None:
+        # The entry notional |size|·entry_price·contract_size, per position (NOTIONAL_MAX).
+        cs = pl.col("symbol").replace_strict(contract_sizes["symbol"], contract_sizes["contract_size"],
+                                             default=1.0, return_dtype=pl.Float64)
+        notional = pl.col("size").abs() * pl.col("entry_price") * cs
+        chk.rule("size", (notional > _lim.NOTIONAL_MAX).fill_null(False) | (
+            notional.is_nan() & pl.col("size").is_finite() & pl.col("entry_price").is_finite()).fill_null(False),
+                 f"entry notional |size|·entry_price·contract_size must be <= {_num(_lim.NOTIONAL_MAX)} "
+                 "(input limits, gpurisk.schema)")
     if ok("margin_mode"):
         chk.rule("margin_mode", ~pl.col("margin_mode").is_in(list(MARGIN_MODES)), "must be 'cross' or 'isolated'")
     if ok("isolated_margin"):
         chk.rule("isolated_margin", ~(_finite("isolated_margin") & (pl.col("isolated_margin") >= 0)),
                  "must be finite and >= 0")
+        _range_rule(chk, "isolated_margin", pl.col("isolated_margin"), _lim.BALANCE_MIN, _lim.BALANCE_MAX,
+                    zero_ok=True)
         if ok("margin_mode"):
             iso = pl.col("margin_mode") == "isolated"
             chk.rule("isolated_margin", iso & (pl.col("isolated_margin") <= 0),
@@ -247,6 +295,7 @@ def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: p
     if ok("leverage"):
         lev = pl.col("leverage")
         chk.rule("leverage", lev.is_not_null() & ~(lev.is_finite() & (lev >= 1)), "must be finite and >= 1 (or null)")
+        _range_rule(chk, "leverage", lev, 1.0, _lim.LEVERAGE_MAX, within=lev >= 1)
     keys = ["account_id", "symbol", "margin_mode"]
     if all(ok(k) for k in keys):
         chk.rule("account_id", pl.struct(keys).is_duplicated(),
@@ -328,7 +377,11 @@ class Book:
         _validate_accounts(a)
         symbols = m.df["symbol"].drop_nulls() if "symbol" not in m.bad_columns else None
         ids = a.df["account_id"].drop_nulls() if "account_id" not in a.bad_columns else None
-        _validate_positions(p, ids, symbols)
+        cs = None
+        if not ({"symbol", "contract_size"} & m.bad_columns):
+            cs = (m.df.select("symbol", "contract_size").drop_nulls("symbol")
+                  .unique("symbol", keep="first", maintain_order=True))
+        _validate_positions(p, ids, symbols, cs)
         traded = p.df["symbol"].drop_nulls().unique().sort() if "symbol" not in p.bad_columns else None
         _validate_tiers(t, symbols, traded)
         problems = m.problems + t.problems + a.problems + p.problems

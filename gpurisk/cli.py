@@ -65,7 +65,9 @@ def _parse_marks(items: list[str] | None, path: str | None):
     if path:
         p = Path(path)
         df = pl.read_parquet(p) if p.suffix == ".parquet" else pl.read_csv(p)
-        marks.update(zip(df["symbol"].to_list(), df["mark_price"].to_list()))
+        from .engine import check_marks
+
+        marks.update(check_marks(df))  # columns, types, nulls, a symbol priced twice: refused, rows named
     for item in items or []:
         sym, _, price = item.partition("=")
         try:
@@ -240,8 +242,16 @@ def _stress(args) -> int:
         print(worst)
         print("\npolicy comparison (all scenarios):")
         print(res.policy_comparison())
-    worst_err = res.summary["conservation_error"].abs().max()
-    print(f"\nmoney conserved on every scenario: largest relative error {worst_err:.1e}")
+    from .stress import CONSERVATION_TOLERANCE, conservation_check
+
+    failed, worst_err = conservation_check(res.summary)  # NaN counts as a failure, never skipped
+    if failed:
+        print(f"\ngpurisk stress: money NOT conserved on {failed:,} of {res.summary.height:,} scenario runs "
+              f"(largest relative error {worst_err:.1e}; NaN or inf count as failures; tolerance "
+              f"{CONSERVATION_TOLERANCE:g}). This is a bug: please report it with the command line.",
+              file=sys.stderr)
+    else:
+        print(f"\nmoney conserved on every scenario: largest relative error {worst_err:.1e}")
     if args.out:
         from .book import Book
 
@@ -256,7 +266,7 @@ def _stress(args) -> int:
                 risk = Engine(book, venue=args.venue, backend=args.backend).revalue()
             _report(Path(args.out) / "report.html", risk=risk, stress=res, base_marks=base,
                     title=f"gpurisk stress: {what}")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_report(args) -> int:

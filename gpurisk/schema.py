@@ -8,6 +8,39 @@ STATUSES = ("healthy", "margin_call", "liquidatable", "bankrupt")  # kernel code
 SIDES = ("long", "short")
 MARGIN_MODES = ("cross", "isolated")
 
+# ------------------------------------------------------------------ input limits
+# Bounds every numeric input is checked against (book validation, marks, scenario shocks),
+# chosen so that no product, sum or quotient of the kernels (kernels/*.cu) can overflow to
+# ±inf, underflow to 0 or become NaN where the true value is finite. With them:
+#   |q|·E·cs <= 1e15 and P/E <= 1e24       => |q|·P·cs and |upnl| <= 1e39 per position,
+#                                            sums over 2^31 positions <= 1e49;
+#   |q|·cs >= 1e-24, 1 - mmr >= 0.01        => the liquidation-price denominator
+#                                            |q|·cs·|side·mmr - 1| >= 1e-26, LP <= 1e75, and
+#                                            |q|·cs·mmr − |q|·cs (a long) cancels by at most
+#                                            100×: no rate so near 1 that LP loses its digits;
+#   mmr >= 1e-6 (>> 2^-52)                  => MM = N·mmr_k - cum_k >= N·mmr_1 never rounds to
+#                                            0, so the bankruptcy price's share MM_i/MM_acct is
+#                                            defined: |eq·MM| / (MM_acct·q·cs) <= 1e88 / 1e-66;
+#   balances 0 or 1e-12 <= |x| <= 1e15      => equity is 0 or >= ~1e-70 in magnitude, so the
+#                                            margin ratio MM/equity <= 1e39 / 1e-70 stays finite;
+#   leverage <= 1e6                         => IM = N/leverage >= 1e-42, never rounds to 0.
+# Every bound sits many orders of magnitude beyond any real venue (BTC at 1e5, SHIB at 1e-5,
+# the largest positions and balances around 1e10).
+PRICE_MIN = 1e-12          #: mark_price, entry_price, revalue marks and shocked marks
+PRICE_MAX = 1e12
+CONTRACT_SIZE_MIN = 1e-12  #: markets.contract_size
+CONTRACT_SIZE_MAX = 1e9
+SIZE_MIN = 1e-12           #: |positions.size|
+SIZE_MAX = 1e18
+NOTIONAL_MAX = 1e15        #: |size|·entry_price·contract_size per position; tiers.notional_floor
+BALANCE_MIN = 1e-12        #: |wallet_balance| and isolated_margin: 0, or at least this
+BALANCE_MAX = 1e15         #: |wallet_balance|, isolated_margin, the stress insurance fund
+MAINT_RATE_MIN = 1e-6      #: tiers.maint_margin_rate in [MAINT_RATE_MIN, MAINT_RATE_MAX]
+MAINT_RATE_MAX = 0.99
+LEVERAGE_MAX = 1e6         #: tiers.max_leverage and positions.leverage
+MAX_STEPS = 10_000         #: stress steps (the steps option and a scenario step column)
+SHOCK_CUBE_MAX_BYTES = 2 << 30  #: the (scenario, step, symbol) float64 shock array stress allocates
+
 
 
 @dataclass(frozen=True)

@@ -75,38 +75,89 @@ def read_scenarios(path: str | Path):
 
 def scenario_paths(book: Book, scenarios) -> tuple[np.ndarray, np.ndarray]:
     """(scenario ids, shocks[scenario, step, symbol]) from a scenario frame. Steps not given
-    repeat the last one given; symbols not given are not shocked."""
+    repeat the last one given; symbols not given are not shocked.
+
+    The frame is validated like a book, every problem at once, rows named (a BookError):
+    columns and their types, an empty frame, null scenario ids or symbols, unknown symbols,
+    shocks that are not finite and > -1 or that move a mark outside the input limits
+    (gpurisk.schema.PRICE_MIN..PRICE_MAX), steps that are not whole numbers in
+    [0, MAX_STEPS), duplicated (scenario, step, symbol) rows, and a shock array larger than
+    SHOCK_CUBE_MAX_BYTES (checked before it is allocated)."""
     import polars as pl
 
-    df = scenarios if isinstance(scenarios, pl.DataFrame) else pl.DataFrame(scenarios)
-    need = {"scenario", "symbol", "shock"}
-    if not need <= set(df.columns):
-        raise BookError([Problem("scenarios", "", f"needs columns {sorted(need)} (and optionally step); "
-                                 f"got {df.columns}")])
-    if "step" not in df.columns:
-        df = df.with_columns(pl.lit(0).alias("step"))
-    df = df.with_row_index("__row")
-    problems = []
-    bad = df.filter(~(pl.col("shock").is_finite() & (pl.col("shock") > -1)))
-    if bad.height:
-        problems.append(Problem("scenarios", "shock", "must be finite and > -1 (a relative move)", bad.height,
-                                tuple(f"row {r[0]} (scenario={r[1]!r}, symbol={r[2]!r})"
-                                      for r in bad.select("__row", "scenario", "symbol").head(5).iter_rows())))
-    known = set(book.symbols) | {"*"}
-    unknown = df.filter(~pl.col("symbol").is_in(list(known)))
-    if unknown.height:
-        problems.append(Problem("scenarios", "symbol", "must be a symbol of the book (or '*')", unknown.height,
-                                tuple(f"row {r[0]} (symbol={r[1]!r})"
-                                      for r in unknown.select("__row", "symbol").head(5).iter_rows())))
-    bad_step = df.filter(pl.col("step").is_null() | (pl.col("step") < 0))
-    if bad_step.height:
-        problems.append(Problem("scenarios", "step", "must be an integer >= 0", bad_step.height, ()))
-    dup = df.filter(pl.struct("scenario", "step", "symbol").is_duplicated())
-    if dup.height:
-        problems.append(Problem("scenarios", "symbol", "one shock per (scenario, step, symbol); duplicates",
-                                dup.height, tuple(f"row {r[0]}" for r in dup.select("__row").head(5).iter_rows())))
+    from .schema import MAX_STEPS, PRICE_MAX, PRICE_MIN, SHOCK_CUBE_MAX_BYTES
+
+    if isinstance(scenarios, pl.LazyFrame):
+        scenarios = scenarios.collect()
+    try:
+        df = scenarios if isinstance(scenarios, pl.DataFrame) else pl.DataFrame(scenarios)
+    except Exception as exc:  # not a table at all
+        raise BookError([Problem("scenarios", "", f"cannot be read as a table: {exc}")]) from exc
+    problems: list[Problem] = []
+    present = ", ".join(df.columns) or "none"
+    for c in ("scenario", "symbol", "shock"):
+        if c not in df.columns:
+            problems.append(Problem("scenarios", c, f"required column is missing (columns present: {present})"))
+    kinds = {"scenario": ("an integer or text", lambda t: t.is_integer() or t in (pl.String, pl.Categorical)
+                          or isinstance(t, pl.Enum)),
+             "symbol": ("text", lambda t: t in (pl.String, pl.Categorical) or isinstance(t, pl.Enum)),
+             "shock": ("a number", lambda t: t.is_numeric()),
+             "step": ("a whole number", lambda t: t.is_numeric())}
+    for c, (want, ok) in kinds.items():
+        if c in df.columns and df[c].null_count() < df.height and not ok(df.schema[c]):
+            problems.append(Problem("scenarios", c, f"must be {want}, got column type {df.schema[c]}"))
+    if not problems and df.height == 0:
+        problems.append(Problem("scenarios", "", "table is empty (no scenario)"))
     if problems:
         raise BookError(problems)
+    if "step" not in df.columns:
+        df = df.with_columns(pl.lit(0).alias("step"))
+    df = df.with_columns(pl.col("symbol").cast(pl.String), pl.col("shock").cast(pl.Float64),
+                         pl.col("step").cast(pl.Float64).alias("__step")).with_row_index("__row")
+
+    def rule(column: str, bad: pl.Expr, text: str, keys=("scenario", "symbol")) -> None:
+        hits = df.filter(bad.fill_null(True))
+        if hits.height:
+            shown = tuple(f"row {r[0]} (" + ", ".join(f"{k}={v!r}" for k, v in zip(keys, r[1:])) + ")"
+                          for r in hits.select("__row", *keys).head(5).iter_rows())
+            problems.append(Problem("scenarios", column, text, hits.height, shown))
+
+    rule("scenario", pl.col("scenario").is_null(), "must not be null")
+    rule("symbol", pl.col("symbol").is_null(), "must not be null")
+    known = set(book.symbols) | {"*"}
+    rule("symbol", pl.col("symbol").is_not_null() & ~pl.col("symbol").is_in(list(known)),
+         "must be a symbol of the book (or '*')", keys=("symbol",))
+    shock = pl.col("shock")
+    rule("shock", ~(shock.is_finite() & (shock > -1)), "must be finite and > -1 (a relative move)")
+    base = getattr(book, "mark_price", None)
+    if base is not None:  # the shocked marks must stay within the input limits
+        lo = {s: PRICE_MIN / float(m) - 1 for s, m in zip(book.symbols, base)}
+        hi = {s: PRICE_MAX / float(m) - 1 for s, m in zip(book.symbols, base)}
+        lo["*"], hi["*"] = max(lo.values(), default=-1.0), min(hi.values(), default=np.inf)
+        sym = pl.col("symbol")
+        lo_e = sym.replace_strict(list(lo), list(lo.values()), default=None, return_dtype=pl.Float64)
+        hi_e = sym.replace_strict(list(hi), list(hi.values()), default=None, return_dtype=pl.Float64)
+        rule("shock", (shock.is_finite() & (shock > -1) & ((shock < lo_e) | (shock > hi_e))).fill_null(False),
+             f"the shocked mark price mark·(1 + shock) must be in [{PRICE_MIN:g}, {PRICE_MAX:g}] "
+             "(input limits, gpurisk.schema)")
+    step = pl.col("__step")
+    rule("step", ~(step.is_finite() & (step >= 0) & (step == step.floor()) & (step < MAX_STEPS)),
+         f"must be a whole number in [0, {MAX_STEPS - 1}] (MAX_STEPS, gpurisk.schema)",
+         keys=("scenario", "step"))
+    rule("symbol", pl.struct("scenario", "step", "symbol").is_duplicated() & pl.col("scenario").is_not_null()
+         & pl.col("symbol").is_not_null(), "one shock per (scenario, step, symbol); duplicates",
+         keys=("scenario", "step", "symbol"))
+    if not problems:
+        n_ids, n_steps = df["scenario"].n_unique(), int(df["__step"].max()) + 1
+        cube = n_ids * n_steps * max(book.n_symbols, 1) * 8
+        if cube > SHOCK_CUBE_MAX_BYTES:
+            problems.append(Problem(
+                "scenarios", "step", f"{n_ids:,} scenarios × {n_steps:,} steps × {book.n_symbols} symbols of shocks "
+                f"would take {cube / 2**30:.1f} GiB, more than the {SHOCK_CUBE_MAX_BYTES / 2**30:g} GiB allowed "
+                "(SHOCK_CUBE_MAX_BYTES, gpurisk.schema): split the scenarios into runs"))
+    if problems:
+        raise BookError(problems)
+    df = df.with_columns(pl.col("__step").cast(pl.Int64).alias("step"))
     ids = df["scenario"].unique(maintain_order=False).sort()
     n_steps = int(df["step"].max()) + 1
     shocks = np.full((ids.len(), n_steps, book.n_symbols), np.nan)
@@ -129,6 +180,24 @@ def scenario_paths(book: Book, scenarios) -> tuple[np.ndarray, np.ndarray]:
     return ids.to_numpy(), shocks
 
 
+# ------------------------------------------------------------------ the conservation check
+
+#: a run's summary.conservation_error beyond this (relative) is a failure; in practice ~1e-16
+CONSERVATION_TOLERANCE = 1e-9
+
+
+def conservation_check(summary, tolerance: float = CONSERVATION_TOLERANCE) -> tuple[int, float]:
+    """(runs that fail, largest |conservation_error|) of a stress summary (a frame or
+    StressRecords.summary). NaN or ±inf never passes: such a run fails, and the largest error
+    is then NaN, not the largest of the others (a plain max skips NaN)."""
+    err = np.asarray(summary["conservation_error"], dtype=np.float64)
+    failed = int(np.count_nonzero(~(np.abs(err) <= tolerance)))
+    if err.size == 0:
+        return 0, 0.0
+    worst = float(np.max(np.abs(err))) if np.all(np.isfinite(err)) else float("nan")
+    return failed, worst
+
+
 # ------------------------------------------------------------------ impact
 
 
@@ -147,14 +216,37 @@ class Impact:
     def __post_init__(self):
         if self.model not in ("linear", "sqrt"):
             raise ValueError(f"Impact.model must be 'linear' or 'sqrt', got {self.model!r}")
-        if not self.coefficient > 0 or not self.depth_share > 0:
-            raise ValueError("Impact.coefficient and depth_share must be > 0")
+        for name in ("coefficient", "depth_share"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not (math.isfinite(v) and v > 0):
+                raise ValueError(f"Impact.{name} must be finite and > 0, got {v!r}")
+        if self.depth is None:
+            return
+        given = self.depth.items() if isinstance(self.depth, dict) else [(None, self.depth)]
+        bad = []
+        for sym, d in given:
+            try:
+                ok = not isinstance(d, bool) and math.isfinite(float(d)) and float(d) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok or (isinstance(self.depth, dict) and not isinstance(sym, str)):
+                bad.append(f"{sym}={d!r}" if sym is not None else repr(d))
+        if bad:
+            raise ValueError(f"Impact.depth must be a notional, finite and > 0 (one number, or {{symbol: "
+                             f"notional}}); got {', '.join(bad[:5])}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
 
     def depths(self, book: Book) -> np.ndarray:
+        """Depth notional per symbol of ``book``. Symbols a depth dict leaves out get no impact
+        (infinite depth); a symbol the book does not have is refused (ValueError)."""
         if self.depth is None:
             oi = np.bincount(book.pos_symbol, weights=np.abs(book.size), minlength=book.n_symbols) / 2
             out = oi * book.mark_price * book.contract_size * self.depth_share
         elif isinstance(self.depth, dict):
+            unknown = sorted(str(s) for s in self.depth if s not in book.symbols)
+            if unknown:
+                raise ValueError(f"Impact.depth names symbol(s) the book does not have: {', '.join(map(repr, unknown[:5]))}"
+                                 f"; the book has {', '.join(book.symbols)}")
             out = np.array([float(self.depth.get(s, np.nan)) for s in book.symbols])
         else:
             out = np.full(book.n_symbols, float(self.depth))
@@ -327,6 +419,15 @@ class _State:
         return float(np.sum(self.wallet) + np.sum(self.isolated_margin) + np.sum(upnl) + self.fund + x)
 
 
+def _in_limits(marks: np.ndarray) -> np.ndarray:
+    """Marks moved by accumulated impact held within the input price limits (a long cascade
+    compounds up to 0.99 of a move per step, which would otherwise reach 0 or overflow);
+    marks within the limits are returned unchanged, bit for bit."""
+    from .schema import PRICE_MAX, PRICE_MIN
+
+    return np.clip(marks, PRICE_MIN, PRICE_MAX)
+
+
 class _Runner:
     def __init__(self, book: Book, venue: Venue, backend: Backend, ladder: Ladder, impact: Impact | None,
                  insurance_fund: float):
@@ -405,7 +506,7 @@ class _Runner:
                    symbol=self.symbol_codes, mark_price=marks)
         last_t = 0
         for t in range(max(steps, n_path)):
-            marks = base * (1 + shocks[min(t, n_path - 1)]) * impact_factor
+            marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
             r = self.revalue(st, marks)
             unit_cross = (r.status >= LIQUIDATABLE) & (r.n_cross > 0)
             pos_open = st.size != 0.0
@@ -449,7 +550,7 @@ class _Runner:
                 flow = np.bincount(book.pos_symbol[idx], weights=qty * marks[book.pos_symbol[idx]]
                                    * self.cs_pos[idx], minlength=book.n_symbols)
                 impact_factor = impact_factor * (1 + self.impact.move(flow, self.depth))
-            exec_marks = base * (1 + shocks[min(t, n_path - 1)]) * impact_factor
+            exec_marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
             rx = self.revalue(st, exec_marks) if self.impact is not None else r
             eq_exec = np.where(iso, rx.pos_equity[idx], rx.equity[acc])
             bust = (action == 2) | (eq_exec <= 0)
@@ -483,7 +584,7 @@ class _Runner:
                            price=np.where(bust, rx.bp[idx], p_exec))
             rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=POLICY_CODE[policy], step=t + 1,
                        symbol=self.symbol_codes, mark_price=exec_marks)
-        final_marks = base * (1 + shocks[min(last_t, n_path - 1)]) * impact_factor
+        final_marks = _in_limits(base * (1 + shocks[min(last_t, n_path - 1)]) * impact_factor)
         end_value = st.value(book, final_marks)
         scale = max(abs(start_value), self.entry_notional, 1.0)
         return dict(
@@ -689,7 +790,11 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
         BookError naming each problem before anything is computed.
     """
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
+    steps = int(steps)
     ids, shocks = _check_paths(book, scenario_ids, shocks)
+    if imp is not None:
+        imp.depths(book)  # a depth dict naming a symbol the book lacks: refused before any compute
+    batch = _whole(batch, "batch", 1, 1 << 20)
     t0 = time.perf_counter()
     runner = _Runner(book, venue, be, lad, imp, insurance_fund)
     rec = _Records(detail)
@@ -716,20 +821,42 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     return rec.finish(book.symbols, {"seconds": elapsed, "scenarios": len(ids), "screened_quiet": int((~live).sum())})
 
 
+def _whole(value, name: str, lo: int, hi: int) -> int:
+    """An integer option in [lo, hi]; ValueError otherwise (a fraction, text, bool, NaN)."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok and isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        ok, value = True, int(value)
+    if not ok or not lo <= int(value) <= hi:
+        raise ValueError(f"{name} must be a whole number in [{lo:,}, {hi:,}], got {value!r}")
+    return int(value)
+
+
 def _options(venue, backend, ladder, impact, policy, steps, insurance_fund):
     """The run's venue, backend, ladder, impact and policy list; ValueError on a bad option."""
+    from .schema import BALANCE_MAX, MAX_STEPS
+
     venue = get_venue(venue)
     be = get_backend(backend)
     lad = get_ladder(ladder, venue.name)
     imp = get_impact(impact)
     policies = [policy] if isinstance(policy, str) else list(policy)
+    if not policies:
+        raise ValueError(f"policy needs at least one of {', '.join(POLICIES)}")
     for p in policies:
         if p not in POLICIES:
             raise ValueError(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
-    if steps < 1:
-        raise ValueError("steps must be >= 1")
-    if not math.isfinite(insurance_fund) or insurance_fund < 0:
-        raise ValueError("insurance_fund must be finite and >= 0")
+    twice = sorted({p for p in policies if policies.count(p) > 1})
+    if twice:
+        raise ValueError(f"policy lists {', '.join(map(repr, twice))} more than once; each policy runs once "
+                         "per scenario")
+    _whole(steps, "steps", 1, MAX_STEPS)
+    try:
+        fund = float(insurance_fund)
+    except (TypeError, ValueError):
+        raise ValueError(f"insurance_fund must be a number, got {insurance_fund!r}") from None
+    if not math.isfinite(fund) or fund < 0 or fund > BALANCE_MAX:
+        raise ValueError(f"insurance_fund must be finite and in [0, {BALANCE_MAX:g}] (input limits, "
+                         f"gpurisk.schema), got {insurance_fund!r}")
     return venue, be, lad, imp, policies
 
 
@@ -739,6 +866,8 @@ def _fits_int64(a: np.ndarray) -> bool:
 
 def _check_paths(book: Book, scenario_ids, shocks) -> tuple[np.ndarray, np.ndarray]:
     """run_stress's arrays, checked (a BookError naming every problem); the ids as int64."""
+    from .schema import MAX_STEPS, PRICE_MAX, PRICE_MIN
+
     ids, shocks = np.asarray(scenario_ids), np.asarray(shocks)
     problems = []
     if ids.ndim != 1 or not _fits_int64(ids):
@@ -746,6 +875,9 @@ def _check_paths(book: Book, scenario_ids, shocks) -> tuple[np.ndarray, np.ndarr
                                                          f"of shape {ids.shape}"))
     elif ids.size == 0:
         problems.append(Problem("scenarios", "scenario", "needs at least one scenario"))
+    if shocks.dtype == np.float64 and shocks.ndim == 3 and shocks.shape[1] > MAX_STEPS:
+        problems.append(Problem("scenarios", "step", f"at most {MAX_STEPS:,} steps (MAX_STEPS, gpurisk.schema); "
+                                                     f"shocks has {shocks.shape[1]:,}"))
     if shocks.dtype != np.float64 or shocks.ndim != 3 or shocks.shape[1] < 1 or shocks.shape[2] != book.n_symbols:
         problems.append(Problem("scenarios", "shock", f"shocks must be a float64 array (scenario, step >= 1, "
                                                       f"symbol = {book.n_symbols}); got {shocks.dtype} of shape "
@@ -760,6 +892,14 @@ def _check_paths(book: Book, scenario_ids, shocks) -> tuple[np.ndarray, np.ndarr
         problems.append(Problem("scenarios", "shock", "must be finite and > -1 (a relative move)", int(bad.sum()),
                                 tuple(f"scenario={ids[k]}, step={t}, symbol={book.symbols[j]!r}"
                                       for k, t, j in np.argwhere(bad)[:5])))
+    with np.errstate(invalid="ignore", over="ignore"):
+        moved = book.mark_price[None, None, :] * (1 + shocks)
+        out = ~bad & ~((moved >= PRICE_MIN) & (moved <= PRICE_MAX))
+    if out.any():
+        problems.append(Problem("scenarios", "shock", f"the shocked mark price mark·(1 + shock) must be in "
+                                                      f"[{PRICE_MIN:g}, {PRICE_MAX:g}] (input limits, gpurisk.schema)",
+                                int(out.sum()), tuple(f"scenario={ids[k]}, step={t}, symbol={book.symbols[j]!r}"
+                                                      for k, t, j in np.argwhere(out)[:5])))
     distinct, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         problems.append(Problem("scenarios", "scenario", "one row per scenario id; duplicated ids",
