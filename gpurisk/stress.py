@@ -13,6 +13,10 @@ Polars is needed at the edges only, so the engine runs where only NumPy (and CuP
 installed: ``scenario_paths`` turns a scenario frame into arrays, ``run_stress`` runs them and
 returns ``StressRecords`` (NumPy arrays), and ``StressRecords.to_result`` builds the frames of
 ``StressResult``. ``stress`` is the three in a row.
+
+Scenarios (gpurisk/scenarios.py), price impact (gpurisk/impact.py), what a run records
+(gpurisk/stress_result.py) and the deleveraging steps (gpurisk/deleverage.py) live in modules
+of their own; this one is the loop.
 """
 
 from __future__ import annotations
@@ -20,164 +24,29 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
 from .adl import _splitmix64, adl_score
 from .backend import Backend, get_backend
-from .book import Book, BookError, Problem
+from .book import Book
 from .deleverage import fund_cover, haircuts, queue_fills, queue_front
 from .engine import DeviceBook
 from .ladder import Ladder, get_ladder
+from .impact import Impact, get_impact
 from .liquidation import position_risk
 from .margin import account_margin, position_margin
+from .scenarios import check_paths, run_ids, scenario_paths
+from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records
 from .venue import Venue, get_venue
 
-POLICIES = ("queue", "pro_rata", "capped_pro_rata", "rap")
-POLICY_CODE = {p: i for i, p in enumerate(POLICIES)}
-ACTIONS = ("reduce", "liquidate", "backstop", "takeover")
+# The stress API in one place: scenarios, records and their codes live in their own modules.
+from .scenarios import read_scenarios, shock_grid  # noqa: E402,F401
+from .stress_result import (ACTIONS, ADL_FILL_COLUMNS, HAIRCUT_COLUMNS, LIQUIDATION_COLUMNS,  # noqa: E402,F401
+                            MARGIN_MODES, PRICE_COLUMNS, SUMMARY_COLUMNS)
+
 LIQUIDATABLE = 2
-
-
-# ------------------------------------------------------------------ scenarios
-
-
-def shock_grid(lo: float, hi: float, n: int, symbols=None):
-    """``n`` scenarios moving every symbol (or ``symbols``) by the same relative shock,
-    evenly from ``lo`` to ``hi`` (e.g. -0.5 .. 0.5). A (scenario, symbol, shock) frame;
-    symbol ``"*"`` means every symbol of the book."""
-    import polars as pl
-
-    if n < 1 or not (-1 < lo <= hi):
-        raise ValueError("shock_grid needs n >= 1 and -1 < lo <= hi")
-    shocks = np.linspace(lo, hi, n) if n > 1 else np.array([lo])
-    syms = ["*"] if symbols is None else list(symbols)
-    return pl.DataFrame({
-        "scenario": np.repeat(np.arange(n), len(syms)),
-        "symbol": syms * n,
-        "shock": np.repeat(shocks, len(syms)),
-    })
-
-
-def read_scenarios(path: str | Path):
-    """A scenario file (.parquet or .csv) with columns scenario, symbol, shock and, for price
-    paths, step."""
-    import polars as pl
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"scenario file {path} does not exist")
-    return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
-
-
-def scenario_paths(book: Book, scenarios) -> tuple[np.ndarray, np.ndarray]:
-    """(scenario ids, shocks[scenario, step, symbol]) from a scenario frame. Steps not given
-    repeat the last one given; symbols not given are not shocked.
-
-    The frame is validated like a book, every problem at once, rows named (a BookError):
-    columns and their types, an empty frame, null scenario ids or symbols, unknown symbols,
-    shocks that are not finite and > -1 or that move a mark outside the input limits
-    (gpurisk.schema.PRICE_MIN..PRICE_MAX), steps that are not whole numbers in
-    [0, MAX_STEPS), duplicated (scenario, step, symbol) rows, and a shock array larger than
-    SHOCK_CUBE_MAX_BYTES (checked before it is allocated)."""
-    import polars as pl
-
-    from .schema import MAX_STEPS, PRICE_MAX, PRICE_MIN, SHOCK_CUBE_MAX_BYTES
-
-    if isinstance(scenarios, pl.LazyFrame):
-        scenarios = scenarios.collect()
-    try:
-        df = scenarios if isinstance(scenarios, pl.DataFrame) else pl.DataFrame(scenarios)
-    except Exception as exc:  # not a table at all
-        raise BookError([Problem("scenarios", "", f"cannot be read as a table: {exc}")]) from exc
-    problems: list[Problem] = []
-    present = ", ".join(df.columns) or "none"
-    for c in ("scenario", "symbol", "shock"):
-        if c not in df.columns:
-            problems.append(Problem("scenarios", c, f"required column is missing (columns present: {present})"))
-    kinds = {"scenario": ("an integer or text", lambda t: t.is_integer() or t in (pl.String, pl.Categorical)
-                          or isinstance(t, pl.Enum)),
-             "symbol": ("text", lambda t: t in (pl.String, pl.Categorical) or isinstance(t, pl.Enum)),
-             "shock": ("a number", lambda t: t.is_numeric()),
-             "step": ("a whole number", lambda t: t.is_numeric())}
-    for c, (want, ok) in kinds.items():
-        if c in df.columns and df[c].null_count() < df.height and not ok(df.schema[c]):
-            problems.append(Problem("scenarios", c, f"must be {want}, got column type {df.schema[c]}"))
-    if not problems and df.height == 0:
-        problems.append(Problem("scenarios", "", "table is empty (no scenario)"))
-    if problems:
-        raise BookError(problems)
-    if "step" not in df.columns:
-        df = df.with_columns(pl.lit(0).alias("step"))
-    df = df.with_columns(pl.col("symbol").cast(pl.String), pl.col("shock").cast(pl.Float64),
-                         pl.col("step").cast(pl.Float64).alias("__step")).with_row_index("__row")
-
-    def rule(column: str, bad: pl.Expr, text: str, keys=("scenario", "symbol")) -> None:
-        hits = df.filter(bad.fill_null(True))
-        if hits.height:
-            shown = tuple(f"row {r[0]} (" + ", ".join(f"{k}={v!r}" for k, v in zip(keys, r[1:])) + ")"
-                          for r in hits.select("__row", *keys).head(5).iter_rows())
-            problems.append(Problem("scenarios", column, text, hits.height, shown))
-
-    rule("scenario", pl.col("scenario").is_null(), "must not be null")
-    rule("symbol", pl.col("symbol").is_null(), "must not be null")
-    known = set(book.symbols) | {"*"}
-    rule("symbol", pl.col("symbol").is_not_null() & ~pl.col("symbol").is_in(list(known)),
-         "must be a symbol of the book (or '*')", keys=("symbol",))
-    shock = pl.col("shock")
-    rule("shock", ~(shock.is_finite() & (shock > -1)), "must be finite and > -1 (a relative move)")
-    base = getattr(book, "mark_price", None)
-    if base is not None:  # the shocked marks must stay within the input limits
-        lo = {s: PRICE_MIN / float(m) - 1 for s, m in zip(book.symbols, base)}
-        hi = {s: PRICE_MAX / float(m) - 1 for s, m in zip(book.symbols, base)}
-        lo["*"], hi["*"] = max(lo.values(), default=-1.0), min(hi.values(), default=np.inf)
-        sym = pl.col("symbol")
-        lo_e = sym.replace_strict(list(lo), list(lo.values()), default=None, return_dtype=pl.Float64)
-        hi_e = sym.replace_strict(list(hi), list(hi.values()), default=None, return_dtype=pl.Float64)
-        rule("shock", (shock.is_finite() & (shock > -1) & ((shock < lo_e) | (shock > hi_e))).fill_null(False),
-             f"the shocked mark price mark·(1 + shock) must be in [{PRICE_MIN:g}, {PRICE_MAX:g}] "
-             "(input limits, gpurisk.schema)")
-    step = pl.col("__step")
-    rule("step", ~(step.is_finite() & (step >= 0) & (step == step.floor()) & (step < MAX_STEPS)),
-         f"must be a whole number in [0, {MAX_STEPS - 1}] (MAX_STEPS, gpurisk.schema)",
-         keys=("scenario", "step"))
-    rule("symbol", pl.struct("scenario", "step", "symbol").is_duplicated() & pl.col("scenario").is_not_null()
-         & pl.col("symbol").is_not_null(), "one shock per (scenario, step, symbol); duplicates",
-         keys=("scenario", "step", "symbol"))
-    if not problems:
-        n_ids, n_steps = df["scenario"].n_unique(), int(df["__step"].max()) + 1
-        cube = n_ids * n_steps * max(book.n_symbols, 1) * 8
-        if cube > SHOCK_CUBE_MAX_BYTES:
-            problems.append(Problem(
-                "scenarios", "step", f"{n_ids:,} scenarios × {n_steps:,} steps × {book.n_symbols} symbols of shocks "
-                f"would take {cube / 2**30:.1f} GiB, more than the {SHOCK_CUBE_MAX_BYTES / 2**30:g} GiB allowed "
-                "(SHOCK_CUBE_MAX_BYTES, gpurisk.schema): split the scenarios into runs"))
-    if problems:
-        raise BookError(problems)
-    df = df.with_columns(pl.col("__step").cast(pl.Int64).alias("step"))
-    ids = df["scenario"].unique(maintain_order=False).sort()
-    n_steps = int(df["step"].max()) + 1
-    shocks = np.full((ids.len(), n_steps, book.n_symbols), np.nan)
-    sidx = df["scenario"].cast(pl.String).replace_strict(ids.cast(pl.String).to_list(),
-                                                         list(range(ids.len()))).to_numpy()
-    steps = df["step"].to_numpy()
-    for star in (True, False):  # "*" first, named symbols override it
-        mask = (df["symbol"] == "*").to_numpy() == star
-        if star:
-            for r in np.nonzero(mask)[0]:
-                shocks[sidx[r], steps[r], :] = df["shock"][int(r)]
-        else:
-            sym = df["symbol"].to_numpy()
-            for r in np.nonzero(mask)[0]:
-                shocks[sidx[r], steps[r], book.symbols.index(sym[r])] = df["shock"][int(r)]
-    # A step given for some symbols only keeps the others where they were.
-    for t in range(n_steps):
-        prev = shocks[:, t - 1, :] if t else np.zeros_like(shocks[:, 0, :])
-        shocks[:, t, :] = np.where(np.isnan(shocks[:, t, :]), prev, shocks[:, t, :])
-    return ids.to_numpy(), shocks
 
 
 # ------------------------------------------------------------------ the conservation check
@@ -196,205 +65,6 @@ def conservation_check(summary, tolerance: float = CONSERVATION_TOLERANCE) -> tu
         return 0, 0.0
     worst = float(np.max(np.abs(err))) if np.all(np.isfinite(err)) else float("nan")
     return failed, worst
-
-
-# ------------------------------------------------------------------ impact
-
-
-@dataclass(frozen=True)
-class Impact:
-    """Price impact of liquidation flow, per symbol: the mark moves by
-    −sign(flow)·coefficient·(|flow notional| / depth) (``linear``) or its square root
-    (``sqrt``). ``depth`` is the notional per symbol ({symbol: notional}) or one number for
-    all; None takes ``depth_share`` of each symbol's open interest notional."""
-
-    model: str = "sqrt"
-    coefficient: float = 0.1
-    depth: "float | dict | None" = None
-    depth_share: float = 0.1
-
-    def __post_init__(self):
-        if self.model not in ("linear", "sqrt"):
-            raise ValueError(f"Impact.model must be 'linear' or 'sqrt', got {self.model!r}")
-        for name in ("coefficient", "depth_share"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                    or not (math.isfinite(v) and v > 0):
-                raise ValueError(f"Impact.{name} must be finite and > 0, got {v!r}")
-        if self.depth is None:
-            return
-        given = self.depth.items() if isinstance(self.depth, dict) else [(None, self.depth)]
-        bad = []
-        for sym, d in given:
-            try:
-                ok = not isinstance(d, bool) and math.isfinite(float(d)) and float(d) > 0
-            except (TypeError, ValueError):
-                ok = False
-            if not ok or (isinstance(self.depth, dict) and not isinstance(sym, str)):
-                bad.append(f"{sym}={d!r}" if sym is not None else repr(d))
-        if bad:
-            raise ValueError(f"Impact.depth must be a notional, finite and > 0 (one number, or {{symbol: "
-                             f"notional}}); got {', '.join(bad[:5])}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
-
-    def depths(self, book: Book) -> np.ndarray:
-        """Depth notional per symbol of ``book``. Symbols a depth dict leaves out get no impact
-        (infinite depth); a symbol the book does not have is refused (ValueError)."""
-        if self.depth is None:
-            oi = np.bincount(book.pos_symbol, weights=np.abs(book.size), minlength=book.n_symbols) / 2
-            out = oi * book.mark_price * book.contract_size * self.depth_share
-        elif isinstance(self.depth, dict):
-            unknown = sorted(str(s) for s in self.depth if s not in book.symbols)
-            if unknown:
-                raise ValueError(f"Impact.depth names symbol(s) the book does not have: {', '.join(map(repr, unknown[:5]))}"
-                                 f"; the book has {', '.join(book.symbols)}")
-            out = np.array([float(self.depth.get(s, np.nan)) for s in book.symbols])
-        else:
-            out = np.full(book.n_symbols, float(self.depth))
-        return np.where(out > 0, out, np.inf)
-
-    def move(self, flow_notional: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """Relative mark move for a signed flow (positive = sold into the market)."""
-        x = np.abs(flow_notional) / depth
-        m = self.coefficient * (x if self.model == "linear" else np.sqrt(x))
-        return -np.sign(flow_notional) * np.minimum(m, 0.99)
-
-
-def get_impact(impact) -> Impact | None:
-    if impact is None or isinstance(impact, Impact):
-        return impact
-    if isinstance(impact, str):
-        return Impact(model=impact)
-    if isinstance(impact, dict):
-        return Impact(**impact)
-    raise TypeError("impact must be None, 'linear', 'sqrt', a dict of Impact fields or an Impact")
-
-
-# ------------------------------------------------------------------ results
-
-
-@dataclass
-class StressResult:
-    """Per-scenario summary, every liquidation step, every ADL fill or haircut, price paths."""
-
-    summary: object
-    liquidations: object
-    adl_fills: object
-    haircuts: object
-    prices: object
-    timings: dict = field(default_factory=dict)
-
-    def policy_comparison(self):
-        """Per policy, over all scenarios: deficit, insurance used, socialized loss, accounts
-        hit, overshoot and the largest single haircut share (DESIGN §5)."""
-        import polars as pl
-
-        return (self.summary.group_by("policy", maintain_order=True).agg(
-            pl.len().alias("scenarios"), pl.col("deficit").sum(), pl.col("insurance_used").sum(),
-            pl.col("socialized_loss").sum(), pl.col("unfunded").sum(), pl.col("adl_accounts").sum().alias("accounts_hit"),
-            pl.col("overshoot").sum(), pl.col("max_haircut_share").max()))
-
-    def write(self, directory: str | Path, book=None, venue=None, backend=None, inputs=()) -> Path:
-        """Write the tables (summary, liquidations, adl_fills, haircuts, prices and
-        policy_comparison .parquet) atomically, with a manifest (gpurisk.output). ``book``:
-        the stressed Book, whose marks go to ``base_marks.parquet`` (the report's shock axis)
-        and whose hash goes to the manifest."""
-        from .output import atomic_dir, book_hash, check_place, _held
-
-        if not _held(Path(directory)):
-            check_place(directory, "stress", inputs)
-        meta = {"book_hash": book_hash(book) if book is not None else None,
-                "venue": getattr(venue, "name", venue), "backend": getattr(backend, "name", backend)}
-        if book is not None and hasattr(book, "mark_price"):
-            meta["marks"] = dict(zip(book.symbols, [float(x) for x in book.mark_price]))
-        with atomic_dir(directory, "stress", meta, inputs) as out:
-            for name in ("summary", "liquidations", "adl_fills", "haircuts", "prices"):
-                out.write_parquet(f"{name}.parquet", getattr(self, name))
-            out.write_parquet("policy_comparison.parquet", self.policy_comparison())
-            if "marks" in meta:
-                import polars as pl
-
-                out.write_parquet("base_marks.parquet", pl.DataFrame(
-                    {"symbol": list(meta["marks"]), "mark_price": list(meta["marks"].values())},
-                    schema={"symbol": pl.String, "mark_price": pl.Float64}))
-        return Path(directory)
-
-
-# Columns and dtypes of each table in StressRecords (codes: policy -> POLICIES, symbol -> the
-# book's symbols, margin_mode -> MARGIN_MODES, action -> ACTIONS).
-MARGIN_MODES = ("cross", "isolated")
-SUMMARY_COLUMNS = {
-    "scenario": np.int64, "policy": np.int8, "steps": np.int64, "accounts_liquidated": np.int64,
-    "notional_liquidated": np.float64, "deficit": np.float64, "insurance_used": np.float64,
-    "insurance_left": np.float64, "unfunded": np.float64, "adl_notional": np.float64, "adl_accounts": np.int64,
-    "socialized_loss": np.float64, "overshoot": np.float64, "max_haircut_share": np.float64,
-    "external_value": np.float64, "conservation_error": np.float64}
-LIQUIDATION_COLUMNS = {
-    "scenario": np.int64, "policy": np.int8, "step": np.int64, "account_id": np.int64, "symbol": np.int32,
-    "margin_mode": np.int8, "action": np.int8, "margin_ratio": np.float64, "qty": np.float64, "price": np.float64}
-ADL_FILL_COLUMNS = {
-    "scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32, "bankrupt_account_id": np.int64,
-    "counterparty_account_id": np.int64, "qty": np.float64, "price": np.float64}
-HAIRCUT_COLUMNS = {
-    "scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32, "account_id": np.int64,
-    "amount": np.float64}
-PRICE_COLUMNS = {"scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32,
-                 "mark_price": np.float64}
-
-
-@dataclass
-class StressRecords:
-    """A stress run as plain NumPy arrays (no Polars): each table is a dict of column name ->
-    1-D array, with the columns and dtypes of ``*_COLUMNS`` above. ``summary`` has one entry
-    per (scenario, policy) run, in run order; codes stay integers (see ``*_COLUMNS``).
-    ``to_result()`` builds the frames of ``StressResult``."""
-
-    summary: dict
-    liquidations: dict
-    adl_fills: dict
-    haircuts: dict
-    prices: dict
-    symbols: tuple  # the book's symbols, which the symbol codes index
-    timings: dict = field(default_factory=dict)
-
-    def to_result(self, scenario_labels: np.ndarray | None = None) -> StressResult:
-        """The frames of ``StressResult`` (needs Polars). ``scenario_labels``: see ``_results``."""
-        return _results(self, scenario_labels)
-
-
-class _Records:
-    """Result rows as they are produced, kept as arrays; with detail=False only the summary
-    and price paths. ``finish`` turns them into StressRecords."""
-
-    def __init__(self, detail: bool = True):
-        self.detail = detail
-        self.liq: dict[str, list] = {k: [] for k in LIQUIDATION_COLUMNS}
-        self.fills: dict[str, list] = {k: [] for k in ADL_FILL_COLUMNS}
-        self.cuts: dict[str, list] = {k: [] for k in HAIRCUT_COLUMNS}
-        self.prices: dict[str, list] = {k: [] for k in PRICE_COLUMNS}
-        self.summary: dict[str, list] = {k: [] for k in SUMMARY_COLUMNS}
-
-    @staticmethod
-    def extend(table: dict, n: int, **cols):
-        for k, v in cols.items():
-            table[k].append(np.broadcast_to(np.asarray(v), (n,)).copy() if np.ndim(v) == 0 else np.asarray(v))
-
-    def add_summary(self, row: dict):
-        """One (scenario, policy) run's summary (a dict with the policy by name)."""
-        if row.keys() != self.summary.keys():
-            raise KeyError(f"summary row has columns {list(row)}, expected {list(self.summary)}")
-        for k, v in row.items():
-            self.summary[k].append(POLICY_CODE[v] if k == "policy" else v)
-
-    def finish(self, symbols, timings: dict) -> StressRecords:
-        def arrays(table: dict, dtypes: dict) -> dict:
-            return {k: (np.concatenate(v) if v else np.zeros(0)).astype(dtypes[k], copy=False)
-                    for k, v in table.items()}
-
-        return StressRecords(summary={k: np.array(v, dtype=SUMMARY_COLUMNS[k]) for k, v in self.summary.items()},
-                             liquidations=arrays(self.liq, LIQUIDATION_COLUMNS),
-                             adl_fills=arrays(self.fills, ADL_FILL_COLUMNS),
-                             haircuts=arrays(self.cuts, HAIRCUT_COLUMNS), prices=arrays(self.prices, PRICE_COLUMNS),
-                             symbols=tuple(symbols), timings=timings)
 
 
 # ------------------------------------------------------------------ one scenario
@@ -771,7 +441,7 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
     """
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     labels, shocks = scenario_paths(book, scenarios)
-    records = run_stress(book, _run_ids(labels), shocks, venue=venue, backend=be, insurance_fund=insurance_fund,
+    records = run_stress(book, run_ids(labels), shocks, venue=venue, backend=be, insurance_fund=insurance_fund,
                          policy=policies, steps=steps, impact=imp, ladder=lad, batch=batch, progress=progress,
                          detail=detail)
     return records.to_result(scenario_labels=labels)
@@ -791,7 +461,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     """
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     steps = int(steps)
-    ids, shocks = _check_paths(book, scenario_ids, shocks)
+    ids, shocks = check_paths(book, scenario_ids, shocks)
     if imp is not None:
         imp.depths(book)  # a depth dict naming a symbol the book lacks: refused before any compute
     batch = _whole(batch, "batch", 1, 1 << 20)
@@ -860,56 +530,6 @@ def _options(venue, backend, ladder, impact, policy, steps, insurance_fund):
     return venue, be, lad, imp, policies
 
 
-def _fits_int64(a: np.ndarray) -> bool:
-    return a.dtype.kind == "i" or (a.dtype.kind == "u" and (a.size == 0 or int(a.max()) <= np.iinfo(np.int64).max))
-
-
-def _check_paths(book: Book, scenario_ids, shocks) -> tuple[np.ndarray, np.ndarray]:
-    """run_stress's arrays, checked (a BookError naming every problem); the ids as int64."""
-    from .schema import MAX_STEPS, PRICE_MAX, PRICE_MIN
-
-    ids, shocks = np.asarray(scenario_ids), np.asarray(shocks)
-    problems = []
-    if ids.ndim != 1 or not _fits_int64(ids):
-        problems.append(Problem("scenarios", "scenario", f"scenario_ids must be a 1-D int64 array; got {ids.dtype} "
-                                                         f"of shape {ids.shape}"))
-    elif ids.size == 0:
-        problems.append(Problem("scenarios", "scenario", "needs at least one scenario"))
-    if shocks.dtype == np.float64 and shocks.ndim == 3 and shocks.shape[1] > MAX_STEPS:
-        problems.append(Problem("scenarios", "step", f"at most {MAX_STEPS:,} steps (MAX_STEPS, gpurisk.schema); "
-                                                     f"shocks has {shocks.shape[1]:,}"))
-    if shocks.dtype != np.float64 or shocks.ndim != 3 or shocks.shape[1] < 1 or shocks.shape[2] != book.n_symbols:
-        problems.append(Problem("scenarios", "shock", f"shocks must be a float64 array (scenario, step >= 1, "
-                                                      f"symbol = {book.n_symbols}); got {shocks.dtype} of shape "
-                                                      f"{shocks.shape}"))
-    elif ids.ndim == 1 and shocks.shape[0] != ids.size:
-        problems.append(Problem("scenarios", "shock", f"needs one row of shocks per scenario id: {ids.size} ids, "
-                                                      f"{shocks.shape[0]} rows"))
-    if problems:
-        raise BookError(problems)
-    bad = ~(np.isfinite(shocks) & (shocks > -1))
-    if bad.any():
-        problems.append(Problem("scenarios", "shock", "must be finite and > -1 (a relative move)", int(bad.sum()),
-                                tuple(f"scenario={ids[k]}, step={t}, symbol={book.symbols[j]!r}"
-                                      for k, t, j in np.argwhere(bad)[:5])))
-    with np.errstate(invalid="ignore", over="ignore"):
-        moved = book.mark_price[None, None, :] * (1 + shocks)
-        out = ~bad & ~((moved >= PRICE_MIN) & (moved <= PRICE_MAX))
-    if out.any():
-        problems.append(Problem("scenarios", "shock", f"the shocked mark price mark·(1 + shock) must be in "
-                                                      f"[{PRICE_MIN:g}, {PRICE_MAX:g}] (input limits, gpurisk.schema)",
-                                int(out.sum()), tuple(f"scenario={ids[k]}, step={t}, symbol={book.symbols[j]!r}"
-                                                      for k, t, j in np.argwhere(out)[:5])))
-    distinct, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        problems.append(Problem("scenarios", "scenario", "one row per scenario id; duplicated ids",
-                                int(counts[counts > 1].sum()),
-                                tuple(f"scenario={v}" for v in distinct[counts > 1][:5])))
-    if problems:
-        raise BookError(problems)
-    return ids.astype(np.int64), shocks
-
-
 def _screen(runner: _Runner, first_shocks: np.ndarray, batch: int) -> np.ndarray:
     book, b = runner.book, runner.backend
     d = runner.dev
@@ -940,43 +560,3 @@ def _quiet_row(runner: _Runner, sid, pol, shock, rec: _Records) -> dict:
                 conservation_error=moved / max(1.0, abs(runner.start_value)))
 
 
-def _run_ids(labels: np.ndarray) -> np.ndarray:
-    """int64 ids to run ``scenario_paths``' scenario labels under: the labels themselves when
-    they are integers, else their positions (``_scenario_column`` maps them back)."""
-    return labels.astype(np.int64) if _fits_int64(labels) else np.arange(len(labels), dtype=np.int64)
-
-
-def _scenario_column(ids: np.ndarray, labels: np.ndarray | None, summary: bool) -> np.ndarray:
-    """A table's scenario column as ``stress`` has always written it: the frame's own labels.
-    Integer labels are int64 in the summary and keep their dtype in a non-empty detail table;
-    an empty detail table is int64."""
-    if labels is None or ids.size == 0:
-        return ids
-    if _fits_int64(labels):
-        return ids if summary else ids.astype(labels.dtype)
-    return labels[ids]
-
-
-def _results(rec: StressRecords, scenario_labels: np.ndarray | None = None) -> StressResult:
-    """StressResult frames from StressRecords: codes become Enum labels. ``scenario_labels``
-    (``scenario_paths``' ids, when the run used ``_run_ids`` of them) gives the scenario
-    columns back the scenario frame's values and dtype."""
-    import polars as pl
-
-    def labelled(codes, labels) -> pl.Series:
-        return pl.Series(list(labels), dtype=pl.Enum(list(labels))).gather(codes)
-
-    def frame(table: dict, summary: bool = False) -> pl.DataFrame:
-        cols = dict(table, scenario=_scenario_column(table["scenario"], scenario_labels, summary))
-        df = pl.DataFrame(cols)
-        return df.with_columns(labelled(df["policy"], POLICIES).alias("policy"))
-
-    def with_symbols(df: pl.DataFrame) -> pl.DataFrame:
-        return df.with_columns(labelled(df["symbol"], rec.symbols).alias("symbol"))
-
-    liq = with_symbols(frame(rec.liquidations)).with_columns(
-        labelled(rec.liquidations["margin_mode"], MARGIN_MODES).alias("margin_mode"),
-        labelled(rec.liquidations["action"], ACTIONS).alias("action"))
-    return StressResult(summary=frame(rec.summary, summary=True), liquidations=liq,
-                        adl_fills=with_symbols(frame(rec.adl_fills)), haircuts=with_symbols(frame(rec.haircuts)),
-                        prices=with_symbols(frame(rec.prices)), timings=rec.timings)

@@ -1,0 +1,177 @@
+"""What a stress run records: per-scenario summary rows, every ladder action, ADL fill and
+haircut, and the price paths; as NumPy arrays (StressRecords, no Polars) and as frames
+(StressResult), with the codes that label them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .scenarios import fits_int64
+
+POLICIES = ("queue", "pro_rata", "capped_pro_rata", "rap")
+POLICY_CODE = {p: i for i, p in enumerate(POLICIES)}
+ACTIONS = ("reduce", "liquidate", "backstop", "takeover")
+
+
+@dataclass
+class StressResult:
+    """Per-scenario summary, every liquidation step, every ADL fill or haircut, price paths."""
+
+    summary: object
+    liquidations: object
+    adl_fills: object
+    haircuts: object
+    prices: object
+    timings: dict = field(default_factory=dict)
+
+    def policy_comparison(self):
+        """Per policy, over all scenarios: deficit, insurance used, socialized loss, accounts
+        hit, overshoot and the largest single haircut share (DESIGN §5)."""
+        import polars as pl
+
+        return (self.summary.group_by("policy", maintain_order=True).agg(
+            pl.len().alias("scenarios"), pl.col("deficit").sum(), pl.col("insurance_used").sum(),
+            pl.col("socialized_loss").sum(), pl.col("unfunded").sum(), pl.col("adl_accounts").sum().alias("accounts_hit"),
+            pl.col("overshoot").sum(), pl.col("max_haircut_share").max()))
+
+    def write(self, directory: str | Path, book=None, venue=None, backend=None, inputs=()) -> Path:
+        """Write the tables (summary, liquidations, adl_fills, haircuts, prices and
+        policy_comparison .parquet) atomically, with a manifest (gpurisk.output). ``book``:
+        the stressed Book, whose marks go to ``base_marks.parquet`` (the report's shock axis)
+        and whose hash goes to the manifest."""
+        from .output import atomic_dir, book_hash, check_place, _held
+
+        if not _held(Path(directory)):
+            check_place(directory, "stress", inputs)
+        meta = {"book_hash": book_hash(book) if book is not None else None,
+                "venue": getattr(venue, "name", venue), "backend": getattr(backend, "name", backend)}
+        if book is not None and hasattr(book, "mark_price"):
+            meta["marks"] = dict(zip(book.symbols, [float(x) for x in book.mark_price]))
+        with atomic_dir(directory, "stress", meta, inputs) as out:
+            for name in ("summary", "liquidations", "adl_fills", "haircuts", "prices"):
+                out.write_parquet(f"{name}.parquet", getattr(self, name))
+            out.write_parquet("policy_comparison.parquet", self.policy_comparison())
+            if "marks" in meta:
+                import polars as pl
+
+                out.write_parquet("base_marks.parquet", pl.DataFrame(
+                    {"symbol": list(meta["marks"]), "mark_price": list(meta["marks"].values())},
+                    schema={"symbol": pl.String, "mark_price": pl.Float64}))
+        return Path(directory)
+
+
+# Columns and dtypes of each table in StressRecords (codes: policy -> POLICIES, symbol -> the
+# book's symbols, margin_mode -> MARGIN_MODES, action -> ACTIONS).
+MARGIN_MODES = ("cross", "isolated")
+SUMMARY_COLUMNS = {
+    "scenario": np.int64, "policy": np.int8, "steps": np.int64, "accounts_liquidated": np.int64,
+    "notional_liquidated": np.float64, "deficit": np.float64, "insurance_used": np.float64,
+    "insurance_left": np.float64, "unfunded": np.float64, "adl_notional": np.float64, "adl_accounts": np.int64,
+    "socialized_loss": np.float64, "overshoot": np.float64, "max_haircut_share": np.float64,
+    "external_value": np.float64, "conservation_error": np.float64}
+LIQUIDATION_COLUMNS = {
+    "scenario": np.int64, "policy": np.int8, "step": np.int64, "account_id": np.int64, "symbol": np.int32,
+    "margin_mode": np.int8, "action": np.int8, "margin_ratio": np.float64, "qty": np.float64, "price": np.float64}
+ADL_FILL_COLUMNS = {
+    "scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32, "bankrupt_account_id": np.int64,
+    "counterparty_account_id": np.int64, "qty": np.float64, "price": np.float64}
+HAIRCUT_COLUMNS = {
+    "scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32, "account_id": np.int64,
+    "amount": np.float64}
+PRICE_COLUMNS = {"scenario": np.int64, "policy": np.int8, "step": np.int64, "symbol": np.int32,
+                 "mark_price": np.float64}
+
+
+@dataclass
+class StressRecords:
+    """A stress run as plain NumPy arrays (no Polars): each table is a dict of column name ->
+    1-D array, with the columns and dtypes of ``*_COLUMNS`` above. ``summary`` has one entry
+    per (scenario, policy) run, in run order; codes stay integers (see ``*_COLUMNS``).
+    ``to_result()`` builds the frames of ``StressResult``."""
+
+    summary: dict
+    liquidations: dict
+    adl_fills: dict
+    haircuts: dict
+    prices: dict
+    symbols: tuple  # the book's symbols, which the symbol codes index
+    timings: dict = field(default_factory=dict)
+
+    def to_result(self, scenario_labels: np.ndarray | None = None) -> StressResult:
+        """The frames of ``StressResult`` (needs Polars). ``scenario_labels``: see ``_results``."""
+        return _results(self, scenario_labels)
+
+
+class _Records:
+    """Result rows as they are produced, kept as arrays; with detail=False only the summary
+    and price paths. ``finish`` turns them into StressRecords."""
+
+    def __init__(self, detail: bool = True):
+        self.detail = detail
+        self.liq: dict[str, list] = {k: [] for k in LIQUIDATION_COLUMNS}
+        self.fills: dict[str, list] = {k: [] for k in ADL_FILL_COLUMNS}
+        self.cuts: dict[str, list] = {k: [] for k in HAIRCUT_COLUMNS}
+        self.prices: dict[str, list] = {k: [] for k in PRICE_COLUMNS}
+        self.summary: dict[str, list] = {k: [] for k in SUMMARY_COLUMNS}
+
+    @staticmethod
+    def extend(table: dict, n: int, **cols):
+        for k, v in cols.items():
+            table[k].append(np.broadcast_to(np.asarray(v), (n,)).copy() if np.ndim(v) == 0 else np.asarray(v))
+
+    def add_summary(self, row: dict):
+        """One (scenario, policy) run's summary (a dict with the policy by name)."""
+        if row.keys() != self.summary.keys():
+            raise KeyError(f"summary row has columns {list(row)}, expected {list(self.summary)}")
+        for k, v in row.items():
+            self.summary[k].append(POLICY_CODE[v] if k == "policy" else v)
+
+    def finish(self, symbols, timings: dict) -> StressRecords:
+        def arrays(table: dict, dtypes: dict) -> dict:
+            return {k: (np.concatenate(v) if v else np.zeros(0)).astype(dtypes[k], copy=False)
+                    for k, v in table.items()}
+
+        return StressRecords(summary={k: np.array(v, dtype=SUMMARY_COLUMNS[k]) for k, v in self.summary.items()},
+                             liquidations=arrays(self.liq, LIQUIDATION_COLUMNS),
+                             adl_fills=arrays(self.fills, ADL_FILL_COLUMNS),
+                             haircuts=arrays(self.cuts, HAIRCUT_COLUMNS), prices=arrays(self.prices, PRICE_COLUMNS),
+                             symbols=tuple(symbols), timings=timings)
+
+
+def _scenario_column(ids: np.ndarray, labels: np.ndarray | None, summary: bool) -> np.ndarray:
+    """A table's scenario column as ``stress`` has always written it: the frame's own labels.
+    Integer labels are int64 in the summary and keep their dtype in a non-empty detail table;
+    an empty detail table is int64."""
+    if labels is None or ids.size == 0:
+        return ids
+    if fits_int64(labels):
+        return ids if summary else ids.astype(labels.dtype)
+    return labels[ids]
+
+
+def _results(rec: StressRecords, scenario_labels: np.ndarray | None = None) -> StressResult:
+    """StressResult frames from StressRecords: codes become Enum labels. ``scenario_labels``
+    (``scenario_paths``' ids, when the run used ``run_ids`` of them) gives the scenario
+    columns back the scenario frame's values and dtype."""
+    import polars as pl
+
+    def labelled(codes, labels) -> pl.Series:
+        return pl.Series(list(labels), dtype=pl.Enum(list(labels))).gather(codes)
+
+    def frame(table: dict, summary: bool = False) -> pl.DataFrame:
+        cols = dict(table, scenario=_scenario_column(table["scenario"], scenario_labels, summary))
+        df = pl.DataFrame(cols)
+        return df.with_columns(labelled(df["policy"], POLICIES).alias("policy"))
+
+    def with_symbols(df: pl.DataFrame) -> pl.DataFrame:
+        return df.with_columns(labelled(df["symbol"], rec.symbols).alias("symbol"))
+
+    liq = with_symbols(frame(rec.liquidations)).with_columns(
+        labelled(rec.liquidations["margin_mode"], MARGIN_MODES).alias("margin_mode"),
+        labelled(rec.liquidations["action"], ACTIONS).alias("action"))
+    return StressResult(summary=frame(rec.summary, summary=True), liquidations=liq,
+                        adl_fills=with_symbols(frame(rec.adl_fills)), haircuts=with_symbols(frame(rec.haircuts)),
+                        prices=with_symbols(frame(rec.prices)), timings=rec.timings)
