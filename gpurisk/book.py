@@ -157,6 +157,9 @@ def _validate_markets(chk: _Checker) -> None:
     if ok("contract_size"):
         chk.rule("contract_size", ~(_finite("contract_size") & (pl.col("contract_size") > 0)),
                  "must be finite and > 0")
+    if ok("tick_size"):
+        tick = pl.col("tick_size")
+        chk.rule("tick_size", tick.is_not_null() & ~(tick.is_finite() & (tick > 0)), "must be finite and > 0 (or null)")
 
 
 def _validate_tiers(chk: _Checker, symbols: pl.Series | None, traded: pl.Series | None) -> None:
@@ -284,6 +287,11 @@ class Book:
     isolated_margin: np.ndarray
     leverage: np.ndarray  # 0 = the tier's max leverage
     meta: dict = field(default_factory=dict)
+    tick_size: np.ndarray | None = None  # per symbol; 0 = no tick (liq_price not rounded)
+
+    def __post_init__(self):
+        if self.tick_size is None:
+            self.tick_size = np.zeros(len(self.symbols), dtype=np.float64)
 
     @property
     def n_accounts(self) -> int:
@@ -389,6 +397,7 @@ class Book:
             isolated=np.ascontiguousarray(iso if order is None else iso[order]),
             isolated_margin=col("isolated_margin", np.float64),
             leverage=col("leverage", np.float64),
+            tick_size=np.ascontiguousarray(markets["tick_size"].fill_null(0.0).to_numpy(), dtype=np.float64),
         )
 
     def slice_accounts(self, first: int, end: int) -> "Book":
@@ -404,7 +413,7 @@ class Book:
             pos_account=self.pos_account[p0:p1] - np.int32(first),
             pos_symbol=self.pos_symbol[p0:p1], size=self.size[p0:p1], entry=self.entry[p0:p1],
             isolated=self.isolated[p0:p1], isolated_margin=self.isolated_margin[p0:p1],
-            leverage=self.leverage[p0:p1], meta=dict(self.meta, slice=(first, end)))
+            leverage=self.leverage[p0:p1], meta=dict(self.meta, slice=(first, end)), tick_size=self.tick_size)
 
     def account_chunks(self, max_positions: int) -> list[tuple[int, int]]:
         """Split the accounts into consecutive ranges of at most ``max_positions`` positions
@@ -428,7 +437,9 @@ class Book:
         tier_sym = np.repeat(np.arange(self.n_symbols), np.diff(self.tier_start))
         return {
             "markets": pl.DataFrame({"symbol": sym, "mark_price": self.mark_price,
-                                     "contract_size": self.contract_size}),
+                                     "contract_size": self.contract_size,
+                                     **({"tick_size": pl.Series(np.where(self.tick_size > 0, self.tick_size, np.nan))
+                                         .fill_nan(None)} if np.any(self.tick_size > 0) else {})}),
             "tiers": pl.DataFrame({"symbol": sym.gather(tier_sym), "notional_floor": self.tier_floor,
                                    "maint_margin_rate": self.tier_mmr, "maint_amount": self.tier_cum,
                                    "max_leverage": self.tier_max_leverage}),
