@@ -129,6 +129,11 @@ def _check_columns(chk: _Checker) -> pl.DataFrame:
             chk.add(col.name, f"must be {want}, got column type {dtype}")
             chk.bad_columns.add(col.name)
             continue
+        lossy = pl.col(col.name).is_not_null() & pl.col(col.name).cast(_polars_type(col), strict=False).is_null()
+        if col.kind == "int" and df.select(lossy.any()).item():
+            chk.rule(col.name, lossy, "must fit a signed 64-bit integer (-2^63 .. 2^63 - 1)")
+            chk.bad_columns.add(col.name)
+            continue
         cast = pl.col(col.name).cast(_polars_type(col))
         if col.default is not None and not col.required:
             cast = cast.fill_null(col.default)  # optional column given with gaps: gaps take the default
