@@ -174,8 +174,8 @@ def test_memory_estimate_scales_with_accounts(monkeypatch):
 def test_sigint_exits_130_with_one_line_and_nothing_written(tmp_path):
     out = tmp_path / "stress-out"
     p = subprocess.Popen(
-        [sys.executable, "-m", "gpurisk.cli", "stress", "--accounts", "20000", "--grid", "-0.5", "0.5", "2000",
-         "--backend", "cpu", "--quiet", "--out", str(out)], cwd=tmp_path, env=env(), text=True,
+        [sys.executable, "-m", "gpurisk.cli", "stress", "--accounts", "20000", "--grid", "-0.5", "0.5", "20000",
+         "--summary-only", "--backend", "cpu", "--quiet", "--out", str(out)], cwd=tmp_path, env=env(), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
     try:

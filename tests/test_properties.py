@@ -2,6 +2,8 @@
 
 - at a position's liquidation price, equity equals maintenance margin (its account's for a
   cross position, its own for an isolated one), the other marks unchanged;
+- and the position is liquidatable there (the price is on the trigger side of the root), on
+  every venue; with a tick_size, the price is a multiple of the tick on the trigger side;
 - at the bankruptcy price of an isolated position or of an account's only cross position,
   equity is zero; for several cross positions, closing them all at their bankruptcy prices
   leaves the account at zero;
