@@ -135,7 +135,7 @@ GR_KERNEL void position_risk(
     const double* upnl, const double* maint,
     const double* wallet, const double* equity, const double* acc_maint,
     const double* acc_ratio, const signed char* acc_status, const int* n_cross,
-    const long long* pos_start, const double* tier_floor, const double* tick_size,
+    const long long* pos_start, const double* tier_floor, const double* tick_size, int want_liq_price,
     double* pos_equity, double* ratio, signed char* status, double* liq_price,
     double* bankruptcy_price) {
     for_each_index(i, n) {
@@ -188,7 +188,8 @@ GR_KERNEL void position_risk(
         const TriggerCheck chk = {i, a, s, mm_on_entry, iso, q, e, cs, iso_margin, mm,
                                   margin_call_ratio, liquidation_ratio, pos_start, isolated, size,
                                   upnl, maint, wallet, tier_start, tier_floor, tier_mmr, tier_cum};
-        lp = q != 0.0 ? trigger_side_price(chk, lp, tick_size[s]) : GR_NAN;
+        // (A stress run reads statuses and bankruptcy prices only: want_liq_price = 0 skips it.)
+        lp = want_liq_price && q != 0.0 ? trigger_side_price(chk, lp, tick_size[s]) : GR_NAN;
         if (q == 0.0) {  // closed during a stress run: no prices, no status of its own
             ratio[i] = 0.0;
             status[i] = GR_HEALTHY;
