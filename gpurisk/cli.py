@@ -607,10 +607,6 @@ def main(argv: list[str] | None = None) -> int:
         quiet.flush()
         say("interrupted")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        if not quiet.reader_gone:  # stdout is fine: a pipe of gpurisk's own broke
-            return _internal_error(command, say)
-        return EXIT_OK
     except MemoryError:
         say("out of memory: the input is too large for this machine's memory")
         return EXIT_INPUT
@@ -619,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in _problem_lines(exc):
             say(line)
         return EXIT_INPUT
-    except OSError as exc:
+    except OSError as exc:  # a closed stdout never gets here (_QuietStdout): EPIPE is gpurisk's own
         if exc.errno not in _INPUT_ERRNOS:
             return _internal_error(command, say)
         for line in _problem_lines(exc):
