@@ -132,6 +132,11 @@ def _check_columns(chk: _Checker) -> pl.DataFrame:
             chk.add(col.name, f"must be {want}, got column type {dtype}")
             chk.bad_columns.add(col.name)
             continue
+        lossy = pl.col(col.name).is_not_null() & pl.col(col.name).cast(_polars_type(col), strict=False).is_null()
+        if col.kind == "int" and df.select(lossy.any()).item():
+            chk.rule(col.name, lossy, "must fit a signed 64-bit integer (-2^63 .. 2^63 - 1)")
+            chk.bad_columns.add(col.name)
+            continue
         cast = pl.col(col.name).cast(_polars_type(col))
         if col.default is not None and not col.required:
             cast = cast.fill_null(col.default)  # optional column given with gaps: gaps take the default
@@ -184,6 +189,9 @@ def _validate_markets(chk: _Checker) -> None:
         chk.rule("contract_size", ~(_finite("contract_size") & (pl.col("contract_size") > 0)),
                  "must be finite and > 0")
         _range_rule(chk, "contract_size", pl.col("contract_size"), _lim.CONTRACT_SIZE_MIN, _lim.CONTRACT_SIZE_MAX)
+    if ok("tick_size"):
+        tick = pl.col("tick_size")
+        chk.rule("tick_size", tick.is_not_null() & ~(tick.is_finite() & (tick > 0)), "must be finite and > 0 (or null)")
 
 
 def _validate_tiers(chk: _Checker, symbols: pl.Series | None, traded: pl.Series | None) -> None:
@@ -333,6 +341,11 @@ class Book:
     isolated_margin: np.ndarray
     leverage: np.ndarray  # 0 = the tier's max leverage
     meta: dict = field(default_factory=dict)
+    tick_size: np.ndarray | None = None  # per symbol; 0 = no tick (liq_price not rounded)
+
+    def __post_init__(self):
+        if self.tick_size is None:
+            self.tick_size = np.zeros(len(self.symbols), dtype=np.float64)
 
     @property
     def n_accounts(self) -> int:
@@ -442,6 +455,7 @@ class Book:
             isolated=np.ascontiguousarray(iso if order is None else iso[order]),
             isolated_margin=col("isolated_margin", np.float64),
             leverage=col("leverage", np.float64),
+            tick_size=np.ascontiguousarray(markets["tick_size"].fill_null(0.0).to_numpy(), dtype=np.float64),
         )
 
     def slice_accounts(self, first: int, end: int) -> "Book":
@@ -457,7 +471,8 @@ class Book:
             pos_account=self.pos_account[p0:p1] - np.int32(first),
             pos_symbol=self.pos_symbol[p0:p1], size=self.size[p0:p1], entry=self.entry[p0:p1],
             isolated=self.isolated[p0:p1], isolated_margin=self.isolated_margin[p0:p1],
-            leverage=self.leverage[p0:p1], meta={**{k: v for k, v in self.meta.items() if k != "hash"}, "slice": (first, end)})
+            leverage=self.leverage[p0:p1], tick_size=self.tick_size,
+            meta={**{k: v for k, v in self.meta.items() if k != "hash"}, "slice": (first, end)})
 
     def account_chunks(self, max_positions: int) -> list[tuple[int, int]]:
         """Split the accounts into consecutive ranges of at most ``max_positions`` positions
@@ -481,7 +496,9 @@ class Book:
         tier_sym = np.repeat(np.arange(self.n_symbols), np.diff(self.tier_start))
         return {
             "markets": pl.DataFrame({"symbol": sym, "mark_price": self.mark_price,
-                                     "contract_size": self.contract_size}),
+                                     "contract_size": self.contract_size,
+                                     **({"tick_size": pl.Series(np.where(self.tick_size > 0, self.tick_size, np.nan))
+                                         .fill_nan(None)} if np.any(self.tick_size > 0) else {})}),
             "tiers": pl.DataFrame({"symbol": sym.gather(tier_sym), "notional_floor": self.tier_floor,
                                    "maint_margin_rate": self.tier_mmr, "maint_amount": self.tier_cum,
                                    "max_leverage": self.tier_max_leverage}),

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import polars as pl
@@ -18,6 +22,28 @@ from .output import OutputError, check_file_place, check_place, reserved
 from .synthetic import synthetic_book
 from .venue import PRESETS
 
+# The exit-code rule of every command (README, "Exit codes").
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # a bug in gpurisk: traceback, and a line asking to report it
+EXIT_INPUT = 2  # bad input or usage: one line per problem on stderr, no traceback
+EXIT_INTERRUPTED = 130  # SIGINT (128 + 2)
+
+
+class InputError(Exception):
+    """Bad input or usage found by the command line: exit 2, one line per problem."""
+
+    def __init__(self, *problems: str):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# Errors that mean the input, the usage or the machine's resources are at fault (exit 2).
+_INPUT_ERRORS = (InputError, BookError, OutputError, FileNotFoundError, BackendUnavailable, KernelBuildError,
+                 ValueError, DistributedRunError)
+# OSErrors about a path or the machine's resources, not about gpurisk (exit 2).
+_INPUT_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
+                 errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EFBIG}
+
 DESCRIPTION = """\
 gpurisk: batch risk for crypto perpetual-futures venues. Revalues every account and
 position at once (equity, tiered maintenance/initial margin, margin ratio, status,
@@ -29,13 +55,28 @@ revalue your own book directory (markets, tiers, accounts, positions as .parquet
 """
 
 
+_open_stage = False  # a stage line printed without its newline yet
+
+
 def _stage(msg: str) -> float:
+    global _open_stage
     print(f"  {msg} ...", end="", flush=True)
+    _open_stage = True
     return time.perf_counter()
 
 
 def _done(t0: float, extra: str = "") -> None:
+    global _open_stage
     print(f" {time.perf_counter() - t0:.2f} s{extra}", flush=True)
+    _open_stage = False
+
+
+def _end_stage_line() -> None:
+    """End a stage line left open by an error, so the message starts on a line of its own."""
+    global _open_stage
+    if _open_stage:
+        print(flush=True)
+        _open_stage = False
 
 
 def _print_summary(risk: Risk) -> None:
@@ -60,24 +101,112 @@ def _print_summary(risk: Risk) -> None:
     print(f"kernel pass {t['kernels'] * 1e3:.1f} ms, ADL ranking {t['ranking'] * 1e3:.1f} ms")
 
 
+def _read_frame(path: str | Path, what: str) -> pl.DataFrame:
+    """A table file (.parquet, .csv, .arrow) given on the command line, or an InputError
+    that names it: missing, unreadable, empty, not a table."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} file {p} does not exist")
+    if p.is_dir():
+        raise InputError(f"{what} file {p} is a directory")
+    try:
+        if p.suffix == ".parquet":
+            df = pl.read_parquet(p)
+        elif p.suffix in (".arrow", ".feather", ".ipc"):
+            df = pl.read_ipc(p)
+        else:
+            df = pl.read_csv(p, infer_schema_length=None)
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read the {what} file {p}: {first}") from None
+    if df.height == 0:
+        raise InputError(f"{what} file {p} has no rows")
+    return df
+
+
+def _column_problems(df: pl.DataFrame, what: str, path, need: dict[str, str]) -> list[str]:
+    """One line per column of ``need`` ({name: "any" | "text" | "number" | "integer"}) that is
+    missing or of the wrong type."""
+    out = []
+    for name, kind in need.items():
+        if name not in df.columns:
+            out.append(f"{what} file {path}: column {name!r} is missing (columns: {', '.join(df.columns)})")
+            continue
+        dtype = df.schema[name]
+        if df[name].null_count() == df.height:
+            continue  # all null: the validation after names the rows
+        ok = {"any": True, "text": dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum),
+              "number": dtype.is_numeric(), "integer": dtype.is_integer()}[kind]
+        if not ok:
+            want = {"text": "text", "number": "a number", "integer": "an integer"}[kind]
+            out.append(f"{what} file {path}: column {name!r} must be {want}, got {dtype}")
+    return out
+
+
 def _parse_marks(items: list[str] | None, path: str | None):
     marks = {}
+    problems = []
     if path:
-        p = Path(path)
-        df = pl.read_parquet(p) if p.suffix == ".parquet" else pl.read_csv(p)
-        from .engine import check_marks
+        df = _read_frame(path, "marks")
+        problems += _column_problems(df, "marks", path, {"symbol": "text", "mark_price": "number"})
+        if not problems:
+            from .engine import check_marks
 
-        marks.update(check_marks(df))  # columns, types, nulls, a symbol priced twice: refused, rows named
+            marks.update(check_marks(df))  # nulls, a symbol priced twice, the limits: refused, rows named
     for item in items or []:
-        sym, _, price = item.partition("=")
+        sym, eq, price = item.partition("=")
         try:
+            if not (sym and eq):
+                raise ValueError
             marks[sym] = float(price)
         except ValueError:
-            raise SystemExit(f"--mark expects SYMBOL=PRICE, got {item!r}") from None
+            problems.append(f"--mark expects SYMBOL=PRICE with a number for PRICE, got {item!r}")
+    if problems:
+        raise InputError(*problems)
     return marks or None
 
 
+#: host memory per synthetic account (book, device copy, results, tables), measured ~0.6 KiB
+SYNTH_BYTES_PER_ACCOUNT = 1024
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_synthetic_size(n_accounts: int) -> None:
+    """Refuse a synthetic book that cannot fit in memory, before allocating any of it."""
+    need = n_accounts * SYNTH_BYTES_PER_ACCOUNT
+    avail = _available_memory()
+    if avail is not None and need > avail:
+        raise InputError(f"--accounts {n_accounts:,} needs about {need / 2**30:,.1f} GiB of memory "
+                         f"({SYNTH_BYTES_PER_ACCOUNT} bytes per account); {avail / 2**30:,.1f} GiB is available "
+                         f"— use at most about {avail // SYNTH_BYTES_PER_ACCOUNT:,} accounts")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def cmd_demo(args) -> int:
+    _check_synthetic_size(args.accounts)
     out = Path(args.out)
     check_place(out / "book", "book", what="--out")  # before any compute
     check_place(out / "results", "revalue", what="--out")
@@ -119,6 +248,7 @@ def _report(path, **kw) -> None:
 
 
 def cmd_synth(args) -> int:
+    _check_synthetic_size(args.accounts)
     with reserved(args.out, "shard" if args.shards else "book"):
         return _synth(args)
 
@@ -155,11 +285,12 @@ def _cluster(args):
 
 
 def cmd_revalue(args) -> int:
+    marks = _parse_marks(args.mark, args.marks)  # usage first: before any reading or computing
     with reserved(args.out, "revalue", inputs=[args.book]):  # refused before any compute
-        return _revalue(args)
+        return _revalue(args, marks)
 
 
-def _revalue(args) -> int:
+def _revalue(args, marks) -> int:
     cluster = _cluster(args)
     if cluster is not None:
         from .distributed import revalue_distributed
@@ -167,7 +298,7 @@ def _revalue(args) -> int:
         with cluster as client:
             t = _stage(f"revaluing {args.book} on the cluster")
             risk = revalue_distributed(args.book, client, venue=args.venue, backend=args.backend,
-                                       marks=_parse_marks(args.mark, args.marks))
+                                       marks=marks)
             _done(t, f"  ({risk!r})")
             _print_summary(risk)
             if args.out:
@@ -178,7 +309,7 @@ def _revalue(args) -> int:
     book = _read_any_book(args.book)
     _done(t, f"  ({book!r})")
     engine = Engine(book, venue=args.venue, backend=args.backend)
-    risk = engine.revalue(_parse_marks(args.mark, args.marks))
+    risk = engine.revalue(marks)
     _print_summary(risk)
     if args.out:
         risk.write(args.out)
@@ -192,8 +323,20 @@ def cmd_stress(args) -> int:
 
 
 def _stress(args) -> int:
-    from .stress import POLICIES, Impact, read_scenarios, shock_grid, stress
+    from .stress import POLICIES, Impact, shock_grid, stress
 
+    if args.scenarios:
+        scenarios = _read_frame(args.scenarios, "scenarios")
+        problems = _column_problems(scenarios, "scenarios", args.scenarios,
+                                    {"scenario": "any", "symbol": "text", "shock": "number"}
+                                    | ({"step": "integer"} if "step" in scenarios.columns else {}))
+        if problems:
+            raise InputError(*problems)
+        what = f"scenarios from {args.scenarios}"
+    else:
+        lo, hi, n = args.grid
+        scenarios = shock_grid(float(lo), float(hi), int(n))
+        what = f"a grid of {int(n):,} shocks from {float(lo):+.0%} to {float(hi):+.0%} on every symbol"
     cluster = _cluster(args)
     if args.book and cluster is not None:
         book = args.book  # each worker reads the book directory itself
@@ -202,16 +345,10 @@ def _stress(args) -> int:
         book = _read_any_book(args.book)
         _done(t, f"  ({book!r})")
     else:
+        _check_synthetic_size(args.accounts)
         t = _stage(f"building a synthetic book of {args.accounts:,} accounts (seed {args.seed})")
         book = synthetic_book(args.accounts, seed=args.seed)
         _done(t, f"  ({book.n_positions:,} positions)")
-    if args.scenarios:
-        scenarios = read_scenarios(args.scenarios)
-        what = f"scenarios from {args.scenarios}"
-    else:
-        lo, hi, n = args.grid
-        scenarios = shock_grid(float(lo), float(hi), int(n))
-        what = f"a grid of {int(n):,} shocks from {float(lo):+.0%} to {float(hi):+.0%} on every symbol"
     policies = list(POLICIES) if args.policy == ["all"] else args.policy or ["queue"]
     impact = Impact(args.impact, coefficient=args.impact_coefficient, depth_share=args.depth_share) if args.impact else None
     print(f"stress: {what}; venue {args.venue}; policies {', '.join(policies)}; steps {args.steps}; "
@@ -281,12 +418,43 @@ def cmd_report(args) -> int:
                  or (_peek_manifest(Path(results)) or {}).get("kind") == "stress"):
         results, stress_dir = None, results  # a stress directory given alone
     if not results and not stress_dir:
-        raise ValueError("give a results directory (gpurisk revalue --out / demo), --stress DIR, or both")
-    risk = load_risk_tables(results) if results else None
-    stress = load_stress_tables(stress_dir) if stress_dir else None
+        raise InputError("give a results directory (gpurisk revalue --out / demo), --stress DIR, or both")
+    risk = _load_results(load_risk_tables, results, "results") if results else None
+    stress = _load_results(load_stress_tables, stress_dir, "stress results") if stress_dir else None
+    problems = []
+    if risk is not None:
+        from .schema import ACCOUNT_OUTPUT, POSITION_OUTPUT
+
+        problems += _table_problems(risk.accounts, f"{results}/accounts.parquet", ACCOUNT_OUTPUT)
+        problems += _table_problems(risk.positions, f"{results}/positions.parquet", POSITION_OUTPUT)
+    if stress is not None:
+        from .stress import SUMMARY_COLUMNS
+
+        problems += _table_problems(stress.summary, f"{stress_dir}/summary.parquet", SUMMARY_COLUMNS)
+    if problems:
+        raise InputError(*problems)
     path = write_report(args.out, risk=risk, stress=stress, title=args.title)
     print(format_report_line(path, risk, stress))
     return 0
+
+
+def _load_results(loader, directory, what):
+    """Tables written by gpurisk, or an InputError when a file is not a readable Parquet table."""
+    try:
+        return loader(directory)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read the {what} in {directory} (not written by gpurisk, or truncated): "
+                         f"{first}") from None
+
+
+def _table_problems(df: pl.DataFrame, path: str, columns) -> list[str]:
+    missing = [c for c in columns if c not in df.columns]
+    if not missing:
+        return []
+    return [f"{path} is not a gpurisk table: columns {', '.join(missing)} are missing"]
 
 
 def format_report_line(path, risk, stress) -> str:
@@ -316,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="End to end on a built-in synthetic exchange: build a balanced book, "
                                    "revalue and rank every account and position, print a summary and "
                                    "write the book and the results as Parquet.")
-    d.add_argument("--accounts", type=int, default=200_000, help="trader accounts (default 200,000; ~2.7 positions each)")
+    d.add_argument("--accounts", type=_positive_int, default=200_000, help="trader accounts (default 200,000; ~2.7 positions each)")
     d.add_argument("--seed", type=int, default=0, help="random seed of the synthetic book (default 0)")
     d.add_argument("--out", default="gpurisk-demo", help="output directory (default ./gpurisk-demo)")
     d.add_argument("--no-report", action="store_true", help="skip the HTML report (OUT/report.html)")
@@ -325,10 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help="write a synthetic book directory",
                        description="Write a balanced synthetic book (markets, tiers, accounts, positions).")
     s.add_argument("out", help="directory to write")
-    s.add_argument("--accounts", type=int, default=100_000, help="trader accounts (default 100,000)")
+    s.add_argument("--accounts", type=_positive_int, default=100_000, help="trader accounts (default 100,000)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="file format (default parquet)")
-    s.add_argument("--shards", type=int, metavar="N",
+    s.add_argument("--shards", type=_positive_int, metavar="N",
                    help="write a sharded book: N shards of whole accounts (for --scheduler/--workers runs)")
     s.set_defaults(func=cmd_synth)
 
@@ -350,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "  gpurisk stress BOOK --grid -0.3 -0.1 5 --steps 20 --impact sqrt --insurance-fund 1e6",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("book", nargs="?", help="book directory (default: a synthetic book, see --accounts)")
-    st.add_argument("--accounts", type=int, default=100_000, help="synthetic book size when no BOOK is given")
+    st.add_argument("--accounts", type=_positive_int, default=100_000, help="synthetic book size when no BOOK is given")
     st.add_argument("--seed", type=int, default=0, help="synthetic book seed (default 0)")
     st.add_argument("--grid", nargs=3, metavar=("LO", "HI", "N"), default=("-0.5", "0.5", "101"),
                     help="N shocks from LO to HI applied to every symbol (default -0.5 0.5 101)")
@@ -391,14 +559,113 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _QuietStdout:
+    """sys.stdout that a closed reader (``gpurisk ... | head``) cannot break: on the first
+    BrokenPipeError it points file descriptor 1 at /dev/null, drops what is printed after,
+    and lets the command finish its work (files under --out are still written)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.reader_gone = False
+
+    def _gone(self) -> None:
+        self.reader_gone = True
+        try:  # what is still buffered, and the interpreter's last flush, go to /dev/null
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _problem_lines(exc: BaseException) -> list[str]:
+    """One line per problem of an input error."""
+    if isinstance(exc, InputError):
+        return list(exc.problems)
+    if isinstance(exc, BookError):
+        return [str(p) for p in exc.problems]
+    if isinstance(exc, KernelBuildError):
+        return [str(exc)]  # the compiler's log follows the first line
+    text = str(exc).strip()
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.strerror or text}: {exc.filename}"
+    return [line for line in text.splitlines() if line.strip()] or [type(exc).__name__]
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns its exit status (README, "Exit codes"): 0 done, 2 bad input or
+    usage, 130 interrupted, 1 internal error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors: argparse prints the usage and one line, exits 2
+    command = f"gpurisk {args.command}"
+    stdout = sys.stdout
+    quiet = sys.stdout = _QuietStdout(stdout)
+
+    def say(line: str) -> None:
+        _end_stage_line()
+        print(f"{command}: {line}", file=sys.stderr, flush=True)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        say(f"warning: {message}")
+
     try:
-        return args.func(args)
-    except (BookError, OutputError, FileNotFoundError, BackendUnavailable, KernelBuildError, ValueError,
-            DistributedRunError) as exc:
-        print(f"\ngpurisk {args.command}: {exc}", file=sys.stderr)
-        return 2
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return args.func(args)
+    except KeyboardInterrupt:
+        quiet.flush()
+        say("interrupted")
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        say("out of memory: the input is too large for this machine's memory")
+        return EXIT_INPUT
+    except _INPUT_ERRORS as exc:
+        quiet.flush()
+        for line in _problem_lines(exc):
+            say(line)
+        return EXIT_INPUT
+    except OSError as exc:  # a closed stdout never gets here (_QuietStdout): EPIPE is gpurisk's own
+        if exc.errno not in _INPUT_ERRNOS:
+            return _internal_error(command, say)
+        for line in _problem_lines(exc):
+            say(line)
+        return EXIT_INPUT
+    except Exception:
+        return _internal_error(command, say)
+    finally:
+        quiet.flush()
+        sys.stdout = stdout
+
+
+def _internal_error(command: str, say) -> int:
+    traceback.print_exc()
+    say(f"internal error in gpurisk {_version()} (Python {sys.version.split()[0]}, Polars {pl.__version__}); "
+        f"this is a bug: please report it to the gpurisk maintainers with the command line and the traceback above")
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

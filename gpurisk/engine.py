@@ -30,7 +30,7 @@ from .venue import Venue, get_venue
 
 _DEVICE_FIELDS = ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr", "tier_cum",
                   "tier_root_bound", "tier_max_leverage", "wallet", "pos_start", "pos_account", "pos_symbol", "size",
-                  "entry", "isolated", "isolated_margin", "leverage")
+                  "entry", "isolated", "isolated_margin", "leverage", "tick_size")
 
 
 # The kernels count the first TIER_LOOKAHEAD tier boundaries without branches and need no

@@ -13,6 +13,8 @@ FMA contraction is off on both sides so the two builds give the same bits.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -132,12 +134,85 @@ def find_cxx() -> str:
     )
 
 
-def cache_dir() -> Path:
+def configured_cache_dir() -> Path:
+    """Where compiled kernels are cached: $GPURISK_CACHE_DIR/kernels, else
+    $XDG_CACHE_HOME/gpurisk/kernels (default ~/.cache/gpurisk/kernels)."""
     root = os.environ.get("GPURISK_CACHE_DIR")
     path = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpurisk"
-    path = path / "kernels"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return path / "kernels"
+
+
+_FALLBACK_DIRS: dict[str, Path] = {}
+
+
+def cache_dir() -> Path:
+    """The kernel cache directory, created if needed. When the configured place cannot hold
+    files (it is a file, or under one, or not writable), a fresh temporary directory serves
+    this process instead, with a warning: kernels are then rebuilt once per process."""
+    path = configured_cache_dir()
+    if str(path) in _FALLBACK_DIRS:
+        return _FALLBACK_DIRS[str(path)]
+    problem = _cache_problem(path)
+    return path if problem is None else _fallback_cache_dir(path, problem)
+
+
+def _cache_problem(path: Path) -> str | None:
+    """Why ``path`` cannot serve as the cache (None when it can): create it, then a file in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return None
+
+
+def _fallback_cache_dir(path: Path, problem: str) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix="gpurisk-kernels-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    _FALLBACK_DIRS[str(path)] = tmp
+    warnings.warn(f"the kernel cache {path} cannot be used ({problem}); building kernels in {tmp} for "
+                  f"this run (set GPURISK_CACHE_DIR to a writable directory to keep them)",
+                  RuntimeWarning, stacklevel=3)
+    return tmp
+
+
+def _digest_path(lib_path: Path) -> Path:
+    return lib_path.with_name(lib_path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_library_ok(lib_path: Path) -> bool:
+    """Whether ``lib_path`` is a complete build: it hashes to the sha256 written beside it
+    (``<lib>.sha256``) when it was built. A missing, truncated or altered library, or a
+    missing digest, is not loaded: the caller rebuilds it."""
+    try:
+        want = _digest_path(lib_path).read_text().strip()
+        return len(want) == 64 and _sha256(lib_path) == want
+    except OSError:
+        return False
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @functools.lru_cache(maxsize=None)
@@ -147,7 +222,10 @@ def _compiler_identity(cxx: str) -> str:
 
 
 def _run_cxx(cxx: str, flags: list[str], src: Path, dst: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([cxx, *flags, str(src), "-o", str(dst)], capture_output=True, text=True)
+    # Relative names from the build directory: the library's bytes do not depend on where
+    # it was built, so concurrent builders write the same file (and the same digest).
+    return subprocess.run([cxx, *flags, src.name, "-o", str(dst.relative_to(src.parent))],
+                          capture_output=True, text=True, cwd=src.parent)
 
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
@@ -176,22 +254,42 @@ def _build_cpu(text: str, fname: str) -> ctypes.CDLL:
     cxx = find_cxx()
     flags = [*CPU_FLAGS, "-fopenmp"]
     key = hashlib.sha256("\0".join([text, *flags, _compiler_identity(cxx)]).encode()).hexdigest()[:20]
-    lib_path = cache_dir() / f"{Path(fname).stem}-{key}.so"
-    if not lib_path.exists():
-        with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-            src = Path(tmp) / fname
-            src.write_text(text)  # sources are self-contained: local includes are expanded
-            out = Path(tmp) / lib_path.name
-            res = _run_cxx(cxx, flags, src, out)
-            if res.returncode != 0:
-                # A compiler without OpenMP still builds a correct, single-threaded library.
-                res_serial = _run_cxx(cxx, list(CPU_FLAGS), src, out)
-                if res_serial.returncode != 0:
-                    raise KernelBuildError(f"compiling kernels/{fname} with {cxx} failed:\n{res.stderr}")
-                warnings.warn(f"{cxx} could not build with OpenMP; kernels/{fname} runs on one thread",
-                              RuntimeWarning, stacklevel=2)
-            os.replace(out, lib_path)  # atomic: concurrent builders never see half a file
-    return ctypes.CDLL(str(lib_path))
+    name = f"{Path(fname).stem}-{key}.so"
+    cache = cache_dir()
+    lib_path = cache / name
+    if not cached_library_ok(lib_path):  # never dlopen a file that is not a complete build
+        try:
+            _compile_into(cxx, flags, text, fname, lib_path)
+        except OSError as exc:  # the cache failed mid-way (disk full, permissions): a private one
+            lib_path = _fallback_cache_dir(configured_cache_dir(), f"{type(exc).__name__}: {exc}") / name
+            _compile_into(cxx, flags, text, fname, lib_path)
+    try:
+        return ctypes.CDLL(str(lib_path))
+    except OSError as exc:
+        raise KernelBuildError(f"the compiled kernels/{fname} ({lib_path}) could not be loaded: {exc}") from exc
+
+
+def _compile_into(cxx: str, flags: list[str], text: str, fname: str, lib_path: Path) -> None:
+    """Build into a temporary directory beside ``lib_path``, then move the library into place
+    and write its sha256 beside it, each atomically (library first: a reader that finds the
+    digest finds the library it describes, or rebuilds)."""
+    with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
+        src = Path(tmp) / fname
+        src.write_text(text)  # sources are self-contained: local includes are expanded
+        out = Path(tmp) / lib_path.name
+        res = _run_cxx(cxx, flags, src, out)
+        if res.returncode != 0:
+            # A compiler without OpenMP still builds a correct, single-threaded library.
+            res_serial = _run_cxx(cxx, list(CPU_FLAGS), src, out)
+            if res_serial.returncode != 0:
+                raise KernelBuildError(f"compiling kernels/{fname} with {cxx} failed:\n{res.stderr}")
+            warnings.warn(f"{cxx} could not build with OpenMP; kernels/{fname} runs on one thread",
+                          RuntimeWarning, stacklevel=3)
+        digest = _sha256(out)
+        with open(out, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(out, lib_path)  # atomic: concurrent builders never see half a file
+        _write_atomically(_digest_path(lib_path), (digest + "\n").encode())
 
 
 def _ctype(p: Param):

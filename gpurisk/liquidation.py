@@ -15,12 +15,14 @@ class PositionRisk:
     equity: object  # the account's equity (cross) or the position's own (isolated)
     ratio: object
     status: object
-    liq_price: object  # NaN where no positive price liquidates
+    liq_price: object  # on the trigger side of the root (and the tick); NaN where no positive price liquidates
     bankruptcy_price: object  # raw; may be <= 0 for an over-collateralised long
 
 
 def position_risk(backend: Backend, dev, mark, pm: PositionMargin, am: AccountMargin, venue: Venue,
-                  out: PositionRisk | None = None) -> PositionRisk:
+                  out: PositionRisk | None = None, liq_price: bool = True) -> PositionRisk:
+    """``liq_price=False``: leave liq_price NaN (a stress run needs statuses and bankruptcy
+    prices only, not the trigger-side search)."""
     xp = backend.xp
     n = dev.n_positions
     if out is None:
@@ -32,5 +34,6 @@ def position_risk(backend: Backend, dev, mark, pm: PositionMargin, am: AccountMa
                    dev.tier_mmr, dev.tier_cum, dev.tier_root_bound, int(venue.mm_base == "entry"),
                    float(venue.margin_call_ratio), float(venue.liquidation_ratio),
                    pm.upnl, pm.maint, dev.wallet, am.equity, am.maint, am.ratio, am.status, am.n_cross,
+                   dev.pos_start, dev.tier_floor, dev.tick_size, int(liq_price),
                    out.equity, out.ratio, out.status, out.liq_price, out.bankruptcy_price)
     return out

@@ -57,6 +57,8 @@ INPUT_TABLES: dict[str, tuple[Column, ...]] = {
         Column("symbol", "str", doc="unique market name"),
         Column("mark_price", "float", doc="finite, > 0"),
         Column("contract_size", "float", False, 1.0, "> 0; 1 for linear quote-margined contracts"),
+        Column("tick_size", "float", False, None,
+               "optional, finite, > 0 (null: no tick); liq_price is rounded to it on the trigger side"),
     ),
     "tiers": (
         Column("symbol", "str", doc="a symbol of markets; at least one tier per traded symbol"),
@@ -116,7 +118,8 @@ POSITION_OUTPUT = {
     "init_margin": "notional / leverage",
     "margin_ratio": "the account's (cross) or the position's own (isolated)",
     "status": "the account's (cross) or the position's own (isolated)",
-    "liq_price": "price where equity = maintenance margin, others at mark; null if no positive price",
+    "liq_price": "price where equity = maintenance margin, others at mark, stepped to the trigger side "
+                 "(a revaluation there says liquidatable) and rounded to the tick; null if no positive price",
     "bankruptcy_price": "price where closing leaves equity zero; null if not positive",
     "adl_score": "venue ADL score, higher = deleveraged first",
     "adl_rank": "1-based place in the ADL queue of (symbol, side); 1 = first",

@@ -127,7 +127,7 @@ class _Runner:
         mark = b.asarray(marks)
         pm = position_margin(b, dev, mark, self.venue)
         am = account_margin(b, dev, pm, self.venue)
-        pr = position_risk(b, dev, mark, pm, am, self.venue)
+        pr = position_risk(b, dev, mark, pm, am, self.venue, liq_price=False)  # not read here
         score = adl_score(b, dev, mark, pm, pr, self.venue)
         h = b.to_host
         return SimpleNamespace(notional=h(pm.notional), upnl=h(pm.upnl), maint=h(pm.maint),

@@ -9,6 +9,9 @@
 // NVRTC has no <cmath>: build the constants from their bit patterns.
 #define GR_INF __longlong_as_double(0x7ff0000000000000LL)
 #define GR_NAN __longlong_as_double(0x7ff8000000000000LL)
+// A double's bit pattern and back (positive doubles order as their bits do).
+#define GR_BITS(x) __double_as_longlong(x)
+#define GR_FROM_BITS(b) __longlong_as_double(b)
 #define for_each_index(i, n)                                                   \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;       \
          i < (long long)(n); i += (long long)blockDim.x * gridDim.x)
@@ -21,6 +24,18 @@
 #define GR_DEVICE static inline
 #define GR_INF (__builtin_inf())
 #define GR_NAN (__builtin_nan(""))
+static inline long long gr_bits_host(double x) {
+    long long b;
+    __builtin_memcpy(&b, &x, sizeof b);
+    return b;
+}
+static inline double gr_from_bits_host(long long b) {
+    double x;
+    __builtin_memcpy(&x, &b, sizeof x);
+    return x;
+}
+#define GR_BITS(x) gr_bits_host(x)
+#define GR_FROM_BITS(b) gr_from_bits_host(b)
 // The grid-stride loop becomes one OpenMP loop over contiguous chunks of indices; small
 // loops stay on the calling thread (waking a team costs more than they do).
 #define GR_PRAGMA(x) _Pragma(#x)

@@ -38,6 +38,93 @@ GR_DEVICE double liquidation_price_tiered(
     return side_base < 0.0 ? lp_positive : GR_NAN;
 }
 
+// What a revaluation with this position's symbol marked at p, every other price held,
+// would say of its status: the engine's own arithmetic in its own order (position_margin for
+// this position, account_margin's sums in storage order for its cross account), so the answer
+// is the status such a revaluation reports, bit for bit, on every backend.
+struct TriggerCheck {
+    long long i;
+    int a, s, mm_on_entry;
+    bool iso;
+    double q, e, cs, iso_margin, mm_fixed, margin_call_ratio, liquidation_ratio;
+    const long long* pos_start;
+    const signed char* isolated;
+    const double* size;
+    const double* upnl;
+    const double* maint;
+    const double* wallet;
+    const int* tier_start;
+    const double* tier_floor;
+    const double* tier_mmr;
+    const double* tier_cum;
+};
+
+GR_DEVICE bool liquidatable_at(const TriggerCheck& c, double p) {
+    const double up = upnl_of(c.q, p, c.e, c.cs);
+    const double mm = c.mm_on_entry ? c.mm_fixed
+                                    : maint_margin_of(c.tier_start, c.tier_floor, c.tier_mmr, c.tier_cum,
+                                                      c.s, fabs(c.q) * p * c.cs);
+    double eq = c.iso_margin + up;
+    double sm = mm;
+    if (!c.iso) {
+        double su = 0.0;
+        sm = 0.0;
+        for (long long j = c.pos_start[c.a]; j < c.pos_start[c.a + 1]; ++j) {
+            if (c.isolated[j] || c.size[j] == 0.0) continue;
+            su += j == c.i ? up : c.upnl[j];
+            sm += j == c.i ? mm : c.maint[j];
+        }
+        eq = c.wallet[c.a] + su;
+    }
+    const double r = margin_ratio_of(sm, eq);
+    return status_of(eq, r, c.margin_call_ratio, c.liquidation_ratio) >= GR_LIQUIDATABLE;
+}
+
+// The reported liquidation price: from the solved root, the nearest double on the trigger side
+// (at or below the root for a long, at or above it for a short) at which liquidatable_at holds.
+// The root itself when it qualifies; otherwise a doubling search in ulps (positive doubles order
+// as their bit patterns) then a bisection to the boundary: at most ~126 checks, nearly always
+// one or two. NaN when no positive double qualifies. With a tick (> 0), rounded to a multiple
+// of the tick on the trigger side (down for a long, up for a short) that still qualifies; the
+// unrounded price stays where float64 cannot resolve the tick at that price.
+GR_DEVICE double trigger_side_price(const TriggerCheck& c, double root, double tick) {
+    if (!(root > 0.0 && root < GR_INF)) return GR_NAN;
+    const bool is_long = c.q > 0.0;
+    double lp = root;
+    if (!liquidatable_at(c, root)) {
+        const long long limit = is_long ? 1LL : 0x7fefffffffffffffLL;  // smallest / largest positive double
+        long long bad = GR_BITS(root), good = -1, step = 1;
+        for (int it = 0; it < 64; ++it) {
+            const long long room = is_long ? bad - limit : limit - bad;
+            const long long cand = room <= step ? limit : (is_long ? bad - step : bad + step);
+            if (liquidatable_at(c, GR_FROM_BITS(cand))) {
+                good = cand;
+                break;
+            }
+            bad = cand;
+            if (cand == limit) break;
+            step *= 2;
+        }
+        if (good < 0) return GR_NAN;
+        while (good - bad > 1 || bad - good > 1) {
+            const long long mid = bad + (good - bad) / 2;
+            if (liquidatable_at(c, GR_FROM_BITS(mid))) good = mid;
+            else bad = mid;
+        }
+        lp = GR_FROM_BITS(good);
+    }
+    if (tick > 0.0) {
+        double m = is_long ? floor(lp / tick) : ceil(lp / tick);
+        for (int k = 0; k < 4; ++k) {
+            const double t = m * tick;
+            if (is_long && !(t > 0.0)) return GR_NAN;  // no positive tick price liquidates
+            if ((is_long ? t <= lp : t >= lp) && liquidatable_at(c, t)) return t;
+            m += is_long ? -1.0 : 1.0;
+        }
+    }
+    return lp;
+}
+
 GR_KERNEL void position_risk(
     long long n, const int* account, const int* symbol, const double* size,
     const double* entry, const signed char* isolated, const double* isolated_margin,
@@ -48,6 +135,7 @@ GR_KERNEL void position_risk(
     const double* upnl, const double* maint,
     const double* wallet, const double* equity, const double* acc_maint,
     const double* acc_ratio, const signed char* acc_status, const int* n_cross,
+    const long long* pos_start, const double* tier_floor, const double* tick_size, int want_liq_price,
     double* pos_equity, double* ratio, signed char* status, double* liq_price,
     double* bankruptcy_price) {
     for_each_index(i, n) {
@@ -95,6 +183,13 @@ GR_KERNEL void position_risk(
             lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_mmr, tier_cum,
                                           tier_root_bound);
         }
+        // Step from the root to the trigger side: at the reported price a revaluation says
+        // liquidatable (or bankrupt), whatever float64 rounding did to the root.
+        const TriggerCheck chk = {i, a, s, mm_on_entry, iso, q, e, cs, iso_margin, mm,
+                                  margin_call_ratio, liquidation_ratio, pos_start, isolated, size,
+                                  upnl, maint, wallet, tier_start, tier_floor, tier_mmr, tier_cum};
+        // (A stress run reads statuses and bankruptcy prices only: want_liq_price = 0 skips it.)
+        lp = want_liq_price && q != 0.0 ? trigger_side_price(chk, lp, tick_size[s]) : GR_NAN;
         if (q == 0.0) {  // closed during a stress run: no prices, no status of its own
             ratio[i] = 0.0;
             status[i] = GR_HEALTHY;

@@ -32,6 +32,7 @@ D0 = Decimal(0)
 D1 = Decimal(1)
 INF = Decimal("Infinity")
 EPS = Decimal("1e-12")
+F64_UNIT = Decimal(2) ** -53  # float64 unit roundoff
 
 STATUS_ORDER = ("healthy", "margin_call", "liquidatable", "bankrupt")
 
@@ -450,6 +451,16 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
                 if lower - slack <= n_at < upper + slack:
                     lp = root
                     break
+        if lp is not None and lp.e != INF:
+            # gpurisk reports the double nearest the root on the trigger side at which its own
+            # float64 status says liquidatable (README, "Liquidation price"), not the rounded
+            # root. The errors of W' and MM' are in lp.e already; that status adds the float64
+            # rounding of equity - MM evaluated near the root (a few units of 2^-53 of the
+            # terms' size), so it may flip that far over |d(equity - MM)/dP| from the exact
+            # root. The comparison is widened by exactly that: a few ulps of the price.
+            slope = aq * cs * (1 if venue.mm_base == "entry" else abs(ts[k].mmr - sgn))
+            size_ = abs(Wp.v) + abs(MMp.v) + 2 * aq * (E + abs(lp.v)) * cs
+            lp = V(lp.v, lp.e + 16 * F64_UNIT * size_ / slope)
         # bankruptcy price
         if p["margin_mode"] == "isolated" or len(st_["cross"]) == 1:
             bp = V(E) - Wp / (V(q) * cs)
@@ -533,7 +544,7 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
 # ======================================================================================
 
 _SCHEMAS = {
-    "markets": {"symbol": "str", "mark_price": "f64", "contract_size": "f64"},
+    "markets": {"symbol": "str", "mark_price": "f64", "contract_size": "f64", "tick_size": "f64"},
     "tiers": {"symbol": "str", "notional_floor": "f64", "maint_margin_rate": "f64",
               "maint_amount": "f64", "max_leverage": "f64"},
     "accounts": {"account_id": "i64", "wallet_balance": "f64"},

@@ -2,6 +2,8 @@
 
 - at a position's liquidation price, equity equals maintenance margin (its account's for a
   cross position, its own for an isolated one), the other marks unchanged;
+- and the position is liquidatable there (the price is on the trigger side of the root), on
+  every venue; with a tick_size, the price is a multiple of the tick on the trigger side;
 - at the bankruptcy price of an isolated position or of an account's only cross position,
   equity is zero; for several cross positions, closing them all at their bankruptcy prices
   leaves the account at zero;
@@ -240,3 +242,58 @@ def _oracle_equity_minus_mm(book, o, p, price, venue):
             u, m = upnl_mm(r)
             total += u - m
     return total
+
+
+# ---- liquidation price on the trigger side ----------------------------------------------
+
+LIQUIDATED = ("liquidatable", "bankrupt")
+
+
+def _statuses_at_own_liq_price(eb, venue):
+    """(row, status of that position after revaluing with its symbol marked at its own
+    liq_price, every other price held) for every position with a liq_price."""
+    engine = gpurisk.Engine(eb, venue=venue, backend="cpu")
+    rows = engine.revalue().positions.to_dicts()
+    out = []
+    for i, r in enumerate(rows):
+        if r["liq_price"] is not None:
+            out.append((r, engine.revalue({r["symbol"]: r["liq_price"]}).positions["status"][i]))
+    return out
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(oracle.book_strategy())
+def test_every_position_is_liquidatable_at_its_liquidation_price(book):
+    eb = engine_book(book)
+    for venue in VENUES:
+        for r, status in _statuses_at_own_liq_price(eb, venue):
+            assert status in LIQUIDATED, (
+                f"{venue}: position {r['account_id']}/{r['symbol']}/{r['margin_mode']} ({r['side']}) "
+                f"is {status} with its mark at its own liq_price {r['liq_price']!r}")
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(oracle.book_strategy(), st.data())
+def test_tick_rounds_the_liquidation_price_on_the_trigger_side(book, data):
+    ticked = {k: [dict(r) for r in v] for k, v in book.items()}
+    for m in ticked["markets"]:
+        m["tick_size"] = data.draw(st.sampled_from([None, 0.01, 0.5, 1.0, 25.0]))
+    tick = {m["symbol"]: m["tick_size"] for m in ticked["markets"]}
+    venue = data.draw(st.sampled_from(VENUES))
+    plain = revalue(engine_book(book), venue).positions.to_dicts()
+    rounded = _statuses_at_own_liq_price(engine_book(ticked), venue)
+    got = {(r["account_id"], r["symbol"], r["margin_mode"]): r["liq_price"]
+           for r in revalue(engine_book(ticked), venue).positions.to_dicts()}
+    for r, status in rounded:
+        assert status in LIQUIDATED, (venue, r)
+    for r in plain:
+        lp0, lp = r["liq_price"], got[(r["account_id"], r["symbol"], r["margin_mode"])]
+        t = tick[r["symbol"]]
+        if lp0 is None or t is None:
+            assert lp == lp0, (venue, r, lp)
+            continue
+        if lp is None:  # a long whose trigger lies below the first tick above zero
+            assert r["side"] == "long" and lp0 < 4 * t, (venue, r)
+            continue
+        assert lp == round(lp / t) * t, f"{lp!r} is not a multiple of the tick {t}"
+        assert (lp <= lp0) if r["side"] == "long" else (lp >= lp0), (venue, r["side"], lp0, lp)

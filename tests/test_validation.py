@@ -187,3 +187,20 @@ def test_book_error_survives_pickling():
         build(markets=pl.DataFrame({"symbol": ["BTCUSDT", "ETHUSDT"], "mark_price": [1.0, -1.0]}))
     again = pickle.loads(pickle.dumps(exc.value))
     assert str(again) == str(exc.value) and again.problems == exc.value.problems
+
+
+@pytest.mark.parametrize("tick", [float("nan"), float("inf"), 0.0, -0.5])
+def test_bad_tick_size_names_symbol(tick):
+    msg = problem_text(markets=pl.DataFrame({"symbol": ["BTCUSDT", "ETHUSDT"], "mark_price": [60_000.0, 3_000.0],
+                                             "tick_size": [0.1, tick]}))
+    assert "markets.tick_size: must be finite and > 0 (or null)" in msg and "'ETHUSDT'" in msg and "row 1" in msg
+
+
+def test_tick_size_is_optional_per_symbol_and_survives_a_round_trip(tmp_path):
+    markets = pl.DataFrame({"symbol": ["BTCUSDT", "ETHUSDT"], "mark_price": [60_000.0, 3_000.0],
+                            "tick_size": [0.5, None]})
+    book = build(markets=markets)
+    assert book.tick_size.tolist() == [0.5, 0.0]  # 0: no tick
+    assert read_book(book.write(tmp_path)).tick_size.tolist() == [0.5, 0.0]
+    lp = revalue(book, backend="cpu").positions.filter(symbol="BTCUSDT")["liq_price"].drop_nulls()
+    assert lp.len() and all(x == round(x / 0.5) * 0.5 for x in lp)
