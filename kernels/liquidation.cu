@@ -45,7 +45,7 @@ GR_DEVICE double liquidation_price_tiered(
 struct TriggerCheck {
     long long i;
     int a, s, mm_on_entry;
-    bool iso;
+    bool iso, alone;  // alone: the account's only open cross position
     double q, e, cs, iso_margin, mm_fixed, margin_call_ratio, liquidation_ratio;
     const long long* pos_start;
     const signed char* isolated;
@@ -66,7 +66,10 @@ GR_DEVICE bool liquidatable_at(const TriggerCheck& c, double p) {
                                                       c.s, fabs(c.q) * p * c.cs);
     double eq = c.iso_margin + up;
     double sm = mm;
-    if (!c.iso) {
+    if (!c.iso && c.alone) {  // the sums below over one position: the same bits, no walk
+        eq = c.wallet[c.a] + (0.0 + up);
+        sm = 0.0 + mm;
+    } else if (!c.iso) {
         double su = 0.0;
         sm = 0.0;
         for (long long j = c.pos_start[c.a]; j < c.pos_start[c.a + 1]; ++j) {
@@ -185,7 +188,7 @@ GR_KERNEL void position_risk(
         }
         // Step from the root to the trigger side: at the reported price a revaluation says
         // liquidatable (or bankrupt), whatever float64 rounding did to the root.
-        const TriggerCheck chk = {i, a, s, mm_on_entry, iso, q, e, cs, iso_margin, mm,
+        const TriggerCheck chk = {i, a, s, mm_on_entry, iso, n_cross[a] == 1, q, e, cs, iso_margin, mm,
                                   margin_call_ratio, liquidation_ratio, pos_start, isolated, size,
                                   upnl, maint, wallet, tier_start, tier_floor, tier_mmr, tier_cum};
         // (A stress run reads statuses and bankruptcy prices only: want_liq_price = 0 skips it.)
