@@ -83,16 +83,38 @@ GR_DEVICE bool liquidatable_at(const TriggerCheck& c, double p) {
     return status_of(eq, r, c.margin_call_ratio, c.liquidation_ratio) >= GR_LIQUIDATABLE;
 }
 
-// The reported liquidation price: from the solved root, the nearest double on the trigger side
-// (at or below the root for a long, at or above it for a short) at which liquidatable_at holds.
-// The root itself when it qualifies; otherwise a doubling search in ulps (positive doubles order
-// as their bit patterns) then a bisection to the boundary: at most ~126 checks, nearly always
-// one or two. NaN when no positive double qualifies. With a tick (> 0), rounded to a multiple
+// lp rounded to a multiple of the tick on the trigger side (down for a long, up for a short)
+// that still qualifies; lp itself where float64 cannot resolve the tick at that price.
+GR_DEVICE double tick_price(const TriggerCheck& c, double lp, double tick, bool is_long) {
+    double m = is_long ? floor(lp / tick) : ceil(lp / tick);
+    for (int k = 0; k < 4; ++k) {
+        const double t = m * tick;
+        if (is_long && !(t > 0.0)) return GR_NAN;  // no positive tick price liquidates
+        if ((is_long ? t <= lp : t >= lp) && liquidatable_at(c, t)) return t;
+        m += is_long ? -1.0 : 1.0;
+    }
+    return lp;
+}
+
+// The reported liquidation price: a double on the trigger side of the solved root (below it
+// for a long, above it for a short) at which liquidatable_at holds: the root's neighbour when
+// it qualifies (nearly always: one check); otherwise the nearest qualifying double, by a
+// doubling search in ulps (positive doubles order as their bit patterns) then a bisection to
+// the boundary: at most ~126 checks. NaN when no positive double qualifies. With a tick (> 0), rounded to a multiple
 // of the tick on the trigger side (down for a long, up for a short) that still qualifies; the
 // unrounded price stays where float64 cannot resolve the tick at that price.
 GR_DEVICE double trigger_side_price(const TriggerCheck& c, double root, double tick) {
     if (!(root > 0.0 && root < GR_INF)) return GR_NAN;
     const bool is_long = c.q > 0.0;
+    // The root's neighbour on the trigger side nearly always qualifies: one check, a branch the
+    // CPU predicts (checking the root first fails about half the time, a mispredicted branch
+    // and a second check). The report is then at most one ulp beyond the nearest qualifying
+    // price, still on the trigger side.
+    const long long near_bits = is_long ? GR_BITS(root) - 1 : GR_BITS(root) + 1;
+    if (near_bits >= 1 && near_bits <= 0x7fefffffffffffffLL && liquidatable_at(c, GR_FROM_BITS(near_bits))) {
+        root = GR_FROM_BITS(near_bits);
+        return tick > 0.0 ? tick_price(c, root, tick, is_long) : root;
+    }
     double lp = root;
     if (!liquidatable_at(c, root)) {
         const long long limit = is_long ? 1LL : 0x7fefffffffffffffLL;  // smallest / largest positive double
@@ -116,16 +138,7 @@ GR_DEVICE double trigger_side_price(const TriggerCheck& c, double root, double t
         }
         lp = GR_FROM_BITS(good);
     }
-    if (tick > 0.0) {
-        double m = is_long ? floor(lp / tick) : ceil(lp / tick);
-        for (int k = 0; k < 4; ++k) {
-            const double t = m * tick;
-            if (is_long && !(t > 0.0)) return GR_NAN;  // no positive tick price liquidates
-            if ((is_long ? t <= lp : t >= lp) && liquidatable_at(c, t)) return t;
-            m += is_long ? -1.0 : 1.0;
-        }
-    }
-    return lp;
+    return tick > 0.0 ? tick_price(c, lp, tick, is_long) : lp;
 }
 
 GR_KERNEL void position_risk(

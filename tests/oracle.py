@@ -452,8 +452,9 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
                     lp = root
                     break
         if lp is not None and lp.e != INF:
-            # gpurisk reports the double nearest the root on the trigger side at which its own
-            # float64 status says liquidatable (README, "Liquidation price"), not the rounded
+            # gpurisk reports a double within an ulp of the nearest one on the trigger side of the
+            # root at which its own float64 status says liquidatable (README, "Liquidation
+            # price"), not the rounded
             # root. The errors of W' and MM' are in lp.e already; that status adds the float64
             # rounding of equity - MM evaluated near the root (a few units of 2^-53 of the
             # terms' size), so it may flip that far over |d(equity - MM)/dP| from the exact
