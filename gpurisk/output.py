@@ -219,6 +219,18 @@ def _inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
+def _check_writable_below(place: Path, name: str) -> None:
+    """The nearest existing directory at or above ``place`` can take new entries (OutputError
+    naming ``name`` if it is a file or not writable)."""
+    probe = place
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{name} lies under {probe}, which is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{name}: cannot write in {probe} (permission denied)")
+
+
 def check_place(target: str | Path, kind: str | None = None, inputs=(), what: str = "output") -> Path:
     """Refuse an output place before any compute (OutputError, one line each):
 
@@ -244,13 +256,7 @@ def check_place(target: str | Path, kind: str | None = None, inputs=(), what: st
                               f"choose another directory")
     if target.exists() and not target.is_dir():
         raise OutputError(f"{what} {target} is an existing file, not a directory; remove it or choose another path")
-    probe = real
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputError(f"{what} {target} lies under {probe}, which is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {target}: cannot write in {probe} (permission denied)")
+    _check_writable_below(real, f"{what} {target}")
     if real.is_dir() and any(real.iterdir()):
         m = _peek_manifest(real)
         if m is None:
@@ -455,13 +461,7 @@ def check_file_place(path: str | Path, inputs=()) -> Path:
     if path.is_dir():
         raise OutputError(f"{path} is a directory; give a file name (e.g. {path / 'report.html'})")
     real = _resolve(path)
-    probe = real.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputError(f"{path} lies under {probe}, which is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: cannot write in {probe} (permission denied)")
+    _check_writable_below(real.parent, str(path))
     for src in inputs:
         if src is None:
             continue
