@@ -215,7 +215,11 @@ def _max_threads(check: Check, kernel: str):
 
 def section_tiny(check: Check, entry: dict) -> None:
     base = synthetic_book(40, seed=3)
-    for name, book in tiny_books(base).items():
+    books = dict(tiny_books(base))
+    ticked = synthetic_book(2_000, seed=3, isolated_share=0.3)
+    ticked.tick_size = np.where(np.arange(ticked.n_symbols) % 3 == 2, 0.0, ticked.mark_price * 1e-4)
+    books["2,000 accounts, liquidation prices rounded to ticks"] = ticked
+    for name, book in books.items():
         for venue in VENUES:
             for label, marks in check.mark_sets(book).items():
                 ref = risk_arrays(Engine(book, venue=venue, backend=check.reference).revalue(marks))

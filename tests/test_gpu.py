@@ -67,6 +67,20 @@ def test_every_output_is_bit_identical(candidate, venue):
             assert_same_bits(revalued(book, venue, REFERENCE, marks), revalued(book, venue, candidate, marks))
 
 
+def test_liquidation_prices_rounded_to_ticks(candidate):
+    book = synthetic_book(sized(candidate, 20_000, 1_500), seed=8, isolated_share=0.3)
+    book.tick_size = np.where(np.arange(book.n_symbols) % 3 == 2, 0.0, book.mark_price * 1e-4)  # some untick'd
+    for venue in VENUES:
+        for marks in mark_sets(book):
+            ref = revalued(book, venue, REFERENCE, marks)
+            assert_same_bits(ref, revalued(book, venue, candidate, marks))
+    lp = ref["position_risk.liq_price"]
+    ticked = np.isfinite(lp) & (book.tick_size[book.pos_symbol] > 0)
+    assert ticked.sum() > 100
+    steps = lp[ticked] / book.tick_size[book.pos_symbol][ticked]
+    assert np.allclose(steps, np.round(steps), rtol=0, atol=1e-6)  # the rounding ran
+
+
 def test_books_of_zero_one_and_two_positions(candidate):
     for name, book in tiny_books(synthetic_book(40, seed=3)).items():
         for venue in VENUES:
