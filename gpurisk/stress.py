@@ -98,6 +98,22 @@ def _in_limits(marks: np.ndarray) -> np.ndarray:
     return np.clip(marks, PRICE_MIN, PRICE_MAX)
 
 
+class _Revaluation:
+    """A revaluation's results, each copied to the host on first use: on the gpu backend a
+    step that liquidates nobody copies the statuses only. ``dev``: the device tables it ran on."""
+
+    def __init__(self, backend: Backend, dev, **results):
+        self._backend, self._results, self.dev = backend, results, dev
+
+    def __getattr__(self, name):
+        results = self.__dict__.get("_results", {})
+        if name not in results:
+            raise AttributeError(name)
+        value = self._backend.to_host(results[name])
+        setattr(self, name, value)
+        return value
+
+
 class _Runner:
     def __init__(self, book: Book, venue: Venue, backend: Backend, ladder: Ladder, impact: Impact | None,
                  insurance_fund: float):
@@ -118,7 +134,7 @@ class _Runner:
         self.symbol_codes = np.arange(book.n_symbols, dtype=np.int32)
 
     # -- device revaluation of a state at marks; host copies of what orchestration needs
-    def revalue(self, st: _State, marks: np.ndarray) -> SimpleNamespace:
+    def revalue(self, st: _State, marks: np.ndarray) -> "_Revaluation":
         b = self.backend
         dev = SimpleNamespace(**vars(self.dev))
         dev.size = b.asarray(st.size)
@@ -129,11 +145,9 @@ class _Runner:
         am = account_margin(b, dev, pm, self.venue)
         pr = position_risk(b, dev, mark, pm, am, self.venue, liq_price=False)  # not read here
         score = adl_score(b, dev, mark, pm, pr, self.venue)
-        h = b.to_host
-        return SimpleNamespace(notional=h(pm.notional), upnl=h(pm.upnl), maint=h(pm.maint),
-                               equity=h(am.equity), ratio=h(am.ratio), status=h(am.status),
-                               n_cross=h(am.n_cross), pos_equity=h(pr.equity), pos_ratio=h(pr.ratio),
-                               pos_status=h(pr.status), bp=h(pr.bankruptcy_price), score=h(score), dev=dev)
+        return _Revaluation(b, dev, notional=pm.notional, upnl=pm.upnl, maint=pm.maint, equity=am.equity,
+                            ratio=am.ratio, status=am.status, n_cross=am.n_cross, pos_equity=pr.equity,
+                            pos_ratio=pr.ratio, pos_status=pr.status, bp=pr.bankruptcy_price, score=score)
 
     # -- money moves (each conserves the total)
     def trade(self, st: _State, i, qty, price, market_price):
