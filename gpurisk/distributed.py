@@ -779,9 +779,11 @@ class DistributedEngine:
         holders = self.client.who_has(self._residents)
         parts = []
         for k, f in enumerate(self._residents):
-            where = list(holders.get(f.key, ())) or None
+            # No holder (its worker just died): no preference, Dask places the task.
+            where = list(holders.get(f.key, ()))
+            placement = dict(workers=where, allow_other_workers=True) if where else {}
             parts.append(_submit(self.client, _revalue_resident, f, marks, need_size, _fault_hook,
-                                 key=f"gpurisk-revalue-{run}-{k}", workers=where, allow_other_workers=True))
+                                 key=f"gpurisk-revalue-{run}-{k}", **placement))
         return _rank_and_finish(self.client, parts, self._names, self._expected, self.venue, self.rank_backend,
                                 self.timeout, run, t_start, {"resident": True})
 

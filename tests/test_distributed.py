@@ -201,6 +201,16 @@ def test_resident_engine_reloads_the_shards_of_a_killed_worker(client, book, sha
     client.wait_for_workers(2, timeout=30)
 
 
+def test_resident_engine_revalues_when_no_worker_holds_a_shard(client, book, sharded, monkeypatch):
+    # Right after a worker dies the scheduler may know no holder of its shard: the task then
+    # goes anywhere (a preference for "no worker" is an error in Dask).
+    marks = {"BTCUSDT": 47_000.0}
+    want = gpurisk.revalue(book, venue="binance", backend="cpu", marks=marks)
+    with DistributedEngine(sharded[3], client, venue="binance", backend="cpu", timeout=60) as engine:
+        monkeypatch.setattr(client, "who_has", lambda futures=None, **kw: {})
+        assert_same(engine.revalue(marks).positions, want.positions)
+
+
 # ------------------------------------------------------------------ stress
 
 
