@@ -60,7 +60,6 @@ the row counts reconcile: a run never returns part of a book as if it were the w
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 import uuid
