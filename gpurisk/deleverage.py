@@ -59,7 +59,8 @@ def queue_fills(demand: np.ndarray, supply: np.ndarray):
     is that position's size exactly (differences of running sums carry rounding)."""
     d_cum, s_cum = np.cumsum(demand), np.cumsum(supply)
     total = min(d_cum[-1], s_cum[-1]) if s_cum.size else 0.0
-    cuts = np.union1d(d_cum[d_cum <= total], s_cum[s_cum <= total])
+    cuts = _sorted_union(d_cum[:np.searchsorted(d_cum, total, side="right")],
+                         s_cum[:np.searchsorted(s_cum, total, side="right")])
     starts = np.concatenate([[0.0], cuts[:-1]])
     seg = cuts - starts
     keep = seg > 0
@@ -70,6 +71,74 @@ def queue_fills(demand: np.ndarray, supply: np.ndarray):
     seg = np.where(np.abs(seg - demand[di]) <= noise, demand[di], seg)
     seg = np.where(np.abs(seg - supply[si]) <= noise, supply[si], seg)
     return di, si, seg, d_cum <= total, s_cum <= total
+
+
+def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of two ascending arrays (``np.union1d``), by a merge rather
+    than a sort: running sums arrive sorted."""
+    merged = np.empty(a.size + b.size)
+    merged[np.arange(a.size) + np.searchsorted(b, a, side="left")] = a
+    merged[np.arange(b.size) + np.searchsorted(a, b, side="right")] = b
+    if merged.size < 2:
+        return merged
+    distinct = np.empty(merged.size, dtype=bool)
+    distinct[0] = True
+    np.not_equal(merged[1:], merged[:-1], out=distinct[1:])
+    return merged[distinct]
+
+
+def queue_fronts(backend, members_group: np.ndarray, score: np.ndarray, keep: np.ndarray, queues: np.ndarray,
+                 n_queues: int):
+    """Every queue in ``queues`` in queue order at once, for a step that deleverages into
+    several: the positions where ``keep`` holds and whose queue (``members_group``) is one of
+    ``queues``, by (queue, score descending, storage index) with -0.0 equal to 0.0 and NaN
+    after every number — the order ``queue_front`` gives each queue. One segmented radix sort
+    (the backend's ``queue_order``) instead of a selection per queue. Returns (order, start):
+    queue q's members are ``order[start[q]:start[q + 1]]``."""
+    wanted = np.zeros(n_queues, dtype=bool)
+    wanted[queues] = True
+    cand = np.flatnonzero(keep & wanted[members_group])
+    group = members_group[cand].astype(np.int32)
+    order = cand[backend.to_host(backend.queue_order(backend.asarray(group), backend.asarray(score[cand]),
+                                                     n_queues))]
+    start = np.zeros(n_queues + 1, dtype=np.int64)
+    np.cumsum(np.bincount(group, minlength=n_queues), out=start[1:])
+    return order, start
+
+
+def queue_merges(backend, demand: np.ndarray, demand_bounds: np.ndarray, supply: np.ndarray,
+                 supply_bounds: np.ndarray) -> list:
+    """``queue_fills`` for several queues at once, by one kernel (``adl_merge``, a thread per
+    queue) with the same bits. Queue k's demand is ``demand[demand_bounds[k, 0]:demand_bounds[k, 1]]``
+    — bounds are (begin, end) rows — and its ranked supply ``supply[supply_bounds[k, 0]:
+    supply_bounds[k, 1]]``, whole: it is used as deep as the demand. Returns, per queue,
+    (di, si, qty, demand_closed, supply_closed) as ``queue_fills`` gives them for the used
+    depth of the supply (``supply_closed``'s length)."""
+    b = backend
+    demand_bounds = np.ascontiguousarray(demand_bounds, dtype=np.int64).reshape(-1, 2)
+    supply_bounds = np.ascontiguousarray(supply_bounds, dtype=np.int64).reshape(-1, 2)
+    n = demand_bounds.shape[0]
+    cap = (demand_bounds[:, 1] - demand_bounds[:, 0]) + (supply_bounds[:, 1] - supply_bounds[:, 0])
+    base = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(cap, out=base[1:])
+    slots = int(base[-1])
+    dev = [b.asarray(np.ascontiguousarray(a)) for a in
+           (demand_bounds[:, 0], demand_bounds[:, 1], demand, supply_bounds[:, 0], supply_bounds[:, 1], supply, base)]
+    xp = b.xp
+    d_cum, s_cum = xp.empty(demand.size, dtype=xp.float64), xp.empty(supply.size, dtype=xp.float64)
+    n_fills, n_used = xp.empty(n, dtype=xp.int64), xp.empty(n, dtype=xp.int64)
+    f_d, f_s = xp.empty(slots, dtype=xp.int64), xp.empty(slots, dtype=xp.int64)
+    f_q = xp.empty(slots, dtype=xp.float64)
+    d_closed, s_closed = xp.empty(demand.size, dtype=xp.int8), xp.empty(supply.size, dtype=xp.int8)
+    b.launch("adl_merge", n, *dev[:6], dev[6], d_cum, s_cum, n_fills, n_used, f_d, f_s, f_q, d_closed, s_closed)
+    n_fills, n_used, f_d, f_s, f_q = (b.to_host(a) for a in (n_fills, n_used, f_d, f_s, f_q))
+    d_closed, s_closed = b.to_host(d_closed).view(bool), b.to_host(s_closed).view(bool)
+    out = []
+    for k in range(n):
+        fills = slice(base[k], base[k] + n_fills[k])
+        (d0, d1), s0 = demand_bounds[k], supply_bounds[k, 0]
+        out.append((f_d[fills], f_s[fills], f_q[fills], d_closed[d0:d1], s_closed[s0:s0 + n_used[k]]))
+    return out
 
 
 def fund_cover(deficits: np.ndarray, fund: float) -> np.ndarray:

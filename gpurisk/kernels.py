@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-KERNEL_FILES = ("margin.cu", "liquidation.cu", "adl.cu", "scan.cu", "stress.cu")
+KERNEL_FILES = ("margin.cu", "liquidation.cu", "adl.cu", "scan.cu", "stress.cu", "deleverage.cu")
 
 CPU_FLAGS = ("-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math",
              "-fPIC", "-shared")

@@ -22,8 +22,11 @@ of their own; this one is the loop.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
@@ -31,7 +34,7 @@ import numpy as np
 from .adl import _splitmix64, adl_score
 from .backend import Backend, get_backend
 from .book import Book
-from .deleverage import fund_cover, haircuts, queue_fills, queue_front
+from .deleverage import fund_cover, haircuts, queue_fills, queue_fronts, queue_merges
 from .engine import DeviceBook
 from .ladder import Ladder, get_ladder
 from .impact import Impact, get_impact
@@ -340,11 +343,24 @@ class _Runner:
         live = live[np.argsort(self.group[pos[live]], kind="stable")]  # queue by queue, order kept
         groups = self.group[pos[live]]
         bounds = np.flatnonzero(np.diff(groups)) + 1
-        for part in np.split(live, bounds):
+        parts = np.split(live, bounds)
+        merges = [None] * len(parts)
+        if policy == "queue" and self.venue.adl_score != "random":
+            # Every queue this step deleverages into, ordered in one sort and merged with its
+            # demand in one kernel: no queue's fills change another's counterparties or scores.
+            opposite = groups[np.concatenate([[0], bounds])] ^ 1
+            order, start = queue_fronts(self.backend, self.group, rx.score, counterparty, opposite,
+                                        2 * book.n_symbols)
+            d_bounds = np.stack([np.concatenate([[0], bounds]), np.concatenate([bounds, [live.size]])], axis=1)
+            s_bounds = np.stack([start[opposite], start[opposite + 1]], axis=1)
+            fills = queue_merges(self.backend, np.abs(rest[live]), d_bounds, np.abs(st.size[order]), s_bounds)
+            merges = [(order[s0:s0 + f[4].size],) + f for (s0, _), f in zip(s_bounds, fills)]
+        for part, merged in zip(parts, merges):
             self.deleverage(st, rx, pos[part], rest[part], bp[part], int(self.group[pos[part[0]]]), exec_marks,
-                            policy, scenario, step, rec, totals, counterparty)
+                            policy, scenario, step, rec, totals, counterparty, merged)
 
-    def deleverage(self, st, rx, pos, rest, bp, g, exec_marks, policy, scenario, step, rec, totals, counterparty):
+    def deleverage(self, st, rx, pos, rest, bp, g, exec_marks, policy, scenario, step, rec, totals, counterparty,
+                   merged=None):
         book = self.book
         opposite = g ^ 1
         s = g // 2
@@ -359,9 +375,9 @@ class _Runner:
                 m = cand.size
                 off = (_splitmix64(self.venue.adl_seed * 1_000_003 + opposite) % m) if m else 0
                 q_order = np.roll(cand, -off)
-            else:
-                q_order = queue_front(self.members[opposite], rx.score, counterparty, st.size, np.cumsum(demand)[-1])
-            di, si, seg, demand_closed, supply_closed = queue_fills(demand, np.abs(st.size[q_order]))
+                di, si, seg, demand_closed, supply_closed = queue_fills(demand, np.abs(st.size[q_order]))
+            else:  # ranked and merged for every queue of the step at once (settle_bankrupt)
+                q_order, di, si, seg, demand_closed, supply_closed = merged
             sign = np.sign(rest[0])
             # Fills: bankrupt position pos[di] closes seg at bp[di]; counterparty q_order[si] closes seg.
             b_i, c_i, f_px = pos[di], q_order[si], bp[di]
@@ -438,7 +454,7 @@ class _Runner:
 def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto",
            insurance_fund: float = 0.0, policy="queue", steps: int = 1, impact=None,
            ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
-           detail: bool = True) -> StressResult:
+           detail: bool = True, threads: int | None = None) -> StressResult:
     """Run every scenario through the deleveraging sequence; see the module docstring.
     ``scenario_paths``, then ``run_stress``, then the frames.
 
@@ -452,19 +468,22 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
     detail: keep every liquidation, ADL fill and haircut (False: the summary and price paths
         only, for grids of thousands of scenarios whose fills would run to hundreds of millions
         of rows; rerun the scenarios of interest with detail).
+    threads: scenario runs at a time (default: one per CPU core on the cpu backend, one on
+        the gpu). The results are the same bits on any count; each run in flight holds its own
+        copy of the book's balances and a revaluation (about 150 bytes per position).
     """
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     labels, shocks = scenario_paths(book, scenarios)
     records = run_stress(book, run_ids(labels), shocks, venue=venue, backend=be, insurance_fund=insurance_fund,
                          policy=policies, steps=steps, impact=imp, ladder=lad, batch=batch, progress=progress,
-                         detail=detail)
+                         detail=detail, threads=threads)
     return records.to_result(scenario_labels=labels)
 
 
 def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance",
                backend: "str | Backend" = "auto", insurance_fund: float = 0.0, policy="queue", steps: int = 1,
                impact=None, ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
-               detail: bool = True) -> StressRecords:
+               detail: bool = True, threads: int | None = None) -> StressRecords:
     """``stress`` on arrays, without Polars: the same options and the same numbers, as
     StressRecords.
 
@@ -479,6 +498,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     if imp is not None:
         imp.depths(book)  # a depth dict naming a symbol the book lacks: refused before any compute
     batch = _whole(batch, "batch", 1, 1 << 20)
+    threads = default_threads(be) if threads is None else _whole(threads, "threads", 1, 1024)
     t0 = time.perf_counter()
     runner = _Runner(book, venue, be, lad, imp, insurance_fund)
     rec = _Records(detail)
@@ -489,20 +509,66 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     show = sys.stderr.isatty() if progress is None else progress
     n_total = len(ids) * len(policies)
     done = 0
-    for k, sid in enumerate(ids):
-        for pol in policies:
-            if live[k] or multi:
-                row = runner.run(sid, shocks[k], pol, rec, steps)
-            else:
-                row = _quiet_row(runner, sid, pol, shocks[k, 0], rec)
-            rec.add_summary(row)
-            done += 1
-            if show and (done % max(1, n_total // 100) == 0 or done == n_total):
-                print(f"\r  stress: {done:,}/{n_total:,} scenario runs", end="", file=sys.stderr, flush=True)
+
+    def one(task):
+        k, sid, pol = task
+        own = _Records(detail)
+        if live[k] or multi:
+            row = runner.run(sid, shocks[k], pol, own, steps)
+        else:
+            row = _quiet_row(runner, sid, pol, shocks[k, 0], own)
+        own.add_summary(row)
+        return own
+
+    tasks = [(k, sid, pol) for k, sid in enumerate(ids) for pol in policies]
+    # Runs are independent, and most of a run's host work releases the GIL: runs proceed
+    # side by side on threads, each with its own state and records, taken in task order.
+    for own in _in_order(one, tasks, threads):
+        rec.take(own)
+        done += 1
+        if show and (done % max(1, n_total // 100) == 0 or done == n_total):
+            print(f"\r  stress: {done:,}/{n_total:,} scenario runs", end="", file=sys.stderr, flush=True)
     if show:
         print(file=sys.stderr)
     elapsed = time.perf_counter() - t0
-    return rec.finish(book.symbols, {"seconds": elapsed, "scenarios": len(ids), "screened_quiet": int((~live).sum())})
+    return rec.finish(book.symbols, {"seconds": elapsed, "scenarios": len(ids), "screened_quiet": int((~live).sum()),
+                                     "threads": threads})
+
+
+def _in_order(fn, tasks: list, threads: int):
+    """fn over tasks, ``threads`` at a time, results yielded in task order. At most twice as
+    many tasks as threads are in flight, so an error or an interrupt stops the run soon (the
+    tasks not yet started are cancelled) and finished results never pile up."""
+    if threads == 1:
+        yield from map(fn, tasks)
+        return
+    window = 2 * threads
+    with ThreadPoolExecutor(threads, thread_name_prefix="gpurisk-stress") as pool:
+        pending = deque(pool.submit(fn, t) for t in tasks[:window])
+        following = iter(tasks[window:])
+        try:
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(following, None)
+                if nxt is not None:
+                    pending.append(pool.submit(fn, nxt))
+                yield result
+        finally:
+            for f in pending:
+                f.cancel()
+
+
+def default_threads(backend: Backend) -> int:
+    """Scenario runs at a time: one per CPU core this process may use on the cpu backend (the
+    host work of one run is mostly single-threaded NumPy); one on the gpu, whose runs share a
+    device stream."""
+    if backend.name != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 16))
 
 
 def _whole(value, name: str, lo: int, hi: int) -> int:

@@ -122,6 +122,13 @@ class _Records:
         for k, v in cols.items():
             table[k].append(np.broadcast_to(np.asarray(v), (n,)).copy() if np.ndim(v) == 0 else np.asarray(v))
 
+    def take(self, other: "_Records"):
+        """Append another's rows after these (a scenario run apart, in its place in the order)."""
+        for mine, theirs in ((self.liq, other.liq), (self.fills, other.fills), (self.cuts, other.cuts),
+                             (self.prices, other.prices), (self.summary, other.summary)):
+            for k, v in theirs.items():
+                mine[k].extend(v)
+
     def add_summary(self, row: dict):
         """One (scenario, policy) run's summary (a dict with the policy by name)."""
         if row.keys() != self.summary.keys():

@@ -198,13 +198,13 @@ def build_ladder(spec):
     return Ladder(**spec)
 
 
-def run_case(case: dict, book: Book, backend="cpu", batch: int = BATCH, detail: bool = True):
+def run_case(case: dict, book: Book, backend="cpu", batch: int = BATCH, detail: bool = True, threads: int = 1):
     """``run_stress`` on one case (as stored in cases.json): StressRecords."""
     ids, shocks = build_scenarios(book, case["scenarios"])
     return run_stress(book, ids, shocks, venue=case["venue"], backend=backend,
                       insurance_fund=case["insurance_fund"], policy=case["policy"], steps=case["steps"],
                       impact=case["impact"], ladder=build_ladder(case["ladder"]), batch=batch, progress=False,
-                      detail=detail)
+                      detail=detail, threads=threads)
 
 
 def fingerprint(*arrays) -> str:

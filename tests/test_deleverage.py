@@ -82,3 +82,64 @@ def test_every_haircut_policy_recovers_what_it_can_within_each_pnl(need, winners
         assert abs(cut.sum() - expected) <= 1e-9 * max(expected, 1.0), policy
     with pytest.raises(ValueError, match="unknown policy"):
         haircuts("queue", need, pnl, notional, equity)
+
+
+# ------------------------------------------------------------------ the merge kernel
+
+
+def _queues(data, n_queues):
+    sizes = st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinity=False)
+    demands, supplies = [], []
+    for _ in range(n_queues):
+        demands.append(np.array(data.draw(st.lists(sizes, min_size=1, max_size=12)), dtype=np.float64))
+        supplies.append(np.array(data.draw(st.lists(sizes, min_size=0, max_size=12)), dtype=np.float64))
+    return demands, supplies
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), n_queues=st.integers(1, 5), whole=st.booleans())
+def test_the_merge_kernel_gives_queue_fills_bits_for_every_queue_at_once(data, n_queues, whole):
+    from gpurisk.backend import get_backend
+    from gpurisk.deleverage import queue_merges
+
+    demands, supplies = _queues(data, n_queues)
+    if whole:  # supplies that are sums of demands: cuts that coincide
+        supplies = [np.concatenate([d[:2].sum(keepdims=True), d[2:], s]) for d, s in zip(demands, supplies)]
+    # Queues laid out in a shuffled order in the supply array, as the queue ids put them.
+    layout = data.draw(st.permutations(range(n_queues)))
+    supply = np.concatenate([supplies[k] for k in layout]) if n_queues else np.zeros(0)
+    at = {k: sum(supplies[j].size for j in layout[:i]) for i, k in enumerate(layout)}
+    s_bounds = np.array([[at[k], at[k] + supplies[k].size] for k in range(n_queues)])
+    d_edges = np.concatenate([[0], np.cumsum([d.size for d in demands])])
+    d_bounds = np.stack([d_edges[:-1], d_edges[1:]], axis=1)
+    got = queue_merges(get_backend("cpu"), np.concatenate(demands), d_bounds, supply, s_bounds)
+    for k in range(n_queues):
+        s_cum = np.cumsum(supplies[k])
+        reach = int(np.searchsorted(s_cum, np.cumsum(demands[k])[-1], side="left"))
+        want = queue_fills(demands[k], supplies[k][:reach + 1])
+        for name, a, b in zip(("di", "si", "qty", "demand_closed", "supply_closed"), got[k], want):
+            assert a.shape == b.shape, (k, name)
+            assert np.array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8)), (k, name, a, b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 400), n_queues=st.integers(1, 6))
+def test_queue_fronts_order_each_queue_as_queue_front_does(seed, n, n_queues):
+    from gpurisk.backend import get_backend
+    from gpurisk.deleverage import queue_fronts
+
+    rng = np.random.default_rng(seed)
+    group, score = adversarial_queue_keys(n, n_queues, seed)
+    group = group.astype(np.int64)
+    keep = rng.random(n) < 0.8
+    size = rng.uniform(0.1, 5.0, n)
+    wanted = np.unique(rng.integers(0, n_queues, 3))
+    order, start = queue_fronts(get_backend("cpu"), group, score, keep, wanted, n_queues)
+    for q in range(n_queues):
+        mine = order[start[q]:start[q + 1]]
+        if q not in wanted:
+            assert mine.size == 0
+            continue
+        members = np.flatnonzero(group == q)
+        whole = queue_front(members, score, keep, size, np.inf)  # the whole queue, in order
+        assert np.array_equal(mine, whole)

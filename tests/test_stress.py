@@ -344,7 +344,7 @@ def test_run_stress_gives_the_arrays_behind_the_frames(book, detail):
         assert_frame_is_arrays(getattr(frames, name), getattr(rec, name), dtypes, labels)
         has_rows = len(getattr(rec, name)["scenario"]) > 0
         assert has_rows == (detail or name == "prices"), name
-    assert set(rec.timings) == {"seconds", "scenarios", "screened_quiet"}
+    assert set(rec.timings) == {"seconds", "scenarios", "screened_quiet", "threads"}
 
 
 def test_stress_keeps_the_scenario_frames_labels(book):
@@ -432,3 +432,60 @@ def test_run_stress_refuses_bad_arrays_before_computing(book, monkeypatch, chang
 def _set(a: np.ndarray, where, value) -> np.ndarray:
     a[where] = value
     return a
+
+
+# ------------------------------------------------------------------ scenario runs side by side
+
+
+def test_runs_on_threads_come_back_in_task_order():
+    import random
+    import time as _time
+
+    from gpurisk.stress import _in_order
+
+    rng = random.Random(0)
+    delays = [rng.random() * 0.01 for _ in range(40)]
+
+    def slow(k):
+        _time.sleep(delays[k])
+        return k
+
+    assert list(_in_order(slow, list(range(40)), 4)) == list(range(40))
+    assert list(_in_order(slow, list(range(5)), 1)) == list(range(5))
+
+
+def test_an_error_in_one_run_stops_the_others_soon():
+    import threading
+
+    from gpurisk.stress import _in_order
+
+    started = []
+    lock = threading.Lock()
+
+    def run(k):
+        with lock:
+            started.append(k)
+        if k == 3:
+            raise RuntimeError("run 3 failed")
+        return k
+
+    with pytest.raises(RuntimeError, match="run 3 failed"):
+        list(_in_order(run, list(range(1000)), 2))
+    # At most a window (twice the threads) beyond the failed run was ever started.
+    assert max(started) < 3 + 2 * 2 + 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_threads_must_be_a_whole_number(bad):
+    book = synthetic_book(50, seed=1)
+    with pytest.raises(ValueError, match="threads"):
+        stress(book, shock_grid(-0.1, 0.1, 2), backend="cpu", threads=bad, progress=False)
+
+
+def test_default_threads_follow_the_backend():
+    from gpurisk.backend import get_backend
+    from gpurisk.parity import StandInBackend
+    from gpurisk.stress import default_threads
+
+    assert default_threads(get_backend("cpu")) >= 1
+    assert default_threads(StandInBackend()) == 1

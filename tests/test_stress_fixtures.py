@@ -58,12 +58,14 @@ TOLERANCES: dict[str, tuple[float, float, str]] = {
 }
 
 # (backend, screening batch): the results may depend on none of these.
-VARIANTS = {
-    "cpu-batch64": (lambda: "cpu", 64),  # as frozen
-    "cpu-batch1": (lambda: "cpu", 1),
-    "cpu-batch3": (lambda: "cpu", 3),
-    "stand-in-batch64": (lambda: StandInBackend(), 64),
-    "stand-in-batch1": (lambda: StandInBackend(), 1),
+VARIANTS = {  # backend, screening batch, scenario runs at a time
+    "cpu-batch64": (lambda: "cpu", 64, 1),  # as frozen
+    "cpu-batch1": (lambda: "cpu", 1, 1),
+    "cpu-batch3": (lambda: "cpu", 3, 1),
+    "cpu-threads2": (lambda: "cpu", 64, 2),
+    "cpu-threads3-batch3": (lambda: "cpu", 3, 3),
+    "stand-in-batch64": (lambda: StandInBackend(), 64, 1),
+    "stand-in-batch1": (lambda: StandInBackend(), 1, 1),
 }
 
 
@@ -151,12 +153,12 @@ def test_a_one_bit_difference_is_caught():
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", CASES)
 def test_matches_fixture_bit_for_bit(name, variant):
-    make_backend, batch = VARIANTS[variant]
+    make_backend, batch, threads = VARIANTS[variant]
     case = CASES[name]
     if variant == "cpu-batch64":
         records = fresh(name)
     else:
-        records = gen.run_case(case, book_for(case), backend=make_backend(), batch=batch)
+        records = gen.run_case(case, book_for(case), backend=make_backend(), batch=batch, threads=threads)
     assert_matches(name, stress_arrays(records), variant)
 
 
