@@ -457,7 +457,8 @@ def _stress_block(source, scenarios, options: dict, hook, label: str):
     try:
         book = _load_whole_book(source) if isinstance(source, str) else source
         options = dict(options, backend=_task_backend(options["backend"]))
-        return stress(book, scenarios, progress=False, **options)
+        # One run at a time per task: Dask's worker threads are the parallelism here.
+        return stress(book, scenarios, progress=False, threads=1, **options)
     except BookError as exc:
         return _Failed(exc.problems)
 
