@@ -49,7 +49,6 @@ from .scenarios import read_scenarios, shock_grid  # noqa: E402,F401
 from .stress_result import (ACTIONS, ADL_FILL_COLUMNS, HAIRCUT_COLUMNS, LIQUIDATION_COLUMNS,  # noqa: E402,F401
                             MARGIN_MODES, PRICE_COLUMNS, SUMMARY_COLUMNS)
 
-LIQUIDATABLE = 2
 
 
 # ------------------------------------------------------------------ the conservation check
@@ -84,12 +83,6 @@ class _State:
         self.fund = 0.0
         self.x_cash = 0.0  # the external liquidity account
         self.x_size = np.zeros(book.n_symbols)
-
-    def value(self, book: Book, marks: np.ndarray) -> float:
-        cs = book.contract_size[book.pos_symbol]
-        upnl = self.size * (marks[book.pos_symbol] - book.entry) * cs
-        x = self.x_cash + float(np.sum(self.x_size * marks * book.contract_size))
-        return float(np.sum(self.wallet) + np.sum(self.isolated_margin) + np.sum(upnl) + self.fund + x)
 
 
 def _in_limits(marks: np.ndarray) -> np.ndarray:
@@ -131,7 +124,7 @@ class _Runner:
         by_group = np.argsort(self.group, kind="stable")
         bounds = np.searchsorted(self.group[by_group], np.arange(2 * book.n_symbols + 1))
         self.members = [by_group[bounds[g]:bounds[g + 1]] for g in range(2 * book.n_symbols)]
-        self.start_value = _State(book).value(book, book.mark_price)
+        self.start_value = self.value(_State(book), book.mark_price)
         self.entry_notional = float(np.sum(np.abs(book.size) * book.entry * self.cs_pos))  # conservation's scale
         self.net_size = np.bincount(book.pos_symbol, weights=book.size, minlength=book.n_symbols)
         self.symbol_codes = np.arange(book.n_symbols, dtype=np.int32)
@@ -151,6 +144,26 @@ class _Runner:
         return _Revaluation(b, dev, notional=pm.notional, upnl=pm.upnl, maint=pm.maint, equity=am.equity,
                             ratio=am.ratio, status=am.status, n_cross=am.n_cross, pos_equity=pr.equity,
                             pos_ratio=pr.ratio, pos_status=pr.status, bp=pr.bankruptcy_price, score=score)
+
+    def units(self, r: "_Revaluation") -> np.ndarray:
+        """Positions the ladder acts on at a revaluation (bool, host): open positions of
+        accounts whose cross book is liquidatable, and liquidatable isolated positions."""
+        b, res = self.backend, r._results
+        flags = b.xp.empty(self.book.n_positions, dtype=b.xp.int8)
+        b.launch("stress_units", self.book.n_positions, r.dev.pos_account, r.dev.size, r.dev.isolated, res["status"],
+                 res["n_cross"], res["pos_status"], flags)
+        return b.to_host(flags).view(bool)
+
+    def value(self, st: _State, marks: np.ndarray) -> float:
+        """The book's whole value at marks: balances, unrealised PnL, the insurance fund and
+        the external liquidity account (what conservation compares)."""
+        b, book, d = self.backend, self.book, self.dev
+        upnl = b.xp.empty(book.n_positions, dtype=b.xp.float64)
+        b.launch("stress_upnl", book.n_positions, d.pos_symbol, b.asarray(st.size), d.entry, b.asarray(marks),
+                 d.contract_size, upnl)
+        upnl = b.to_host(upnl)
+        x = st.x_cash + float(np.sum(st.x_size * marks * book.contract_size))
+        return float(np.sum(st.wallet) + np.sum(st.isolated_margin) + np.sum(upnl) + st.fund + x)
 
     # -- money moves (each conserves the total)
     def trade(self, st: _State, i, qty, price, market_price):
@@ -195,17 +208,14 @@ class _Runner:
         for t in range(max(steps, n_path)):
             marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
             r = self.revalue(st, marks)
-            unit_cross = (r.status >= LIQUIDATABLE) & (r.n_cross > 0)
-            pos_open = st.size != 0.0
-            pos_iso_liq = (book.isolated == 1) & pos_open & (r.pos_status >= LIQUIDATABLE)
-            in_unit = pos_open & ((unit_cross[self.acc_of] & (book.isolated == 0)) | pos_iso_liq)
+            in_unit = self.units(r)
+            idx = np.flatnonzero(in_unit)
             last_t = t
-            if not in_unit.any():
+            if idx.size == 0:
                 if t + 1 >= n_path:
                     break
                 continue
             totals["steps"] += 1
-            idx = np.nonzero(in_unit)[0]
             acc = self.acc_of[idx]
             iso = book.isolated[idx] == 1
             ratio = np.where(iso, r.pos_ratio[idx], r.ratio[acc])
@@ -242,7 +252,6 @@ class _Runner:
             eq_exec = np.where(iso, rx.pos_equity[idx], rx.equity[acc])
             bust = (action == 2) | (eq_exec <= 0)
             # A unit bankrupt at execution is taken over whole.
-            unit_key = np.where(iso, -1 - idx, acc)  # cross units by account, isolated by position
             bust_account = np.zeros(book.n_accounts, dtype=bool)
             bust_account[acc[bust & ~iso]] = True
             bust = np.where(iso, bust, bust_account[acc])
@@ -256,7 +265,7 @@ class _Runner:
                 self.close_to_market(st, idx[m], qty[m], p_exec[m])
                 st.partials[np.unique(acc[m & (action == 0)])] += 1
             # Takeovers: insurance fund first (most underwater first), then ADL.
-            self.settle_bankrupt(st, rx, idx[bust], unit_key[bust], exec_marks, policy, scenario, t, rec, totals,
+            self.settle_bankrupt(st, rx, idx[bust], exec_marks, policy, scenario, t, rec, totals,
                                  in_unit)
             self.release_isolated(st, idx)
             notional = np.abs(qty) * p_exec * self.cs_pos[idx]
@@ -272,7 +281,7 @@ class _Runner:
             rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=POLICY_CODE[policy], step=t + 1,
                        symbol=self.symbol_codes, mark_price=exec_marks)
         final_marks = _in_limits(base * (1 + shocks[min(last_t, n_path - 1)]) * impact_factor)
-        end_value = st.value(book, final_marks)
+        end_value = self.value(st, final_marks)
         scale = max(abs(start_value), self.entry_notional, 1.0)
         return dict(
             scenario=scenario, policy=policy, steps=totals["steps"],
@@ -303,7 +312,14 @@ class _Runner:
                  d.tier_mmr, d.tier_cum, float(self.ladder.target_ratio), keep)
         return b.to_host(keep)
 
-    def settle_bankrupt(self, st, rx, pos, unit_key, exec_marks, policy, scenario, step, rec, totals, in_unit):
+    def _order(self, group, score):
+        """Indices by (group, score descending, index): the backend's queue sort, on the host."""
+        b = self.backend
+        return b.to_host(b.queue_order(b.asarray(np.ascontiguousarray(group, dtype=np.int32)),
+                                       b.asarray(np.ascontiguousarray(score, dtype=np.float64)),
+                                       int(group.max()) + 1 if group.size else 1))
+
+    def settle_bankrupt(self, st, rx, pos, exec_marks, policy, scenario, step, rec, totals, in_unit):
         """Take bankrupt units over at their bankruptcy prices: the insurance fund pays the
         deficits of the most underwater first; what it cannot pay is deleveraged."""
         if pos.size == 0:
@@ -313,16 +329,25 @@ class _Runner:
         p_mkt = exec_marks[book.pos_symbol[pos]]
         qty = st.size[pos].copy()
         loss = qty * (bp - p_mkt) * self.cs_pos[pos]  # what the taker loses selling at market
-        units, inv = np.unique(unit_key, return_inverse=True)
-        unit_deficit = np.bincount(inv, weights=loss, minlength=units.size)
-        unit_acc = np.where(units >= 0, units, self.acc_of[np.maximum(-1 - units, 0)])
-        unit_acc_id = book.account_id[unit_acc]
+        # Units numbered in the order that breaks ties: by account (storage order is account
+        # id order), the cross unit first, then isolated positions by index descending.
+        acc = self.acc_of[pos]
+        first = book.pos_start[acc]
+        tie = np.where(book.isolated[pos] == 1, 2 * first + 1 + 2 * (book.pos_start[acc + 1] - 1 - pos), 2 * first)
+        by_tie = self._order(np.zeros(pos.size, np.int32), -tie.astype(np.float64))  # keys < 2^53: exact
+        new_unit = np.empty(pos.size, dtype=bool)
+        new_unit[:1] = True
+        np.not_equal(tie[by_tie[1:]], tie[by_tie[:-1]], out=new_unit[1:])
+        inv = np.empty(pos.size, dtype=np.int64)
+        inv[by_tie] = np.cumsum(new_unit) - 1
+        n_units = int(inv.max()) + 1
+        unit_deficit = np.bincount(inv, weights=loss, minlength=n_units)
         # Most underwater first; ties by account id, then cross before isolated positions.
-        order = np.lexsort((units < 0, unit_acc_id, -unit_deficit))
+        order = self._order(np.zeros(n_units, np.int32), unit_deficit)
         deficits = np.maximum(unit_deficit[order], 0.0)
         totals["deficit"] += float(deficits.sum())
         covered = fund_cover(deficits, st.fund)
-        frac_unit = np.ones(units.size)
+        frac_unit = np.ones(n_units)
         frac_unit[order] = np.where(deficits > 0, covered / np.where(deficits > 0, deficits, 1.0), 1.0)
         frac = frac_unit[inv]  # share of each position the fund takes
         fund_qty = np.where(frac >= 1.0, qty, qty * frac)
@@ -336,11 +361,11 @@ class _Runner:
         # queue's counterparties are its open positions not being liquidated; one queue's
         # fills never open or close another queue's counterparties, so they are found once.
         counterparty = (st.size != 0.0) & ~in_unit
-        rank_of_unit = np.empty(units.size, dtype=np.int64)
-        rank_of_unit[order] = np.arange(units.size)
-        demand_order = np.lexsort((pos, rank_of_unit[inv]))
-        live = demand_order[rest[demand_order] != 0.0]
-        live = live[np.argsort(self.group[pos[live]], kind="stable")]  # queue by queue, order kept
+        rank_of_unit = np.empty(n_units, dtype=np.int64)
+        rank_of_unit[order] = np.arange(n_units)
+        # Queue by queue; within a queue in unit order, a unit's positions by index.
+        owed = np.flatnonzero(rest != 0.0)
+        live = owed[self._order(self.group[pos[owed]], -rank_of_unit[inv[owed]].astype(np.float64))]
         groups = self.group[pos[live]]
         bounds = np.flatnonzero(np.diff(groups)) + 1
         parts = np.split(live, bounds)

@@ -91,3 +91,34 @@ GR_KERNEL void restoring_fraction(
         keep[a] = result < 1.0 ? result : 1.0;
     }
 }
+
+// in_unit[j] = 1 when position j is open and the ladder acts on it this step: its account's
+// cross book is liquidatable (a cross position), or it is itself a liquidatable isolated
+// position. One pass instead of a chain of masks over every position.
+GR_KERNEL void stress_units(
+    long long n_positions, const int* pos_account, const double* size,
+    const signed char* isolated, const signed char* status, const int* n_cross,
+    const signed char* pos_status, signed char* in_unit) {
+    for_each_index(j, n_positions) {
+        signed char u = 0;
+        if (size[j] != 0.0) {
+            if (isolated[j]) {
+                u = pos_status[j] >= GR_LIQUIDATABLE;
+            } else {
+                const int a = pos_account[j];
+                u = status[a] >= GR_LIQUIDATABLE && n_cross[a] > 0;
+            }
+        }
+        in_unit[j] = u;
+    }
+}
+
+// upnl[j] at marks: the book's value for the conservation check, position by position.
+GR_KERNEL void stress_upnl(
+    long long n_positions, const int* symbol, const double* size, const double* entry,
+    const double* marks, const double* contract_size, double* upnl) {
+    for_each_index(j, n_positions) {
+        const int s = symbol[j];
+        upnl[j] = upnl_of(size[j], marks[s], entry[j], contract_size[s]);
+    }
+}
