@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 import time
+
+import numpy as np
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -90,3 +92,42 @@ def warm_up(backend) -> None:
         engine = Engine(synthetic_book(300, seed=1, isolated_share=0.3), venue=venue, backend=backend)
         engine.revalue(engine.book.mark_price * 0.7)
     backend.synchronize()
+
+
+def timed_backend(backend):
+    """The backend with its device work timed: ``backend.spent`` holds seconds in kernels,
+    queue sorts and host↔device copies (with the bytes copied each way), each synchronised
+    so a GPU's asynchronous work is charged where it is launched. Host work is the rest of a
+    run's wall time. For one run at a time (threads=1): the counters are not per thread."""
+    spent = {"kernels": 0.0, "sorts": 0.0, "to_device": 0.0, "to_host": 0.0,
+             "bytes_to_device": 0, "bytes_to_host": 0, "launches": 0}
+    launch, queue_order, asarray, to_host = backend.launch, backend.queue_order, backend.asarray, backend.to_host
+    xp = backend.xp
+
+    def timed(key, fn, *args, **kwargs):
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        backend.synchronize()
+        spent[key] += time.perf_counter() - t
+        return out
+
+    def timed_launch(*args):
+        spent["launches"] += 1
+        return timed("kernels", launch, *args)
+
+    def timed_asarray(a, dtype=None):
+        if isinstance(a, xp.ndarray) and xp is not np:
+            return asarray(a, dtype)
+        spent["bytes_to_device"] += int(getattr(a, "nbytes", 0)) if xp is not np else 0
+        return timed("to_device", asarray, a, dtype)
+
+    def timed_to_host(a):
+        spent["bytes_to_host"] += int(getattr(a, "nbytes", 0)) if xp is not np else 0
+        return timed("to_host", to_host, a)
+
+    backend.launch = timed_launch
+    backend.queue_order = lambda *a, **k: timed("sorts", queue_order, *a, **k)
+    backend.asarray = timed_asarray
+    backend.to_host = timed_to_host
+    backend.spent = spent
+    return backend
