@@ -6,7 +6,11 @@ event's ADL waves, a what-if on one bankrupt position).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from .adl import _splitmix64
 
 
 def queue_front(members: np.ndarray, score: np.ndarray, keep: np.ndarray, size: np.ndarray, need: float,
@@ -178,3 +182,163 @@ def haircuts(policy: str, need: float, pnl: np.ndarray, notional: np.ndarray, eq
         leverage = notional / np.maximum(equity, 1e-12)
         return water_fill(need, caps=pnl, weights=pnl * np.maximum(leverage, 1.0))
     raise ValueError(f"unknown policy {policy!r}")
+
+
+# ------------------------------------------------------------------ the steps, on a ledger
+#
+# Each step moves money on a gpurisk.ledger.Ledger and returns what it did; the stress loop
+# adds it to the run's totals and records. ``order(group, score)`` is the backend's queue
+# sort on host arrays: indices by (group, score descending, index).
+
+
+@dataclass
+class Takeover:
+    """The backstop's takeover of bankrupt positions: deficits, the fund's share, and what is
+    left to deleverage (``rest``, signed, per position; ``unit_rank``: settlement order of
+    each position's unit, most underwater first)."""
+
+    deficit: float
+    covered: float
+    rest: np.ndarray
+    unit_rank: np.ndarray
+
+
+def take_over_bankrupt(ledger, order, pos: np.ndarray, bp: np.ndarray, market: np.ndarray, pos_start: np.ndarray,
+                       cs_pos: np.ndarray) -> Takeover:
+    """Bankrupt positions ``pos`` (ascending) are taken over at their bankruptcy prices
+    ``bp``: the insurance fund pays whole deficits of the most underwater units first (a
+    unit: an account's cross book, or one isolated position) while it lasts, and takes that
+    share of each unit's positions; the rest is left to ADL."""
+    qty = ledger.size[pos].copy()
+    loss = qty * (bp - market) * cs_pos[pos]  # what the taker loses selling at market
+    # Units numbered in the order that breaks ties: by account (storage order is account
+    # id order), the cross unit first, then isolated positions by index descending.
+    acc = ledger._account[pos]
+    first = pos_start[acc]
+    tie = np.where(ledger._isolated[pos] == 1, 2 * first + 1 + 2 * (pos_start[acc + 1] - 1 - pos), 2 * first)
+    by_tie = order(np.zeros(pos.size, np.int32), -tie.astype(np.float64))  # keys < 2^53: exact
+    new_unit = np.empty(pos.size, dtype=bool)
+    new_unit[:1] = True
+    np.not_equal(tie[by_tie[1:]], tie[by_tie[:-1]], out=new_unit[1:])
+    unit = np.empty(pos.size, dtype=np.int64)
+    unit[by_tie] = np.cumsum(new_unit) - 1
+    n_units = int(unit.max()) + 1
+    unit_deficit = np.bincount(unit, weights=loss, minlength=n_units)
+    # Most underwater first; ties by account id, then cross before isolated positions.
+    settle = order(np.zeros(n_units, np.int32), unit_deficit)
+    deficits = np.maximum(unit_deficit[settle], 0.0)
+    deficit = float(deficits.sum())
+    covered = fund_cover(deficits, ledger.fund)
+    frac_unit = np.ones(n_units)
+    frac_unit[settle] = np.where(deficits > 0, covered / np.where(deficits > 0, deficits, 1.0), 1.0)
+    frac = frac_unit[unit]  # share of each position the fund takes
+    fund_qty = np.where(frac >= 1.0, qty, qty * frac)
+    ledger.take_over(pos, fund_qty, bp, market)
+    rest = qty - fund_qty
+    rest[ledger.size[pos] == 0.0] = 0.0
+    rank = np.empty(n_units, dtype=np.int64)
+    rank[settle] = np.arange(n_units)
+    return Takeover(deficit, float(covered.sum()), rest, rank[unit])
+
+
+def demand_by_queue(order, queue: np.ndarray, rest: np.ndarray, unit_rank: np.ndarray):
+    """What is left to deleverage, queue by queue (ascending); within a queue in settlement
+    order, a unit's positions by index. Returns (queues, parts): parts[k] indexes the
+    bankrupt positions owed to queue queues[k], in that order (both empty if none is owed)."""
+    owed = np.flatnonzero(rest != 0.0)
+    if owed.size == 0:
+        return np.zeros(0, dtype=np.int64), []
+    live = owed[order(queue[owed], -unit_rank[owed].astype(np.float64))]
+    groups = queue[live]
+    bounds = np.flatnonzero(np.diff(groups)) + 1
+    return groups[np.concatenate([[0], bounds])], np.split(live, bounds)
+
+
+@dataclass
+class QueueFills:
+    """One queue's ADL: fills (bankrupt position, counterparty, qty, price), the loss
+    socialized on the counterparties, their largest loss against the market, the notional,
+    the counterparties touched, and what the fund took of demand the queue could not meet."""
+
+    bankrupt: np.ndarray
+    counterparty: np.ndarray
+    qty: np.ndarray
+    price: np.ndarray
+    socialized: float
+    max_loss: float | None
+    notional: float
+    counterparties: np.ndarray
+    fund_took: float | None
+
+
+def rotated_queue(members: np.ndarray, keep: np.ndarray, seed: int, queue: int) -> np.ndarray:
+    """dYdX-style queue: the members kept, in storage order, from a seeded offset."""
+    cand = members[keep[members]]
+    off = (_splitmix64(seed * 1_000_003 + queue) % cand.size) if cand.size else 0
+    return np.roll(cand, -off)
+
+
+def queue_adl(ledger, pos, rest, bp, price: float, cs: float, q_order, merged) -> QueueFills:
+    """Bankrupt positions ``pos`` of one queue (``rest``: what is left of each, signed; all
+    one side) against the opposite queue in ADL order ``q_order``, at their bankruptcy
+    prices; ``merged``: ``queue_fills`` of the two (di, si, qty, demand_closed,
+    supply_closed). ``price``: the market price; ``cs``: the contract size."""
+    di, si, seg, demand_closed, supply_closed = merged
+    entry = ledger._entry
+    sign = np.sign(rest[0])
+    # Fills: bankrupt position pos[di] closes seg at bp[di]; counterparty q_order[si] closes seg.
+    b_i, c_i, f_px = pos[di], q_order[si], bp[di]
+    n_cp = int(si.max()) + 1 if si.size else 0
+    cps = q_order[:n_cp]
+    filled = np.bincount(di, weights=seg, minlength=pos.size)
+    taken = np.bincount(si, weights=seg, minlength=n_cp)
+    # Realised PnL per position, summed over its fills (a position's fills are contiguous).
+    ledger.credit(pos, sign * np.bincount(di, weights=seg * (f_px - entry[b_i]), minlength=pos.size) * cs)
+    ledger.credit(cps, -sign * np.bincount(si, weights=seg * (f_px - entry[c_i]), minlength=n_cp) * cs)
+    ledger.size[pos] -= sign * filled
+    ledger.size[cps] += sign * taken
+    # Fully consumed positions close exactly.
+    ledger.size[pos[demand_closed]] = 0.0
+    ledger.size[q_order[supply_closed]] = 0.0
+    socialized = float(np.sum(filled * np.abs(bp - price) * cs * np.sign((bp - price) * sign)))
+    max_loss = None
+    if seg.size:  # each counterparty's loss against the market price
+        loss_cp = np.bincount(si, weights=seg * (bp[di] - price) * sign * cs, minlength=q_order.size)
+        max_loss = float(loss_cp.max(initial=0.0))
+    notional = float(np.sum(seg * price * cs))
+    ledger.release_isolated(np.concatenate([pos, cps]))
+    # Demand the queue could not meet: the fund takes it (and may go below zero).
+    left = np.abs(rest) - filled
+    left_i = np.nonzero(left > 1e-12 * np.maximum(np.abs(rest), 1e-300))[0]
+    fund_took = None
+    if left_i.size:
+        left_qty = ledger.size[pos[left_i]]
+        fund_took = float(np.sum(left_qty * (bp[left_i] - price) * cs))
+        ledger.take_over(pos[left_i], left_qty, bp[left_i], np.full(left_i.size, price))
+    return QueueFills(b_i, c_i, seg, f_px, socialized, max_loss, notional, cps, fund_took)
+
+
+@dataclass
+class Haircuts:
+    """One queue's haircut: the loss to recover, what the cuts recovered, and each winner's
+    cut (``positions``, ``amount``; only those cut)."""
+
+    need: float
+    recovered: float
+    max_cut: float
+    positions: np.ndarray
+    amount: np.ndarray
+
+
+def haircut_adl(ledger, policy: str, pos, rest, bp, price: float, cs: float, winners, pnl, notional,
+                equity) -> Haircuts:
+    """The fund takes bankrupt positions ``pos`` of one queue over (``rest`` of each) and
+    recovers the loss against the market price from the opposite side's positive PnL:
+    ``winners`` (positions), their ``pnl`` (> 0), notional and equity, cut by ``policy``."""
+    uncovered = rest * (bp - price) * cs  # per bankrupt position, what is socialized
+    ledger.take_over(pos, rest, bp, np.full(pos.size, price))
+    need = float(uncovered.sum())
+    cut = haircuts(policy, need, pnl, notional, equity)
+    ledger.cut(winners, cut)
+    hit = cut > 0
+    return Haircuts(need, float(cut.sum()), float(cut.max(initial=0.0)), winners[hit], cut[hit])

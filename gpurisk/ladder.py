@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 PARTIAL_MODES = ("none", "slices", "target")
 
 
@@ -70,3 +72,38 @@ def get_ladder(ladder: "str | Ladder | None", venue_name: str) -> Ladder:
     if ladder is None:
         return Ladder()
     raise ValueError(f"unknown ladder {ladder!r}; presets are {', '.join(LADDERS)}, or pass gpurisk.Ladder(...)")
+
+
+def ladder_step(ladder: Ladder, size, ratio, equity, isolated, partials, notional, restoring):
+    """What the ladder does to each unit's positions this step (arrays over the positions
+    of liquidatable units: an account's cross book, or one isolated position).
+
+    size, ratio, equity: each position's size and its unit's margin ratio and equity;
+    isolated: bool; partials: partial reductions its account has had; notional: the
+    position's. ``restoring(mask)``: for the cross positions in mask, the share of each
+    account's cross book to keep that brings its ratio to the target (NaN or <= 0: none
+    does), as the ``restoring_fraction`` kernel gives it.
+
+    Returns (action, qty): action 0 reduce, 1 liquidate in the market, 2 take over at the
+    bankruptcy price; qty the signed size to close.
+    """
+    action = np.full(size.size, 1, dtype=np.int8)
+    if ladder.backstop_ratio is not None:
+        action[ratio >= ladder.backstop_ratio] = 2
+    action[equity <= 0] = 2
+    qty = size.copy()
+    may_partial = (action == 1) & (ladder.partial != "none")
+    if ladder.max_partial_steps is not None:
+        may_partial &= partials < ladder.max_partial_steps
+    if ladder.partial == "target":
+        solve = may_partial & ~isolated
+        if solve.any():
+            keep = restoring(solve)
+            part = solve & np.isfinite(keep) & (keep > 0)
+            qty[part] = size[part] * (1.0 - keep[part])
+            action[part] = 0
+    elif ladder.partial == "slices":
+        big = may_partial & (notional > ladder.slice_min_notional)
+        qty[big] = size[big] * ladder.slice_fraction
+        action[big] = 0
+    return action, qty

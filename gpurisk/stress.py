@@ -14,9 +14,13 @@ installed: ``scenario_paths`` turns a scenario frame into arrays, ``run_stress``
 returns ``StressRecords`` (NumPy arrays), and ``StressRecords.to_result`` builds the frames of
 ``StressResult``. ``stress`` is the three in a row.
 
-Scenarios (gpurisk/scenarios.py), price impact (gpurisk/impact.py), what a run records
-(gpurisk/stress_result.py) and the deleveraging steps (gpurisk/deleverage.py) live in modules
-of their own; this one is the loop.
+The modules read as the pipeline of a step: scenarios (gpurisk/scenarios.py) → revaluation
+(the kernels) → the ladder (gpurisk/ladder.py, ``ladder_step``) → market closes and the
+takeover, insurance, queue ADL and haircuts (gpurisk/deleverage.py), as money moves on a
+ledger (gpurisk/ledger.py) → records (gpurisk/stress_result.py). This module is the loop
+(``run_scenario``), the device work of a step (``_Context``) and the entry points. Scenario
+runs are independent and run side by side on threads (``threads``), the same bits on any
+count.
 """
 
 from __future__ import annotations
@@ -26,17 +30,20 @@ import os
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
 
-from .adl import _splitmix64, adl_score
+from .adl import adl_score
 from .backend import Backend, get_backend
 from .book import Book
-from .deleverage import fund_cover, haircuts, queue_fills, queue_fronts, queue_merges
+from .deleverage import (demand_by_queue, haircut_adl, queue_adl, queue_fills, queue_fronts, queue_merges,
+                         rotated_queue, take_over_bankrupt)
 from .engine import DeviceBook
-from .ladder import Ladder, get_ladder
+from .ladder import Ladder, get_ladder, ladder_step
+from .ledger import Ledger
 from .impact import Impact, get_impact
 from .liquidation import position_risk
 from .margin import account_margin, position_margin
@@ -72,19 +79,6 @@ def conservation_check(summary, tolerance: float = CONSERVATION_TOLERANCE) -> tu
 # ------------------------------------------------------------------ one scenario
 
 
-class _State:
-    """Mutable copies of the parts of the book a stress run changes (host arrays)."""
-
-    def __init__(self, book: Book):
-        self.size = book.size.copy()
-        self.wallet = book.wallet.copy()
-        self.isolated_margin = book.isolated_margin.copy()
-        self.partials = np.zeros(book.n_accounts, dtype=np.int32)
-        self.fund = 0.0
-        self.x_cash = 0.0  # the external liquidity account
-        self.x_size = np.zeros(book.n_symbols)
-
-
 def _in_limits(marks: np.ndarray) -> np.ndarray:
     """Marks moved by accumulated impact held within the input price limits (a long cascade
     compounds up to 0.99 of a move per step, which would otherwise reach 0 or overflow);
@@ -110,7 +104,10 @@ class _Revaluation:
         return value
 
 
-class _Runner:
+class _Context:
+    """What every run of a stress shares: the book on the device, the options, and arrays
+    derived from the book once. Its methods are the device work of a step."""
+
     def __init__(self, book: Book, venue: Venue, backend: Backend, ladder: Ladder, impact: Impact | None,
                  insurance_fund: float):
         self.book, self.venue, self.backend, self.ladder, self.impact = book, venue, backend, ladder, impact
@@ -118,34 +115,34 @@ class _Runner:
         self.insurance_fund = float(insurance_fund)
         self.depth = impact.depths(book) if impact else None
         self.cs_pos = book.contract_size[book.pos_symbol]
-        self.acc_of = book.pos_account
         self.group = (book.pos_symbol.astype(np.int64) * 2 + (book.size < 0)).astype(np.int64)
         # Members of each queue in storage order (account id order), found once.
         by_group = np.argsort(self.group, kind="stable")
         bounds = np.searchsorted(self.group[by_group], np.arange(2 * book.n_symbols + 1))
         self.members = [by_group[bounds[g]:bounds[g + 1]] for g in range(2 * book.n_symbols)]
-        self.start_value = self.value(_State(book), book.mark_price)
+        self.start_value = self.value(Ledger(book, 0.0, self.cs_pos), book.mark_price)
         self.entry_notional = float(np.sum(np.abs(book.size) * book.entry * self.cs_pos))  # conservation's scale
         self.net_size = np.bincount(book.pos_symbol, weights=book.size, minlength=book.n_symbols)
         self.symbol_codes = np.arange(book.n_symbols, dtype=np.int32)
 
-    # -- device revaluation of a state at marks; host copies of what orchestration needs
-    def revalue(self, st: _State, marks: np.ndarray) -> "_Revaluation":
+    def revalue(self, ledger: Ledger, marks: np.ndarray) -> _Revaluation:
+        """The ledger's book revalued at marks on the device (the liquidation-price search
+        skipped: a stress step does not read it)."""
         b = self.backend
         dev = SimpleNamespace(**vars(self.dev))
-        dev.size = b.asarray(st.size)
-        dev.wallet = b.asarray(st.wallet)
-        dev.isolated_margin = b.asarray(st.isolated_margin)
+        dev.size = b.asarray(ledger.size)
+        dev.wallet = b.asarray(ledger.wallet)
+        dev.isolated_margin = b.asarray(ledger.isolated_margin)
         mark = b.asarray(marks)
         pm = position_margin(b, dev, mark, self.venue)
         am = account_margin(b, dev, pm, self.venue)
-        pr = position_risk(b, dev, mark, pm, am, self.venue, liq_price=False)  # not read here
+        pr = position_risk(b, dev, mark, pm, am, self.venue, liq_price=False)
         score = adl_score(b, dev, mark, pm, pr, self.venue)
         return _Revaluation(b, dev, notional=pm.notional, upnl=pm.upnl, maint=pm.maint, equity=am.equity,
                             ratio=am.ratio, status=am.status, n_cross=am.n_cross, pos_equity=pr.equity,
                             pos_ratio=pr.ratio, pos_status=pr.status, bp=pr.bankruptcy_price, score=score)
 
-    def units(self, r: "_Revaluation") -> np.ndarray:
+    def units(self, r: _Revaluation) -> np.ndarray:
         """Positions the ladder acts on at a revaluation (bool, host): open positions of
         accounts whose cross book is liquidatable, and liquidatable isolated positions."""
         b, res = self.backend, r._results
@@ -154,157 +151,25 @@ class _Runner:
                  res["n_cross"], res["pos_status"], flags)
         return b.to_host(flags).view(bool)
 
-    def value(self, st: _State, marks: np.ndarray) -> float:
+    def value(self, ledger: Ledger, marks: np.ndarray) -> float:
         """The book's whole value at marks: balances, unrealised PnL, the insurance fund and
         the external liquidity account (what conservation compares)."""
         b, book, d = self.backend, self.book, self.dev
         upnl = b.xp.empty(book.n_positions, dtype=b.xp.float64)
-        b.launch("stress_upnl", book.n_positions, d.pos_symbol, b.asarray(st.size), d.entry, b.asarray(marks),
+        b.launch("stress_upnl", book.n_positions, d.pos_symbol, b.asarray(ledger.size), d.entry, b.asarray(marks),
                  d.contract_size, upnl)
         upnl = b.to_host(upnl)
-        x = st.x_cash + float(np.sum(st.x_size * marks * book.contract_size))
-        return float(np.sum(st.wallet) + np.sum(st.isolated_margin) + np.sum(upnl) + st.fund + x)
+        return float(np.sum(ledger.wallet) + np.sum(ledger.isolated_margin) + np.sum(upnl) + ledger.fund
+                     + ledger.external_value(marks))
 
-    # -- money moves (each conserves the total)
-    def trade(self, st: _State, i, qty, price, market_price):
-        """Positions i close qty (signed like the position) at ``price``; the external account
-        buys it at ``market_price``; the insurance fund takes the difference (zero for a sale
-        in the market, the takeover's profit or loss at the bankruptcy price)."""
-        cs = self.cs_pos[i]
-        self._credit(st, i, qty * (price - self.book.entry[i]) * cs)
-        st.size[i] -= qty
-        np.add.at(st.x_size, self.book.pos_symbol[i], qty)
-        st.x_cash -= float(np.sum(qty * market_price * cs))
-        st.fund += float(np.sum(qty * (market_price - price) * cs))
-
-    def close_to_market(self, st: _State, i, qty, price):
-        self.trade(st, i, qty, price, price)
-
-    def take_over(self, st: _State, i, qty, bp, market_price):
-        self.trade(st, i, qty, bp, market_price)
-
-    def release_isolated(self, st: _State, i):
-        """Margin left on closed isolated positions goes back to the wallet."""
-        closed = i[(self.book.isolated[i] == 1) & (st.size[i] == 0.0)]
-        np.add.at(st.wallet, self.acc_of[closed], st.isolated_margin[closed])
-        st.isolated_margin[closed] = 0.0
-
-    # -- the run
-    def run(self, scenario, shocks: np.ndarray, policy: str, rec: _Records, steps: int) -> dict:
-        book, lad = self.book, self.ladder
-        st = _State(book)
-        st.fund = self.insurance_fund
-        base = book.mark_price
-        start_value = self.start_value + st.fund
-        impact_factor = np.ones(book.n_symbols)
-        n_path = shocks.shape[0]
-        totals = dict(accounts_liquidated=np.zeros(book.n_accounts, bool), notional_liquidated=0.0, deficit=0.0,
-                      insurance_used=0.0, adl_notional=0.0, adl_accounts=np.zeros(book.n_accounts, bool), socialized_loss=0.0, haircut_total=0.0,
-                      max_haircut=0.0, steps=0)  # steps: those that liquidated someone
-        marks = base * (1 + shocks[0])
-        rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=POLICY_CODE[policy], step=0,
-                   symbol=self.symbol_codes, mark_price=marks)
-        last_t = 0
-        for t in range(max(steps, n_path)):
-            marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
-            r = self.revalue(st, marks)
-            in_unit = self.units(r)
-            idx = np.flatnonzero(in_unit)
-            last_t = t
-            if idx.size == 0:
-                if t + 1 >= n_path:
-                    break
-                continue
-            totals["steps"] += 1
-            acc = self.acc_of[idx]
-            iso = book.isolated[idx] == 1
-            ratio = np.where(iso, r.pos_ratio[idx], r.ratio[acc])
-            equity = np.where(iso, r.pos_equity[idx], r.equity[acc])
-            # Ladder: what each unit (an account's cross book, or one isolated position) gets.
-            action = np.full(idx.size, 1, dtype=np.int8)  # 0 reduce, 1 liquidate, 2 backstop/takeover
-            if lad.backstop_ratio is not None:
-                action[ratio >= lad.backstop_ratio] = 2
-            action[equity <= 0] = 2
-            qty = st.size[idx].copy()
-            may_partial = (action == 1) & (lad.partial != "none")
-            if lad.max_partial_steps is not None:
-                may_partial &= st.partials[acc] < lad.max_partial_steps
-            if lad.partial == "target":
-                solve = np.zeros(book.n_accounts, dtype=np.int8)
-                solve[acc[may_partial & ~iso]] = 1
-                if solve.any():
-                    keep = self.restoring_fraction(st, r, solve, marks)
-                    k = keep[acc]
-                    part = may_partial & ~iso & np.isfinite(k) & (k > 0)
-                    qty[part] = st.size[idx][part] * (1.0 - k[part])
-                    action[part] = 0
-            elif lad.partial == "slices":
-                big = may_partial & (r.notional[idx] > lad.slice_min_notional)
-                qty[big] = st.size[idx][big] * lad.slice_fraction
-                action[big] = 0
-            # Execution price: the mark moved by the impact of everything sold this step.
-            if self.impact is not None:
-                flow = np.bincount(book.pos_symbol[idx], weights=qty * marks[book.pos_symbol[idx]]
-                                   * self.cs_pos[idx], minlength=book.n_symbols)
-                impact_factor = impact_factor * (1 + self.impact.move(flow, self.depth))
-            exec_marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
-            rx = self.revalue(st, exec_marks) if self.impact is not None else r
-            eq_exec = np.where(iso, rx.pos_equity[idx], rx.equity[acc])
-            bust = (action == 2) | (eq_exec <= 0)
-            # A unit bankrupt at execution is taken over whole.
-            bust_account = np.zeros(book.n_accounts, dtype=bool)
-            bust_account[acc[bust & ~iso]] = True
-            bust = np.where(iso, bust, bust_account[acc])
-            action[bust] = 2
-            qty[bust] = st.size[idx][bust]
-            p_exec = exec_marks[book.pos_symbol[idx]]
-            trigger_ratio = ratio.copy()
-            # Market closes (reductions and liquidations of solvent units).
-            m = ~bust
-            if m.any():
-                self.close_to_market(st, idx[m], qty[m], p_exec[m])
-                st.partials[np.unique(acc[m & (action == 0)])] += 1
-            # Takeovers: insurance fund first (most underwater first), then ADL.
-            self.settle_bankrupt(st, rx, idx[bust], exec_marks, policy, scenario, t, rec, totals,
-                                 in_unit)
-            self.release_isolated(st, idx)
-            notional = np.abs(qty) * p_exec * self.cs_pos[idx]
-            totals["notional_liquidated"] += float(notional.sum())
-            totals["accounts_liquidated"][acc] = True
-            if rec.detail:
-                rec.extend(rec.liq, idx.size, scenario=scenario, policy=POLICY_CODE[policy], step=t,
-                           account_id=book.account_id[acc], symbol=book.pos_symbol[idx].astype(np.int32),
-                           margin_mode=iso.astype(np.int8),
-                           action=np.where(bust & (eq_exec > 0), 2, np.where(bust, 3, action)).astype(np.int8),
-                           margin_ratio=trigger_ratio, qty=np.abs(qty),
-                           price=np.where(bust, rx.bp[idx], p_exec))
-            rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=POLICY_CODE[policy], step=t + 1,
-                       symbol=self.symbol_codes, mark_price=exec_marks)
-        final_marks = _in_limits(base * (1 + shocks[min(last_t, n_path - 1)]) * impact_factor)
-        end_value = self.value(st, final_marks)
-        scale = max(abs(start_value), self.entry_notional, 1.0)
-        return dict(
-            scenario=scenario, policy=policy, steps=totals["steps"],
-            accounts_liquidated=int(totals["accounts_liquidated"].sum()),
-            notional_liquidated=totals["notional_liquidated"], deficit=totals["deficit"],
-            insurance_used=totals["insurance_used"], insurance_left=st.fund,
-            # What the fund paid beyond what it had: no counterparty or haircut could cover it.
-            unfunded=max(0.0, -st.fund),
-            adl_notional=totals["adl_notional"], adl_accounts=int(totals["adl_accounts"].sum()),
-            socialized_loss=totals["socialized_loss"],
-            overshoot=max(0.0, totals["haircut_total"] - totals["socialized_loss"]),
-            max_haircut_share=(totals["max_haircut"] / totals["haircut_total"]) if totals["haircut_total"] > 0 else 0.0,
-            external_value=st.x_cash + float(np.sum(st.x_size * final_marks * book.contract_size)),
-            conservation_error=(end_value - start_value) / scale,
-        )
-
-    def restoring_fraction(self, st: _State, r, solve: np.ndarray, marks: np.ndarray) -> np.ndarray:
-        b = self.backend
-        book = self.book
+    def restoring_fraction(self, ledger: Ledger, r: _Revaluation, solve: np.ndarray, marks: np.ndarray) -> np.ndarray:
+        """Per account (solve = 1), the share of its cross book to keep that brings its margin
+        ratio down to the ladder's target (kernel ``restoring_fraction``)."""
+        b, book = self.backend, self.book
         if self.venue.mm_base == "entry":
-            mm_notional = np.abs(st.size) * book.entry * self.cs_pos
+            mm_notional = np.abs(ledger.size) * book.entry * self.cs_pos
         else:
-            mm_notional = np.abs(st.size) * marks[book.pos_symbol] * self.cs_pos
+            mm_notional = np.abs(ledger.size) * marks[book.pos_symbol] * self.cs_pos
         keep = b.xp.empty(book.n_accounts, dtype=b.xp.float64)
         d = r.dev
         b.launch("restoring_fraction", book.n_accounts, b.asarray(solve), d.pos_start, d.pos_symbol, d.size,
@@ -312,165 +177,193 @@ class _Runner:
                  d.tier_mmr, d.tier_cum, float(self.ladder.target_ratio), keep)
         return b.to_host(keep)
 
-    def _order(self, group, score):
+    def order(self, group: np.ndarray, score: np.ndarray) -> np.ndarray:
         """Indices by (group, score descending, index): the backend's queue sort, on the host."""
         b = self.backend
         return b.to_host(b.queue_order(b.asarray(np.ascontiguousarray(group, dtype=np.int32)),
                                        b.asarray(np.ascontiguousarray(score, dtype=np.float64)),
                                        int(group.max()) + 1 if group.size else 1))
 
-    def settle_bankrupt(self, st, rx, pos, exec_marks, policy, scenario, step, rec, totals, in_unit):
-        """Take bankrupt units over at their bankruptcy prices: the insurance fund pays the
-        deficits of the most underwater first; what it cannot pay is deleveraged."""
-        if pos.size == 0:
-            return
-        book = self.book
-        bp = rx.bp[pos]
-        p_mkt = exec_marks[book.pos_symbol[pos]]
-        qty = st.size[pos].copy()
-        loss = qty * (bp - p_mkt) * self.cs_pos[pos]  # what the taker loses selling at market
-        # Units numbered in the order that breaks ties: by account (storage order is account
-        # id order), the cross unit first, then isolated positions by index descending.
-        acc = self.acc_of[pos]
-        first = book.pos_start[acc]
-        tie = np.where(book.isolated[pos] == 1, 2 * first + 1 + 2 * (book.pos_start[acc + 1] - 1 - pos), 2 * first)
-        by_tie = self._order(np.zeros(pos.size, np.int32), -tie.astype(np.float64))  # keys < 2^53: exact
-        new_unit = np.empty(pos.size, dtype=bool)
-        new_unit[:1] = True
-        np.not_equal(tie[by_tie[1:]], tie[by_tie[:-1]], out=new_unit[1:])
-        inv = np.empty(pos.size, dtype=np.int64)
-        inv[by_tie] = np.cumsum(new_unit) - 1
-        n_units = int(inv.max()) + 1
-        unit_deficit = np.bincount(inv, weights=loss, minlength=n_units)
-        # Most underwater first; ties by account id, then cross before isolated positions.
-        order = self._order(np.zeros(n_units, np.int32), unit_deficit)
-        deficits = np.maximum(unit_deficit[order], 0.0)
-        totals["deficit"] += float(deficits.sum())
-        covered = fund_cover(deficits, st.fund)
-        frac_unit = np.ones(n_units)
-        frac_unit[order] = np.where(deficits > 0, covered / np.where(deficits > 0, deficits, 1.0), 1.0)
-        frac = frac_unit[inv]  # share of each position the fund takes
-        fund_qty = np.where(frac >= 1.0, qty, qty * frac)
-        self.take_over(st, pos, fund_qty, bp, p_mkt)
-        totals["insurance_used"] += float(covered.sum())  # backstop gains are not netted in
-        rest = qty - fund_qty
-        rest[st.size[pos] == 0.0] = 0.0
-        if not np.any(rest != 0.0):
-            return
-        # Deleverage what is left, symbol and side at a time, in the unit order above. A
-        # queue's counterparties are its open positions not being liquidated; one queue's
-        # fills never open or close another queue's counterparties, so they are found once.
-        counterparty = (st.size != 0.0) & ~in_unit
-        rank_of_unit = np.empty(n_units, dtype=np.int64)
-        rank_of_unit[order] = np.arange(n_units)
-        # Queue by queue; within a queue in unit order, a unit's positions by index.
-        owed = np.flatnonzero(rest != 0.0)
-        live = owed[self._order(self.group[pos[owed]], -rank_of_unit[inv[owed]].astype(np.float64))]
-        groups = self.group[pos[live]]
-        bounds = np.flatnonzero(np.diff(groups)) + 1
-        parts = np.split(live, bounds)
-        merges = [None] * len(parts)
-        if policy == "queue" and self.venue.adl_score != "random":
-            # Every queue this step deleverages into, ordered in one sort and merged with its
-            # demand in one kernel: no queue's fills change another's counterparties or scores.
-            opposite = groups[np.concatenate([[0], bounds])] ^ 1
-            order, start = queue_fronts(self.backend, self.group, rx.score, counterparty, opposite,
-                                        2 * book.n_symbols)
-            d_bounds = np.stack([np.concatenate([[0], bounds]), np.concatenate([bounds, [live.size]])], axis=1)
-            s_bounds = np.stack([start[opposite], start[opposite + 1]], axis=1)
-            fills = queue_merges(self.backend, np.abs(rest[live]), d_bounds, np.abs(st.size[order]), s_bounds)
-            merges = [(order[s0:s0 + f[4].size],) + f for (s0, _), f in zip(s_bounds, fills)]
-        for part, merged in zip(parts, merges):
-            self.deleverage(st, rx, pos[part], rest[part], bp[part], int(self.group[pos[part[0]]]), exec_marks,
-                            policy, scenario, step, rec, totals, counterparty, merged)
 
-    def deleverage(self, st, rx, pos, rest, bp, g, exec_marks, policy, scenario, step, rec, totals, counterparty,
-                   merged=None):
-        book = self.book
-        opposite = g ^ 1
-        s = g // 2
-        p = exec_marks[s]
-        cs = book.contract_size[s]
-        uncovered = rest * (bp - p) * cs  # per bankrupt position, what is socialized
-        if policy == "queue":
-            demand = np.abs(rest)
-            if self.venue.adl_score == "random":
-                cand = self.members[opposite]
-                cand = cand[counterparty[cand]]
-                m = cand.size
-                off = (_splitmix64(self.venue.adl_seed * 1_000_003 + opposite) % m) if m else 0
-                q_order = np.roll(cand, -off)
-                di, si, seg, demand_closed, supply_closed = queue_fills(demand, np.abs(st.size[q_order]))
-            else:  # ranked and merged for every queue of the step at once (settle_bankrupt)
-                q_order, di, si, seg, demand_closed, supply_closed = merged
-            sign = np.sign(rest[0])
-            # Fills: bankrupt position pos[di] closes seg at bp[di]; counterparty q_order[si] closes seg.
-            b_i, c_i, f_px = pos[di], q_order[si], bp[di]
-            n_cp = int(si.max()) + 1 if si.size else 0
-            cps = q_order[:n_cp]
-            filled = np.bincount(di, weights=seg, minlength=pos.size)
-            taken = np.bincount(si, weights=seg, minlength=n_cp)
-            # Realised PnL per position, summed over its fills (a position's fills are contiguous).
-            self._credit(st, pos, sign * np.bincount(di, weights=seg * (f_px - book.entry[b_i]), minlength=pos.size) * cs)
-            self._credit(st, cps, -sign * np.bincount(si, weights=seg * (f_px - book.entry[c_i]), minlength=n_cp) * cs)
-            st.size[pos] -= sign * filled
-            st.size[cps] += sign * taken
-            # Fully consumed positions close exactly.
-            st.size[pos[demand_closed]] = 0.0
-            st.size[q_order[supply_closed]] = 0.0
-            socialized = float(np.sum(filled * np.abs(bp - p) * cs * np.sign((bp - p) * sign)))
-            totals["socialized_loss"] += socialized
-            totals["haircut_total"] += socialized
-            if seg.size:  # each counterparty's loss against the market price
-                haircut_cp = np.bincount(si, weights=seg * (bp[di] - p) * sign * cs, minlength=q_order.size)
-                totals["max_haircut"] = max(totals["max_haircut"], float(haircut_cp.max(initial=0.0)))
-            totals["adl_notional"] += float(np.sum(seg * p * cs))
-            totals["adl_accounts"][self.acc_of[cps]] = True
-            if rec.detail:
-                rec.extend(rec.fills, seg.size, scenario=scenario, policy=POLICY_CODE[policy], step=step,
-                           symbol=np.full(seg.size, s, np.int32),
-                           bankrupt_account_id=book.account_id[self.acc_of[b_i]],
-                           counterparty_account_id=book.account_id[self.acc_of[c_i]], qty=seg, price=f_px)
-            self.release_isolated(st, np.concatenate([pos, cps]))
-            # Demand the queue could not meet: the fund takes it (and may go below zero).
-            left = np.abs(rest) - filled
-            left_i = np.nonzero(left > 1e-12 * np.maximum(np.abs(rest), 1e-300))[0]
-            if left_i.size:
-                left_qty = st.size[pos[left_i]]
-                totals["insurance_used"] += float(np.sum(left_qty * (bp[left_i] - p) * cs))
-                self.take_over(st, pos[left_i], left_qty, bp[left_i], np.full(left_i.size, p))
-            return
-        # Haircut policies: the fund takes the positions over and recovers the loss from the
-        # opposite side's positive PnL.
-        self.take_over(st, pos, rest, bp, np.full(pos.size, p))
-        need = float(uncovered.sum())
-        cand = self.members[opposite]
-        cand = cand[counterparty[cand]]
-        pnl = np.maximum(rx.upnl[cand], 0.0)
-        win = pnl > 0
-        cand, pnl = cand[win], pnl[win]
-        cut = haircuts(policy, need, pnl, rx.notional[cand], rx.pos_equity[cand])
-        iso = book.isolated[cand] == 1
-        np.add.at(st.wallet, self.acc_of[cand[~iso]], -cut[~iso])
-        np.add.at(st.isolated_margin, cand[iso], -cut[iso])
-        st.fund += float(cut.sum())
-        recovered = float(cut.sum())
-        totals["socialized_loss"] += recovered
-        totals["insurance_used"] += need - recovered  # what the haircuts did not recover
-        totals["haircut_total"] += recovered
-        totals["max_haircut"] = max(totals["max_haircut"], float(cut.max(initial=0.0)))
-        hit = cut > 0
-        totals["adl_accounts"][self.acc_of[cand[hit]]] = True
+@dataclass
+class _Totals:
+    """A run's running totals, for its summary row."""
+
+    accounts_liquidated: np.ndarray
+    adl_accounts: np.ndarray
+    notional_liquidated: float = 0.0
+    deficit: float = 0.0
+    insurance_used: float = 0.0
+    adl_notional: float = 0.0
+    socialized_loss: float = 0.0
+    haircut_total: float = 0.0
+    max_haircut: float = 0.0
+    steps: int = 0  # steps that liquidated someone
+
+
+def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: _Records, steps: int) -> dict:
+    """One scenario's path (shocks: step × symbol) under one policy: the cascade, step by
+    step (revalue → ladder → market closes → takeover and insurance → ADL or haircuts →
+    record), until the path ends and a step liquidates nobody. Returns its summary row."""
+    book, lad = ctx.book, ctx.ladder
+    ledger = Ledger(book, ctx.insurance_fund, ctx.cs_pos)
+    base = book.mark_price
+    start_value = ctx.start_value + ledger.fund
+    impact_factor = np.ones(book.n_symbols)
+    n_path = shocks.shape[0]
+    totals = _Totals(np.zeros(book.n_accounts, bool), np.zeros(book.n_accounts, bool))
+    code = POLICY_CODE[policy]
+    rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=code, step=0, symbol=ctx.symbol_codes,
+               mark_price=base * (1 + shocks[0]))
+    last_t = 0
+    for t in range(max(steps, n_path)):
+        marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
+        r = ctx.revalue(ledger, marks)
+        in_unit = ctx.units(r)
+        idx = np.flatnonzero(in_unit)
+        last_t = t
+        if idx.size == 0:
+            if t + 1 >= n_path:
+                break
+            continue
+        totals.steps += 1
+        acc = book.pos_account[idx]
+        iso = book.isolated[idx] == 1
+        ratio = np.where(iso, r.pos_ratio[idx], r.ratio[acc])
+        equity = np.where(iso, r.pos_equity[idx], r.equity[acc])
+
+        def restoring(mask, r=r, marks=marks, acc=acc):
+            solve = np.zeros(book.n_accounts, dtype=np.int8)
+            solve[acc[mask]] = 1
+            return ctx.restoring_fraction(ledger, r, solve, marks)[acc]
+
+        action, qty = ladder_step(lad, ledger.size[idx], ratio, equity, iso, ledger.partials[acc],
+                                  r.notional[idx] if lad.partial == "slices" else None, restoring)
+        # Execution price: the mark moved by the impact of everything sold this step.
+        if ctx.impact is not None:
+            flow = np.bincount(book.pos_symbol[idx], weights=qty * marks[book.pos_symbol[idx]] * ctx.cs_pos[idx],
+                               minlength=book.n_symbols)
+            impact_factor = impact_factor * (1 + ctx.impact.move(flow, ctx.depth))
+        exec_marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
+        rx = ctx.revalue(ledger, exec_marks) if ctx.impact is not None else r
+        eq_exec = np.where(iso, rx.pos_equity[idx], rx.equity[acc])
+        # A unit bankrupt at execution is taken over whole.
+        bust = (action == 2) | (eq_exec <= 0)
+        bust_account = np.zeros(book.n_accounts, dtype=bool)
+        bust_account[acc[bust & ~iso]] = True
+        bust = np.where(iso, bust, bust_account[acc])
+        action[bust] = 2
+        qty[bust] = ledger.size[idx][bust]
+        p_exec = exec_marks[book.pos_symbol[idx]]
+        # Market closes (reductions and liquidations of solvent units).
+        solvent = ~bust
+        if solvent.any():
+            ledger.close_to_market(idx[solvent], qty[solvent], p_exec[solvent])
+            ledger.partials[np.unique(acc[solvent & (action == 0)])] += 1
+        # Takeovers: insurance fund first (most underwater first), then ADL.
+        _settle(ctx, ledger, rx, idx[bust], exec_marks, policy, in_unit, totals, rec,
+                dict(scenario=scenario, policy=code, step=t))
+        ledger.release_isolated(idx)
+        totals.notional_liquidated += float((np.abs(qty) * p_exec * ctx.cs_pos[idx]).sum())
+        totals.accounts_liquidated[acc] = True
         if rec.detail:
-            rec.extend(rec.cuts, int(hit.sum()), scenario=scenario, policy=POLICY_CODE[policy], step=step,
-                       symbol=np.full(int(hit.sum()), s, np.int32),
-                       account_id=book.account_id[self.acc_of[cand[hit]]], amount=cut[hit])
+            rec.extend(rec.liq, idx.size, scenario=scenario, policy=code, step=t, account_id=book.account_id[acc],
+                       symbol=book.pos_symbol[idx].astype(np.int32), margin_mode=iso.astype(np.int8),
+                       action=np.where(bust & (eq_exec > 0), 2, np.where(bust, 3, action)).astype(np.int8),
+                       margin_ratio=ratio, qty=np.abs(qty), price=np.where(bust, rx.bp[idx], p_exec))
+        rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=code, step=t + 1, symbol=ctx.symbol_codes,
+                   mark_price=exec_marks)
+    final_marks = _in_limits(base * (1 + shocks[min(last_t, n_path - 1)]) * impact_factor)
+    end_value = ctx.value(ledger, final_marks)
+    scale = max(abs(start_value), ctx.entry_notional, 1.0)
+    return dict(
+        scenario=scenario, policy=policy, steps=totals.steps,
+        accounts_liquidated=int(totals.accounts_liquidated.sum()),
+        notional_liquidated=totals.notional_liquidated, deficit=totals.deficit,
+        insurance_used=totals.insurance_used, insurance_left=ledger.fund,
+        # What the fund paid beyond what it had: no counterparty or haircut could cover it.
+        unfunded=max(0.0, -ledger.fund),
+        adl_notional=totals.adl_notional, adl_accounts=int(totals.adl_accounts.sum()),
+        socialized_loss=totals.socialized_loss,
+        overshoot=max(0.0, totals.haircut_total - totals.socialized_loss),
+        max_haircut_share=(totals.max_haircut / totals.haircut_total) if totals.haircut_total > 0 else 0.0,
+        external_value=ledger.external_value(final_marks),
+        conservation_error=(end_value - start_value) / scale,
+    )
 
-    def _credit(self, st, i, amount):
-        """Realised PnL of positions i: to the wallet (cross) or the position's margin (isolated)."""
-        iso = self.book.isolated[i] == 1
-        np.add.at(st.wallet, self.acc_of[i[~iso]], amount[~iso])
-        np.add.at(st.isolated_margin, i[iso], amount[iso])
+
+def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, exec_marks: np.ndarray, policy: str,
+            in_unit: np.ndarray, totals: _Totals, rec: _Records, labels: dict) -> None:
+    """Bankrupt positions ``pos``: taken over, the insurance fund first, then what it cannot
+    pay deleveraged queue by queue (by ADL queue or by haircuts)."""
+    if pos.size == 0:
+        return
+    book = ctx.book
+    bp = rx.bp[pos]
+    taken = take_over_bankrupt(ledger, ctx.order, pos, bp, exec_marks[book.pos_symbol[pos]], book.pos_start,
+                               ctx.cs_pos)
+    totals.deficit += taken.deficit
+    totals.insurance_used += taken.covered  # backstop gains are not netted in
+    queues, parts = demand_by_queue(ctx.order, ctx.group[pos], taken.rest, taken.unit_rank)
+    if not parts:
+        return
+    # A queue's counterparties are its open positions not being liquidated; one queue's
+    # fills never open or close another queue's counterparties, so they are found once.
+    counterparty = (ledger.size != 0.0) & ~in_unit
+    rest = taken.rest
+    if policy == "queue":
+        if ctx.venue.adl_score == "random":
+            merges = [None] * len(parts)
+        else:
+            # Every queue this step deleverages into, ordered in one sort and merged with its
+            # demand in one kernel.
+            opposite = queues ^ 1
+            order, start = queue_fronts(ctx.backend, ctx.group, rx.score, counterparty, opposite, 2 * book.n_symbols)
+            ends = np.cumsum([p.size for p in parts])
+            d_bounds = np.stack([ends - [p.size for p in parts], ends], axis=1)
+            s_bounds = np.stack([start[opposite], start[opposite + 1]], axis=1)
+            fills = queue_merges(ctx.backend, np.abs(rest[np.concatenate(parts)]), d_bounds,
+                                 np.abs(ledger.size[order]), s_bounds)
+            merges = [(order[s0:s0 + f[4].size], f) for (s0, _), f in zip(s_bounds, fills)]
+        for g, part, merged in zip(queues, parts, merges):
+            s = int(g) // 2
+            if merged is None:
+                q_order = rotated_queue(ctx.members[g ^ 1], counterparty, ctx.venue.adl_seed, int(g) ^ 1)
+                merged = q_order, queue_fills(np.abs(rest[part]), np.abs(ledger.size[q_order]))
+            f = queue_adl(ledger, pos[part], rest[part], bp[part], exec_marks[s], book.contract_size[s], *merged)
+            totals.socialized_loss += f.socialized
+            totals.haircut_total += f.socialized
+            if f.max_loss is not None:
+                totals.max_haircut = max(totals.max_haircut, f.max_loss)
+            totals.adl_notional += f.notional
+            totals.adl_accounts[book.pos_account[f.counterparties]] = True
+            if rec.detail:
+                rec.extend(rec.fills, f.qty.size, **labels, symbol=np.full(f.qty.size, s, np.int32),
+                           bankrupt_account_id=book.account_id[book.pos_account[f.bankrupt]],
+                           counterparty_account_id=book.account_id[book.pos_account[f.counterparty]], qty=f.qty,
+                           price=f.price)
+            if f.fund_took is not None:
+                totals.insurance_used += f.fund_took
+        return
+    # Haircut policies: the fund takes the positions over and recovers the loss from the
+    # opposite side's positive PnL.
+    for g, part in zip(queues, parts):
+        s = int(g) // 2
+        winners = ctx.members[g ^ 1]
+        winners = winners[counterparty[winners]]
+        pnl = np.maximum(rx.upnl[winners], 0.0)
+        won = pnl > 0
+        winners, pnl = winners[won], pnl[won]
+        h = haircut_adl(ledger, policy, pos[part], rest[part], bp[part], exec_marks[s], book.contract_size[s],
+                        winners, pnl, rx.notional[winners], rx.pos_equity[winners])
+        totals.socialized_loss += h.recovered
+        totals.insurance_used += h.need - h.recovered  # what the haircuts did not recover
+        totals.haircut_total += h.recovered
+        totals.max_haircut = max(totals.max_haircut, h.max_cut)
+        totals.adl_accounts[book.pos_account[h.positions]] = True
+        if rec.detail:
+            rec.extend(rec.cuts, h.positions.size, **labels, symbol=np.full(h.positions.size, s, np.int32),
+                       account_id=book.account_id[book.pos_account[h.positions]], amount=h.amount)
 
 
 # ------------------------------------------------------------------ public entry point
@@ -525,11 +418,11 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     batch = _whole(batch, "batch", 1, 1 << 20)
     threads = default_threads(be) if threads is None else _whole(threads, "threads", 1, 1024)
     t0 = time.perf_counter()
-    runner = _Runner(book, venue, be, lad, imp, insurance_fund)
+    ctx = _Context(book, venue, be, lad, imp, insurance_fund)
     rec = _Records(detail)
     # Screen: one kernel pass over the positions per batch of scenarios finds those where
     # somebody is liquidatable at the first step's marks.
-    live = _screen(runner, shocks[:, 0, :], batch)
+    live = _screen(ctx, shocks[:, 0, :], batch)
     multi = shocks.shape[1] > 1
     show = sys.stderr.isatty() if progress is None else progress
     n_total = len(ids) * len(policies)
@@ -539,9 +432,9 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
         k, sid, pol = task
         own = _Records(detail)
         if live[k] or multi:
-            row = runner.run(sid, shocks[k], pol, own, steps)
+            row = run_scenario(ctx, sid, shocks[k], pol, own, steps)
         else:
-            row = _quiet_row(runner, sid, pol, shocks[k, 0], own)
+            row = _quiet_row(ctx, sid, pol, shocks[k, 0], own)
         own.add_summary(row)
         return own
 
@@ -635,9 +528,9 @@ def _options(venue, backend, ladder, impact, policy, steps, insurance_fund):
     return venue, be, lad, imp, policies
 
 
-def _screen(runner: _Runner, first_shocks: np.ndarray, batch: int) -> np.ndarray:
-    book, b = runner.book, runner.backend
-    d = runner.dev
+def _screen(ctx: _Context, first_shocks: np.ndarray, batch: int) -> np.ndarray:
+    book, b = ctx.book, ctx.backend
+    d = ctx.dev
     live = np.zeros(first_shocks.shape[0], dtype=bool)
     for lo in range(0, first_shocks.shape[0], batch):
         sh = first_shocks[lo:lo + batch]
@@ -645,23 +538,23 @@ def _screen(runner: _Runner, first_shocks: np.ndarray, batch: int) -> np.ndarray
         flags = b.xp.empty(sh.shape[0] * book.n_accounts, dtype=b.xp.int8)
         b.launch("stress_flags", book.n_accounts, sh.shape[0], book.n_symbols, d.pos_start, d.pos_symbol, d.size,
                  d.entry, d.isolated, d.isolated_margin, d.wallet, b.asarray(marks.ravel()), d.contract_size,
-                 d.tier_start, d.tier_floor, d.tier_mmr, d.tier_cum, int(runner.venue.mm_base == "entry"),
-                 float(runner.venue.margin_call_ratio), float(runner.venue.liquidation_ratio), flags)
+                 d.tier_start, d.tier_floor, d.tier_mmr, d.tier_cum, int(ctx.venue.mm_base == "entry"),
+                 float(ctx.venue.margin_call_ratio), float(ctx.venue.liquidation_ratio), flags)
         live[lo:lo + sh.shape[0]] = b.to_host(flags.reshape(sh.shape[0], book.n_accounts).any(axis=1))
     return live
 
 
-def _quiet_row(runner: _Runner, sid, pol, shock, rec: _Records) -> dict:
-    book = runner.book
+def _quiet_row(ctx: _Context, sid, pol, shock, rec: _Records) -> dict:
+    book = ctx.book
     marks = book.mark_price * (1 + shock)
-    rec.extend(rec.prices, book.n_symbols, scenario=sid, policy=POLICY_CODE[pol], step=0, symbol=runner.symbol_codes,
+    rec.extend(rec.prices, book.n_symbols, scenario=sid, policy=POLICY_CODE[pol], step=0, symbol=ctx.symbol_codes,
                mark_price=marks)
     # Nobody trades: the book's value moves by each symbol's net size times its price move,
     # from per-symbol totals rather than a pass over every position.
-    moved = float(np.sum(runner.net_size * book.contract_size * (marks - book.mark_price)))
+    moved = float(np.sum(ctx.net_size * book.contract_size * (marks - book.mark_price)))
     return dict(scenario=sid, policy=pol, steps=0, accounts_liquidated=0, notional_liquidated=0.0, deficit=0.0,
-                insurance_used=0.0, insurance_left=runner.insurance_fund, unfunded=0.0, adl_notional=0.0, adl_accounts=0,
+                insurance_used=0.0, insurance_left=ctx.insurance_fund, unfunded=0.0, adl_notional=0.0, adl_accounts=0,
                 socialized_loss=0.0, overshoot=0.0, max_haircut_share=0.0, external_value=0.0,
-                conservation_error=moved / max(1.0, abs(runner.start_value)))
+                conservation_error=moved / max(1.0, abs(ctx.start_value)))
 
 

@@ -419,7 +419,7 @@ def test_run_stress_refuses_bad_arrays_before_computing(book, monkeypatch, chang
     ids, shocks = np.array([10, 11, 12]), np.full((3, 2, book.n_symbols), -0.2)
     assert book.symbols[3] == "BTCUSDT"
     started = []
-    monkeypatch.setattr(stress_module, "_Runner", lambda *a, **k: started.append(a) or 1 / 0)
+    monkeypatch.setattr(stress_module, "_Context", lambda *a, **k: started.append(a) or 1 / 0)
     with pytest.raises(ZeroDivisionError):  # good arrays reach the compute
         run_stress(book, ids, shocks, backend="cpu")
     assert len(started) == 1

@@ -1,0 +1,73 @@
+"""The balances a stress run changes, and the money moves between them (DESIGN §5–§7).
+
+Every move conserves the total: Σ(wallet + isolated margin + unrealised PnL) over all
+accounts, plus the insurance fund, plus the external liquidity account (which takes whatever
+is sold into the market), is the same before and after it.
+
+Additions to one balance run in the order the positions are given (``np.add.at``), so the
+same moves in the same order give the same bits on every backend and thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .book import Book
+
+
+class Ledger:
+    """Mutable copies of a book's sizes and balances, and the moves of one stress run."""
+
+    def __init__(self, book: Book, fund: float = 0.0, cs_pos: np.ndarray | None = None):
+        self.size = book.size.copy()
+        self.wallet = book.wallet.copy()
+        self.isolated_margin = book.isolated_margin.copy()
+        self.partials = np.zeros(book.n_accounts, dtype=np.int32)  # partial reductions per account
+        self.fund = float(fund)  # the insurance fund
+        self.x_cash = 0.0  # the external liquidity account: cash and a position per symbol
+        self.x_size = np.zeros(book.n_symbols)
+        self._entry, self._isolated, self._account = book.entry, book.isolated, book.pos_account
+        self._symbol, self._contract_size = book.pos_symbol, book.contract_size
+        self._cs_pos = book.contract_size[book.pos_symbol] if cs_pos is None else cs_pos
+
+    def credit(self, i: np.ndarray, amount: np.ndarray) -> None:
+        """Realised PnL of positions i: to the wallet (cross) or the position's margin (isolated)."""
+        iso = self._isolated[i] == 1
+        np.add.at(self.wallet, self._account[i[~iso]], amount[~iso])
+        np.add.at(self.isolated_margin, i[iso], amount[iso])
+
+    def trade(self, i: np.ndarray, qty: np.ndarray, price, market_price) -> None:
+        """Positions i close qty (signed like the position) at ``price``; the external account
+        buys it at ``market_price``; the insurance fund takes the difference (zero for a sale
+        in the market, the takeover's profit or loss at the bankruptcy price)."""
+        cs = self._cs_pos[i]
+        self.credit(i, qty * (price - self._entry[i]) * cs)
+        self.size[i] -= qty
+        np.add.at(self.x_size, self._symbol[i], qty)
+        self.x_cash -= float(np.sum(qty * market_price * cs))
+        self.fund += float(np.sum(qty * (market_price - price) * cs))
+
+    def close_to_market(self, i, qty, price) -> None:
+        self.trade(i, qty, price, price)
+
+    def take_over(self, i, qty, bankruptcy_price, market_price) -> None:
+        """The backstop (the insurance fund) takes qty of positions i at their bankruptcy
+        prices and sells it at the market price."""
+        self.trade(i, qty, bankruptcy_price, market_price)
+
+    def release_isolated(self, i: np.ndarray) -> None:
+        """Margin left on closed isolated positions goes back to the wallet."""
+        closed = i[(self._isolated[i] == 1) & (self.size[i] == 0.0)]
+        np.add.at(self.wallet, self._account[closed], self.isolated_margin[closed])
+        self.isolated_margin[closed] = 0.0
+
+    def cut(self, i: np.ndarray, amount: np.ndarray) -> None:
+        """Haircuts: amount taken from positions i's balances, to the insurance fund."""
+        iso = self._isolated[i] == 1
+        np.add.at(self.wallet, self._account[i[~iso]], -amount[~iso])
+        np.add.at(self.isolated_margin, i[iso], -amount[iso])
+        self.fund += float(amount.sum())
+
+    def external_value(self, marks: np.ndarray) -> float:
+        """The external liquidity account's value at marks."""
+        return self.x_cash + float(np.sum(self.x_size * marks * self._contract_size))
