@@ -62,7 +62,7 @@ from gpurisk.adl import AdlQueues  # noqa: E402
 from gpurisk.parity import (StandInBackend, adversarial_queue_keys, compare, plant, queue_order_oracle,  # noqa: E402
                             risk_arrays, run_stress_case, scenario_arrays, stress_arrays, stress_cases, tiny_books)
 from gpurisk.synthetic import synthetic_book  # noqa: E402
-from harness import Timer, device_bandwidth, kernel_pass_bytes, stages, warm_up  # noqa: E402
+from harness import TimedBackend, Timer, device_bandwidth, kernel_pass_bytes, stages, warm_up  # noqa: E402
 
 VENUES = ("binance", "bybit", "bitmex", "hyperliquid", "dydx")
 POSITIONS_PER_ACCOUNT = 2.66
@@ -439,49 +439,6 @@ def _time_revalue(b, book, repeats: int, bandwidth: float) -> dict:
             "ranking_ms": round(ranking_s * 1e3, 3), "end_to_end_ms": round(e2e_s * 1e3, 3),
             "resident_bytes_per_position": round(resident / n, 1) if resident is not None else None,
             "peak_bytes_per_position": round(peak / n, 1) if peak is not None else None}
-
-
-class TimedBackend(Backend):
-    """A backend that times what it is asked to do, with a synchronisation around each call:
-    kernels, queue sorts, host-to-device and device-to-host copies (and their bytes)."""
-
-    def __init__(self, inner: Backend):
-        self.inner, self.xp, self.name = inner, inner.xp, inner.name
-        self.seconds = {"kernels": 0.0, "sorts": 0.0, "to_device": 0.0, "to_host": 0.0}
-        self.bytes = {"to_device": 0, "to_host": 0}
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def _timed(self, what: str, fn, *args, **kwargs):
-        self.inner.synchronize()
-        t = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.inner.synchronize()
-        self.seconds[what] += time.perf_counter() - t
-        return out
-
-    def launch(self, kernel, *args):
-        return self._timed("kernels", self.inner.launch, kernel, *args)
-
-    def queue_order(self, group, score, n_groups, out=None):
-        return self._timed("sorts", self.inner.queue_order, group, score, n_groups, out=out)
-
-    def asarray(self, a, dtype=None):
-        if isinstance(a, np.ndarray):
-            self.bytes["to_device"] += a.nbytes
-        return self._timed("to_device", self.inner.asarray, a, dtype)
-
-    def to_host(self, a):
-        out = self._timed("to_host", self.inner.to_host, a)
-        self.bytes["to_host"] += out.nbytes
-        return out
-
-    def synchronize(self):
-        self.inner.synchronize()
-
-    def device_memory(self):
-        return self.inner.device_memory()
 
 
 def _time_stress(check: Check) -> dict:

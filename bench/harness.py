@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpurisk.adl import adl_queues, adl_score  # noqa: E402
+from gpurisk.backend import Backend  # noqa: E402
 from gpurisk.liquidation import position_risk  # noqa: E402
 from gpurisk.margin import account_margin, position_margin  # noqa: E402
 
@@ -94,40 +95,45 @@ def warm_up(backend) -> None:
     backend.synchronize()
 
 
-def timed_backend(backend):
-    """The backend with its device work timed: ``backend.spent`` holds seconds in kernels,
-    queue sorts and host↔device copies (with the bytes copied each way), each synchronised
-    so a GPU's asynchronous work is charged where it is launched. Host work is the rest of a
-    run's wall time. For one run at a time (threads=1): the counters are not per thread."""
-    spent = {"kernels": 0.0, "sorts": 0.0, "to_device": 0.0, "to_host": 0.0,
-             "bytes_to_device": 0, "bytes_to_host": 0, "launches": 0}
-    launch, queue_order, asarray, to_host = backend.launch, backend.queue_order, backend.asarray, backend.to_host
-    xp = backend.xp
 
-    def timed(key, fn, *args, **kwargs):
+class TimedBackend(Backend):
+    """A backend that times what it is asked to do, with a synchronisation around each call:
+    kernels, queue sorts, host-to-device and device-to-host copies (and their bytes)."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.xp, self.name = inner, inner.xp, inner.name
+        self.seconds = {"kernels": 0.0, "sorts": 0.0, "to_device": 0.0, "to_host": 0.0}
+        self.bytes = {"to_device": 0, "to_host": 0}
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _timed(self, what: str, fn, *args, **kwargs):
+        self.inner.synchronize()
         t = time.perf_counter()
         out = fn(*args, **kwargs)
-        backend.synchronize()
-        spent[key] += time.perf_counter() - t
+        self.inner.synchronize()
+        self.seconds[what] += time.perf_counter() - t
         return out
 
-    def timed_launch(*args):
-        spent["launches"] += 1
-        return timed("kernels", launch, *args)
+    def launch(self, kernel, *args):
+        return self._timed("kernels", self.inner.launch, kernel, *args)
 
-    def timed_asarray(a, dtype=None):
-        if isinstance(a, xp.ndarray) and xp is not np:
-            return asarray(a, dtype)
-        spent["bytes_to_device"] += int(getattr(a, "nbytes", 0)) if xp is not np else 0
-        return timed("to_device", asarray, a, dtype)
+    def queue_order(self, group, score, n_groups, out=None):
+        return self._timed("sorts", self.inner.queue_order, group, score, n_groups, out=out)
 
-    def timed_to_host(a):
-        spent["bytes_to_host"] += int(getattr(a, "nbytes", 0)) if xp is not np else 0
-        return timed("to_host", to_host, a)
+    def asarray(self, a, dtype=None):
+        if isinstance(a, np.ndarray):
+            self.bytes["to_device"] += a.nbytes
+        return self._timed("to_device", self.inner.asarray, a, dtype)
 
-    backend.launch = timed_launch
-    backend.queue_order = lambda *a, **k: timed("sorts", queue_order, *a, **k)
-    backend.asarray = timed_asarray
-    backend.to_host = timed_to_host
-    backend.spent = spent
-    return backend
+    def to_host(self, a):
+        out = self._timed("to_host", self.inner.to_host, a)
+        self.bytes["to_host"] += out.nbytes
+        return out
+
+    def synchronize(self):
+        self.inner.synchronize()
+
+    def device_memory(self):
+        return self.inner.device_memory()

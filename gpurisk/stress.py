@@ -90,16 +90,25 @@ def _in_limits(marks: np.ndarray) -> np.ndarray:
 
 class _Revaluation:
     """A revaluation's results, each copied to the host on first use: on the gpu backend a
-    step that liquidates nobody copies the statuses only. ``dev``: the device tables it ran on."""
+    step that liquidates nobody copies the statuses only. A result given as a function is
+    computed on first use (the ADL scores: only queue ADL reads them). ``dev``: the device
+    tables it ran on."""
 
     def __init__(self, backend: Backend, dev, **results):
         self._backend, self._results, self.dev = backend, results, dev
+
+    def device(self, name: str):
+        """A result on the device."""
+        value = self._results[name]
+        if callable(value):
+            value = self._results[name] = value()
+        return value
 
     def __getattr__(self, name):
         results = self.__dict__.get("_results", {})
         if name not in results:
             raise AttributeError(name)
-        value = self._backend.to_host(results[name])
+        value = self._backend.to_host(self.device(name))
         setattr(self, name, value)
         return value
 
@@ -137,18 +146,18 @@ class _Context:
         pm = position_margin(b, dev, mark, self.venue)
         am = account_margin(b, dev, pm, self.venue)
         pr = position_risk(b, dev, mark, pm, am, self.venue, liq_price=False)
-        score = adl_score(b, dev, mark, pm, pr, self.venue)
         return _Revaluation(b, dev, notional=pm.notional, upnl=pm.upnl, maint=pm.maint, equity=am.equity,
                             ratio=am.ratio, status=am.status, n_cross=am.n_cross, pos_equity=pr.equity,
-                            pos_ratio=pr.ratio, pos_status=pr.status, bp=pr.bankruptcy_price, score=score)
+                            pos_ratio=pr.ratio, pos_status=pr.status, bp=pr.bankruptcy_price,
+                            score=lambda: adl_score(b, dev, mark, pm, pr, self.venue))
 
     def units(self, r: _Revaluation) -> np.ndarray:
         """Positions the ladder acts on at a revaluation (bool, host): open positions of
         accounts whose cross book is liquidatable, and liquidatable isolated positions."""
-        b, res = self.backend, r._results
+        b = self.backend
         flags = b.xp.empty(self.book.n_positions, dtype=b.xp.int8)
-        b.launch("stress_units", self.book.n_positions, r.dev.pos_account, r.dev.size, r.dev.isolated, res["status"],
-                 res["n_cross"], res["pos_status"], flags)
+        b.launch("stress_units", self.book.n_positions, r.dev.pos_account, r.dev.size, r.dev.isolated,
+                 r.device("status"), r.device("n_cross"), r.device("pos_status"), flags)
         return b.to_host(flags).view(bool)
 
     def value(self, ledger: Ledger, marks: np.ndarray) -> float:

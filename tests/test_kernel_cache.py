@@ -107,3 +107,13 @@ def test_a_library_without_its_digest_is_not_trusted(tmp_path):
     assert kernels.cached_library_ok(lib)
     lib.write_bytes(b"\x7fELF" + b"\0" * 99)
     assert not kernels.cached_library_ok(lib)
+
+
+def test_openmp_threads_wait_passively_unless_told_otherwise():
+    code = "import gpurisk.kernels, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="ACTIVE"), capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
