@@ -104,6 +104,14 @@ class _Revaluation:
             value = self._results[name] = value()
         return value
 
+    def take(self, name: str, idx: np.ndarray) -> np.ndarray:
+        """result[name][idx] on the host, gathered where the result lives: only the rows
+        asked for cross to the host."""
+        if name in self.__dict__ or self._backend.name == "cpu":
+            return getattr(self, name)[idx]
+        b = self._backend
+        return b.to_host(self.device(name)[b.asarray(idx)])
+
     def __getattr__(self, name):
         results = self.__dict__.get("_results", {})
         if name not in results:
@@ -182,7 +190,7 @@ class _Context:
         keep = b.xp.empty(book.n_accounts, dtype=b.xp.float64)
         d = r.dev
         b.launch("restoring_fraction", book.n_accounts, b.asarray(solve), d.pos_start, d.pos_symbol, d.size,
-                 d.isolated, b.asarray(mm_notional), b.asarray(r.equity), d.tier_start, d.tier_floor,
+                 d.isolated, b.asarray(mm_notional), r.device("equity"), d.tier_start, d.tier_floor,
                  d.tier_mmr, d.tier_cum, float(self.ladder.target_ratio), keep)
         return b.to_host(keep)
 
@@ -238,8 +246,8 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
         totals.steps += 1
         acc = book.pos_account[idx]
         iso = book.isolated[idx] == 1
-        ratio = np.where(iso, r.pos_ratio[idx], r.ratio[acc])
-        equity = np.where(iso, r.pos_equity[idx], r.equity[acc])
+        ratio = np.where(iso, r.take("pos_ratio", idx), r.take("ratio", acc))
+        equity = np.where(iso, r.take("pos_equity", idx), r.take("equity", acc))
 
         def restoring(mask, r=r, marks=marks, acc=acc):
             solve = np.zeros(book.n_accounts, dtype=np.int8)
@@ -247,7 +255,7 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
             return ctx.restoring_fraction(ledger, r, solve, marks)[acc]
 
         action, qty = ladder_step(lad, ledger.size[idx], ratio, equity, iso, ledger.partials[acc],
-                                  r.notional[idx] if lad.partial == "slices" else None, restoring)
+                                  r.take("notional", idx) if lad.partial == "slices" else None, restoring)
         # Execution price: the mark moved by the impact of everything sold this step.
         if ctx.impact is not None:
             flow = np.bincount(book.pos_symbol[idx], weights=qty * marks[book.pos_symbol[idx]] * ctx.cs_pos[idx],
@@ -255,7 +263,7 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
             impact_factor = impact_factor * (1 + ctx.impact.move(flow, ctx.depth))
         exec_marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
         rx = ctx.revalue(ledger, exec_marks) if ctx.impact is not None else r
-        eq_exec = np.where(iso, rx.pos_equity[idx], rx.equity[acc])
+        eq_exec = np.where(iso, rx.take("pos_equity", idx), rx.take("equity", acc))
         # A unit bankrupt at execution is taken over whole.
         bust = (action == 2) | (eq_exec <= 0)
         bust_account = np.zeros(book.n_accounts, dtype=bool)
@@ -279,7 +287,7 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
             rec.extend(rec.liq, idx.size, scenario=scenario, policy=code, step=t, account_id=book.account_id[acc],
                        symbol=book.pos_symbol[idx].astype(np.int32), margin_mode=iso.astype(np.int8),
                        action=np.where(bust & (eq_exec > 0), 2, np.where(bust, 3, action)).astype(np.int8),
-                       margin_ratio=ratio, qty=np.abs(qty), price=np.where(bust, rx.bp[idx], p_exec))
+                       margin_ratio=ratio, qty=np.abs(qty), price=np.where(bust, rx.take("bp", idx), p_exec))
         rec.extend(rec.prices, book.n_symbols, scenario=scenario, policy=code, step=t + 1, symbol=ctx.symbol_codes,
                    mark_price=exec_marks)
     final_marks = _in_limits(base * (1 + shocks[min(last_t, n_path - 1)]) * impact_factor)
@@ -308,7 +316,7 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
     if pos.size == 0:
         return
     book = ctx.book
-    bp = rx.bp[pos]
+    bp = rx.take("bp", pos)
     taken = take_over_bankrupt(ledger, ctx.order, pos, bp, exec_marks[book.pos_symbol[pos]], book.pos_start,
                                ctx.cs_pos)
     totals.deficit += taken.deficit
@@ -327,7 +335,8 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
             # Every queue this step deleverages into, ordered in one sort and merged with its
             # demand in one kernel.
             opposite = queues ^ 1
-            order, start = queue_fronts(ctx.backend, ctx.group, rx.score, counterparty, opposite, 2 * book.n_symbols)
+            order, start = queue_fronts(ctx.backend, ctx.group, rx.score, counterparty, opposite,
+                                        2 * book.n_symbols)
             ends = np.cumsum([p.size for p in parts])
             d_bounds = np.stack([ends - [p.size for p in parts], ends], axis=1)
             s_bounds = np.stack([start[opposite], start[opposite + 1]], axis=1)
@@ -360,11 +369,11 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
         s = int(g) // 2
         winners = ctx.members[g ^ 1]
         winners = winners[counterparty[winners]]
-        pnl = np.maximum(rx.upnl[winners], 0.0)
+        pnl = np.maximum(rx.take("upnl", winners), 0.0)
         won = pnl > 0
         winners, pnl = winners[won], pnl[won]
         h = haircut_adl(ledger, policy, pos[part], rest[part], bp[part], exec_marks[s], book.contract_size[s],
-                        winners, pnl, rx.notional[winners], rx.pos_equity[winners])
+                        winners, pnl, rx.take("notional", winners), rx.take("pos_equity", winners))
         totals.socialized_loss += h.recovered
         totals.insurance_used += h.need - h.recovered  # what the haircuts did not recover
         totals.haircut_total += h.recovered
