@@ -209,3 +209,17 @@ def test_money_is_conserved_and_every_deficit_is_accounted_for(name):
     for column in ("deficit", "insurance_used", "socialized_loss", "adl_notional", "notional_liquidated"):
         assert np.all(s[column][quiet] == 0.0), f"{name}: {column} on a quiet row"
     assert np.all(s["insurance_left"][quiet] == case["insurance_fund"]), name
+
+
+@pytest.mark.parametrize("shallow", [0, 10**12], ids=["every-queue-selected", "every-queue-sorted"])
+@pytest.mark.parametrize("name", [n for n in CASES if "queue" in json.dumps(CASES[n]["policy"])])
+def test_queue_selection_and_sort_give_the_same_fills(name, shallow, monkeypatch):
+    """A queue is ordered by a selection of its front or by one sort with the others, by how
+    deep its demand goes; either way the fills are the frozen ones."""
+    import importlib
+
+    stress_module = importlib.import_module("gpurisk.stress")
+    monkeypatch.setattr(stress_module, "SHALLOW_QUEUE", shallow)
+    case = CASES[name]
+    records = gen.run_case(case, book_for(case), backend="cpu", batch=case["batch"])
+    assert_matches(name, stress_arrays(records), f"SHALLOW_QUEUE={shallow}")
