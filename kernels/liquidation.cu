@@ -191,21 +191,24 @@ GR_KERNEL void position_risk(
         status[i] = st;
         double bp = (multi ? p : e) - (multi ? eq * mm : wp) / ((multi ? mm_acct : 1.0) * (q * cs));
         pos_equity[i] = eq;
-        double lp;
-        if (mm_on_entry) {
-            lp = e - (wp - mmp - mm) / (q * cs);
-            lp = lp > 0.0 ? lp : GR_NAN;
-        } else {
-            lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_mmr, tier_cum,
-                                          tier_root_bound);
+        // A stress run reads statuses and bankruptcy prices only: want_liq_price = 0 skips the
+        // liquidation price (the same for every thread of a launch: no divergence).
+        double lp = GR_NAN;
+        if (want_liq_price && q != 0.0) {
+            if (mm_on_entry) {
+                lp = e - (wp - mmp - mm) / (q * cs);
+                lp = lp > 0.0 ? lp : GR_NAN;
+            } else {
+                lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_mmr, tier_cum,
+                                              tier_root_bound);
+            }
+            // Step from the root to the trigger side: at the reported price a revaluation says
+            // liquidatable (or bankrupt), whatever float64 rounding did to the root.
+            const TriggerCheck chk = {i, a, s, mm_on_entry, iso, n_cross[a] == 1, q, e, cs, iso_margin, mm,
+                                      margin_call_ratio, liquidation_ratio, pos_start, isolated, size,
+                                      upnl, maint, wallet, tier_start, tier_floor, tier_mmr, tier_cum};
+            lp = trigger_side_price(chk, lp, tick_size[s]);
         }
-        // Step from the root to the trigger side: at the reported price a revaluation says
-        // liquidatable (or bankrupt), whatever float64 rounding did to the root.
-        const TriggerCheck chk = {i, a, s, mm_on_entry, iso, n_cross[a] == 1, q, e, cs, iso_margin, mm,
-                                  margin_call_ratio, liquidation_ratio, pos_start, isolated, size,
-                                  upnl, maint, wallet, tier_start, tier_floor, tier_mmr, tier_cum};
-        // (A stress run reads statuses and bankruptcy prices only: want_liq_price = 0 skips it.)
-        lp = want_liq_price && q != 0.0 ? trigger_side_price(chk, lp, tick_size[s]) : GR_NAN;
         if (q == 0.0) {  // closed during a stress run: no prices, no status of its own
             ratio[i] = 0.0;
             status[i] = GR_HEALTHY;
