@@ -72,8 +72,12 @@ def queue_fills(demand: np.ndarray, supply: np.ndarray):
     di = np.searchsorted(d_cum, starts, side="right")
     si = np.searchsorted(s_cum, starts, side="right")
     noise = 1e-12 * np.maximum(d_cum[di], s_cum[si])
-    seg = np.where(np.abs(seg - demand[di]) <= noise, demand[di], seg)
-    seg = np.where(np.abs(seg - supply[si]) <= noise, supply[si], seg)
+    # Within noise of a whole size, the fill is that size; of both, the smaller (a fill never
+    # exceeds either side).
+    d_whole = np.abs(seg - demand[di]) <= noise
+    s_whole = np.abs(seg - supply[si]) <= noise
+    seg = np.where(d_whole & s_whole, np.minimum(demand[di], supply[si]),
+                   np.where(d_whole, demand[di], np.where(s_whole, supply[si], seg)))
     return di, si, seg, d_cum <= total, s_cum <= total
 
 

@@ -60,7 +60,7 @@ from .stress_result import (ACTIONS, ADL_FILL_COLUMNS, HAIRCUT_COLUMNS, LIQUIDAT
 
 # ------------------------------------------------------------------ the conservation check
 
-#: a queue owed by at most 1/SHALLOW_QUEUE as many positions as it has members is ordered by a
+#: a queue owed at most 1/SHALLOW_QUEUE of its open size (in the book as given) is ordered by a
 #: selection of its front rather than sorted whole (a matter of speed: both give the same order)
 SHALLOW_QUEUE = 16
 
@@ -144,6 +144,8 @@ class _Context:
         self.start_value = self.value(Ledger(book, 0.0, self.cs_pos), book.mark_price)
         self.entry_notional = float(np.sum(np.abs(book.size) * book.entry * self.cs_pos))  # conservation's scale
         self.net_size = np.bincount(book.pos_symbol, weights=book.size, minlength=book.n_symbols)
+        # Open size per ADL queue in the book as given: how deep a demand reaches, roughly.
+        self.queue_size = np.bincount(self.group, weights=np.abs(book.size), minlength=2 * book.n_symbols)
         self.symbol_codes = np.arange(book.n_symbols, dtype=np.int32)
 
     def revalue(self, ledger: Ledger, marks: np.ndarray) -> _Revaluation:
@@ -342,7 +344,8 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
             # every queue's demand is merged with its supply in one kernel.
             opposite = queues ^ 1
             sizes = np.array([p.size for p in parts])
-            shallow = sizes * SHALLOW_QUEUE <= np.array([ctx.members[q].size for q in opposite])
+            demand = np.array([np.abs(rest[p]).sum() for p in parts])
+            shallow = demand * SHALLOW_QUEUE <= ctx.queue_size[opposite]
             fronts = [None] * len(parts)
             if (~shallow).any():
                 order, start = queue_fronts(ctx.backend, ctx.group, rx.score, counterparty, opposite[~shallow],

@@ -9,10 +9,11 @@
 // distinct running-sum value up to the smaller total cuts a fill: fill k of queue q,
 // written at slot fill_base[q] + k, closes fill_qty of demand fill_demand (index within
 // the queue's demand) against supply fill_supply (index within its supply). A fill within
-// 1e-12 (relative) of a whole position's size is that size exactly: differences of running
-// sums carry rounding. demand_closed / supply_closed mark the members consumed whole
-// (supply only over the used depth, n_supply_used[q]). The running sums are sequential,
-// like NumPy's cumsum, so this is deleverage.queue_fills bit for bit.
+// 1e-12 (relative) of a whole position's size is that size exactly (within it of both
+// sides' sizes, the smaller): differences of running sums carry rounding. demand_closed /
+// supply_closed mark the members consumed whole (supply only over the used depth,
+// n_supply_used[q]). The running sums are sequential, like NumPy's cumsum, so this is
+// deleverage.queue_fills bit for bit.
 GR_KERNEL void adl_merge(
     long long n_queues, const long long* demand_begin, const long long* demand_end,
     const double* demand, const long long* supply_begin, const long long* supply_end,
@@ -66,8 +67,15 @@ GR_KERNEL void adl_merge(
             while (dc[di] <= start) ++di;
             while (sc[si] <= start) ++si;
             const double noise = 1e-12 * (dc[di] > sc[si] ? dc[di] : sc[si]);
-            if (fabs(seg - dm[di]) <= noise) seg = dm[di];
-            if (fabs(seg - sp[si]) <= noise) seg = sp[si];
+            const bool d_whole = fabs(seg - dm[di]) <= noise;
+            const bool s_whole = fabs(seg - sp[si]) <= noise;
+            if (d_whole && s_whole) {
+                seg = dm[di] < sp[si] ? dm[di] : sp[si];  // a fill never exceeds either side
+            } else if (d_whole) {
+                seg = dm[di];
+            } else if (s_whole) {
+                seg = sp[si];
+            }
             out_d[k] = di;
             out_s[k] = si;
             out_q[k] = seg;

@@ -143,3 +143,17 @@ def test_queue_fronts_order_each_queue_as_queue_front_does(seed, n, n_queues):
         members = np.flatnonzero(group == q)
         whole = queue_front(members, score, keep, size, np.inf)  # the whole queue, in order
         assert np.array_equal(mine, whole)
+
+
+def test_a_fill_within_noise_of_both_sizes_is_the_smaller():
+    """Demand 49.99999999999999 against supply 50 (found by hypothesis): the fill closes the
+    demand whole at its own size, never the larger supply's."""
+    from gpurisk.backend import get_backend
+    from gpurisk.deleverage import queue_merges
+
+    demand, supply = np.array([49.99999999999999]), np.array([50.0])
+    di, si, qty, demand_closed, supply_closed = queue_fills(demand, supply)
+    assert qty.tolist() == [49.99999999999999] and demand_closed.tolist() == [True]
+    assert supply_closed.tolist() == [False]
+    got = queue_merges(get_backend("cpu"), demand, np.array([[0, 1]]), supply, np.array([[0, 1]]))[0]
+    assert got[2].tolist() == [49.99999999999999]
