@@ -10,13 +10,17 @@ goes through :func:`atomic_dir`:
 3. ``manifest.json`` is written **last**: format version, kind, per file its row count, size
    and sha256, the input book's hash where known, marks, venue, backend, gpurisk version, a
    run id and the time; then the temporary directory is fsynced;
-4. the swap: the previous result (if any) is renamed aside to ``.<name>.old-<run>``, the new
-   one renamed in, the parent fsynced, the old one deleted.
+4. the swap: on Linux, the new directory and the previous result (if any) trade places in one
+   atomic step (``renameat2`` with ``RENAME_EXCHANGE``), the parent is fsynced and the previous
+   result deleted. Where the system or filesystem cannot exchange, the previous result is
+   renamed aside to ``.<name>.old-<run>``, the new one renamed in, the parent fsynced, the old
+   one deleted.
 
 A kill at any point leaves the previous complete result or the new complete one at the
-target, never a mix. The one window with nothing at the target is between the two renames of
-step 4; the previous result is then whole in its ``.old-`` folder: the next writer restores it
-(or finishes the swap) before anything else, and a reader says where it is.
+target, never a mix. With the exchange there is no moment without one. With the two renames,
+the one window with nothing at the target is between them; the previous result is then whole
+in its ``.old-`` folder: the next writer restores it (or finishes the swap) before anything
+else, and a reader says where it is.
 
 :func:`read_manifest` verifies a directory against its manifest (every file present, same
 size, same sha256) and refuses it otherwise, saying what is wrong.
@@ -28,13 +32,15 @@ place another gpurisk run is writing.
 
 Test hook (tests only, never set it in production): ``GPURISK_TEST_OUTPUT_FAULT=STEP:ACTION``
 makes the writer act when it reaches step number STEP (0 = before the first file, one step
-after each file, then ``manifest``, ``aside`` and ``swap``); ACTION is ``kill`` (SIGKILL
+after each file, then ``manifest``, ``aside`` and ``swap``; naming ``aside``, a step of the
+two-rename swap only, makes the writer take that swap); ACTION is ``kill`` (SIGKILL
 itself), ``int`` (SIGINT itself) or ``sleep=SECONDS``. ``STEP`` may be ``*`` (every step).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
 import errno
 import fcntl
@@ -435,8 +441,41 @@ def _jsonable(x):
         return str(x)
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``):
+    True when done, False where the system or the filesystem cannot."""
+    if os.environ.get(FAULT_ENV, "").partition(":")[0] == "aside":
+        return False  # the test hook names a step of the two-rename swap: take that one
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def _swap(tmp: Path, target: Path, run: str) -> None:
     old = None
+    if target.exists():
+        try:
+            exchanged = _exchange(tmp, target)
+        except OSError as exc:
+            raise OutputError(f"cannot move the new result into {target}: {exc}; the earlier result is kept") from exc
+        if exchanged:  # the new result is in place; the previous one is where the new one was
+            _fsync_dir(target.parent)
+            _fault("swap")
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
     try:
         if target.exists():
             old = target.parent / (_aside(target, "old") + run)

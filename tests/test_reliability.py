@@ -457,3 +457,18 @@ class TestReadBook:
         assert m["book_hash"] == read_manifest(tmp_path / "b")["book_hash"]
         assert m["venue"] == "bybit" and m["backend"] == "cpu" and m["marks"]["BTCUSDT"] == 50_000.0
         assert m["files"]["accounts.parquet"]["rows"] == pl.read_parquet(tmp_path / "r" / "accounts.parquet").height
+
+
+def test_the_swap_exchanges_in_one_step_or_changes_nothing(tmp_path):
+    """renameat2(RENAME_EXCHANGE) trades the two directories whole; where the filesystem
+    cannot, nothing moves and the two-rename swap is used."""
+    from gpurisk.output import _exchange
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("new")
+    (b / "x").write_text("previous")
+    done = _exchange(a, b)
+    assert (b / "x").read_text() == ("new" if done else "previous")
+    assert (a / "x").read_text() == ("previous" if done else "new")
