@@ -28,7 +28,7 @@ import datetime as _dt
 import json
 import re
 import uuid
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .book import Book, BookError, Problem
 
@@ -56,8 +56,7 @@ def redact(uri: str) -> str:
         if ":" in user:
             user = user.split(":", 1)[0] + ":***"
         netloc = f"{user}@{host}"
-    query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query)],
-                      safe="/:,=%")
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -202,7 +201,7 @@ def _to_polars(arrow):
 
     columns, numeric = [], []
     for field, column in zip(arrow.schema, arrow.columns):
-        if isinstance(field.type, pa.ExtensionType):
+        if isinstance(field.type, pa.BaseExtensionType):
             column = pa.chunked_array([c.storage for c in column.chunks], type=field.type.storage_type)
             if (field.metadata or {}).get(b"POSTGRESQL:type") == b"numeric":
                 numeric.append(field.name)
