@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from urllib.parse import urlsplit
 
 import numpy as np
 import polars as pl
@@ -253,7 +254,8 @@ def test_passwords_never_reach_a_message(pg, capsys):
     secret = "hunter2-secret"
     assert db.redact(f"postgresql://alice:{secret}@db.example:5432/risk?password={secret}&sslmode=require") \
         == "postgresql://alice:***@db.example:5432/risk?password=***&sslmode=require"
-    bad = pg.replace("postgresql:///postgres?", f"postgresql://postgres:{secret}@/no_such_database?")
+    parts = urlsplit(with_options(pg, password=secret))
+    bad = f"postgresql://{parts.netloc}/no_such_database?{parts.query}"
     with pytest.raises(db.DatabaseError) as err:
         gpurisk.read_book(bad)
     assert secret not in str(err.value) and "no_such_database" in str(err.value)
@@ -332,7 +334,7 @@ def test_stress_results_to_postgres(pg):
 
 def test_cli_synth_revalue_and_stress_with_uris(pg, capsys):
     secret = "pw-not-needed-by-trust"
-    uri = pg.replace("postgresql:///postgres?", f"postgresql://postgres:{secret}@/postgres?")
+    uri = with_options(pg, password=secret)
     assert main(["synth", uri, "--accounts", "300", "--seed", "4"]) == 0
     assert main(["revalue", uri, "--backend", "cpu", "--out", uri, "--out-table", "eod"]) == 0
     book = gpurisk.read_book(pg)
