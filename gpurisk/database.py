@@ -128,7 +128,8 @@ def book_sources(tables: dict | None = None, queries: dict | None = None) -> dic
     if both:
         raise ValueError(f"give a table name or a query for {', '.join(both)}, not both")
     out = {t: ("table", tables.get(t, t)) for t in BOOK_TABLES}
-    out.update({t: ("query", q) for t, q in queries.items()})
+    # The driver runs a query inside COPY (...): a closing semicolon would break it.
+    out.update({t: ("query", q.strip().rstrip(";").strip()) for t, q in queries.items()})
     return out
 
 

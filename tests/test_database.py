@@ -146,7 +146,7 @@ def test_table_names_and_queries_are_configurable(pg, server, tmp_path):
         _same_bits(whole, Book.from_frames(**frames))
         # A query per table: only BTC positions, the others by name.
         btc = gpurisk.read_book(server, tables={n: f"venue_cfg.snap_{n}" for n in ("markets", "tiers", "accounts")},
-                                queries={"positions": "SELECT * FROM venue_cfg.snap_positions WHERE symbol = 'BTCUSDT'"})
+                                queries={"positions": "SELECT * FROM venue_cfg.snap_positions WHERE symbol = 'BTCUSDT';\n"})
         expected = frames["positions"].filter(pl.col("symbol") == "BTCUSDT")
         assert btc.n_positions == expected.height > 0
         assert set(btc.pos_symbol.tolist()) == {btc.symbol_index("BTCUSDT")}
