@@ -28,7 +28,8 @@ import datetime as _dt
 import json
 import re
 import uuid
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+import contextlib
+from urllib.parse import parse_qsl, urlsplit
 
 from .book import Book, BookError, Problem
 
@@ -48,16 +49,18 @@ def is_database_uri(place) -> bool:
 
 
 def redact(uri: str) -> str:
-    """The URI with any password (in the user part or a ``password=`` parameter) as ``***``."""
-    parts = urlsplit(uri)
-    netloc = parts.netloc
+    """The URI with any password (in the user part or a ``password=`` parameter) as ``***``;
+    everything else exactly as given."""
+    m = re.match(r"(?is)^([a-z][a-z0-9+.-]*://)([^/?#]*)(.*)$", uri)
+    if not m:
+        return uri
+    scheme, netloc, rest = m.groups()
     if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        if ":" in user:
-            user = user.split(":", 1)[0] + ":***"
-        netloc = f"{user}@{host}"
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        user, _, hosts = netloc.rpartition("@")
+        netloc = (user.split(":", 1)[0] + ":***" if ":" in user else user) + "@" + hosts
+    path, sep, query = rest.partition("?")
+    query = re.sub(r"(?i)(^|&)(password=)[^&#]*", r"\1\2***", query)
+    return scheme + netloc + path + sep + query
 
 
 def _secrets(uri: str) -> list[str]:
@@ -91,6 +94,20 @@ def connect(uri: str, autocommit: bool = True):
         return adbc_pg.connect(uri, autocommit=autocommit)
     except Exception as exc:
         raise DatabaseError(f"cannot connect to {redact(uri)}: {_reason(exc, uri)}") from None
+
+
+@contextlib.contextmanager
+def _driver_errors(uri: str, what: str):
+    """Any driver error not handled nearer (some surface only when a result is fetched) as a
+    DatabaseError saying what was being done, without the password."""
+    try:
+        yield
+    except (DatabaseError, BookError):
+        raise
+    except Exception as exc:
+        if not type(exc).__module__.startswith("adbc_driver"):
+            raise
+        raise DatabaseError(f"{redact(uri)}: {what}: {_reason(exc, uri)}") from None
 
 
 def _quote_ident(name: str) -> str:
@@ -146,14 +163,15 @@ def read_frames(uri: str, tables: dict | None = None, queries: dict | None = Non
     sources = book_sources(tables, queries)
     conn = connect(uri)
     try:
-        cur = conn.cursor()
-        _run(cur, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", uri)
-        missing = _missing_tables(cur, sources, uri)
-        if missing:
-            raise BookError(missing)
-        frames = {name: _read_table(cur, name, sql, uri) for name, sql in _book_queries(sources).items()}
-        _run(cur, "COMMIT", uri)
-        return frames
+        with _driver_errors(uri, "reading the book"):
+            cur = conn.cursor()
+            _run(cur, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", uri)
+            missing = _missing_tables(cur, sources, uri)
+            if missing:
+                raise BookError(missing)
+            frames = {name: _read_table(cur, name, sql, uri) for name, sql in _book_queries(sources).items()}
+            _run(cur, "COMMIT", uri)
+            return frames
     finally:
         conn.close()
 
@@ -234,16 +252,19 @@ def check_writable(uri: str, table: str) -> None:
     schema, _ = _split_name(table)
     conn = connect(uri)
     try:
-        cur = conn.cursor()
-        target = _literal(schema) if schema else "current_schema()"
-        _run(cur, f"SELECT {target} IS NOT NULL AND has_schema_privilege({target}, 'CREATE')", uri,
-             f"checking where to write {table}")
-        (ok,) = cur.fetchone()
+        with _driver_errors(uri, f"checking where to write {table}"):
+            cur = conn.cursor()
+            target = _literal(schema) if schema else "current_schema()"
+            cur.execute(f"SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = {target}")
+            found = cur.fetchall()
     finally:
         conn.close()
-    if not ok:
-        raise DatabaseError(f"{redact(uri)}: cannot create tables for {table} "
-                            f"(no such schema, or no CREATE privilege on it)")
+    where = f"schema {schema}" if schema else "the first schema of the search_path"
+    if not found:
+        raise DatabaseError(f"{redact(uri)}: cannot write {table}: {where} does not exist"
+                            + ("" if schema else " (the search_path names no existing schema)"))
+    if not found[0][0]:
+        raise DatabaseError(f"{redact(uri)}: cannot write {table}: no CREATE privilege on {where}")
 
 
 def write_frames(uri: str, frames: dict, table: str, kind: str, meta: dict | None = None) -> str:
@@ -286,10 +307,17 @@ def _replace_tables(uri: str, targets: dict, run: str, then: list[str] = ()) -> 
 
     Test hook: GPURISK_TEST_OUTPUT_FAULT steps ``db-0``, ``db-1``, ... after each COPY and
     ``db-commit`` just before the commit (gpurisk.output)."""
-    from .output import _fault
-
     conn = connect(uri, autocommit=False)  # the driver opens the transaction; commit ends it
     try:
+        _copy_and_swap(conn, uri, targets, run, then)
+    finally:
+        conn.close()  # without a commit the server rolls everything back
+
+
+def _copy_and_swap(conn, uri: str, targets: dict, run: str, then) -> None:
+    from .output import _fault
+
+    with _driver_errors(uri, "writing"):
         cur = conn.cursor()
         for i, (target, arrow) in enumerate(targets.items()):
             schema, _, name = _unquoted(target)
@@ -312,8 +340,6 @@ def _replace_tables(uri: str, targets: dict, run: str, then: list[str] = ()) -> 
         except Exception as exc:
             raise DatabaseError(f"cannot commit to {redact(uri)}: {_reason(exc, uri)}; the earlier result "
                                 f"is kept") from None
-    finally:
-        conn.close()  # without a commit the server rolls everything back
 
 
 def _unquoted(qualified_name: str) -> tuple[str | None, str, str]:

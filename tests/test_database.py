@@ -359,3 +359,20 @@ def test_cli_names_the_database_tables_to_read(pg, capsys):
     assert main(["revalue", pg, "--backend", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "positions: table is missing: no table positions" in err
+
+
+def test_an_output_place_the_database_refuses_is_named_before_any_compute(pg, capsys):
+    _load(pg, tiny_frames(), ddl=None)
+    assert main(["revalue", pg, "--backend", "cpu", "--out", pg, "--out-table", "no_such_schema.eod"]) == 2
+    err = capsys.readouterr()
+    assert "schema no_such_schema does not exist" in err.err and "Traceback" not in err.err
+    assert "reading" not in err.out  # refused before the book was read
+    with pytest.raises(db.DatabaseError, match="no_such_schema"):
+        gpurisk.revalue(Book.from_frames(**tiny_frames()), backend="cpu").write(pg, table="no_such_schema.eod")
+
+
+def test_redact_keeps_everything_but_the_password():
+    assert db.redact("postgresql:///prod?host=/var/run/postgresql&password=x&port=5433") == \
+        "postgresql:///prod?host=/var/run/postgresql&password=***&port=5433"
+    assert db.redact("postgres://risk@db:5432/prod") == "postgres://risk@db:5432/prod"
+    assert db.redact("postgresql://risk:p%40ss@h1:5432,h2:5432/prod") == "postgresql://risk:***@h1:5432,h2:5432/prod"
