@@ -24,12 +24,12 @@ messages are scrubbed of the password.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import re
 import uuid
-import contextlib
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .book import Book, BookError, Problem
 
@@ -64,10 +64,11 @@ def redact(uri: str) -> str:
 
 
 def _secrets(uri: str) -> list[str]:
+    """The password as written in the URI and as decoded (either may reach a message)."""
     parts = urlsplit(uri)
-    out = [parts.password] if parts.password else []
+    out = [parts.password, unquote(parts.password)] if parts.password else []
     out += [v for k, v in parse_qsl(parts.query) if k.lower() == "password" and v]
-    return out
+    return sorted(set(out), key=len, reverse=True)
 
 
 def _scrub(text: str, uri: str) -> str:
