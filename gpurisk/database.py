@@ -29,7 +29,7 @@ import datetime as _dt
 import json
 import re
 import uuid
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .book import Book, BookError, Problem
 
@@ -67,7 +67,10 @@ def _secrets(uri: str) -> list[str]:
     """The password as written in the URI and as decoded (either may reach a message)."""
     parts = urlsplit(uri)
     out = [parts.password, unquote(parts.password)] if parts.password else []
-    out += [v for k, v in parse_qsl(parts.query) if k.lower() == "password" and v]
+    for item in parts.query.split("&"):  # libpq decodes %XX only ('+' stays '+')
+        key, _, value = item.partition("=")
+        if key.lower() == "password" and value:
+            out += [value, unquote(value)]
     return sorted(set(out), key=len, reverse=True)
 
 

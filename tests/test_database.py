@@ -8,11 +8,13 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gpurisk
 from gpurisk import database as db
@@ -376,3 +378,36 @@ def test_redact_keeps_everything_but_the_password():
         "postgresql:///prod?host=/var/run/postgresql&password=***&port=5433"
     assert db.redact("postgres://risk@db:5432/prod") == "postgres://risk@db:5432/prod"
     assert db.redact("postgresql://risk:p%40ss@h1:5432,h2:5432/prod") == "postgresql://risk:***@h1:5432,h2:5432/prod"
+
+
+def test_cli_on_a_dask_cluster_reads_the_book_once_and_writes_back(pg, capsys):
+    _load(pg, _synthetic_frames(300), ddl=None)
+    assert main(["revalue", pg, "--backend", "cpu", "--workers", "1", "--out", pg, "--out-table", "dist"]) == 0
+    expected = gpurisk.revalue(gpurisk.read_book(pg), backend="cpu").positions
+    back = _read_back(pg, "dist_positions").drop("run_id")
+    assert back.equals(_labels_as_text(expected).with_columns(pl.col(pl.Int8).cast(pl.Int16)))
+
+
+def test_without_the_driver_the_message_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "adbc_driver_postgresql.dbapi", None)  # import fails
+    with pytest.raises(db.DatabaseError, match=r"pip install 'gpurisk\[postgres\]'"):
+        gpurisk.read_book("postgresql:///anything")
+
+
+_FIXED_TEXT = "postgresql://risk:***@db.venue:5432/prod?sslmode=require&host=/run/postgresql&password= FATAL: (or)"
+_password = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20).filter(
+    lambda p: p not in _FIXED_TEXT and quote(p, safe="") not in _FIXED_TEXT)
+
+
+@given(password=_password)
+@settings(max_examples=200, deadline=None)
+def test_no_password_survives_redaction(password):
+    encoded = quote(password, safe="")
+    cases = ((f"postgresql://risk:{encoded}@db.venue:5432/prod?sslmode=require",
+              "postgresql://risk:***@db.venue:5432/prod?sslmode=require"),
+             (f"postgresql:///prod?host=/run/postgresql&password={encoded}",
+              "postgresql:///prod?host=/run/postgresql&password=***"))
+    for uri, shown in cases:
+        assert db.redact(uri) == shown
+        message = db._scrub(f"FATAL: {password} (or {encoded}) {uri}", uri)
+        assert message == f"FATAL: *** (or ***) {shown}"
