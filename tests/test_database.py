@@ -243,7 +243,8 @@ def test_a_failing_query_names_its_table(pg):
 
 def test_credentials_come_from_the_environment(pg, server, monkeypatch):
     _load(pg, tiny_frames(), ddl=None)
-    host, port, user, dbname, search_path = _sql(pg, "SELECT split_part(current_setting('unix_socket_directories'), ',', 1), "
+    host, port, user, dbname, search_path = _sql(pg, "SELECT coalesce(host(inet_server_addr()), "
+                                                     "split_part(current_setting('unix_socket_directories'), ',', 1)), "
                                                      "current_setting('port'), current_user, current_database(), "
                                                      "current_setting('search_path')")[0]
     for k, v in {"PGHOST": host, "PGPORT": port, "PGUSER": user, "PGDATABASE": dbname,
