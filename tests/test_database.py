@@ -156,18 +156,24 @@ def test_table_names_and_queries_are_configurable(pg, server, tmp_path):
         _sql(server, "DROP SCHEMA venue_cfg CASCADE")
 
 
-def test_numeric_and_integer_columns_read_as_numbers(pg):
+def test_numeric_integer_varchar_and_enum_columns(pg):
     frames = tiny_frames()
     ddl = dict(DDL, accounts="account_id integer, wallet_balance numeric(38, 18)",
-               markets="symbol text, mark_price numeric, contract_size real, tick_size double precision")
-    _load(pg, {k: v for k, v in frames.items() if k in ("tiers", "positions")}, ddl=None)
+               markets="symbol varchar(20), mark_price numeric, contract_size real, tick_size double precision")
+    _load(pg, {"tiers": frames["tiers"]}, ddl=None)
+    _load(pg, {"positions": frames["positions"].with_columns(pl.col("entry_price").cast(pl.Int32))}, ddl=None)
     _sql(pg, f"CREATE TABLE accounts ({ddl['accounts']})", f"CREATE TABLE markets ({ddl['markets']})",
          "INSERT INTO accounts VALUES (1, 10000.000000000000000000), (2, 2000.5), (3, 500)",
-         "INSERT INTO markets VALUES ('BTCUSDT', 60000.25, 1, NULL), ('ETHUSDT', 3000, 1, NULL)")
+         "INSERT INTO markets VALUES ('BTCUSDT', 60000.0, 1, NULL), ('ETHUSDT', 3000, 1, NULL)",
+         "CREATE TYPE margin_mode AS ENUM ('cross', 'isolated')",
+         "ALTER TABLE positions ALTER COLUMN margin_mode TYPE margin_mode USING margin_mode::margin_mode")
     book = gpurisk.read_book(pg)
     assert book.wallet.tolist() == [10000.0, 2000.5, 500.0]
-    assert book.mark_price.tolist() == [60000.25, 3000.0]
+    assert book.mark_price.tolist() == [60000.0, 3000.0]
     assert book.account_id.dtype == np.int64
+    assert book.isolated.tolist() == [0, 0, 0, 1] and book.entry.tolist() == [58_000.0, 3_100.0, 61_000.0, 2_900.0]
+    wallets = pl.Series("wallet_balance", [10000.0, 2000.5, 500.0])
+    _same_bits(book, Book.from_frames(**{**frames, "accounts": frames["accounts"].with_columns(wallets)}))
 
 
 def test_a_concurrent_writer_changes_nothing_in_the_book_read(pg, monkeypatch):
