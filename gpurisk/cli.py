@@ -283,6 +283,8 @@ def _read_any_book(path, args=None):
 
     if is_database_uri(path):
         return read_book(path, **_db_tables(args))
+    if getattr(args, "db_table", None) or getattr(args, "db_query", None):
+        raise InputError(f"--db-table and --db-query name tables of a postgresql:// BOOK, not of the directory {path}")
     return read_sharded_book(path) if is_sharded(path) else read_book(path)
 
 

@@ -359,7 +359,7 @@ def test_cli_synth_revalue_and_stress_with_uris(pg, capsys):
     assert secret not in out.out + out.err and "***" in out.out
 
 
-def test_cli_names_the_database_tables_to_read(pg, capsys):
+def test_cli_names_the_database_tables_to_read(pg, capsys, tmp_path):
     frames = tiny_frames()
     _load(pg, {("open_positions" if k == "positions" else k): v for k, v in frames.items()}, ddl=None)
     assert main(["revalue", pg, "--backend", "cpu", "--db-table", "positions=open_positions"]) == 0
@@ -368,6 +368,12 @@ def test_cli_names_the_database_tables_to_read(pg, capsys):
     assert main(["revalue", pg, "--backend", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "positions: table is missing: no table positions" in err
+    assert main(["revalue", pg, "--backend", "cpu", "--db-table", "positions"]) == 2
+    assert "expected TABLE=VALUE" in capsys.readouterr().err
+    assert main(["revalue", pg, "--backend", "cpu", "--db-table", "trades=open_positions"]) == 2
+    assert "unknown book table(s) trades" in capsys.readouterr().err
+    assert main(["revalue", str(tmp_path), "--backend", "cpu", "--db-table", "positions=open_positions"]) == 2
+    assert "name tables of a postgresql:// BOOK" in capsys.readouterr().err
 
 
 def test_an_output_place_the_database_refuses_is_named_before_any_compute(pg, capsys):
