@@ -566,10 +566,18 @@ def derived_maint_amount(tier_start: np.ndarray, floor: np.ndarray, mmr: np.ndar
     return cum
 
 
-def read_book(directory: str | Path) -> Book:
-    """Read ``markets``, ``tiers``, ``accounts``, ``positions`` (.parquet, .csv or .arrow) and validate."""
+def read_book(directory: str | Path, **database) -> Book:
+    """Read ``markets``, ``tiers``, ``accounts``, ``positions`` (.parquet, .csv or .arrow) and validate.
+    A ``postgresql://`` URI reads them from the database instead (gpurisk.database.read_book;
+    ``tables=`` / ``queries=`` name them there)."""
     from .output import _missing_message, manifest_or_none
 
+    if isinstance(directory, str) and directory.lower().startswith(("postgresql://", "postgres://")):
+        from .database import read_book as read_database_book
+
+        return read_database_book(directory, **database)
+    if database:
+        raise TypeError(f"tables= and queries= are for a postgresql:// URI, not the directory {directory}")
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"book directory {_missing_message(directory)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
@@ -15,6 +16,7 @@ import polars as pl
 
 from .backend import BackendUnavailable
 from .book import BookError, read_book
+from .database import DatabaseError, is_database_uri, redact
 from .distributed import DistributedRunError
 from .engine import Engine, Risk
 from .kernels import KernelBuildError
@@ -39,7 +41,7 @@ class InputError(Exception):
 
 # Errors that mean the input, the usage or the machine's resources are at fault (exit 2).
 _INPUT_ERRORS = (InputError, BookError, OutputError, FileNotFoundError, BackendUnavailable, KernelBuildError,
-                 ValueError, DistributedRunError)
+                 ValueError, DistributedRunError, DatabaseError)
 # OSErrors about a path or the machine's resources, not about gpurisk (exit 2).
 _INPUT_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
                  errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EFBIG}
@@ -249,6 +251,15 @@ def _report(path, **kw) -> None:
 
 def cmd_synth(args) -> int:
     _check_synthetic_size(args.accounts)
+    if is_database_uri(args.out):
+        if args.shards:
+            raise InputError("--shards writes a sharded book directory; a database takes the whole book")
+        from .database import write_book
+
+        book = synthetic_book(args.accounts, seed=args.seed)
+        write_book(args.out, book)
+        print(f"{book!r} written to {redact(args.out)} (tables markets, tiers, accounts, positions)")
+        return 0
     with reserved(args.out, "shard" if args.shards else "book"):
         return _synth(args)
 
@@ -266,11 +277,65 @@ def _synth(args) -> int:
     return 0
 
 
-def _read_any_book(path):
-    """A book directory, plain or sharded (gpurisk synth --shards)."""
+def _read_any_book(path, args=None):
+    """A book directory, plain or sharded (gpurisk synth --shards), or a postgresql:// URI."""
     from .distributed import is_sharded, read_sharded_book
 
+    if is_database_uri(path):
+        return read_book(path, **_db_tables(args))
+    if getattr(args, "db_table", None) or getattr(args, "db_query", None):
+        raise InputError(f"--db-table and --db-query name tables of a postgresql:// BOOK, not of the directory {path}")
     return read_sharded_book(path) if is_sharded(path) else read_book(path)
+
+
+def _db_tables(args) -> dict:
+    """tables= / queries= for a database book from --db-table / --db-query TABLE=VALUE."""
+    out = {"tables": {}, "queries": {}}
+    for option, key in (("db_table", "tables"), ("db_query", "queries")):
+        for item in getattr(args, option, None) or []:
+            name, sep, value = item.partition("=")
+            if not sep or not value.strip():
+                raise InputError(f"--{option.replace('_', '-')} {item!r}: expected TABLE=VALUE "
+                                 f"(TABLE one of markets, tiers, accounts, positions)")
+            out[key][name.strip()] = value.strip()
+    return out
+
+
+def _shown(place) -> str:
+    """A book or output place as printed: a database URI without its password."""
+    return redact(place) if is_database_uri(place) else str(place)
+
+
+@contextlib.contextmanager
+def _reserved_out(args, kind: str):
+    """The output place, refused before any compute: a directory as gpurisk.output.reserved;
+    a database by connecting and checking it takes the tables."""
+    if is_database_uri(args.out):
+        from .database import check_writable
+
+        if args.book and is_database_uri(args.book):
+            _db_tables(args)  # usage errors first
+        check_writable(args.out, args.out_table)
+        yield args.out
+        return
+    with reserved(args.out, kind, inputs=[] if is_database_uri(args.book) else [args.book]):
+        yield args.out
+
+
+def _write_out(result, args) -> str:
+    """Write a revalue result to --out (directory or database); the line to print."""
+    if not is_database_uri(args.out):
+        result.write(args.out)
+        return f"results written to {args.out} (accounts.parquet, positions.parquet)"
+    if isinstance(result, Risk):
+        run = result.write(args.out, table=args.out_table)
+    else:  # gathered from a cluster
+        from .database import write_frames
+
+        run = write_frames(args.out, {"accounts": result.accounts, "positions": result.positions},
+                           args.out_table, "revalue", {"venue": result.venue.name, "backend": result.backend.name})
+    return (f"results written to {redact(args.out)}: tables {args.out_table}_accounts, {args.out_table}_positions "
+            f"(run_id {run}; the run is listed in {args.out_table}_runs)")
 
 
 def _cluster(args):
@@ -286,7 +351,7 @@ def _cluster(args):
 
 def cmd_revalue(args) -> int:
     marks = _parse_marks(args.mark, args.marks)  # usage first: before any reading or computing
-    with reserved(args.out, "revalue", inputs=[args.book]):  # refused before any compute
+    with _reserved_out(args, "revalue"):  # refused before any compute
         return _revalue(args, marks)
 
 
@@ -296,29 +361,28 @@ def _revalue(args, marks) -> int:
         from .distributed import revalue_distributed
 
         with cluster as client:
-            t = _stage(f"revaluing {args.book} on the cluster")
-            risk = revalue_distributed(args.book, client, venue=args.venue, backend=args.backend,
+            source = _read_any_book(args.book, args) if is_database_uri(args.book) else args.book
+            t = _stage(f"revaluing {_shown(args.book)} on the cluster")
+            risk = revalue_distributed(source, client, venue=args.venue, backend=args.backend,
                                        marks=marks)
             _done(t, f"  ({risk!r})")
             _print_summary(risk)
             if args.out:
-                risk.write(args.out)
-                print(f"\nresults written to {args.out} (accounts.parquet, positions.parquet)")
+                print(f"\n{_write_out(risk, args)}")
         return 0
-    t = _stage(f"reading {args.book}")
-    book = _read_any_book(args.book)
+    t = _stage(f"reading {_shown(args.book)}")
+    book = _read_any_book(args.book, args)
     _done(t, f"  ({book!r})")
     engine = Engine(book, venue=args.venue, backend=args.backend)
     risk = engine.revalue(marks)
     _print_summary(risk)
     if args.out:
-        risk.write(args.out)
-        print(f"\nresults written to {args.out} (accounts.parquet, positions.parquet)")
+        print(f"\n{_write_out(risk, args)}")
     return 0
 
 
 def cmd_stress(args) -> int:
-    with reserved(args.out, "stress", inputs=[args.book]):  # refused before any compute
+    with _reserved_out(args, "stress"):  # refused before any compute
         return _stress(args)
 
 
@@ -338,11 +402,11 @@ def _stress(args) -> int:
         scenarios = shock_grid(float(lo), float(hi), int(n))
         what = f"a grid of {int(n):,} shocks from {float(lo):+.0%} to {float(hi):+.0%} on every symbol"
     cluster = _cluster(args)
-    if args.book and cluster is not None:
+    if args.book and cluster is not None and not is_database_uri(args.book):
         book = args.book  # each worker reads the book directory itself
     elif args.book:
-        t = _stage(f"reading {args.book}")
-        book = _read_any_book(args.book)
+        t = _stage(f"reading {_shown(args.book)}")
+        book = _read_any_book(args.book, args)
         _done(t, f"  ({book!r})")
     else:
         _check_synthetic_size(args.accounts)
@@ -394,6 +458,11 @@ def _stress(args) -> int:
         from .book import Book
 
         whole = book if isinstance(book, Book) else None  # not when cluster workers read the book themselves
+        if is_database_uri(args.out):
+            run = res.write(args.out, book=whole, venue=args.venue, backend=args.backend, table=args.out_table)
+            print(f"results written to {redact(args.out)}: tables {args.out_table}_summary, _liquidations, "
+                  f"_adl_fills, _haircuts, _prices, _policy_comparison (run_id {run})")
+            return 1 if failed else 0
         res.write(args.out, book=whole, venue=args.venue, backend=args.backend)
         print(f"results written to {args.out} (summary, liquidations, adl_fills, haircuts, prices, "
               f"policy_comparison .parquet)")
@@ -480,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "`dask worker ADDRESS`); BOOK must be a path every worker can read")
     dist.add_argument("--workers", type=int, metavar="N",
                       help="run on a local Dask cluster of N worker processes (same results as one process)")
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument("--db-table", action="append", metavar="TABLE=NAME",
+                          help="with a postgresql:// BOOK: read TABLE (markets, tiers, accounts, positions) from "
+                               "the database table NAME or SCHEMA.NAME (repeatable; default: the same names)")
+    database.add_argument("--db-query", action="append", metavar="TABLE=SQL",
+                          help="with a postgresql:// BOOK: read TABLE with this SQL query (repeatable)")
 
     d = sub.add_parser("demo", parents=[common], help="synthesize an exchange, revalue it, print and write results",
                        description="End to end on a built-in synthetic exchange: build a balanced book, "
@@ -493,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="write a synthetic book directory",
                        description="Write a balanced synthetic book (markets, tiers, accounts, positions).")
-    s.add_argument("out", help="directory to write")
+    s.add_argument("out", help="directory to write, or a postgresql:// URI (tables markets, tiers, accounts, "
+                               "positions, replaced in one transaction)")
     s.add_argument("--accounts", type=_positive_int, default=100_000, help="trader accounts (default 100,000)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="file format (default parquet)")
@@ -501,24 +577,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a sharded book: N shards of whole accounts (for --scheduler/--workers runs)")
     s.set_defaults(func=cmd_synth)
 
-    r = sub.add_parser("revalue", parents=[common, dist], help="revalue a book directory",
+    r = sub.add_parser("revalue", parents=[common, dist, database], help="revalue a book directory",
                        description="Validate and revalue a book directory holding markets, tiers, accounts and "
-                                   "positions (.parquet, .csv or .arrow). Marks default to the markets table.")
-    r.add_argument("book", help="book directory")
-    r.add_argument("--out", help="write accounts.parquet and positions.parquet here")
+                                   "positions (.parquet, .csv or .arrow), or those tables in PostgreSQL "
+                                   "(postgresql:// URI). Marks default to the markets table.")
+    r.add_argument("book", help="book directory, or postgresql://USER@HOST/DB (one consistent snapshot)")
+    r.add_argument("--out", help="write accounts.parquet and positions.parquet here; or a postgresql:// URI: "
+                                 "tables OUT_TABLE_accounts and OUT_TABLE_positions, replaced in one transaction")
+    r.add_argument("--out-table", default="gpurisk", metavar="NAME",
+                   help="with a postgresql:// --out: table name prefix, NAME or SCHEMA.NAME (default gpurisk)")
     r.add_argument("--mark", action="append", metavar="SYMBOL=PRICE", help="override one mark price (repeatable)")
     r.add_argument("--marks", metavar="FILE", help="override marks from a file with symbol, mark_price columns")
     r.set_defaults(func=cmd_revalue)
 
     st = sub.add_parser(
-        "stress", parents=[common, dist], help="price-shock scenarios and liquidation cascades",
+        "stress", parents=[common, dist, database], help="price-shock scenarios and liquidation cascades",
         description="Run price-shock scenarios through the deleveraging ladder (partial reduction, "
                     "liquidation, backstop), the insurance fund and ADL, on a book directory or a synthetic "
                     "book. Money is conserved and checked on every scenario. Examples:\n"
                     "  gpurisk stress --accounts 100000 --grid -0.5 0.5 1000 --policy all\n"
                     "  gpurisk stress BOOK --grid -0.3 -0.1 5 --steps 20 --impact sqrt --insurance-fund 1e6",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    st.add_argument("book", nargs="?", help="book directory (default: a synthetic book, see --accounts)")
+    st.add_argument("book", nargs="?", help="book directory or postgresql:// URI (default: a synthetic book, "
+                                          "see --accounts)")
     st.add_argument("--accounts", type=_positive_int, default=100_000, help="synthetic book size when no BOOK is given")
     st.add_argument("--seed", type=int, default=0, help="synthetic book seed (default 0)")
     st.add_argument("--grid", nargs=3, metavar=("LO", "HI", "N"), default=("-0.5", "0.5", "101"),
@@ -535,7 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="relative move when the flow equals the depth (default 0.1)")
     st.add_argument("--depth-share", type=float, default=0.1,
                     help="depth per symbol as a share of its open interest notional (default 0.1)")
-    st.add_argument("--out", help="write the result tables here")
+    st.add_argument("--out", help="write the result tables here (a directory, or a postgresql:// URI)")
+    st.add_argument("--out-table", default="gpurisk_stress", metavar="NAME",
+                    help="with a postgresql:// --out: table name prefix (default gpurisk_stress)")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
     st.add_argument("--threads", type=_positive_int, default=None,
                     help="scenario runs at a time (default: one per CPU core on the cpu backend, 1 on the gpu); "

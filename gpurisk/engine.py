@@ -355,22 +355,34 @@ class Risk:
         """Accounts, equity and maintenance margin per status."""
         return status_summary(self.accounts)
 
-    def write(self, directory: str | Path, inputs=()) -> Path:
+    def write(self, directory: str | Path, inputs=(), table: str = "gpurisk") -> Path | str:
         """Write accounts.parquet and positions.parquet into ``directory``, atomically, with a
         manifest (gpurisk.output). ``inputs``: paths the output must not be or be inside (the
-        book directory); the place is checked before the tables are built."""
-        from .output import atomic_dir, book_hash, check_place, _held
+        book directory); the place is checked before the tables are built.
+        A ``postgresql://`` URI writes tables ``<table>_accounts`` and ``<table>_positions``
+        instead, in one transaction, and returns the run id (gpurisk.database)."""
+        from .output import atomic_dir, check_place, _held
 
-        if not _held(Path(directory)):
+        database = isinstance(directory, str) and directory.lower().startswith(("postgresql://", "postgres://"))
+        if not database and not _held(Path(directory)):
             check_place(directory, "revalue", inputs)
         if self.accounts.height != self.book.n_accounts or self.positions.height != self.book.n_positions:
             raise AssertionError("row counts do not reconcile with the book")  # never drop rows silently
-        meta = {"book_hash": book_hash(self.book), "venue": self.venue.name, "backend": self.backend.name,
-                "marks": dict(zip(self.book.symbols, np.asarray(self.mark, float).tolist()))}
-        with atomic_dir(directory, "revalue", meta, inputs) as out:
+        if database:
+            from .database import write_frames
+
+            return write_frames(directory, {"accounts": self.accounts, "positions": self.positions}, table,
+                                "revalue", self._manifest_meta())
+        with atomic_dir(directory, "revalue", self._manifest_meta(), inputs) as out:
             out.write_parquet("accounts.parquet", self.accounts)
             out.write_parquet("positions.parquet", self.positions)
         return Path(directory)
+
+    def _manifest_meta(self) -> dict:
+        from .output import book_hash
+
+        return {"book_hash": book_hash(self.book), "venue": self.venue.name, "backend": self.backend.name,
+                "marks": dict(zip(self.book.symbols, np.asarray(self.mark, float).tolist()))}
 
 
 class Engine:

@@ -37,19 +37,28 @@ class StressResult:
             pl.col("socialized_loss").sum(), pl.col("unfunded").sum(), pl.col("adl_accounts").sum().alias("accounts_hit"),
             pl.col("overshoot").sum(), pl.col("max_haircut_share").max()))
 
-    def write(self, directory: str | Path, book=None, venue=None, backend=None, inputs=()) -> Path:
+    def write(self, directory: str | Path, book=None, venue=None, backend=None, inputs=(),
+              table: str = "gpurisk_stress") -> Path | str:
         """Write the tables (summary, liquidations, adl_fills, haircuts, prices and
         policy_comparison .parquet) atomically, with a manifest (gpurisk.output). ``book``:
         the stressed Book, whose marks go to ``base_marks.parquet`` (the report's shock axis)
-        and whose hash goes to the manifest."""
+        and whose hash goes to the manifest. A ``postgresql://`` URI writes the same tables as
+        ``<table>_summary`` etc. in one transaction and returns the run id (gpurisk.database)."""
         from .output import atomic_dir, book_hash, check_place, _held
 
-        if not _held(Path(directory)):
+        database = isinstance(directory, str) and directory.lower().startswith(("postgresql://", "postgres://"))
+        if not database and not _held(Path(directory)):
             check_place(directory, "stress", inputs)
         meta = {"book_hash": book_hash(book) if book is not None else None,
                 "venue": getattr(venue, "name", venue), "backend": getattr(backend, "name", backend)}
         if book is not None and hasattr(book, "mark_price"):
             meta["marks"] = dict(zip(book.symbols, [float(x) for x in book.mark_price]))
+        if database:
+            from .database import write_frames
+
+            names = ("summary", "liquidations", "adl_fills", "haircuts", "prices")
+            return write_frames(directory, {**{n: getattr(self, n) for n in names},
+                                            "policy_comparison": self.policy_comparison()}, table, "stress", meta)
         with atomic_dir(directory, "stress", meta, inputs) as out:
             for name in ("summary", "liquidations", "adl_fills", "haircuts", "prices"):
                 out.write_parquet(f"{name}.parquet", getattr(self, name))
