@@ -33,6 +33,7 @@ from .backend import Backend, get_backend
 from .book import Book
 from .deleverage import fund_cover, haircuts, queue_fills, queue_front
 from .engine import DeviceBook
+from .funding import funding_steps, settle
 from .ladder import Ladder, get_ladder
 from .impact import Impact, get_impact
 from .liquidation import position_risk
@@ -132,6 +133,7 @@ class _Runner:
         self.entry_notional = float(np.sum(np.abs(book.size) * book.entry * self.cs_pos))  # conservation's scale
         self.net_size = np.bincount(book.pos_symbol, weights=book.size, minlength=book.n_symbols)
         self.symbol_codes = np.arange(book.n_symbols, dtype=np.int32)
+        self.funding = None  # rates per (step, symbol) paid before each step's revaluation (funding=)
 
     # -- device revaluation of a state at marks; host copies of what orchestration needs
     def revalue(self, st: _State, marks: np.ndarray) -> "_Revaluation":
@@ -167,6 +169,15 @@ class _Runner:
     def take_over(self, st: _State, i, qty, bp, market_price):
         self.trade(st, i, qty, bp, market_price)
 
+    def pay_funding(self, st: _State, marks: np.ndarray, t: int):
+        """Funding of step t at its marks (gpurisk/funding.py): wallets and isolated margins pay,
+        the external account takes the net (it holds the other side of any net size)."""
+        if t >= self.funding.shape[0] or not np.any(self.funding[t]):
+            return
+        s = settle(self.backend, self.dev, st.size, st.wallet, st.isolated_margin, marks, self.funding[t])
+        st.wallet, st.isolated_margin = s.wallet, s.isolated_margin
+        st.x_cash += float(np.sum(s.payment))
+
     def release_isolated(self, st: _State, i):
         """Margin left on closed isolated positions goes back to the wallet."""
         closed = i[(self.book.isolated[i] == 1) & (st.size[i] == 0.0)]
@@ -191,6 +202,8 @@ class _Runner:
         last_t = 0
         for t in range(max(steps, n_path)):
             marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
+            if self.funding is not None:
+                self.pay_funding(st, marks, t)
             r = self.revalue(st, marks)
             unit_cross = (r.status >= LIQUIDATABLE) & (r.n_cross > 0)
             pos_open = st.size != 0.0
@@ -438,7 +451,7 @@ class _Runner:
 def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto",
            insurance_fund: float = 0.0, policy="queue", steps: int = 1, impact=None,
            ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
-           detail: bool = True) -> StressResult:
+           detail: bool = True, funding=None) -> StressResult:
     """Run every scenario through the deleveraging sequence; see the module docstring.
     ``scenario_paths``, then ``run_stress``, then the frames.
 
@@ -452,19 +465,22 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
     detail: keep every liquidation, ADL fill and haircut (False: the summary and price paths
         only, for grids of thousands of scenarios whose fills would run to hundreds of millions
         of rows; rerun the scenarios of interest with detail).
+    funding: rates paid before each step's revaluation, at that step's marks (gpurisk/funding.py):
+        {symbol: rate} or a (symbol, funding_rate) frame at every step, a frame with a ``step``
+        column at the steps it lists, or an array (steps, symbols). None: no funding.
     """
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     labels, shocks = scenario_paths(book, scenarios)
     records = run_stress(book, run_ids(labels), shocks, venue=venue, backend=be, insurance_fund=insurance_fund,
                          policy=policies, steps=steps, impact=imp, ladder=lad, batch=batch, progress=progress,
-                         detail=detail)
+                         detail=detail, funding=funding)
     return records.to_result(scenario_labels=labels)
 
 
 def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance",
                backend: "str | Backend" = "auto", insurance_fund: float = 0.0, policy="queue", steps: int = 1,
                impact=None, ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
-               detail: bool = True) -> StressRecords:
+               detail: bool = True, funding=None) -> StressRecords:
     """``stress`` on arrays, without Polars: the same options and the same numbers, as
     StressRecords.
 
@@ -476,11 +492,13 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     steps = int(steps)
     ids, shocks = check_paths(book, scenario_ids, shocks)
+    funding_rates = funding_steps(book, funding, max(steps, shocks.shape[1]))
     if imp is not None:
         imp.depths(book)  # a depth dict naming a symbol the book lacks: refused before any compute
     batch = _whole(batch, "batch", 1, 1 << 20)
     t0 = time.perf_counter()
     runner = _Runner(book, venue, be, lad, imp, insurance_fund)
+    runner.funding = funding_rates
     rec = _Records(detail)
     # Screen: one kernel pass over the positions per batch of scenarios finds those where
     # somebody is liquidatable at the first step's marks.
@@ -491,7 +509,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     done = 0
     for k, sid in enumerate(ids):
         for pol in policies:
-            if live[k] or multi:
+            if live[k] or multi or funding_rates is not None:  # funding moves wallets: run every step
                 row = runner.run(sid, shocks[k], pol, rec, steps)
             else:
                 row = _quiet_row(runner, sid, pol, shocks[k, 0], rec)
