@@ -151,7 +151,7 @@ class FundingResult:
         long = self.book.size > 0
         k = b.n_symbols
         long_paid = np.bincount(b.pos_symbol[long], weights=self.payments[long], minlength=k)
-        short_received = -np.bincount(b.pos_symbol[~long], weights=self.payments[~long], minlength=k)
+        short_received = 0.0 - np.bincount(b.pos_symbol[~long], weights=self.payments[~long], minlength=k)
         return {"long_paid": long_paid, "short_received": short_received,
                 "net_to_external": np.bincount(b.pos_symbol, weights=self.payments, minlength=k)}
 
