@@ -9,7 +9,9 @@ Stages timed (medians of --repeats runs after a warm-up, on the same engine and 
 - arrays: ``what_if_arrays`` with the base kept: checks, upload, the what-if kernel, results
   back to the host (the path of a caller that holds orders as indices);
 - frame: ``engine.what_if(frame)`` with the base kept: validation of the orders table
-  (account and symbol look-ups, value rules), the kernel, and the result frame.
+  (account and symbol look-ups, value rules), the kernel, and the result frame;
+- funding: ``engine.apply_funding(rates)`` on the same resident book (every symbol paying),
+  the two funding kernels and the host copies of wallets, margins and payments.
 Orders: 70% on held positions (adds, reduces, closes and flips), 30% opening new positions,
 20% of the new ones isolated; prices within about 2% of the mark.
 """
@@ -97,6 +99,9 @@ def main(argv=None):
                               "margin_mode": np.array(["cross", "isolated"])[iso]})
         frame_s, frame_all = median_time(lambda: engine.what_if(frame), args.repeats)
         row.update(frame_s=round(frame_s, 4), frame_runs=[round(x, 4) for x in frame_all])
+    rates = dict(zip(book.symbols, np.linspace(-3e-4, 5e-4, book.n_symbols)))
+    funding_s, funding_all = median_time(lambda: engine.apply_funding(rates), args.repeats)
+    row.update(funding_s=round(funding_s, 4), funding_runs=[round(x, 4) for x in funding_all])
     print(json.dumps(row))
 
 
