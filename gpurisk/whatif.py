@@ -181,8 +181,21 @@ def _check_order_arrays(book, acc, sym, q, px, iso, mg, lev) -> None:
     rule("account_index", (acc < 0) | (acc >= book.n_accounts), f"must be in [0, {book.n_accounts})")
     rule("symbol_index", (sym < 0) | (sym >= book.n_symbols), f"must be in [0, {book.n_symbols})")
     _value_rules(rule, q, px, iso, mg, lev)
+    _notional_rule(rule, book, sym, q, px)
     if problems:
         raise BookError(problems)
+
+
+def _notional_rule(rule, book, sym, q, px) -> None:
+    """The order's notional |size|·price·contract_size within the book's per-position limit
+    (rows with an unknown symbol or a bad size or price are other rules' business)."""
+    known = (sym >= 0) & (sym < book.n_symbols)
+    cs = book.contract_size[np.where(known, sym, 0)] if book.n_symbols else np.ones(q.size)
+    with np.errstate(invalid="ignore", over="ignore"):
+        notional = np.abs(q) * px * cs
+        rule("size", known & np.isfinite(q) & np.isfinite(px) & (px > 0) & (notional > _lim.NOTIONAL_MAX),
+             f"order notional |size|·price·contract_size must be <= {_lim.NOTIONAL_MAX:g} "
+             "(input limits, gpurisk.schema)")
 
 
 def _value_rules(rule, q, px, iso, mg, lev) -> None:
@@ -306,6 +319,7 @@ def check_orders(book, orders) -> tuple["pl.DataFrame", tuple]:
     nonnull = ~(q_null | px_null)
     _value_rules(lambda c, bad, t: rule(c, bad & nonnull if c in ("size", "price") else bad, t),
                  q, px, iso, mg, lev)
+    _notional_rule(rule, book, sym_codes, q, px)
     if problems:
         raise BookError(problems)
     frame = pl.DataFrame({"account_id": acc_id, "symbol": sym_text, "margin_mode": mode,

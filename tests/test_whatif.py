@@ -331,6 +331,8 @@ def test_bad_orders_are_refused_naming_the_rows():
         eng.what_if(orders().clear())
     with pytest.raises(BookError, match="orders.size: must be a number"):
         eng.what_if(pl.DataFrame({"account_id": [1], "symbol": ["BTCUSDT"], "size": ["x"], "price": [1.0]}))
+    with pytest.raises(BookError, match=r"orders.size: order notional .* must be <= 1e\+15 .* row 1 \(account_id=2"):
+        eng.what_if(orders((1, "BTCUSDT", 0.1, 60_000.0), (2, "BTCUSDT", 1e11, 60_000.0)))
     with pytest.raises(BookError, match=r"orders.account_index: must be in \[0, 3\)"):
         what_if_arrays(eng, [5], [0], [1.0], [1.0])
 
