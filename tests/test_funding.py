@@ -157,3 +157,25 @@ def test_funding_as_a_stress_step():
     assert abs(late.summary["conservation_error"][0]) <= 1e-12
     with pytest.raises(BookError, match="funding.symbol: must be a symbol of the book"):
         gpurisk.stress(book, scen, backend="cpu", funding={"NOPE": 0.1})
+
+
+def test_what_if_after_funding_sees_the_funded_wallets():
+    book = tiny()
+    eng = Engine(book, backend="cpu")
+    order = pl.DataFrame({"account_id": [2], "symbol": ["ETHUSDT"], "size": [1.0], "price": [3_000.0]})
+    before = eng.what_if(order).row(0, named=True)
+    eng.apply_funding({"BTCUSDT": 0.001})  # account 2 is short BTC 0.1 at 60,000: receives 6
+    after = eng.what_if(order).row(0, named=True)
+    assert after["wallet_balance"] == pytest.approx(before["wallet_balance"] + 6.0)
+    assert after["available_balance"] == pytest.approx(before["available_balance"] + 6.0)
+
+
+def test_stress_funding_as_an_array_of_steps():
+    book = _edge_book()
+    path = pl.DataFrame({"scenario": [0, 0], "step": [0, 1], "symbol": ["BTCUSDT"] * 2, "shock": [0.0, 0.0]})
+    rates = np.zeros((2, book.n_symbols))
+    rates[1, book.symbols.index("BTCUSDT")] = 0.0005
+    res = gpurisk.stress(book, path, backend="cpu", funding=rates)
+    assert set(res.liquidations["step"].to_list()) == {1}
+    with pytest.raises(ValueError, match="one column per symbol"):
+        gpurisk.stress(book, path, backend="cpu", funding=np.zeros((2, 1)))
