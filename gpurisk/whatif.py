@@ -276,6 +276,7 @@ def check_orders(book, orders) -> tuple["pl.DataFrame", tuple]:
     n = df.height
     acc_id = df["account_id"].cast(pl.Int64)
     sym_text = df["symbol"].cast(pl.String)
+
     def describe(rows: np.ndarray) -> tuple[str, ...]:
         pick = rows[:EXAMPLES_SHOWN]
         a = acc_id.gather(pick).to_list()

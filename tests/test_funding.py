@@ -53,7 +53,6 @@ def test_conservation_with_the_rounding_residual_is_exact_in_decimal(rows, data)
     rates = {s: data.draw(st.sampled_from([0.0, 1e-4, -1e-4, 3.7e-4, -0.0075, 0.01, 1 / 3]))
              for s in book.symbols}
     r = apply_funding(book, rates, backend="cpu")
-    notional = book.frames()  # noqa: F841 - the input frames, for the message on failure
     n = np.abs(book.size) * book.mark_price[book.pos_symbol] * book.contract_size[book.pos_symbol]
     rate = np.array([rates[s] for s in book.symbols])[book.pos_symbol]
     assert np.array_equal(r.payments, np.sign(book.size) * (rate * n))
