@@ -27,6 +27,7 @@ _EXPORTS = {
     "revalue_distributed": "distributed", "stress_distributed": "distributed",
     "DistributedEngine": "distributed",
     "DistributedRunError": "distributed",
+    "apply_funding": "funding", "FundingResult": "funding",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -643,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="report.html", help="the HTML file to write (default ./report.html)")
     rp.add_argument("--title", default="gpurisk report", help="page title")
     rp.set_defaults(func=cmd_report)
+
+    from .cli_whatif import add_commands  # what-if and funding (gpurisk/cli_whatif.py)
+
+    add_commands(sub, common, sys.modules[__name__])
     return p
 
 

@@ -457,6 +457,24 @@ class Engine:
         risk._owner = self._token
         return risk
 
+    def what_if(self, orders, marks=None):
+        """Prospective orders (account_id, symbol, signed size, price[, margin_mode,
+        isolated_margin, leverage]), each applied on its own to the resident book, which does
+        not change: one row per order with the position, the account's margin ratio, available
+        balance, status and the liquidation price after it, and whether it passes the
+        initial-margin check. See gpurisk/whatif.py and README "What-if orders"."""
+        from .whatif import what_if
+
+        return what_if(self, orders, marks)
+
+    def apply_funding(self, rates, marks=None):
+        """Pay funding at ``rates`` ({symbol: rate}, a frame of symbol and funding_rate, or an
+        array in symbol order) and the marks: the resident wallets and isolated margins change.
+        Returns a FundingResult. See gpurisk/funding.py and README "Funding"."""
+        from .funding import apply_funding_to_engine
+
+        return apply_funding_to_engine(self, rates, marks)
+
     def _check_out(self, out) -> None:
         """``out=`` must be a Risk this engine returned: its buffers were sized and placed for
         this book on this backend. Another engine's (another book, size or device) would be

@@ -34,7 +34,8 @@ from pathlib import Path
 # passive. It must be set before libgomp loads; a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-KERNEL_FILES = ("margin.cu", "liquidation.cu", "adl.cu", "scan.cu", "stress.cu", "deleverage.cu")
+KERNEL_FILES = ("margin.cu", "liquidation.cu", "adl.cu", "scan.cu", "stress.cu", "deleverage.cu", "whatif.cu",
+                "funding.cu")
 
 CPU_FLAGS = ("-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math",
              "-fPIC", "-shared")
@@ -118,10 +119,12 @@ def _parse_param(text: str, kernel: str) -> Param:
 
 @functools.lru_cache(maxsize=None)
 def signatures() -> dict[str, KernelSignature]:
-    """Every kernel in ``kernels/*.cu``, by name, with its parameter list."""
+    """Every kernel in ``kernels/*.cu``, by name, with its parameter list. A kernel belongs to
+    the file that defines it, not to one that includes that file for its device functions
+    (whatif.cu includes liquidation.cu)."""
     out: dict[str, KernelSignature] = {}
     for fname in KERNEL_FILES:
-        for m in _SIGNATURE.finditer(source(fname)):
+        for m in _SIGNATURE.finditer((kernel_dir() / fname).read_text()):
             params = tuple(_parse_param(p, m.group(1)) for p in m.group(2).split(","))
             out[m.group(1)] = KernelSignature(m.group(1), fname, params)
     return out

@@ -42,6 +42,7 @@ from .book import Book
 from .deleverage import (demand_by_queue, haircut_adl, queue_adl, queue_fills, queue_front, queue_fronts,
                          queue_merges, rotated_queue, take_over_bankrupt)
 from .engine import DeviceBook
+from .funding import funding_steps, settle
 from .ladder import Ladder, get_ladder, ladder_step
 from .ledger import Ledger
 from .impact import Impact, get_impact
@@ -147,6 +148,7 @@ class _Context:
         # Open size per ADL queue in the book as given: how deep a demand reaches, roughly.
         self.queue_size = np.bincount(self.group, weights=np.abs(book.size), minlength=2 * book.n_symbols)
         self.symbol_codes = np.arange(book.n_symbols, dtype=np.int32)
+        self.funding = None  # rates per (step, symbol) paid before each step's revaluation (funding=)
 
     def revalue(self, ledger: Ledger, marks: np.ndarray) -> _Revaluation:
         """The ledger's book revalued at marks on the device (the liquidation-price search
@@ -164,6 +166,16 @@ class _Context:
                             ratio=am.ratio, status=am.status, n_cross=am.n_cross, pos_equity=pr.equity,
                             pos_ratio=pr.ratio, pos_status=pr.status, bp=pr.bankruptcy_price,
                             score=lambda: adl_score(b, dev, mark, pm, pr, self.venue))
+
+    def pay_funding(self, ledger: Ledger, marks: np.ndarray, t: int) -> None:
+        """Funding of step t at its marks (gpurisk/funding.py): wallets and isolated margins pay,
+        the external account takes the net (it holds the other side of any net size)."""
+        if t >= self.funding.shape[0] or not np.any(self.funding[t]):
+            return
+        paid = settle(self.backend, self.dev, ledger.size, ledger.wallet, ledger.isolated_margin, marks,
+                      self.funding[t])
+        ledger.wallet, ledger.isolated_margin = paid.wallet, paid.isolated_margin
+        ledger.x_cash += float(np.sum(paid.payment))
 
     def units(self, r: _Revaluation) -> np.ndarray:
         """Positions the ladder acts on at a revaluation (bool, host): open positions of
@@ -241,6 +253,8 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
     last_t = 0
     for t in range(max(steps, n_path)):
         marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
+        if ctx.funding is not None:
+            ctx.pay_funding(ledger, marks, t)
         r = ctx.revalue(ledger, marks)
         in_unit = ctx.units(r)
         idx = np.flatnonzero(in_unit)
@@ -409,7 +423,7 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
 def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto",
            insurance_fund: float = 0.0, policy="queue", steps: int = 1, impact=None,
            ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
-           detail: bool = True, threads: int | None = None) -> StressResult:
+           detail: bool = True, threads: int | None = None, funding=None) -> StressResult:
     """Run every scenario through the deleveraging sequence; see the module docstring.
     ``scenario_paths``, then ``run_stress``, then the frames.
 
@@ -423,6 +437,9 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
     detail: keep every liquidation, ADL fill and haircut (False: the summary and price paths
         only, for grids of thousands of scenarios whose fills would run to hundreds of millions
         of rows; rerun the scenarios of interest with detail).
+    funding: rates paid before each step's revaluation, at that step's marks (gpurisk/funding.py):
+        {symbol: rate} or a (symbol, funding_rate) frame at every step, a frame with a ``step``
+        column at the steps it lists, or an array (steps, symbols). None: no funding.
     threads: scenario runs at a time (default: one per CPU core on the cpu backend, one on
         the gpu). The results are the same bits on any count; each run in flight holds its own
         copy of the book's balances and a revaluation (about 150 bytes per position).
@@ -431,14 +448,14 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
     labels, shocks = scenario_paths(book, scenarios)
     records = run_stress(book, run_ids(labels), shocks, venue=venue, backend=be, insurance_fund=insurance_fund,
                          policy=policies, steps=steps, impact=imp, ladder=lad, batch=batch, progress=progress,
-                         detail=detail, threads=threads)
+                         detail=detail, threads=threads, funding=funding)
     return records.to_result(scenario_labels=labels)
 
 
 def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance",
                backend: "str | Backend" = "auto", insurance_fund: float = 0.0, policy="queue", steps: int = 1,
                impact=None, ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
-               detail: bool = True, threads: int | None = None) -> StressRecords:
+               detail: bool = True, threads: int | None = None, funding=None) -> StressRecords:
     """``stress`` on arrays, without Polars: the same options and the same numbers, as
     StressRecords.
 
@@ -450,12 +467,14 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     steps = int(steps)
     ids, shocks = check_paths(book, scenario_ids, shocks)
+    funding_rates = funding_steps(book, funding, max(steps, shocks.shape[1]))
     if imp is not None:
         imp.depths(book)  # a depth dict naming a symbol the book lacks: refused before any compute
     batch = _whole(batch, "batch", 1, 1 << 20)
     threads = default_threads(be) if threads is None else _whole(threads, "threads", 1, 1024)
     t0 = time.perf_counter()
     ctx = _Context(book, venue, be, lad, imp, insurance_fund)
+    ctx.funding = funding_rates
     rec = _Records(detail)
     # Screen: one kernel pass over the positions per batch of scenarios finds those where
     # somebody is liquidatable at the first step's marks.
@@ -468,7 +487,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     def one(task):
         k, sid, pol = task
         own = _Records(detail)
-        if live[k] or multi:
+        if live[k] or multi or funding_rates is not None:  # funding moves wallets: run every step
             row = run_scenario(ctx, sid, shocks[k], pol, own, steps)
         else:
             row = _quiet_row(ctx, sid, pol, shocks[k, 0], own)

@@ -1,0 +1,348 @@
+"""What-if orders (gpurisk/whatif.py, kernels/whatif.cu).
+
+Three references:
+- the trade itself (new size, entry, realised PnL, wallet and isolated margin) against plain
+  Decimal arithmetic of README "What-if orders";
+- the account and position after the order against the independent Decimal oracle
+  (tests/oracle.py) revaluing the modified book exactly;
+- against the engine's own full revaluation of the modified book: the same bits where the
+  account holds no other cross position (or the order is isolated), within a stated bound
+  otherwise (the delta sums add in another order).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from decimal import Decimal, localcontext
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, os.path.dirname(__file__))
+from books import tiny_frames  # noqa: E402
+from oracle import book_strategy, engine_book, oracle_revalue  # noqa: E402
+
+import gpurisk  # noqa: E402
+from gpurisk import Book, BookError, Engine  # noqa: E402
+from gpurisk.backend import CpuBackend  # noqa: E402
+from gpurisk.whatif import WHAT_IF_OUTPUT, what_if_arrays  # noqa: E402
+
+F64_EPS = 2.0 ** -52
+
+
+def tiny_engine(venue="binance", **kw):
+    return Engine(Book.from_frames(**tiny_frames()), venue=venue, backend="cpu", **kw)
+
+
+def orders(*rows):
+    cols = ("account_id", "symbol", "size", "price", "margin_mode", "isolated_margin", "leverage")
+    data = {c: [r[i] if i < len(r) else None for r in rows] for i, c in enumerate(cols)}
+    return pl.DataFrame(data, schema={"account_id": pl.Int64, "symbol": pl.String, "size": pl.Float64,
+                                      "price": pl.Float64, "margin_mode": pl.String,
+                                      "isolated_margin": pl.Float64, "leverage": pl.Float64})
+
+
+# ------------------------------------------------------------------ hand-worked examples
+
+
+def test_worked_example_increase_reduce_flip_close_and_isolated():
+    # tiny book: account 1 holds BTC +0.5 @ 58,000 (cross) and ETH -3 @ 3,100 (cross), wallet
+    # 10,000; account 3 holds ETH +2 @ 2,900 isolated with 300 margin. Marks 60,000 / 3,000.
+    out = tiny_engine().what_if(orders(
+        (1, "BTCUSDT", 0.1, 60_000.0),       # increase: entry (0.5·58,000 + 0.1·60,000)/0.6
+        (1, "BTCUSDT", -0.2, 59_000.0),      # reduce: realise 0.2·(59,000 − 58,000) = 200
+        (1, "BTCUSDT", -0.8, 61_000.0),      # flip: realise 0.5·3,000 = 1,500, short 0.3 @ 61,000
+        (1, "ETHUSDT", 3.0, 3_000.0),        # close: realise −3·(3,000 − 3,100) = 300
+        (3, "ETHUSDT", 1.0, 3_000.0, "isolated"),  # add to isolated: margin + IM of 1 ETH (30)
+        (3, "ETHUSDT", -2.0, 3_050.0, "isolated"),  # close isolated: 300 + 300 back to the wallet
+    )).to_dicts()
+    inc, red, flip, close, iso_add, iso_close = out
+    assert inc["size"] == pytest.approx(0.6) and inc["entry_price"] == pytest.approx(35_000 / 0.6)
+    assert inc["realised_pnl"] == 0.0 and inc["wallet_balance"] == 10_000.0
+    assert red["size"] == pytest.approx(0.3) and red["entry_price"] == 58_000.0
+    assert red["realised_pnl"] == pytest.approx(200.0) and red["wallet_balance"] == pytest.approx(10_200.0)
+    assert flip["size"] == pytest.approx(-0.3) and flip["entry_price"] == 61_000.0
+    assert flip["realised_pnl"] == pytest.approx(1_500.0)
+    assert close["size"] == 0.0 and close["entry_price"] is None and close["liq_price"] is None
+    assert close["realised_pnl"] == pytest.approx(300.0) and close["position_status"] is None
+    # after closing ETH, account 1 holds BTC alone: MM = 0.5·60,000·0.004 = 120
+    assert close["account_maint_margin"] == pytest.approx(120.0)
+    assert close["margin_ratio"] == pytest.approx(120.0 / (10_300.0 + 1_000.0))
+    assert iso_add["isolated_margin"] == pytest.approx(330.0) and iso_add["wallet_balance"] == pytest.approx(470.0)
+    assert iso_add["entry_price"] == pytest.approx(8_800.0 / 3)
+    assert iso_close["wallet_balance"] == pytest.approx(1_100.0) and iso_close["isolated_margin"] == 0.0
+    assert all(r["im_check"] for r in out)
+    assert list(tiny_engine().what_if(orders((2, "ETHUSDT", 1.0, 3_000.0))).columns) == list(WHAT_IF_OUTPUT)
+
+
+def test_initial_margin_check():
+    eng = tiny_engine()
+    # account 2: wallet 2,000, short BTC 0.1 @ 61,000 (upnl +100, IM 48): available 2,052.
+    # A buy of 5 ETH at 100x needs 150 of IM: passes; 70 ETH (210,000 notional, tier 50x) needs 4,200: fails.
+    res = eng.what_if(orders((2, "ETHUSDT", 5.0, 3_000.0), (2, "ETHUSDT", 70.0, 3_000.0),
+                             (2, "BTCUSDT", 0.1, 60_000.0))).to_dicts()
+    assert res[0]["im_check"] and res[0]["available_balance"] > 0
+    assert not res[1]["im_check"] and res[1]["available_balance"] < 0
+    assert res[2]["im_check"] and res[2]["size"] == 0.0  # closing always passes
+    # A reduce-only order passes even when the account is short of margin afterwards.
+    starved = Book.from_frames(**{**tiny_frames(), "accounts": pl.DataFrame(
+        {"account_id": [1, 2, 3], "wallet_balance": [10_000.0, -90.0, 500.0]})})
+    r = Engine(starved, backend="cpu").what_if(orders((2, "BTCUSDT", 0.05, 60_500.0))).row(0, named=True)
+    assert r["available_balance"] < 0 and r["im_check"]
+    grow = Engine(starved, backend="cpu").what_if(orders((2, "BTCUSDT", -0.05, 60_500.0))).row(0, named=True)
+    assert grow["available_balance"] < 0 and not grow["im_check"]
+    # Isolated: the given margin must cover the position's initial margin at the mark.
+    thin = eng.what_if(orders((1, "ETHUSDT", 1.0, 3_000.0, "isolated", 10.0),
+                              (1, "ETHUSDT", 1.0, 3_000.0, "isolated", 30.0))).to_dicts()
+    assert not thin[0]["im_check"] and thin[1]["im_check"]
+    assert thin[0]["isolated_margin"] == 10.0 and thin[0]["wallet_balance"] == 9_990.0
+
+
+def test_book_is_not_changed_and_orders_are_independent():
+    eng = tiny_engine()
+    before = eng.revalue()
+    acc_before, pos_before = before.accounts.clone(), before.positions.clone()
+    batch = orders((1, "BTCUSDT", 0.1, 60_000.0), (1, "BTCUSDT", 0.2, 60_000.0), (1, "ETHUSDT", 1.0, 3_000.0),
+                   (2, "ETHUSDT", -1.0, 2_990.0))
+    together = eng.what_if(batch)
+    after = eng.revalue()
+    assert after.accounts.equals(acc_before) and after.positions.equals(pos_before)
+    for i in range(batch.height):  # each order alone gives the same bits as in the batch
+        alone = eng.what_if(batch.slice(i, 1))
+        assert alone.drop("order").equals(together.slice(i, 1).drop("order"))
+
+
+def test_same_bits_on_thread_counts_and_chunked_engines():
+    book = gpurisk.synthetic_book(3_000, seed=5)
+    rng = np.random.default_rng(1)
+    n = 5_000
+    acc = rng.integers(0, book.n_accounts, n).astype(np.int32)
+    sym = rng.integers(0, book.n_symbols, n).astype(np.int32)
+    q = rng.normal(size=n) * 3
+    px = book.mark_price[sym] * (1 + rng.normal(size=n) * 0.01)
+    iso = (rng.random(n) < 0.2).astype(np.int8)
+    runs = []
+    for threads, chunk in ((1, None), (2, None), (2, 1_000)):
+        eng = Engine(book, backend=CpuBackend(threads=threads), chunk_positions=chunk)
+        runs.append(what_if_arrays(eng, acc, sym, q, px, iso))
+    for other in runs[1:]:
+        for k, v in vars(runs[0]).items():
+            assert np.array_equal(v, getattr(other, k), equal_nan=True), k
+
+
+# ------------------------------------------------------------------ against full revaluation
+
+
+def modified_frames(book: Book, row: dict) -> dict:
+    """The book's tables with one what-if order's outcome applied (the engine's own floats)."""
+    f = book.frames()
+    pos = f["positions"]
+    key = (pl.col("account_id") == row["account_id"]) & (pl.col("symbol") == row["symbol"]) & \
+          (pl.col("margin_mode") == str(row["margin_mode"]))
+    rest = pos.filter(~key)
+    held = pos.filter(key)
+    if row["size"] != 0.0:
+        lev = held["leverage"][0] if held.height else None
+        new = pl.DataFrame({"account_id": [row["account_id"]], "symbol": [row["symbol"]], "size": [row["size"]],
+                            "entry_price": [row["entry_price"]], "margin_mode": [str(row["margin_mode"])],
+                            "isolated_margin": [row["isolated_margin"]], "leverage": [lev]},
+                           schema=pos.schema)
+        rest = pl.concat([rest, new])
+    acc = f["accounts"].with_columns(
+        pl.when(pl.col("account_id") == row["account_id"]).then(pl.lit(row["wallet_balance"]))
+        .otherwise(pl.col("wallet_balance")).alias("wallet_balance"))
+    return {**f, "positions": rest, "accounts": acc}
+
+
+def _random_orders(book: Book, n: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    held = rng.random(n) < 0.7
+    pick = rng.integers(0, book.n_positions, n)
+    acc = np.where(held, book.account_id[book.pos_account[pick]], book.account_id[rng.integers(0, book.n_accounts, n)])
+    sym = np.where(held, book.pos_symbol[pick], rng.integers(0, book.n_symbols, n))
+    iso = np.where(held, book.isolated[pick], (rng.random(n) < 0.2).astype(np.int8))
+    kind = rng.integers(0, 4, n)  # 0 add, 1 reduce, 2 close exactly, 3 flip
+    q0 = np.where(held, book.size[pick], 0.0)
+    base = np.where(q0 != 0, np.abs(q0), 1.0)
+    sgn = np.where(q0 != 0, np.sign(q0), rng.choice([-1.0, 1.0], n))
+    dq = np.select([kind == 0, kind == 1, kind == 2], [sgn * base * 0.5, -sgn * base * 0.3, -q0],
+                   -sgn * base * 1.7)
+    dq = np.where(dq == 0, sgn * base, dq)
+    px = book.mark_price[sym] * (1 + rng.normal(size=n) * 0.02)
+    return pl.DataFrame({"account_id": acc, "symbol": [book.symbols[s] for s in sym], "size": dq, "price": px,
+                         "margin_mode": np.array(["cross", "isolated"])[iso]})
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit"])
+def test_against_full_revaluation_of_the_modified_book(venue):
+    """Same bits where the delta cannot reorder a sum (an isolated order, or an account whose
+    only cross position is the one traded); elsewhere within a bound of a few ulps of the
+    account's scale (wallet + Σ|upnl| + Σ MM + Σ IM)."""
+    book = gpurisk.synthetic_book(120, seed=11, n_symbols=4)
+    eng = Engine(book, venue=venue, backend="cpu")
+    base = eng.revalue().accounts
+    res = eng.what_if(_random_orders(book, 150, seed=3))
+    exact_cases = 0
+    for row in res.iter_rows(named=True):
+        mod = Book.from_frames(**modified_frames(book, row))
+        risk = Engine(mod, venue=venue, backend="cpu").revalue()
+        a = risk.accounts.filter(pl.col("account_id") == row["account_id"]).row(0, named=True)
+        b = base.filter(pl.col("account_id") == row["account_id"]).row(0, named=True)
+        others = book.frames()["positions"].filter(
+            (pl.col("account_id") == row["account_id"]) & (pl.col("margin_mode") == "cross")
+            & (pl.col("symbol") != row["symbol"])).height
+        pairs = [("equity", "equity"), ("account_maint_margin", "maint_margin"),
+                 ("account_init_margin", "init_margin"), ("available_balance", "available_balance"),
+                 ("margin_ratio", "margin_ratio")]
+        if str(row["margin_mode"]) == "isolated" or others == 0:
+            exact_cases += 1
+            for mine, theirs in pairs:
+                assert row[mine] == a[theirs] or (math.isnan(row[mine]) and math.isnan(a[theirs])), (row, mine)
+            assert row["status"] == a["status"]
+        else:
+            scale = abs(row["wallet_balance"]) + 4 * (abs(b["upnl"]) + abs(row["upnl"]) + b["maint_margin"]
+                                                      + b["init_margin"] + row["maint_margin"] + row["init_margin"])
+            pos_abs = risk.positions.filter(pl.col("account_id") == row["account_id"])
+            scale += float(pos_abs["upnl"].abs().sum() + pos_abs["maint_margin"].sum() + pos_abs["init_margin"].sum())
+            bound = 8 * F64_EPS * scale
+            for mine, theirs in pairs[:4]:
+                assert abs(row[mine] - a[theirs]) <= bound, (mine, row[mine], a[theirs], bound)
+            if a["equity"] > 0:
+                assert abs(row["margin_ratio"] - a["margin_ratio"]) <= bound * (1 + a["margin_ratio"]) / a["equity"]
+        if row["size"] != 0.0:
+            p = risk.positions.filter((pl.col("account_id") == row["account_id"]) & (pl.col("symbol") == row["symbol"])
+                                      & (pl.col("margin_mode") == row["margin_mode"])).row(0, named=True)
+            for c in ("notional", "upnl", "maint_margin", "init_margin"):
+                assert row[c] == p[c], c  # per-position formulas: the same bits
+            if p["liq_price"] is None or row["liq_price"] is None:
+                assert p["liq_price"] is None and row["liq_price"] is None or \
+                    abs((p["liq_price"] or row["liq_price"]) / p["mark_price"]) < 1e-6
+            else:  # the root against the trigger-side price a revaluation reports
+                assert abs(row["liq_price"] - p["liq_price"]) <= 1e-9 * p["liq_price"] + 1e-12 * p["mark_price"]
+    assert exact_cases > 20  # the exact branch is exercised
+
+
+# ------------------------------------------------------------------ against the Decimal oracle
+
+
+def _decimal_trade(q0, e0, dq, px, cs):
+    """New size, entry and realised PnL of README "What-if orders", in Decimal."""
+    q0, e0, dq, px, cs = (Decimal(x) for x in (q0, e0, dq, px, cs))
+    q1 = q0 + dq
+    adds = q0 == 0 or (q0 > 0) == (dq > 0)
+    flips = not adds and abs(dq) > abs(q0)
+    closed = Decimal(0) if adds else (q0 if flips else -dq)
+    realised = closed * (px - e0) * cs
+    entry = (px if q0 == 0 else (q0 * e0 + dq * px) / q1) if adds else (px if flips else e0)
+    return q1, entry, realised
+
+
+@st.composite
+def book_and_orders(draw):
+    book = draw(book_strategy(max_accounts=4, max_symbols=2, max_tiers=4))
+    rows = []
+    for _ in range(draw(st.integers(1, 4))):
+        acc = draw(st.sampled_from(book["accounts"]))["account_id"]
+        m = draw(st.sampled_from(book["markets"]))
+        mode = draw(st.sampled_from(["cross", "cross", "isolated"]))
+        held = [p for p in book["positions"] if p["account_id"] == acc and p["symbol"] == m["symbol"]
+                and p["margin_mode"] == mode]
+        q0 = held[0]["size"] if held else 0.0
+        kind = draw(st.sampled_from(["add", "reduce", "close", "flip", "new"]))
+        k = draw(st.integers(1, 10_000)) / 1000
+        dq = {"add": k if q0 >= 0 else -k, "reduce": -q0 / 2, "close": -q0, "flip": -2.5 * q0,
+              "new": k * draw(st.sampled_from([1, -1]))}[kind] or k
+        px = m["mark_price"] * draw(st.sampled_from([0.9, 0.99, 1.0, 1.01, 1.1]))
+        rows.append(dict(account_id=acc, symbol=m["symbol"], size=dq, price=px, margin_mode=mode))
+    venue = draw(st.sampled_from(["binance", "bybit"]))
+    return book, rows, venue
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(book_and_orders())
+def test_against_the_decimal_oracle(case):
+    book_rows, order_rows, venue = case
+    book = engine_book(book_rows)
+    res = Engine(book, venue=venue, backend="cpu").what_if(pl.DataFrame(order_rows)).to_dicts()
+    cs_of = {m["symbol"]: m.get("contract_size", 1.0) for m in book_rows["markets"]}
+    for o, r in zip(order_rows, res):
+        held = [p for p in book_rows["positions"] if (p["account_id"], p["symbol"], p["margin_mode"])
+                == (o["account_id"], o["symbol"], o["margin_mode"])]
+        q0, e0 = (held[0]["size"], held[0]["entry_price"]) if held else (0.0, o["price"])
+        with localcontext() as ctx:
+            ctx.prec = 300
+            q1, entry, realised = _decimal_trade(q0, e0, o["size"], o["price"], cs_of[o["symbol"]])
+            assert abs(Decimal(r["size"]) - q1) <= Decimal(F64_EPS) * (abs(Decimal(q0)) + abs(Decimal(o["size"])))
+            if r["size"] != 0.0:
+                assert abs(Decimal(r["entry_price"]) - entry) <= Decimal(1e-12) * entry
+            scale = abs(Decimal(q0)) * (Decimal(o["price"]) + Decimal(e0)) * Decimal(cs_of[o["symbol"]])
+            assert abs(Decimal(r["realised_pnl"]) - realised) <= Decimal(1e-12) * scale
+        # The modified book (the engine's floats) revalued exactly by the oracle.
+        mod = modified_frames(book, r)
+        orc = oracle_revalue(*(mod[t] for t in ("markets", "tiers", "accounts", "positions")), venue=venue)
+        a = orc.account_by_id[o["account_id"]]
+        scale = a["_tol"]["equity"] * 1000 + Decimal(1e-9) * (abs(a["equity"]) + a["maint_margin"] + a["init_margin"]
+                                                              + abs(a["wallet_balance"]) + 1)
+        for mine, theirs in (("equity", "equity"), ("account_maint_margin", "maint_margin"),
+                             ("account_init_margin", "init_margin"), ("available_balance", "available_balance")):
+            assert abs(Decimal(r[mine]) - a[theirs]) <= scale, (mine, r[mine], a[theirs])
+        assert r["status"] in a["_status_ok"] or a["_tol"]["equity"] * 1000 >= abs(a["equity"])
+        if r["size"] != 0.0:
+            p = orc.position_by_key[(o["account_id"], o["symbol"], o["margin_mode"])]
+            want = p["_raw"]["liq_price"]
+            got = r["liq_price"]
+            tol = p["_tol"]["liq_price"]
+            if want is not None and want > 0 and tol != Decimal("Infinity") and got is not None:
+                assert abs(Decimal(got) - want) <= 1000 * tol + Decimal(1e-9) * want, (got, want, tol)
+            elif want is not None and want > 0 and tol != Decimal("Infinity") and want > 1000 * tol:
+                assert got is not None, (o, want)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_orders_are_refused_naming_the_rows():
+    eng = tiny_engine()
+    bad = orders((1, "BTCUSDT", 0.1, 60_000.0), (99, "BTCUSDT", 0.1, 60_000.0), (1, "NOPE", 0.1, 1.0),
+                 (1, "ETHUSDT", float("nan"), 3_000.0), (2, "ETHUSDT", 0.0, 3_000.0),
+                 (2, "ETHUSDT", 1.0, float("inf")), (3, "ETHUSDT", 1.0, 3_000.0, "hedge"),
+                 (3, "ETHUSDT", 1.0, 3_000.0, "cross", 5.0), (3, "ETHUSDT", 1.0, 3_000.0, "isolated", -1.0),
+                 (3, "ETHUSDT", 1.0, 3_000.0, "cross", None, 0.5))
+    with pytest.raises(BookError) as exc:
+        eng.what_if(bad)
+    text = str(exc.value)
+    for expected in ("orders.account_id: must be an account of the book — 1 row: row 1 (account_id=99",
+                     "orders.symbol: must be a symbol of the book — 1 row: row 2",
+                     "orders.size: must be finite and non-zero — 2 rows: row 3", "row 4 (account_id=2",
+                     "orders.price: must be finite and > 0 — 1 row: row 5",
+                     "orders.margin_mode: must be 'cross' or 'isolated' — 1 row: row 6",
+                     "orders.isolated_margin: cross orders carry no isolated_margin",
+                     "orders.isolated_margin: must be finite and in [0", "row 8",
+                     "orders.leverage: must be finite and in [1", "row 9"):
+        assert expected in text, expected
+    with pytest.raises(BookError, match="orders.price: required column is missing"):
+        eng.what_if(pl.DataFrame({"account_id": [1], "symbol": ["BTCUSDT"], "size": [1.0]}))
+    with pytest.raises(BookError, match="orders: table is empty"):
+        eng.what_if(orders().clear())
+    with pytest.raises(BookError, match="orders.size: must be a number"):
+        eng.what_if(pl.DataFrame({"account_id": [1], "symbol": ["BTCUSDT"], "size": ["x"], "price": [1.0]}))
+    with pytest.raises(BookError, match=r"orders.size: order notional .* must be <= 1e\+15 .* row 1 \(account_id=2"):
+        eng.what_if(orders((1, "BTCUSDT", 0.1, 60_000.0), (2, "BTCUSDT", 1e11, 60_000.0)))
+    with pytest.raises(BookError, match=r"orders.account_index: must be in \[0, 3\)"):
+        what_if_arrays(eng, [5], [0], [1.0], [1.0])
+
+
+def test_marks_override_and_pandas_input():
+    eng = tiny_engine()
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"account_id": [2], "symbol": ["BTCUSDT"], "size": [-0.1], "price": [61_000.0]})
+    at_book = eng.what_if(frame).row(0, named=True)
+    moved = eng.what_if(frame, marks={"BTCUSDT": 66_000.0}).row(0, named=True)
+    assert at_book["upnl"] == pytest.approx(-0.2 * (60_000 - 61_000))
+    assert moved["upnl"] == pytest.approx(-0.2 * (66_000 - 61_000))
+    assert moved["notional"] == pytest.approx(0.2 * 66_000)
