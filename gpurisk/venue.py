@@ -101,7 +101,11 @@ class Venue:
 #   writes mark/entry for both sides. gpurisk's earlier reading, (P/E)^side ("hyperliquid"),
 #   is kept as the named variant "hyperliquid_side_2025".
 BINANCE = Venue("binance", mm_base="mark", adl_score="pnl_leverage", lights="rank")
-BYBIT = Venue("bybit", mm_base="entry", adl_score="pnl_leverage", lights="rank")
+# Bybit's classic account: IM on the entry value, and unrealised profit is not available
+# (losses are counted; the example the tests reproduce has a profit, so the loss side follows
+# the cautious reading).
+BYBIT = Venue("bybit", mm_base="entry", adl_score="pnl_leverage", lights="rank", im_base="entry",
+              available_upnl="losses")
 BITMEX = Venue("bitmex", mm_base="entry", adl_score="pnl_leverage", lights="size")
 HYPERLIQUID = Venue("hyperliquid", mm_base="mark", adl_score="mark_over_entry", lights="rank")
 DYDX = Venue("dydx", mm_base="mark", adl_score="random", lights="rank")

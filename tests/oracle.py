@@ -41,7 +41,8 @@ STATUS_ORDER = ("healthy", "margin_call", "liquidatable", "bankrupt")
 # (mark/entry for both sides) are the defaults; OKX and Gate restated from their documents.
 PRESETS = {
     "binance": dict(mm_base="mark", adl_score="pnl_leverage", lights="rank"),
-    "bybit": dict(mm_base="entry", adl_score="pnl_leverage", lights="rank"),  # per the brief
+    "bybit": dict(mm_base="entry", adl_score="pnl_leverage", lights="rank",  # per the brief
+                  im_base="entry", available_upnl="losses"),
     "bitmex": dict(mm_base="entry", adl_score="pnl_leverage", lights="size"),
     "hyperliquid": dict(mm_base="mark", adl_score="mark_over_entry", lights="rank"),
     "dydx": dict(mm_base="mark", adl_score="random", lights="rank"),
