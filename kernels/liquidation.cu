@@ -7,10 +7,13 @@
 // read at the segment boundaries and the root solved in that tier. NaN: no positive root.
 // Written with selects rather than branches on the side: longs and shorts interleave at
 // random in a book, and mispredicted branches would cost more than the arithmetic.
+// With a whole-position rate (jumps: no deduction, MM jumps up at each floor) f also jumps
+// down at each floor. A long's root still lies inside its tier; a short's may be the jump
+// itself, so its price is clamped to the next floor's price.
 GR_DEVICE double liquidation_price_tiered(
     double wp, double mmp, double q, double e, double cs, int s,
     const int* tier_start, const double* tier_mmr, const double* tier_cum,
-    const double* tier_root_bound) {
+    const double* tier_root_bound, const double* tier_floor, int jumps) {
     const double aq = fabs(q);
     const int is_short = q < 0.0 ? 1 : 0;
     const double side = q > 0.0 ? 1.0 : -1.0;
@@ -31,7 +34,11 @@ GR_DEVICE double liquidation_price_tiered(
         const int last = tier_start[s + 1] - 1;
         while (k < last && side_base < bound[2 * (k + 1)]) ++k;
     }
-    const double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
+    double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
+    if (jumps && is_short) {
+        const double top = k + 1 < tier_start[s + 1] ? tier_floor[k + 1] / (aq * cs) : GR_INF;
+        lp = lp < top ? lp : top;
+    }
     // No positive root when side·f(0) >= 0: collateral covers any move (long), or no price
     // is safe (short). Two simple selects, which compile without a branch to mispredict.
     const double lp_positive = lp > 0.0 ? lp : GR_NAN;
@@ -162,7 +169,7 @@ GR_KERNEL void position_risk(
     const double* acc_ratio, const signed char* acc_status, const int* n_cross,
     const long long* pos_start, const double* tier_floor, const double* tick_size, int want_liq_price,
     const double* fee, const double* acc_fee, double close_fee_rate, int tiers_by_contracts,
-    const double* tier_req_mmr,
+    const double* tier_req_mmr, int tier_rate_whole,
     double* pos_equity, double* ratio, signed char* status, double* liq_price,
     double* bankruptcy_price) {
     for_each_index(i, n) {
@@ -216,7 +223,7 @@ GR_KERNEL void position_risk(
             lp = lp > 0.0 ? lp : GR_NAN;
         } else {
             lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_req_mmr, tier_cum,
-                                          tier_root_bound);
+                                          tier_root_bound, tier_floor, tier_rate_whole);
         }
         // Step from the root to the trigger side: at the reported price a revaluation says
         // liquidatable (or bankrupt), whatever float64 rounding did to the root.
