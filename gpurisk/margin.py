@@ -36,7 +36,8 @@ def position_margin(backend: Backend, dev, mark, venue: Venue, out: PositionMarg
     """Per-position margin figures at the mark prices ``mark`` (one per symbol)."""
     xp = backend.xp
     n = dev.n_positions
-    out = out or PositionMargin(*(xp.empty(n, dtype=xp.float64) for _ in range(5)))
+    # close_fee starts at zero: the kernel writes it only for a venue with a fee
+    out = out or PositionMargin(*(xp.empty(n, dtype=xp.float64) for _ in range(4)), xp.zeros(n, dtype=xp.float64))
     tiers = venue_tiers(backend, dev, venue)
     backend.launch("position_margin", n, dev.pos_symbol, dev.size, dev.entry, dev.leverage, mark,
                    dev.contract_size, dev.tier_start, dev.tier_floor, dev.tier_mmr, tiers.cum,
@@ -56,7 +57,7 @@ def account_margin(backend: Backend, dev, pm: PositionMargin, venue: Venue,
                             xp.empty(n, dtype=xp.int8), xp.empty(n, dtype=xp.int32), xp.empty(n, dtype=xp.float64))
     backend.launch("account_margin", n, dev.pos_start, dev.isolated, dev.size, pm.upnl, pm.maint, pm.init,
                    pm.close_fee, dev.wallet, float(venue.margin_call_ratio), float(venue.liquidation_ratio),
-                   AVAILABLE_RULES.index(venue.available_upnl),
+                   AVAILABLE_RULES.index(venue.available_upnl), int(venue.close_fee_rate > 0),
                    out.upnl, out.equity, out.maint, out.init, out.ratio, out.available,
                    out.status, out.n_cross, out.close_fee)
     return out

@@ -91,7 +91,7 @@ GR_DEVICE bool liquidatable_at(const TriggerCheck& c, double p) {
             if (c.isolated[j] || c.size[j] == 0.0) continue;
             su += j == c.i ? up : c.upnl[j];
             sm += j == c.i ? mm : c.maint[j];
-            sf += j == c.i ? fp : c.fee[j];
+            sf += j == c.i ? fp : (c.fee_rate > 0.0 ? c.fee[j] : 0.0);
         }
         eq = c.wallet[c.a] + su;
     }
@@ -190,7 +190,8 @@ GR_KERNEL void position_risk(
         const double iso_margin = isolated_margin[i];
         const double up = upnl[i];
         const double mm = maint[i];
-        const double req = mm + fee[i];  // this position's requirement: MM + close fee
+        const bool with_fee = close_fee_rate > 0.0;  // no fee: its arrays are not read
+        const double req = mm + (with_fee ? fee[i] : 0.0);  // this position's requirement: MM + close fee
         const double w_acct = wallet[a];
         const double eq_acct = equity[a];
         const double mm_acct = acc_maint[a];
@@ -198,7 +199,7 @@ GR_KERNEL void position_risk(
         const signed char st_acct = acc_status[a];
         const bool multi = !iso & (n_cross[a] > 1);
         const double wp = iso ? iso_margin : (multi ? eq_acct - up : w_acct);
-        const double mmp = multi ? (mm_acct + acc_fee[a]) - req : 0.0;
+        const double mmp = multi ? (mm_acct + (with_fee ? acc_fee[a] : 0.0)) - req : 0.0;
         const double eq = iso ? wp + up : eq_acct;
         double r = r_acct;
         signed char st = st_acct;

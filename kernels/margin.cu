@@ -41,9 +41,10 @@ GR_KERNEL void position_margin(
         upnl[i] = upnl_of(q, p, e, cs);
         maint[i] = maint_margin_in(tier_mmr, tier_cum, k_mm, n_mm);
         init[i] = (im_on_entry ? aq * e * cs : n_mark) / lev;
-        // The taker fee to close at the mark, counted in the requirement beside the MM
-        // (at the trigger the mark is the liquidation price).
-        close_fee[i] = close_fee_rate * n_mark;
+        // The taker fee to close at the mark, counted in the requirement beside the MM (at the
+        // trigger the mark is the liquidation price). Without a fee the caller's zeros stay:
+        // no store, and no load downstream (with_fee = 0).
+        if (close_fee_rate > 0.0) close_fee[i] = close_fee_rate * n_mark;
     }
 }
 
@@ -54,7 +55,7 @@ GR_KERNEL void account_margin(
     long long n_accounts, const long long* pos_start, const signed char* isolated,
     const double* size,
     const double* upnl, const double* maint, const double* init, const double* fee,
-    const double* wallet, double margin_call_ratio, double liquidation_ratio, int available_rule,
+    const double* wallet, double margin_call_ratio, double liquidation_ratio, int available_rule, int with_fee,
     double* acc_upnl, double* equity, double* acc_maint, double* acc_init,
     double* ratio, double* available, signed char* status, int* n_cross, double* acc_fee) {
     for_each_index(a, n_accounts) {
@@ -65,7 +66,7 @@ GR_KERNEL void account_margin(
             su += upnl[j];
             sm += maint[j];
             si += init[j];
-            sf += fee[j];
+            sf += with_fee ? fee[j] : 0.0;
             ++nc;
         }
         const double eq = wallet[a] + su;
