@@ -44,7 +44,10 @@ class Venue:
         requirement beside the MM (OKX, Gate). Reported as ``close_fee``; ``maint_margin``
         stays the venue's MM. The margin ratio and status use MM + close fee, and so do the
         liquidation price (where the mark is the liquidation price) and the ADL ranking's
-        inputs. 0: none.
+        inputs. 0: none. The fee is on the notional at the mark; at the trigger the mark is the
+        liquidation price, so venues that document it "at the liquidation price" (Gate, OKX) get
+        the same liquidation price. A fee on the bankruptcy value (Bybit's "fee to close") is
+        not modelled.
     im_base: initial margin on the ``"mark"`` notional or on the ``"entry"`` notional
         (Bybit's classic account).
     available_upnl: ``"equity"`` (available = equity − IM), ``"losses"`` (wallet + unrealised
