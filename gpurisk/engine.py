@@ -7,6 +7,7 @@ the one-shot form. Results stay on the device until a table is asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -368,6 +369,7 @@ class Risk:
         if self.accounts.height != self.book.n_accounts or self.positions.height != self.book.n_positions:
             raise AssertionError("row counts do not reconcile with the book")  # never drop rows silently
         meta = {"book_hash": book_hash(self.book), "venue": self.venue.name, "backend": self.backend.name,
+                "venue_conventions": dataclasses.asdict(self.venue),  # which ADL rule, fee, tier rule
                 "marks": dict(zip(self.book.symbols, np.asarray(self.mark, float).tolist()))}
         with atomic_dir(directory, "revalue", meta, inputs) as out:
             out.write_parquet("accounts.parquet", self.accounts)
