@@ -213,9 +213,10 @@ GR_KERNEL void position_risk(
         pos_equity[i] = eq;
         double lp;
         if (mm_on_entry) {
-            // The close fee moves with the price (rate·|q|·P·cs): it joins the slope.
-            lp = close_fee_rate > 0.0 ? (mmp + mm - wp + q * e * cs) / (cs * (q - close_fee_rate * fabs(q)))
-                                      : e - (wp - mmp - mm) / (q * cs);
+            // The close fee moves with the price (rate·|q|·P·cs): it joins the slope. (A branch on
+            // a launch parameter: predicted, and one division, not two.)
+            if (close_fee_rate > 0.0) lp = (mmp + mm - wp + q * e * cs) / (cs * (q - close_fee_rate * fabs(q)));
+            else lp = e - (wp - mmp - mm) / (q * cs);
             lp = lp > 0.0 ? lp : GR_NAN;
         } else if (tiers_by_contracts) {
             // The tier is set by |q|, not the price: one linear equation in that tier.
