@@ -470,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--venue", default="binance", choices=sorted(PRESETS) + sorted(VARIANTS),
-                        help="venue conventions: MM base, ADL score and lights rule (default binance)")
+                        help="venue conventions: tiers, MM and IM base, close fee, available balance, ADL score and lights "
+                             "(default binance; binance_adl_2019 and hyperliquid_side_2025 are the older ADL rules)")
     common.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"],
                         help="where kernels run: gpu (CuPy), cpu (same kernels compiled with the host "
                              "C++ compiler) or auto (gpu when a CUDA GPU is visible; default)")
