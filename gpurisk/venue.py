@@ -89,20 +89,21 @@ class Venue:
         return replace(self, **changes)
 
 
-# ADL rules, each with its source and the date it was read:
+# ADL rules, each with its source and date:
 # - "pnl_leverage": pnl% × effective leverage (pnl% / effective leverage when losing), ranked
-#   per (symbol, side). BitMEX "Auto-Deleveraging" (bitmex.com/app/autoDeleveraging); Bybit
-#   "Auto-Deleveraging (ADL)" help page; and Binance's current FAQ "What Is Auto-Deleveraging
-#   (ADL) and How Does It Work" (binance.com/en/support/faq/360033525471), which ranks by PnL
-#   percentage × effective leverage (all read 2026-11). Effective leverage is taken per position
-#   as |q|·P / (|q|·|P − BP|) for every venue.
-# - "binance": max(0, upnl)/max(1, wallet) × margin ratio, "LeveragePnL": Binance's FAQ as
-#   published from 2019-09-09 (the same page, earlier text). Kept as the named variant
-#   "binance_adl_2019".
+#   per (symbol, side). BitMEX "Auto-Deleveraging" (bitmex.com/app/autoDeleveraging) and Bybit
+#   "Auto-Deleveraging (ADL)" (the sources the README cites). Binance's current ADL FAQ ranks by
+#   PnL percentage × effective leverage according to the tracker (issue 14, 2026-11) and
+#   DESIGN §5; the copy of "What Is Auto-Deleveraging (ADL) and How Does It Work"
+#   (binance.com/en/support/faq/360033525471) that could be read on 2026-11-28 still carried the
+#   2019-09-09 text below, so the current wording was not re-checked here. Effective leverage
+#   is taken per position as |q|·P / (|q|·|P − BP|) for every venue.
+# - "binance": max(0, upnl)/max(1, wallet) × margin ratio ("LeveragePnL"): the same FAQ as
+#   published on 2019-09-09. Kept as the named variant "binance_adl_2019".
 # - "mark_over_entry": mark/entry × notional / account value, Hyperliquid docs "Auto-deleveraging"
-#   (hyperliquid.gitbook.io/hyperliquid-docs/trading/auto-deleveraging, read 2026-11), which
-#   writes mark/entry for both sides. gpurisk's earlier reading, (P/E)^side ("hyperliquid"),
-#   is kept as the named variant "hyperliquid_side_2025".
+#   (hyperliquid.gitbook.io/hyperliquid-docs/trading/auto-deleveraging), which writes mark/entry
+#   for both sides (as the README and DESIGN §5 quote it). gpurisk's earlier reading,
+#   (P/E)^side ("hyperliquid"), is kept as the named variant "hyperliquid_side_2025".
 BINANCE = Venue("binance", mm_base="mark", adl_score="pnl_leverage", lights="rank")
 # Bybit's classic account: IM on the entry value, and unrealised profit is not available
 # (losses are counted; the example the tests reproduce has a profit, so the loss side follows
