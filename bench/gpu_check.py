@@ -8,7 +8,7 @@ Sections, parity first (a parity failure is fixed before anything else):
 
   compile   every kernel through NVRTC for the device: registers, stack, spills, max threads per block
   tiny      books of 0, 1 and 2 positions, every venue, three mark sets
-  revalue   every output array, five venues, the book's marks and two shocked mark sets, on a book
+  revalue   every output array, seven venues, the book's marks and two shocked mark sets, on a book
             whose position and account loops both wrap at least twice
   chunks    explicit chunk sizes, automatic sizing (pool-held memory counted as free; a GPU
             shared by workers), the resident engine with out= reuse
@@ -64,7 +64,7 @@ from gpurisk.parity import (StandInBackend, adversarial_queue_keys, compare, pla
 from gpurisk.synthetic import synthetic_book  # noqa: E402
 from harness import TimedBackend, Timer, device_bandwidth, kernel_pass_bytes, stages, warm_up  # noqa: E402
 
-VENUES = ("binance", "bybit", "bitmex", "hyperliquid", "dydx")
+VENUES = ("binance", "bybit", "bitmex", "hyperliquid", "dydx", "okx", "gate")
 POSITIONS_PER_ACCOUNT = 2.66
 PLANTABLE = tuple(f"{part}.{f.name}" for part, cls in (("position_margin", PositionMargin),
                                                         ("account_margin", AccountMargin),

@@ -22,7 +22,7 @@ from .engine import Engine, Risk
 from .kernels import KernelBuildError
 from .output import OutputError, check_file_place, check_place, reserved
 from .synthetic import synthetic_book
-from .venue import PRESETS
+from .venue import PRESETS, VARIANTS
 
 # The exit-code rule of every command (README, "Exit codes").
 EXIT_OK = 0
@@ -495,8 +495,9 @@ def cmd_report(args) -> int:
     if risk is not None:
         from .schema import ACCOUNT_OUTPUT, POSITION_OUTPUT
 
-        problems += _table_problems(risk.accounts, f"{results}/accounts.parquet", ACCOUNT_OUTPUT)
-        problems += _table_problems(risk.positions, f"{results}/positions.parquet", POSITION_OUTPUT)
+        optional = {"close_fee"}  # results written before the close fee had their own column
+        problems += _table_problems(risk.accounts, f"{results}/accounts.parquet", ACCOUNT_OUTPUT.keys() - optional)
+        problems += _table_problems(risk.positions, f"{results}/positions.parquet", POSITION_OUTPUT.keys() - optional)
     if stress is not None:
         from .stress import SUMMARY_COLUMNS
 
@@ -538,8 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--venue", default="binance", choices=sorted(PRESETS),
-                        help="venue conventions: MM base, ADL score and lights rule (default binance)")
+    common.add_argument("--venue", default="binance", choices=sorted(PRESETS) + sorted(VARIANTS),
+                        help="venue conventions: tiers, MM and IM base, close fee, available balance, ADL score and lights "
+                             "(default binance; binance_adl_2019 and hyperliquid_side_2025 are the older ADL rules)")
     common.add_argument("--backend", default="auto", choices=["auto", "cpu", "gpu"],
                         help="where kernels run: gpu (CuPy), cpu (same kernels compiled with the host "
                              "C++ compiler) or auto (gpu when a CUDA GPU is visible; default)")

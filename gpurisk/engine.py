@@ -7,6 +7,7 @@ the one-shot form. Results stay on the device until a table is asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -293,6 +294,7 @@ class Risk:
                 "upnl": self._h(am.upnl),
                 "equity": self._h(am.equity),
                 "maint_margin": self._h(am.maint),
+                "close_fee": self._h(am.close_fee),
                 "init_margin": self._h(am.init),
                 "margin_ratio": self._h(am.ratio),
                 "available_balance": self._h(am.available),
@@ -320,6 +322,7 @@ class Risk:
                 "notional": self._h(pm.notional),
                 "upnl": self._h(pm.upnl),
                 "maint_margin": self._h(pm.maint),
+                "close_fee": self._h(pm.close_fee),
                 "init_margin": self._h(pm.init),
                 "margin_ratio": self._h(pr.ratio),
                 "status": _codes(self._h(pr.status), status_codes),
@@ -337,7 +340,7 @@ class Risk:
                 _to_enum("side", side),
                 "size", "entry_price",
                 pl.lit(pl.Series(self.mark)).gather(pl.col("_symbol")).alias("mark_price"),
-                "notional", "upnl", "maint_margin", "init_margin", "margin_ratio",
+                "notional", "upnl", "maint_margin", "close_fee", "init_margin", "margin_ratio",
                 _to_enum("status", status),
                 pl.col("liq_price").fill_nan(None),
                 # null unless > 0; Polars orders NaN above every number, so NaN is excluded by name
@@ -382,6 +385,7 @@ class Risk:
         from .output import book_hash
 
         return {"book_hash": book_hash(self.book), "venue": self.venue.name, "backend": self.backend.name,
+                "venue_conventions": dataclasses.asdict(self.venue),  # which ADL rule, fee, tier rule
                 "marks": dict(zip(self.book.symbols, np.asarray(self.mark, float).tolist()))}
 
 
@@ -495,8 +499,8 @@ class Engine:
         n, m = book.n_positions, book.n_accounts
         if out is None:
             f64 = lambda k: np.empty(k, dtype=np.float64)  # noqa: E731
-            pm = PositionMargin(f64(n), f64(n), f64(n), f64(n))
-            am = AccountMargin(*(f64(m) for _ in range(6)), np.empty(m, np.int8), np.empty(m, np.int32))
+            pm = PositionMargin(f64(n), f64(n), f64(n), f64(n), f64(n))
+            am = AccountMargin(*(f64(m) for _ in range(6)), np.empty(m, np.int8), np.empty(m, np.int32), f64(m))
             pr = PositionRisk(f64(n), f64(n), np.empty(n, np.int8), f64(n), f64(n))
             score = f64(n)
         else:

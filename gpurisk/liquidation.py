@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .backend import Backend
 from .margin import AccountMargin, PositionMargin
+from .tier_rules import venue_tiers
 from .venue import Venue
 
 
@@ -29,11 +30,14 @@ def position_risk(backend: Backend, dev, mark, pm: PositionMargin, am: AccountMa
         out = PositionRisk(xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64),
                            xp.empty(n, dtype=xp.int8), xp.empty(n, dtype=xp.float64),
                            xp.empty(n, dtype=xp.float64))
+    tiers = venue_tiers(backend, dev, venue)
     backend.launch("position_risk", n, dev.pos_account, dev.pos_symbol, dev.size, dev.entry,
                    dev.isolated, dev.isolated_margin, mark, dev.contract_size, dev.tier_start,
-                   dev.tier_mmr, dev.tier_cum, dev.tier_root_bound, int(venue.mm_base == "entry"),
+                   dev.tier_mmr, tiers.cum, tiers.root_bound, int(venue.mm_base == "entry"),
                    float(venue.margin_call_ratio), float(venue.liquidation_ratio),
                    pm.upnl, pm.maint, dev.wallet, am.equity, am.maint, am.ratio, am.status, am.n_cross,
                    dev.pos_start, dev.tier_floor, dev.tick_size, int(liq_price),
+                   pm.close_fee, am.close_fee, float(venue.close_fee_rate), int(venue.tier_basis == "contracts"),
+                   tiers.req_mmr, int(venue.tier_rate == "whole"),
                    out.equity, out.ratio, out.status, out.liq_price, out.bankruptcy_price)
     return out

@@ -97,9 +97,10 @@ ACCOUNT_OUTPUT = {
     "upnl": "sum of unrealised PnL over cross positions",
     "equity": "wallet_balance + upnl",
     "maint_margin": "sum of maintenance margin over cross positions",
+    "close_fee": "sum of the close fee counted in the requirement (Venue.close_fee_rate; 0 without)",
     "init_margin": "sum of initial margin over cross positions",
-    "margin_ratio": "maint_margin / equity; +inf when equity <= 0; 0 with no cross positions",
-    "available_balance": "equity - init_margin",
+    "margin_ratio": "(maint_margin + close_fee) / equity; +inf when equity <= 0; 0 with no cross positions",
+    "available_balance": "equity - init_margin (or per Venue.available_upnl)",
     "status": "healthy | margin_call | liquidatable | bankrupt",
     "n_positions": "cross and isolated positions held",
 }
@@ -115,7 +116,8 @@ POSITION_OUTPUT = {
     "notional": "|size| * mark_price * contract_size",
     "upnl": "size * (mark_price - entry_price) * contract_size",
     "maint_margin": "tiered maintenance margin",
-    "init_margin": "notional / leverage",
+    "close_fee": "taker fee to close at the mark, counted in the requirement (Venue.close_fee_rate)",
+    "init_margin": "notional / leverage (entry notional with Venue.im_base='entry')",
     "margin_ratio": "the account's (cross) or the position's own (isolated)",
     "status": "the account's (cross) or the position's own (isolated)",
     "liq_price": "price where equity = maintenance margin, others at mark, stepped to the trigger side "

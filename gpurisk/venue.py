@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-ADL_SCORES = {"pnl_leverage": 0, "binance": 1, "hyperliquid": 2, "random": 3}  # kernel codes
+ADL_SCORES = {"pnl_leverage": 0, "binance": 1, "hyperliquid": 2, "random": 3,  # kernel codes
+              "mark_over_entry": 4}
 LIGHTS_RULES = ("size", "rank")
 MM_BASES = ("mark", "entry")
+IM_BASES = ("mark", "entry")
+TIER_BASES = ("notional", "contracts")
+TIER_RATES = ("deduction", "whole")
+AVAILABLE_RULES = ("equity", "losses", "wallet")  # kernel codes 0, 1, 2 (kernels/margin.cu)
 
 
 @dataclass(frozen=True)
@@ -26,9 +31,27 @@ class Venue:
         ((mark/entry)^side × notional / equity), ``"random"`` (dYdX: a seeded cyclic order).
     lights: ``"size"`` (size-weighted cumulative share of the queue) or ``"rank"``
         (rank / count), both in 20% steps, 5 lights at the front.
+        ``"mark_over_entry"`` (mark/entry × notional / equity for both sides, Hyperliquid's text).
     margin_call_ratio: margin ratio from which an account is in ``margin_call``.
     liquidation_ratio: margin ratio from which it is ``liquidatable`` (1 = equity at MM).
     adl_seed: seed of the ``random`` order.
+    tier_basis: ``"notional"`` (tier floors are notionals) or ``"contracts"`` (floors are
+        numbers of contracts |q|, as OKX counts them; the tier then does not move with price).
+    tier_rate: ``"deduction"`` (MM = N·rate_k − amount_k, continuous across tiers: Binance,
+        Bybit, Gate since 2025-07-29) or ``"whole"`` (the tier's rate on the whole position, no
+        deduction: OKX; the tiers' maint_amount is then not used).
+    close_fee_rate: the taker fee to close, as a rate on the mark notional, counted in the
+        requirement beside the MM (OKX, Gate). Reported as ``close_fee``; ``maint_margin``
+        stays the venue's MM. The margin ratio and status use MM + close fee, and so do the
+        liquidation price (where the mark is the liquidation price) and the ADL ranking's
+        inputs. 0: none. The fee is on the notional at the mark; at the trigger the mark is the
+        liquidation price, so venues that document it "at the liquidation price" (Gate, OKX) get
+        the same liquidation price. A fee on the bankruptcy value (Bybit's "fee to close") is
+        not modelled.
+    im_base: initial margin on the ``"mark"`` notional or on the ``"entry"`` notional
+        (Bybit's classic account).
+    available_upnl: ``"equity"`` (available = equity − IM), ``"losses"`` (wallet + unrealised
+        losses − IM: profits not available), ``"wallet"`` (wallet − IM, Bybit's classic account).
     """
 
     name: str
@@ -38,8 +61,19 @@ class Venue:
     margin_call_ratio: float = 0.8
     liquidation_ratio: float = 1.0
     adl_seed: int = 0
+    tier_basis: str = "notional"
+    tier_rate: str = "deduction"
+    close_fee_rate: float = 0.0
+    im_base: str = "mark"
+    available_upnl: str = "equity"
 
     def __post_init__(self):
+        for field, allowed in (("tier_basis", TIER_BASES), ("tier_rate", TIER_RATES), ("im_base", IM_BASES),
+                               ("available_upnl", AVAILABLE_RULES)):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"Venue.{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        if not (isinstance(self.close_fee_rate, (int, float)) and 0.0 <= self.close_fee_rate < 0.1):
+            raise ValueError(f"Venue.close_fee_rate must be a rate in [0, 0.1), got {self.close_fee_rate!r}")
         if self.mm_base not in MM_BASES:
             raise ValueError(f"Venue.mm_base must be one of {MM_BASES}, got {self.mm_base!r}")
         if self.adl_score not in ADL_SCORES:
@@ -55,20 +89,55 @@ class Venue:
         return replace(self, **changes)
 
 
-BINANCE = Venue("binance", mm_base="mark", adl_score="binance", lights="rank")
-BYBIT = Venue("bybit", mm_base="entry", adl_score="pnl_leverage", lights="rank")
+# ADL rules, each with its source and date:
+# - "pnl_leverage": pnl% × effective leverage (pnl% / effective leverage when losing), ranked
+#   per (symbol, side). BitMEX "Auto-Deleveraging" (bitmex.com/app/autoDeleveraging) and Bybit
+#   "Auto-Deleveraging (ADL)" (the sources the README cites). Binance's current ADL FAQ ranks by
+#   PnL percentage × effective leverage according to the tracker (issue 14, 2026-11) and
+#   DESIGN §5; the copy of "What Is Auto-Deleveraging (ADL) and How Does It Work"
+#   (binance.com/en/support/faq/360033525471) that could be read on 2026-11-28 still carried the
+#   2019-09-09 text below, so the current wording was not re-checked here. Effective leverage
+#   is taken per position as |q|·P / (|q|·|P − BP|) for every venue.
+# - "binance": max(0, upnl)/max(1, wallet) × margin ratio ("LeveragePnL"): the same FAQ as
+#   published on 2019-09-09. Kept as the named variant "binance_adl_2019".
+# - "mark_over_entry": mark/entry × notional / account value, Hyperliquid docs "Auto-deleveraging"
+#   (hyperliquid.gitbook.io/hyperliquid-docs/trading/auto-deleveraging), which writes mark/entry
+#   for both sides (as the README and DESIGN §5 quote it). gpurisk's earlier reading,
+#   (P/E)^side ("hyperliquid"), is kept as the named variant "hyperliquid_side_2025".
+BINANCE = Venue("binance", mm_base="mark", adl_score="pnl_leverage", lights="rank")
+# Bybit's classic account: IM on the entry value, and unrealised profit is not available
+# (losses are counted; the example the tests reproduce has a profit, so the loss side follows
+# the cautious reading).
+BYBIT = Venue("bybit", mm_base="entry", adl_score="pnl_leverage", lights="rank", im_base="entry",
+              available_upnl="losses")
 BITMEX = Venue("bitmex", mm_base="entry", adl_score="pnl_leverage", lights="size")
-HYPERLIQUID = Venue("hyperliquid", mm_base="mark", adl_score="hyperliquid", lights="rank")
+HYPERLIQUID = Venue("hyperliquid", mm_base="mark", adl_score="mark_over_entry", lights="rank")
 DYDX = Venue("dydx", mm_base="mark", adl_score="random", lights="rank")
+# OKX USDT-margined swaps: tiers counted in contracts, the tier's rate on the whole position,
+# the liquidation fee (taker rate) in the requirement. Sources: OKX "Tiered maintenance margin
+# ratio rules" and the USDT-margined swap position-tier announcements (the tier tables in
+# contracts); OKX Academy "USDT Delivery Contracts: Margin" (liquidation when the margin ratio
+# reaches the MMR + liquidation fee rate). 0.05% is OKX's regular-user swap taker rate.
+OKX = Venue("okx", mm_base="mark", adl_score="pnl_leverage", lights="rank", tier_basis="contracts",
+            tier_rate="whole", close_fee_rate=0.0005)
+# Gate USDT-margined perpetuals: tiered MM by position value with deductions (the gradient rule
+# since 2025-07-29), liquidation price (E ∓ margin/size)/(1 ∓ (MMR + taker rate)): the taker fee
+# on the notional at the liquidation price. Taker rate 0.075% as Gate's help quotes it.
+GATE = Venue("gate", mm_base="mark", adl_score="pnl_leverage", lights="rank", close_fee_rate=0.00075)
 
-PRESETS = {v.name: v for v in (BINANCE, BYBIT, BITMEX, HYPERLIQUID, DYDX)}
+PRESETS = {v.name: v for v in (BINANCE, BYBIT, BITMEX, HYPERLIQUID, DYDX, OKX, GATE)}
+# Older rules, kept under their own names (each Venue keeps its venue's name: ladders and labels).
+VARIANTS = {
+    "binance_adl_2019": BINANCE.with_(adl_score="binance"),
+    "hyperliquid_side_2025": HYPERLIQUID.with_(adl_score="hyperliquid"),
+}
 
 
 def get_venue(venue: "str | Venue") -> Venue:
     if isinstance(venue, Venue):
         return venue
     try:
-        return PRESETS[venue]
+        return PRESETS[venue] if venue in PRESETS else VARIANTS[venue]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown venue {venue!r}; presets are {', '.join(PRESETS)}, "
-                         "or pass a gpurisk.Venue(...)") from None
+        raise ValueError(f"unknown venue {venue!r}; presets are {', '.join(PRESETS)} (older rules: "
+                         f"{', '.join(VARIANTS)}), or pass a gpurisk.Venue(...)") from None

@@ -141,6 +141,18 @@ def base_figures(engine, marks=None) -> BaseFigures:
     return engine._what_if_base
 
 
+def _check_conventions(venue) -> None:
+    """What-if orders model tiered notional deductions, initial margin on the mark, unrealised
+    PnL in the available balance and no close fee; refuse a venue that sets otherwise rather
+    than answer differently from a revaluation."""
+    other = [f"{name}={getattr(venue, name)!r}" for name, plain in
+             (("close_fee_rate", 0.0), ("tier_basis", "notional"), ("tier_rate", "deduction"), ("im_base", "mark"),
+              ("available_upnl", "equity")) if getattr(venue, name) != plain]
+    if other:
+        raise ValueError(f"what-if orders do not model venue {venue.name!r}'s {', '.join(other)} yet; "
+                         "use a venue without them (binance, bitmex, hyperliquid, dydx)")
+
+
 def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=None, margin=None,
                    leverage=None, marks=None) -> WhatIfArrays:
     """What-if on arrays: ``account_index`` (int32, row of the book's sorted accounts),
@@ -148,6 +160,7 @@ def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=No
     (float64); optional ``isolated`` (int8, 1 = isolated), ``margin`` (float64, NaN = default)
     and ``leverage`` (float64, 0 = default). The arrays are checked (shapes, index ranges,
     finite values) and a BookError names the first bad rows; see ``Engine.what_if``."""
+    _check_conventions(engine.venue)
     book = engine.book
     n = int(np.asarray(size).size)
     acc = np.ascontiguousarray(account_index, dtype=np.int32)
@@ -217,6 +230,7 @@ def _value_rules(rule, q, px, iso, mg, lev) -> None:
 
 
 def _launch(engine, base: BaseFigures, acc, sym, q, px, iso, mg, lev) -> WhatIfArrays:
+    _check_conventions(engine.venue)
     b, dev, venue = base.backend, base.dev, engine.venue
     xp = b.xp
     n = q.size
@@ -341,6 +355,7 @@ def account_index(book, ids: np.ndarray) -> np.ndarray:
 
 def what_if(engine, orders, marks=None) -> "pl.DataFrame":
     """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders"."""
+    _check_conventions(engine.venue)
     frame, arrays = check_orders(engine.book, orders)
     base = base_figures(engine, marks)
     r = _launch(engine, base, *arrays)

@@ -5,6 +5,7 @@
 #define GR_SCORE_BINANCE 1       // max(0, upnl) / max(1, wallet) × margin ratio
 #define GR_SCORE_HYPERLIQUID 2   // (P/E)^side × notional / equity
 #define GR_SCORE_NONE 3          // no ranking (dYdX): order set by the caller
+#define GR_SCORE_MARK_OVER_ENTRY 4  // (P/E) × notional / equity, both sides (Hyperliquid's text)
 
 // Higher score = deleveraged first. pos_equity is the account's equity for cross
 // positions and the position's own for isolated ones; ratio likewise.
@@ -35,6 +36,9 @@ GR_KERNEL void adl_score(
         } else if (method == GR_SCORE_HYPERLIQUID) {
             const double eq = pos_equity[i];
             if (eq > 0.0) sc = (q > 0.0 ? p / e : e / p) * notional[i] / eq;
+        } else if (method == GR_SCORE_MARK_OVER_ENTRY) {
+            const double eq = pos_equity[i];
+            if (eq > 0.0) sc = (p / e) * notional[i] / eq;
         }
         score[i] = sc;
     }

@@ -7,10 +7,13 @@
 // read at the segment boundaries and the root solved in that tier. NaN: no positive root.
 // Written with selects rather than branches on the side: longs and shorts interleave at
 // random in a book, and mispredicted branches would cost more than the arithmetic.
+// With a whole-position rate (jumps: no deduction, MM jumps up at each floor) f also jumps
+// down at each floor. A long's root still lies inside its tier; a short's may be the jump
+// itself, so its price is clamped to the next floor's price.
 GR_DEVICE double liquidation_price_tiered(
     double wp, double mmp, double q, double e, double cs, int s,
     const int* tier_start, const double* tier_mmr, const double* tier_cum,
-    const double* tier_root_bound) {
+    const double* tier_root_bound, const double* tier_floor, int jumps) {
     const double aq = fabs(q);
     const int is_short = q < 0.0 ? 1 : 0;
     const double side = q > 0.0 ? 1.0 : -1.0;
@@ -31,7 +34,11 @@ GR_DEVICE double liquidation_price_tiered(
         const int last = tier_start[s + 1] - 1;
         while (k < last && side_base < bound[2 * (k + 1)]) ++k;
     }
-    const double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
+    double lp = (wp - mmp + tier_cum[k] - q * e * cs) / (aq * cs * tier_mmr[k] - q * cs);
+    if (jumps && is_short) {
+        const double top = k + 1 < tier_start[s + 1] ? tier_floor[k + 1] / (aq * cs) : GR_INF;
+        lp = lp < top ? lp : top;
+    }
     // No positive root when side·f(0) >= 0: collateral covers any move (long), or no price
     // is safe (short). Two simple selects, which compile without a branch to mispredict.
     const double lp_positive = lp > 0.0 ? lp : GR_NAN;
@@ -44,14 +51,15 @@ GR_DEVICE double liquidation_price_tiered(
 // is the status such a revaluation reports, bit for bit, on every backend.
 struct TriggerCheck {
     long long i;
-    int a, s, mm_on_entry;
+    int a, s, mm_on_entry, by_contracts;
     bool iso, alone;  // alone: the account's only open cross position
-    double q, e, cs, iso_margin, mm_fixed, margin_call_ratio, liquidation_ratio;
+    double q, e, cs, iso_margin, mm_fixed, margin_call_ratio, liquidation_ratio, fee_rate;
     const long long* pos_start;
     const signed char* isolated;
     const double* size;
     const double* upnl;
     const double* maint;
+    const double* fee;
     const double* wallet;
     const int* tier_start;
     const double* tier_floor;
@@ -61,25 +69,33 @@ struct TriggerCheck {
 
 GR_DEVICE bool liquidatable_at(const TriggerCheck& c, double p) {
     const double up = upnl_of(c.q, p, c.e, c.cs);
+    const double n_p = fabs(c.q) * p * c.cs;
     const double mm = c.mm_on_entry ? c.mm_fixed
-                                    : maint_margin_of(c.tier_start, c.tier_floor, c.tier_mmr, c.tier_cum,
-                                                      c.s, fabs(c.q) * p * c.cs);
+                      : (c.by_contracts ? maint_margin_in(c.tier_mmr, c.tier_cum,
+                                                          tier_of(c.tier_start, c.tier_floor, c.s, fabs(c.q)), n_p)
+                                        : maint_margin_of(c.tier_start, c.tier_floor, c.tier_mmr, c.tier_cum, c.s, n_p));
+    // The close fee at p, as position_margin computes it (no fee: 0, even where the search's
+    // far prices make n_p overflow, so that 0·inf never turns a status into NaN).
+    const double fp = c.fee_rate > 0.0 ? c.fee_rate * n_p : 0.0;
     double eq = c.iso_margin + up;
-    double sm = mm;
+    double sm = mm, sf = fp;
     if (!c.iso && c.alone) {  // the sums below over one position: the same bits, no walk
         eq = c.wallet[c.a] + (0.0 + up);
         sm = 0.0 + mm;
+        sf = 0.0 + fp;
     } else if (!c.iso) {
         double su = 0.0;
         sm = 0.0;
+        sf = 0.0;
         for (long long j = c.pos_start[c.a]; j < c.pos_start[c.a + 1]; ++j) {
             if (c.isolated[j] || c.size[j] == 0.0) continue;
             su += j == c.i ? up : c.upnl[j];
             sm += j == c.i ? mm : c.maint[j];
+            sf += j == c.i ? fp : (c.fee_rate > 0.0 ? c.fee[j] : 0.0);
         }
         eq = c.wallet[c.a] + su;
     }
-    const double r = margin_ratio_of(sm, eq);
+    const double r = margin_ratio_of(sm + sf, eq);
     return status_of(eq, r, c.margin_call_ratio, c.liquidation_ratio) >= GR_LIQUIDATABLE;
 }
 
@@ -152,6 +168,8 @@ GR_KERNEL void position_risk(
     const double* wallet, const double* equity, const double* acc_maint,
     const double* acc_ratio, const signed char* acc_status, const int* n_cross,
     const long long* pos_start, const double* tier_floor, const double* tick_size, int want_liq_price,
+    const double* fee, const double* acc_fee, double close_fee_rate, int tiers_by_contracts,
+    const double* tier_req_mmr, int tier_rate_whole,
     double* pos_equity, double* ratio, signed char* status, double* liq_price,
     double* bankruptcy_price) {
     for_each_index(i, n) {
@@ -172,6 +190,8 @@ GR_KERNEL void position_risk(
         const double iso_margin = isolated_margin[i];
         const double up = upnl[i];
         const double mm = maint[i];
+        const bool with_fee = close_fee_rate > 0.0;  // no fee: its arrays are not read
+        const double req = mm + (with_fee ? fee[i] : 0.0);  // this position's requirement: MM + close fee
         const double w_acct = wallet[a];
         const double eq_acct = equity[a];
         const double mm_acct = acc_maint[a];
@@ -179,12 +199,12 @@ GR_KERNEL void position_risk(
         const signed char st_acct = acc_status[a];
         const bool multi = !iso & (n_cross[a] > 1);
         const double wp = iso ? iso_margin : (multi ? eq_acct - up : w_acct);
-        const double mmp = multi ? mm_acct - mm : 0.0;
+        const double mmp = multi ? (mm_acct + (with_fee ? acc_fee[a] : 0.0)) - req : 0.0;
         const double eq = iso ? wp + up : eq_acct;
         double r = r_acct;
         signed char st = st_acct;
         if (iso) {  // the one branch left: its division is needed for 15% of positions only
-            r = margin_ratio_of(mm, eq);
+            r = margin_ratio_of(req, eq);
             st = status_of(eq, r, margin_call_ratio, liquidation_ratio);
         }
         ratio[i] = r;
@@ -196,17 +216,26 @@ GR_KERNEL void position_risk(
         double lp = GR_NAN;
         if (want_liq_price && q != 0.0) {
             if (mm_on_entry) {
-                lp = e - (wp - mmp - mm) / (q * cs);
+                // The close fee moves with the price (rate·|q|·P·cs): it joins the slope. (A
+                // branch on a launch parameter: predicted, and one division, not two.)
+                if (close_fee_rate > 0.0) lp = (mmp + mm - wp + q * e * cs) / (cs * (q - close_fee_rate * fabs(q)));
+                else lp = e - (wp - mmp - mm) / (q * cs);
+                lp = lp > 0.0 ? lp : GR_NAN;
+            } else if (tiers_by_contracts) {
+                // The tier is set by |q|, not the price: one linear equation in that tier.
+                const int k = tier_of(tier_start, tier_floor, s, fabs(q));
+                lp = (wp - mmp + tier_cum[k] - q * e * cs) / (fabs(q) * cs * tier_req_mmr[k] - q * cs);
                 lp = lp > 0.0 ? lp : GR_NAN;
             } else {
-                lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_mmr, tier_cum,
-                                              tier_root_bound);
+                lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_req_mmr, tier_cum,
+                                              tier_root_bound, tier_floor, tier_rate_whole);
             }
             // Step from the root to the trigger side: at the reported price a revaluation says
             // liquidatable (or bankrupt), whatever float64 rounding did to the root.
-            const TriggerCheck chk = {i, a, s, mm_on_entry, iso, n_cross[a] == 1, q, e, cs, iso_margin, mm,
-                                      margin_call_ratio, liquidation_ratio, pos_start, isolated, size,
-                                      upnl, maint, wallet, tier_start, tier_floor, tier_mmr, tier_cum};
+            const TriggerCheck chk = {i, a, s, mm_on_entry, tiers_by_contracts, iso, n_cross[a] == 1, q, e, cs,
+                                      iso_margin, mm, margin_call_ratio, liquidation_ratio, close_fee_rate,
+                                      pos_start, isolated, size, upnl, maint, fee, wallet, tier_start,
+                                      tier_floor, tier_mmr, tier_cum};
             lp = trigger_side_price(chk, lp, tick_size[s]);
         }
         if (q == 0.0) {  // closed during a stress run: no prices, no status of its own

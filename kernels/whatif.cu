@@ -135,7 +135,7 @@ GR_KERNEL void what_if(
                 lp = lp > 0.0 ? lp : GR_NAN;
             } else {
                 lp = liquidation_price_tiered(wp, mmp, q1, e1, cs, s, tier_start, tier_mmr, tier_cum,
-                                              tier_root_bound);
+                                              tier_root_bound, tier_floor, 0);  // deduction tiers
             }
         }
         const bool increases = open && (q0 == 0.0 || flips || fabs(q1) > fabs(q0));

@@ -75,8 +75,10 @@ GRADUAL = [1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0]  # the level reached in six e
 # scenarios: {"ids", "levels", "path": fractions per step or None, "symbol_factor"}:
 #   shocks[k, t, j] = levels[k] * path[t] * symbol_factor[j % len]   (path None: one step, fraction 1)
 # or {"ids", "shocks": [[[...symbol] ...step] ...scenario]} given outright.
+# Venues "binance_adl_2019" and "hyperliquid_side_2025": the ADL rules these fixtures were frozen
+# with (issue 14 made the current rules the presets' defaults); the ladders are those venues' own.
 CASES = [
-    dict(name="balanced_binance_target_all_policies", book="balanced", venue="binance", ladder=None,
+    dict(name="balanced_binance_target_all_policies", book="balanced", venue="binance_adl_2019", ladder=None,
          policy=list(POLICIES), steps=1, impact=None, insurance_fund=2e5,
          scenarios=dict(ids=[0, 1, 2, 3, 4, 5], levels=[-0.4, -0.18, -0.004, 0.003, 0.12, 0.3], path=None,
                         symbol_factor=ODD_DOWN),
@@ -92,13 +94,13 @@ CASES = [
          impact={"model": "linear", "coefficient": 0.02, "depth_share": 1.0}, insurance_fund=5e4,
          scenarios=dict(ids=[0, 1, 2, 3], levels=[-0.3, -0.06, 0.12, 0.3], path=GRADUAL, symbol_factor=ODD_DOWN),
          expect=["adl_fills", "reduce", "backstop", "takeover", "multi_step", "impact_moves_prices", "heavy"]),
-    dict(name="isolated_hyperliquid_slices_backstop_sqrt_cascade", book="isolated", venue="hyperliquid",
+    dict(name="isolated_hyperliquid_slices_backstop_sqrt_cascade", book="isolated", venue="hyperliquid_side_2025",
          ladder=None, policy=["queue", "rap"], steps=6,
          impact={"model": "sqrt", "coefficient": 0.02, "depth_share": 1.0}, insurance_fund=0.0,
          scenarios=dict(ids=[0, 1, 2], levels=[-0.4, -0.2, 0.12], path=GRADUAL, symbol_factor=ODD_DOWN),
          expect=["adl_fills", "haircuts", "reduce", "backstop", "takeover", "multi_step", "impact_moves_prices",
                  "isolated_units", "heavy"]),
-    dict(name="isolated_hyperliquid_ladder_off", book="isolated", venue="hyperliquid", ladder={},
+    dict(name="isolated_hyperliquid_ladder_off", book="isolated", venue="hyperliquid_side_2025", ladder={},
          policy=["capped_pro_rata"], steps=1, impact=None, insurance_fund=3e4,
          scenarios=dict(ids=[0, 1, 2, 3], levels=[-0.4, -0.1, 0.005, 0.3], path=None, symbol_factor=ODD_DOWN),
          expect=["haircuts", "takeover", "no_reduce", "isolated_units", "insurance_used", "heavy"]),
@@ -115,17 +117,17 @@ CASES = [
          policy=["queue"], steps=3, impact={"model": "sqrt", "coefficient": 0.2}, insurance_fund=0.0,
          scenarios=dict(ids=[0, 1, 2], levels=[-0.4, -0.22, 0.25], path=None, symbol_factor=ODD_DOWN),
          expect=["adl_fills", "takeover", "no_reduce", "multi_step", "impact_moves_prices", "heavy"]),
-    dict(name="deep_binance_target_all_policies_sqrt_path", book="deep", venue="binance", ladder=None,
+    dict(name="deep_binance_target_all_policies_sqrt_path", book="deep", venue="binance_adl_2019", ladder=None,
          policy=list(POLICIES), steps=3, impact="sqrt", insurance_fund=1e5,
          scenarios=dict(ids=[0, 1, 2, 3], levels=[-0.4, -0.04, 0.05, 0.2], path=[0.5, 1.0, 1.0],
                         symbol_factor=ODD_DOWN),
          expect=["adl_fills", "haircuts", "reduce", "takeover", "multi_step", "impact_moves_prices", "deep_tier",
                  "insurance_used", "heavy"]),
-    dict(name="deep_binance_ladder_off_queue", book="deep", venue="binance", ladder={},
+    dict(name="deep_binance_ladder_off_queue", book="deep", venue="binance_adl_2019", ladder={},
          policy=["queue"], steps=1, impact=None, insurance_fund=0.0,
          scenarios=dict(ids=[0, 1, 2, 3], levels=[-0.4, -0.1, 0.004, 0.15], path=None, symbol_factor=ODD_DOWN),
          expect=["adl_fills", "takeover", "no_reduce", "deep_tier", "heavy"]),
-    dict(name="calm_binance_quiet_screening", book="calm", venue="binance", ladder=None,
+    dict(name="calm_binance_quiet_screening", book="calm", venue="binance_adl_2019", ladder=None,
          policy=["queue", "pro_rata"], steps=1, impact=None, insurance_fund=1e4,
          scenarios=dict(ids=[901, 17, 5, 300, 42], levels=[-0.003, 0.002, -0.4, 0.004, -0.75], path=None,
                         symbol_factor=ODD_DOWN),

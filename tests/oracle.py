@@ -37,12 +37,20 @@ F64_UNIT = Decimal(2) ** -53  # float64 unit roundoff
 STATUS_ORDER = ("healthy", "margin_call", "liquidatable", "bankrupt")
 
 # The presets, restated from the brief (not imported from the engine).
+# Issue 14: Binance's current ADL rule (PnL% × effective leverage) and Hyperliquid's text
+# (mark/entry for both sides) are the defaults; OKX and Gate restated from their documents.
 PRESETS = {
-    "binance": dict(mm_base="mark", adl_score="binance", lights="rank"),
-    "bybit": dict(mm_base="entry", adl_score="pnl_leverage", lights="rank"),  # per the brief
+    "binance": dict(mm_base="mark", adl_score="pnl_leverage", lights="rank"),
+    "bybit": dict(mm_base="entry", adl_score="pnl_leverage", lights="rank",  # per the brief
+                  im_base="entry", available_upnl="losses"),
     "bitmex": dict(mm_base="entry", adl_score="pnl_leverage", lights="size"),
-    "hyperliquid": dict(mm_base="mark", adl_score="hyperliquid", lights="rank"),
+    "hyperliquid": dict(mm_base="mark", adl_score="mark_over_entry", lights="rank"),
     "dydx": dict(mm_base="mark", adl_score="random", lights="rank"),
+    "okx": dict(mm_base="mark", adl_score="pnl_leverage", lights="rank", tier_basis="contracts",
+                tier_rate="whole", close_fee_rate=0.0005),
+    "gate": dict(mm_base="mark", adl_score="pnl_leverage", lights="rank", close_fee_rate=0.00075),
+    "binance_adl_2019": dict(mm_base="mark", adl_score="binance", lights="rank"),
+    "hyperliquid_side_2025": dict(mm_base="mark", adl_score="hyperliquid", lights="rank"),
 }
 
 
@@ -54,6 +62,14 @@ class OracleVenue:
     lights: str = "rank"
     margin_call_ratio: float = 0.8
     liquidation_ratio: float = 1.0
+    tier_basis: str = "notional"  # or "contracts": tiers looked up by |q|
+    tier_rate: str = "deduction"  # or "whole": the tier's rate on the whole position, no amount
+    close_fee_rate: float = 0.0  # taker fee on the mark notional, in the requirement
+    im_base: str = "mark"
+    available_upnl: str = "equity"  # or "losses", "wallet"
+
+
+_CONVENTIONS = ("tier_basis", "tier_rate", "close_fee_rate", "im_base", "available_upnl")
 
 
 def as_venue(venue) -> OracleVenue:
@@ -63,7 +79,8 @@ def as_venue(venue) -> OracleVenue:
         return venue
     # a gpurisk.Venue or anything with the same attributes
     return OracleVenue(venue.name, venue.mm_base, venue.adl_score, venue.lights,
-                       venue.margin_call_ratio, venue.liquidation_ratio)
+                       venue.margin_call_ratio, venue.liquidation_ratio,
+                       **{c: getattr(venue, c) for c in _CONVENTIONS if hasattr(venue, c)})
 
 
 # --------------------------------------------------------------------------------------
@@ -358,21 +375,31 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
         N = V(aq) * P * cs
         upnl = V(q) * (V(P) - E) * cs
         Nmm = N if venue.mm_base == "mark" else V(aq) * E * cs
+        whole = venue.tier_rate == "whole"
+        by_contracts = venue.tier_basis == "contracts"
 
         def mm_at(k, nmm=Nmm, ts=ts):
-            return nmm * ts[k].mmr - ts[k].cum
+            return nmm * ts[k].mmr - (D0 if whole else ts[k].cum)
 
-        k_mm = tier_index(ts, Nmm.v)
-        MM = spread(mm_at(k_mm), [mm_at(k) for k in tier_candidates(ts, Nmm)])
-        k_n = tier_index(ts, N.v)
-        if lev_in is not None:
-            IM = N / dec(lev_in)
+        N_im = N if venue.im_base == "mark" else V(aq) * E * cs
+        if by_contracts:  # the tier of |q|: exact, no float64 notional near a floor
+            k_mm = k_n = tier_index(ts, aq)
+            MM = mm_at(k_mm)
+            IM = N_im / dec(lev_in) if lev_in is not None else N_im / ts[k_n].max_lev
         else:
-            IM = spread(N / ts[k_n].max_lev, [N / ts[k].max_lev for k in tier_candidates(ts, N)])
+            k_mm = tier_index(ts, Nmm.v)
+            MM = spread(mm_at(k_mm), [mm_at(k) for k in tier_candidates(ts, Nmm)])
+            k_n = tier_index(ts, N.v)
+            if lev_in is not None:
+                IM = N_im / dec(lev_in)
+            else:
+                IM = spread(N_im / ts[k_n].max_lev, [N_im / ts[k].max_lev for k in tier_candidates(ts, N)])
+        FEE = N * dec(float(venue.close_fee_rate))
         pos.append(dict(
             account_id=r["account_id"], symbol=sym, margin_mode=mode,
             side="long" if q > 0 else "short", size=q, entry_price=E, mark_price=P,
-            _q=q, _cs=cs, _iso=iso, _tiers=ts, _N=N, _upnl=upnl, _MM=MM, _IM=IM,
+            _q=q, _cs=cs, _iso=iso, _tiers=ts, _N=N, _upnl=upnl, _MM=MM, _IM=IM, _FEE=FEE,
+            _REQ=MM + FEE,
             _k_mm=k_mm, _k_n=k_n,
         ))
     pos.sort(key=lambda p: (p["account_id"], p["symbol"], p["margin_mode"] != "cross"))
@@ -392,18 +419,28 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
         upnl = V(D0)
         MM = V(D0)
         IM = V(D0)
+        FEE = V(D0)
         for p in cross:
             upnl = upnl + p["_upnl"]
             MM = MM + p["_MM"]
             IM = IM + p["_IM"]
+            FEE = FEE + p["_FEE"]
         eq = V(W) + upnl
-        avail = eq - IM
-        ratio = _ratio(MM, eq, bool(cross))
-        status, status_ok = _status(MM, eq, bool(cross), venue)
+        if venue.available_upnl == "equity":
+            avail = eq - IM
+        elif venue.available_upnl == "losses":
+            avail = V(W) + (upnl if upnl.v < 0 else V(D0)) - IM
+            if straddles_zero(upnl):
+                avail = V(avail.v, avail.e + abs(upnl.v) + upnl.e)
+        else:
+            avail = V(W) - IM
+        REQ = MM + FEE
+        ratio = _ratio(REQ, eq, bool(cross))
+        status, status_ok = _status(REQ, eq, bool(cross), venue)
         row = dict(account_id=aid, wallet_balance=W, upnl=upnl.v, equity=eq.v,
-                   maint_margin=MM.v, init_margin=IM.v, margin_ratio=ratio.v,
+                   maint_margin=MM.v, close_fee=FEE.v, init_margin=IM.v, margin_ratio=ratio.v,
                    available_balance=avail.v, status=status, n_positions=len(mine))
-        row["_tol"] = dict(wallet_balance=D0, upnl=upnl.e, equity=eq.e, maint_margin=MM.e,
+        row["_tol"] = dict(wallet_balance=D0, upnl=upnl.e, equity=eq.e, maint_margin=MM.e, close_fee=FEE.e,
                            init_margin=IM.e, margin_ratio=ratio.e, available_balance=avail.e)
         row["_status_ok"] = status_ok
         acc_out.append(row)
@@ -422,7 +459,7 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
             MMp = V(D0)
             for o in others:
                 Wp = Wp + o["_upnl"]
-                MMp = MMp + o["_MM"]
+                MMp = MMp + o["_REQ"]
             eq, ratio = st_["eq"], st_["ratio"]
             status, status_ok = st_["status"], st_["status_ok"]
             W_score = st_["W"]
@@ -430,19 +467,27 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
             others = []
             Wp, MMp = V(p["_iso"]), V(D0)
             eq = V(p["_iso"]) + p["_upnl"]
-            ratio = _ratio(p["_MM"], eq, True)
-            status, status_ok = _status(p["_MM"], eq, True, venue)
+            ratio = _ratio(p["_REQ"], eq, True)
+            status, status_ok = _status(p["_REQ"], eq, True, venue)
             W_score = p["_iso"]
         p["_eq"] = eq
 
         # liquidation price: equity(P) = MM(P), the others at their marks
+        # with the close fee f·|q|·P·cs in the requirement: rate mmr + f in P
+        f = dec(float(venue.close_fee_rate))
         if venue.mm_base == "entry":
-            lp = V(E) - (Wp - MMp - p["_MM"]) / (V(q) * cs)
+            # equity(P) = MM' + MM_i + f·|q|·P·cs  =>  P·cs·(q − f·|q|) = MM' + MM_i − W' + q·E·cs
+            lp = (MMp + p["_MM"] - Wp + V(q) * E * cs) / (V(cs) * (V(q) - f * aq))
+        elif venue.tier_basis == "contracts":
+            t = ts[p["_k_mm"]]
+            cum = D0 if venue.tier_rate == "whole" else t.cum
+            lp = (Wp - MMp + cum - V(q) * E * cs) / (V(aq) * cs * (t.mmr + f) - V(q) * cs)
+            k = p["_k_mm"]
         else:
             lp = None
             for k, t in enumerate(ts):
-                num = Wp - MMp + t.cum - V(q) * E * cs
-                den = V(aq) * cs * t.mmr - V(q) * cs
+                num = Wp - MMp + (D0 if venue.tier_rate == "whole" else t.cum) - V(q) * E * cs
+                den = V(aq) * cs * (t.mmr + f) - V(q) * cs
                 root = num / den
                 n_at = aq * root.v * cs
                 upper = ts[k + 1].floor if k + 1 < len(ts) else INF
@@ -459,7 +504,7 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
             # rounding of equity - MM evaluated near the root (a few units of 2^-53 of the
             # terms' size), so it may flip that far over |d(equity - MM)/dP| from the exact
             # root. The comparison is widened by exactly that: a few ulps of the price.
-            slope = aq * cs * (1 if venue.mm_base == "entry" else abs(ts[k].mmr - sgn))
+            slope = aq * cs * (abs(f - sgn) if venue.mm_base == "entry" else abs(ts[k].mmr + f - sgn))
             size_ = abs(Wp.v) + abs(MMp.v) + 2 * aq * (E + abs(lp.v)) * cs
             lp = V(lp.v, lp.e + 16 * F64_UNIT * size_ / slope)
         # bankruptcy price
@@ -488,29 +533,30 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
                 score = up / max(D1, W_score) * ratio
                 if straddles_zero(eq):
                     score = V(score.v, INF)
-        elif venue.adl_score == "hyperliquid":
+        elif venue.adl_score in ("hyperliquid", "mark_over_entry"):
             if eq.v <= 0:
                 score = V(D0, INF if straddles_zero(eq) else D0)
             else:
-                f = V(P) / E if q > 0 else V(E) / P
-                score = f * p["_N"] / eq
+                pe = V(P) / E if q > 0 or venue.adl_score == "mark_over_entry" else V(E) / P
+                score = pe * p["_N"] / eq
         # "random": not modelled
 
         p.update(
-            notional=p["_N"].v, upnl=p["_upnl"].v, maint_margin=p["_MM"].v,
+            notional=p["_N"].v, upnl=p["_upnl"].v, maint_margin=p["_MM"].v, close_fee=p["_FEE"].v,
             init_margin=p["_IM"].v, margin_ratio=ratio.v, status=status,
             liq_price=(lp.v if lp is not None and lp.v > 0 else None),
             bankruptcy_price=(bp.v if bp.v > 0 else None),
             adl_score=None if score is None else score.v,
         )
         p["_tol"] = dict(size=D0, entry_price=D0, mark_price=D0, notional=p["_N"].e,
-                         upnl=p["_upnl"].e, maint_margin=p["_MM"].e, init_margin=p["_IM"].e,
+                         upnl=p["_upnl"].e, maint_margin=p["_MM"].e, close_fee=p["_FEE"].e,
+                         init_margin=p["_IM"].e,
                          margin_ratio=ratio.e,
                          liq_price=INF if lp is None else lp.e, bankruptcy_price=bp.e,
                          adl_score=INF if score is None else score.e)
         p["_raw"] = dict(liq_price=None if lp is None else lp.v, bankruptcy_price=bp.v,
                          liq_tier=None if lp is None or venue.mm_base == "entry"
-                         else tier_index(ts, aq * lp.v * cs))
+                         else (p["_k_mm"] if venue.tier_basis == "contracts" else tier_index(ts, aq * lp.v * cs)))
         p["_status_ok"] = status_ok
 
     # ---- ADL ranks and lights --------------------------------------------------------
@@ -745,10 +791,10 @@ def _nullable_price(name, got, row, strict, errs, where):
     errs.append(f"{where} {name}: engine {got!r}, oracle {want} (raw {raw})")
 
 
-ACCOUNT_NUMERIC = ("wallet_balance", "upnl", "equity", "maint_margin", "init_margin",
+ACCOUNT_NUMERIC = ("wallet_balance", "upnl", "equity", "maint_margin", "close_fee", "init_margin",
                    "margin_ratio", "available_balance")
 POSITION_NUMERIC = ("size", "entry_price", "mark_price", "notional", "upnl", "maint_margin",
-                    "init_margin", "margin_ratio")
+                    "close_fee", "init_margin", "margin_ratio")
 
 
 def compare(risk, orc: OracleResult, strict: bool = True) -> list[str]:

@@ -29,7 +29,7 @@ from gpurisk.distributed import (  # noqa: E402
 )
 from gpurisk.stress import Impact, shock_grid, stress  # noqa: E402
 
-VENUES = ["binance", "bybit", "bitmex", "hyperliquid", "dydx"]
+VENUES = ["binance", "bybit", "bitmex", "hyperliquid", "dydx", "okx", "gate"]
 SHARDS = [1, 2, 3, 8]
 TABLES = ("summary", "liquidations", "adl_fills", "haircuts", "prices")
 

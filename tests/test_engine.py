@@ -269,7 +269,8 @@ def _reference_tables(risk):
                            risk.adl, risk.backend.to_host)
     accounts = pl.DataFrame({
         "account_id": b.account_id, "wallet_balance": b.wallet, "upnl": h(am.upnl), "equity": h(am.equity),
-        "maint_margin": h(am.maint), "init_margin": h(am.init), "margin_ratio": h(am.ratio),
+        "maint_margin": h(am.maint), "close_fee": h(am.close_fee), "init_margin": h(am.init),
+        "margin_ratio": h(am.ratio),
         "available_balance": h(am.available), "status": enum(STATUSES).gather(h(am.status)),
         "n_positions": np.diff(b.pos_start).astype(np.int32)})
     liq, bp = h(pr.liq_price), h(pr.bankruptcy_price)
@@ -278,7 +279,8 @@ def _reference_tables(risk):
         "margin_mode": enum(MARGIN_MODES).gather(b.isolated),
         "side": enum(SIDES).gather((b.size < 0).astype(np.int8)), "size": b.size, "entry_price": b.entry,
         "mark_price": risk.mark[b.pos_symbol], "notional": h(pm.notional), "upnl": h(pm.upnl),
-        "maint_margin": h(pm.maint), "init_margin": h(pm.init), "margin_ratio": h(pr.ratio),
+        "maint_margin": h(pm.maint), "close_fee": h(pm.close_fee), "init_margin": h(pm.init),
+        "margin_ratio": h(pr.ratio),
         "status": enum(STATUSES).gather(h(pr.status)), "liq_price": pl.Series(liq).fill_nan(None),
         "bankruptcy_price": pl.Series(np.where(bp > 0, bp, np.nan)).fill_nan(None),
         "adl_score": h(q.score), "adl_rank": queue(q.rank, pl.Int64), "adl_lights": queue(q.lights, pl.Int8)})

@@ -37,7 +37,7 @@ def test_stand_in_check_passes_every_section_without_polars(tmp_path):
     by_name = sections(report)
     assert set(by_name) == {"compile", "tiny", "revalue", "chunks", "sort", "stress", "flags", "timing"}
     assert all(s["status"] == "pass" for s in report["sections"]), [(s["name"], s["notes"]) for s in report["sections"]]
-    assert len(by_name["revalue"]["checks"]) == 15  # five venues, three mark sets
+    assert len(by_name["revalue"]["checks"]) == 21  # seven venues, three mark sets
     assert by_name["revalue"]["figures"]["account_loop_passes"] > 2
     assert len(by_name["stress"]["checks"]) == 5
     assert all(c["elements"] > 0 for c in by_name["stress"]["checks"])

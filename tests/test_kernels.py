@@ -18,7 +18,7 @@ def test_every_kernel_is_parsed_with_its_parameters():
             "block_sum", "segment_block_offsets", "block_scan"} <= set(sigs)
     pm = sigs["position_margin"]
     assert pm.params[0].name == "n" and pm.params[0].kind == "scalar"
-    assert [p.name for p in pm.params if p.writes] == ["notional", "upnl", "maint", "init"]
+    assert [p.name for p in pm.params if p.writes] == ["notional", "upnl", "maint", "init", "close_fee"]
 
 
 def test_tier_padding_covers_the_kernels_lookahead():

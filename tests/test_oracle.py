@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 gpurisk = pytest.importorskip("gpurisk")
 
-VENUES = ("binance", "bybit", "bitmex", "hyperliquid", "dydx")
+VENUES = ("binance", "bybit", "bitmex", "hyperliquid", "dydx", "okx", "gate")
 
 
 # ---- small builders ------------------------------------------------------------------
@@ -229,6 +229,8 @@ def test_presets_match_the_spec():
         v = gpurisk.get_venue(name)
         assert (v.mm_base, v.adl_score, v.lights) == (conv["mm_base"], conv["adl_score"],
                                                        conv["lights"]), name
+        for c in oracle._CONVENTIONS:
+            assert getattr(v, c) == conv.get(c, getattr(oracle.OracleVenue(name), c)), (name, c)
         assert (v.margin_call_ratio, v.liquidation_ratio) == (0.8, 1.0), name
 
 
@@ -373,9 +375,9 @@ def test_oracle_hand_values_multi_cross():
 
 
 def test_oracle_hand_values_adl():
-    o = oracle_of(adl_queues(), "binance")
+    o = oracle_of(adl_queues(), "binance_adl_2019")
     k = o.position_by_key
-    # binance: max(0, upnl) / max(1, wallet) * ratio; 121/122 tie -> account id order
+    # binance's 2019 rule: max(0, upnl) / max(1, wallet) * ratio; 121/122 tie -> account id order
     assert k[(121, "BTC", "cross")]["adl_rank"] < k[(122, "BTC", "cross")]["adl_rank"]
     assert k[(124, "BTC", "cross")]["adl_score"] == k[(124, "BTC", "isolated")]["adl_score"]
     assert k[(124, "BTC", "cross")]["adl_rank"] + 1 == k[(124, "BTC", "isolated")]["adl_rank"]

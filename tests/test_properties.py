@@ -30,7 +30,7 @@ from oracle import engine_book, oracle_of  # noqa: E402
 gpurisk = pytest.importorskip("gpurisk")
 from polars.testing import assert_frame_equal  # noqa: E402
 
-VENUES = ("binance", "bybit", "bitmex", "hyperliquid", "dydx")
+VENUES = ("binance", "bybit", "bitmex", "hyperliquid", "dydx", "okx", "gate")
 REL = 1e-9
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_CHECKS = 4  # re-revaluations per example
@@ -63,22 +63,23 @@ def account_scale(risk, aid, wallet, cs):
 
 
 def equity_and_mm(risk, row, iso, cs):
-    """(equity, maintenance margin, scale) of the account (cross) or the position (isolated)."""
+    """(equity, requirement, scale) of the account (cross) or the position (isolated): the
+    requirement is the maintenance margin plus the close fee of venues that count it."""
     aid, sym = row["account_id"], row["symbol"]
     if row["margin_mode"] == "cross":
         a = risk.accounts.filter(account_id=aid).to_dicts()[0]
-        return (a["equity"], a["maint_margin"],
+        return (a["equity"], a["maint_margin"] + a["close_fee"],
                 account_scale(risk, aid, a["wallet_balance"], cs))
     p = risk.positions.filter(account_id=aid, symbol=sym, margin_mode="isolated").to_dicts()[0]
     m = iso[(aid, sym)]
     scale = m + p["notional"] + abs(p["size"]) * p["entry_price"] * cs[sym] + p["maint_margin"]
-    return m + p["upnl"], p["maint_margin"], scale
+    return m + p["upnl"], p["maint_margin"] + p["close_fee"], scale
 
 
 # ---- liquidation price ----------------------------------------------------------------
 
 @settings(max_examples=50, **SETTINGS)
-@given(oracle.book_strategy(), st.sampled_from(["binance", "bybit", "bitmex"]))
+@given(oracle.book_strategy(), st.sampled_from(["binance", "bybit", "bitmex", "okx", "gate"]))
 def test_equity_equals_mm_at_liquidation_price(book, venue):
     eb = engine_book(book)
     base = revalue(eb, venue)

@@ -456,6 +456,7 @@ class TestReadBook:
         m = read_manifest(tmp_path / "r", kind="revalue")
         assert m["book_hash"] == read_manifest(tmp_path / "b")["book_hash"]
         assert m["venue"] == "bybit" and m["backend"] == "cpu" and m["marks"]["BTCUSDT"] == 50_000.0
+        assert m["venue_conventions"]["adl_score"] == "pnl_leverage" and m["venue_conventions"]["im_base"] == "entry"
         assert m["files"]["accounts.parquet"]["rows"] == pl.read_parquet(tmp_path / "r" / "accounts.parquet").height
 
 

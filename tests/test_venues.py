@@ -257,3 +257,111 @@ def test_dydx_queue_is_a_seeded_cyclic_rotation_of_account_order():
         again = revalue(b, venue=DYDX.with_(adl_seed=seed), backend="cpu")
         assert again.positions["adl_rank"].to_list() == risk.positions["adl_rank"].to_list()
     assert len(set(seeds.values())) > 1  # the seed moves the start
+
+
+# ------------------------------------------------------------------ OKX and Gate (issue 14)
+#
+# OKX: "Tiered maintenance margin ratio rules" (okx.com/help/v-tiered-maintenance-margin-ratio-rules,
+# updated 2025-05-16) and OKX Academy "IX. USDT Sustainable Contracts: Tiered Maintenance Margin
+# Ratio System": the tier is set by the number of contracts of the position, and liquidation comes
+# when the margin ratio (fixed margin + UPL) / position value falls to the tier's MMR + the
+# liquidation fee rate. Tier tables: the USDT-margined swap position-tier announcements, e.g.
+# ETHUSDT of 2021-06-11 (0–3,000 contracts 0.40%, 3,001–6,000 0.50%, 6,001–12,000 1.00%).
+# Initial margin: OKX Academy "VII. USDT Delivery Contracts: Margin" (2020-02-25).
+#
+# Gate: "Calculation of Liquidation Price" (gate.io/help/futures/perpetual/22160) and "Liquidation
+# price, bankruptcy price" (gate.io/help/futures/futures/27724): long (E − margin/multiplier/size) /
+# (1 − (MMR + taker)), short (E + margin/multiplier/size) / (1 + MMR + taker), taker 0.075%;
+# "Risk Limit" (gate.io/help/futures/futures-logic/22162, 2025-09-30): the BTCUSDT tiers and the
+# gradient rule (the lowest tier's MMR, each next tier's MMR on the excess only).
+
+
+def book_cs(marks: dict, contract_size: dict, tiers: dict, accounts: list, positions: list) -> Book:
+    b = book(marks, tiers, accounts, positions)
+    markets = pl.DataFrame({"symbol": list(marks), "mark_price": list(marks.values()),
+                            "contract_size": [contract_size[s] for s in marks]})
+    f = b.frames()
+    return Book.from_frames(markets=markets, tiers=tiers_frame(tiers), accounts=f["accounts"],
+                            positions=f["positions"])
+
+
+OKX_ETH_TIERS = [(0, 0.004, 125), (3_001, 0.005, 100), (6_001, 0.01, 66.66)]  # floors in contracts
+
+
+@pytest.mark.parametrize("contracts, rate", [(3_000, 0.004), (3_001, 0.005), (6_000, 0.005), (6_001, 0.01)])
+def test_okx_tier_by_contracts_rate_on_the_whole_position(contracts, rate):
+    """ETHUSDT tiers of 2021-06-11 (face value 0.1 ETH): the tier of the contract count, its rate
+    on the whole position value, no deduction."""
+    b = book_cs({"ETHUSDT": 2_000.0}, {"ETHUSDT": 0.1}, {"ETHUSDT": OKX_ETH_TIERS}, [(1, 1e6)],
+                [(1, "ETHUSDT", float(contracts), 2_000.0, "cross", 0.0, None)])
+    p = pos_row(revalue(b, venue="okx", backend="cpu"), 1, "ETHUSDT")
+    value = contracts * 0.1 * 2_000.0
+    assert p["maint_margin"] == pytest.approx(value * rate, rel=1e-13)
+    assert p["close_fee"] == pytest.approx(value * 0.0005, rel=1e-13)
+
+
+def test_okx_mm_at_2001_contracts_is_the_tier_rate_on_everything():
+    """The tracker's figure (issue 14): at 2,001 contracts of value 1, in a tier of 1.5% from 2,001
+    contracts above 1.0%, OKX's MM is 30.015; a derived deduction would give 20.01."""
+    tiers = {"X": [(0, 0.01, 50), (2_001, 0.015, 33)]}
+    b = book_cs({"X": 1.0}, {"X": 1.0}, tiers, [(1, 1e5)], [(1, "X", 2_001.0, 1.0, "cross", 0.0, None)])
+    assert pos_row(revalue(b, venue="okx", backend="cpu"), 1, "X")["maint_margin"] == pytest.approx(30.015, rel=1e-13)
+    assert pos_row(revalue(b, venue="binance", backend="cpu"), 1, "X")["maint_margin"] == pytest.approx(20.01, rel=1e-13)
+
+
+def test_okx_academy_initial_margin():
+    """1 BTC at 10,000 USDT, face value 0.0001 BTC → 10,000 contracts; 10x → initial margin 1,000 USDT."""
+    b = book_cs({"BTCUSDT": 10_000.0}, {"BTCUSDT": 0.0001}, {"BTCUSDT": [(0, 0.005, 100)]}, [(1, 5_000.0)],
+                [(1, "BTCUSDT", 10_000.0, 10_000.0, "cross", 0.0, 10.0)])
+    assert pos_row(revalue(b, venue="okx", backend="cpu"), 1, "BTCUSDT")["init_margin"] == pytest.approx(1_000.0)
+
+
+@pytest.mark.parametrize("size", [10_000.0, -10_000.0])
+def test_okx_liquidation_at_mmr_plus_liquidation_fee(size):
+    """Isolated 10,000 contracts (0.0001 BTC) at 10,000 with 1,000 fixed margin, tier 1 of the
+    BTCUSDT swap (0.5%, up to 50,000 contracts, 2020-01-17 schedule): liquidation where
+    (fixed margin + UPL) / position value = 0.5% + 0.05%."""
+    b = book_cs({"BTCUSDT": 10_000.0}, {"BTCUSDT": 0.0001}, {"BTCUSDT": [(0, 0.005, 100), (50_001, 0.01, 50)]},
+                [(1, 0.0)], [(1, "BTCUSDT", size, 10_000.0, "isolated", 1_000.0, 10.0)])
+    p = pos_row(revalue(b, venue="okx", backend="cpu"), 1, "BTCUSDT")
+    side, qc = (1.0 if size > 0 else -1.0), abs(size) * 0.0001
+    # (M + side·qc·(LP − E)) = (mmr + fee)·qc·LP  →  LP = (side·qc·E − M) / (qc·(side − mmr − fee))
+    closed_form = (side * qc * 10_000.0 - 1_000.0) / (qc * (side - 0.0055))
+    assert p["liq_price"] == pytest.approx(closed_form, rel=1e-12)
+    assert round(p["liq_price"], 2) == (9_049.77 if size > 0 else 10_939.83)
+    at = pos_row(revalue(b, venue="okx", backend="cpu", marks={"BTCUSDT": p["liq_price"]}), 1, "BTCUSDT")
+    ratio_okx = (1_000.0 + at["upnl"]) / at["notional"]
+    assert ratio_okx == pytest.approx(0.0055, rel=1e-9)
+    assert at["status"] in ("liquidatable", "bankrupt")
+
+
+GATE_BTC_TIERS = [(0, 0.004, 125), (20_000, 0.0045, 111), (50_000, 0.005, 100), (100_000, 0.007, 75),
+                  (200_000, 0.01, 50), (1_000_000, 0.02, 25), (2_000_000, 0.05, 10), (3_000_000, 0.5, 1.05)]
+
+
+@pytest.mark.parametrize("size, expected", [(2_000.0, 54_257.72), (-2_000.0, 65_687.98)])
+def test_gate_liquidation_price_formula(size, expected):
+    """BTC_USDT (multiplier 0.0001), 2,000 contracts isolated at 60,000 with 1,200 margin, tier 1
+    (0.40%), taker 0.075%: (60,000 ∓ 1,200/0.0001/2,000) / (1 ∓ 0.00475)."""
+    b = book_cs({"BTCUSDT": 60_000.0}, {"BTCUSDT": 0.0001}, {"BTCUSDT": GATE_BTC_TIERS}, [(1, 0.0)],
+                [(1, "BTCUSDT", size, 60_000.0, "isolated", 1_200.0, 10.0)])
+    p = pos_row(revalue(b, venue="gate", backend="cpu"), 1, "BTCUSDT")
+    side = 1.0 if size > 0 else -1.0
+    formula = (60_000.0 - side * 1_200.0 / 0.0001 / abs(size)) / (1 - side * (0.004 + 0.00075))
+    assert p["liq_price"] == pytest.approx(formula, rel=1e-12)
+    assert round(p["liq_price"], 2) == expected
+
+
+def test_gate_gradient_maintenance_margin_and_close_fee():
+    """BTCUSDT position of 1,200,000 USDT on the 2025-09-30 table: 20,000·0.40% + 30,000·0.45% +
+    50,000·0.50% + 100,000·0.70% + 800,000·1.00% + 200,000·2.00% = 13,165 USDT of MM; the close
+    fee 0.075% (900) is its own column and the maintenance margin stays Gate's figure."""
+    b = book_cs({"BTCUSDT": 60_000.0}, {"BTCUSDT": 0.0001}, {"BTCUSDT": GATE_BTC_TIERS}, [(1, 1e6)],
+                [(1, "BTCUSDT", 200_000.0, 60_000.0, "cross", 0.0, None)])
+    risk = revalue(b, venue="gate", backend="cpu")
+    p = pos_row(risk, 1, "BTCUSDT")
+    assert p["notional"] == pytest.approx(1_200_000.0)
+    assert p["maint_margin"] == pytest.approx(13_165.0, rel=1e-12)
+    assert p["close_fee"] == pytest.approx(900.0, rel=1e-12)
+    acc = risk.accounts.row(0, named=True)
+    assert acc["margin_ratio"] == pytest.approx((13_165.0 + 900.0) / 1e6, rel=1e-12)

@@ -178,7 +178,7 @@ def _random_orders(book: Book, n: int, seed: int) -> pl.DataFrame:
                          "margin_mode": np.array(["cross", "isolated"])[iso]})
 
 
-@pytest.mark.parametrize("venue", ["binance", "bybit"])
+@pytest.mark.parametrize("venue", ["binance", "bitmex"])
 def test_against_full_revaluation_of_the_modified_book(venue):
     """Same bits where the delta cannot reorder a sum (an isolated order, or an account whose
     only cross position is the one traded); elsewhere within a bound of a few ulps of the
@@ -259,7 +259,7 @@ def book_and_orders(draw):
               "new": k * draw(st.sampled_from([1, -1]))}[kind] or k
         px = m["mark_price"] * draw(st.sampled_from([0.9, 0.99, 1.0, 1.01, 1.1]))
         rows.append(dict(account_id=acc, symbol=m["symbol"], size=dq, price=px, margin_mode=mode))
-    venue = draw(st.sampled_from(["binance", "bybit"]))
+    venue = draw(st.sampled_from(["binance", "bitmex"]))
     return book, rows, venue
 
 
@@ -346,3 +346,10 @@ def test_marks_override_and_pandas_input():
     assert at_book["upnl"] == pytest.approx(-0.2 * (60_000 - 61_000))
     assert moved["upnl"] == pytest.approx(-0.2 * (66_000 - 61_000))
     assert moved["notional"] == pytest.approx(0.2 * 66_000)
+
+
+@pytest.mark.parametrize("venue", ["bybit", "okx", "gate"])
+def test_conventions_it_does_not_model_are_refused_by_name(venue):
+    eng = tiny_engine(venue)
+    with pytest.raises(ValueError, match="what-if orders do not model venue"):
+        eng.what_if(pl.DataFrame({"account_id": [1], "symbol": ["BTCUSDT"], "size": [0.1], "price": [50_000.0]}))

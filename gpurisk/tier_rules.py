@@ -1,0 +1,44 @@
+"""The tier arrays a venue's tier conventions ask of the kernels.
+
+The device book holds the tiers as given (rates, deduction amounts, the liquidation solver's
+per-tier bounds). A venue that applies the tier's rate to the whole position (OKX: no
+deduction) reads zero amounts, and a venue that counts the close fee in the requirement
+solves liquidation prices with the fee's rate beside each tier's rate. Both are derived here
+once per (device book, convention) and cached on the device book. A venue with neither gets
+the device book's own arrays: the same bits as before these conventions existed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .venue import Venue
+
+
+@dataclass
+class VenueTiers:
+    cum: object  # deduction amount per tier (zeros for a whole-position rate)
+    req_mmr: object  # rate of the requirement per tier: MM rate + close fee rate
+    root_bound: object  # the liquidation solver's per-tier bounds for those rates and amounts
+
+
+def venue_tiers(backend, dev, venue: Venue) -> VenueTiers:
+    """The tier arrays of ``dev`` (a DeviceBook) under ``venue``'s tier rate and close fee."""
+    whole, fee = venue.tier_rate == "whole", float(venue.close_fee_rate)
+    if not whole and fee == 0.0:
+        return VenueTiers(dev.tier_cum, dev.tier_mmr, dev.tier_root_bound)
+    cache = dev.__dict__.setdefault("_venue_tiers", {})
+    key = (whole, fee)
+    if key not in cache:
+        from .engine import liquidation_root_bounds
+
+        xp = backend.xp
+        floor = backend.to_host(dev.tier_floor)
+        mmr = backend.to_host(dev.tier_mmr)
+        cum = backend.to_host(dev.tier_cum) * (0.0 if whole else 1.0)
+        req = mmr + fee if fee else mmr
+        bounds = liquidation_root_bounds(floor, req, cum)
+        cache[key] = VenueTiers(backend.asarray(cum) if whole else dev.tier_cum,
+                                backend.asarray(req) if fee else dev.tier_mmr,
+                                xp.ascontiguousarray(backend.asarray(bounds)))
+    return cache[key]
