@@ -50,6 +50,7 @@ from .liquidation import position_risk
 from .margin import account_margin, position_margin
 from .scenarios import check_paths, run_ids, scenario_paths
 from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records
+from .tier_rules import venue_tiers
 from .venue import Venue, get_venue
 
 # The stress API in one place: scenarios, records and their codes live in their own modules.
@@ -207,9 +208,12 @@ class _Context:
             mm_notional = np.abs(ledger.size) * marks[book.pos_symbol] * self.cs_pos
         keep = b.xp.empty(book.n_accounts, dtype=b.xp.float64)
         d = r.dev
+        # The requirement's rate per tier counts the close fee (MM rate + fee rate); the MM
+        # notional and the fee's are then the same, which holds where MM is on the mark.
+        tiers = venue_tiers(b, self.dev, self.venue)
         b.launch("restoring_fraction", book.n_accounts, b.asarray(solve), d.pos_start, d.pos_symbol, d.size,
                  d.isolated, b.asarray(mm_notional), r.device("equity"), d.tier_start, d.tier_floor,
-                 d.tier_mmr, d.tier_cum, float(self.ladder.target_ratio), keep)
+                 tiers.req_mmr, tiers.cum, float(self.ladder.target_ratio), keep)
         return b.to_host(keep)
 
     def order(self, group: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -574,6 +578,13 @@ def _options(venue, backend, ladder, impact, policy, steps, insurance_fund):
         raise ValueError(f"policy lists {', '.join(map(repr, twice))} more than once; each policy runs once "
                          "per scenario")
     _whole(steps, "steps", 1, MAX_STEPS)
+    if lad.partial == "target" and (venue.tier_basis != "notional" or venue.tier_rate != "deduction"
+                                    or (venue.close_fee_rate > 0 and venue.mm_base == "entry")):
+        raise ValueError(f"a ladder that reduces to a target ratio is solved for tiers on notional with "
+                         f"deductions and a close fee on the MM notional; venue {venue.name!r} has "
+                         f"tier_basis={venue.tier_basis!r}, tier_rate={venue.tier_rate!r}, "
+                         f"close_fee_rate={venue.close_fee_rate!r}, mm_base={venue.mm_base!r}: use a ladder "
+                         "with partial='slices' or 'none'")
     try:
         fund = float(insurance_fund)
     except (TypeError, ValueError):
@@ -585,19 +596,29 @@ def _options(venue, backend, ladder, impact, policy, steps, insurance_fund):
 
 
 def _screen(ctx: _Context, first_shocks: np.ndarray, batch: int) -> np.ndarray:
-    book, b = ctx.book, ctx.backend
-    d = ctx.dev
+    """Per scenario: does its first step's marks put anyone past liquidation? ``batch``
+    scenarios per kernel pass."""
+    b = ctx.backend
     live = np.zeros(first_shocks.shape[0], dtype=bool)
     for lo in range(0, first_shocks.shape[0], batch):
-        sh = first_shocks[lo:lo + batch]
-        marks = np.ascontiguousarray(book.mark_price[None, :] * (1 + sh))
-        flags = b.xp.empty(sh.shape[0] * book.n_accounts, dtype=b.xp.int8)
-        b.launch("stress_flags", book.n_accounts, sh.shape[0], book.n_symbols, d.pos_start, d.pos_symbol, d.size,
-                 d.entry, d.isolated, d.isolated_margin, d.wallet, b.asarray(marks.ravel()), d.contract_size,
-                 d.tier_start, d.tier_floor, d.tier_mmr, d.tier_cum, int(ctx.venue.mm_base == "entry"),
-                 float(ctx.venue.margin_call_ratio), float(ctx.venue.liquidation_ratio), flags)
-        live[lo:lo + sh.shape[0]] = b.to_host(flags.reshape(sh.shape[0], book.n_accounts).any(axis=1))
+        flags = _account_flags(ctx, first_shocks[lo:lo + batch])
+        live[lo:lo + flags.shape[0]] = b.to_host(flags.any(axis=1))
     return live
+
+
+def _account_flags(ctx: _Context, shocks: np.ndarray):
+    """flags[scenario, account] (int8, on the backend): 1 where the account's cross book or
+    one of its isolated positions is liquidatable at the scenario's marks (kernel stress_flags)."""
+    book, b, venue, d = ctx.book, ctx.backend, ctx.venue, ctx.dev
+    tiers = venue_tiers(b, d, venue)  # deduction amounts as the venue reads them (zero: whole-position rate)
+    marks = np.ascontiguousarray(book.mark_price[None, :] * (1 + shocks))
+    flags = b.xp.empty(shocks.shape[0] * book.n_accounts, dtype=b.xp.int8)
+    b.launch("stress_flags", book.n_accounts, shocks.shape[0], book.n_symbols, d.pos_start, d.pos_symbol, d.size,
+             d.entry, d.isolated, d.isolated_margin, d.wallet, b.asarray(marks.ravel()), d.contract_size,
+             d.tier_start, d.tier_floor, d.tier_mmr, tiers.cum, int(venue.mm_base == "entry"),
+             int(venue.tier_basis == "contracts"), float(venue.close_fee_rate),
+             float(venue.margin_call_ratio), float(venue.liquidation_ratio), flags)
+    return flags.reshape(shocks.shape[0], book.n_accounts)
 
 
 def _quiet_row(ctx: _Context, sid, pol, shock, rec: _Records) -> dict:

@@ -6,18 +6,20 @@
 // flags[sc·n_accounts + a] = 1 when, at the marks of scenario sc (marks[sc·n_symbols + s]),
 // account a's cross margin or one of its isolated positions is liquidatable or bankrupt.
 // One thread per account walks its positions once per scenario, from cache; the sums run
-// in storage order exactly as in account_margin, so the flags agree with a revaluation.
+// in storage order exactly as in account_margin, and the requirement follows the venue's
+// conventions as position_margin does (tiers counted in contracts; tier_cum zero for a
+// whole-position rate; the close fee beside the MM), so the flags agree with a revaluation.
 GR_KERNEL void stress_flags(
     long long n_accounts, int n_scenarios, int n_symbols, const long long* pos_start,
     const int* symbol, const double* size, const double* entry, const signed char* isolated,
     const double* isolated_margin, const double* wallet, const double* marks,
     const double* contract_size, const int* tier_start, const double* tier_floor,
-    const double* tier_mmr, const double* tier_cum, int mm_on_entry,
-    double margin_call_ratio, double liquidation_ratio, signed char* flags) {
+    const double* tier_mmr, const double* tier_cum, int mm_on_entry, int tiers_by_contracts,
+    double close_fee_rate, double margin_call_ratio, double liquidation_ratio, signed char* flags) {
     for_each_index(a, n_accounts) {
         for (int sc = 0; sc < n_scenarios; ++sc) {
             const double* mark = marks + (long long)sc * n_symbols;
-            double su = 0.0, sm = 0.0;
+            double su = 0.0, sm = 0.0, sf = 0.0;
             int nc = 0;
             signed char flag = 0;
             for (long long j = pos_start[a]; j < pos_start[a + 1]; ++j) {
@@ -26,22 +28,26 @@ GR_KERNEL void stress_flags(
                 const int s = symbol[j];
                 const double cs = contract_size[s];
                 const double p = mark[s];
-                const double n_mm = mm_on_entry ? fabs(q) * entry[j] * cs : fabs(q) * p * cs;
-                const double mm = maint_margin_of(tier_start, tier_floor, tier_mmr, tier_cum, s, n_mm);
+                const double n_mark = fabs(q) * p * cs;
+                const double n_mm = mm_on_entry ? fabs(q) * entry[j] * cs : n_mark;
+                const int k = tier_of(tier_start, tier_floor, s, tiers_by_contracts ? fabs(q) : n_mm);
+                const double mm = maint_margin_in(tier_mmr, tier_cum, k, n_mm);
+                const double fee = close_fee_rate > 0.0 ? close_fee_rate * n_mark : 0.0;
                 const double u = upnl_of(q, p, entry[j], cs);
                 if (isolated[j]) {
                     const double eq = isolated_margin[j] + u;
-                    if (status_of(eq, margin_ratio_of(mm, eq), margin_call_ratio, liquidation_ratio)
+                    if (status_of(eq, margin_ratio_of(mm + fee, eq), margin_call_ratio, liquidation_ratio)
                         >= GR_LIQUIDATABLE) flag = 1;
                 } else {
                     su += u;
                     sm += mm;
+                    sf += fee;
                     ++nc;
                 }
             }
             if (nc > 0) {
                 const double eq = wallet[a] + su;
-                if (status_of(eq, margin_ratio_of(sm, eq), margin_call_ratio, liquidation_ratio)
+                if (status_of(eq, margin_ratio_of(sm + sf, eq), margin_call_ratio, liquidation_ratio)
                     >= GR_LIQUIDATABLE) flag = 1;
             }
             flags[(long long)sc * n_accounts + a] = flag;

@@ -489,3 +489,31 @@ def test_default_threads_follow_the_backend():
 
     assert default_threads(get_backend("cpu")) >= 1
     assert default_threads(StandInBackend()) == 1
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit", "bitmex", "hyperliquid", "dydx", "okx", "gate"])
+def test_the_screen_agrees_with_a_revaluation_under_every_venue(venue):
+    """A scenario is screened quiet exactly when a revaluation at its marks finds nobody to
+    liquidate: the screen's requirement follows the venue's conventions (close fee, tiers in
+    contracts, whole-position rates)."""
+    from gpurisk.backend import get_backend
+    from gpurisk.ladder import get_ladder
+    from gpurisk.ledger import Ledger
+    from gpurisk.venue import get_venue
+
+    frames = synthetic_book(3_000, seed=5).frames()  # collateral scaled up: calm at today's marks
+    book = Book.from_frames(markets=frames["markets"], tiers=frames["tiers"],
+                            accounts=frames["accounts"].with_columns(pl.col("wallet_balance") * 6.0),
+                            positions=frames["positions"].with_columns(pl.col("isolated_margin") * 6.0))
+    v = get_venue(venue)
+    ctx = stress_module._Context(book, v, get_backend("cpu"), get_ladder(None, v.name), None, 0.0)
+    shocks = np.linspace(-0.4, 0.4, 81)[:, None] * np.ones(book.n_symbols)
+    flags = stress_module._account_flags(ctx, shocks)  # per scenario and account
+    want = np.zeros_like(flags)
+    for k, sh in enumerate(shocks):
+        units = ctx.units(ctx.revalue(Ledger(book), book.mark_price * (1 + sh)))
+        want[k, book.pos_account[units]] = 1
+    assert np.array_equal(flags, want)
+    busy = want.any(axis=1)
+    assert busy.any() and not busy.all()  # the grid has quiet and busy scenarios
+    assert stress_module._screen(ctx, shocks, 7).tolist() == busy.tolist()
