@@ -49,6 +49,7 @@ from .impact import Impact, get_impact
 from .liquidation import position_risk
 from .margin import account_margin, position_margin
 from .scenarios import check_paths, run_ids, scenario_paths
+from .screen import quiet_row, screen
 from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records
 from .tier_rules import venue_tiers
 from .venue import Venue, get_venue
@@ -482,7 +483,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     rec = _Records(detail)
     # Screen: one kernel pass over the positions per batch of scenarios finds those where
     # somebody is liquidatable at the first step's marks.
-    live = _screen(ctx, shocks[:, 0, :], batch)
+    live = screen(ctx, shocks[:, 0, :], batch)
     multi = shocks.shape[1] > 1
     show = sys.stderr.isatty() if progress is None else progress
     n_total = len(ids) * len(policies)
@@ -494,7 +495,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
         if live[k] or multi or funding_rates is not None:  # funding moves wallets: run every step
             row = run_scenario(ctx, sid, shocks[k], pol, own, steps)
         else:
-            row = _quiet_row(ctx, sid, pol, shocks[k, 0], own)
+            row = quiet_row(ctx, sid, pol, shocks[k, 0], own)
         own.add_summary(row)
         return own
 
@@ -593,45 +594,3 @@ def _options(venue, backend, ladder, impact, policy, steps, insurance_fund):
         raise ValueError(f"insurance_fund must be finite and in [0, {BALANCE_MAX:g}] (input limits, "
                          f"gpurisk.schema), got {insurance_fund!r}")
     return venue, be, lad, imp, policies
-
-
-def _screen(ctx: _Context, first_shocks: np.ndarray, batch: int) -> np.ndarray:
-    """Per scenario: does its first step's marks put anyone past liquidation? ``batch``
-    scenarios per kernel pass."""
-    b = ctx.backend
-    live = np.zeros(first_shocks.shape[0], dtype=bool)
-    for lo in range(0, first_shocks.shape[0], batch):
-        flags = _account_flags(ctx, first_shocks[lo:lo + batch])
-        live[lo:lo + flags.shape[0]] = b.to_host(flags.any(axis=1))
-    return live
-
-
-def _account_flags(ctx: _Context, shocks: np.ndarray):
-    """flags[scenario, account] (int8, on the backend): 1 where the account's cross book or
-    one of its isolated positions is liquidatable at the scenario's marks (kernel stress_flags)."""
-    book, b, venue, d = ctx.book, ctx.backend, ctx.venue, ctx.dev
-    tiers = venue_tiers(b, d, venue)  # deduction amounts as the venue reads them (zero: whole-position rate)
-    marks = np.ascontiguousarray(book.mark_price[None, :] * (1 + shocks))
-    flags = b.xp.empty(shocks.shape[0] * book.n_accounts, dtype=b.xp.int8)
-    b.launch("stress_flags", book.n_accounts, shocks.shape[0], book.n_symbols, d.pos_start, d.pos_symbol, d.size,
-             d.entry, d.isolated, d.isolated_margin, d.wallet, b.asarray(marks.ravel()), d.contract_size,
-             d.tier_start, d.tier_floor, d.tier_mmr, tiers.cum, int(venue.mm_base == "entry"),
-             int(venue.tier_basis == "contracts"), float(venue.close_fee_rate),
-             float(venue.margin_call_ratio), float(venue.liquidation_ratio), flags)
-    return flags.reshape(shocks.shape[0], book.n_accounts)
-
-
-def _quiet_row(ctx: _Context, sid, pol, shock, rec: _Records) -> dict:
-    book = ctx.book
-    marks = book.mark_price * (1 + shock)
-    rec.extend(rec.prices, book.n_symbols, scenario=sid, policy=POLICY_CODE[pol], step=0, symbol=ctx.symbol_codes,
-               mark_price=marks)
-    # Nobody trades: the book's value moves by each symbol's net size times its price move,
-    # from per-symbol totals rather than a pass over every position.
-    moved = float(np.sum(ctx.net_size * book.contract_size * (marks - book.mark_price)))
-    return dict(scenario=sid, policy=pol, steps=0, accounts_liquidated=0, notional_liquidated=0.0, deficit=0.0,
-                insurance_used=0.0, insurance_left=ctx.insurance_fund, unfunded=0.0, adl_notional=0.0, adl_accounts=0,
-                socialized_loss=0.0, overshoot=0.0, max_haircut_share=0.0, external_value=0.0,
-                conservation_error=moved / max(1.0, abs(ctx.start_value)))
-
-

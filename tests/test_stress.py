@@ -499,6 +499,7 @@ def test_the_screen_agrees_with_a_revaluation_under_every_venue(venue):
     from gpurisk.backend import get_backend
     from gpurisk.ladder import get_ladder
     from gpurisk.ledger import Ledger
+    from gpurisk.screen import account_flags, screen
     from gpurisk.venue import get_venue
 
     frames = synthetic_book(3_000, seed=5).frames()  # collateral scaled up: calm at today's marks
@@ -508,7 +509,7 @@ def test_the_screen_agrees_with_a_revaluation_under_every_venue(venue):
     v = get_venue(venue)
     ctx = stress_module._Context(book, v, get_backend("cpu"), get_ladder(None, v.name), None, 0.0)
     shocks = np.linspace(-0.4, 0.4, 81)[:, None] * np.ones(book.n_symbols)
-    flags = stress_module._account_flags(ctx, shocks)  # per scenario and account
+    flags = account_flags(ctx, shocks)  # per scenario and account
     want = np.zeros_like(flags)
     for k, sh in enumerate(shocks):
         units = ctx.units(ctx.revalue(Ledger(book), book.mark_price * (1 + sh)))
@@ -516,4 +517,4 @@ def test_the_screen_agrees_with_a_revaluation_under_every_venue(venue):
     assert np.array_equal(flags, want)
     busy = want.any(axis=1)
     assert busy.any() and not busy.all()  # the grid has quiet and busy scenarios
-    assert stress_module._screen(ctx, shocks, 7).tolist() == busy.tolist()
+    assert screen(ctx, shocks, 7).tolist() == busy.tolist()
