@@ -28,6 +28,7 @@ Updates (dicts, as JSON lines carry them; ``type`` says which):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -102,11 +103,25 @@ def describe(update: dict) -> str:
     return f"{where} ({update.get('type', '?')}{': ' + key if key else ''})"
 
 
+_UPDATED_ARRAYS = ("mark_price", "account_id", "wallet", "size", "entry", "isolated_margin", "leverage")
+
+
+def writable(book: Book) -> bool:
+    """Whether updates can be written into ``book``'s arrays (Polars shares some read-only)."""
+    return all(getattr(book, k).flags.writeable for k in _UPDATED_ARRAYS)
+
+
+def writable_copy(book: Book) -> Book:
+    return dataclasses.replace(book, **{k: np.array(getattr(book, k)) for k in _UPDATED_ARRAYS},
+                               meta={k: v for k, v in book.meta.items() if k != "hash"})
+
+
 class LiveBook:
-    """A Book that takes updates (see the module doc). ``book`` is always the current one."""
+    """A Book that takes updates (see the module doc). ``book`` is always the current one; its
+    arrays are updated in place (a book with read-only arrays is copied first)."""
 
     def __init__(self, book: Book):
-        self.book = book
+        self.book = book if writable(book) else writable_copy(book)
         self._symbol_index = {s: i for i, s in enumerate(book.symbols)}
 
     # ------------------------------------------------------------------ lookups
@@ -274,6 +289,7 @@ class LiveBook:
 
     def _commit(self, positions: dict, wallets: dict) -> Applied:
         b = self.book
+        b.meta.pop("hash", None)  # written in place: a cached hash no longer holds
         new_accounts = sorted(a for a in wallets if self._account_index(a) < 0)
         changed_pos, inserts, deletes, flipped = [], [], [], False
         for key, state in positions.items():

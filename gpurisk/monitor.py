@@ -38,7 +38,7 @@ import numpy as np
 
 from .adl import adl_score, queue_group
 from .book import Book
-from .book_updates import LiveBook
+from .book_updates import LiveBook, writable, writable_copy
 from .engine import Engine, Risk
 from .liquidation import position_risk
 from .margin import account_margin, position_margin
@@ -71,8 +71,8 @@ class Monitor:
                              "chunk_positions); this book is processed in chunks")
         if adl_top < 1:
             raise ValueError(f"adl_top must be >= 1, got {adl_top}")
-        if not _writable(engine.book):  # e.g. arrays Polars shares read-only: updates need their own
-            engine = Engine(_writable_copy(engine.book), venue=engine.venue, backend=engine.backend)
+        if not writable(engine.book):  # e.g. arrays Polars shares read-only: updates need their own
+            engine = Engine(writable_copy(engine.book), venue=engine.venue, backend=engine.backend)
         self.engine = engine
         self.venue, self.backend = engine.venue, engine.backend
         self.live = LiveBook(engine.book)
@@ -397,20 +397,6 @@ class Monitor:
                 on_idle(self)
         for sink in self.sinks:
             sink.flush()
-
-
-_UPDATED_ARRAYS = ("mark_price", "account_id", "wallet", "size", "entry", "isolated_margin", "leverage")
-
-
-def _writable(book: Book) -> bool:
-    return all(getattr(book, k).flags.writeable for k in _UPDATED_ARRAYS)
-
-
-def _writable_copy(book: Book) -> Book:
-    import dataclasses
-
-    return dataclasses.replace(book, **{k: np.array(getattr(book, k)) for k in _UPDATED_ARRAYS},
-                               meta={k: v for k, v in book.meta.items() if k != "hash"})
 
 
 def _num(x) -> float | None:
