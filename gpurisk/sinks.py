@@ -85,11 +85,14 @@ class ParquetEventLog:
             self.flush()
 
     def flush(self) -> None:
-        if not self._buffer:
-            return
+        while self._buffer:
+            events = self._buffer[:self.segment_events]
+            self._buffer = self._buffer[self.segment_events:]
+            self._write_segment(events)
+
+    def _write_segment(self, events: list[dict]) -> None:
         import polars as pl
 
-        events, self._buffer = self._buffer, []
         frame = pl.DataFrame({
             "seq": [e["seq"] for e in events],
             "type": [e["type"] for e in events],
