@@ -105,7 +105,8 @@ class Monitor:
         """Per-layout tables: each ADL queue's positions (index order) and where it starts."""
         b = self.book
         group = queue_group(np, b.pos_symbol, b.size)
-        self._members = np.argsort(group.astype(np.int8), kind="stable")
+        narrow = np.int8 if 2 * b.n_symbols <= 127 else np.int32  # int8: NumPy's stable sort is a radix sort
+        self._members = np.argsort(group.astype(narrow), kind="stable")
         self._group_start = np.zeros(2 * b.n_symbols + 1, dtype=np.int64)
         np.cumsum(np.bincount(group, minlength=2 * b.n_symbols), out=self._group_start[1:])
 
@@ -170,18 +171,18 @@ class Monitor:
     # ------------------------------------------------------------------ ADL heads
 
     def _adl_heads(self) -> list[tuple]:
-        """Per queue (symbol, side): its first adl_top places as (position, score) in the order
-        of the full ranking (score descending, NaN last, ties by index = account id)."""
-        score = self._h(self._risk.adl.score)
+        """Per queue (symbol, side): the positions of its first adl_top places, in the order of
+        the full ranking (score descending, NaN last, ties by index = account id)."""
+        with np.errstate(invalid="ignore"):
+            key_all = -(self._h(self._risk.adl.score) + 0.0)  # -0.0 ties with 0.0, as in the full ranking
         heads = []
         for g in range(self._group_start.size - 1):
             members = self._members[self._group_start[g]:self._group_start[g + 1]]
-            key = -(score[members] + 0.0)  # -0.0 ties with 0.0, as in the full ranking
+            key = key_all[members]
             if members.size > self.adl_top:
                 kth = np.partition(key, self.adl_top - 1)[self.adl_top - 1]
+                # NaN sorts last: a NaN k-th place means fewer numbers than places, so all stay
                 pick = np.flatnonzero(key <= kth) if not math.isnan(kth) else np.arange(members.size)
-                if pick.size < self.adl_top:  # NaN scores fill the last places, by index
-                    pick = np.concatenate([pick, np.flatnonzero(np.isnan(key))])
                 members, key = members[pick], key[pick]
             order = np.lexsort((members, key))[:self.adl_top]
             heads.append(tuple(int(i) for i in members[order]))
