@@ -210,14 +210,13 @@ class LiveBook:
             realised = closed * (price - entry) * cs
             new_entry = price if abs(qty) > abs(old) else entry
         else:
-            new_entry = (old * entry + qty * price) / new
-        wallets[account_id] = wallet + realised - fee
-        if new == 0:
-            positions[key] = None
-            return
+            new_entry = (old * entry + qty * price) / new if old else price
         margin = _number(update, "isolated_margin", False, now["isolated_margin"] if now else 0.0)
-        positions[key] = {"size": new, "entry_price": new_entry, "isolated_margin": margin,
-                          "leverage": now["leverage"] if now else _number(update, "leverage", False)}
+        leverage = now["leverage"] if now else _number(update, "leverage", False)
+        # every field read (an unreadable one raises before anything is pending)
+        wallets[account_id] = wallet + realised - fee
+        positions[key] = None if new == 0 else {"size": new, "entry_price": new_entry, "isolated_margin": margin,
+                                                "leverage": leverage}
 
     # ------------------------------------------------------------------ validation
 

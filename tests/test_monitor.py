@@ -230,9 +230,12 @@ def test_a_bad_update_is_refused_with_the_book_rule_and_changes_nothing():
         {"type": "fill", "account_id": 2, "symbol": "XRP", "qty": 1, "price": 1, "_source": "u:4"},
         {"type": "balance", "account_id": 2, "delta": 1e300, "_source": "u:5"},
         {"type": "teleport", "account_id": 2, "_source": "u:6"},
+        {"type": "fill", "account_id": 1, "symbol": "BTCUSDT", "qty": -0.1, "price": 60_000.0,
+         "isolated_margin": "lots", "_source": "u:7"},  # refused after its PnL was worked out
     ])
     reasons = dict((u["_source"], why) for u, why in applied.rejected)
-    assert applied.applied == 0 and len(reasons) == 6
+    assert applied.applied == 0 and len(reasons) == 7
+    assert "isolated_margin must be a number, got 'lots'" in reasons["u:7"]
     assert "positions.entry_price: must be finite and > 0" in reasons["u:1"]
     assert "positions.isolated_margin: isolated positions need isolated_margin > 0" in reasons["u:2"]
     assert "account_id 77 is not an account of the book" in reasons["u:3"]
