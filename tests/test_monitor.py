@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 import gpurisk
+from gpurisk.backend import CpuBackend
 from gpurisk.book import Book
 from gpurisk.book_updates import LiveBook
 from gpurisk.engine import Engine
@@ -254,3 +255,37 @@ def test_a_good_update_beside_a_bad_one_still_applies():
     assert applied.applied == 1 and len(applied.rejected) == 1
     assert "accounts.wallet_balance: must be finite" in applied.rejected[0][1]
     assert live.book.wallet.tolist() == [10_000.0, 2_100.0, 500.0]
+
+
+class _SeparateMemoryBackend(CpuBackend):
+    """The cpu kernels with a device memory of their own (every upload and download copies),
+    as on a GPU: the monitor must send every update to the device, never rely on sharing."""
+
+    name = "separate-memory"
+
+    def asarray(self, a, dtype=None):
+        return np.array(a, dtype=dtype, copy=True, order="C")
+
+    def to_host(self, a):
+        return np.array(a, copy=True)
+
+
+def test_updates_reach_a_device_with_its_own_memory():
+    book = gpurisk.synthetic_book(600, seed=9)
+    mon = Monitor(Engine(book, backend=_SeparateMemoryBackend()), adl_top=3, subset_share=1.0)
+    rng = np.random.default_rng(1)
+    next_account = [10**9]
+    for step in range(40):
+        s = int(rng.integers(book.n_symbols))
+        mon.inbox.put_mark(book.symbols[s], float(mon.marks[s] * np.exp(rng.normal(0, 0.03))))
+        for _ in range(3):
+            u = _random_update(rng, mon.book, next_account)
+            if u["type"] in ("fill", "balance") or step % 4 == 0:  # mostly in-place updates
+                mon.inbox.put_update(u)
+        mon.step()
+        # an independent full revaluation of the monitor's book on the plain cpu backend
+        want = Engine(mon.book, backend="cpu").revalue(mon.marks, rank=False)
+        got = mon.results
+        for whole, part in ((want.account_margin, got.account_margin), (want.position_risk, got.position_risk)):
+            for k in vars(whole):
+                assert np.array_equal(_bits(getattr(whole, k)), _bits(getattr(part, k))), (step, k)
