@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from .book import Book, BookError, _Checker, _check_columns, _validate_accounts, _validate_positions
+from .book import _ROW, Book, BookError, _Checker, _check_columns, _validate_accounts, _validate_positions
 from .schema import MARGIN_MODES
 
 UPDATE_TYPES = ("position", "fill", "balance", "account")
@@ -114,6 +114,27 @@ def writable(book: Book) -> bool:
 def writable_copy(book: Book) -> Book:
     return dataclasses.replace(book, **{k: np.array(getattr(book, k)) for k in _UPDATED_ARRAYS},
                                meta={k: v for k, v in book.meta.items() if k != "hash"})
+
+
+class _RowsChecker(_Checker):
+    """The book's checker, also keeping every row that breaks a rule (not only the examples)."""
+
+    def __init__(self, table, df):
+        super().__init__(table, df)
+        self.bad_rows: set[int] = set()
+
+    def rule(self, column, bad, rule):
+        self.bad_rows.update(self.df.filter(bad.fill_null(True))[_ROW].to_list())
+        super().rule(column, bad, rule)
+
+
+def _keys(update: dict, symbols: dict) -> set:
+    """The rows an update can write: its account's wallet and, for a position, its key."""
+    out = {("a", update.get("account_id"))}
+    if update.get("symbol") in symbols and update.get("margin_mode", "cross") in MARGIN_MODES:
+        out.add(("p", (update.get("account_id"), symbols[update["symbol"]],
+                       MARGIN_MODES.index(update.get("margin_mode", "cross")))))
+    return out
 
 
 class LiveBook:
@@ -220,17 +241,20 @@ class LiveBook:
 
     # ------------------------------------------------------------------ validation
 
-    def _problems(self, positions: dict, wallets: dict, opened: set = frozenset()) -> list:
-        """The book loader's rules over the pending rows (closed positions need none);
-        ``opened``: accounts opened by earlier updates of the batch."""
+    def _problems(self, positions: dict, wallets: dict, opened: set = frozenset()) -> tuple[list, set]:
+        """The book loader's rules over the pending rows (closed positions need none), and the
+        rows at fault (("a", account id) or ("p", position key)); ``opened``: accounts opened
+        by earlier updates of the batch."""
         b = self.book
-        problems = []
+        problems, bad = [], set()
         if wallets:
-            acc = _Checker("accounts", pl.DataFrame({"account_id": list(wallets), "wallet_balance": list(wallets.values())},
+            acc = _RowsChecker("accounts", pl.DataFrame({"account_id": list(wallets), "wallet_balance": list(wallets.values())},
                                                     schema={"account_id": pl.Int64, "wallet_balance": pl.Float64}))
             acc.df = _check_columns(acc)
             _validate_accounts(acc)
             problems += acc.problems
+            ids = list(wallets)
+            bad |= {("a", ids[r]) for r in acc.bad_rows}
         rows = [(k, v) for k, v in positions.items() if v is not None]
         if rows:
             frame = pl.DataFrame({
@@ -244,12 +268,13 @@ class LiveBook:
             }, schema={"account_id": pl.Int64, "symbol": pl.String, "size": pl.Float64, "entry_price": pl.Float64,
                        "margin_mode": pl.String, "isolated_margin": pl.Float64, "leverage": pl.Float64})
             known = [k[0] for k, _ in rows if k[0] in wallets or k[0] in opened or self._account_index(k[0]) >= 0]
-            chk = _Checker("positions", frame)
+            chk = _RowsChecker("positions", frame)
             chk.df = _check_columns(chk)
             _validate_positions(chk, pl.Series(known, dtype=pl.Int64), pl.Series(b.symbols, dtype=pl.String),
                                 pl.DataFrame({"symbol": list(b.symbols), "contract_size": b.contract_size}))
             problems += chk.problems
-        return problems
+            bad |= {("p", rows[r][0]) for r in chk.bad_rows}
+        return problems, bad
 
     # ------------------------------------------------------------------ a batch
 
@@ -263,28 +288,45 @@ class LiveBook:
                 self._resolve(u, positions, wallets)
             except UpdateError as exc:
                 rejected.append((u, f"{describe(u)} refused: {exc}"))
-        good = [u for u in updates if not any(u is r for r, _ in rejected)]
-        if self._problems(positions, wallets):
-            positions, wallets = {}, {}
-            for u in good:  # find the bad ones: each update's rows, on top of the good ones before it
-                p, w = dict(positions), dict(wallets)
-                try:
-                    self._resolve(u, p, w)
-                except UpdateError as exc:
-                    rejected.append((u, f"{describe(u)} refused: {exc}"))
-                    continue
-                mine_p = {k: v for k, v in p.items() if k not in positions or positions[k] is not v}
-                mine_w = {k: v for k, v in w.items() if k not in wallets or wallets[k] != v}
-                problems = self._problems(mine_p, mine_w, set(w))
-                if problems:
-                    rejected.append((u, f"{describe(u)} refused: " + "; ".join(
-                        f"{q.table}.{q.column}: {q.rule}" for q in problems)))
-                    continue
-                positions, wallets = p, w
+        refused = {id(u) for u, _ in rejected}
+        good = [u for u in updates if id(u) not in refused]
+        problems, bad = self._problems(positions, wallets)
+        if problems:
+            result = self._sequential(good, rejected, bad)  # only updates writing a bad row are checked alone
+            if result is None:
+                result = self._sequential(good, rejected, None)  # an interplay of updates: check each alone
+            positions, wallets = result
         applied = self._commit(positions, wallets)
         applied.rejected = rejected
         applied.applied = len(updates) - len(rejected)
         return applied
+
+    def _sequential(self, updates, rejected: list, suspects: set | None):
+        """The batch again in order, each update that writes a row in ``suspects`` (every update
+        where None) validated on its own rows on top of the accepted ones before it. Returns the
+        pending rows, or None when the result still breaks a rule (the caller then checks every
+        update); refusals are appended to ``rejected``."""
+        positions, wallets, refused = {}, {}, []
+        for u in updates:
+            p, w = dict(positions), dict(wallets)
+            try:
+                self._resolve(u, p, w)
+            except UpdateError as exc:
+                refused.append((u, f"{describe(u)} refused: {exc}"))
+                continue
+            if suspects is None or _keys(u, self._symbol_index) & suspects:
+                mine_p = {k: v for k, v in p.items() if k not in positions or positions[k] is not v}
+                mine_w = {k: v for k, v in w.items() if k not in wallets or wallets[k] != v}
+                problems, _ = self._problems(mine_p, mine_w, set(w))
+                if problems:
+                    refused.append((u, f"{describe(u)} refused: " + "; ".join(
+                        f"{q.table}.{q.column}: {q.rule}" for q in problems)))
+                    continue
+            positions, wallets = p, w
+        if suspects is not None and self._problems(positions, wallets)[0]:
+            return None
+        rejected += refused
+        return positions, wallets
 
     def _commit(self, positions: dict, wallets: dict) -> Applied:
         b = self.book

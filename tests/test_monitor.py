@@ -289,3 +289,20 @@ def test_updates_reach_a_device_with_its_own_memory():
         for whole, part in ((want.account_margin, got.account_margin), (want.position_risk, got.position_risk)):
             for k in vars(whole):
                 assert np.array_equal(_bits(getattr(whole, k)), _bits(getattr(part, k))), (step, k)
+
+
+def test_in_a_large_batch_only_the_update_that_breaks_a_rule_is_refused():
+    live = LiveBook(Book.from_frames(**tiny_frames()))
+    updates = [{"type": "balance", "account_id": 2, "delta": 1.0, "_source": f"b:{k}"} for k in range(50)]
+    # the first fill leaves an entry notional of 6e14 (allowed), the second 1.2e15 (over the limit)
+    updates[10:10] = [{"type": "fill", "account_id": 3, "symbol": "BTCUSDT", "qty": 1e10, "price": 60_000.0,
+                       "_source": "f:1"},
+                      {"type": "fill", "account_id": 3, "symbol": "BTCUSDT", "qty": 1e10, "price": 60_000.0,
+                       "_source": "f:2"}]
+    applied = live.apply(updates)
+    assert [u["_source"] for u, _ in applied.rejected] == ["f:2"]
+    assert "entry notional" in applied.rejected[0][1]
+    b = live.book
+    assert b.wallet[1] == 2_050.0
+    i = int(np.flatnonzero((b.pos_account == 2) & (b.pos_symbol == 0))[0])
+    assert b.size[i] == 1e10 and applied.applied == 51
