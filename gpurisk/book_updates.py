@@ -59,15 +59,15 @@ class Applied:
     flipped: bool = False
     applied: int = 0
     rejected: list = field(default_factory=list)  # (update, message)
-    _keep: np.ndarray | None = None  # old positions kept (mask), when rebuilt
-    _insert_at: np.ndarray | None = None  # where new positions go among the kept ones
+    _deletes: np.ndarray | None = None  # old positions removed, when rebuilt
+    _before: np.ndarray | None = None  # per new position, the old position it goes before
     _account_insert_at: np.ndarray | None = None
 
     def remap_positions(self, old: np.ndarray, fill) -> np.ndarray:
         """A per-position array of the old layout in the new one (new positions get ``fill``)."""
         if not self.rebuilt:
             return old
-        return np.insert(old[self._keep], self._insert_at, fill)
+        return _splice(old, self._deletes, self._before, np.full(self._before.size, fill, dtype=old.dtype))
 
     def remap_accounts(self, old: np.ndarray, fill) -> np.ndarray:
         if not self.rebuilt:
@@ -357,48 +357,71 @@ class LiveBook:
         return self._rebuild(new_accounts, wallets, inserts, deletes, touched_ids, changed_pos, flipped)
 
     def _rebuild(self, new_accounts, wallets, inserts, deletes, touched_ids, changed_pos, flipped) -> Applied:
-        """The new layout in one merge: kept positions, then new ones inserted at their sorted
-        places (accounts by id, positions by (account, symbol, margin mode))."""
+        """The new layout in one splice: old positions kept, new ones inserted at their sorted
+        places (accounts by id, positions by (account, symbol, margin mode)); slices of the old
+        arrays are copied whole, so a batch costs about one copy of the book."""
         b = self.book
         new_ids = np.array(new_accounts, dtype=np.int64)
         account_insert_at = np.searchsorted(b.account_id, new_ids)
         account_id = np.insert(b.account_id, account_insert_at, new_ids)
         wallet = np.insert(b.wallet, account_insert_at, [wallets[a] for a in new_accounts])
-        # an old account's new index: its old index plus the new accounts before it
-        shift = np.searchsorted(new_ids, b.account_id).astype(np.int32)
-        keep = np.ones(b.n_positions, dtype=bool)
-        keep[deletes] = False
-        kept_account = (b.pos_account + shift[b.pos_account])[keep]
-        n_sym = b.n_symbols
-        kept_key = (kept_account.astype(np.int64) * n_sym + b.pos_symbol[keep]) * 2 + b.isolated[keep]
-        inserts.sort(key=lambda kv: (int(np.searchsorted(account_id, kv[0][0])), kv[0][1], kv[0][2]))
-        ins_account = np.array([np.searchsorted(account_id, k[0]) for k, _ in inserts], dtype=np.int64)
+        dels = np.array(sorted(deletes), dtype=np.int64)
+        inserts.sort(key=lambda kv: kv[0])  # (account id, symbol, mode): the layout's order
+        before = []  # per insert: the old position it goes before
+        for (acc, sym, iso), _ in inserts:
+            a = int(np.searchsorted(b.account_id, acc))
+            held = a < b.n_accounts and b.account_id[a] == acc  # else a new account: before account a's positions
+            k, end = int(b.pos_start[a]), int(b.pos_start[a + 1] if held else b.pos_start[a])
+            while k < end and (b.pos_symbol[k], b.isolated[k]) < (sym, iso):
+                k += 1
+            before.append(k)
+        before = np.array(before, dtype=np.int64)
+        ins_account = np.searchsorted(account_id, np.array([k[0] for k, _ in inserts], dtype=np.int64))
         ins_symbol = np.array([k[1] for k, _ in inserts], dtype=np.int32)
         ins_iso = np.array([k[2] for k, _ in inserts], dtype=np.int8)
-        ins_key = (ins_account * n_sym + ins_symbol) * 2 + ins_iso
-        insert_at = np.searchsorted(kept_key, ins_key)
 
-        def merged(old, new_values, dtype):
-            return np.ascontiguousarray(np.insert(old[keep], insert_at, np.asarray(new_values, dtype=dtype)))
+        def spliced(old, values, dtype):
+            return _splice(old, dels, before, np.asarray(values, dtype=dtype))
 
-        pos_account = merged(b.pos_account + shift[b.pos_account], ins_account, np.int32)
+        old_account = b.pos_account
+        if new_ids.size:  # an old account's new index: its old index plus the new accounts before it
+            old_account = old_account + np.searchsorted(new_ids, b.account_id).astype(np.int32)[old_account]
+        pos_account = spliced(old_account, ins_account, np.int32)
         pos_start = np.zeros(account_id.size + 1, dtype=np.int64)
         np.cumsum(np.bincount(pos_account, minlength=account_id.size), out=pos_start[1:])
         book = Book(
             symbols=b.symbols, mark_price=b.mark_price, contract_size=b.contract_size, tier_start=b.tier_start,
             tier_floor=b.tier_floor, tier_mmr=b.tier_mmr, tier_cum=b.tier_cum, tier_max_leverage=b.tier_max_leverage,
             account_id=account_id, wallet=wallet, pos_start=pos_start, pos_account=pos_account,
-            pos_symbol=merged(b.pos_symbol, ins_symbol, np.int32),
-            size=merged(b.size, [s["size"] for _, s in inserts], np.float64),
-            entry=merged(b.entry, [s["entry_price"] for _, s in inserts], np.float64),
-            isolated=merged(b.isolated, ins_iso, np.int8),
-            isolated_margin=merged(b.isolated_margin, [s["isolated_margin"] for _, s in inserts], np.float64),
-            leverage=merged(b.leverage, [s["leverage"] or 0.0 for _, s in inserts], np.float64),
+            pos_symbol=spliced(b.pos_symbol, ins_symbol, np.int32),
+            size=spliced(b.size, [s["size"] for _, s in inserts], np.float64),
+            entry=spliced(b.entry, [s["entry_price"] for _, s in inserts], np.float64),
+            isolated=spliced(b.isolated, ins_iso, np.int8),
+            isolated_margin=spliced(b.isolated_margin, [s["isolated_margin"] for _, s in inserts], np.float64),
+            leverage=spliced(b.leverage, [s["leverage"] or 0.0 for _, s in inserts], np.float64),
             tick_size=b.tick_size, meta={k: v for k, v in b.meta.items() if k != "hash"})
         self.book = book
         accounts = np.searchsorted(account_id, np.array(sorted(touched_ids), dtype=np.int64))
         return Applied(book, True, accounts.astype(np.int64), np.empty(0, np.int64), True,
-                       _keep=keep, _insert_at=insert_at, _account_insert_at=account_insert_at)
+                       _deletes=dels, _before=before, _account_insert_at=account_insert_at)
+
+
+def _splice(old: np.ndarray, deletes: np.ndarray, before: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``old`` without the (sorted) indices ``deletes``, with ``values[j]`` inserted before old
+    index ``before[j]`` (sorted; equal places keep their order): whole slices copied."""
+    out = np.empty(old.size - deletes.size + values.size, dtype=old.dtype)
+    n, src, dst, d, j = old.size, 0, 0, 0, 0
+    while True:
+        nxt = min(int(deletes[d]) if d < deletes.size else n, int(before[j]) if j < before.size else n)
+        out[dst:dst + nxt - src] = old[src:nxt]
+        dst, src = dst + nxt - src, nxt
+        if j < before.size and before[j] == src:
+            out[dst] = values[j]
+            dst, j = dst + 1, j + 1
+        elif d < deletes.size and deletes[d] == src:
+            src, d = src + 1, d + 1
+        else:
+            return out
 
 
 def check_update_fields(update) -> dict:

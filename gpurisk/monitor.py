@@ -104,7 +104,7 @@ class Monitor:
     def _layout(self) -> None:
         """Per-layout tables: each ADL queue's positions (index order) and where it starts."""
         b = self.book
-        group = queue_group(np, b.pos_symbol, b.size)
+        group = self._h(self.engine.device.group)  # the engine's queue of each position
         narrow = np.int8 if 2 * b.n_symbols <= 127 else np.int32  # int8: NumPy's stable sort is a radix sort
         self._members = np.argsort(group.astype(narrow), kind="stable")
         self._group_start = np.zeros(2 * b.n_symbols + 1, dtype=np.int64)
@@ -233,8 +233,8 @@ class Monitor:
             else:
                 self._push_in_place(applied)
             if applied.flipped and not applied.rebuilt:
-                self._layout()
                 self._set_engine_groups()
+                self._layout()
         moved = []
         for s, tick in batch.marks.items():
             if self.marks[s] != tick.price:

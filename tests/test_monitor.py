@@ -306,3 +306,17 @@ def test_in_a_large_batch_only_the_update_that_breaks_a_rule_is_refused():
     assert b.wallet[1] == 2_050.0
     i = int(np.flatnonzero((b.pos_account == 2) & (b.pos_symbol == 0))[0])
     assert b.size[i] == 1e10 and applied.applied == 51
+
+
+def test_splice_equals_delete_then_insert():
+    from gpurisk.book_updates import _splice
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        old = rng.normal(size=int(rng.integers(0, 30)))
+        dels = np.unique(rng.integers(0, max(old.size, 1), size=int(rng.integers(0, 5)))) if old.size else np.empty(0, np.int64)
+        before = np.sort(rng.integers(0, old.size + 1, size=int(rng.integers(0, 5))))
+        values = rng.normal(size=before.size)
+        kept = np.delete(old, dels)
+        want = np.insert(kept, before - np.searchsorted(dels, before), values)
+        assert np.array_equal(_splice(old, dels.astype(np.int64), before.astype(np.int64), values), want)
