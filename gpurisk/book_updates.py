@@ -29,6 +29,7 @@ Updates (dicts, as JSON lines carry them; ``type`` says which):
 from __future__ import annotations
 
 import dataclasses
+from collections import ChainMap
 import math
 from dataclasses import dataclass, field
 
@@ -308,21 +309,20 @@ class LiveBook:
         update); refusals are appended to ``rejected``."""
         positions, wallets, refused = {}, {}, []
         for u in updates:
-            p, w = dict(positions), dict(wallets)
+            p, w = ChainMap({}, positions), ChainMap({}, wallets)  # this update's rows over the accepted ones
             try:
                 self._resolve(u, p, w)
             except UpdateError as exc:
                 refused.append((u, f"{describe(u)} refused: {exc}"))
                 continue
             if suspects is None or _keys(u, self._symbol_index) & suspects:
-                mine_p = {k: v for k, v in p.items() if k not in positions or positions[k] is not v}
-                mine_w = {k: v for k, v in w.items() if k not in wallets or wallets[k] != v}
-                problems, _ = self._problems(mine_p, mine_w, set(w))
+                problems, _ = self._problems(p.maps[0], w.maps[0], w)
                 if problems:
                     refused.append((u, f"{describe(u)} refused: " + "; ".join(
                         f"{q.table}.{q.column}: {q.rule}" for q in problems)))
                     continue
-            positions, wallets = p, w
+            positions.update(p.maps[0])
+            wallets.update(w.maps[0])
         if suspects is not None and self._problems(positions, wallets)[0]:
             return None
         rejected += refused
