@@ -335,6 +335,10 @@ class Monitor:
         over cross accounts (with cross positions) and isolated positions with equity < 0."""
         am, pr, xp = self._risk.account_margin, self._risk.position_risk, self.backend.xp
         dev = self.engine.device
+        if xp is np:  # summed in place where the mask holds: no filtered copies of the arrays
+            cross = np.add.reduce(am.equity, where=(am.equity < 0) & (am.n_cross > 0))
+            iso = np.add.reduce(pr.equity, where=(pr.equity < 0) & (dev.isolated == 1))
+            return -float(cross) - float(iso)
         cross = xp.where((am.n_cross > 0) & (am.equity < 0), -am.equity, 0.0)
         iso = xp.where((dev.isolated == 1) & (pr.equity < 0), -pr.equity, 0.0)
         return float(xp.sum(cross)) + float(xp.sum(iso))
