@@ -46,9 +46,11 @@ from .schema import SIDES, STATUSES
 from .streams import Inbox
 
 LIQUIDATABLE = STATUSES.index("liquidatable")
-#: a step revalues only the touched accounts when they hold at most this share of the positions
-#: (gathering them costs more than it saves above it; bench/bench_monitor.py)
-SUBSET_SHARE = 0.4
+#: a step revalues only the touched accounts when they hold at most this share of the positions.
+#: On the cpu backend gathering and scattering them (NumPy, one thread) costs about what it saves
+#: at 30% (1M positions: 26 ms either way, bench/RESULTS.md); it pays for steps that touch few
+#: accounts (updates between ticks, a thinly held symbol).
+SUBSET_SHARE = 0.2
 _SUBSET_FIELDS = ("pos_symbol", "size", "entry", "leverage", "isolated", "isolated_margin")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .book import Book, read_book
 from .engine import Engine
-from .monitor import Monitor
+from .monitor import SUBSET_SHARE, Monitor
 from .output import atomic_dir, book_hash, manifest_or_none
 from .sinks import JsonLinesSink, ParquetEventLog
 from .streams import FORMATS, JsonLinesSource, TickFileSource, WebSocketSource
@@ -172,7 +172,7 @@ def cmd_monitor(args) -> int:
         sinks.append(JsonLinesSink(args.events))
     if args.event_log:
         sinks.append(ParquetEventLog(args.event_log, args.segment_events, args.segment_seconds))
-    monitor = Monitor(engine, sinks=sinks, adl_top=args.adl_top, subset_share=0.0 if args.full else 0.4,
+    monitor = Monitor(engine, sinks=sinks, adl_top=args.adl_top, subset_share=0.0 if args.full else SUBSET_SHARE,
                       event_seq=int(resumed.get("next_seq", 0)))
     monitor.updates_applied = int(resumed.get("updates_applied", 0))
     skip = resumed.get("sources", {})
