@@ -92,12 +92,22 @@ def run(positions: int, seconds: float, backend: str, tick_ms: float, updates_pe
     built = time.perf_counter() - t
     engine = Engine(book, backend=backend)
     devnull = open(os.devnull, "w")
-    mon = Monitor(engine, sinks=[JsonLinesSink(devnull)])
+    refusals = collections.Counter()
+
+    class Refusals:  # why updates were refused, by reason (the part after "refused: ")
+        def write(self, events):
+            refusals.update(e["reason"].split("refused: ", 1)[-1] for e in events if e["type"] == "rejected")
+
+        def flush(self):
+            pass
+
+    mon = Monitor(engine, sinks=[JsonLinesSink(devnull), Refusals()])
     for _ in range(3):  # warm-up: kernels loaded, buffers touched
         mon.inbox.put_mark(book.symbols[0], float(book.mark_price[0] * 1.0001))
         mon.step()
     mon.latencies_ms.clear()
     mon.stats.clear()
+    refusals.clear()
     mon.inbox.received = 0
     step_ms, modes = [], collections.Counter()
     stop, sent = threading.Event(), collections.Counter()
@@ -124,7 +134,7 @@ def run(positions: int, seconds: float, backend: str, tick_ms: float, updates_pe
         "latency_p50_ms": round(float(np.percentile(lat, 50)), 1), "latency_p99_ms": round(float(np.percentile(lat, 99)), 1),
         "latency_max_ms": round(float(lat.max()), 1),
         "step_p50_ms": round(float(np.percentile(step_ms, 50)), 1), "step_p99_ms": round(float(np.percentile(step_ms, 99)), 1),
-        "final_positions": mon.book.n_positions,
+        "final_positions": mon.book.n_positions, "refusals": dict(refusals),
     }
 
 

@@ -20,7 +20,8 @@ Updates (dicts, as JSON lines carry them; ``type`` says which):
 - ``fill``: a trade: ``account_id``, ``symbol``, signed ``qty``, ``price``, optional
   ``margin_mode``, ``fee`` (paid from the wallet) and ``isolated_margin`` (the new value, for
   isolated positions). Adding to a position averages its entry price; reducing it realises
-  PnL into the wallet; crossing zero opens the rest at ``price``.
+  PnL into the wallet; crossing zero opens the rest at ``price``. A fill that leaves only the
+  binary rounding of decimal sizes (|size| <= DUST × the sizes added) closes the position.
 - ``balance``: ``account_id``, ``delta`` (a deposit > 0, a withdrawal < 0, a funding payment
   either way), optional ``reason``.
 - ``account``: ``account_id``, ``wallet_balance``: opens an account (or sets its balance).
@@ -40,6 +41,8 @@ from .book import _ROW, Book, BookError, _Checker, _check_columns, _validate_acc
 from .schema import MARGIN_MODES
 
 UPDATE_TYPES = ("position", "fill", "balance", "account")
+#: a fill leaving |size| at most this fraction of the sizes it adds closes the position
+DUST = 1e-9
 
 
 class UpdateError(ValueError):
@@ -226,6 +229,8 @@ class LiveBook:
         old = now["size"] if now else 0.0
         entry = now["entry_price"] if now else price
         new = old + qty
+        if abs(new) <= DUST * max(abs(old), abs(qty)):
+            new = 0.0  # closed: what is left is the rounding of decimal lot sizes in binary (0.3 - 0.1 - 0.2)
         realised = 0.0
         if old != 0 and (old > 0) != (qty > 0):  # reduces (and maybe crosses zero)
             closed = math.copysign(min(abs(qty), abs(old)), old)

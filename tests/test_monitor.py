@@ -320,3 +320,13 @@ def test_splice_equals_delete_then_insert():
         kept = np.delete(old, dels)
         want = np.insert(kept, before - np.searchsorted(dels, before), values)
         assert np.array_equal(_splice(old, dels.astype(np.int64), before.astype(np.int64), values), want)
+
+
+def test_a_fill_leaving_only_rounding_dust_closes_the_position():
+    live = LiveBook(Book.from_frames(**tiny_frames()))  # account 2: BTCUSDT -0.1
+    assert 0.3 - 0.1 - 0.2 != 0  # the dust binary floats leave
+    live.apply([{"type": "fill", "account_id": 2, "symbol": "BTCUSDT", "qty": -0.2, "price": 61_000.0}])
+    applied = live.apply([{"type": "fill", "account_id": 2, "symbol": "BTCUSDT", "qty": 0.1, "price": 60_000.0},
+                          {"type": "fill", "account_id": 2, "symbol": "BTCUSDT", "qty": 0.2, "price": 60_000.0}])
+    assert applied.rejected == [] and applied.rebuilt
+    assert not np.any((live.book.pos_account == 1) & (live.book.pos_symbol == 0))  # closed, no dust left
