@@ -14,7 +14,7 @@ import numpy as np
 from .book import Book, read_book
 from .engine import Engine
 from .monitor import SUBSET_SHARE, Monitor
-from .output import atomic_dir, book_hash, manifest_or_none
+from .output import atomic_dir, book_hash, check_place, manifest_or_none
 from .sinks import JsonLinesSink, ParquetEventLog
 from .streams import FORMATS, JsonLinesSource, TickFileSource, WebSocketSource
 
@@ -118,6 +118,10 @@ class _Snapshots:
     def maybe(self, monitor: Monitor) -> None:
         if time.monotonic() - self.last < self.every or (self.thread and self.thread.is_alive()):
             return
+        if self.error is not None:  # said once; the monitor goes on, the next snapshot tries again
+            print(f"gpurisk monitor: warning: snapshot to {self.directory} failed: {self.error}", file=sys.stderr,
+                  flush=True)
+            self.error = None
         self.last = time.monotonic()
         self.thread = threading.Thread(target=self._write, args=snapshot_state(monitor), daemon=True)
         self.thread.start()
@@ -165,6 +169,8 @@ def cmd_monitor(args) -> int:
         resumed = manifest.get("monitor") or {}
         if not resumed:
             raise ValueError(f"--resume: {args.book} is not a monitor snapshot (its manifest has no monitor state)")
+    if args.snapshot:
+        check_place(args.snapshot, "book")  # a bad place is refused now, not at the first snapshot
     book = read_book(args.book)
     engine = Engine(book, venue=args.venue, backend=args.backend)
     sinks = []

@@ -13,8 +13,12 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .output import atomic_file
+
+if TYPE_CHECKING:  # Polars is imported where a segment is written or read
+    import polars as pl
 
 #: columns of the Parquet event log: the fields every event has, the keys events are looked up
 #: by, and the whole event as JSON

@@ -122,3 +122,12 @@ def test_resume_needs_a_snapshot(book_dir, tmp_path, capsys):
     inp = _lines(tmp_path / "s.jsonl", STREAM[:1])
     assert main(["monitor", str(book_dir), "--resume", "--input", str(inp)]) == 2
     assert "is not a monitor snapshot" in capsys.readouterr().err
+
+
+def test_a_snapshot_place_that_is_not_a_book_is_refused_before_starting(book_dir, tmp_path, capsys):
+    inp = _lines(tmp_path / "s.jsonl", STREAM[:1])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["monitor", str(book_dir), "--input", str(inp), "--snapshot", str(mine)]) == 2
+    assert "mine" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep me"
