@@ -30,14 +30,15 @@ Updates (dicts, as JSON lines carry them; ``type`` says which):
 from __future__ import annotations
 
 import dataclasses
-from collections import ChainMap
 import math
+from collections import ChainMap
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
-from .book import _ROW, Book, BookError, _Checker, _check_columns, _validate_accounts, _validate_positions
+from .book import (_ROW, EXAMPLES_SHOWN, Book, BookError, Problem, _Checker, _check_columns, _describe,
+                   _validate_accounts, _validate_positions)
 from .schema import MARGIN_MODES
 
 UPDATE_TYPES = ("position", "fill", "balance", "account")
@@ -127,9 +128,12 @@ class _RowsChecker(_Checker):
         super().__init__(table, df)
         self.bad_rows: set[int] = set()
 
-    def rule(self, column, bad, rule):
-        self.bad_rows.update(self.df.filter(bad.fill_null(True))[_ROW].to_list())
-        super().rule(column, bad, rule)
+    def rule(self, column, bad, rule):  # _Checker.rule, keeping the rows of its one filter
+        hits = self.df.filter(bad.fill_null(True))
+        if hits.height:
+            self.bad_rows.update(hits[_ROW].to_list())
+            self.problems.append(Problem(self.table, column, rule, hits.height,
+                                         tuple(_describe(hits.head(EXAMPLES_SHOWN), self.keys))))
 
 
 def _keys(update: dict, symbols: dict) -> set:
