@@ -46,6 +46,7 @@ from .schema import SIDES, STATUSES
 from .streams import Inbox
 
 LIQUIDATABLE = STATUSES.index("liquidatable")
+UNKNOWN = -1  # a status not yet reported (at start, a new account or position)
 #: a step revalues only the touched accounts when they hold at most this share of the positions.
 #: On the cpu backend gathering and scattering them (NumPy, one thread) costs about what it saves
 #: at 30% (1M positions: 26 ms either way, bench/RESULTS.md); it pays for steps that touch few
@@ -90,9 +91,10 @@ class Monitor:
         self.source_lines: dict[str, int] = {}  # per JSON-lines input, the last update line a step took
         self._layout()
         self._revalue_full()
-        self._acc_status = self._h(self._risk.account_margin.status).copy()
-        self._pos_status = self._h(self._risk.position_risk.status).copy()
-        self._heads = self._adl_heads()
+        # what consumers were told: nothing yet (-1: unknown; start() or the first step says all)
+        self._acc_status = np.full(self.book.n_accounts, UNKNOWN, dtype=np.int8)
+        self._pos_status = np.full(self.book.n_positions, UNKNOWN, dtype=np.int8)
+        self._heads = [()] * (self._group_start.size - 1)
 
     # ------------------------------------------------------------------ state
 
@@ -214,6 +216,17 @@ class Monitor:
 
     # ------------------------------------------------------------------ one step
 
+    def start(self) -> list[dict]:
+        """Emit the state at the start (a consumer's baseline): every account not healthy
+        (``from`` null), every position in liquidation, the head of every ADL queue, and a
+        ``revaluation`` event of mode ``initial``. Without it the first step says the same."""
+        from .streams import Batch
+
+        events = self._changes()
+        events.append(self._summary(Batch(), "initial", self.book.n_positions, []))
+        self._emit(events, Batch())
+        return events
+
     def step(self, batch=None) -> list[dict]:
         """Take what the inbox holds (or ``batch``, an Inbox.take result), apply and revalue;
         emit and return the events. Returns [] when there was nothing to do."""
@@ -265,8 +278,8 @@ class Monitor:
     def _rebuild(self, applied) -> None:
         """A new layout: a new resident engine; previous statuses carried over (new accounts
         and positions start as healthy, so a new position already past liquidation reports)."""
-        self._acc_status = applied.remap_accounts(self._acc_status, 0)
-        self._pos_status = applied.remap_positions(self._pos_status, 0)
+        self._acc_status = applied.remap_accounts(self._acc_status, UNKNOWN)
+        self._pos_status = applied.remap_positions(self._pos_status, UNKNOWN)
         self.engine = Engine(applied.book, venue=self.venue, backend=self.backend)
         self._risk = None
         self._layout()
@@ -296,12 +309,14 @@ class Monitor:
         am, pr = risk.account_margin, risk.position_risk
         events = []
         status = self._h(am.status)
-        moved = np.flatnonzero(status != self._acc_status)
+        # a healthy account nobody was told about yet is not news
+        moved = np.flatnonzero((status != self._acc_status) & ~((self._acc_status == UNKNOWN) & (status == 0)))
         if moved.size:
             ratio, equity, maint = (self._h(x)[moved] for x in (am.ratio, am.equity, am.maint))
             for k, a in enumerate(moved.tolist()):
                 events.append({"type": "account_status", "account_id": int(b.account_id[a]),
-                               "from": STATUSES[self._acc_status[a]], "to": STATUSES[status[a]],
+                               "from": STATUSES[self._acc_status[a]] if self._acc_status[a] >= 0 else None,
+                               "to": STATUSES[status[a]],
                                "margin_ratio": _num(ratio[k]), "equity": float(equity[k]),
                                "maint_margin": float(maint[k])})
         self._acc_status = status.copy()
@@ -346,7 +361,7 @@ class Monitor:
         return float(xp.sum(cross)) + float(xp.sum(iso))
 
     def _summary(self, batch, mode: str, touched: int, moved: list) -> dict:
-        counts = np.bincount(self._acc_status, minlength=len(STATUSES))
+        counts = np.bincount(self._h(self._risk.account_margin.status), minlength=len(STATUSES))
         return {"type": "revaluation", "mode": mode, "positions_revalued": int(touched),
                 "symbols_moved": [self.book.symbols[s] for s in moved],
                 "ticks": int(sum(t.count for t in batch.marks.values())), "coalesced": int(batch.coalesced),

@@ -199,6 +199,7 @@ def cmd_monitor(args) -> int:
             snapshots.maybe(mon)
 
     try:
+        monitor.start()
         for s in sources:
             s.start()
         monitor.run(stop, on_idle=idle, idle_every=0.2, until_drained=not args.ws)

@@ -91,7 +91,15 @@ def test_every_step_of_a_long_random_stream_matches_a_full_revaluation(venue):
 def test_status_transitions_and_liquidations_are_reported_with_the_full_figures():
     book = gpurisk.synthetic_book(800, seed=5)
     mon = Monitor(Engine(book, backend="cpu"))
+    initial = mon.start()
     before = mon.risk(rank=False).accounts
+    # the baseline: every account not healthy, from nothing, and the head of every queue
+    told = {e["account_id"]: e for e in initial if e["type"] == "account_status"}
+    assert set(told) == set(before.filter(pl.col("status") != "healthy")["account_id"].to_list()) != set()
+    assert all(e["from"] is None and e["to"] == by["status"] for by in before.iter_rows(named=True)
+               for e in [told.get(by["account_id"])] if e)
+    assert sum(e["type"] == "adl_head" for e in initial) == 2 * book.n_symbols
+    assert initial[-1]["type"] == "revaluation" and initial[-1]["mode"] == "initial"
     btc = book.symbols.index("BTCUSDT")
     btc_mark = float(book.mark_price[btc])  # the monitor writes its marks into its book
     mon.inbox.put_mark("BTCUSDT", btc_mark * 0.7)
