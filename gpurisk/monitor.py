@@ -2,6 +2,7 @@
 current with position and balance updates, emitting what changed as events.
 
 >>> mon = Monitor(Engine(book, venue="binance"), sinks=[JsonLinesSink(sys.stdout)])
+>>> mon.start()         # the state it starts from: accounts not healthy, ADL heads
 >>> mon.inbox.put_mark("BTCUSDT", 61_000.0)
 >>> mon.step()          # one revaluation of what arrived; returns its events
 
