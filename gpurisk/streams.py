@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import threading
 import time
@@ -82,6 +83,11 @@ class Inbox:
         if known_only and symbol not in self._index:
             with self._cond:
                 self.ignored += 1
+            return
+        if tick_time is not None and (isinstance(tick_time, bool) or not isinstance(tick_time, (int, float))
+                                      or not math.isfinite(tick_time)):
+            self.put_rejected({"type": "mark", "symbol": symbol, "mark_price": price, "time": tick_time},
+                              f"{source} refused: time must be milliseconds since the epoch (a number), got {tick_time!r}")
             return
         try:
             (_, price), = check_marks([(symbol, price)], self._book)

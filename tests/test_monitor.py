@@ -160,10 +160,12 @@ def test_bad_ticks_are_refused_with_the_marks_rules():
     mon = Monitor(Engine(book, backend="cpu"))
     mon.inbox.put_mark("BTCUSDT", -5.0, source="feed:3")
     mon.inbox.put_mark("DOGE", 1.0, source="feed:4")
+    mon.inbox.put_mark("BTCUSDT", 61_000.0, tick_time="noon", source="feed:5")
     events = mon.step()
     reasons = [e["reason"] for e in events if e["type"] == "rejected"]
     assert reasons == ["feed:3 refused: mark_price: must be finite and > 0",
-                       "feed:4 refused: symbol: must be a symbol of the book"]
+                       "feed:4 refused: symbol: must be a symbol of the book",
+                       "feed:5 refused: time must be milliseconds since the epoch (a number), got 'noon'"]
     assert mon.marks.tolist() == book.mark_price.tolist()
 
 
