@@ -158,6 +158,11 @@ def cmd_monitor(args) -> int:
     symbol_map = _symbol_map(args.symbol_map)
     if args.adl_top < 1:
         raise ValueError(f"--adl-top must be >= 1, got {args.adl_top}")
+    for name in ("segment_events", "segment_seconds", "snapshot_every"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.status_every < 0:
+        raise ValueError(f"--status-every must be >= 0, got {args.status_every}")
     if not (args.input or args.ticks or args.ws):
         raise ValueError("no input: give --input FILE (or - for stdin), --ticks FILE or --ws URL")
     for path in args.input + ([args.ticks] if args.ticks else []):

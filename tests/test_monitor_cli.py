@@ -112,6 +112,8 @@ def test_sigterm_stops_cleanly_with_the_log_complete(tmp_path, book_dir):
     ([], "no input: give --input FILE"),
     (["--input", "nowhere.jsonl"], "input nowhere.jsonl does not exist"),
     (["--input", "-", "--symbol-map", "BTC"], "--symbol-map takes VENUE=BOOK"),
+    (["--input", "-", "--segment-events", "0"], "--segment-events must be > 0"),
+    (["--input", "-", "--snapshot-every", "-1"], "--snapshot-every must be > 0"),
 ])
 def test_usage_errors_exit_2_with_a_message(book_dir, capsys, args, message):
     assert main(["monitor", str(book_dir), *args]) == 2
