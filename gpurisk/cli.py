@@ -592,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--marks", metavar="FILE", help="override marks from a file with symbol, mark_price columns")
     r.set_defaults(func=cmd_revalue)
 
+    from .monitor_run import add_parser as add_monitor_parser
+    add_monitor_parser(sub, common)
+
     st = sub.add_parser(
         "stress", parents=[common, dist, database], help="price-shock scenarios and liquidation cascades",
         description="Run price-shock scenarios through the deleveraging ladder (partial reduction, "

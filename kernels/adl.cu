@@ -80,3 +80,16 @@ GR_KERNEL void queue_places(long long n, int n_groups, const long long* order,
         lights[i] = lights_of(share);
     }
 }
+
+// Lights of the front places of each queue without ranking whole queues (the live monitor,
+// gpurisk/monitor.py): the rule of queue_places, from each head place's rank and its queue's
+// count, or its running |size| and its queue's total |size|.
+GR_KERNEL void head_lights(long long n, const long long* rank, const long long* count,
+                           const double* cum_size, const double* total_size, int by_size,
+                           signed char* lights) {
+    for_each_index(k, n) {
+        const double share = by_size ? cum_size[k] / total_size[k]
+                                     : (double)rank[k] / (double)count[k];
+        lights[k] = lights_of(share);
+    }
+}

@@ -1,0 +1,443 @@
+"""Position and balance updates applied to a resident book without reloading it.
+
+A venue's live book changes as trades happen: fills, position snapshots, deposits,
+withdrawals, funding. ``LiveBook.apply(updates)`` takes a batch of them in arrival order and
+
+- works out each update's resulting rows (a position's size, entry, margin; an account's
+  wallet), later updates seeing earlier ones;
+- validates those rows by the book loader's own rules (gpurisk.book: the same checks, limits
+  and messages); an update that breaks one is refused with its message and changes nothing,
+  the others still apply;
+- writes the result into the book's arrays in place where the layout stays (sizes, prices,
+  balances), or builds the new layout in one O(n) merge where positions open or close or
+  accounts appear.
+
+Updates (dicts, as JSON lines carry them; ``type`` says which):
+
+- ``position``: the position's state as the venue reports it: ``account_id``, ``symbol``,
+  ``size`` (0 closes it), ``entry_price``, optional ``margin_mode`` (cross),
+  ``isolated_margin``, ``leverage``.
+- ``fill``: a trade: ``account_id``, ``symbol``, signed ``qty``, ``price``, optional
+  ``margin_mode``, ``fee`` (paid from the wallet) and ``isolated_margin`` (the new value, for
+  isolated positions). Adding to a position averages its entry price; reducing it realises
+  PnL into the wallet; crossing zero opens the rest at ``price``. A fill that leaves only the
+  binary rounding of decimal sizes (|size| <= DUST × the sizes added) closes the position.
+- ``balance``: ``account_id``, ``delta`` (a deposit > 0, a withdrawal < 0, a funding payment
+  either way), optional ``reason``.
+- ``account``: ``account_id``, ``wallet_balance``: opens an account (or sets its balance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import ChainMap
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from .book import (_ROW, EXAMPLES_SHOWN, Book, BookError, Problem, _Checker, _check_columns, _describe,
+                   _validate_accounts, _validate_positions)
+from .schema import MARGIN_MODES
+
+UPDATE_TYPES = ("position", "fill", "balance", "account")
+#: a fill leaving |size| at most this fraction of the sizes it adds closes the position
+DUST = 1e-9
+
+
+class UpdateError(ValueError):
+    """An update that cannot be applied (its message says why); the book is unchanged by it."""
+
+
+@dataclass
+class Applied:
+    """What a batch changed. ``rebuilt``: the layout changed (a new Book; remap the arrays kept
+    per position or account with remap_positions / remap_accounts). ``accounts``: indices (in
+    the new layout) of the accounts whose positions or balance changed. ``positions``: indices
+    of positions changed in place. ``flipped``: a position changed side (its ADL queue)."""
+
+    book: Book
+    rebuilt: bool = False
+    accounts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    positions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    flipped: bool = False
+    applied: int = 0
+    rejected: list = field(default_factory=list)  # (update, message)
+    _deletes: np.ndarray | None = None  # old positions removed, when rebuilt
+    _before: np.ndarray | None = None  # per new position, the old position it goes before
+    _account_insert_at: np.ndarray | None = None
+
+    def remap_positions(self, old: np.ndarray, fill) -> np.ndarray:
+        """A per-position array of the old layout in the new one (new positions get ``fill``)."""
+        if not self.rebuilt:
+            return old
+        return _splice(old, self._deletes, self._before, np.full(self._before.size, fill, dtype=old.dtype))
+
+    def remap_accounts(self, old: np.ndarray, fill) -> np.ndarray:
+        if not self.rebuilt:
+            return old
+        return np.insert(old, self._account_insert_at, fill)
+
+
+def _number(update: dict, name: str, required: bool = True, default=None):
+    value = update.get(name, default)
+    if value is None:
+        if required:
+            raise UpdateError(f"{name} is missing")
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UpdateError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise UpdateError(f"{name} must be a number, got {value!r}") from None
+
+
+def _account_id(update: dict) -> int:
+    value = update.get("account_id")
+    if isinstance(value, bool) or not isinstance(value, int) or not -2**63 <= value < 2**63:
+        raise UpdateError(f"account_id must be a signed 64-bit integer, got {value!r}")
+    return value
+
+
+def describe(update: dict) -> str:
+    """How an update is named in messages: its source line where known, and its key."""
+    where = update.get("_source", "update")
+    key = ", ".join(f"{k}={update[k]!r}" for k in ("account_id", "symbol", "margin_mode") if k in update)
+    return f"{where} ({update.get('type', '?')}{': ' + key if key else ''})"
+
+
+_UPDATED_ARRAYS = ("mark_price", "account_id", "wallet", "size", "entry", "isolated_margin", "leverage")
+
+
+def writable(book: Book) -> bool:
+    """Whether updates can be written into ``book``'s arrays (Polars shares some read-only)."""
+    return all(getattr(book, k).flags.writeable for k in _UPDATED_ARRAYS)
+
+
+def writable_copy(book: Book) -> Book:
+    return dataclasses.replace(book, **{k: np.array(getattr(book, k)) for k in _UPDATED_ARRAYS},
+                               meta={k: v for k, v in book.meta.items() if k != "hash"})
+
+
+class _RowsChecker(_Checker):
+    """The book's checker, also keeping every row that breaks a rule (not only the examples)."""
+
+    def __init__(self, table, df):
+        super().__init__(table, df)
+        self.bad_rows: set[int] = set()
+
+    def rule(self, column, bad, rule):  # _Checker.rule, keeping the rows of its one filter
+        hits = self.df.filter(bad.fill_null(True))
+        if hits.height:
+            self.bad_rows.update(hits[_ROW].to_list())
+            self.problems.append(Problem(self.table, column, rule, hits.height,
+                                         tuple(_describe(hits.head(EXAMPLES_SHOWN), self.keys))))
+
+
+def _keys(update: dict, symbols: dict) -> set:
+    """The rows an update can write: its account's wallet and, for a position, its key."""
+    out = {("a", update.get("account_id"))}
+    if update.get("symbol") in symbols and update.get("margin_mode", "cross") in MARGIN_MODES:
+        out.add(("p", (update.get("account_id"), symbols[update["symbol"]],
+                       MARGIN_MODES.index(update.get("margin_mode", "cross")))))
+    return out
+
+
+class LiveBook:
+    """A Book that takes updates (see the module doc). ``book`` is always the current one; its
+    arrays are updated in place (a book with read-only arrays is copied first)."""
+
+    def __init__(self, book: Book):
+        self.book = book if writable(book) else writable_copy(book)
+        self._symbol_index = {s: i for i, s in enumerate(book.symbols)}
+
+    # ------------------------------------------------------------------ lookups
+
+    def _account_index(self, account_id: int) -> int:
+        ids = self.book.account_id
+        a = int(np.searchsorted(ids, account_id))
+        return a if a < ids.size and ids[a] == account_id else -1
+
+    def _position_index(self, a: int, symbol: int, iso: int) -> int:
+        b = self.book
+        for i in range(int(b.pos_start[a]), int(b.pos_start[a + 1])):
+            if b.pos_symbol[i] == symbol and b.isolated[i] == iso:
+                return i
+        return -1
+
+    def _position_now(self, pending: dict, key: tuple) -> dict | None:
+        if key in pending:
+            return pending[key]
+        account_id, symbol, iso = key
+        a = self._account_index(account_id)
+        i = self._position_index(a, symbol, iso) if a >= 0 else -1
+        if i < 0:
+            return None
+        b = self.book
+        return {"size": float(b.size[i]), "entry_price": float(b.entry[i]),
+                "isolated_margin": float(b.isolated_margin[i]),
+                "leverage": float(b.leverage[i]) if b.leverage[i] > 0 else None}
+
+    def _wallet_now(self, wallets: dict, account_id: int) -> float | None:
+        if account_id in wallets:
+            return wallets[account_id]
+        a = self._account_index(account_id)
+        return float(self.book.wallet[a]) if a >= 0 else None
+
+    # ------------------------------------------------------------------ one update's rows
+
+    def _resolve(self, update: dict, positions: dict, wallets: dict) -> None:
+        """Work ``update`` into the pending rows (positions by key, wallets by account id);
+        raises UpdateError for an update that cannot be understood at all."""
+        kind = update.get("type")
+        if kind not in UPDATE_TYPES:
+            raise UpdateError(f"type must be one of {', '.join(UPDATE_TYPES)}, got {kind!r}")
+        account_id = _account_id(update)
+        if kind == "account":
+            wallets[account_id] = _number(update, "wallet_balance")
+            return
+        wallet = self._wallet_now(wallets, account_id)
+        if wallet is None:
+            raise UpdateError(f"account_id {account_id} is not an account of the book "
+                              "(open it first with an account update)")
+        if kind == "balance":
+            wallets[account_id] = wallet + _number(update, "delta")
+            return
+        symbol = update.get("symbol")
+        if symbol not in self._symbol_index:
+            raise UpdateError(f"symbol must be a symbol of the book ({', '.join(self.book.symbols)}), got {symbol!r}")
+        mode = update.get("margin_mode", "cross")
+        if mode not in MARGIN_MODES:
+            raise UpdateError(f"margin_mode must be 'cross' or 'isolated', got {mode!r}")
+        key = (account_id, self._symbol_index[symbol], MARGIN_MODES.index(mode))
+        now = self._position_now(positions, key)
+        if kind == "position":
+            size = _number(update, "size")
+            if size == 0:
+                if now is None:
+                    raise UpdateError("size 0 closes a position, but the account holds none in this symbol and mode")
+                positions[key] = None
+                return
+            positions[key] = {"size": size, "entry_price": _number(update, "entry_price"),
+                              "isolated_margin": _number(update, "isolated_margin", False,
+                                                         now["isolated_margin"] if now else 0.0),
+                              "leverage": _number(update, "leverage", False, now["leverage"] if now else None)}
+            return
+        qty, price = _number(update, "qty"), _number(update, "price")
+        if not (math.isfinite(qty) and qty != 0 and math.isfinite(price) and price > 0):
+            raise UpdateError(f"a fill needs a finite, non-zero qty and a finite price > 0, got qty={qty!r}, price={price!r}")
+        fee = _number(update, "fee", False, 0.0)
+        cs = float(self.book.contract_size[key[1]])
+        old = now["size"] if now else 0.0
+        entry = now["entry_price"] if now else price
+        new = old + qty
+        if abs(new) <= DUST * max(abs(old), abs(qty)):
+            new = 0.0  # closed: what is left is the rounding of decimal lot sizes in binary (0.3 - 0.1 - 0.2)
+        realised = 0.0
+        if old != 0 and (old > 0) != (qty > 0):  # reduces (and maybe crosses zero)
+            closed = math.copysign(min(abs(qty), abs(old)), old)
+            realised = closed * (price - entry) * cs
+            new_entry = price if abs(qty) > abs(old) else entry
+        else:
+            new_entry = (old * entry + qty * price) / new if old else price
+        margin = _number(update, "isolated_margin", False, now["isolated_margin"] if now else 0.0)
+        leverage = now["leverage"] if now else _number(update, "leverage", False)
+        # every field read (an unreadable one raises before anything is pending)
+        wallets[account_id] = wallet + realised - fee
+        positions[key] = None if new == 0 else {"size": new, "entry_price": new_entry, "isolated_margin": margin,
+                                                "leverage": leverage}
+
+    # ------------------------------------------------------------------ validation
+
+    def _problems(self, positions: dict, wallets: dict, opened: set = frozenset()) -> tuple[list, set]:
+        """The book loader's rules over the pending rows (closed positions need none), and the
+        rows at fault (("a", account id) or ("p", position key)); ``opened``: accounts opened
+        by earlier updates of the batch."""
+        b = self.book
+        problems, bad = [], set()
+        if wallets:
+            acc = _RowsChecker("accounts", pl.DataFrame({"account_id": list(wallets), "wallet_balance": list(wallets.values())},
+                                                    schema={"account_id": pl.Int64, "wallet_balance": pl.Float64}))
+            acc.df = _check_columns(acc)
+            _validate_accounts(acc)
+            problems += acc.problems
+            ids = list(wallets)
+            bad |= {("a", ids[r]) for r in acc.bad_rows}
+        rows = [(k, v) for k, v in positions.items() if v is not None]
+        if rows:
+            frame = pl.DataFrame({
+                "account_id": [k[0] for k, _ in rows],
+                "symbol": [b.symbols[k[1]] for k, _ in rows],
+                "size": [v["size"] for _, v in rows],
+                "entry_price": [v["entry_price"] for _, v in rows],
+                "margin_mode": [MARGIN_MODES[k[2]] for k, _ in rows],
+                "isolated_margin": [v["isolated_margin"] for _, v in rows],
+                "leverage": [v["leverage"] for _, v in rows],
+            }, schema={"account_id": pl.Int64, "symbol": pl.String, "size": pl.Float64, "entry_price": pl.Float64,
+                       "margin_mode": pl.String, "isolated_margin": pl.Float64, "leverage": pl.Float64})
+            known = [k[0] for k, _ in rows if k[0] in wallets or k[0] in opened or self._account_index(k[0]) >= 0]
+            chk = _RowsChecker("positions", frame)
+            chk.df = _check_columns(chk)
+            _validate_positions(chk, pl.Series(known, dtype=pl.Int64), pl.Series(b.symbols, dtype=pl.String),
+                                pl.DataFrame({"symbol": list(b.symbols), "contract_size": b.contract_size}))
+            problems += chk.problems
+            bad |= {("p", rows[r][0]) for r in chk.bad_rows}
+        return problems, bad
+
+    # ------------------------------------------------------------------ a batch
+
+    def apply(self, updates: list[dict]) -> Applied:
+        """Apply ``updates`` in order (see the module doc); returns what changed."""
+        positions: dict = {}
+        wallets: dict = {}
+        rejected = []
+        for u in updates:  # understood one by one; validated together (the common case: all good)
+            try:
+                self._resolve(u, positions, wallets)
+            except UpdateError as exc:
+                rejected.append((u, f"{describe(u)} refused: {exc}"))
+        refused = {id(u) for u, _ in rejected}
+        good = [u for u in updates if id(u) not in refused]
+        problems, bad = self._problems(positions, wallets)
+        if problems:
+            result = self._sequential(good, rejected, bad)  # only updates writing a bad row are checked alone
+            if result is None:
+                result = self._sequential(good, rejected, None)  # an interplay of updates: check each alone
+            positions, wallets = result
+        applied = self._commit(positions, wallets)
+        applied.rejected = rejected
+        applied.applied = len(updates) - len(rejected)
+        return applied
+
+    def _sequential(self, updates, rejected: list, suspects: set | None):
+        """The batch again in order, each update that writes a row in ``suspects`` (every update
+        where None) validated on its own rows on top of the accepted ones before it. Returns the
+        pending rows, or None when the result still breaks a rule (the caller then checks every
+        update); refusals are appended to ``rejected``."""
+        positions, wallets, refused = {}, {}, []
+        for u in updates:
+            p, w = ChainMap({}, positions), ChainMap({}, wallets)  # this update's rows over the accepted ones
+            try:
+                self._resolve(u, p, w)
+            except UpdateError as exc:
+                refused.append((u, f"{describe(u)} refused: {exc}"))
+                continue
+            if suspects is None or _keys(u, self._symbol_index) & suspects:
+                problems, _ = self._problems(p.maps[0], w.maps[0], w)
+                if problems:
+                    refused.append((u, f"{describe(u)} refused: " + "; ".join(
+                        f"{q.table}.{q.column}: {q.rule}" for q in problems)))
+                    continue
+            positions.update(p.maps[0])
+            wallets.update(w.maps[0])
+        if suspects is not None and self._problems(positions, wallets)[0]:
+            return None
+        rejected += refused
+        return positions, wallets
+
+    def _commit(self, positions: dict, wallets: dict) -> Applied:
+        b = self.book
+        b.meta.pop("hash", None)  # written in place: a cached hash no longer holds
+        new_accounts = sorted(a for a in wallets if self._account_index(a) < 0)
+        changed_pos, inserts, deletes, flipped = [], [], [], False
+        for key, state in positions.items():
+            a = self._account_index(key[0])
+            i = self._position_index(a, key[1], key[2]) if a >= 0 else -1
+            if i >= 0 and state is not None:
+                changed_pos.append(i)
+                flipped |= (b.size[i] < 0) != (state["size"] < 0)
+                b.size[i], b.entry[i] = state["size"], state["entry_price"]
+                b.isolated_margin[i] = state["isolated_margin"]
+                b.leverage[i] = state["leverage"] or 0.0
+            elif i >= 0:
+                deletes.append(i)
+            elif state is not None:
+                inserts.append((key, state))
+        for account_id, w in wallets.items():
+            a = self._account_index(account_id)
+            if a >= 0:
+                b.wallet[a] = w
+        touched_ids = set(wallets) | {k[0] for k in positions}
+        if not (new_accounts or inserts or deletes):
+            accounts = np.array(sorted(self._account_index(a) for a in touched_ids), dtype=np.int64)
+            return Applied(b, False, accounts, np.array(sorted(changed_pos), dtype=np.int64), flipped)
+        return self._rebuild(new_accounts, wallets, inserts, deletes, touched_ids, changed_pos, flipped)
+
+    def _rebuild(self, new_accounts, wallets, inserts, deletes, touched_ids, changed_pos, flipped) -> Applied:
+        """The new layout in one splice: old positions kept, new ones inserted at their sorted
+        places (accounts by id, positions by (account, symbol, margin mode)); slices of the old
+        arrays are copied whole, so a batch costs about one copy of the book."""
+        b = self.book
+        new_ids = np.array(new_accounts, dtype=np.int64)
+        account_insert_at = np.searchsorted(b.account_id, new_ids)
+        account_id = np.insert(b.account_id, account_insert_at, new_ids)
+        wallet = np.insert(b.wallet, account_insert_at, [wallets[a] for a in new_accounts])
+        dels = np.array(sorted(deletes), dtype=np.int64)
+        inserts.sort(key=lambda kv: kv[0])  # (account id, symbol, mode): the layout's order
+        before = []  # per insert: the old position it goes before
+        for (acc, sym, iso), _ in inserts:
+            a = int(np.searchsorted(b.account_id, acc))
+            held = a < b.n_accounts and b.account_id[a] == acc  # else a new account: before account a's positions
+            k, end = int(b.pos_start[a]), int(b.pos_start[a + 1] if held else b.pos_start[a])
+            while k < end and (b.pos_symbol[k], b.isolated[k]) < (sym, iso):
+                k += 1
+            before.append(k)
+        before = np.array(before, dtype=np.int64)
+        ins_account = np.searchsorted(account_id, np.array([k[0] for k, _ in inserts], dtype=np.int64))
+        ins_symbol = np.array([k[1] for k, _ in inserts], dtype=np.int32)
+        ins_iso = np.array([k[2] for k, _ in inserts], dtype=np.int8)
+
+        def spliced(old, values, dtype):
+            return _splice(old, dels, before, np.asarray(values, dtype=dtype))
+
+        old_account = b.pos_account
+        if new_ids.size:  # an old account's new index: its old index plus the new accounts before it
+            old_account = old_account + np.searchsorted(new_ids, b.account_id).astype(np.int32)[old_account]
+        pos_account = spliced(old_account, ins_account, np.int32)
+        pos_start = np.zeros(account_id.size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(pos_account, minlength=account_id.size), out=pos_start[1:])
+        book = Book(
+            symbols=b.symbols, mark_price=b.mark_price, contract_size=b.contract_size, tier_start=b.tier_start,
+            tier_floor=b.tier_floor, tier_mmr=b.tier_mmr, tier_cum=b.tier_cum, tier_max_leverage=b.tier_max_leverage,
+            account_id=account_id, wallet=wallet, pos_start=pos_start, pos_account=pos_account,
+            pos_symbol=spliced(b.pos_symbol, ins_symbol, np.int32),
+            size=spliced(b.size, [s["size"] for _, s in inserts], np.float64),
+            entry=spliced(b.entry, [s["entry_price"] for _, s in inserts], np.float64),
+            isolated=spliced(b.isolated, ins_iso, np.int8),
+            isolated_margin=spliced(b.isolated_margin, [s["isolated_margin"] for _, s in inserts], np.float64),
+            leverage=spliced(b.leverage, [s["leverage"] or 0.0 for _, s in inserts], np.float64),
+            tick_size=b.tick_size, meta={k: v for k, v in b.meta.items() if k != "hash"})
+        self.book = book
+        accounts = np.searchsorted(account_id, np.array(sorted(touched_ids), dtype=np.int64))
+        return Applied(book, True, accounts.astype(np.int64), np.empty(0, np.int64), True,
+                       _deletes=dels, _before=before, _account_insert_at=account_insert_at)
+
+
+def _splice(old: np.ndarray, deletes: np.ndarray, before: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``old`` without the (sorted) indices ``deletes``, with ``values[j]`` inserted before old
+    index ``before[j]`` (sorted; equal places keep their order): whole slices copied."""
+    out = np.empty(old.size - deletes.size + values.size, dtype=old.dtype)
+    n, src, dst, d, j = old.size, 0, 0, 0, 0
+    while True:
+        nxt = min(int(deletes[d]) if d < deletes.size else n, int(before[j]) if j < before.size else n)
+        out[dst:dst + nxt - src] = old[src:nxt]
+        dst, src = dst + nxt - src, nxt
+        if j < before.size and before[j] == src:
+            out[dst] = values[j]
+            dst, j = dst + 1, j + 1
+        elif d < deletes.size and deletes[d] == src:
+            src, d = src + 1, d + 1
+        else:
+            return out
+
+
+def check_update_fields(update) -> dict:
+    """A JSON value as an update dict (raises UpdateError for anything else)."""
+    if not isinstance(update, dict):
+        raise UpdateError(f"an update must be a JSON object, got {type(update).__name__}")
+    return update
+
+
+__all__ = ["LiveBook", "Applied", "UpdateError", "UPDATE_TYPES", "BookError"]

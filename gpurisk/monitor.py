@@ -1,0 +1,431 @@
+"""Continuous monitoring: a resident book revalued on every batch of mark-price ticks and kept
+current with position and balance updates, emitting what changed as events.
+
+>>> mon = Monitor(Engine(book, venue="binance"), sinks=[JsonLinesSink(sys.stdout)])
+>>> mon.start()         # the state it starts from: accounts not healthy, ADL heads
+>>> mon.inbox.put_mark("BTCUSDT", 61_000.0)
+>>> mon.step()          # one revaluation of what arrived; returns its events
+
+Each ``step`` takes what the inbox holds (the newest mark per symbol, the updates in order),
+applies the updates (gpurisk.book_updates), revalues and compares with the previous
+revaluation:
+
+- ``account_status``: an account's status moved (healthy, margin_call, liquidatable,
+  bankrupt, either way), with its margin ratio, equity and maintenance margin;
+- ``liquidation``: a position entered liquidation (liquidatable or bankrupt), with its
+  liquidation and bankruptcy prices;
+- ``adl_head``: the first ``adl_top`` places of an ADL queue (symbol, side) changed: accounts,
+  sizes, scores, ranks and lights;
+- ``revaluation``: one per step: the uncovered deficit at the current marks (what bankrupt
+  accounts and isolated positions owe beyond their collateral), statuses counted, what the
+  step covered;
+- ``rejected``: a tick or update refused, with the reason (the book is unchanged by it).
+
+Where a step's ticks move only some symbols, only the accounts holding them are revalued
+(every position of those accounts, so each account's sums run over the same positions in the
+same order as a full revaluation: the same bits). The ADL queues are not fully ranked on each
+step: their heads are selected (the same first places as the full ranking, tied by account
+id); ``Monitor.risk(rank=True)`` ranks everything on demand.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from .adl import adl_score, queue_group
+from .book import Book
+from .book_updates import LiveBook, writable, writable_copy
+from .engine import Engine, Risk
+from .liquidation import position_risk
+from .margin import account_margin, position_margin
+from .schema import SIDES, STATUSES
+from .streams import Inbox
+
+LIQUIDATABLE = STATUSES.index("liquidatable")
+UNKNOWN = -1  # a status not yet reported (at start, a new account or position)
+#: a step revalues only the touched accounts when they hold at most this share of the positions.
+#: On the cpu backend gathering and scattering them (NumPy, one thread) costs about what it saves
+#: at 30% (1M positions: 26 ms either way, bench/RESULTS.md); it pays for steps that touch few
+#: accounts (updates between ticks, a thinly held symbol).
+SUBSET_SHARE = 0.2
+_SUBSET_FIELDS = ("pos_symbol", "size", "entry", "leverage", "isolated", "isolated_margin")
+
+
+def _wall_ms() -> float:
+    return time.time_ns() / 1e6
+
+
+class Monitor:
+    """A resident engine fed by an Inbox of ticks and updates (see the module doc).
+
+    ``adl_top``: places of each ADL queue reported in adl_head events. ``subset_share``: see
+    SUBSET_SHARE (0 forces full revaluations; the results are identical either way).
+    ``sinks``: objects with ``write(events)`` (gpurisk.sinks). ``event_seq``: the first
+    sequence number (a resumed monitor continues its predecessor's)."""
+
+    def __init__(self, engine: Engine, sinks=(), adl_top: int = 5, subset_share: float = SUBSET_SHARE,
+                 inbox: Inbox | None = None, event_seq: int = 0, latency_window: int = 100_000):
+        if len(engine.chunks) != 1:
+            raise ValueError("the monitor needs the whole book resident in one pass (an Engine without "
+                             "chunk_positions); this book is processed in chunks")
+        if adl_top < 1:
+            raise ValueError(f"adl_top must be >= 1, got {adl_top}")
+        if not writable(engine.book):  # e.g. arrays Polars shares read-only: updates need their own
+            engine = Engine(writable_copy(engine.book), venue=engine.venue, backend=engine.backend)
+        self.engine = engine
+        self.venue, self.backend = engine.venue, engine.backend
+        self.live = LiveBook(engine.book)
+        self.marks = engine.book.mark_price.astype(np.float64).copy()
+        self.inbox = inbox or Inbox(engine.book)
+        self.sinks = list(sinks)
+        self.adl_top = adl_top
+        self.subset_share = subset_share
+        self.seq = event_seq
+        self.stats = collections.Counter()
+        self.latencies_ms = collections.deque(maxlen=latency_window)
+        self.updates_applied = 0
+        self.source_lines: dict[str, int] = {}  # per JSON-lines input, the last update line a step took
+        self._layout()
+        self._revalue_full()
+        # what consumers were told: nothing yet (-1: unknown; start() or the first step says all)
+        self._acc_status = np.full(self.book.n_accounts, UNKNOWN, dtype=np.int8)
+        self._pos_status = np.full(self.book.n_positions, UNKNOWN, dtype=np.int8)
+        self._heads = [()] * (self._group_start.size - 1)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def book(self) -> Book:
+        return self.live.book
+
+    def _h(self, a) -> np.ndarray:
+        return self.backend.to_host(a)
+
+    def _layout(self) -> None:
+        """Per-layout tables: each ADL queue's positions (index order) and where it starts."""
+        b = self.book
+        group = self._h(self.engine.device.group)  # the engine's queue of each position
+        narrow = np.int8 if 2 * b.n_symbols <= 127 else np.int32  # int8: NumPy's stable sort is a radix sort
+        self._members = np.argsort(group.astype(narrow), kind="stable")
+        self._group_start = np.zeros(2 * b.n_symbols + 1, dtype=np.int64)
+        np.cumsum(np.bincount(group, minlength=2 * b.n_symbols), out=self._group_start[1:])
+
+    def risk(self, rank: bool = True) -> Risk:
+        """The book's full results at the current marks (a fresh revaluation; rank=True ranks
+        every ADL queue): for a snapshot of the results, or to check the monitor."""
+        return self.engine.revalue(self.marks, rank=rank)
+
+    @property
+    def results(self) -> Risk:
+        """The resident results of the last step (ADL scores, no full ranking)."""
+        return self._risk
+
+    # ------------------------------------------------------------------ revaluation
+
+    def _revalue_full(self) -> None:
+        risk = getattr(self, "_risk", None)
+        self._risk = self.engine.revalue(self.marks, out=risk, rank=False)
+
+    def _revalue_accounts(self, accounts: np.ndarray) -> None:
+        """Revalue the accounts ``accounts`` (sorted indices) and all their positions, and
+        write their results into the resident ones."""
+        b, be, xp, dev = self.book, self.backend, self.backend.xp, self.engine.device
+        starts, ends = b.pos_start[accounts], b.pos_start[accounts + 1]
+        counts = ends - starts
+        sub_start = np.zeros(accounts.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=sub_start[1:])
+        pos = np.repeat(starts - sub_start[:-1], counts) + np.arange(int(sub_start[-1]), dtype=np.int64)
+        pos_d, acc_d = be.asarray(pos), be.asarray(accounts)
+        sub = SimpleNamespace(
+            n_accounts=int(accounts.size), n_positions=int(pos.size), pos_start=be.asarray(sub_start),
+            pos_account=be.asarray(np.repeat(np.arange(accounts.size, dtype=np.int32), counts)),
+            wallet=xp.take(dev.wallet, acc_d),
+            **{k: getattr(dev, k) for k in ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr",
+                                            "tier_cum", "tier_root_bound", "tier_max_leverage", "tick_size")},
+            **{k: xp.take(getattr(dev, k), pos_d) for k in _SUBSET_FIELDS})
+        mark = be.asarray(self.marks)
+        pm = position_margin(be, sub, mark, self.venue)
+        am = account_margin(be, sub, pm, self.venue)
+        pr = position_risk(be, sub, mark, pm, am, self.venue)
+        score = adl_score(be, sub, mark, pm, pr, self.venue)
+        risk = self._risk
+        for whole, part in ((risk.position_margin, pm), (risk.position_risk, pr)):
+            for k in vars(whole):
+                getattr(whole, k)[pos_d] = getattr(part, k)
+        for k in vars(risk.account_margin):
+            getattr(risk.account_margin, k)[acc_d] = getattr(am, k)
+        risk.adl.score[pos_d] = score
+        risk.mark = self.marks.copy()
+        be.synchronize()
+
+    def _touched_accounts(self, symbols: list[int], extra: np.ndarray) -> np.ndarray:
+        b = self.book
+        flag = np.zeros(b.n_accounts, dtype=bool)
+        if symbols:
+            moved = np.zeros(b.n_symbols, dtype=bool)
+            moved[symbols] = True
+            flag[b.pos_account[moved[b.pos_symbol]]] = True
+        flag[extra] = True
+        return np.flatnonzero(flag)
+
+    # ------------------------------------------------------------------ ADL heads
+
+    def _adl_heads(self) -> list[tuple]:
+        """Per queue (symbol, side): the positions of its first adl_top places, in the order of
+        the full ranking (score descending, NaN last, ties by index = account id)."""
+        with np.errstate(invalid="ignore"):
+            key_all = -(self._h(self._risk.adl.score) + 0.0)  # -0.0 ties with 0.0, as in the full ranking
+        heads = []
+        for g in range(self._group_start.size - 1):
+            members = self._members[self._group_start[g]:self._group_start[g + 1]]
+            key = key_all[members]
+            if members.size > self.adl_top:
+                kth = np.partition(key, self.adl_top - 1)[self.adl_top - 1]
+                # NaN sorts last: a NaN k-th place means fewer numbers than places, so all stay
+                pick = np.flatnonzero(key <= kth) if not math.isnan(kth) else np.arange(members.size)
+                members, key = members[pick], key[pick]
+            order = np.lexsort((members, key))[:self.adl_top]
+            heads.append(tuple(int(i) for i in members[order]))
+        return heads
+
+    def _head_lights(self, heads) -> list[np.ndarray]:
+        """Ranks and lights of the head places (kernels/adl.cu head_lights)."""
+        b, be = self.book, self.backend
+        flat = np.array([i for h in heads for i in h], dtype=np.int64)
+        rank = np.concatenate([np.arange(1, len(h) + 1) for h in heads] or [np.empty(0, np.int64)]).astype(np.int64)
+        group_of = np.repeat(np.arange(len(heads)), [len(h) for h in heads])
+        count = np.diff(self._group_start)[group_of].astype(np.int64)
+        by_size = int(self.venue.lights == "size")
+        if by_size:
+            sizes = np.abs(b.size)
+            totals = np.array([np.sum(sizes[self._members[self._group_start[g]:self._group_start[g + 1]]])
+                               for g in range(len(heads))])
+            cum = np.concatenate([np.cumsum(sizes[list(h)]) if h else np.empty(0) for h in heads] or [np.empty(0)])
+            total = totals[group_of]
+        else:
+            cum = total = np.zeros(flat.size)
+        lights = be.asarray(np.empty(flat.size, dtype=np.int8))
+        if flat.size:
+            be.launch("head_lights", int(flat.size), be.asarray(rank), be.asarray(count), be.asarray(cum),
+                      be.asarray(total), by_size, lights)
+        return self._h(lights), rank
+
+    # ------------------------------------------------------------------ one step
+
+    def start(self) -> list[dict]:
+        """Emit the state at the start (a consumer's baseline): every account not healthy
+        (``from`` null), every position in liquidation, the head of every ADL queue, and a
+        ``revaluation`` event of mode ``initial``. Without it the first step says the same."""
+        from .streams import Batch
+
+        events = self._changes()
+        events.append(self._summary(Batch(), "initial", self.book.n_positions, []))
+        self._emit(events, Batch())
+        return events
+
+    def step(self, batch=None) -> list[dict]:
+        """Take what the inbox holds (or ``batch``, an Inbox.take result), apply and revalue;
+        emit and return the events. Returns [] when there was nothing to do."""
+        batch = batch if batch is not None else self.inbox.take(timeout=0)
+        if batch is None or batch.empty:
+            return []
+        events: list[dict] = [self._rejected(u, why) for u, why in batch.rejected]
+        applied = None
+        for u in batch.updates:
+            name, _, line = str(u.get("_source", "")).rpartition(":")
+            if name and line.isdigit():
+                self.source_lines[name] = max(self.source_lines.get(name, 0), int(line))
+        if batch.updates:
+            applied = self.live.apply(batch.updates)
+            events += [self._rejected(u, why) for u, why in applied.rejected]
+            self.updates_applied += applied.applied
+            if applied.rebuilt:
+                self._rebuild(applied)
+            else:
+                self._push_in_place(applied)
+            if applied.flipped and not applied.rebuilt:
+                self._set_engine_groups()
+                self._layout()
+        moved = []
+        for s, tick in batch.marks.items():
+            if self.marks[s] != tick.price:
+                self.marks[s] = tick.price
+                moved.append(s)
+        self.book.mark_price[:] = self.marks  # the book carries the current marks (snapshots)
+        extra = applied.accounts if applied is not None and not applied.rebuilt else np.empty(0, np.int64)
+        full = applied is not None and applied.rebuilt
+        mode = "none"
+        if full or moved or extra.size:
+            accounts = None if full else self._touched_accounts(moved, extra)
+            touched = None if full else int((self.book.pos_start[accounts + 1] - self.book.pos_start[accounts]).sum())
+            if full or touched > self.subset_share * self.book.n_positions:
+                self._revalue_full()
+                mode, touched = "full", self.book.n_positions
+            elif accounts.size:
+                self._revalue_accounts(accounts)
+                mode = "accounts"
+            events += self._changes()
+        else:
+            touched = 0
+        events.append(self._summary(batch, mode, touched, moved))
+        self._emit(events, batch)
+        return events
+
+    def _rebuild(self, applied) -> None:
+        """A new layout: a new resident engine; previous statuses carried over (new accounts
+        and positions start as healthy, so a new position already past liquidation reports)."""
+        self._acc_status = applied.remap_accounts(self._acc_status, UNKNOWN)
+        self._pos_status = applied.remap_positions(self._pos_status, UNKNOWN)
+        self.engine = Engine(applied.book, venue=self.venue, backend=self.backend)
+        self._risk = None
+        self._layout()
+
+    def _push_in_place(self, applied) -> None:
+        """Updates written into the host book reach the device arrays (on the cpu backend
+        they are the same arrays)."""
+        b, be, dev = self.book, self.backend, self.engine.device
+        for host, idx, names in ((b, applied.positions, ("size", "entry", "isolated_margin", "leverage")),
+                                 (b, applied.accounts, ("wallet",))):
+            if not idx.size:
+                continue
+            for k in names:
+                d = getattr(dev, k)
+                if d is not getattr(host, k):
+                    d[be.asarray(idx)] = be.asarray(getattr(host, k)[idx])
+
+    def _set_engine_groups(self) -> None:
+        """Positions changed side in place: the engine's ADL queue membership follows."""
+        dev, xp = self.engine.device, self.backend.xp
+        from .adl import queue_starts
+        dev.group = xp.ascontiguousarray(queue_group(xp, dev.pos_symbol, dev.size))
+        dev.group_start = queue_starts(self.backend, dev.group, dev.n_groups)
+
+    def _changes(self) -> list[dict]:
+        b, risk = self.book, self._risk
+        am, pr = risk.account_margin, risk.position_risk
+        events = []
+        status = self._h(am.status)
+        # a healthy account nobody was told about yet is not news
+        moved = np.flatnonzero((status != self._acc_status) & ~((self._acc_status == UNKNOWN) & (status == 0)))
+        if moved.size:
+            ratio, equity, maint = (self._h(x)[moved] for x in (am.ratio, am.equity, am.maint))
+            for k, a in enumerate(moved.tolist()):
+                events.append({"type": "account_status", "account_id": int(b.account_id[a]),
+                               "from": STATUSES[self._acc_status[a]] if self._acc_status[a] >= 0 else None,
+                               "to": STATUSES[status[a]],
+                               "margin_ratio": _num(ratio[k]), "equity": float(equity[k]),
+                               "maint_margin": float(maint[k])})
+        self._acc_status = status.copy()
+        pstatus = self._h(pr.status)
+        entering = np.flatnonzero((pstatus >= LIQUIDATABLE) & (self._pos_status < LIQUIDATABLE))
+        if entering.size:
+            liq, bkr, ratio = (self._h(x)[entering] for x in (pr.liq_price, pr.bankruptcy_price, pr.ratio))
+            for k, i in enumerate(entering.tolist()):
+                events.append({"type": "liquidation", "account_id": int(b.account_id[b.pos_account[i]]),
+                               "symbol": b.symbols[b.pos_symbol[i]], "margin_mode": ("cross", "isolated")[b.isolated[i]],
+                               "side": SIDES[int(b.size[i] < 0)], "size": float(b.size[i]),
+                               "mark_price": float(self.marks[b.pos_symbol[i]]), "status": STATUSES[pstatus[i]],
+                               "margin_ratio": _num(ratio[k]), "liq_price": _num(liq[k]),
+                               "bankruptcy_price": _num(bkr[k]) if bkr[k] > 0 else None})
+        self._pos_status = pstatus.copy()
+        heads = self._adl_heads()
+        changed = [g for g in range(len(heads)) if heads[g] != self._heads[g]]
+        if changed:
+            lights, rank = self._head_lights(heads)
+            score = self._h(risk.adl.score)
+            start = np.concatenate([[0], np.cumsum([len(h) for h in heads])])
+            for g in changed:
+                events.append({"type": "adl_head", "symbol": b.symbols[g // 2], "side": SIDES[g % 2],
+                               "queue": [{"rank": int(rank[start[g] + k]), "account_id": int(b.account_id[b.pos_account[i]]),
+                                          "margin_mode": ("cross", "isolated")[b.isolated[i]], "size": float(b.size[i]),
+                                          "adl_score": _num(score[i]), "adl_lights": int(lights[start[g] + k])}
+                                         for k, i in enumerate(heads[g])]})
+        self._heads = heads
+        return events
+
+    def deficit(self) -> float:
+        """What bankrupt units owe beyond their collateral at the current marks: −equity summed
+        over cross accounts (with cross positions) and isolated positions with equity < 0."""
+        am, pr, xp = self._risk.account_margin, self._risk.position_risk, self.backend.xp
+        dev = self.engine.device
+        if xp is np:  # summed in place where the mask holds: no filtered copies of the arrays
+            cross = np.add.reduce(am.equity, where=(am.equity < 0) & (am.n_cross > 0))
+            iso = np.add.reduce(pr.equity, where=(pr.equity < 0) & (dev.isolated == 1))
+            return -float(cross) - float(iso)
+        cross = xp.where((am.n_cross > 0) & (am.equity < 0), -am.equity, 0.0)
+        iso = xp.where((dev.isolated == 1) & (pr.equity < 0), -pr.equity, 0.0)
+        return float(xp.sum(cross)) + float(xp.sum(iso))
+
+    def _summary(self, batch, mode: str, touched: int, moved: list) -> dict:
+        counts = np.bincount(self._h(self._risk.account_margin.status), minlength=len(STATUSES))
+        return {"type": "revaluation", "mode": mode, "positions_revalued": int(touched),
+                "symbols_moved": [self.book.symbols[s] for s in moved],
+                "ticks": int(sum(t.count for t in batch.marks.values())), "coalesced": int(batch.coalesced),
+                "updates": len(batch.updates), "deficit": self.deficit(),
+                **{f"accounts_{s}": int(c) for s, c in zip(STATUSES, counts)}}
+
+    def _rejected(self, update, why: str) -> dict:
+        self.stats["rejected"] += 1
+        return {"type": "rejected", "reason": why,
+                "update": {k: v for k, v in update.items() if not k.startswith("_")} if isinstance(update, dict) else update}
+
+    def _emit(self, events: list[dict], batch) -> None:
+        now_ms = _wall_ms()
+        tick_time = batch.tick_time
+        received = batch.received_ms
+        for e in events:
+            e["seq"] = self.seq
+            self.seq += 1
+            e["tick_time"] = tick_time
+            e["received_time"] = received
+            e["emitted_time"] = now_ms
+        mono = time.monotonic()
+        for t in batch.marks.values():
+            self.latencies_ms.append((mono - t.first_mono) * 1e3)
+        self.stats["steps"] += 1
+        self.stats["ticks"] += sum(t.count for t in batch.marks.values())
+        self.stats["coalesced"] += batch.coalesced
+        self.stats["updates"] += len(batch.updates)
+        self.stats["events"] += len(events)
+        for sink in self.sinks:
+            sink.write(events)
+
+    # ------------------------------------------------------------------ the loop
+
+    def status(self) -> dict:
+        lat = np.array(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        return {"ticks": self.stats["ticks"], "steps": self.stats["steps"], "events": self.stats["events"],
+                "coalesced": self.stats["coalesced"], "updates": self.stats["updates"],
+                "rejected": self.stats["rejected"], "ignored": self.inbox.ignored,
+                "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p99_ms": float(np.percentile(lat, 99))}
+
+    def run(self, stop, on_idle=None, idle_every: float = 1.0, until_drained: bool = False) -> None:
+        """Step until ``stop`` (a threading.Event) is set, or, with ``until_drained``, until every
+        source has ended and the inbox is empty. ``on_idle(monitor)`` runs every ``idle_every``
+        seconds (status lines, snapshots)."""
+        last = time.monotonic()
+        while not stop.is_set():
+            batch = self.inbox.take(timeout=0.05)
+            if batch is not None and not batch.empty:
+                self.step(batch)
+            elif until_drained and self.inbox.drained():
+                break
+            if on_idle is not None and time.monotonic() - last >= idle_every:
+                last = time.monotonic()
+                on_idle(self)
+        # What arrived before the stop is still applied: no tick or update is lost at shutdown.
+        batch = self.inbox.take(timeout=0)
+        if batch is not None and not batch.empty:
+            self.step(batch)
+        for sink in self.sinks:
+            sink.flush()
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
