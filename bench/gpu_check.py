@@ -358,15 +358,17 @@ def section_flags(check: Check, entry: dict) -> None:
     if last < 2**31:
         entry["notes"].append(f"reduced for the {check.mode}: last flag index {last:,} (< 2^31)")
     flags = {}
+    from gpurisk.tier_rules import venue_tiers
     from gpurisk.venue import get_venue
 
-    venue = get_venue("binance")
+    venue = get_venue("okx")  # every convention the screen follows: close fee, contract tiers, whole rate
     for name, b in (("reference", check.reference), ("candidate", check.candidate)):
         d = DeviceBook(book, b)
         out = b.xp.empty(n_scenarios * book.n_accounts, dtype=b.xp.int8)
         b.launch("stress_flags", book.n_accounts, n_scenarios, book.n_symbols, d.pos_start, d.pos_symbol, d.size,
                  d.entry, d.isolated, d.isolated_margin, d.wallet, b.asarray(marks.ravel()), d.contract_size,
-                 d.tier_start, d.tier_floor, d.tier_mmr, d.tier_cum, int(venue.mm_base == "entry"),
+                 d.tier_start, d.tier_floor, d.tier_mmr, venue_tiers(b, d, venue).cum, int(venue.mm_base == "entry"),
+                 int(venue.tier_basis == "contracts"), float(venue.close_fee_rate),
                  float(venue.margin_call_ratio), float(venue.liquidation_ratio), out)
         flags[name] = {"flags": b.to_host(out)}
         del d, out
