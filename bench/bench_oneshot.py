@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import polars as pl  # noqa: E402
 
 import gpurisk  # noqa: E402
+from polars_peer import PEER_VENUE  # noqa: E402
 
 
 def one_shot(book, backend: str) -> dict:
@@ -42,7 +43,7 @@ def one_shot(book, backend: str) -> dict:
     the kernels and the ranking (engine construction: backend, tier padding, upload, queue
     groups; resolving the marks)."""
     t0 = time.perf_counter()
-    risk = gpurisk.revalue(book, venue="binance", backend=backend)
+    risk = gpurisk.revalue(book, venue=PEER_VENUE, backend=backend)
     t1 = time.perf_counter()
     accounts = risk.accounts
     t2 = time.perf_counter()

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpurisk import Engine  # noqa: E402
+from polars_peer import PEER_VENUE  # noqa: E402
 from harness import kernel_pass_bytes, stages  # noqa: E402
 from gpurisk.synthetic import synthetic_tables  # noqa: E402
 from gpurisk.book import Book  # noqa: E402
@@ -96,7 +97,7 @@ def engine_peak_bytes(book, backend) -> int:
     import tracemalloc
 
     tracemalloc.start()
-    engine = Engine(book, venue="binance", backend=backend)
+    engine = Engine(book, venue=PEER_VENUE, backend=backend)
     engine.revalue()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     book = Book.from_frames(**frames)  # the load stage: validate polars frames, lay out arrays
     t_load = time.perf_counter() - t
-    engine = Engine(book, venue="binance", backend=args.backend)
+    engine = Engine(book, venue=PEER_VENUE, backend=args.backend)
     b = engine.backend
     risk = engine.revalue()  # warm-up: compiles/loads kernels, faults pages in
     kernel_pass, ranking = stages(engine, risk)

@@ -1,10 +1,14 @@
 """A straightforward, idiomatic Polars implementation of the same revaluation, the peer that
-gpurisk is timed against. Binance conventions (MM on mark notional, Binance ADL score, rank
-by score then account id). Checked against gpurisk before its time counts."""
+gpurisk is timed against. Binance conventions (MM on mark notional, Binance's 2019 ADL score,
+rank by score then account id): gpurisk runs as ``PEER_VENUE`` beside it. Checked against
+gpurisk before its time counts."""
 
 from __future__ import annotations
 
 import polars as pl
+
+#: the gpurisk venue whose outputs the peer computes (its ADL score is Binance's 2019 rule)
+PEER_VENUE = "binance_adl_2019"
 
 
 def polars_revalue(frames: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
