@@ -5,7 +5,9 @@
 // computed in thread order, so the permutation is the same on any thread count (and, the
 // order being total, the same as any other correct sort, e.g. the GPU's).
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
+#include <algorithm>  // nth_element, sort: the front of a queue
 #include <vector>  // per-thread histograms
 #if defined(_OPENMP)
 #include <omp.h>
@@ -268,4 +270,60 @@ extern "C" void queue_members(long long n, const int* group, int n_groups, long 
         }
         for (long long i = lo; i < hi; ++i) members[h[group[i]]++] = i;
     }
+}
+
+// The front of one ADL queue, as deep as its demand (deleverage.queue_front): members are
+// the queue's storage indices (ascending), keep marks the positions that may be filled, and
+// out receives the kept members in queue order (score descending, NaN last, ties by index)
+// until the running sum of |size| reaches need (every kept member if it never does). Returns
+// how many were written. The `first` best are selected in linear time (every tie of the last
+// included) and sorted; the selection grows until its supply suffices; past half the queue,
+// the queue is sorted whole. key, idx, key_tmp and idx_tmp are work buffers of n entries.
+extern "C" long long queue_front(long long n, const long long* members, const double* score, const bool* keep,
+                                 const double* size, double need, long long first, uint64_t* key, long long* idx,
+                                 uint64_t* key_tmp, long long* idx_tmp, long long* out) {
+    struct Entry {
+        uint64_t key;
+        long long idx;
+        bool operator<(const Entry& o) const { return key < o.key || (key == o.key && idx < o.idx); }
+    };
+    for (long long j = 0; j < n; ++j) {
+        key[j] = descending_key(score[members[j]]);
+        idx[j] = members[j];
+    }
+    long long k = first;
+    std::vector<Entry> work, picked;
+    long long selected = 0;  // work[0, selected): the `selected` best, unordered
+    while (k < n / 2) {
+        if (work.empty()) {
+            work.resize((size_t)n);
+            for (long long j = 0; j < n; ++j) work[(size_t)j] = Entry{key[j], idx[j]};
+        }
+        // Each round selects among what the last one left: linear in the queue overall.
+        std::nth_element(work.begin() + selected, work.begin() + (k - 1), work.end());
+        selected = k;
+        const uint64_t bound = work[(size_t)(k - 1)].key;  // the k-th best key
+        if (bound == ~0ULL) break;  // fewer than k numbers: the NaNs are needed too
+        picked.assign(work.begin(), work.begin() + k);
+        for (long long j = k; j < n; ++j)  // every tie of the bound
+            if (work[(size_t)j].key == bound) picked.push_back(work[(size_t)j]);
+        std::sort(picked.begin(), picked.end());
+        long long m = 0;
+        double running = 0.0;
+        for (const Entry& e : picked) {
+            if (!keep[e.idx]) continue;
+            out[m++] = e.idx;
+            running += fabs(size[e.idx]);
+        }
+        // Supplies are sizes of open positions (> 0), so the running sum rises strictly past
+        // the cut: no later member can share the cut's sum.
+        if (m > 0 && running >= need) return m;
+        const double grow = running > 0.0 ? (double)k * 1.5 * need / running : (double)n;
+        k = std::max(2 * k, grow >= (double)n ? n : (long long)grow);
+    }
+    sort_segment(n, key, idx, key_tmp, idx_tmp, idx_tmp);
+    long long m = 0;
+    for (long long j = 0; j < n; ++j)
+        if (keep[idx_tmp[j]]) out[m++] = idx_tmp[j];
+    return m;
 }
