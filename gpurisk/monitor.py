@@ -146,7 +146,8 @@ class Monitor:
             pos_account=be.asarray(np.repeat(np.arange(accounts.size, dtype=np.int32), counts)),
             wallet=xp.take(dev.wallet, acc_d),
             **{k: getattr(dev, k) for k in ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr",
-                                            "tier_cum", "tier_root_bound", "tier_max_leverage", "tick_size")},
+                                            "tier_cum", "tier_root_bound", "tier_max_leverage", "tick_size",
+                                            "inverse")},
             **{k: xp.take(getattr(dev, k), pos_d) for k in _SUBSET_FIELDS})
         mark = be.asarray(self.marks)
         pm = position_margin(be, sub, mark, self.venue)
