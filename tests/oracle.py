@@ -821,6 +821,9 @@ def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 
             cents, cs, _ = sym_info[s]
             positions.append(dict(account_id=ids[0], symbol=s, size=1.0, entry_price=cents / 100,
                                   margin_mode="cross", isolated_margin=0.0, leverage=None))
+            asset = s if kind[s] == "inverse" else "USDT"
+            if inverse and not any(a["account_id"] == ids[0] and a["asset"] == asset for a in accounts):
+                accounts.append(dict(account_id=ids[0], wallet_balance=1.0, asset=asset))
         positions = draw(st.permutations(positions))
         accounts = draw(st.permutations(accounts))
         return dict(markets=markets, tiers=tiers, accounts=list(accounts),
