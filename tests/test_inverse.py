@@ -188,3 +188,117 @@ def test_binance_coinm_liquidation_price_example():
     assert lp == pytest.approx(100 * (100_000 + 100_000 * 0.125) / (101 + 100_000 * 100 / 45_000 + 11.605), rel=1e-12)
     assert round(lp, 1) == 33_599.4
     assert 100_000 * 100 / lp == pytest.approx(297.624, rel=1e-5)  # the level the FAQ names
+
+
+# ---- inputs and outputs ----------------------------------------------------------------------
+
+def mixed_book(accounts=None, markets_extra=None) -> Book:
+    """BTCUSD (inverse, BTC derived from the symbol) and BTCUSDT (linear, USDT)."""
+    markets = {"symbol": ["BTCUSD", "BTCUSDT"], "mark_price": [50_000.0, 50_000.0], "contract_size": [100.0, 1.0],
+               "contract_type": ["inverse", "linear"], **(markets_extra or {})}
+    tiers = pl.DataFrame({"symbol": ["BTCUSD", "BTCUSDT"], "notional_floor": [0.0, 0.0],
+                          "maint_margin_rate": [0.005, 0.005], "max_leverage": [100.0, 100.0]})
+    accounts = accounts if accounts is not None else pl.DataFrame(
+        {"account_id": [7, 7, 3, 9], "wallet_balance": [1.0, 10_000.0, 2.0, 500.0],
+         "asset": ["BTC", "USDT", "BTC", "ETH"]})
+    positions = pl.DataFrame({"account_id": [7, 3, 7], "symbol": ["BTCUSDT", "BTCUSD", "BTCUSD"],
+                              "size": [0.5, -100.0, 200.0], "entry_price": [48_000.0, 51_000.0, 49_000.0]})
+    return Book.from_frames(markets=pl.DataFrame(markets), tiers=tiers, accounts=accounts, positions=positions)
+
+
+def test_wallet_per_asset_pools_and_every_account_row_out():
+    b = mixed_book()
+    assert b.assets == ("BTC", "ETH", "USDT") and b.inverse.tolist() == [1, 0]
+    risk = revalue(b, venue="binance", backend="cpu")
+    acc = risk.accounts
+    # every (account_id, asset) row in is a row out, sorted by account then asset; the idle ETH wallet too
+    assert acc.select("account_id", "asset").rows() == [(3, "BTC"), (7, "BTC"), (7, "USDT"), (9, "ETH")]
+    assert acc["n_positions"].to_list() == [1, 1, 1, 0]
+    pos = risk.positions
+    assert pos.select("account_id", "asset", "symbol").rows() == [
+        (3, "BTC", "BTCUSD"), (7, "BTC", "BTCUSD"), (7, "USDT", "BTCUSDT")]
+    # the BTC pool of account 7 holds the inverse position only, in BTC
+    a7 = acc.filter(account_id=7, asset="BTC").row(0, named=True)
+    assert a7["upnl"] == pytest.approx(200 * 100 * (1 / 49_000 - 1 / 50_000), rel=1e-14)
+    assert a7["maint_margin"] == pytest.approx(200 * 100 / 50_000 * 0.005, rel=1e-14)
+    assert a7["equity"] == pytest.approx(1.0 + a7["upnl"], rel=1e-15)
+    u7 = acc.filter(account_id=7, asset="USDT").row(0, named=True)
+    assert u7["upnl"] == pytest.approx(0.5 * 2_000, rel=1e-15)
+    # the shares of each table join on (account_id, asset)
+    joined = pos.join(acc, on=["account_id", "asset"], how="left")
+    assert joined["wallet_balance"].null_count() == 0
+
+
+def test_frames_round_trip_and_input_order():
+    b = mixed_book()
+    f = b.frames()
+    assert f["markets"]["contract_type"].to_list() == ["inverse", "linear"]
+    assert f["markets"]["settle_asset"].to_list() == ["BTC", "USDT"]
+    again = Book.from_frames(**f)
+    r1, r2 = revalue(b, backend="cpu"), revalue(again, backend="cpu")
+    assert r1.accounts.equals(r2.accounts) and r1.positions.equals(r2.positions)
+    shuffled = Book.from_frames(**{k: v.reverse() for k, v in f.items()})
+    assert revalue(shuffled, backend="cpu").positions.equals(r1.positions)
+
+
+@pytest.mark.parametrize("symbol,coin", [("BTCUSD", "BTC"), ("XBTUSD", "XBT"), ("BTCUSD_PERP", "BTC"),
+                                         ("ETHUSD_250328", "ETH"), ("BTC-PERPETUAL", "BTC"), ("BTC-USD-SWAP", "BTC")])
+def test_settle_asset_derived_from_an_inverse_symbol(symbol, coin):
+    b = Book.from_frames(
+        markets=pl.DataFrame({"symbol": [symbol], "mark_price": [100.0], "contract_type": ["inverse"]}),
+        tiers=pl.DataFrame({"symbol": [symbol], "notional_floor": [0.0], "maint_margin_rate": [0.01],
+                            "max_leverage": [50.0]}),
+        accounts=pl.DataFrame({"account_id": [1], "wallet_balance": [1.0], "asset": [coin]}),
+        positions=pl.DataFrame({"account_id": [1], "symbol": [symbol], "size": [10.0], "entry_price": [100.0]}))
+    assert b.assets[b.settle_asset[0]] == coin
+
+
+def test_bad_inverse_inputs_are_named():
+    with pytest.raises(BookError) as e:
+        mixed_book(markets_extra={"contract_type": ["inverse", "coin"]})
+    assert "markets.contract_type: must be 'linear' or 'inverse'" in str(e.value)
+    with pytest.raises(BookError) as e:  # no coin in the symbol, none given
+        Book.from_frames(
+            markets=pl.DataFrame({"symbol": ["WEIRD"], "mark_price": [1.0], "contract_type": ["inverse"]}),
+            tiers=pl.DataFrame({"symbol": ["WEIRD"], "notional_floor": [0.0], "maint_margin_rate": [0.01],
+                                "max_leverage": [50.0]}),
+            accounts=pl.DataFrame({"account_id": [1], "wallet_balance": [1.0]}),
+            positions=pl.DataFrame({"account_id": [1], "symbol": ["WEIRD"], "size": [1.0], "entry_price": [1.0]}))
+    assert "markets.settle_asset" in str(e.value) and "'WEIRD'" in str(e.value)
+    with pytest.raises(BookError) as e:  # a position without a wallet in its settle asset
+        mixed_book(accounts=pl.DataFrame({"account_id": [7, 3], "wallet_balance": [1.0, 2.0],
+                                          "asset": ["BTC", "BTC"]}))
+    msg = str(e.value)
+    assert "positions.account_id: needs an accounts row with asset = its market's settle asset" in msg
+    assert "account_id=7, symbol='BTCUSDT'" in msg and "1 row" in msg
+    with pytest.raises(BookError) as e:  # two wallets in one asset
+        mixed_book(accounts=pl.DataFrame({"account_id": [7, 7, 7, 3], "wallet_balance": [1.0, 2.0, 3.0, 4.0],
+                                          "asset": ["BTC", "BTC", "USDT", "BTC"]}))
+    assert "accounts.account_id: must be unique (one row per account_id and asset)" in str(e.value)
+
+
+def test_features_with_one_currency_refuse_inverse_books():
+    b = mixed_book()
+    with pytest.raises(BookError, match="stress handles linear contracts only.*'BTCUSD'"):
+        gpurisk.stress(b, gpurisk.shock_grid(-0.1, 0.1, 3), backend="cpu")
+    with pytest.raises(BookError, match="funding handles linear contracts only"):
+        gpurisk.apply_funding(b, {"BTCUSD": 0.0001}, backend="cpu")
+    engine = gpurisk.Engine(b, backend="cpu")
+    with pytest.raises(BookError, match="what-if orders"):
+        engine.what_if([(7, "BTCUSD", 1.0, 50_000.0)])
+    from gpurisk.monitor import Monitor
+    with pytest.raises(BookError, match="the monitor"):
+        Monitor(engine)
+
+
+def test_linear_book_in_another_asset_keeps_its_asset():
+    """Linear markets settled in USDC with USDC wallets: one pool per account, labelled USDC."""
+    b = Book.from_frames(
+        markets=pl.DataFrame({"symbol": ["ETHUSDC"], "mark_price": [3_000.0], "settle_asset": ["USDC"]}),
+        tiers=pl.DataFrame({"symbol": ["ETHUSDC"], "notional_floor": [0.0], "maint_margin_rate": [0.01],
+                            "max_leverage": [50.0]}),
+        accounts=pl.DataFrame({"account_id": [1], "wallet_balance": [100.0], "asset": ["USDC"]}),
+        positions=pl.DataFrame({"account_id": [1], "symbol": ["ETHUSDC"], "size": [1.0], "entry_price": [2_900.0]}))
+    risk = revalue(b, backend="cpu")
+    assert risk.accounts["asset"].to_list() == ["USDC"] and risk.positions["asset"].to_list() == ["USDC"]
+    assert b.single_pool
