@@ -30,7 +30,7 @@ def adl_score(backend: Backend, dev, mark, pm, pr, venue: Venue, out=None):
     out = xp.empty(dev.n_positions, dtype=xp.float64) if out is None else out
     backend.launch("adl_score", dev.n_positions, ADL_SCORES[venue.adl_score], dev.pos_account,
                    dev.pos_symbol, dev.size, dev.entry, dev.isolated, dev.isolated_margin, mark,
-                   pm.notional, pm.upnl, pr.bankruptcy_price, dev.wallet, pr.equity, pr.ratio, out)
+                   pm.notional, pm.upnl, pr.bankruptcy_price, dev.wallet, pr.equity, pr.ratio, dev.inverse, out)
     return out
 
 

@@ -31,7 +31,7 @@ from .venue import Venue, get_venue
 
 _DEVICE_FIELDS = ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr", "tier_cum",
                   "tier_root_bound", "tier_max_leverage", "wallet", "pos_start", "pos_account", "pos_symbol", "size",
-                  "entry", "isolated", "isolated_margin", "leverage", "tick_size")
+                  "entry", "isolated", "isolated_margin", "leverage", "tick_size", "inverse")
 
 
 # The kernels count the first TIER_LOOKAHEAD tier boundaries without branches and need no
@@ -284,12 +284,15 @@ class Risk:
 
     @property
     def accounts(self) -> pl.DataFrame:
-        """One row per input account (sorted by account_id)."""
+        """One row per input account row (sorted by account_id, then asset): each (account_id, asset)
+        wallet is a margin pool, its money in its asset."""
         if self._accounts is None:
             b, am = self.book, self.account_margin
             status, status_codes = _enum(STATUSES)
+            asset, asset_codes = _enum(b.assets)
             raw = pl.DataFrame({
                 "account_id": b.account_id,
+                "asset": _codes(b.account_asset, asset_codes),
                 "wallet_balance": b.wallet,
                 "upnl": self._h(am.upnl),
                 "equity": self._h(am.equity),
@@ -301,7 +304,7 @@ class Risk:
                 "status": _codes(self._h(am.status), status_codes),
                 "n_positions": np.diff(b.pos_start).astype(np.int32),
             })
-            self._accounts = raw.with_columns(_to_enum("status", status))
+            self._accounts = raw.with_columns(_to_enum("asset", asset), _to_enum("status", status))
         return self._accounts
 
     @property
@@ -311,10 +314,12 @@ class Risk:
             b, pm, pr, q = self.book, self.position_margin, self.position_risk, self.adl
             (symbol, symbol_codes), (status, status_codes) = _enum(b.symbols), _enum(STATUSES)
             (mode, mode_codes), (side, side_codes) = _enum(MARGIN_MODES), _enum(SIDES)
+            asset, asset_codes = _enum(b.assets)
             raw = pl.DataFrame({
                 "_account": _codes(b.pos_account, np.dtype(np.uint32)),  # row indices, for the gathers
                 "_symbol": _codes(b.pos_symbol, np.dtype(np.uint32)),
                 "symbol": _codes(b.pos_symbol, symbol_codes),
+                "asset": _codes(b.settle_asset[b.pos_symbol], asset_codes),
                 "margin_mode": _codes(b.isolated, mode_codes),
                 "side": _codes(b.size < 0, side_codes),
                 "size": b.size,
@@ -336,6 +341,7 @@ class Risk:
             self._positions = raw.select(
                 pl.lit(pl.Series(b.account_id)).gather(pl.col("_account")).alias("account_id"),
                 _to_enum("symbol", symbol),
+                _to_enum("asset", asset),
                 _to_enum("margin_mode", mode),
                 _to_enum("side", side),
                 "size", "entry_price",

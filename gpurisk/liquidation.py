@@ -38,7 +38,8 @@ def position_risk(backend: Backend, dev, mark, pm: PositionMargin, am: AccountMa
                    pm.upnl, pm.maint, dev.wallet, am.equity, am.maint, am.ratio, am.status, am.n_cross,
                    dev.pos_start, dev.tier_floor, dev.tick_size, int(liq_price),
                    pm.close_fee, am.close_fee, float(venue.close_fee_rate), int(venue.tier_basis == "contracts"),
-                   tiers.req_mmr, int(venue.tier_rate == "whole"),
+                   tiers.req_mmr, int(venue.tier_rate == "whole"), dev.inverse,
+                   int(venue.bankruptcy_fee and venue.close_fee_rate > 0),
                    out.equity, out.ratio, out.status, out.liq_price, out.bankruptcy_price)
     return out
 
@@ -58,4 +59,4 @@ def liquidation_prices(backend: Backend, dev, pm: PositionMargin, am: AccountMar
                    float(venue.margin_call_ratio), float(venue.liquidation_ratio), pm.upnl, pm.maint,
                    dev.wallet, am.equity, am.maint, am.n_cross, dev.pos_start, dev.tier_floor, dev.tick_size,
                    pm.close_fee, am.close_fee, float(venue.close_fee_rate), int(venue.tier_basis == "contracts"),
-                   tiers.req_mmr, int(venue.tier_rate == "whole"), liq_price)
+                   tiers.req_mmr, int(venue.tier_rate == "whole"), dev.inverse, liq_price)

@@ -77,6 +77,7 @@ class Monitor:
                              "chunk_positions); this book is processed in chunks")
         if adl_top < 1:
             raise ValueError(f"adl_top must be >= 1, got {adl_top}")
+        engine.book.require_single_pool("the monitor")  # its updates key accounts by id alone
         if not writable(engine.book):  # e.g. arrays Polars shares read-only: updates need their own
             engine = Engine(writable_copy(engine.book), venue=engine.venue, backend=engine.backend)
         self.engine = engine
@@ -164,7 +165,8 @@ class Monitor:
             pos_account=be.asarray(np.repeat(np.arange(accounts.size, dtype=np.int32), counts)),
             wallet=xp.take(dev.wallet, acc_d),
             **{k: getattr(dev, k) for k in ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr",
-                                            "tier_cum", "tier_root_bound", "tier_max_leverage", "tick_size")},
+                                            "tier_cum", "tier_root_bound", "tier_max_leverage", "tick_size",
+                                            "inverse")},
             **{k: xp.take(getattr(dev, k), pos_d) for k in _SUBSET_FIELDS})
         mark = be.asarray(self.marks)
         pm = position_margin(be, sub, mark, self.venue)

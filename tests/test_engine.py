@@ -290,7 +290,7 @@ def _reference_tables(risk):
     b, am, pm, pr, q, h = (risk.book, risk.account_margin, risk.position_margin, risk.position_risk,
                            risk.adl, risk.backend.to_host)
     accounts = pl.DataFrame({
-        "account_id": b.account_id, "wallet_balance": b.wallet, "upnl": h(am.upnl), "equity": h(am.equity),
+        "account_id": b.account_id, "asset": enum(b.assets).gather(b.account_asset), "wallet_balance": b.wallet, "upnl": h(am.upnl), "equity": h(am.equity),
         "maint_margin": h(am.maint), "close_fee": h(am.close_fee), "init_margin": h(am.init),
         "margin_ratio": h(am.ratio),
         "available_balance": h(am.available), "status": enum(STATUSES).gather(h(am.status)),
@@ -298,6 +298,7 @@ def _reference_tables(risk):
     liq, bp = h(pr.liq_price), h(pr.bankruptcy_price)
     positions = pl.DataFrame({
         "account_id": b.account_id[b.pos_account], "symbol": enum(b.symbols).gather(b.pos_symbol),
+        "asset": enum(b.assets).gather(b.settle_asset[b.pos_symbol]),
         "margin_mode": enum(MARGIN_MODES).gather(b.isolated),
         "side": enum(SIDES).gather((b.size < 0).astype(np.int8)), "size": b.size, "entry_price": b.entry,
         "mark_price": risk.mark[b.pos_symbol], "notional": h(pm.notional), "upnl": h(pm.upnl),
