@@ -219,6 +219,21 @@ POSITION_PAIRS = (("size", "size"), ("entry_price", "entry_price"), ("notional",
                   ("liq_price", "liq_price"))
 
 
+def assert_is_the_revaluation_of_the_modified_book(book: Book, venue: str, row: dict) -> None:
+    """The what-if row equals, bit for bit, the account row and the resulting position's row
+    of a revaluation of ``book`` with the order applied."""
+    mod = Book.from_frames(**modified_frames(book, row))
+    risk = Engine(mod, venue=venue, backend="cpu").revalue()
+    a = risk.accounts.filter(pl.col("account_id") == row["account_id"]).row(0, named=True)
+    for mine, theirs in ACCOUNT_PAIRS:
+        assert same_bits(row[mine], a[theirs]), (venue, row, mine, a[theirs])
+    if row["size"] != 0.0:
+        p = risk.positions.filter((pl.col("account_id") == row["account_id"]) & (pl.col("symbol") == row["symbol"])
+                                  & (pl.col("margin_mode") == row["margin_mode"])).row(0, named=True)
+        for mine, theirs in POSITION_PAIRS:
+            assert same_bits(row[mine], p[theirs]), (venue, row, mine, p[theirs])
+
+
 @pytest.mark.parametrize("venue", ALL_VENUES)
 def test_against_full_revaluation_of_the_modified_book(venue):
     """Every venue's conventions: the what-if row is the revaluation of the book with the
@@ -230,16 +245,7 @@ def test_against_full_revaluation_of_the_modified_book(venue):
     res = eng.what_if(_random_orders(book, 120, seed=3))
     seen = set()
     for row in res.iter_rows(named=True):
-        mod = Book.from_frames(**modified_frames(book, row))
-        risk = Engine(mod, venue=venue, backend="cpu").revalue()
-        a = risk.accounts.filter(pl.col("account_id") == row["account_id"]).row(0, named=True)
-        for mine, theirs in ACCOUNT_PAIRS:
-            assert same_bits(row[mine], a[theirs]), (venue, row, mine, a[theirs])
-        if row["size"] != 0.0:
-            p = risk.positions.filter((pl.col("account_id") == row["account_id"]) & (pl.col("symbol") == row["symbol"])
-                                      & (pl.col("margin_mode") == row["margin_mode"])).row(0, named=True)
-            for mine, theirs in POSITION_PAIRS:
-                assert same_bits(row[mine], p[theirs]), (venue, row, mine, p[theirs])
+        assert_is_the_revaluation_of_the_modified_book(book, venue, row)
         seen.add((order_kind(frames, row), str(row["margin_mode"])))
     kinds = ("increase", "reduce", "close", "flip", "new")
     assert {(k, "cross") for k in kinds} <= seen and {(k, "isolated") for k in kinds} <= seen, seen
@@ -322,6 +328,18 @@ def test_against_the_decimal_oracle(case):
                 assert abs(Decimal(got) - want) <= 1000 * tol + Decimal(1e-9) * want, (got, want, tol)
             elif want is not None and want > 0 and tol != Decimal("Infinity") and want > 1000 * tol:
                 assert got is not None, (o, want)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(book_and_orders(), st.sampled_from(ALL_VENUES))
+def test_property_what_if_is_the_revaluation_of_the_modified_book(case, venue):
+    """On small random books (tiers near their floors, contract sizes, isolated and cross),
+    under any venue: every what-if row is the revaluation of the book with that order applied."""
+    book_rows, order_rows, _ = case
+    book = engine_book(book_rows)
+    res = Engine(book, venue=venue, backend="cpu").what_if(pl.DataFrame(order_rows))
+    for row in res.iter_rows(named=True):
+        assert_is_the_revaluation_of_the_modified_book(book, venue, row)
 
 
 # ------------------------------------------------------------------ bad input
