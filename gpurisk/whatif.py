@@ -263,11 +263,9 @@ def _orders_frame(orders) -> "pl.DataFrame":
     return _to_frame(orders, "orders")
 
 
-def check_orders(book, orders) -> tuple["pl.DataFrame", tuple]:
-    """Validate an orders table against ``book``; return it (defaults filled in) and its
-    arrays (account index, symbol index, size, price, isolated, margin, leverage). One
-    BookError names every broken rule with the first rows at fault (row number, account_id,
-    symbol) before anything is computed."""
+def checked_columns(orders) -> "pl.DataFrame":
+    """The orders table as a frame, its columns present and of the right kinds, not empty
+    (the rules that do not need the book); a BookError otherwise."""
     df = _orders_frame(orders)
     problems: list[Problem] = []
     kinds = {"str": lambda t: t in (pl.String, pl.Categorical) or isinstance(t, pl.Enum),
@@ -286,20 +284,32 @@ def check_orders(book, orders) -> tuple["pl.DataFrame", tuple]:
         raise BookError(problems)
     if df.height == 0:
         raise BookError([Problem("orders", "", "table is empty")])
+    return df
+
+
+def check_orders(book, orders, rows: np.ndarray | None = None) -> tuple["pl.DataFrame", tuple]:
+    """Validate an orders table against ``book``; return it (defaults filled in) and its
+    arrays (account index, symbol index, size, price, isolated, margin, leverage). One
+    BookError names every broken rule with the first rows at fault (row number, account_id,
+    symbol) before anything is computed. ``rows``: the row numbers to name (the orders' rows
+    in a larger table, as a shard of a DistributedEngine sees its part); default 0, 1, ..."""
+    df = checked_columns(orders)
+    problems: list[Problem] = []
     n = df.height
     acc_id = df["account_id"].cast(pl.Int64)
     sym_text = df["symbol"].cast(pl.String)
 
-    def describe(rows: np.ndarray) -> tuple[str, ...]:
-        pick = rows[:EXAMPLES_SHOWN]
+    def describe(hits: np.ndarray) -> tuple[str, ...]:
+        pick = hits[:EXAMPLES_SHOWN]
         a = acc_id.gather(pick).to_list()
         s = sym_text.gather(pick).to_list()
-        return tuple(f"row {r} (account_id={x!r}, symbol={y!r})" for r, x, y in zip(pick.tolist(), a, s))
+        named = pick if rows is None else rows[pick]
+        return tuple(f"row {r} (account_id={x!r}, symbol={y!r})" for r, x, y in zip(named.tolist(), a, s))
 
     def rule(column, bad, text):
-        rows = np.flatnonzero(bad)
-        if rows.size:
-            problems.append(Problem("orders", column, text, int(rows.size), describe(rows)))
+        hits = np.flatnonzero(bad)
+        if hits.size:
+            problems.append(Problem("orders", column, text, int(hits.size), describe(hits)))
 
     ids = acc_id.to_numpy()
     acc_null = acc_id.is_null().to_numpy()
@@ -352,15 +362,17 @@ def account_index(book, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def what_if(engine, orders, marks=None) -> "pl.DataFrame":
-    """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders"."""
-    frame, arrays = check_orders(engine.book, orders)
+def what_if(engine, orders, marks=None, rows: np.ndarray | None = None) -> "pl.DataFrame":
+    """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders".
+    ``rows``: the orders' row numbers in a larger table (the ``order`` column and the rows
+    errors name), for a DistributedEngine's shard."""
+    frame, arrays = check_orders(engine.book, orders, rows)
     base = base_figures(engine, marks)
     r = _launch(engine, base, *arrays)
-    return _frame(frame, r)
+    return _frame(frame, r, rows)
 
 
-def _frame(frame: "pl.DataFrame", r: WhatIfArrays) -> "pl.DataFrame":
+def _frame(frame: "pl.DataFrame", r: WhatIfArrays, rows: np.ndarray | None = None) -> "pl.DataFrame":
     from .engine import _codes, _enum, _to_enum
 
     status, st_codes = _enum(STATUSES)
@@ -380,9 +392,10 @@ def _frame(frame: "pl.DataFrame", r: WhatIfArrays) -> "pl.DataFrame":
         pl.Series("position_status", _codes(np.where(closed, 0, r.pos_status).astype(np.int8), st_codes)),
         pl.Series("_closed", closed), pl.Series("liq_price", r.liq_price),
         pl.Series("im_check", r.im_ok.astype(bool)),
+        pl.Series("_order", np.arange(frame.height, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)),
         pl.Series("margin_mode", _codes(frame["margin_mode"].eq("isolated").to_numpy().astype(np.int8), mode_codes)))
     out = raw.select(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("order"), "account_id", "symbol", _to_enum("margin_mode", mode),
+        pl.col("_order").alias("order"), "account_id", "symbol", _to_enum("margin_mode", mode),
         "order_size", "order_price", "size", pl.col("entry_price").fill_nan(None), "realised_pnl",
         "isolated_margin", "notional", "upnl", "maint_margin", "close_fee", "init_margin", "wallet_balance", "equity",
         "account_maint_margin", "account_close_fee", "account_init_margin", "margin_ratio", "available_balance",
@@ -392,3 +405,21 @@ def _frame(frame: "pl.DataFrame", r: WhatIfArrays) -> "pl.DataFrame":
     if out.height != frame.height:  # one row per order, none dropped
         raise AssertionError("what-if rows do not reconcile with the orders")
     return out
+
+
+def merge_problems(parts: list[list[Problem]]) -> list[Problem]:
+    """One list of problems from the checks of several parts of one orders table (each naming
+    rows by their number in the whole table): a rule broken in several parts is one problem,
+    its rows counted together and the first rows of the whole table shown."""
+    merged: dict[tuple, list] = {}
+    for problems in parts:
+        for p in problems:
+            entry = merged.setdefault((p.table, p.column, p.rule), [0, []])
+            entry[0] += p.count
+            entry[1].extend(p.examples)
+
+    def row_of(example: str) -> int:  # "row 12 (account_id=..., symbol=...)"
+        return int(example.split(" ", 2)[1])
+
+    return [Problem(table, column, rule, count, tuple(sorted(examples, key=row_of)[:EXAMPLES_SHOWN]))
+            for (table, column, rule), (count, examples) in merged.items()]
