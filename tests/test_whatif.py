@@ -320,7 +320,8 @@ def test_against_the_decimal_oracle(case):
         if r["size"] != 0.0:
             p = orc.position_by_key[(o["account_id"], o["symbol"], o["margin_mode"])]
             for c in ("notional", "upnl", "maint_margin", "close_fee", "init_margin"):
-                assert abs(Decimal(r[c]) - p[c]) <= 1000 * p["_tol"][c] + Decimal(1e-12) * (abs(p[c]) + 1), (c, r[c], p[c])
+                tol = 1000 * p["_tol"][c] + Decimal(1e-12) * (abs(p[c]) + 1)
+                assert abs(Decimal(r[c]) - p[c]) <= tol, (c, r[c], p[c])
             want = p["_raw"]["liq_price"]
             got = r["liq_price"]
             tol = p["_tol"]["liq_price"]
