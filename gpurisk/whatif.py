@@ -3,7 +3,9 @@ resident book (kernels/whatif.cu), with the account's margin, available balance,
 resulting position's liquidation price and the initial-margin check after it.
 
 Each order is evaluated on its own against the resident book, never cumulatively (two
-orders of one account are two separate hypotheses), and the book is not changed.
+orders of one account are two separate hypotheses), and the book is not changed. Every venue's
+conventions apply as in a revaluation, whose figures for the book with the order applied the
+results equal bit for bit (tests/test_whatif.py).
 
 ``Engine.what_if(orders)`` is the entry point (a frame in, a frame out, one row per order in
 input order); ``what_if_arrays`` is the same on arrays (no Polars), for callers that hold
