@@ -256,7 +256,7 @@ def cmd_synth(args) -> int:
             raise InputError("--shards writes a sharded book directory; a database takes the whole book")
         from .database import write_book
 
-        book = synthetic_book(args.accounts, seed=args.seed)
+        book = synthetic_book(args.accounts, seed=args.seed, inverse_markets=args.inverse_markets)
         write_book(args.out, book)
         print(f"{book!r} written to {redact(args.out)} (tables markets, tiers, accounts, positions)")
         return 0
@@ -265,7 +265,7 @@ def cmd_synth(args) -> int:
 
 
 def _synth(args) -> int:
-    book = synthetic_book(args.accounts, seed=args.seed)
+    book = synthetic_book(args.accounts, seed=args.seed, inverse_markets=args.inverse_markets)
     if args.shards:
         from .distributed import write_sharded
 
@@ -495,7 +495,7 @@ def cmd_report(args) -> int:
     if risk is not None:
         from .schema import ACCOUNT_OUTPUT, POSITION_OUTPUT
 
-        optional = {"close_fee"}  # results written before the close fee had their own column
+        optional = {"close_fee", "asset"}  # results written before these columns existed
         problems += _table_problems(risk.accounts, f"{results}/accounts.parquet", ACCOUNT_OUTPUT.keys() - optional)
         problems += _table_problems(risk.positions, f"{results}/positions.parquet", POSITION_OUTPUT.keys() - optional)
     if stress is not None:
@@ -577,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="file format (default parquet)")
     s.add_argument("--shards", type=_positive_int, metavar="N",
                    help="write a sharded book: N shards of whole accounts (for --scheduler/--workers runs)")
+    s.add_argument("--inverse-markets", type=int, default=0, metavar="N",
+                   help="make the N most traded symbols coin-margined (BTCUSD, ETHUSD, ...; wallets per asset; "
+                        "README 'Inverse contracts'); stress and what-if refuse such a book for now")
     s.set_defaults(func=cmd_synth)
 
     r = sub.add_parser("revalue", parents=[common, dist, database], help="revalue a book directory",
