@@ -344,3 +344,21 @@ def test_inverse_book_same_bits_on_every_backend_and_chunking(candidate, venue):
         got = risk_arrays(gpurisk.Engine(book, venue=venue, backend=candidate, **options).revalue(marks))
         mismatches = compare(ref, got)
         assert not mismatches, "\n".join(map(str, mismatches[:10]))
+
+
+def test_shards_keep_an_accounts_wallets_together_and_match_one_machine(tmp_path):
+    from gpurisk.distributed import read_sharded_book, shard_bounds, split_book, write_sharded
+
+    book = gpurisk.synthetic_book(600, seed=2, inverse_markets=2)
+    for n in (2, 3, 7):
+        bounds = shard_bounds(book, n)
+        for cut in bounds[1:-1]:  # never between two wallets of one account
+            assert book.account_id[cut - 1] != book.account_id[cut]
+        parts = split_book(book, n)
+        assert sum(p.n_accounts for p in parts) == book.n_accounts
+        whole = revalue(book, venue="bitmex", backend="cpu")
+        pieces = [revalue(p, venue="bitmex", backend="cpu").accounts for p in parts]
+        assert pl.concat(pieces).equals(whole.accounts)
+    back = read_sharded_book(write_sharded(book, tmp_path / "sharded", 5))
+    r1, r2 = revalue(back, backend="cpu"), revalue(book, backend="cpu")
+    assert r1.accounts.equals(r2.accounts) and r1.positions.equals(r2.positions)
