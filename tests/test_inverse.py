@@ -362,3 +362,53 @@ def test_shards_keep_an_accounts_wallets_together_and_match_one_machine(tmp_path
     back = read_sharded_book(write_sharded(book, tmp_path / "sharded", 5))
     r1, r2 = revalue(back, backend="cpu"), revalue(book, backend="cpu")
     assert r1.accounts.equals(r2.accounts) and r1.positions.equals(r2.positions)
+
+
+# ---- a hand-built book, strictly against the oracle -----------------------------------------------
+
+def _coin_book():
+    """Two BTC-settled markets (a perpetual and a quarterly) in one pool, an ETH market, a linear
+    market beside them; coin tiers whose tier at the liquidation price differs from the tier at
+    the mark (long and short), isolated and cross positions, an idle wallet."""
+    btc_tiers = [(0.0, 0.004, 125.0), (5.0, 0.005, 100.0), (10.0, 0.01, 50.0), (20.0, 0.025, 20.0), (50.0, 0.05, 10.0)]
+    eth_tiers = [(0.0, 0.005, 100.0), (100.0, 0.01, 50.0), (1000.0, 0.025, 20.0)]
+    tiers = ([dict(symbol=s, notional_floor=f, maint_margin_rate=r, max_leverage=lv)
+              for s in ("BTCUSD_PERP", "BTCUSD_250328") for f, r, lv in btc_tiers]
+             + [dict(symbol="ETHUSD_PERP", notional_floor=f, maint_margin_rate=r, max_leverage=lv) for f, r, lv in eth_tiers]
+             + [dict(symbol="BTCUSDT", notional_floor=0.0, maint_margin_rate=0.004, max_leverage=125.0)])
+    markets = [dict(symbol="BTCUSD_PERP", mark_price=50_000.0, contract_size=100.0, contract_type="inverse"),
+               dict(symbol="BTCUSD_250328", mark_price=51_000.0, contract_size=100.0, contract_type="inverse"),
+               dict(symbol="ETHUSD_PERP", mark_price=2_500.0, contract_size=10.0, contract_type="inverse"),
+               dict(symbol="BTCUSDT", mark_price=50_000.0, contract_size=1.0, contract_type="linear")]
+    accounts = [dict(account_id=1, wallet_balance=2.0, asset="BTC"),     # long: the coin notional rises at LP
+                dict(account_id=2, wallet_balance=1.5, asset="BTC"),     # short: it falls at LP
+                dict(account_id=3, wallet_balance=0.9, asset="BTC"),     # perp + quarterly in one pool
+                dict(account_id=3, wallet_balance=500.0, asset="USDT"),
+                dict(account_id=3, wallet_balance=4.0, asset="ETH"),
+                dict(account_id=4, wallet_balance=0.0, asset="BTC"),     # isolated only
+                dict(account_id=5, wallet_balance=10.0, asset="ETH")]    # idle
+    positions = [dict(account_id=1, symbol="BTCUSD_PERP", size=4_500.0, entry_price=52_000.0),
+                 dict(account_id=2, symbol="BTCUSD_PERP", size=-5_500.0, entry_price=49_000.0),
+                 dict(account_id=3, symbol="BTCUSD_PERP", size=1_500.0, entry_price=51_000.0),
+                 dict(account_id=3, symbol="BTCUSD_250328", size=-700.0, entry_price=50_500.0),
+                 dict(account_id=3, symbol="ETHUSD_PERP", size=-30_000.0, entry_price=2_400.0),
+                 dict(account_id=3, symbol="BTCUSDT", size=0.2, entry_price=49_000.0),
+                 dict(account_id=4, symbol="BTCUSD_PERP", size=-1_000.0, entry_price=50_000.0,
+                      margin_mode="isolated", isolated_margin=0.1)]
+    for p in positions:
+        p.setdefault("margin_mode", "cross")
+        p.setdefault("isolated_margin", 0.0)
+    return dict(markets=markets, tiers=tiers, accounts=accounts, positions=positions)
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit", "bitmex", "gate", "hyperliquid"])
+def test_hand_built_coin_book_strictly_matches_the_oracle(venue):
+    book = _coin_book()
+    risk = revalue(engine_book(book), venue=venue, backend="cpu")
+    errs = oracle.compare(risk, oracle_of(book, venue), strict=True)
+    assert not errs, "\n".join(errs[:10])
+    pos = {r["account_id"]: r for r in risk.positions.filter(symbol="BTCUSD_PERP").to_dicts()}
+    if venue == "binance":  # the tier at the liquidation price is not the tier at the mark
+        tier_at = lambda n: sum(f <= n for f in (5.0, 10.0, 20.0, 50.0))  # noqa: E731
+        assert tier_at(4_500 * 100 / 50_000) != tier_at(4_500 * 100 / pos[1]["liq_price"])
+        assert tier_at(5_500 * 100 / 50_000) != tier_at(5_500 * 100 / pos[2]["liq_price"])
