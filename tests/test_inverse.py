@@ -412,3 +412,13 @@ def test_hand_built_coin_book_strictly_matches_the_oracle(venue):
         tier_at = lambda n: sum(f <= n for f in (5.0, 10.0, 20.0, 50.0))  # noqa: E731
         assert tier_at(4_500 * 100 / 50_000) != tier_at(4_500 * 100 / pos[1]["liq_price"])
         assert tier_at(5_500 * 100 / 50_000) != tier_at(5_500 * 100 / pos[2]["liq_price"])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_inverse_book_directory_round_trip(tmp_path, fmt):
+    book = gpurisk.synthetic_book(150, seed=6, inverse_markets=1)
+    back = gpurisk.read_book(book.write(tmp_path / "b", format=fmt))
+    assert back.assets == book.assets and back.inverse.tolist() == book.inverse.tolist()
+    assert np.array_equal(back.account_asset, book.account_asset)
+    r1, r2 = revalue(back, backend="cpu"), revalue(book, backend="cpu")
+    assert r1.accounts.equals(r2.accounts) and r1.positions.equals(r2.positions)
