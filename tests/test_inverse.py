@@ -281,8 +281,6 @@ def test_features_with_one_currency_refuse_inverse_books():
     b = mixed_book()
     with pytest.raises(BookError, match="stress handles linear contracts only.*'BTCUSD'"):
         gpurisk.stress(b, gpurisk.shock_grid(-0.1, 0.1, 3), backend="cpu")
-    with pytest.raises(BookError, match="funding handles linear contracts only"):
-        gpurisk.apply_funding(b, {"BTCUSD": 0.0001}, backend="cpu")
     engine = gpurisk.Engine(b, backend="cpu")
     with pytest.raises(BookError, match="what-if orders"):
         engine.what_if([(7, "BTCUSD", 1.0, 50_000.0)])
@@ -422,3 +420,48 @@ def test_inverse_book_directory_round_trip(tmp_path, fmt):
     assert np.array_equal(back.account_asset, book.account_asset)
     r1, r2 = revalue(back, backend="cpu"), revalue(book, backend="cpu")
     assert r1.accounts.equals(r2.accounts) and r1.positions.equals(r2.positions)
+
+
+# ---- funding on coin-margined positions --------------------------------------------------------
+
+def test_inverse_funding_is_paid_in_the_coin_on_the_position_value():
+    """BitMEX, "Perpetual Contracts Guide" (bitmex.com/app/perpetualContractsGuide, read 2026-11-28):
+    funding = position value × funding rate; XBTUSD's position value is in XBT (contracts / price).
+    Account 7 holds 200 BTCUSD contracts of 100 USD at a mark of 50,000: value 0.4 BTC, and
+    0.5 BTCUSDT (linear): value 25,000 USDT; each pool pays in its own asset."""
+    b = mixed_book()
+    r = gpurisk.apply_funding(b, {"BTCUSD": 0.0001, "BTCUSDT": 0.0001}, backend="cpu")
+    acc = {(a["account_id"], a["asset"]): a for a in r.accounts.to_dicts()}
+    assert acc[(7, "BTC")]["funding_paid"] == pytest.approx(200 * 100 / 50_000 * 0.0001, rel=1e-15)
+    assert acc[(7, "USDT")]["funding_paid"] == pytest.approx(0.5 * 50_000 * 0.0001, rel=1e-15)
+    assert acc[(3, "BTC")]["funding_paid"] == pytest.approx(-100 * 100 / 50_000 * 0.0001, rel=1e-15)  # a short receives
+    assert acc[(9, "ETH")]["funding_paid"] == 0.0
+    assert r.by_symbol.select("symbol", "asset").rows() == [("BTCUSD", "BTC"), ("BTCUSDT", "USDT")]
+    assert r.book.wallet[b.account_asset == b.assets.index("BTC")].tolist() == pytest.approx(
+        [2.0 + 100 * 100 / 50_000 * 0.0001, 1.0 - 200 * 100 / 50_000 * 0.0001], rel=1e-15)
+    assert set(r.rounding_by_asset) == {"BTC", "ETH", "USDT"}
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(oracle.book_strategy(inverse=True), st.data())
+def test_inverse_funding_conserves_money_per_asset_exactly(rows, data):
+    from decimal import Decimal, localcontext
+
+    book = engine_book(rows)
+    rates = {s: data.draw(st.sampled_from([0.0, 1e-4, -3.7e-4, 0.01])) for s in book.symbols}
+    r = gpurisk.apply_funding(book, rates, backend="cpu")
+    inv = book.inverse[book.pos_symbol] == 1
+    p, cs = book.mark_price[book.pos_symbol], book.contract_size[book.pos_symbol]
+    n = np.where(inv, np.abs(book.size) * cs / p, np.abs(book.size) * p * cs)
+    rate = np.array([rates[s] for s in book.symbols])[book.pos_symbol]
+    assert np.array_equal(r.payments, np.sign(book.size) * (rate * n))
+    pos_asset = book.settle_asset[book.pos_symbol]
+    with localcontext() as ctx:
+        ctx.prec = 400
+        D = lambda xs: sum((Decimal(float(x)) for x in xs), Decimal(0))  # noqa: E731
+        for k in range(len(book.assets)):  # each asset's money is conserved on its own
+            a, q = book.account_asset == k, pos_asset == k
+            gap = (D(book.wallet[a]) + D(book.isolated_margin[q]) - D(r.book.wallet[a]) - D(r.book.isolated_margin[q])
+                   - D(r.payments[q]) - D(r.rounding[a]))
+            scale = D(np.abs(book.wallet[a])) + D(book.isolated_margin[q]) + D(np.abs(r.payments[q])) + 1
+            assert abs(gap) <= scale * Decimal(2) ** -100, (book.assets[k], gap)
