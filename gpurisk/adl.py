@@ -22,7 +22,7 @@ class AdlQueues:
 
 def queue_group(xp, pos_symbol, size):
     """Queue of each position: 2·symbol for longs, 2·symbol + 1 for shorts."""
-    return (pos_symbol.astype(xp.int32) * 2 + (size < 0).astype(xp.int32)).astype(xp.int32)
+    return xp.add(pos_symbol.astype(xp.int32, copy=False) * 2, size < 0, dtype=xp.int32)
 
 
 def adl_score(backend: Backend, dev, mark, pm, pr, venue: Venue, out=None):

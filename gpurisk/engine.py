@@ -433,13 +433,15 @@ class Engine:
         self.backend.synchronize()
         self.upload_seconds = time.perf_counter() - t
 
-    def revalue(self, marks=None, out: Risk | None = None, rank: bool = True) -> Risk:
+    def revalue(self, marks=None, out: Risk | None = None, rank: bool = True, liq_price: bool = True) -> Risk:
         """Revalue every account and position at ``marks`` (the book's marks where not given).
 
         ``out``: a previous Risk of this engine whose buffers are reused (its tables are then
         replaced); saves allocations when revaluing in a loop.
         ``rank=False``: scores only, no ADL queues (adl_rank and adl_lights come out null),
         for callers that rank elsewhere, as the Dask driver ranks every shard's queues at once.
+        ``liq_price=False``: no liquidation prices (NaN; liquidation.liquidation_prices fills
+        them in for chosen positions), for callers that need a few, as the monitor does.
         """
         b, venue = self.backend, self.venue
         if out is not None:
@@ -451,11 +453,11 @@ class Engine:
             dev = self.device
             pm = position_margin(b, dev, mark, venue, out.position_margin if out else None)
             am = account_margin(b, dev, pm, venue, out.account_margin if out else None)
-            pr = position_risk(b, dev, mark, pm, am, venue, out.position_risk if out else None)
+            pr = position_risk(b, dev, mark, pm, am, venue, out.position_risk if out else None, liq_price)
             score = adl_score(b, dev, mark, pm, pr, venue, out.adl.score if out else None)
             ranker, queues = b, dev
         else:
-            pm, am, pr, score = self._revalue_chunks(mark, out)
+            pm, am, pr, score = self._revalue_chunks(mark, out, liq_price)
             ranker, queues = get_backend("cpu"), self.host
         b.synchronize()
         t1 = time.perf_counter()
@@ -501,7 +503,7 @@ class Engine:
         if any(int(a.size) != n for a, n in zip(sizes, want)):  # belt and braces: never out of bounds
             raise ValueError("out= buffers do not match this engine's book")
 
-    def _revalue_chunks(self, mark, out):
+    def _revalue_chunks(self, mark, out, liq_price: bool = True):
         """Chunk by chunk of whole accounts: upload, run the kernels, copy results to host."""
         b, venue, book = self.backend, self.venue, self.book
         n, m = book.n_positions, book.n_accounts
@@ -519,7 +521,7 @@ class Engine:
             dev = DeviceBook(part, b)
             cpm = position_margin(b, dev, mark, venue)
             cam = account_margin(b, dev, cpm, venue)
-            cpr = position_risk(b, dev, mark, cpm, cam, venue)
+            cpr = position_risk(b, dev, mark, cpm, cam, venue, liq_price=liq_price)
             csc = adl_score(b, dev, mark, cpm, cpr, venue)
             for whole, piece in ((pm, cpm), (pr, cpr)):
                 for k in vars(whole):

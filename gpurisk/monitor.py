@@ -31,6 +31,7 @@ id); ``Monitor.risk(rank=True)`` ranks everything on demand.
 from __future__ import annotations
 
 import collections
+import ctypes
 import math
 import time
 from types import SimpleNamespace
@@ -41,7 +42,8 @@ from .adl import adl_score, queue_group
 from .book import Book
 from .book_updates import LiveBook, writable, writable_copy
 from .engine import Engine, Risk
-from .liquidation import position_risk
+from .kernels import native_library
+from .liquidation import liquidation_prices, position_risk
 from .margin import account_margin, position_margin
 from .schema import SIDES, STATUSES
 from .streams import Inbox
@@ -108,13 +110,18 @@ class Monitor:
         return self.backend.to_host(a)
 
     def _layout(self) -> None:
-        """Per-layout tables: each ADL queue's positions (index order) and where it starts."""
+        """Per-layout tables: each ADL queue's positions (index order) and where it starts
+        (one counting pass, gpurisk/native/radix_sort.cpp queue_members)."""
         b = self.book
-        group = self._h(self.engine.device.group)  # the engine's queue of each position
-        narrow = np.int8 if 2 * b.n_symbols <= 127 else np.int32  # int8: NumPy's stable sort is a radix sort
-        self._members = np.argsort(group.astype(narrow), kind="stable")
-        self._group_start = np.zeros(2 * b.n_symbols + 1, dtype=np.int64)
-        np.cumsum(np.bincount(group, minlength=2 * b.n_symbols), out=self._group_start[1:])
+        group = np.ascontiguousarray(self._h(self.engine.device.group), dtype=np.int32)  # each position's queue
+        n_groups = 2 * b.n_symbols
+        self._members = np.empty(group.size, dtype=np.int64)
+        self._group_start = np.empty(n_groups + 1, dtype=np.int64)
+        lib = native_library("radix_sort.cpp")
+        lib.queue_members.restype = None
+        lib.queue_members(ctypes.c_longlong(group.size), ctypes.c_void_p(group.ctypes.data), ctypes.c_int(n_groups),
+                          ctypes.c_void_p(self._group_start.ctypes.data), ctypes.c_void_p(self._members.ctypes.data))
+        self._symbol_positions = np.diff(self._group_start).reshape(-1, 2).sum(axis=1)
 
     def risk(self, rank: bool = True) -> Risk:
         """The book's full results at the current marks (a fresh revaluation; rank=True ranks
@@ -123,14 +130,25 @@ class Monitor:
 
     @property
     def results(self) -> Risk:
-        """The resident results of the last step (ADL scores, no full ranking)."""
+        """The resident results of the last step (ADL scores, no full ranking). Steps skip
+        the liquidation prices (only positions entering liquidation need theirs); they are
+        computed here, for every position, when asked for."""
+        if self._liq_stale:
+            self._liquidation_prices(np.arange(self.book.n_positions, dtype=np.int64))
+            self._liq_stale = False
         return self._risk
+
+    def _liquidation_prices(self, positions: np.ndarray) -> None:
+        r = self._risk
+        liquidation_prices(self.backend, self.engine.device, r.position_margin, r.account_margin, self.venue,
+                           positions, r.position_risk.liq_price)
 
     # ------------------------------------------------------------------ revaluation
 
     def _revalue_full(self) -> None:
         risk = getattr(self, "_risk", None)
-        self._risk = self.engine.revalue(self.marks, out=risk, rank=False)
+        self._risk = self.engine.revalue(self.marks, out=risk, rank=False, liq_price=False)
+        self._liq_stale = True
 
     def _revalue_accounts(self, accounts: np.ndarray) -> None:
         """Revalue the accounts ``accounts`` (sorted indices) and all their positions, and
@@ -179,21 +197,17 @@ class Monitor:
 
     def _adl_heads(self) -> list[tuple]:
         """Per queue (symbol, side): the positions of its first adl_top places, in the order of
-        the full ranking (score descending, NaN last, ties by index = account id)."""
-        with np.errstate(invalid="ignore"):
-            key_all = -(self._h(self._risk.adl.score) + 0.0)  # -0.0 ties with 0.0, as in the full ranking
-        heads = []
-        for g in range(self._group_start.size - 1):
-            members = self._members[self._group_start[g]:self._group_start[g + 1]]
-            key = key_all[members]
-            if members.size > self.adl_top:
-                kth = np.partition(key, self.adl_top - 1)[self.adl_top - 1]
-                # NaN sorts last: a NaN k-th place means fewer numbers than places, so all stay
-                pick = np.flatnonzero(key <= kth) if not math.isnan(kth) else np.arange(members.size)
-                members, key = members[pick], key[pick]
-            order = np.lexsort((members, key))[:self.adl_top]
-            heads.append(tuple(int(i) for i in members[order]))
-        return heads
+        the full ranking (score descending, NaN last, ties by index = account id): one pass
+        over each queue keeping its best places (gpurisk/native/radix_sort.cpp, queue_heads)."""
+        n_groups = self._group_start.size - 1
+        score = np.ascontiguousarray(self._h(self._risk.adl.score), dtype=np.float64)
+        heads = np.empty(n_groups * self.adl_top, dtype=np.int64)
+        lib = native_library("radix_sort.cpp")
+        lib.queue_heads.restype = None
+        lib.queue_heads(ctypes.c_int(n_groups), ctypes.c_void_p(self._group_start.ctypes.data),
+                        ctypes.c_void_p(self._members.ctypes.data), ctypes.c_void_p(score.ctypes.data),
+                        ctypes.c_int(self.adl_top), ctypes.c_void_p(heads.ctypes.data))
+        return [tuple(int(i) for i in row if i >= 0) for row in heads.reshape(n_groups, self.adl_top)]
 
     def _head_lights(self, heads) -> list[np.ndarray]:
         """Ranks and lights of the head places (kernels/adl.cu head_lights)."""
@@ -263,9 +277,12 @@ class Monitor:
         full = applied is not None and applied.rebuilt
         mode = "none"
         if full or moved or extra.size:
+            limit = self.subset_share * self.book.n_positions
+            # the moved symbols' positions alone may decide it: then no accounts are gathered
+            full = full or int(self._symbol_positions[moved].sum()) > limit
             accounts = None if full else self._touched_accounts(moved, extra)
             touched = None if full else int((self.book.pos_start[accounts + 1] - self.book.pos_start[accounts]).sum())
-            if full or touched > self.subset_share * self.book.n_positions:
+            if full or touched > limit:
                 self._revalue_full()
                 mode, touched = "full", self.book.n_positions
             elif accounts.size:
@@ -326,6 +343,8 @@ class Monitor:
         pstatus = self._h(pr.status)
         entering = np.flatnonzero((pstatus >= LIQUIDATABLE) & (self._pos_status < LIQUIDATABLE))
         if entering.size:
+            if self._liq_stale:
+                self._liquidation_prices(entering)
             liq, bkr, ratio = (self._h(x)[entering] for x in (pr.liq_price, pr.bankruptcy_price, pr.ratio))
             for k, i in enumerate(entering.tolist()):
                 events.append({"type": "liquidation", "account_id": int(b.account_id[b.pos_account[i]]),
