@@ -433,6 +433,50 @@ class Book:
                                     tuple(repr(a) for a in self.assets[:EXAMPLES_SHOWN])))
         raise BookError(problems)
 
+    def require_single_asset(self, what: str) -> None:
+        """Raise a BookError when the book's wallets or markets are in several assets: ``what``
+        keeps one fund and one conservation sum (inverse contracts in one coin are fine)."""
+        if len(self.assets) > 1:
+            raise BookError([Problem("accounts", "asset", f"{what} keeps its money in one asset; run it per asset "
+                                     "(book.for_asset(asset): that asset's wallets and markets); the book has "
+                                     "wallets or markets in", len(self.assets),
+                                     tuple(repr(a) for a in self.assets[:EXAMPLES_SHOWN]))])
+
+    def for_asset(self, asset: str) -> "Book":
+        """The margin pools of one asset: its wallets (account rows) with their positions, and
+        the markets settled in it (others are dropped with their tiers). Pools never share
+        money, so a book's figures are those of its assets' books side by side."""
+        if asset not in self.assets:
+            raise KeyError(f"no wallet or market in {asset!r}; the book's assets are {', '.join(self.assets)}")
+        code = self.assets.index(asset)
+        rows = np.flatnonzero(self.account_asset == code)
+        keep_sym = np.flatnonzero(self.settle_asset == code)
+        sym_map = np.full(self.n_symbols, -1, dtype=np.int32)
+        sym_map[keep_sym] = np.arange(keep_sym.size, dtype=np.int32)
+        counts = np.diff(self.pos_start)[rows]
+        pos = np.concatenate([np.arange(self.pos_start[r], self.pos_start[r + 1]) for r in rows]) if rows.size \
+            else np.zeros(0, np.int64)
+        pos = pos.astype(np.int64)
+        pos_start = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=pos_start[1:])
+        tier_counts = np.diff(self.tier_start)[keep_sym]
+        tiers = np.concatenate([np.arange(self.tier_start[s], self.tier_start[s + 1]) for s in keep_sym]) \
+            if keep_sym.size else np.zeros(0, np.int64)
+        tier_start = np.zeros(keep_sym.size + 1, dtype=np.int32)
+        np.cumsum(tier_counts, out=tier_start[1:])
+        return Book(
+            symbols=tuple(self.symbols[s] for s in keep_sym), mark_price=self.mark_price[keep_sym],
+            contract_size=self.contract_size[keep_sym], tier_start=tier_start, tier_floor=self.tier_floor[tiers],
+            tier_mmr=self.tier_mmr[tiers], tier_cum=self.tier_cum[tiers],
+            tier_max_leverage=self.tier_max_leverage[tiers], account_id=self.account_id[rows],
+            wallet=self.wallet[rows], pos_start=pos_start,
+            pos_account=np.repeat(np.arange(rows.size, dtype=np.int32), counts),
+            pos_symbol=sym_map[self.pos_symbol[pos]], size=self.size[pos], entry=self.entry[pos],
+            isolated=self.isolated[pos], isolated_margin=self.isolated_margin[pos], leverage=self.leverage[pos],
+            tick_size=self.tick_size[keep_sym], inverse=self.inverse[keep_sym], assets=(asset,),
+            settle_asset=np.zeros(keep_sym.size, np.int32), account_asset=np.zeros(rows.size, np.int32),
+            meta={k: v for k, v in self.meta.items() if k != "hash"} | {"asset": asset})
+
     def contract_fields(self) -> dict:
         """The per-symbol contract fields and the asset list, for a Book built from this one's
         markets (a shard, a snapshot, an updated book)."""

@@ -25,6 +25,8 @@ from oracle import engine_book, oracle_of  # noqa: E402
 
 gpurisk = pytest.importorskip("gpurisk")
 from gpurisk import Book, BookError, revalue  # noqa: E402
+from gpurisk.impact import Impact  # noqa: E402
+from gpurisk.stress import conservation_check  # noqa: E402
 from gpurisk.venue import BYBIT  # noqa: E402
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -279,7 +281,7 @@ def test_bad_inverse_inputs_are_named():
 
 def test_features_with_one_currency_refuse_inverse_books():
     b = mixed_book()
-    with pytest.raises(BookError, match="stress handles linear contracts only.*'BTCUSD'"):
+    with pytest.raises(BookError, match="stress keeps its money in one asset"):  # BTC, ETH and USDT wallets
         gpurisk.stress(b, gpurisk.shock_grid(-0.1, 0.1, 3), backend="cpu")
     engine = gpurisk.Engine(b, backend="cpu")
     with pytest.raises(BookError, match="what-if orders"):
@@ -465,3 +467,90 @@ def test_inverse_funding_conserves_money_per_asset_exactly(rows, data):
                    - D(r.payments[q]) - D(r.rounding[a]))
             scale = D(np.abs(book.wallet[a])) + D(book.isolated_margin[q]) + D(np.abs(r.payments[q])) + 1
             assert abs(gap) <= scale * Decimal(2) ** -100, (book.assets[k], gap)
+
+
+# ---- stress: insurance and ADL in the coin -----------------------------------------------------
+
+def _coin_pair(wallet_long=0.05, policy_book=None):
+    """BTCUSD (1 USD a contract): account 1 long 10,000 at 10,000 with 0.05 BTC; account 2 short
+    10,000 at 10,000 with 10 BTC. One asset (BTC): stress runs."""
+    return Book.from_frames(
+        markets=pl.DataFrame({"symbol": ["BTCUSD"], "mark_price": [10_000.0], "contract_type": ["inverse"]}),
+        tiers=pl.DataFrame({"symbol": ["BTCUSD"], "notional_floor": [0.0], "maint_margin_rate": [0.005],
+                            "max_leverage": [100.0]}),
+        accounts=pl.DataFrame({"account_id": [1, 2], "wallet_balance": [wallet_long, 10.0], "asset": ["BTC", "BTC"]}),
+        positions=pl.DataFrame({"account_id": [1, 2], "symbol": ["BTCUSD", "BTCUSD"], "size": [10_000.0, -10_000.0],
+                                "entry_price": [10_000.0, 10_000.0]}))
+
+
+def test_inverse_takeover_insurance_and_adl_in_the_coin():
+    """A −10% move (9,000) bankrupts the long: equity 0.05 + 10,000·(1/10,000 − 1/9,000) < 0.
+    Its bankruptcy price 1/(1/10,000 + 0.05/10,000) = 9,523.81; taken over there and sold at
+    9,000 the loss is 10,000·(1/9,000 − 1/9,523.81) BTC, paid by the fund (1 BTC) or, without
+    one, socialized on the short, whose fill at the bankruptcy price gives up that much."""
+    book = _coin_pair()
+    scen = pl.DataFrame({"scenario": [1], "symbol": ["BTCUSD"], "shock": [-0.1]})
+    bp = 1 / (1 / 10_000 + 0.05 / 10_000)
+    loss = 10_000 * (1 / 9_000 - 1 / bp)
+    funded = gpurisk.stress(book, scen, venue="binance", backend="cpu", insurance_fund=1.0).summary.row(0, named=True)
+    assert funded["deficit"] == pytest.approx(loss, rel=1e-12)
+    assert funded["insurance_used"] == pytest.approx(loss, rel=1e-12)
+    assert funded["insurance_left"] == pytest.approx(1.0 - loss, rel=1e-12)
+    assert funded["notional_liquidated"] == pytest.approx(10_000 / 9_000, rel=1e-12)  # in BTC
+    assert abs(funded["conservation_error"]) <= 1e-15
+    res = gpurisk.stress(book, scen, venue="binance", backend="cpu", insurance_fund=0.0, policy="queue")
+    s = res.summary.row(0, named=True)
+    assert s["socialized_loss"] == pytest.approx(loss, rel=1e-12) and s["insurance_used"] == 0.0
+    fill = res.adl_fills.row(0, named=True)
+    assert (fill["bankrupt_account_id"], fill["counterparty_account_id"]) == (1, 2)
+    assert fill["qty"] == 10_000.0 and fill["price"] == pytest.approx(bp, rel=1e-12)  # the price itself
+    assert s["adl_notional"] == pytest.approx(10_000 / 9_000, rel=1e-12)
+    assert abs(s["conservation_error"]) <= 1e-15
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(st.integers(0, 10_000), st.sampled_from(["queue", "pro_rata", "capped_pro_rata", "rap"]),
+       st.sampled_from(["binance", "bybit", "bitmex", "okx"]))
+def test_inverse_stress_conserves_money_in_the_coin(seed, policy, venue):
+    """A coin's pools (book.for_asset) with perpetual-like inverse markets: every scenario and
+    cascade step conserves Σ(wallet + margin + upnl) + fund + external account, in BTC, and
+    deficit = insurance used + socialized loss."""
+    book = gpurisk.synthetic_book(400, seed=seed, stressed_share=0.3, inverse_markets=2).for_asset("BTC")
+    assert book.inverse.all() and book.assets == ("BTC",)
+    res = gpurisk.stress(book, gpurisk.shock_grid(-0.5, 0.5, 9), venue=venue, backend="cpu", insurance_fund=0.2,
+                         policy=policy, steps=4, impact=Impact("sqrt", coefficient=0.2))
+    failed, worst = conservation_check(res.summary)
+    assert failed == 0, worst
+    s = res.summary
+    gap = (s["deficit"] - s["insurance_used"] - s["socialized_loss"]).abs()
+    assert (gap <= 1e-9 * (s["deficit"].abs() + 1)).all()
+
+
+def test_stress_runs_per_asset_and_refuses_a_mixed_book():
+    book = gpurisk.synthetic_book(500, seed=4, inverse_markets=2)
+    with pytest.raises(BookError, match=r"stress keeps its money in one asset.*book.for_asset"):
+        gpurisk.stress(book, gpurisk.shock_grid(-0.1, 0.1, 3), backend="cpu")
+    whole = revalue(book, venue="bybit", backend="cpu")
+    for asset in book.assets:  # each asset's pools: the same figures as in the whole book
+        part = book.for_asset(asset)
+        assert part.assets == (asset,)
+        got = revalue(part, venue="bybit", backend="cpu")
+        want = whole.accounts.filter(pl.col("asset") == asset)
+        assert got.accounts.drop("asset").equals(want.drop("asset"))
+        cols = ["account_id", "size", "notional", "upnl", "maint_margin", "liq_price", "bankruptcy_price", "adl_score"]
+        assert got.positions.select(cols).equals(whole.positions.filter(pl.col("asset") == asset).select(cols))
+        gpurisk.stress(part, gpurisk.shock_grid(-0.2, 0.2, 3), backend="cpu")  # one asset: runs
+
+
+def test_inverse_stress_same_bits_on_every_backend_and_thread_count(candidate):
+    from gpurisk.backend import CpuBackend
+
+    book = gpurisk.synthetic_book(600, seed=5, stressed_share=0.3, inverse_markets=1).for_asset("BTC")
+    run = lambda backend, threads: gpurisk.stress(  # noqa: E731
+        book, gpurisk.shock_grid(-0.4, 0.4, 7), venue="bitmex", backend=backend, insurance_fund=0.3, steps=3,
+        impact=Impact("linear", coefficient=0.05), threads=threads)
+    ref = run(CpuBackend(threads=os.cpu_count() or 1), 1)
+    for backend, threads in ((candidate, 1), (CpuBackend(threads=1), 3)):
+        got = run(backend, threads)
+        for name in ("summary", "liquidations", "adl_fills", "prices"):
+            assert getattr(got, name).equals(getattr(ref, name)), name
