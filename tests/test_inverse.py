@@ -554,3 +554,50 @@ def test_inverse_stress_same_bits_on_every_backend_and_thread_count(candidate):
         got = run(backend, threads)
         for name in ("summary", "liquidations", "adl_fills", "prices"):
             assert getattr(got, name).equals(getattr(ref, name)), name
+
+
+def test_inverse_restoring_reduction_hits_the_target_ratio_in_decimal():
+    """Oracle (plain Decimal): the ladder's proportional reduction of a coin pool (a perpetual and
+    a quarterly, both BTC-settled, 100 USD a contract) brings MM/equity to the target, with MM on
+    the coin notionals |q|·cs/P and the perpetual's tier falling during the reduction."""
+    from decimal import Decimal, localcontext
+
+    from gpurisk.ladder import Ladder
+
+    tiers = [(0.0, 0.004, 125.0), (5.0, 0.005, 100.0), (25.0, 0.01, 50.0), (100.0, 0.025, 20.0)]
+    syms = ["BTCUSD_PERP", "BTCUSD_0328"]
+    book = Book.from_frames(
+        markets=pl.DataFrame({"symbol": syms, "mark_price": [50_000.0, 50_000.0], "contract_size": [100.0, 100.0],
+                              "contract_type": ["inverse", "inverse"]}),
+        tiers=pl.DataFrame([(s, *t) for s in syms for t in tiers],
+                           schema=["symbol", "notional_floor", "maint_margin_rate", "max_leverage"], orient="row"),
+        accounts=pl.DataFrame({"account_id": [1, 2], "wallet_balance": [1.2, 1_000.0], "asset": ["BTC", "BTC"]}),
+        positions=pl.DataFrame({"account_id": [1, 1, 2, 2], "symbol": syms * 2,
+                                "size": [20_000.0, 10_000.0, -20_000.0, -10_000.0], "entry_price": [50_000.0] * 4}))
+    lad = Ladder(partial="target", target_ratio=0.5, max_partial_steps=1)
+    res = gpurisk.stress(book, pl.DataFrame({"scenario": [0], "symbol": ["*"], "shock": [-0.015]}), backend="cpu",
+                         ladder=lad)
+    red = res.liquidations.filter(pl.col("action") == "reduce")
+    assert red.height == 2
+    with localcontext() as ctx:
+        ctx.prec = 60
+        p = Decimal(50_000) * Decimal("0.985")
+        cs, e = Decimal(100), Decimal(50_000)
+        size = {"BTCUSD_PERP": Decimal(20_000), "BTCUSD_0328": Decimal(10_000)}
+        equity = Decimal("1.2") + sum(q * cs * (1 / e - 1 / p) for q in size.values())
+
+        def mm(n):
+            cum, prev, out = Decimal(0), Decimal(0), None
+            for floor, rate, _ in tiers:
+                f, r = Decimal(str(floor)), Decimal(str(rate))
+                cum += f * (r - prev)
+                prev = r
+                if n >= f:
+                    out = n * r - cum
+            return out
+
+        kept = {r["symbol"]: size[r["symbol"]] - Decimal(repr(r["qty"])) for r in red.iter_rows(named=True)}
+        assert mm(size["BTCUSD_PERP"] * cs / p) > mm(Decimal(25)) > mm(kept["BTCUSD_PERP"] * cs / p)  # tier fell
+        after = sum(mm(kept[s] * cs / p) for s in kept)
+        assert abs(after / equity - Decimal("0.5")) < Decimal("1e-9")
+        assert abs(kept["BTCUSD_PERP"] / size["BTCUSD_PERP"] - kept["BTCUSD_0328"] / size["BTCUSD_0328"]) < Decimal("1e-12")
