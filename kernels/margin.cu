@@ -9,7 +9,8 @@
 // notional N = |q|·P·cs, upnl = q·(P − E)·cs (inverse: N = |q|·cs/P and upnl = q·cs·(1/E − 1/P),
 // in the coin, common.cuh notional_at / upnl_at; tiers on the coin notional),
 // MM = N_mm·mmr_k − cum_k with k the tier of N_mm (N_mm is the mark notional, or the entry
-// notional when mm_on_entry; k the tier of |q| when tiers_by_contracts; cum_k = 0 for a whole-position rate, gpurisk/tier_rules.py),
+// notional when mm_on_entry; k the tier of |q| when tiers_by_contracts; cum_k = 0 for a
+// whole-position rate, gpurisk/tier_rules.py),
 // IM = N / leverage (N at entry when im_on_entry), leverage defaulting (0) to the max
 // leverage of the tier of N, close fee = close_fee_rate·N.
 GR_KERNEL void position_margin(
