@@ -287,7 +287,7 @@ def test_features_with_one_currency_refuse_inverse_books():
     with pytest.raises(BookError, match="what-if orders"):
         engine.what_if([(7, "BTCUSD", 1.0, 50_000.0)])
     from gpurisk.monitor import Monitor
-    with pytest.raises(BookError, match="the monitor"):
+    with pytest.raises(BookError, match="the monitor keeps its money in one asset"):
         Monitor(engine)
 
 
@@ -601,3 +601,56 @@ def test_inverse_restoring_reduction_hits_the_target_ratio_in_decimal():
         after = sum(mm(kept[s] * cs / p) for s in kept)
         assert abs(after / equity - Decimal("0.5")) < Decimal("1e-9")
         assert abs(kept["BTCUSD_PERP"] / size["BTCUSD_PERP"] - kept["BTCUSD_0328"] / size["BTCUSD_0328"]) < Decimal("1e-12")
+
+
+# ---- live updates and the monitor on a coin's pools ---------------------------------------------
+
+def test_inverse_fills_average_the_entry_harmonically_and_realise_pnl_in_the_coin():
+    """Adding contracts keeps the coin value: entry = Σ contracts / Σ(contracts/price); reducing
+    realises q·cs·(1/E − 1/P) BTC (Decimal oracle)."""
+    from decimal import Decimal
+
+    from gpurisk.book_updates import LiveBook
+
+    live = LiveBook(_coin_pair(wallet_long=1.0))
+    fills = [(5_000.0, 12_000.0), (-8_000.0, 11_000.0), (-9_000.0, 9_500.0), (1_500.0, 9_000.0), (-700.0, 8_800.0)]
+    size, entry, wallet = Decimal(10_000), Decimal(10_000), Decimal(1)
+    for qty, price in fills:
+        live.apply([{"type": "fill", "account_id": 1, "symbol": "BTCUSD", "qty": qty, "price": price, "fee": 0.0001}])
+        q, p = Decimal(str(qty)), Decimal(str(price))
+        if size != 0 and (size > 0) != (q > 0):
+            closed = min(abs(q), abs(size)) * (1 if size > 0 else -1)
+            wallet += closed * (1 / entry - 1 / p)
+            entry = p if abs(q) > abs(size) else entry
+        else:
+            entry = (size + q) / (size / entry + q / p)
+        size += q
+        wallet -= Decimal("0.0001")
+        b = live.book
+        i = int(np.flatnonzero(b.pos_account == 0)[0])
+        assert b.size[i] == pytest.approx(float(size), rel=1e-12)
+        assert b.entry[i] == pytest.approx(float(entry), rel=1e-12)
+        assert b.wallet[0] == pytest.approx(float(wallet), rel=1e-12)
+
+
+def test_monitor_on_a_coins_pools_matches_a_full_revaluation_at_every_step():
+    from test_monitor import _random_update, assert_same_as_full
+
+    from gpurisk.monitor import Monitor
+
+    book = gpurisk.synthetic_book(900, seed=3, inverse_markets=2).for_asset("BTC")
+    mon = Monitor(gpurisk.Engine(book, venue="bitmex", backend="cpu"), adl_top=4, subset_share=1.0)
+    rng = np.random.default_rng(11)
+    next_account = [10**9]
+    for step in range(40):
+        s = int(rng.integers(book.n_symbols))
+        mon.inbox.put_mark(book.symbols[s], float(mon.marks[s] * np.exp(rng.normal(0, 0.03))))
+        if step % 3 == 0:
+            for _ in range(int(rng.integers(1, 5))):
+                mon.inbox.put_update(_random_update(rng, mon.book, next_account))
+        events = mon.step()
+        assert events[-1]["type"] == "revaluation"
+        assert_same_as_full(mon)
+    assert mon.updates_applied > 5
+    with pytest.raises(BookError, match="the monitor keeps its money in one asset"):
+        Monitor(gpurisk.Engine(gpurisk.synthetic_book(300, seed=1, inverse_markets=1), backend="cpu"))
