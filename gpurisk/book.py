@@ -438,8 +438,8 @@ class Book:
         keeps one fund and one conservation sum (inverse contracts in one coin are fine)."""
         if len(self.assets) > 1:
             raise BookError([Problem("accounts", "asset", f"{what} keeps its money in one asset; run it per asset "
-                                     "(book.for_asset(asset): that asset's wallets and markets); the book has "
-                                     "wallets or markets in", len(self.assets),
+                                     "(book.for_asset(asset): that asset's wallets and markets; gpurisk stress "
+                                     "--asset ASSET); the book has wallets or markets in", len(self.assets),
                                      tuple(repr(a) for a in self.assets[:EXAMPLES_SHOWN]))])
 
     def for_asset(self, asset: str) -> "Book":

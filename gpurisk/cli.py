@@ -402,7 +402,7 @@ def _stress(args) -> int:
         scenarios = shock_grid(float(lo), float(hi), int(n))
         what = f"a grid of {int(n):,} shocks from {float(lo):+.0%} to {float(hi):+.0%} on every symbol"
     cluster = _cluster(args)
-    if args.book and cluster is not None and not is_database_uri(args.book):
+    if args.book and cluster is not None and not is_database_uri(args.book) and not args.asset:
         book = args.book  # each worker reads the book directory itself
     elif args.book:
         t = _stage(f"reading {_shown(args.book)}")
@@ -413,6 +413,12 @@ def _stress(args) -> int:
         t = _stage(f"building a synthetic book of {args.accounts:,} accounts (seed {args.seed})")
         book = synthetic_book(args.accounts, seed=args.seed)
         _done(t, f"  ({book.n_positions:,} positions)")
+    if args.asset:
+        if args.asset not in book.assets:
+            raise InputError(f"--asset {args.asset}: the book has no wallet or market in it; its assets are "
+                             f"{', '.join(book.assets)}")
+        book = book.for_asset(args.asset)
+        print(f"stress: the {args.asset} margin pools ({book!r}); money in {args.asset}")
     policies = list(POLICIES) if args.policy == ["all"] else args.policy or ["queue"]
     impact = Impact(args.impact, coefficient=args.impact_coefficient, depth_share=args.depth_share) if args.impact else None
     print(f"stress: {what}; venue {args.venue}; policies {', '.join(policies)}; steps {args.steps}; "
@@ -618,6 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--policy", action="append", choices=["queue", "pro_rata", "capped_pro_rata", "rap", "all"],
                     help="ADL policy; repeat to compare several, or 'all' (default queue)")
     st.add_argument("--insurance-fund", type=float, default=0.0, help="insurance fund at the start (default 0)")
+    st.add_argument("--asset", metavar="ASSET",
+                    help="stress one asset's margin pools (its wallets, positions and markets; e.g. BTC for "
+                         "coin-margined markets): a book with wallets in several assets runs per asset, the "
+                         "insurance fund and every money figure in that asset")
     st.add_argument("--steps", type=int, default=1, help="cascade steps: liquidations move prices (default 1)")
     st.add_argument("--impact", choices=["linear", "sqrt"], help="price impact of liquidation flow (cascades)")
     st.add_argument("--impact-coefficient", type=float, default=0.1,

@@ -654,3 +654,19 @@ def test_monitor_on_a_coins_pools_matches_a_full_revaluation_at_every_step():
     assert mon.updates_applied > 5
     with pytest.raises(BookError, match="the monitor keeps its money in one asset"):
         Monitor(gpurisk.Engine(gpurisk.synthetic_book(300, seed=1, inverse_markets=1), backend="cpu"))
+
+
+def test_cli_stress_runs_one_asset_and_names_the_option(tmp_path, capsys):
+    from gpurisk.cli import main
+
+    book_dir = tmp_path / "book"
+    assert main(["synth", str(book_dir), "--accounts", "300", "--inverse-markets", "2", "--seed", "5"]) == 0
+    common = ["--grid", "-0.3", "0.3", "3", "--backend", "cpu", "--quiet", "--summary-only"]
+    assert main(["stress", str(book_dir), *common]) == 2
+    assert "--asset ASSET" in capsys.readouterr().err
+    assert main(["stress", str(book_dir), *common, "--asset", "BTC", "--insurance-fund", "0.5",
+                 "--out", str(tmp_path / "out")]) == 0
+    summary = pl.read_parquet(tmp_path / "out" / "summary.parquet")
+    assert summary.height == 3 and (summary["conservation_error"].abs() <= 1e-9).all()
+    assert main(["stress", str(book_dir), *common, "--asset", "DOGE"]) == 2
+    assert "no wallet or market in it" in capsys.readouterr().err
