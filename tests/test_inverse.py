@@ -427,8 +427,8 @@ def test_inverse_book_directory_round_trip(tmp_path, fmt):
 # ---- funding on coin-margined positions --------------------------------------------------------
 
 def test_inverse_funding_is_paid_in_the_coin_on_the_position_value():
-    """BitMEX, "Perpetual Contracts Guide" (bitmex.com/app/perpetualContractsGuide, read 2026-11-28):
-    funding = position value × funding rate; XBTUSD's position value is in XBT (contracts / price).
+    """Funding = position value × funding rate, the value of an inverse position in its coin
+    (BitMEX's "Funding Amount = Mark Value × Funding Rate", test_bitmex_perpetual_guide_long_xbtusd_example).
     Account 7 holds 200 BTCUSD contracts of 100 USD at a mark of 50,000: value 0.4 BTC, and
     0.5 BTCUSDT (linear): value 25,000 USDT; each pool pays in its own asset."""
     b = mixed_book()
@@ -670,3 +670,28 @@ def test_cli_stress_runs_one_asset_and_names_the_option(tmp_path, capsys):
     assert summary.height == 3 and (summary["conservation_error"].abs() <= 1e-9).all()
     assert main(["stress", str(book_dir), *common, "--asset", "DOGE"]) == 2
     assert "no wallet or market in it" in capsys.readouterr().err
+
+
+def test_bitmex_perpetual_guide_long_xbtusd_example():
+    """BitMEX, "Perpetual Contracts Guide Examples" (bitmex.com/app/perpetualContractsGuideExamples,
+    read 2026-11-28): long 15,000 XBTUSD (1 USD each) at 750: entry value 20 XBT; funding at
+    0.25% with the mark at 750: 20 XBT × 0.25% = 0.05 XBT paid by the long, received by the short;
+    closed at 800: PnL 15,000 × (1/750 − 1/800) = 1.25 XBT; total profit 1.2 XBT."""
+    from gpurisk.book_updates import LiveBook
+
+    book = Book.from_frames(
+        markets=pl.DataFrame({"symbol": ["XBTUSD"], "mark_price": [750.0], "contract_type": ["inverse"]}),
+        tiers=pl.DataFrame({"symbol": ["XBTUSD"], "notional_floor": [0.0], "maint_margin_rate": [0.005],
+                            "max_leverage": [100.0]}),
+        accounts=pl.DataFrame({"account_id": [1, 2], "wallet_balance": [5.0, 5.0], "asset": ["XBT", "XBT"]}),
+        positions=pl.DataFrame({"account_id": [1, 2], "symbol": ["XBTUSD", "XBTUSD"], "size": [15_000.0, -15_000.0],
+                                "entry_price": [750.0, 750.0]}))
+    risk = revalue(book, venue="bitmex", backend="cpu")
+    assert risk.positions["notional"].to_list() == pytest.approx([20.0, 20.0], rel=1e-15)  # XBT entry value
+    funded = gpurisk.apply_funding(book, {"XBTUSD": 0.0025}, backend="cpu")
+    assert funded.payments.tolist() == pytest.approx([0.05, -0.05], rel=1e-13)
+    assert revalue(funded.book, venue="bitmex", backend="cpu", marks={"XBTUSD": 800.0}).positions["upnl"][0] == \
+        pytest.approx(1.25, rel=1e-13)
+    live = LiveBook(funded.book)
+    live.apply([{"type": "fill", "account_id": 1, "symbol": "XBTUSD", "qty": -15_000.0, "price": 800.0}])
+    assert live.book.wallet[0] - 5.0 == pytest.approx(1.2, rel=1e-12)  # 1.25 XBT − 0.05 XBT
