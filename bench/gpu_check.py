@@ -369,7 +369,7 @@ def section_flags(check: Check, entry: dict) -> None:
                  d.entry, d.isolated, d.isolated_margin, d.wallet, b.asarray(marks.ravel()), d.contract_size,
                  d.tier_start, d.tier_floor, d.tier_mmr, venue_tiers(b, d, venue).cum, int(venue.mm_base == "entry"),
                  int(venue.tier_basis == "contracts"), float(venue.close_fee_rate),
-                 float(venue.margin_call_ratio), float(venue.liquidation_ratio), out)
+                 float(venue.margin_call_ratio), float(venue.liquidation_ratio), d.inverse, out)
         flags[name] = {"flags": b.to_host(out)}
         del d, out
     entry["figures"]["flagged_share"] = float(flags["reference"]["flags"].mean())

@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - exercised on GPU machines without Pola
     pl = None
 
 from . import schema as _lim
+from .pools import pool_rows, settle_asset_expr, validate_wallets
 from .schema import CONTRACT_TYPES, DEFAULT_SETTLE_ASSET, INPUT_TABLES, MARGIN_MODES, TABLE_KEYS, Column
 
 EXAMPLES_SHOWN = 5
@@ -234,20 +235,6 @@ def _validate_markets(chk: _Checker) -> None:
                      "market BASEUSD..., BASE-PERPETUAL")
 
 
-#: the coin an inverse market settles in, read from its symbol: BTCUSD, XBTUSD, BTCUSD_PERP,
-#: BTCUSD_250328, BTC/USD, BTC-USD-SWAP, BTC-PERPETUAL (Deribit)
-_INVERSE_BASE = r"^([A-Z0-9]+?)(?:[-_/]?USD(?:[-_][A-Z0-9]+)*|-PERPETUAL)$"
-
-
-def settle_asset_expr() -> pl.Expr:
-    """markets.settle_asset with its default filled in: as given; else USDT for a linear market
-    and the base coin named by an inverse market's symbol (null when the symbol names none)."""
-    inverse_base = pl.col("symbol").str.to_uppercase().str.extract(_INVERSE_BASE, 1)
-    return (pl.when(pl.col("settle_asset").is_not_null()).then(pl.col("settle_asset"))
-            .when(pl.col("contract_type") == "inverse").then(inverse_base)
-            .otherwise(pl.lit(DEFAULT_SETTLE_ASSET)).alias("settle_asset"))
-
-
 def _validate_tiers(chk: _Checker, symbols: pl.Series | None, traded: pl.Series | None) -> None:
     ok = lambda c: c not in chk.bad_columns  # noqa: E731
     if ok("symbol"):
@@ -368,31 +355,6 @@ def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: p
                  "one position per (account_id, symbol, margin_mode) in one-way mode; duplicates")
 
 
-def _validate_wallets(pos: _Checker, acc: _Checker, mk: _Checker) -> None:
-    """Every position's margin pool exists: an accounts row (account_id, asset) with the
-    asset its market settles in. Positions of unknown accounts or symbols are reported by
-    their own rules, not again here."""
-    need = {"account_id", "symbol"}
-    if need & pos.bad_columns or {"account_id", "asset"} & acc.bad_columns or \
-            {"symbol", "settle_asset", "contract_type"} & mk.bad_columns:
-        return
-    settle = mk.df.select("symbol", "settle_asset").drop_nulls().unique("symbol", keep="first")
-    wallets = acc.df.select("account_id", pl.col("asset").alias("settle_asset"), pl.lit(True).alias("__wallet"))
-    if settle["settle_asset"].n_unique() <= 1 and wallets["settle_asset"].n_unique() <= 1 and \
-            (settle.height == 0 or wallets.height == 0 or settle["settle_asset"][0] == wallets["settle_asset"][0]):
-        return  # one asset throughout: the account rule says it all
-    known = acc.df["account_id"].drop_nulls().implode()
-    df = (pos.df.join(settle, on="symbol", how="left", maintain_order="left")
-          .join(wallets.unique(["account_id", "settle_asset"]), on=["account_id", "settle_asset"], how="left",
-                maintain_order="left"))
-    pos.df = pos.df.with_columns(df["settle_asset"].alias("__settle"), df["__wallet"].alias("__wallet"))
-    pos.rule("account_id", pl.col("account_id").is_in(known) & pl.col("__settle").is_not_null()
-             & pl.col("__wallet").is_null(),
-             "needs an accounts row with asset = its market's settle asset (markets.settle_asset: each "
-             "(account_id, asset) is a margin pool); none for")
-    pos.df = pos.df.drop("__settle", "__wallet")
-
-
 # ------------------------------------------------------------------ the book
 
 
@@ -471,6 +433,50 @@ class Book:
                                     tuple(repr(a) for a in self.assets[:EXAMPLES_SHOWN])))
         raise BookError(problems)
 
+    def require_single_asset(self, what: str) -> None:
+        """Raise a BookError when the book's wallets or markets are in several assets: ``what``
+        keeps one fund and one conservation sum (inverse contracts in one coin are fine)."""
+        if len(self.assets) > 1:
+            raise BookError([Problem("accounts", "asset", f"{what} keeps its money in one asset; run it per asset "
+                                     "(book.for_asset(asset): that asset's wallets and markets; gpurisk stress "
+                                     "--asset ASSET); the book has wallets or markets in", len(self.assets),
+                                     tuple(repr(a) for a in self.assets[:EXAMPLES_SHOWN]))])
+
+    def for_asset(self, asset: str) -> "Book":
+        """The margin pools of one asset: its wallets (account rows) with their positions, and
+        the markets settled in it (others are dropped with their tiers). Pools never share
+        money, so a book's figures are those of its assets' books side by side."""
+        if asset not in self.assets:
+            raise KeyError(f"no wallet or market in {asset!r}; the book's assets are {', '.join(self.assets)}")
+        code = self.assets.index(asset)
+        rows = np.flatnonzero(self.account_asset == code)
+        keep_sym = np.flatnonzero(self.settle_asset == code)
+        sym_map = np.full(self.n_symbols, -1, dtype=np.int32)
+        sym_map[keep_sym] = np.arange(keep_sym.size, dtype=np.int32)
+        counts = np.diff(self.pos_start)[rows]
+        pos = np.concatenate([np.arange(self.pos_start[r], self.pos_start[r + 1]) for r in rows]) if rows.size \
+            else np.zeros(0, np.int64)
+        pos = pos.astype(np.int64)
+        pos_start = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=pos_start[1:])
+        tier_counts = np.diff(self.tier_start)[keep_sym]
+        tiers = np.concatenate([np.arange(self.tier_start[s], self.tier_start[s + 1]) for s in keep_sym]) \
+            if keep_sym.size else np.zeros(0, np.int64)
+        tier_start = np.zeros(keep_sym.size + 1, dtype=np.int32)
+        np.cumsum(tier_counts, out=tier_start[1:])
+        return Book(
+            symbols=tuple(self.symbols[s] for s in keep_sym), mark_price=self.mark_price[keep_sym],
+            contract_size=self.contract_size[keep_sym], tier_start=tier_start, tier_floor=self.tier_floor[tiers],
+            tier_mmr=self.tier_mmr[tiers], tier_cum=self.tier_cum[tiers],
+            tier_max_leverage=self.tier_max_leverage[tiers], account_id=self.account_id[rows],
+            wallet=self.wallet[rows], pos_start=pos_start,
+            pos_account=np.repeat(np.arange(rows.size, dtype=np.int32), counts),
+            pos_symbol=sym_map[self.pos_symbol[pos]], size=self.size[pos], entry=self.entry[pos],
+            isolated=self.isolated[pos], isolated_margin=self.isolated_margin[pos], leverage=self.leverage[pos],
+            tick_size=self.tick_size[keep_sym], inverse=self.inverse[keep_sym], assets=(asset,),
+            settle_asset=np.zeros(keep_sym.size, np.int32), account_asset=np.zeros(rows.size, np.int32),
+            meta={k: v for k, v in self.meta.items() if k != "hash"} | {"asset": asset})
+
     def contract_fields(self) -> dict:
         """The per-symbol contract fields and the asset list, for a Book built from this one's
         markets (a shard, a snapshot, an updated book)."""
@@ -524,7 +530,7 @@ class Book:
             cs = (m.df.select("symbol", "contract_size").drop_nulls("symbol")
                   .unique("symbol", keep="first", maintain_order=True))
         _validate_positions(p, ids, symbols, cs)
-        _validate_wallets(p, a, m)
+        validate_wallets(p, a, m)
         traded = p.df["symbol"].drop_nulls().unique().sort() if "symbol" not in p.bad_columns else None
         _validate_tiers(t, symbols, traded)
         problems = m.problems + t.problems + a.problems + p.problems
@@ -697,24 +703,6 @@ def read_table(directory: Path, name: str) -> pl.DataFrame:
                 raise BookError([Problem(name, "", f"cannot read {path}: {exc}")]) from exc
     raise FileNotFoundError(f"{directory}: no {name} table (looked for "
                             f"{', '.join(name + e for e in _READERS)})")
-
-
-def pool_rows(account_id: np.ndarray, account_asset: np.ndarray, pos_account_id: np.ndarray,
-              pos_asset: np.ndarray) -> np.ndarray:
-    """The account row (margin pool) of each position: the row of (its account_id, the settle
-    asset of its market), rows sorted by (account_id, asset). Validation has checked each exists."""
-    first = np.searchsorted(account_id, pos_account_id)
-    if account_id.size < 2 or np.all(account_id[1:] != account_id[:-1]):
-        return first.astype(np.int32)  # one wallet per account: the account's row
-    row = first.copy()
-    last = np.searchsorted(account_id, pos_account_id, side="right") - 1
-    # An account holds a few assets: step on while the row's asset is below the wanted one.
-    while True:
-        more = (row < last) & (account_asset[np.minimum(row, account_asset.size - 1)] < pos_asset)
-        if not more.any():
-            break
-        row[more] += 1
-    return row.astype(np.int32)
 
 
 def derived_maint_amount(tier_start: np.ndarray, floor: np.ndarray, mmr: np.ndarray) -> np.ndarray:

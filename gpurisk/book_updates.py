@@ -19,8 +19,10 @@ Updates (dicts, as JSON lines carry them; ``type`` says which):
   ``isolated_margin``, ``leverage``.
 - ``fill``: a trade: ``account_id``, ``symbol``, signed ``qty``, ``price``, optional
   ``margin_mode``, ``fee`` (paid from the wallet) and ``isolated_margin`` (the new value, for
-  isolated positions). Adding to a position averages its entry price; reducing it realises
-  PnL into the wallet; crossing zero opens the rest at ``price``. A fill that leaves only the
+  isolated positions). Adding to a position averages its entry price (an inverse contract's
+  harmonically, contracts over Σ contracts/price: the coin value is kept); reducing it realises
+  PnL into the wallet (in the coin for an inverse contract); crossing zero opens the rest at
+  ``price``. A fill that leaves only the
   binary rounding of decimal sizes (|size| <= DUST × the sizes added) closes the position.
 - ``balance``: ``account_id``, ``delta`` (a deposit > 0, a withdrawal < 0, a funding payment
   either way), optional ``reason``.
@@ -152,6 +154,7 @@ class LiveBook:
     arrays are updated in place (a book with read-only arrays is copied first)."""
 
     def __init__(self, book: Book):
+        book.require_single_asset("live updates")  # an update names its account by id alone
         self.book = book if writable(book) else writable_copy(book)
         self._symbol_index = {s: i for i, s in enumerate(book.symbols)}
 
@@ -238,10 +241,14 @@ class LiveBook:
         if abs(new) <= DUST * max(abs(old), abs(qty)):
             new = 0.0  # closed: what is left is the rounding of decimal lot sizes in binary (0.3 - 0.1 - 0.2)
         realised = 0.0
+        inverse = bool(self.book.inverse[key[1]])
         if old != 0 and (old > 0) != (qty > 0):  # reduces (and maybe crosses zero)
             closed = math.copysign(min(abs(qty), abs(old)), old)
-            realised = closed * (price - entry) * cs
+            # inverse (coin-margined): the PnL in the coin, q·cs·(1/E − 1/P)
+            realised = closed * cs * (1 / entry - 1 / price) if inverse else closed * (price - entry) * cs
             new_entry = price if abs(qty) > abs(old) else entry
+        elif inverse:  # the entry that keeps the coin value: contracts over Σ contracts/price
+            new_entry = new / (old / entry + qty / price) if old else price
         else:
             new_entry = (old * entry + qty * price) / new if old else price
         margin = _number(update, "isolated_margin", False, now["isolated_margin"] if now else 0.0)

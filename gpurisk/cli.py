@@ -256,7 +256,7 @@ def cmd_synth(args) -> int:
             raise InputError("--shards writes a sharded book directory; a database takes the whole book")
         from .database import write_book
 
-        book = synthetic_book(args.accounts, seed=args.seed)
+        book = synthetic_book(args.accounts, seed=args.seed, inverse_markets=args.inverse_markets)
         write_book(args.out, book)
         print(f"{book!r} written to {redact(args.out)} (tables markets, tiers, accounts, positions)")
         return 0
@@ -265,7 +265,7 @@ def cmd_synth(args) -> int:
 
 
 def _synth(args) -> int:
-    book = synthetic_book(args.accounts, seed=args.seed)
+    book = synthetic_book(args.accounts, seed=args.seed, inverse_markets=args.inverse_markets)
     if args.shards:
         from .distributed import write_sharded
 
@@ -402,7 +402,7 @@ def _stress(args) -> int:
         scenarios = shock_grid(float(lo), float(hi), int(n))
         what = f"a grid of {int(n):,} shocks from {float(lo):+.0%} to {float(hi):+.0%} on every symbol"
     cluster = _cluster(args)
-    if args.book and cluster is not None and not is_database_uri(args.book):
+    if args.book and cluster is not None and not is_database_uri(args.book) and not args.asset:
         book = args.book  # each worker reads the book directory itself
     elif args.book:
         t = _stage(f"reading {_shown(args.book)}")
@@ -413,6 +413,12 @@ def _stress(args) -> int:
         t = _stage(f"building a synthetic book of {args.accounts:,} accounts (seed {args.seed})")
         book = synthetic_book(args.accounts, seed=args.seed)
         _done(t, f"  ({book.n_positions:,} positions)")
+    if args.asset:
+        if args.asset not in book.assets:
+            raise InputError(f"--asset {args.asset}: the book has no wallet or market in it; its assets are "
+                             f"{', '.join(book.assets)}")
+        book = book.for_asset(args.asset)
+        print(f"stress: the {args.asset} margin pools ({book!r}); money in {args.asset}")
     policies = list(POLICIES) if args.policy == ["all"] else args.policy or ["queue"]
     impact = Impact(args.impact, coefficient=args.impact_coefficient, depth_share=args.depth_share) if args.impact else None
     print(f"stress: {what}; venue {args.venue}; policies {', '.join(policies)}; steps {args.steps}; "
@@ -495,7 +501,7 @@ def cmd_report(args) -> int:
     if risk is not None:
         from .schema import ACCOUNT_OUTPUT, POSITION_OUTPUT
 
-        optional = {"close_fee"}  # results written before the close fee had their own column
+        optional = {"close_fee", "asset"}  # results written before these columns existed
         problems += _table_problems(risk.accounts, f"{results}/accounts.parquet", ACCOUNT_OUTPUT.keys() - optional)
         problems += _table_problems(risk.positions, f"{results}/positions.parquet", POSITION_OUTPUT.keys() - optional)
     if stress is not None:
@@ -577,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="file format (default parquet)")
     s.add_argument("--shards", type=_positive_int, metavar="N",
                    help="write a sharded book: N shards of whole accounts (for --scheduler/--workers runs)")
+    s.add_argument("--inverse-markets", type=int, default=0, metavar="N",
+                   help="make the N most traded symbols coin-margined (BTCUSD, ETHUSD, ...; wallets per asset; "
+                        "README 'Inverse contracts'); stress and what-if refuse such a book for now")
     s.set_defaults(func=cmd_synth)
 
     r = sub.add_parser("revalue", parents=[common, dist, database], help="revalue a book directory",
@@ -615,6 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--policy", action="append", choices=["queue", "pro_rata", "capped_pro_rata", "rap", "all"],
                     help="ADL policy; repeat to compare several, or 'all' (default queue)")
     st.add_argument("--insurance-fund", type=float, default=0.0, help="insurance fund at the start (default 0)")
+    st.add_argument("--asset", metavar="ASSET",
+                    help="stress one asset's margin pools (its wallets, positions and markets; e.g. BTC for "
+                         "coin-margined markets): a book with wallets in several assets runs per asset, the "
+                         "insurance fund and every money figure in that asset")
     st.add_argument("--steps", type=int, default=1, help="cascade steps: liquidations move prices (default 1)")
     st.add_argument("--impact", choices=["linear", "sqrt"], help="price impact of liquidation flow (cascades)")
     st.add_argument("--impact-coefficient", type=float, default=0.1,

@@ -251,7 +251,8 @@ def take_over_bankrupt(ledger, order, pos: np.ndarray, bp: np.ndarray, market: n
     unit: an account's cross book, or one isolated position) while it lasts, and takes that
     share of each unit's positions; the rest is left to ADL."""
     qty = ledger.size[pos].copy()
-    loss = qty * (bp - market) * cs_pos[pos]  # what the taker loses selling at market
+    # what the taker loses selling at market (money prices: gpurisk/ledger.py)
+    loss = qty * (ledger.money(pos, bp) - ledger.money(pos, market)) * cs_pos[pos]
     # Units numbered in the order that breaks ties: by account (storage order is account
     # id order), the cross unit first, then isolated positions by index descending.
     acc = ledger._account[pos]
@@ -319,14 +320,19 @@ def rotated_queue(members: np.ndarray, keep: np.ndarray, seed: int, queue: int) 
     return np.roll(cand, -off)
 
 
-def queue_adl(ledger, pos, rest, bp, price: float, cs: float, q_order, merged) -> QueueFills:
+def queue_adl(ledger, pos, rest, bp, market: float, cs: float, q_order, merged) -> QueueFills:
     """Bankrupt positions ``pos`` of one queue (``rest``: what is left of each, signed; all
     one side) against the opposite queue in ADL order ``q_order``, at their bankruptcy
     prices; ``merged``: ``queue_fills`` of the two (di, si, qty, demand_closed,
-    supply_closed). ``price``: the market price; ``cs``: the contract size."""
+    supply_closed). ``market``: the market price; ``cs``: the contract size."""
     di, si, seg, demand_closed, supply_closed = merged
     entry = ledger._entry
     sign = np.sign(rest[0])
+    # Money prices (gpurisk/ledger.py: the price itself for a linear contract): the moves below
+    # are written once for both contract types; the fills record the prices themselves.
+    real_bp = bp
+    bp = ledger.money(pos, bp)
+    price = float(ledger.money(pos[:1], np.array([market]))[0])
     # Fills: bankrupt position pos[di] closes seg at bp[di]; counterparty q_order[si] closes seg.
     b_i, c_i, f_px = pos[di], q_order[si], bp[di]
     n_cp = int(si.max()) + 1 if si.size else 0
@@ -346,7 +352,7 @@ def queue_adl(ledger, pos, rest, bp, price: float, cs: float, q_order, merged) -
     if seg.size:  # each counterparty's loss against the market price
         loss_cp = np.bincount(si, weights=seg * (bp[di] - price) * sign * cs, minlength=q_order.size)
         max_loss = float(loss_cp.max(initial=0.0))
-    notional = float(np.sum(seg * price * cs))
+    notional = float(np.sum(seg * abs(price) * cs))  # in the coin for an inverse contract: |q|·cs/P
     ledger.release_isolated(np.concatenate([pos, cps]))
     # Demand the queue could not meet: the fund takes it (and may go below zero).
     left = np.abs(rest) - filled
@@ -355,8 +361,8 @@ def queue_adl(ledger, pos, rest, bp, price: float, cs: float, q_order, merged) -
     if left_i.size:
         left_qty = ledger.size[pos[left_i]]
         fund_took = float(np.sum(left_qty * (bp[left_i] - price) * cs))
-        ledger.take_over(pos[left_i], left_qty, bp[left_i], np.full(left_i.size, price))
-    return QueueFills(b_i, c_i, seg, f_px, socialized, max_loss, notional, cps, fund_took)
+        ledger.take_over(pos[left_i], left_qty, real_bp[left_i], np.full(left_i.size, market))
+    return QueueFills(b_i, c_i, seg, real_bp[di], socialized, max_loss, notional, cps, fund_took)
 
 
 @dataclass
@@ -376,7 +382,8 @@ def haircut_adl(ledger, policy: str, pos, rest, bp, price: float, cs: float, win
     """The fund takes bankrupt positions ``pos`` of one queue over (``rest`` of each) and
     recovers the loss against the market price from the opposite side's positive PnL:
     ``winners`` (positions), their ``pnl`` (> 0), notional and equity, cut by ``policy``."""
-    uncovered = rest * (bp - price) * cs  # per bankrupt position, what is socialized
+    # per bankrupt position, what is socialized (money prices: gpurisk/ledger.py)
+    uncovered = rest * (ledger.money(pos, bp) - ledger.money(pos, np.full(pos.size, price))) * cs
     ledger.take_over(pos, rest, bp, np.full(pos.size, price))
     need = float(uncovered.sum())
     cut = haircuts(policy, need, pnl, notional, equity)

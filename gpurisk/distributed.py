@@ -98,17 +98,22 @@ def _dask():
 
 def shard_bounds(book: Book, n_shards: int) -> np.ndarray:
     """Account-index cut points (n_shards + 1) of ``n_shards`` contiguous, non-empty shards,
-    balanced on accounts + positions."""
-    n = book.n_accounts
+    balanced on accounts + positions. An account with wallets in several assets (several rows,
+    README "Inverse contracts") stays whole in one shard: cuts fall between account ids."""
+    # the first row of each account id, and the end: with one row per account, every row
+    first = np.flatnonzero(np.r_[True, book.account_id[1:] != book.account_id[:-1]]) if book.n_accounts else \
+        np.zeros(0, np.int64)
+    edges = np.r_[first, book.n_accounts].astype(np.int64)
+    n = int(first.size)
     if not 1 <= n_shards <= n:
         raise ValueError(f"n_shards must be in 1..{n} (the number of accounts), got {n_shards}")
-    work = book.pos_start + np.arange(n + 1)  # accounts plus positions before each account
+    work = book.pos_start[edges] + edges  # account rows plus positions before each account
     targets = work[-1] * np.arange(1, n_shards) / n_shards
     cuts = np.searchsorted(work, targets, side="left").astype(np.int64)
     bounds = np.concatenate([[0], cuts, [n]]).astype(np.int64)
     for k in range(1, n_shards):  # every shard keeps at least one account
         bounds[k] = min(max(bounds[k], bounds[k - 1] + 1), n - (n_shards - k))
-    return bounds
+    return edges[bounds]
 
 
 def slice_book(book: Book, a0: int, a1: int) -> Book:

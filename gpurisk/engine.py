@@ -241,9 +241,11 @@ def _to_enum(column: str, dtype: "pl.Enum") -> "pl.Expr":
 
 
 def status_summary(accounts: "pl.DataFrame") -> "pl.DataFrame":
-    """Accounts, equity and maintenance margin per status."""
-    return (accounts.group_by("status").agg(
-        pl.len().alias("accounts"), pl.col("equity").sum(), pl.col("maint_margin").sum()).sort("status"))
+    """Accounts, equity and maintenance margin per status; per (asset, status) when the wallets
+    are in several assets (money of different assets is never summed together)."""
+    by = ["asset", "status"] if "asset" in accounts.columns and accounts["asset"].n_unique() > 1 else ["status"]
+    return (accounts.group_by(by).agg(
+        pl.len().alias("accounts"), pl.col("equity").sum(), pl.col("maint_margin").sum()).sort(by))
 
 
 @dataclass

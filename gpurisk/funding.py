@@ -113,7 +113,7 @@ def settle(backend, dev, size, wallet, isolated_margin, mark: np.ndarray, rates:
     size, wallet, iso_margin = b.asarray(size), b.asarray(wallet), b.asarray(isolated_margin)
     payment = xp.empty(n, dtype=xp.float64)
     b.launch("funding_payments", n, dev.pos_symbol, size, b.asarray(mark), dev.contract_size,
-             b.asarray(np.asarray(rates, dtype=np.float64)), payment)
+             b.asarray(np.asarray(rates, dtype=np.float64)), dev.inverse, payment)
     out = [xp.empty(m, dtype=xp.float64), xp.empty(n, dtype=xp.float64), xp.empty(m, dtype=xp.float64),
            xp.empty(m, dtype=xp.float64)]
     b.launch("settle_funding", m, dev.pos_start, dev.isolated, payment, wallet, iso_margin, *out)
@@ -127,10 +127,13 @@ class FundingResult:
     """A funding settlement: the funded ``book`` and what moved.
 
     ``payments``: per position of the book (storage order), + paid, − received.
-    ``by_symbol``: symbol, funding_rate, mark_price, long_paid, short_received,
-    net_to_external (long_paid − short_received: what the external counterparty receives).
-    ``accounts``: account_id, funding_paid (+ paid), wallet_balance after, rounding.
-    ``rounding_residual``: Σ rounding over accounts, the money the additions lost (+).
+    ``by_symbol``: symbol, asset (the market's settle asset: the money columns are in it),
+    funding_rate, mark_price, long_paid, short_received, net_to_external (long_paid −
+    short_received: what the external counterparty receives).
+    ``accounts``: account_id, asset (the wallet's), funding_paid (+ paid), wallet_balance after,
+    rounding.
+    ``rounding_residual``: Σ rounding over accounts, the money the additions lost (+); with
+    wallets in several assets, per asset in ``rounding_by_asset``.
     """
 
     book: Book
@@ -143,6 +146,13 @@ class FundingResult:
     @property
     def rounding_residual(self) -> float:
         return float(np.sum(self.rounding))
+
+    @property
+    def rounding_by_asset(self) -> dict[str, float]:
+        """Σ rounding over the accounts of each asset (money of different assets is not added)."""
+        b = self.book
+        sums = np.bincount(b.account_asset, weights=self.rounding, minlength=len(b.assets))
+        return {a: float(v) for a, v in zip(b.assets, sums) if np.any(b.account_asset == b.assets.index(a))}
 
     def symbol_totals(self) -> dict[str, np.ndarray]:
         """long_paid, short_received and net_to_external per symbol, summed in storage order
@@ -157,12 +167,18 @@ class FundingResult:
 
     @property
     def by_symbol(self) -> "pl.DataFrame":
-        return pl.DataFrame({"symbol": list(self.book.symbols), "funding_rate": self.rates,
+        b = self.book
+        return pl.DataFrame({"symbol": list(b.symbols),
+                             "asset": pl.Series([b.assets[k] for k in b.settle_asset], dtype=pl.String),
+                             "funding_rate": self.rates,
                              "mark_price": self.mark, **self.symbol_totals()})
 
     @property
     def accounts(self) -> "pl.DataFrame":
-        return pl.DataFrame({"account_id": self.book.account_id, "funding_paid": self.account_paid,
+        b = self.book
+        return pl.DataFrame({"account_id": b.account_id,
+                             "asset": pl.Series(np.array(b.assets)[b.account_asset], dtype=pl.String),
+                             "funding_paid": self.account_paid,
                              "wallet_balance": self.book.wallet, "rounding": self.rounding})
 
     def write(self, directory: "str | Path", inputs=()) -> Path:
@@ -174,7 +190,8 @@ class FundingResult:
         meta = {"book_hash": book_hash(self.book), "marks": dict(zip(self.book.symbols, self.mark.tolist())),
                 "accounts": self.book.n_accounts, "positions": self.book.n_positions,
                 "funding_rates": dict(zip(self.book.symbols, self.rates.tolist())),
-                "funding_rounding_residual": self.rounding_residual}
+                "funding_rounding_residual": self.rounding_residual,
+                **({"funding_rounding_by_asset": self.rounding_by_asset} if len(self.book.assets) > 1 else {})}
         with atomic_dir(directory, "book", meta, inputs) as out:
             for name, df in self.book.frames().items():
                 out.write_parquet(f"{name}.parquet", df)
@@ -194,7 +211,6 @@ def apply_funding(book: Book, rates, marks=None, backend="auto") -> FundingResul
     from .backend import get_backend
     from .engine import DeviceBook, resolve_marks
 
-    book.require_single_pool("funding")  # linear, one asset: README "Inverse contracts"
     rate = check_rates(book, rates)
     mark = resolve_marks(book, marks)
     b = get_backend(backend)
@@ -208,7 +224,6 @@ def apply_funding_to_engine(engine, rates, marks=None) -> FundingResult:
     from .engine import resolve_marks
 
     book = engine.book
-    book.require_single_pool("funding")  # linear, one asset: README "Inverse contracts"
     rate = check_rates(book, rates)
     mark = resolve_marks(book, marks)
     if engine.device is not None:

@@ -16,7 +16,8 @@ class Impact:
     """Price impact of liquidation flow, per symbol: the mark moves by
     −sign(flow)·coefficient·(|flow notional| / depth) (``linear``) or its square root
     (``sqrt``). ``depth`` is the notional per symbol ({symbol: notional}) or one number for
-    all; None takes ``depth_share`` of each symbol's open interest notional."""
+    all; None takes ``depth_share`` of each symbol's open interest notional. For an inverse
+    market, notionals (flow and depth) are in its coin, |q|·cs/P."""
 
     model: str = "sqrt"
     coefficient: float = 0.1
@@ -52,6 +53,8 @@ class Impact:
         if self.depth is None:
             oi = np.bincount(book.pos_symbol, weights=np.abs(book.size), minlength=book.n_symbols) / 2
             out = oi * book.mark_price * book.contract_size * self.depth_share
+            if book.inverse.any():  # an inverse market's notional, flow and depth are in its coin
+                out = np.where(book.inverse == 1, oi * book.contract_size / book.mark_price * self.depth_share, out)
         elif isinstance(self.depth, dict):
             unknown = sorted(str(s) for s in self.depth if s not in book.symbols)
             if unknown:

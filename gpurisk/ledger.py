@@ -6,6 +6,11 @@ is sold into the market), is the same before and after it.
 
 Additions to one balance run in the order the positions are given (``np.add.at``), so the
 same moves in the same order give the same bits on every backend and thread count.
+
+Inverse (coin-margined) positions: with the money price m(P) = −1/P (m(P) = P for linear
+contracts), an inverse position's PnL q·cs·(1/E − 1/P) is q·(m(P) − m(E))·cs, the linear form;
+m increases with P, so every move below keeps its linear formula on money prices. The book
+holds one settle asset (stress refuses several): all money is in it.
 """
 
 from __future__ import annotations
@@ -26,9 +31,27 @@ class Ledger:
         self.fund = float(fund)  # the insurance fund
         self.x_cash = 0.0  # the external liquidity account: cash and a position per symbol
         self.x_size = np.zeros(book.n_symbols)
-        self._entry, self._isolated, self._account = book.entry, book.isolated, book.pos_account
+        self._isolated, self._account = book.isolated, book.pos_account
         self._symbol, self._contract_size = book.pos_symbol, book.contract_size
         self._cs_pos = book.contract_size[book.pos_symbol] if cs_pos is None else cs_pos
+        self._inverse_symbol = book.inverse == 1
+        self._inverse = self._inverse_symbol[book.pos_symbol]
+        self._any_inverse = bool(self._inverse_symbol.any())
+        self._entry = self.money(slice(None), book.entry)  # money prices of the entries
+
+    def money(self, i, price):
+        """The money prices m(price) of positions i (price aligned with i): price for linear
+        contracts, −1/price for inverse ones (a linear book: price itself, same bits)."""
+        if not self._any_inverse:
+            return price
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self._inverse[i], -1.0 / price, price)
+
+    def money_marks(self, marks: np.ndarray) -> np.ndarray:
+        """Money prices per symbol."""
+        if not self._any_inverse:
+            return marks
+        return np.where(self._inverse_symbol, -1.0 / marks, marks)
 
     def credit(self, i: np.ndarray, amount: np.ndarray) -> None:
         """Realised PnL of positions i: to the wallet (cross) or the position's margin (isolated)."""
@@ -41,6 +64,7 @@ class Ledger:
         buys it at ``market_price``; the insurance fund takes the difference (zero for a sale
         in the market, the takeover's profit or loss at the bankruptcy price)."""
         cs = self._cs_pos[i]
+        price, market_price = self.money(i, price), self.money(i, market_price)
         self.credit(i, qty * (price - self._entry[i]) * cs)
         self.size[i] -= qty
         np.add.at(self.x_size, self._symbol[i], qty)
@@ -70,4 +94,4 @@ class Ledger:
 
     def external_value(self, marks: np.ndarray) -> float:
         """The external liquidity account's value at marks."""
-        return self.x_cash + float(np.sum(self.x_size * marks * self._contract_size))
+        return self.x_cash + float(np.sum(self.x_size * self.money_marks(marks) * self._contract_size))

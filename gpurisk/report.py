@@ -210,16 +210,29 @@ def headline(risk=None, stress=None) -> list[tuple[str, str, str]]:
         counts = {s: int(n) for s, n in acc.group_by(_str(acc["status"]).alias("s")).len().iter_rows()}
         n_sym = pos["symbol"].n_unique() if pos.height else 0
         rows.append(("accounts", fmt(acc.height), f"{fmt(pos.height)} positions over {n_sym} symbols"))
-        rows.append(("equity", fmt(float(acc["equity"].sum())),
-                     f"maintenance margin {fmt(float(acc['maint_margin'].sum()))}"))
-        rows.append(("gross notional", fmt(float(pos["notional"].sum()) if pos.height else 0.0),
-                     "Σ |size| × mark over all positions"))
+        assets = acc["asset"].unique().sort().to_list() if "asset" in acc.columns else []
+        if len(assets) > 1:  # money of different assets is never added up: one row per asset
+            for a in map(str, assets):
+                aa, pa = acc.filter(_str(acc["asset"]) == a), pos.filter(_str(pos["asset"]) == a)
+                rows.append((f"equity ({a})", fmt(float(aa["equity"].sum())),
+                             f"maintenance margin {fmt(float(aa['maint_margin'].sum()))}, gross notional "
+                             f"{fmt(float(pa['notional'].sum()) if pa.height else 0.0)}"))
+        else:
+            rows.append(("equity", fmt(float(acc["equity"].sum())),
+                         f"maintenance margin {fmt(float(acc['maint_margin'].sum()))}"))
+            rows.append(("gross notional", fmt(float(pos["notional"].sum()) if pos.height else 0.0),
+                         "Σ |size| × mark over all positions"))
         at_risk = counts.get("margin_call", 0) + counts.get("liquidatable", 0)
         rows.append(("at risk", fmt(at_risk),
                      f"margin call {fmt(counts.get('margin_call', 0))}, "
                      f"liquidatable {fmt(counts.get('liquidatable', 0))}"))
-        short = float((-acc["equity"].clip(upper_bound=0.0)).sum())
-        rows.append(("bankrupt", fmt(counts.get("bankrupt", 0)), f"negative equity {fmt(short)}"))
+        if len(assets) > 1:
+            short = ", ".join(f"{fmt(float((-acc.filter(_str(acc['asset']) == a)['equity'].clip(upper_bound=0.0)).sum()))} "
+                              f"{a}" for a in map(str, assets))
+            rows.append(("bankrupt", fmt(counts.get("bankrupt", 0)), f"negative equity {short}"))
+        else:
+            short = float((-acc["equity"].clip(upper_bound=0.0)).sum())
+            rows.append(("bankrupt", fmt(counts.get("bankrupt", 0)), f"negative equity {fmt(short)}"))
     if stress is not None and stress.summary.height:
         s = stress.summary
         pols = _str(s["policy"]).unique(maintain_order=True).to_list()
@@ -822,6 +835,11 @@ def write_report(path: str | Path, risk=None, stress=None, title: str = "gpurisk
     """
     if risk is None and stress is None:
         raise ValueError("write_report needs risk results, stress results or both")
+    if risk is not None and "asset" in risk.accounts.columns and risk.accounts["asset"].n_unique() > 1:
+        # its headline and status tables add money across accounts
+        raise ValueError("the report sums money across accounts, and these results hold wallets in several "
+                         f"assets ({', '.join(map(str, risk.accounts['asset'].unique().sort().to_list()))}: "
+                         "inverse contracts); report one asset's rows at a time, e.g. filtered RiskTables")
     path = Path(path)
     if base_marks is None and stress is not None:
         base_marks = getattr(stress, "base_marks", None)

@@ -33,7 +33,7 @@ def account_flags(ctx, shocks: np.ndarray):
              d.entry, d.isolated, d.isolated_margin, d.wallet, b.asarray(marks.ravel()), d.contract_size,
              d.tier_start, d.tier_floor, d.tier_mmr, tiers.cum, int(venue.mm_base == "entry"),
              int(venue.tier_basis == "contracts"), float(venue.close_fee_rate),
-             float(venue.margin_call_ratio), float(venue.liquidation_ratio), flags)
+             float(venue.margin_call_ratio), float(venue.liquidation_ratio), d.inverse, flags)
     return flags.reshape(shocks.shape[0], book.n_accounts)
 
 
@@ -44,7 +44,8 @@ def quiet_row(ctx, sid, pol, shock, rec) -> dict:
                mark_price=marks)
     # Nobody trades: the book's value moves by each symbol's net size times its price move,
     # from per-symbol totals rather than a pass over every position.
-    moved = float(np.sum(ctx.net_size * book.contract_size * (marks - book.mark_price)))
+    money = ctx.money_marks  # the price itself for linear contracts, −1/P for inverse (gpurisk/ledger.py)
+    moved = float(np.sum(ctx.net_size * book.contract_size * (money(marks) - money(book.mark_price))))
     return dict(scenario=sid, policy=pol, steps=0, accounts_liquidated=0, notional_liquidated=0.0, deficit=0.0,
                 insurance_used=0.0, insurance_left=ctx.insurance_fund, unfunded=0.0, adl_notional=0.0, adl_accounts=0,
                 socialized_loss=0.0, overshoot=0.0, max_haircut_share=0.0, external_value=0.0,

@@ -139,13 +139,17 @@ class _Context:
         self.insurance_fund = float(insurance_fund)
         self.depth = impact.depths(book) if impact else None
         self.cs_pos = book.contract_size[book.pos_symbol]
+        self.inverse_pos = book.inverse[book.pos_symbol] == 1
+        self.any_inverse = bool(self.inverse_pos.any())
         self.group = (book.pos_symbol.astype(np.int64) * 2 + (book.size < 0)).astype(np.int64)
         # Members of each queue in storage order (account id order), found once.
         by_group = np.argsort(self.group, kind="stable")
         bounds = np.searchsorted(self.group[by_group], np.arange(2 * book.n_symbols + 1))
         self.members = [by_group[bounds[g]:bounds[g + 1]] for g in range(2 * book.n_symbols)]
-        self.start_value = self.value(Ledger(book, 0.0, self.cs_pos), book.mark_price)
-        self.entry_notional = float(np.sum(np.abs(book.size) * book.entry * self.cs_pos))  # conservation's scale
+        ledger = Ledger(book, 0.0, self.cs_pos)
+        self.money_marks = ledger.money_marks  # money prices per symbol (gpurisk/ledger.py)
+        self.start_value = self.value(ledger, book.mark_price)
+        self.entry_notional = float(np.sum(self.notional(book.size, book.entry)))  # conservation's scale
         self.net_size = np.bincount(book.pos_symbol, weights=book.size, minlength=book.n_symbols)
         # Open size per ADL queue in the book as given: how deep a demand reaches, roughly.
         self.queue_size = np.bincount(self.group, weights=np.abs(book.size), minlength=2 * book.n_symbols)
@@ -194,7 +198,7 @@ class _Context:
         b, book, d = self.backend, self.book, self.dev
         upnl = b.xp.empty(book.n_positions, dtype=b.xp.float64)
         b.launch("stress_upnl", book.n_positions, d.pos_symbol, b.asarray(ledger.size), d.entry, b.asarray(marks),
-                 d.contract_size, upnl)
+                 d.contract_size, d.inverse, upnl)
         upnl = b.to_host(upnl)
         return float(np.sum(ledger.wallet) + np.sum(ledger.isolated_margin) + np.sum(upnl) + ledger.fund
                      + ledger.external_value(marks))
@@ -204,9 +208,9 @@ class _Context:
         ratio down to the ladder's target (kernel ``restoring_fraction``)."""
         b, book = self.backend, self.book
         if self.venue.mm_base == "entry":
-            mm_notional = np.abs(ledger.size) * book.entry * self.cs_pos
+            mm_notional = self.notional(ledger.size, book.entry)
         else:
-            mm_notional = np.abs(ledger.size) * marks[book.pos_symbol] * self.cs_pos
+            mm_notional = self.notional(ledger.size, marks[book.pos_symbol])
         keep = b.xp.empty(book.n_accounts, dtype=b.xp.float64)
         d = r.dev
         # The requirement's rate per tier counts the close fee (MM rate + fee rate); the MM
@@ -216,6 +220,14 @@ class _Context:
                  d.isolated, b.asarray(mm_notional), r.device("equity"), d.tier_start, d.tier_floor,
                  tiers.req_mmr, tiers.cum, float(self.ladder.target_ratio), keep)
         return b.to_host(keep)
+
+    def notional(self, size: np.ndarray, price: np.ndarray, idx=slice(None)) -> np.ndarray:
+        """|size|·price·cs of positions idx (size and price aligned with idx); inverse:
+        |size|·cs/price, in the coin (kernels/common.cuh notional_at)."""
+        n = np.abs(size) * price * self.cs_pos[idx]
+        if not self.any_inverse:
+            return n
+        return np.where(self.inverse_pos[idx], np.abs(size) * self.cs_pos[idx] / price, n)
 
     def order(self, group: np.ndarray, score: np.ndarray) -> np.ndarray:
         """Indices by (group, score descending, index): the backend's queue sort, on the host."""
@@ -283,7 +295,7 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
                                   r.take("notional", idx) if lad.partial == "slices" else None, restoring)
         # Execution price: the mark moved by the impact of everything sold this step.
         if ctx.impact is not None:
-            flow = np.bincount(book.pos_symbol[idx], weights=qty * marks[book.pos_symbol[idx]] * ctx.cs_pos[idx],
+            flow = np.bincount(book.pos_symbol[idx], weights=np.sign(qty) * ctx.notional(qty, marks[book.pos_symbol[idx]], idx),
                                minlength=book.n_symbols)
             impact_factor = impact_factor * (1 + ctx.impact.move(flow, ctx.depth))
         exec_marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
@@ -306,7 +318,7 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
         _settle(ctx, ledger, rx, idx[bust], exec_marks, policy, in_unit, totals, rec,
                 dict(scenario=scenario, policy=code, step=t))
         ledger.release_isolated(idx)
-        totals.notional_liquidated += float((np.abs(qty) * p_exec * ctx.cs_pos[idx]).sum())
+        totals.notional_liquidated += float(ctx.notional(qty, p_exec, idx).sum())
         totals.accounts_liquidated[acc] = True
         if rec.detail:
             rec.extend(rec.liq, idx.size, scenario=scenario, policy=code, step=t, account_id=book.account_id[acc],
@@ -469,9 +481,9 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
         row per id, each finite and > -1 (what ``scenario_paths`` returns). Bad arrays raise a
         BookError naming each problem before anything is computed.
     """
-    # Insurance, ADL and conservation keep one currency: inverse contracts (money in the coin)
-    # and several settle assets need a ledger and a fund per asset (README "Inverse contracts").
-    book.require_single_pool("stress")
+    # One insurance fund, one external account, one conservation sum: one asset (inverse
+    # contracts settled in it included; README "Inverse contracts"). Several: run per asset.
+    book.require_single_asset("stress")
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     steps = int(steps)
     ids, shocks = check_paths(book, scenario_ids, shocks)

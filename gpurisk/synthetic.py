@@ -39,13 +39,18 @@ MARKET_MAKER_ID = 0
 
 def synthetic_book(n_accounts: int, seed: int = 0, n_symbols: int = len(SYMBOLS),
                    isolated_share: float = 0.15, stressed_share: float = 0.06,
-                   empty_share: float = 0.03) -> Book:
+                   empty_share: float = 0.03, inverse_markets: int = 0) -> Book:
     """A balanced, realistic synthetic book of ``n_accounts`` traders plus one market maker
     (account 0) holding the other side of the net open interest of every symbol.
 
     About 2.7 positions per account (10M positions ≈ 3.7M accounts). Same seed, same book.
     Built straight into arrays (no Polars needed); ``synthetic_tables`` gives it as frames.
+    ``inverse_markets``: the first few symbols (BTC, ETH, SOL, ...) become coin-margined
+    markets (BTCUSD, ...: see with_inverse_markets); needs Polars.
     """
+    if inverse_markets:
+        linear = synthetic_book(n_accounts, seed, n_symbols, isolated_share, stressed_share, empty_share)
+        return with_inverse_markets(linear, inverse_markets)
     if n_accounts < 1:
         raise ValueError("n_accounts must be >= 1")
     if not 1 <= n_symbols <= len(SYMBOLS):
@@ -135,6 +140,80 @@ def synthetic_book(n_accounts: int, seed: int = 0, n_symbols: int = len(SYMBOLS)
         leverage=np.concatenate([np.zeros(mm_sym.size), np.where(explicit_lev, lev, 0.0)]),
         meta={"synthetic": {"n_accounts": n_accounts, "seed": seed}},
     )
+
+
+#: USD value of one inverse contract: 100 for BTC, 10 for the others (Binance COIN-M's sizes)
+INVERSE_CONTRACT_USD = {"BTCUSDT": 100.0}
+
+
+def with_inverse_markets(book: Book, count: int) -> Book:
+    """``book`` with its ``count`` most traded symbols (SYMBOLS order) turned coin-margined:
+    BTCUSDT becomes BTCUSD, inverse, settled in BTC, 100 USD a contract (10 for the others).
+    Each position keeps its side, entry and USD value (rounded to whole contracts); its
+    isolated margin and the part of its account's wallet backing it (in proportion to the
+    account's cross entry notional) move to a wallet in the coin, so accounts trading an
+    inverse market hold one wallet per asset. Tier floors become coin notionals at the mark.
+    The market maker takes the other side again: Σ size = 0 per symbol (in contracts)."""
+    import polars as pl
+
+    chosen = [s[0] for s in SYMBOLS if s[0] in book.symbols][:count]
+    if count < 1 or len(chosen) < count:
+        raise ValueError(f"inverse_markets must be in 1..{book.n_symbols}, got {count}")
+    f = book.frames()
+    coin = {s: s.removesuffix("USDT") for s in chosen}
+    name = {s: coin[s] + "USD" for s in chosen}
+    usd = {s: INVERSE_CONTRACT_USD.get(s, 10.0) for s in chosen}
+    mark = dict(zip(book.symbols, book.mark_price.tolist()))
+    is_inv = pl.col("symbol").is_in(chosen)
+    renamed = pl.col("symbol").replace(name)
+    markets = f["markets"].with_columns(
+        pl.when(is_inv).then(pl.col("symbol").replace_strict(usd, default=1.0)).otherwise(pl.col("contract_size"))
+        .alias("contract_size"),
+        pl.when(is_inv).then(pl.lit("inverse")).otherwise(pl.lit("linear")).alias("contract_type"),
+        pl.when(is_inv).then(pl.col("symbol").replace(coin)).otherwise(pl.lit("USDT")).alias("settle_asset"),
+        renamed)
+    at_mark = pl.col("symbol").replace_strict(mark, default=1.0)
+    tiers = f["tiers"].with_columns(
+        pl.when(is_inv).then((pl.col("notional_floor") / at_mark).round_sig_figs(3)).otherwise(pl.col("notional_floor"))
+        .alias("notional_floor")).drop("maint_amount").with_columns(renamed)
+    pos = f["positions"].with_columns(
+        pl.col("symbol").replace(coin).alias("__coin"), is_inv.alias("__inv"),
+        (pl.col("size").abs() * pl.col("entry_price")).alias("__value"))
+    pos = pos.with_columns(
+        pl.when(pl.col("__inv")).then(
+            (pl.col("__value") / pl.col("symbol").replace_strict(usd, default=1.0)).round().clip(1.0)
+            * pl.col("size").sign()).otherwise(pl.col("size")).alias("size"),
+        pl.when(pl.col("__inv")).then((pl.col("isolated_margin") / pl.col("entry_price")).round(8))
+        .otherwise(pl.col("isolated_margin")).alias("isolated_margin"))
+    # the market maker (account 0) nets each inverse market again, in contracts
+    others = pos.filter(pl.col("__inv") & (pl.col("account_id") != MARKET_MAKER_ID)).group_by("symbol").agg(
+        pl.col("size").sum().alias("__net"))
+    pos = pos.join(others, on="symbol", how="left", maintain_order="left").with_columns(
+        pl.when(pl.col("__inv") & (pl.col("account_id") == MARKET_MAKER_ID)).then(-pl.col("__net"))
+        .otherwise(pl.col("size")).alias("size")).filter(pl.col("size") != 0)
+    # wallets: each account's cross entry notional per asset splits its wallet
+    cross = pos.filter(pl.col("margin_mode") == "cross").with_columns(
+        pl.when(pl.col("__inv")).then(pl.col("__coin")).otherwise(pl.lit("USDT")).alias("asset"))
+    share = cross.group_by("account_id", "asset").agg(pl.col("__value").sum()).with_columns(
+        (pl.col("__value") / pl.col("__value").sum().over("account_id")).alias("__share"))
+    coin_mark = {coin[s]: mark[s] for s in chosen}
+    wallets = f["accounts"].join(share.filter(pl.col("asset") != "USDT"), on="account_id", how="inner").select(
+        "account_id", "asset",
+        (pl.col("wallet_balance") * pl.col("__share") / pl.col("asset").replace_strict(coin_mark, default=1.0))
+        .round(8).alias("wallet_balance"))
+    usdt_share = share.filter(pl.col("asset") != "USDT").group_by("account_id").agg(pl.col("__share").sum())
+    usdt = f["accounts"].join(usdt_share, on="account_id", how="left").select(
+        "account_id", pl.lit("USDT").alias("asset"),
+        (pl.col("wallet_balance") * (1 - pl.col("__share").fill_null(0.0))).round(2).alias("wallet_balance"))
+    # isolated-only inverse positions still need a wallet row in their coin
+    needed = pos.filter(pl.col("__inv")).select("account_id", pl.col("__coin").alias("asset")).unique()
+    missing = needed.join(wallets, on=["account_id", "asset"], how="anti").with_columns(
+        pl.lit(0.0).alias("wallet_balance"))
+    accounts = pl.concat([usdt, wallets, missing.select("account_id", "asset", "wallet_balance")])
+    positions = pos.drop("__coin", "__inv", "__value", "__net").with_columns(renamed)
+    out = Book.from_frames(markets=markets, tiers=tiers, accounts=accounts, positions=positions)
+    out.meta["synthetic"] = {**book.meta.get("synthetic", {}), "inverse_markets": count}
+    return out
 
 
 def synthetic_tables(n_accounts: int, seed: int = 0, **options):

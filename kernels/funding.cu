@@ -4,14 +4,15 @@
 // their own margin.
 #include "common.cuh"
 
-// payment_i = side · (r_s · N_i), N_i = |q|·P·cs (position_margin's notional); 0 when closed.
+// payment_i = side · (r_s · N_i), N_i = |q|·P·cs (position_margin's notional; inverse: |q|·cs/P,
+// in the coin, as BitMEX charges funding on the position's value); 0 when closed.
 GR_KERNEL void funding_payments(
     long long n, const int* symbol, const double* size, const double* mark,
-    const double* contract_size, const double* rate, double* payment) {
+    const double* contract_size, const double* rate, const signed char* inverse, double* payment) {
     for_each_index(i, n) {
         const int s = symbol[i];
         const double q = size[i];
-        const double notional = fabs(q) * mark[s] * contract_size[s];
+        const double notional = notional_at(fabs(q), mark[s], contract_size[s], inverse[s]);
         const double pay = rate[s] * notional;
         payment[i] = q > 0.0 ? pay : (q < 0.0 ? -pay : 0.0);
     }

@@ -8,14 +8,16 @@
 // One thread per account walks its positions once per scenario, from cache; the sums run
 // in storage order exactly as in account_margin, and the requirement follows the venue's
 // conventions as position_margin does (tiers counted in contracts; tier_cum zero for a
-// whole-position rate; the close fee beside the MM), so the flags agree with a revaluation.
+// whole-position rate; the close fee beside the MM; inverse contracts in the coin), so the
+// flags agree with a revaluation.
 GR_KERNEL void stress_flags(
     long long n_accounts, int n_scenarios, int n_symbols, const long long* pos_start,
     const int* symbol, const double* size, const double* entry, const signed char* isolated,
     const double* isolated_margin, const double* wallet, const double* marks,
     const double* contract_size, const int* tier_start, const double* tier_floor,
     const double* tier_mmr, const double* tier_cum, int mm_on_entry, int tiers_by_contracts,
-    double close_fee_rate, double margin_call_ratio, double liquidation_ratio, signed char* flags) {
+    double close_fee_rate, double margin_call_ratio, double liquidation_ratio, const signed char* inverse,
+    signed char* flags) {
     for_each_index(a, n_accounts) {
         for (int sc = 0; sc < n_scenarios; ++sc) {
             const double* mark = marks + (long long)sc * n_symbols;
@@ -28,12 +30,13 @@ GR_KERNEL void stress_flags(
                 const int s = symbol[j];
                 const double cs = contract_size[s];
                 const double p = mark[s];
-                const double n_mark = fabs(q) * p * cs;
-                const double n_mm = mm_on_entry ? fabs(q) * entry[j] * cs : n_mark;
+                const int inv = inverse[s];
+                const double n_mark = notional_at(fabs(q), p, cs, inv);
+                const double n_mm = mm_on_entry ? notional_at(fabs(q), entry[j], cs, inv) : n_mark;
                 const int k = tier_of(tier_start, tier_floor, s, tiers_by_contracts ? fabs(q) : n_mm);
                 const double mm = maint_margin_in(tier_mmr, tier_cum, k, n_mm);
                 const double fee = close_fee_rate > 0.0 ? close_fee_rate * n_mark : 0.0;
-                const double u = upnl_of(q, p, entry[j], cs);
+                const double u = upnl_at(q, p, entry[j], cs, inv);
                 if (isolated[j]) {
                     const double eq = isolated_margin[j] + u;
                     if (status_of(eq, margin_ratio_of(mm + fee, eq), margin_call_ratio, liquidation_ratio)
@@ -122,9 +125,9 @@ GR_KERNEL void stress_units(
 // upnl[j] at marks: the book's value for the conservation check, position by position.
 GR_KERNEL void stress_upnl(
     long long n_positions, const int* symbol, const double* size, const double* entry,
-    const double* marks, const double* contract_size, double* upnl) {
+    const double* marks, const double* contract_size, const signed char* inverse, double* upnl) {
     for_each_index(j, n_positions) {
         const int s = symbol[j];
-        upnl[j] = upnl_of(size[j], marks[s], entry[j], contract_size[s]);
+        upnl[j] = upnl_at(size[j], marks[s], entry[j], contract_size[s], inverse[s]);
     }
 }

@@ -424,3 +424,19 @@ def test_no_password_survives_redaction(password):
         assert db.redact(uri) == shown
         message = db._scrub(f"FATAL: {password} (or {encoded}) {uri}", uri)
         assert message == f"FATAL: *** (or ***) {shown}"
+
+
+def test_inverse_book_round_trips_through_the_database(pg):
+    """Contract types, settle assets and wallets per asset travel with the tables; the results'
+    asset columns are written as text."""
+    book = gpurisk.synthetic_book(200, seed=4, inverse_markets=2)
+    db.write_book(pg, book)
+    back = gpurisk.read_book(pg)
+    assert back.assets == book.assets and back.inverse.tolist() == book.inverse.tolist()
+    want = gpurisk.revalue(book, venue="bitmex", backend="cpu")
+    got = gpurisk.revalue(back, venue="bitmex", backend="cpu")
+    assert got.accounts.equals(want.accounts) and got.positions.equals(want.positions)
+    want.write(pg, table="inv")
+    acc = _read_back(pg, "inv_accounts")
+    assert sorted(set(acc["asset"].to_list())) == ["BTC", "ETH", "USDT"]
+    assert acc.height == book.n_accounts

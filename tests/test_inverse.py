@@ -25,6 +25,8 @@ from oracle import engine_book, oracle_of  # noqa: E402
 
 gpurisk = pytest.importorskip("gpurisk")
 from gpurisk import Book, BookError, revalue  # noqa: E402
+from gpurisk.impact import Impact  # noqa: E402
+from gpurisk.stress import conservation_check  # noqa: E402
 from gpurisk.venue import BYBIT  # noqa: E402
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -279,15 +281,13 @@ def test_bad_inverse_inputs_are_named():
 
 def test_features_with_one_currency_refuse_inverse_books():
     b = mixed_book()
-    with pytest.raises(BookError, match="stress handles linear contracts only.*'BTCUSD'"):
+    with pytest.raises(BookError, match="stress keeps its money in one asset"):  # BTC, ETH and USDT wallets
         gpurisk.stress(b, gpurisk.shock_grid(-0.1, 0.1, 3), backend="cpu")
-    with pytest.raises(BookError, match="funding handles linear contracts only"):
-        gpurisk.apply_funding(b, {"BTCUSD": 0.0001}, backend="cpu")
     engine = gpurisk.Engine(b, backend="cpu")
     with pytest.raises(BookError, match="what-if orders"):
         engine.what_if([(7, "BTCUSD", 1.0, 50_000.0)])
     from gpurisk.monitor import Monitor
-    with pytest.raises(BookError, match="the monitor"):
+    with pytest.raises(BookError, match="the monitor keeps its money in one asset"):
         Monitor(engine)
 
 
@@ -302,3 +302,396 @@ def test_linear_book_in_another_asset_keeps_its_asset():
     risk = revalue(b, backend="cpu")
     assert risk.accounts["asset"].to_list() == ["USDC"] and risk.positions["asset"].to_list() == ["USDC"]
     assert b.single_pool
+
+
+def test_synthetic_book_with_inverse_markets():
+    b = gpurisk.synthetic_book(800, seed=3, inverse_markets=2)
+    assert [b.symbols[i] for i in np.nonzero(b.inverse)[0]] == ["BTCUSD", "ETHUSD"]
+    assert b.assets == ("BTC", "ETH", "USDT")
+    for s in range(b.n_symbols):  # balanced: Σ size = 0 per symbol
+        assert abs(b.size[b.pos_symbol == s].sum()) <= 1e-9 * np.abs(b.size[b.pos_symbol == s]).sum()
+    risk = revalue(b, backend="cpu")
+    assert risk.accounts.height == b.n_accounts and risk.positions.height == b.n_positions
+    summary = risk.summary()
+    assert summary.columns[:2] == ["asset", "status"]  # never sums BTC with USDT
+    assert set(summary["asset"].to_list()) == {"BTC", "ETH", "USDT"}
+    assert gpurisk.synthetic_book(800, seed=3, inverse_markets=2).frames()["accounts"].equals(b.frames()["accounts"])
+
+
+# ---- same bits on every backend, chunk size and thread count ---------------------------------
+
+@pytest.fixture(params=["gpu", "stand-in"], scope="module")
+def candidate(request):
+    from gpurisk.backend import get_backend, gpu_available
+    from gpurisk.parity import StandInBackend
+
+    if request.param == "gpu":
+        if not gpu_available():
+            pytest.skip("needs a CUDA GPU (CuPy reports none); the stand-in twin runs instead")
+        return get_backend("gpu")
+    return StandInBackend()
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit", "bitmex", "okx"])
+def test_inverse_book_same_bits_on_every_backend_and_chunking(candidate, venue):
+    from gpurisk.backend import CpuBackend
+    from gpurisk.parity import compare, risk_arrays
+
+    book = gpurisk.synthetic_book(1_500, seed=9, isolated_share=0.3, stressed_share=0.2, inverse_markets=3)
+    marks = book.mark_price * np.where(book.inverse == 1, 0.8, 1.1)
+    ref = risk_arrays(gpurisk.Engine(book, venue=venue, backend=CpuBackend(threads=os.cpu_count() or 1)).revalue(marks))
+    for options in ({}, {"chunk_positions": 777}):
+        got = risk_arrays(gpurisk.Engine(book, venue=venue, backend=candidate, **options).revalue(marks))
+        mismatches = compare(ref, got)
+        assert not mismatches, "\n".join(map(str, mismatches[:10]))
+
+
+def test_shards_keep_an_accounts_wallets_together_and_match_one_machine(tmp_path):
+    from gpurisk.distributed import read_sharded_book, shard_bounds, split_book, write_sharded
+
+    book = gpurisk.synthetic_book(600, seed=2, inverse_markets=2)
+    for n in (2, 3, 7):
+        bounds = shard_bounds(book, n)
+        for cut in bounds[1:-1]:  # never between two wallets of one account
+            assert book.account_id[cut - 1] != book.account_id[cut]
+        parts = split_book(book, n)
+        assert sum(p.n_accounts for p in parts) == book.n_accounts
+        whole = revalue(book, venue="bitmex", backend="cpu")
+        pieces = [revalue(p, venue="bitmex", backend="cpu").accounts for p in parts]
+        assert pl.concat(pieces).equals(whole.accounts)
+    back = read_sharded_book(write_sharded(book, tmp_path / "sharded", 5))
+    r1, r2 = revalue(back, backend="cpu"), revalue(book, backend="cpu")
+    assert r1.accounts.equals(r2.accounts) and r1.positions.equals(r2.positions)
+
+
+# ---- a hand-built book, strictly against the oracle -----------------------------------------------
+
+def _coin_book():
+    """Two BTC-settled markets (a perpetual and a quarterly) in one pool, an ETH market, a linear
+    market beside them; coin tiers whose tier at the liquidation price differs from the tier at
+    the mark (long and short), isolated and cross positions, an idle wallet."""
+    btc_tiers = [(0.0, 0.004, 125.0), (5.0, 0.005, 100.0), (10.0, 0.01, 50.0), (20.0, 0.025, 20.0), (50.0, 0.05, 10.0)]
+    eth_tiers = [(0.0, 0.005, 100.0), (100.0, 0.01, 50.0), (1000.0, 0.025, 20.0)]
+    tiers = ([dict(symbol=s, notional_floor=f, maint_margin_rate=r, max_leverage=lv)
+              for s in ("BTCUSD_PERP", "BTCUSD_250328") for f, r, lv in btc_tiers]
+             + [dict(symbol="ETHUSD_PERP", notional_floor=f, maint_margin_rate=r, max_leverage=lv) for f, r, lv in eth_tiers]
+             + [dict(symbol="BTCUSDT", notional_floor=0.0, maint_margin_rate=0.004, max_leverage=125.0)])
+    markets = [dict(symbol="BTCUSD_PERP", mark_price=50_000.0, contract_size=100.0, contract_type="inverse"),
+               dict(symbol="BTCUSD_250328", mark_price=51_000.0, contract_size=100.0, contract_type="inverse"),
+               dict(symbol="ETHUSD_PERP", mark_price=2_500.0, contract_size=10.0, contract_type="inverse"),
+               dict(symbol="BTCUSDT", mark_price=50_000.0, contract_size=1.0, contract_type="linear")]
+    accounts = [dict(account_id=1, wallet_balance=2.0, asset="BTC"),     # long: the coin notional rises at LP
+                dict(account_id=2, wallet_balance=1.5, asset="BTC"),     # short: it falls at LP
+                dict(account_id=3, wallet_balance=0.9, asset="BTC"),     # perp + quarterly in one pool
+                dict(account_id=3, wallet_balance=500.0, asset="USDT"),
+                dict(account_id=3, wallet_balance=4.0, asset="ETH"),
+                dict(account_id=4, wallet_balance=0.0, asset="BTC"),     # isolated only
+                dict(account_id=5, wallet_balance=10.0, asset="ETH")]    # idle
+    positions = [dict(account_id=1, symbol="BTCUSD_PERP", size=4_500.0, entry_price=52_000.0),
+                 dict(account_id=2, symbol="BTCUSD_PERP", size=-5_500.0, entry_price=49_000.0),
+                 dict(account_id=3, symbol="BTCUSD_PERP", size=1_500.0, entry_price=51_000.0),
+                 dict(account_id=3, symbol="BTCUSD_250328", size=-700.0, entry_price=50_500.0),
+                 dict(account_id=3, symbol="ETHUSD_PERP", size=-30_000.0, entry_price=2_400.0),
+                 dict(account_id=3, symbol="BTCUSDT", size=0.2, entry_price=49_000.0),
+                 dict(account_id=4, symbol="BTCUSD_PERP", size=-1_000.0, entry_price=50_000.0,
+                      margin_mode="isolated", isolated_margin=0.1)]
+    for p in positions:
+        p.setdefault("margin_mode", "cross")
+        p.setdefault("isolated_margin", 0.0)
+    return dict(markets=markets, tiers=tiers, accounts=accounts, positions=positions)
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit", "bitmex", "gate", "hyperliquid"])
+def test_hand_built_coin_book_strictly_matches_the_oracle(venue):
+    book = _coin_book()
+    risk = revalue(engine_book(book), venue=venue, backend="cpu")
+    errs = oracle.compare(risk, oracle_of(book, venue), strict=True)
+    assert not errs, "\n".join(errs[:10])
+    pos = {r["account_id"]: r for r in risk.positions.filter(symbol="BTCUSD_PERP").to_dicts()}
+    if venue == "binance":  # the tier at the liquidation price is not the tier at the mark
+        tier_at = lambda n: sum(f <= n for f in (5.0, 10.0, 20.0, 50.0))  # noqa: E731
+        assert tier_at(4_500 * 100 / 50_000) != tier_at(4_500 * 100 / pos[1]["liq_price"])
+        assert tier_at(5_500 * 100 / 50_000) != tier_at(5_500 * 100 / pos[2]["liq_price"])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_inverse_book_directory_round_trip(tmp_path, fmt):
+    book = gpurisk.synthetic_book(150, seed=6, inverse_markets=1)
+    back = gpurisk.read_book(book.write(tmp_path / "b", format=fmt))
+    assert back.assets == book.assets and back.inverse.tolist() == book.inverse.tolist()
+    assert np.array_equal(back.account_asset, book.account_asset)
+    r1, r2 = revalue(back, backend="cpu"), revalue(book, backend="cpu")
+    assert r1.accounts.equals(r2.accounts) and r1.positions.equals(r2.positions)
+
+
+# ---- funding on coin-margined positions --------------------------------------------------------
+
+def test_inverse_funding_is_paid_in_the_coin_on_the_position_value():
+    """Funding = position value × funding rate, the value of an inverse position in its coin
+    (BitMEX's "Funding Amount = Mark Value × Funding Rate", test_bitmex_perpetual_guide_long_xbtusd_example).
+    Account 7 holds 200 BTCUSD contracts of 100 USD at a mark of 50,000: value 0.4 BTC, and
+    0.5 BTCUSDT (linear): value 25,000 USDT; each pool pays in its own asset."""
+    b = mixed_book()
+    r = gpurisk.apply_funding(b, {"BTCUSD": 0.0001, "BTCUSDT": 0.0001}, backend="cpu")
+    acc = {(a["account_id"], a["asset"]): a for a in r.accounts.to_dicts()}
+    assert acc[(7, "BTC")]["funding_paid"] == pytest.approx(200 * 100 / 50_000 * 0.0001, rel=1e-15)
+    assert acc[(7, "USDT")]["funding_paid"] == pytest.approx(0.5 * 50_000 * 0.0001, rel=1e-15)
+    assert acc[(3, "BTC")]["funding_paid"] == pytest.approx(-100 * 100 / 50_000 * 0.0001, rel=1e-15)  # a short receives
+    assert acc[(9, "ETH")]["funding_paid"] == 0.0
+    assert r.by_symbol.select("symbol", "asset").rows() == [("BTCUSD", "BTC"), ("BTCUSDT", "USDT")]
+    assert r.book.wallet[b.account_asset == b.assets.index("BTC")].tolist() == pytest.approx(
+        [2.0 + 100 * 100 / 50_000 * 0.0001, 1.0 - 200 * 100 / 50_000 * 0.0001], rel=1e-15)
+    assert set(r.rounding_by_asset) == {"BTC", "ETH", "USDT"}
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(oracle.book_strategy(inverse=True), st.data())
+def test_inverse_funding_conserves_money_per_asset_exactly(rows, data):
+    from decimal import Decimal, localcontext
+
+    book = engine_book(rows)
+    rates = {s: data.draw(st.sampled_from([0.0, 1e-4, -3.7e-4, 0.01])) for s in book.symbols}
+    r = gpurisk.apply_funding(book, rates, backend="cpu")
+    inv = book.inverse[book.pos_symbol] == 1
+    p, cs = book.mark_price[book.pos_symbol], book.contract_size[book.pos_symbol]
+    n = np.where(inv, np.abs(book.size) * cs / p, np.abs(book.size) * p * cs)
+    rate = np.array([rates[s] for s in book.symbols])[book.pos_symbol]
+    assert np.array_equal(r.payments, np.sign(book.size) * (rate * n))
+    pos_asset = book.settle_asset[book.pos_symbol]
+    with localcontext() as ctx:
+        ctx.prec = 400
+        D = lambda xs: sum((Decimal(float(x)) for x in xs), Decimal(0))  # noqa: E731
+        for k in range(len(book.assets)):  # each asset's money is conserved on its own
+            a, q = book.account_asset == k, pos_asset == k
+            gap = (D(book.wallet[a]) + D(book.isolated_margin[q]) - D(r.book.wallet[a]) - D(r.book.isolated_margin[q])
+                   - D(r.payments[q]) - D(r.rounding[a]))
+            scale = D(np.abs(book.wallet[a])) + D(book.isolated_margin[q]) + D(np.abs(r.payments[q])) + 1
+            assert abs(gap) <= scale * Decimal(2) ** -100, (book.assets[k], gap)
+
+
+# ---- stress: insurance and ADL in the coin -----------------------------------------------------
+
+def _coin_pair(wallet_long=0.05, policy_book=None):
+    """BTCUSD (1 USD a contract): account 1 long 10,000 at 10,000 with 0.05 BTC; account 2 short
+    10,000 at 10,000 with 10 BTC. One asset (BTC): stress runs."""
+    return Book.from_frames(
+        markets=pl.DataFrame({"symbol": ["BTCUSD"], "mark_price": [10_000.0], "contract_type": ["inverse"]}),
+        tiers=pl.DataFrame({"symbol": ["BTCUSD"], "notional_floor": [0.0], "maint_margin_rate": [0.005],
+                            "max_leverage": [100.0]}),
+        accounts=pl.DataFrame({"account_id": [1, 2], "wallet_balance": [wallet_long, 10.0], "asset": ["BTC", "BTC"]}),
+        positions=pl.DataFrame({"account_id": [1, 2], "symbol": ["BTCUSD", "BTCUSD"], "size": [10_000.0, -10_000.0],
+                                "entry_price": [10_000.0, 10_000.0]}))
+
+
+def test_inverse_takeover_insurance_and_adl_in_the_coin():
+    """A −10% move (9,000) bankrupts the long: equity 0.05 + 10,000·(1/10,000 − 1/9,000) < 0.
+    Its bankruptcy price 1/(1/10,000 + 0.05/10,000) = 9,523.81; taken over there and sold at
+    9,000 the loss is 10,000·(1/9,000 − 1/9,523.81) BTC, paid by the fund (1 BTC) or, without
+    one, socialized on the short, whose fill at the bankruptcy price gives up that much."""
+    book = _coin_pair()
+    scen = pl.DataFrame({"scenario": [1], "symbol": ["BTCUSD"], "shock": [-0.1]})
+    bp = 1 / (1 / 10_000 + 0.05 / 10_000)
+    loss = 10_000 * (1 / 9_000 - 1 / bp)
+    funded = gpurisk.stress(book, scen, venue="binance", backend="cpu", insurance_fund=1.0).summary.row(0, named=True)
+    assert funded["deficit"] == pytest.approx(loss, rel=1e-12)
+    assert funded["insurance_used"] == pytest.approx(loss, rel=1e-12)
+    assert funded["insurance_left"] == pytest.approx(1.0 - loss, rel=1e-12)
+    assert funded["notional_liquidated"] == pytest.approx(10_000 / 9_000, rel=1e-12)  # in BTC
+    assert abs(funded["conservation_error"]) <= 1e-15
+    res = gpurisk.stress(book, scen, venue="binance", backend="cpu", insurance_fund=0.0, policy="queue")
+    s = res.summary.row(0, named=True)
+    assert s["socialized_loss"] == pytest.approx(loss, rel=1e-12) and s["insurance_used"] == 0.0
+    fill = res.adl_fills.row(0, named=True)
+    assert (fill["bankrupt_account_id"], fill["counterparty_account_id"]) == (1, 2)
+    assert fill["qty"] == 10_000.0 and fill["price"] == pytest.approx(bp, rel=1e-12)  # the price itself
+    assert s["adl_notional"] == pytest.approx(10_000 / 9_000, rel=1e-12)
+    assert abs(s["conservation_error"]) <= 1e-15
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(st.integers(0, 10_000), st.sampled_from(["queue", "pro_rata", "capped_pro_rata", "rap"]),
+       st.sampled_from(["binance", "bybit", "bitmex", "okx"]))
+def test_inverse_stress_conserves_money_in_the_coin(seed, policy, venue):
+    """A coin's pools (book.for_asset) with perpetual-like inverse markets: every scenario and
+    cascade step conserves Σ(wallet + margin + upnl) + fund + external account, in BTC, and
+    deficit = insurance used + socialized loss."""
+    book = gpurisk.synthetic_book(400, seed=seed, stressed_share=0.3, inverse_markets=2).for_asset("BTC")
+    assert book.inverse.all() and book.assets == ("BTC",)
+    res = gpurisk.stress(book, gpurisk.shock_grid(-0.5, 0.5, 9), venue=venue, backend="cpu", insurance_fund=0.2,
+                         policy=policy, steps=4, impact=Impact("sqrt", coefficient=0.2))
+    failed, worst = conservation_check(res.summary)
+    assert failed == 0, worst
+    s = res.summary
+    gap = (s["deficit"] - s["insurance_used"] - s["socialized_loss"]).abs()
+    assert (gap <= 1e-9 * (s["deficit"].abs() + 1)).all()
+
+
+def test_stress_runs_per_asset_and_refuses_a_mixed_book():
+    book = gpurisk.synthetic_book(500, seed=4, inverse_markets=2)
+    with pytest.raises(BookError, match=r"stress keeps its money in one asset.*book.for_asset"):
+        gpurisk.stress(book, gpurisk.shock_grid(-0.1, 0.1, 3), backend="cpu")
+    whole = revalue(book, venue="bybit", backend="cpu")
+    for asset in book.assets:  # each asset's pools: the same figures as in the whole book
+        part = book.for_asset(asset)
+        assert part.assets == (asset,)
+        got = revalue(part, venue="bybit", backend="cpu")
+        want = whole.accounts.filter(pl.col("asset") == asset)
+        assert got.accounts.drop("asset").equals(want.drop("asset"))
+        cols = ["account_id", "size", "notional", "upnl", "maint_margin", "liq_price", "bankruptcy_price", "adl_score"]
+        assert got.positions.select(cols).equals(whole.positions.filter(pl.col("asset") == asset).select(cols))
+        gpurisk.stress(part, gpurisk.shock_grid(-0.2, 0.2, 3), backend="cpu")  # one asset: runs
+
+
+def test_inverse_stress_same_bits_on_every_backend_and_thread_count(candidate):
+    from gpurisk.backend import CpuBackend
+
+    book = gpurisk.synthetic_book(600, seed=5, stressed_share=0.3, inverse_markets=1).for_asset("BTC")
+    run = lambda backend, threads: gpurisk.stress(  # noqa: E731
+        book, gpurisk.shock_grid(-0.4, 0.4, 7), venue="bitmex", backend=backend, insurance_fund=0.3, steps=3,
+        impact=Impact("linear", coefficient=0.05), threads=threads)
+    ref = run(CpuBackend(threads=os.cpu_count() or 1), 1)
+    for backend, threads in ((candidate, 1), (CpuBackend(threads=1), 3)):
+        got = run(backend, threads)
+        for name in ("summary", "liquidations", "adl_fills", "prices"):
+            assert getattr(got, name).equals(getattr(ref, name)), name
+
+
+def test_inverse_restoring_reduction_hits_the_target_ratio_in_decimal():
+    """Oracle (plain Decimal): the ladder's proportional reduction of a coin pool (a perpetual and
+    a quarterly, both BTC-settled, 100 USD a contract) brings MM/equity to the target, with MM on
+    the coin notionals |q|·cs/P and the perpetual's tier falling during the reduction."""
+    from decimal import Decimal, localcontext
+
+    from gpurisk.ladder import Ladder
+
+    tiers = [(0.0, 0.004, 125.0), (5.0, 0.005, 100.0), (25.0, 0.01, 50.0), (100.0, 0.025, 20.0)]
+    syms = ["BTCUSD_PERP", "BTCUSD_0328"]
+    book = Book.from_frames(
+        markets=pl.DataFrame({"symbol": syms, "mark_price": [50_000.0, 50_000.0], "contract_size": [100.0, 100.0],
+                              "contract_type": ["inverse", "inverse"]}),
+        tiers=pl.DataFrame([(s, *t) for s in syms for t in tiers],
+                           schema=["symbol", "notional_floor", "maint_margin_rate", "max_leverage"], orient="row"),
+        accounts=pl.DataFrame({"account_id": [1, 2], "wallet_balance": [1.2, 1_000.0], "asset": ["BTC", "BTC"]}),
+        positions=pl.DataFrame({"account_id": [1, 1, 2, 2], "symbol": syms * 2,
+                                "size": [20_000.0, 10_000.0, -20_000.0, -10_000.0], "entry_price": [50_000.0] * 4}))
+    lad = Ladder(partial="target", target_ratio=0.5, max_partial_steps=1)
+    res = gpurisk.stress(book, pl.DataFrame({"scenario": [0], "symbol": ["*"], "shock": [-0.015]}), backend="cpu",
+                         ladder=lad)
+    red = res.liquidations.filter(pl.col("action") == "reduce")
+    assert red.height == 2
+    with localcontext() as ctx:
+        ctx.prec = 60
+        p = Decimal(50_000) * Decimal("0.985")
+        cs, e = Decimal(100), Decimal(50_000)
+        size = {"BTCUSD_PERP": Decimal(20_000), "BTCUSD_0328": Decimal(10_000)}
+        equity = Decimal("1.2") + sum(q * cs * (1 / e - 1 / p) for q in size.values())
+
+        def mm(n):
+            cum, prev, out = Decimal(0), Decimal(0), None
+            for floor, rate, _ in tiers:
+                f, r = Decimal(str(floor)), Decimal(str(rate))
+                cum += f * (r - prev)
+                prev = r
+                if n >= f:
+                    out = n * r - cum
+            return out
+
+        kept = {r["symbol"]: size[r["symbol"]] - Decimal(repr(r["qty"])) for r in red.iter_rows(named=True)}
+        assert mm(size["BTCUSD_PERP"] * cs / p) > mm(Decimal(25)) > mm(kept["BTCUSD_PERP"] * cs / p)  # tier fell
+        after = sum(mm(kept[s] * cs / p) for s in kept)
+        assert abs(after / equity - Decimal("0.5")) < Decimal("1e-9")
+        assert abs(kept["BTCUSD_PERP"] / size["BTCUSD_PERP"] - kept["BTCUSD_0328"] / size["BTCUSD_0328"]) < Decimal("1e-12")
+
+
+# ---- live updates and the monitor on a coin's pools ---------------------------------------------
+
+def test_inverse_fills_average_the_entry_harmonically_and_realise_pnl_in_the_coin():
+    """Adding contracts keeps the coin value: entry = Σ contracts / Σ(contracts/price); reducing
+    realises q·cs·(1/E − 1/P) BTC (Decimal oracle)."""
+    from decimal import Decimal
+
+    from gpurisk.book_updates import LiveBook
+
+    live = LiveBook(_coin_pair(wallet_long=1.0))
+    fills = [(5_000.0, 12_000.0), (-8_000.0, 11_000.0), (-9_000.0, 9_500.0), (1_500.0, 9_000.0), (-700.0, 8_800.0)]
+    size, entry, wallet = Decimal(10_000), Decimal(10_000), Decimal(1)
+    for qty, price in fills:
+        live.apply([{"type": "fill", "account_id": 1, "symbol": "BTCUSD", "qty": qty, "price": price, "fee": 0.0001}])
+        q, p = Decimal(str(qty)), Decimal(str(price))
+        if size != 0 and (size > 0) != (q > 0):
+            closed = min(abs(q), abs(size)) * (1 if size > 0 else -1)
+            wallet += closed * (1 / entry - 1 / p)
+            entry = p if abs(q) > abs(size) else entry
+        else:
+            entry = (size + q) / (size / entry + q / p)
+        size += q
+        wallet -= Decimal("0.0001")
+        b = live.book
+        i = int(np.flatnonzero(b.pos_account == 0)[0])
+        assert b.size[i] == pytest.approx(float(size), rel=1e-12)
+        assert b.entry[i] == pytest.approx(float(entry), rel=1e-12)
+        assert b.wallet[0] == pytest.approx(float(wallet), rel=1e-12)
+
+
+def test_monitor_on_a_coins_pools_matches_a_full_revaluation_at_every_step():
+    from test_monitor import _random_update, assert_same_as_full
+
+    from gpurisk.monitor import Monitor
+
+    book = gpurisk.synthetic_book(900, seed=3, inverse_markets=2).for_asset("BTC")
+    mon = Monitor(gpurisk.Engine(book, venue="bitmex", backend="cpu"), adl_top=4, subset_share=1.0)
+    rng = np.random.default_rng(11)
+    next_account = [10**9]
+    for step in range(40):
+        s = int(rng.integers(book.n_symbols))
+        mon.inbox.put_mark(book.symbols[s], float(mon.marks[s] * np.exp(rng.normal(0, 0.03))))
+        if step % 3 == 0:
+            for _ in range(int(rng.integers(1, 5))):
+                mon.inbox.put_update(_random_update(rng, mon.book, next_account))
+        events = mon.step()
+        assert events[-1]["type"] == "revaluation"
+        assert_same_as_full(mon)
+    assert mon.updates_applied > 5
+    with pytest.raises(BookError, match="the monitor keeps its money in one asset"):
+        Monitor(gpurisk.Engine(gpurisk.synthetic_book(300, seed=1, inverse_markets=1), backend="cpu"))
+
+
+def test_cli_stress_runs_one_asset_and_names_the_option(tmp_path, capsys):
+    from gpurisk.cli import main
+
+    book_dir = tmp_path / "book"
+    assert main(["synth", str(book_dir), "--accounts", "300", "--inverse-markets", "2", "--seed", "5"]) == 0
+    common = ["--grid", "-0.3", "0.3", "3", "--backend", "cpu", "--quiet", "--summary-only"]
+    assert main(["stress", str(book_dir), *common]) == 2
+    assert "--asset ASSET" in capsys.readouterr().err
+    assert main(["stress", str(book_dir), *common, "--asset", "BTC", "--insurance-fund", "0.5",
+                 "--out", str(tmp_path / "out")]) == 0
+    summary = pl.read_parquet(tmp_path / "out" / "summary.parquet")
+    assert summary.height == 3 and (summary["conservation_error"].abs() <= 1e-9).all()
+    assert main(["stress", str(book_dir), *common, "--asset", "DOGE"]) == 2
+    assert "no wallet or market in it" in capsys.readouterr().err
+
+
+def test_bitmex_perpetual_guide_long_xbtusd_example():
+    """BitMEX, "Perpetual Contracts Guide Examples" (bitmex.com/app/perpetualContractsGuideExamples,
+    read 2026-11-28): long 15,000 XBTUSD (1 USD each) at 750: entry value 20 XBT; funding at
+    0.25% with the mark at 750: 20 XBT × 0.25% = 0.05 XBT paid by the long, received by the short;
+    closed at 800: PnL 15,000 × (1/750 − 1/800) = 1.25 XBT; total profit 1.2 XBT."""
+    from gpurisk.book_updates import LiveBook
+
+    book = Book.from_frames(
+        markets=pl.DataFrame({"symbol": ["XBTUSD"], "mark_price": [750.0], "contract_type": ["inverse"]}),
+        tiers=pl.DataFrame({"symbol": ["XBTUSD"], "notional_floor": [0.0], "maint_margin_rate": [0.005],
+                            "max_leverage": [100.0]}),
+        accounts=pl.DataFrame({"account_id": [1, 2], "wallet_balance": [5.0, 5.0], "asset": ["XBT", "XBT"]}),
+        positions=pl.DataFrame({"account_id": [1, 2], "symbol": ["XBTUSD", "XBTUSD"], "size": [15_000.0, -15_000.0],
+                                "entry_price": [750.0, 750.0]}))
+    risk = revalue(book, venue="bitmex", backend="cpu")
+    assert risk.positions["notional"].to_list() == pytest.approx([20.0, 20.0], rel=1e-15)  # XBT entry value
+    funded = gpurisk.apply_funding(book, {"XBTUSD": 0.0025}, backend="cpu")
+    assert funded.payments.tolist() == pytest.approx([0.05, -0.05], rel=1e-13)
+    assert revalue(funded.book, venue="bitmex", backend="cpu", marks={"XBTUSD": 800.0}).positions["upnl"][0] == \
+        pytest.approx(1.25, rel=1e-13)
+    live = LiveBook(funded.book)
+    live.apply([{"type": "fill", "account_id": 1, "symbol": "XBTUSD", "qty": -15_000.0, "price": 800.0}])
+    assert live.book.wallet[0] - 5.0 == pytest.approx(1.2, rel=1e-12)  # 1.25 XBT − 0.05 XBT
