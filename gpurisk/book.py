@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - exercised on GPU machines without Pola
     pl = None
 
 from . import schema as _lim
-from .schema import INPUT_TABLES, MARGIN_MODES, TABLE_KEYS, Column
+from .schema import INPUT_TABLES, MARGIN_MODELS, MARGIN_MODES, TABLE_KEYS, Column
 
 EXAMPLES_SHOWN = 5
 _ROW = "__row"
@@ -108,11 +108,12 @@ class _Checker:
         self.problems.append(Problem(self.table, column, rule))
 
 
-def _check_columns(chk: _Checker) -> pl.DataFrame:
-    """Presence and types of every column; returns the frame with defaults filled in."""
+def _check_columns(chk: _Checker, columns: tuple[Column, ...] | None = None) -> pl.DataFrame:
+    """Presence and types of every column (``columns``: the table's, from INPUT_TABLES, unless
+    given); returns the frame with defaults filled in."""
     df = chk.df
     fills = []
-    for col in INPUT_TABLES[chk.table]:
+    for col in INPUT_TABLES[chk.table] if columns is None else columns:
         if col.name not in df.columns:
             if col.required:
                 chk.add(col.name, f"required column is missing (columns present: {', '.join(df.columns[1:]) or 'none'})")
@@ -257,6 +258,10 @@ def _validate_accounts(chk: _Checker) -> None:
         chk.rule("wallet_balance", ~_finite("wallet_balance"), "must be finite")
         _range_rule(chk, "wallet_balance", pl.col("wallet_balance").abs(), _lim.BALANCE_MIN, _lim.BALANCE_MAX,
                     "|wallet_balance| must be", zero_ok=True)
+    if ok("margin_model"):
+        model = pl.col("margin_model")
+        chk.rule("margin_model", model.is_not_null() & ~model.is_in(list(MARGIN_MODELS)),
+                 f"must be one of {', '.join(MARGIN_MODELS)} (or null: the venue's margin model)")
 
 
 def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: pl.Series | None,
@@ -342,6 +347,8 @@ class Book:
     leverage: np.ndarray  # 0 = the tier's max leverage
     meta: dict = field(default_factory=dict)
     tick_size: np.ndarray | None = None  # per symbol; 0 = no tick (liq_price not rounded)
+    # per account: -1 = the venue's margin model, else an index of MARGIN_MODELS; None = all -1
+    margin_model: np.ndarray | None = None
 
     def __post_init__(self):
         if self.tick_size is None:
@@ -456,6 +463,7 @@ class Book:
             isolated_margin=col("isolated_margin", np.float64),
             leverage=col("leverage", np.float64),
             tick_size=np.ascontiguousarray(markets["tick_size"].fill_null(0.0).to_numpy(), dtype=np.float64),
+            margin_model=_margin_model_codes(accounts),
         )
 
     def slice_accounts(self, first: int, end: int) -> "Book":
@@ -472,6 +480,7 @@ class Book:
             pos_symbol=self.pos_symbol[p0:p1], size=self.size[p0:p1], entry=self.entry[p0:p1],
             isolated=self.isolated[p0:p1], isolated_margin=self.isolated_margin[p0:p1],
             leverage=self.leverage[p0:p1], tick_size=self.tick_size,
+            margin_model=None if self.margin_model is None else self.margin_model[first:end],
             meta={**{k: v for k, v in self.meta.items() if k != "hash"}, "slice": (first, end)})
 
     def account_chunks(self, max_positions: int) -> list[tuple[int, int]]:
@@ -502,7 +511,10 @@ class Book:
             "tiers": pl.DataFrame({"symbol": sym.gather(tier_sym), "notional_floor": self.tier_floor,
                                    "maint_margin_rate": self.tier_mmr, "maint_amount": self.tier_cum,
                                    "max_leverage": self.tier_max_leverage}),
-            "accounts": pl.DataFrame({"account_id": self.account_id, "wallet_balance": self.wallet}),
+            "accounts": pl.DataFrame({"account_id": self.account_id, "wallet_balance": self.wallet,
+                                      **({"margin_model": pl.Series(
+                                          [None if c < 0 else MARGIN_MODELS[c] for c in self.margin_model.tolist()],
+                                          dtype=pl.String)} if self.margin_model is not None else {})}),
             "positions": pl.DataFrame({
                 "account_id": self.account_id[self.pos_account],
                 "symbol": sym.gather(self.pos_symbol),
@@ -554,6 +566,15 @@ def read_table(directory: Path, name: str) -> pl.DataFrame:
                 raise BookError([Problem(name, "", f"cannot read {path}: {exc}")]) from exc
     raise FileNotFoundError(f"{directory}: no {name} table (looked for "
                             f"{', '.join(name + e for e in _READERS)})")
+
+
+def _margin_model_codes(accounts: pl.DataFrame) -> np.ndarray | None:
+    """accounts.margin_model as codes (-1: the venue's model), or None when no account names one."""
+    if "margin_model" not in accounts.columns or accounts["margin_model"].null_count() == accounts.height:
+        return None
+    codes = accounts["margin_model"].replace_strict(list(MARGIN_MODELS), list(range(len(MARGIN_MODELS))),
+                                                   default=-1, return_dtype=pl.Int8)
+    return np.ascontiguousarray(codes.to_numpy(), dtype=np.int8)
 
 
 def derived_maint_amount(tier_start: np.ndarray, floor: np.ndarray, mmr: np.ndarray) -> np.ndarray:

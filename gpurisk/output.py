@@ -148,6 +148,8 @@ def book_hash(book) -> str | None:
                      "tier_max_leverage", "account_id", "wallet", "pos_start", "pos_account", "pos_symbol",
                      "size", "entry", "isolated", "isolated_margin", "leverage"):
             h.update(np.ascontiguousarray(getattr(book, name)).tobytes())
+        if getattr(book, "margin_model", None) is not None:  # books without the column hash as before
+            h.update(b"margin_model" + np.ascontiguousarray(book.margin_model).tobytes())
         meta["hash"] = h.hexdigest()
     return meta["hash"]
 
