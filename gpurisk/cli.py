@@ -99,6 +99,10 @@ def _print_summary(risk: Risk) -> None:
             pl.col("liq_price").is_null().sum().alias("no_liq_price"),
         ).sort("notional", descending=True))
         print(per_symbol)
+        if getattr(risk, "portfolio", None) is not None:
+            pf = risk.accounts.filter(pl.col("margin_model") == "portfolio")
+            print(f"portfolio margin: {pf.height:,} accounts in portfolio mode; requirement "
+                  f"{pf['portfolio_margin'].sum():,.2f} against {pf['tiered_margin'].sum():,.2f} under tiers")
     t = risk.timings
     print(f"kernel pass {t['kernels'] * 1e3:.1f} ms, ADL ranking {t['ranking'] * 1e3:.1f} ms")
 
@@ -351,11 +355,32 @@ def _cluster(args):
 
 def cmd_revalue(args) -> int:
     marks = _parse_marks(args.mark, args.marks)  # usage first: before any reading or computing
+    venue = _margin_venue(args)
     with _reserved_out(args, "revalue"):  # refused before any compute
-        return _revalue(args, marks)
+        return _revalue(args, marks, venue)
 
 
-def _revalue(args, marks) -> int:
+def _margin_venue(args):
+    """The venue of --venue with the margin model of --margin-model and --portfolio (README
+    "Portfolio margin"); the preset's name when neither is given."""
+    if args.portfolio is None:
+        if args.margin_model == "portfolio":
+            raise InputError("--margin-model portfolio needs the portfolio parameters: --portfolio FILE "
+                             "(one row per symbol: symbol, risk_group, price_range, shocks, ...; README \"Portfolio margin\")")
+        if args.groups_move or args.im_multiple is not None:
+            raise InputError("--groups-move and --im-multiple set portfolio parameters: give --portfolio FILE too")
+        return args.venue
+    if args.scheduler or args.workers:
+        raise InputError("--portfolio runs on one machine for now; leave out --scheduler/--workers")
+    from .portfolio import PortfolioModel
+    from .venue import get_venue
+
+    model = PortfolioModel.read(args.portfolio, groups_move=args.groups_move or "independent",
+                                im_multiple=1.0 if args.im_multiple is None else args.im_multiple)
+    return get_venue(args.venue).with_(margin_model=args.margin_model or "tiered", portfolio=model)
+
+
+def _revalue(args, marks, venue) -> int:
     cluster = _cluster(args)
     if cluster is not None:
         from .distributed import revalue_distributed
@@ -373,7 +398,7 @@ def _revalue(args, marks) -> int:
     t = _stage(f"reading {_shown(args.book)}")
     book = _read_any_book(args.book, args)
     _done(t, f"  ({book!r})")
-    engine = Engine(book, venue=args.venue, backend=args.backend)
+    engine = Engine(book, venue=venue, backend=args.backend)
     risk = engine.revalue(marks)
     _print_summary(risk)
     if args.out:
@@ -590,6 +615,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a postgresql:// --out: table name prefix, NAME or SCHEMA.NAME (default gpurisk)")
     r.add_argument("--mark", action="append", metavar="SYMBOL=PRICE", help="override one mark price (repeatable)")
     r.add_argument("--marks", metavar="FILE", help="override marks from a file with symbol, mark_price columns")
+    pm = r.add_argument_group("portfolio margin (README \"Portfolio margin\")")
+    pm.add_argument("--margin-model", choices=["tiered", "portfolio"],
+                    help="the margin model of accounts whose accounts.margin_model is null (default tiered)")
+    pm.add_argument("--portfolio", metavar="FILE",
+                    help="portfolio parameters (.csv/.parquet/.arrow), one row per symbol: symbol, risk_group, "
+                         "price_range, shocks[, offset_rate, liquidity_threshold, liquidity_rate]; the accounts "
+                         "table then carries every account's portfolio requirement beside the tiered one")
+    pm.add_argument("--groups-move", choices=["independent", "joint"],
+                    help="risk groups shocked independently (requirements summed; default) or jointly (one "
+                         "common move, the worst total)")
+    pm.add_argument("--im-multiple", type=float, metavar="X",
+                    help="initial margin = X times the portfolio requirement (default 1)")
     r.set_defaults(func=cmd_revalue)
 
     from .monitor_run import add_parser as add_monitor_parser
