@@ -53,6 +53,7 @@ from .screen import quiet_row, screen
 from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records
 from .tier_rules import venue_tiers
 from .venue import Venue, get_venue
+from .portfolio import refuse_portfolio
 
 # The stress API in one place: scenarios, records and their codes live in their own modules.
 from .scenarios import read_scenarios, shock_grid  # noqa: E402,F401
@@ -470,6 +471,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
         BookError naming each problem before anything is computed.
     """
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
+    refuse_portfolio(book, venue, "stress")  # the cascade and the screen apply tiered margin only
     steps = int(steps)
     ids, shocks = check_paths(book, scenario_ids, shocks)
     funding_rates = funding_steps(book, funding, max(steps, shocks.shape[1]))

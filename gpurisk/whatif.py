@@ -153,6 +153,15 @@ def _check_conventions(venue) -> None:
                          "use a venue without them (binance, bitmex, hyperliquid, dydx)")
 
 
+def _check_margin_model(engine) -> None:
+    """What-if orders apply tiered margin: refuse a book with accounts in portfolio mode."""
+    flags = getattr(engine, "portfolio_flags", None)
+    if flags is not None and flags.any():
+        from .portfolio import refuse_portfolio
+
+        refuse_portfolio(engine.book, engine.venue, "what-if")
+
+
 def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=None, margin=None,
                    leverage=None, marks=None) -> WhatIfArrays:
     """What-if on arrays: ``account_index`` (int32, row of the book's sorted accounts),
@@ -161,6 +170,7 @@ def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=No
     and ``leverage`` (float64, 0 = default). The arrays are checked (shapes, index ranges,
     finite values) and a BookError names the first bad rows; see ``Engine.what_if``."""
     _check_conventions(engine.venue)
+    _check_margin_model(engine)
     book = engine.book
     n = int(np.asarray(size).size)
     acc = np.ascontiguousarray(account_index, dtype=np.int32)
@@ -356,6 +366,7 @@ def account_index(book, ids: np.ndarray) -> np.ndarray:
 def what_if(engine, orders, marks=None) -> "pl.DataFrame":
     """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders"."""
     _check_conventions(engine.venue)
+    _check_margin_model(engine)
     frame, arrays = check_orders(engine.book, orders)
     base = base_figures(engine, marks)
     r = _launch(engine, base, *arrays)

@@ -418,3 +418,55 @@ def test_parameters_round_trip_and_read(tmp_path):
     assert PortfolioModel.read(path) == model
     with pytest.raises(FileNotFoundError, match="no such portfolio parameters file"):
         PortfolioModel.read(tmp_path / "missing.csv")
+
+
+# ---------------------------------------------------------------- stress, what-if, CLI, report
+
+
+def test_stress_and_what_if_refuse_portfolio_accounts():
+    from gpurisk import shock_grid, stress
+
+    venue = get_venue("binance").with_(margin_model="portfolio", portfolio=tiny_model())
+    book = Book.from_frames(**tiny_frames())
+    with pytest.raises(ValueError, match="stress does not model portfolio margin yet: 3 account"):
+        stress(book, shock_grid(-0.1, 0.1, 3), venue=venue, backend="cpu")
+    with pytest.raises(ValueError, match="what-if does not model portfolio margin yet"):
+        Engine(book, venue=venue, backend="cpu").what_if(
+            pl.DataFrame({"account_id": [1], "symbol": ["BTCUSDT"], "size": [0.1], "price": [60_000.0]}))
+    # a tiered venue carrying a model, with every account tiered, runs as before
+    tiered = get_venue("binance").with_(portfolio=tiny_model())
+    assert stress(book, shock_grid(-0.1, 0.1, 3), venue=tiered, backend="cpu").summary.height == 3
+
+
+def test_cli_revalue_with_portfolio_and_the_report_plot(tmp_path, capsys):
+    from gpurisk.cli import main
+
+    book = synthetic_book(300, seed=2)
+    book.write(tmp_path / "book")
+    rows = [dict(symbol=s, risk_group=s[:3], price_range=0.12, shocks=11, offset_rate=0.01) for s in book.symbols]
+    pl.DataFrame(rows).write_csv(tmp_path / "portfolio.csv")
+    assert main(["revalue", str(tmp_path / "book"), "--backend", "cpu", "--margin-model", "portfolio",
+                 "--portfolio", str(tmp_path / "portfolio.csv"), "--im-multiple", "1.5",
+                 "--out", str(tmp_path / "res")]) == 0
+    assert "portfolio margin: 301 accounts in portfolio mode" in capsys.readouterr().out
+    acc = pl.read_parquet(tmp_path / "res" / "accounts.parquet")
+    assert (acc["maint_margin"] == acc["portfolio_margin"]).all()
+    assert np.allclose(acc["init_margin"].to_numpy(), 1.5 * acc["portfolio_margin"].to_numpy(), rtol=1e-15)
+    assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "report.html")]) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert 'data-plot="portfolio-vs-tiered"' in html and "Portfolio margin" in html
+    # without portfolio accounts, no such section
+    assert main(["revalue", str(tmp_path / "book"), "--backend", "cpu", "--out", str(tmp_path / "plain")]) == 0
+    assert main(["report", str(tmp_path / "plain"), "--out", str(tmp_path / "plain.html")]) == 0
+    assert "portfolio-vs-tiered" not in (tmp_path / "plain.html").read_text()
+
+
+def test_cli_usage_errors_exit_2(tmp_path, capsys):
+    from gpurisk.cli import main
+
+    synthetic_book(20, seed=2).write(tmp_path / "book")
+    assert main(["revalue", str(tmp_path / "book"), "--margin-model", "portfolio"]) == 2
+    assert "--portfolio FILE" in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text("symbol,risk_group,price_range,shocks\nBTCUSDT,BTC,2.0,11\n")
+    assert main(["revalue", str(tmp_path / "book"), "--portfolio", str(tmp_path / "bad.csv")]) == 2
+    assert "portfolio.price_range: must be in (0, 1)" in capsys.readouterr().err
