@@ -99,8 +99,8 @@ def _print_summary(risk: Risk) -> None:
             pl.col("liq_price").is_null().sum().alias("no_liq_price"),
         ).sort("notional", descending=True))
         print(per_symbol)
-        if getattr(risk, "portfolio", None) is not None:
-            pf = risk.accounts.filter(pl.col("margin_model") == "portfolio")
+        if "portfolio_margin" in acc.columns:  # the venue carries a portfolio model
+            pf = acc.filter(pl.col("margin_model") == "portfolio")
             print(f"portfolio margin: {pf.height:,} accounts in portfolio mode; requirement "
                   f"{pf['portfolio_margin'].sum():,.2f} against {pf['tiered_margin'].sum():,.2f} under tiers")
     t = risk.timings
@@ -370,8 +370,6 @@ def _margin_venue(args):
         if args.groups_move or args.im_multiple is not None:
             raise InputError("--groups-move and --im-multiple set portfolio parameters: give --portfolio FILE too")
         return args.venue
-    if args.scheduler or args.workers:
-        raise InputError("--portfolio runs on one machine for now; leave out --scheduler/--workers")
     from .portfolio import PortfolioModel
     from .venue import get_venue
 
@@ -388,7 +386,7 @@ def _revalue(args, marks, venue) -> int:
         with cluster as client:
             source = _read_any_book(args.book, args) if is_database_uri(args.book) else args.book
             t = _stage(f"revaluing {_shown(args.book)} on the cluster")
-            risk = revalue_distributed(source, client, venue=args.venue, backend=args.backend,
+            risk = revalue_distributed(source, client, venue=venue, backend=args.backend,
                                        marks=marks)
             _done(t, f"  ({risk!r})")
             _print_summary(risk)

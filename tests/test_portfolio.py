@@ -470,3 +470,29 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("symbol,risk_group,price_range,shocks\nBTCUSDT,BTC,2.0,11\n")
     assert main(["revalue", str(tmp_path / "book"), "--portfolio", str(tmp_path / "bad.csv")]) == 2
     assert "portfolio.price_range: must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_cli_revalue_with_portfolio_on_a_local_dask_cluster(tmp_path, capsys):
+    """Shards of whole accounts, each margined on its worker: the same tables as one machine."""
+    pytest.importorskip("distributed")
+    from gpurisk.cli import main
+
+    book, venue = synthetic_case(400)
+    book.write(tmp_path / "book")
+    venue.portfolio.frame().write_csv(tmp_path / "portfolio.csv")
+    common = [str(tmp_path / "book"), "--backend", "cpu", "--margin-model", "portfolio", "--portfolio",
+              str(tmp_path / "portfolio.csv"), "--im-multiple", "1.5"]
+    assert main(["revalue", *common, "--out", str(tmp_path / "one")]) == 0
+    assert main(["revalue", *common, "--workers", "2", "--out", str(tmp_path / "dask")]) == 0
+    for table in ("accounts", "positions"):
+        one = pl.read_parquet(tmp_path / "one" / f"{table}.parquet")
+        assert pl.read_parquet(tmp_path / "dask" / f"{table}.parquet").equals(one), table
+    assert pl.read_parquet(tmp_path / "one" / "accounts.parquet")["margin_model"].to_list().count("tiered") > 0
+
+
+def test_shards_and_book_updates_keep_the_accounts_margin_models():
+    from gpurisk.distributed import slice_book
+
+    book, _ = synthetic_case(200)
+    assert np.array_equal(slice_book(book, 10, 50).margin_model, book.margin_model[10:50])
+    assert np.array_equal(book.slice_accounts(10, 50).margin_model, book.margin_model[10:50])
