@@ -496,3 +496,14 @@ def test_shards_and_book_updates_keep_the_accounts_margin_models():
     book, _ = synthetic_case(200)
     assert np.array_equal(slice_book(book, 10, 50).margin_model, book.margin_model[10:50])
     assert np.array_equal(book.slice_accounts(10, 50).margin_model, book.margin_model[10:50])
+    from gpurisk.book_updates import LiveBook, writable_copy
+
+    live = LiveBook(writable_copy(book))
+    new_id = int(book.account_id.max()) + 1
+    applied = live.apply([{"type": "account", "account_id": new_id, "wallet_balance": 1_000.0},
+                          {"type": "position", "account_id": new_id, "symbol": book.symbols[0], "size": 1.0,
+                           "entry_price": float(book.mark_price[0])}])
+    after = applied.book
+    assert after.n_accounts == book.n_accounts + 1
+    assert after.margin_model[-1] == -1  # a new account takes the venue's model
+    assert np.array_equal(after.margin_model[:-1], book.margin_model)
