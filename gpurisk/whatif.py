@@ -153,13 +153,20 @@ def _check_conventions(venue) -> None:
                          "use a venue without them (binance, bitmex, hyperliquid, dydx)")
 
 
-def _check_margin_model(engine) -> None:
-    """What-if orders apply tiered margin: refuse a book with accounts in portfolio mode."""
+def _portfolio_tables(engine, backend):
+    """The portfolio model's device tables for the what-if's backend, or None when no account
+    of the book is in portfolio mode."""
     flags = getattr(engine, "portfolio_flags", None)
-    if flags is not None and flags.any():
-        from .portfolio import refuse_portfolio
+    if flags is None or not flags.any():
+        return None
+    if engine.device is not None and engine.portfolio is not None:
+        return engine.portfolio
+    cached = getattr(engine, "_what_if_portfolio", None)
+    if cached is None:  # a chunked engine: its host copy, on the cpu backend
+        from .portfolio import PortfolioDevice
 
-        refuse_portfolio(engine.book, engine.venue, "what-if")
+        cached = engine._what_if_portfolio = PortfolioDevice(engine.book, engine.venue, backend, flags)
+    return cached
 
 
 def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=None, margin=None,
@@ -170,7 +177,6 @@ def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=No
     and ``leverage`` (float64, 0 = default). The arrays are checked (shapes, index ranges,
     finite values) and a BookError names the first bad rows; see ``Engine.what_if``."""
     _check_conventions(engine.venue)
-    _check_margin_model(engine)
     book = engine.book
     n = int(np.asarray(size).size)
     acc = np.ascontiguousarray(account_index, dtype=np.int32)
@@ -261,6 +267,15 @@ def _launch(engine, base: BaseFigures, acc, sym, q, px, iso, mg, lev) -> WhatIfA
              out["pos_notional"], out["pos_upnl"], out["pos_maint"], out["pos_init"], out["wallet"], out["equity"],
              out["maint"], out["init"], out["ratio"], out["available"], out["status"], out["pos_equity"],
              out["pos_ratio"], out["pos_status"], out["liq_price"], out["im_ok"])
+    pf = _portfolio_tables(engine, b)
+    if pf is not None:  # orders of portfolio accounts: the requirement after the order
+        b.launch("portfolio_what_if", n, b.asarray(acc), b.asarray(sym), b.asarray(iso), out["position_index"],
+                 out["new_size"], dev.pos_start, dev.pos_symbol, dev.size, dev.isolated, base.mark, dev.contract_size,
+                 pf.sym_group, pf.shock_start, pf.shock, pf.offset_rate, pf.liquidity_threshold, pf.liquidity_rate,
+                 int(pf.model.groups_move == "joint"), float(pf.model.im_multiple), pf.use,
+                 float(venue.margin_call_ratio), float(venue.liquidation_ratio), out["equity"], out["pos_equity"],
+                 out["maint"], out["init"], out["ratio"], out["available"], out["status"], out["pos_maint"],
+                 out["pos_init"], out["pos_ratio"], out["pos_status"], out["liq_price"], out["im_ok"])
     b.synchronize()
     return WhatIfArrays(**{k: b.to_host(v) for k, v in out.items()})
 
@@ -366,7 +381,6 @@ def account_index(book, ids: np.ndarray) -> np.ndarray:
 def what_if(engine, orders, marks=None) -> "pl.DataFrame":
     """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders"."""
     _check_conventions(engine.venue)
-    _check_margin_model(engine)
     frame, arrays = check_orders(engine.book, orders)
     base = base_figures(engine, marks)
     r = _launch(engine, base, *arrays)

@@ -38,15 +38,105 @@ GR_DEVICE double liquidity_contingency_of(double rate, double threshold, double 
     return rate * (above > 0.0 ? above : 0.0);
 }
 
-// One thread per account walks its open cross positions in storage order, accumulating per
-// risk group (in order of first appearance) the signed, long and short notional; then the worst
-// loss per group (groups moving independently: the group losses are summed) or per common shock
-// (jointly: the losses of every group at the same shock are summed, in group order), plus the
-// contingencies. Figures are written for every account (NaN where a held symbol has no group);
-// for accounts in portfolio mode (use_portfolio) the requirement replaces the tiered one in the
-// account's maintenance and initial margin, margin ratio, available balance and status, and each
-// isolated position gets its own requirement (its group's worst loss and its liquidity
-// contingency) in place of its tiered maintenance and initial margin.
+// An account's open cross positions, accumulated per risk group in order of first appearance:
+// signed, long and short notional (the notional as position_margin computes it).
+struct GroupSums {
+    int gid[GR_PF_MAX_GROUPS];
+    double net[GR_PF_MAX_GROUPS], longs[GR_PF_MAX_GROUPS], shorts[GR_PF_MAX_GROUPS];
+    int ng;
+    bool unmapped;  // a held symbol without a risk group
+};
+
+GR_DEVICE void group_sums_add(GroupSums& b, int g, double q, double notional) {
+    if (g < 0) {
+        b.unmapped = true;
+        return;
+    }
+    int k = 0;
+    while (k < b.ng && b.gid[k] != g) ++k;
+    if (k == b.ng) {
+        b.gid[k] = g;
+        b.net[k] = 0.0;
+        b.longs[k] = 0.0;
+        b.shorts[k] = 0.0;
+        ++b.ng;
+    }
+    b.net[k] += q > 0.0 ? notional : -notional;
+    if (q > 0.0) b.longs[k] += notional;
+    else b.shorts[k] += notional;
+}
+
+struct PortfolioParams {
+    const int* sym_group;
+    const int* shock_start;
+    const double* shock;
+    const double* offset_rate;
+    const double* liquidity_threshold;
+    const double* liquidity_rate;
+    int joint;
+};
+
+struct Requirement {
+    double requirement, loss, offset, liquidity, worst_shock;
+    int worst_group;
+};
+
+// The worst loss over the grid (groups independent: each group's worst, summed; jointly: the
+// worst of the per-shock totals, in group order) plus the contingencies of every group.
+GR_DEVICE Requirement requirement_of(const GroupSums& b, const PortfolioParams& m) {
+    Requirement r = {0.0, 0.0, 0.0, 0.0, GR_NAN, -1};
+    if (m.joint && b.ng > 0) {
+        // Every group shares one grid (gpurisk/portfolio.py checks it): scenario s moves all.
+        const int n_s = m.shock_start[1] - m.shock_start[0];
+        double best = -GR_INF;
+        for (int s = 0; s < n_s; ++s) {
+            double total = 0.0;
+            for (int k = 0; k < b.ng; ++k) total += -(m.shock[m.shock_start[b.gid[k]] + s] * b.net[k]);
+            if (total > best) {
+                best = total;
+                r.worst_shock = m.shock[s];
+            }
+        }
+        r.loss = best > 0.0 ? best : 0.0;
+    } else {
+        double worst = -GR_INF;
+        for (int k = 0; k < b.ng; ++k) {
+            const int g = b.gid[k];
+            double x;
+            double l = group_worst_loss(m.shock, m.shock_start[g], m.shock_start[g + 1], b.net[k], &x);
+            l = l > 0.0 ? l : 0.0;  // a grid without 0 cannot credit a gain
+            r.loss += l;
+            if (l > worst || (l == worst && g < r.worst_group)) {
+                worst = l;
+                r.worst_group = g;
+                r.worst_shock = x;
+            }
+        }
+    }
+    for (int k = 0; k < b.ng; ++k) {
+        const int g = b.gid[k];
+        r.offset += offset_contingency_of(m.offset_rate[g], b.longs[k], b.shorts[k]);
+        r.liquidity += liquidity_contingency_of(m.liquidity_rate[g], m.liquidity_threshold[g], b.longs[k] + b.shorts[k]);
+    }
+    r.requirement = r.loss + r.offset + r.liquidity;
+    return r;
+}
+
+// An isolated position margined on its own: its group's worst loss and its liquidity
+// contingency (one position offsets nothing).
+GR_DEVICE double isolated_requirement(const PortfolioParams& m, int g, double q, double notional) {
+    double x;
+    double l = group_worst_loss(m.shock, m.shock_start[g], m.shock_start[g + 1], q > 0.0 ? notional : -notional, &x);
+    l = l > 0.0 ? l : 0.0;
+    return l + liquidity_contingency_of(m.liquidity_rate[g], m.liquidity_threshold[g], notional);
+}
+
+// One thread per account walks its open cross positions in storage order into GroupSums, then
+// takes the requirement. Figures are written for every account (NaN where a held symbol has no
+// group); for accounts in portfolio mode (use_portfolio) the requirement replaces the tiered one
+// in the account's maintenance and initial margin, margin ratio, available balance and status,
+// and each isolated position gets its own requirement in place of its tiered maintenance and
+// initial margin.
 GR_KERNEL void portfolio_margin(
     long long n_accounts, const long long* pos_start, const signed char* isolated, const double* size,
     const int* symbol, const double* mark, const double* contract_size,
@@ -59,80 +149,31 @@ GR_KERNEL void portfolio_margin(
     double* pos_maint, double* pos_init,
     double* pf_requirement, double* pf_loss, int* pf_worst_group, double* pf_worst_shock,
     double* pf_offset, double* pf_liquidity, double* pf_tiered) {
+    const PortfolioParams m = {sym_group, shock_start, shock, offset_rate, liquidity_threshold, liquidity_rate, joint};
     for_each_index(a, n_accounts) {
-        int gid[GR_PF_MAX_GROUPS];
-        double net[GR_PF_MAX_GROUPS], longs[GR_PF_MAX_GROUPS], shorts[GR_PF_MAX_GROUPS];
-        int ng = 0;
-        bool unmapped = false;
+        GroupSums b;
+        b.ng = 0;
+        b.unmapped = false;
         const long long p0 = pos_start[a], p1 = pos_start[a + 1];
         for (long long j = p0; j < p1; ++j) {
             const double q = size[j];
             if (isolated[j] || q == 0.0) continue;
             const int s = symbol[j];
-            const int g = sym_group[s];
-            if (g < 0) {
-                unmapped = true;
-                continue;
-            }
-            int k = 0;
-            while (k < ng && gid[k] != g) ++k;
-            if (k == ng) {
-                gid[k] = g;
-                net[k] = 0.0;
-                longs[k] = 0.0;
-                shorts[k] = 0.0;
-                ++ng;
-            }
-            const double notional = fabs(q) * mark[s] * contract_size[s];
-            net[k] += q > 0.0 ? notional : -notional;
-            if (q > 0.0) longs[k] += notional;
-            else shorts[k] += notional;
+            group_sums_add(b, sym_group[s], q, fabs(q) * mark[s] * contract_size[s]);
         }
-        double loss = 0.0, off = 0.0, liq = 0.0, worst_x = GR_NAN;
-        int worst_g = -1;
-        if (joint && ng > 0) {
-            // Every group shares one grid (gpurisk/portfolio.py checks it): scenario s moves all.
-            const int n_s = shock_start[1] - shock_start[0];
-            double best = -GR_INF;
-            for (int s = 0; s < n_s; ++s) {
-                double total = 0.0;
-                for (int k = 0; k < ng; ++k) total += -(shock[shock_start[gid[k]] + s] * net[k]);
-                if (total > best) {
-                    best = total;
-                    worst_x = shock[s];
-                }
-            }
-            loss = best > 0.0 ? best : 0.0;
-        } else {
-            double worst = -GR_INF;
-            for (int k = 0; k < ng; ++k) {
-                const int g = gid[k];
-                double x;
-                double l = group_worst_loss(shock, shock_start[g], shock_start[g + 1], net[k], &x);
-                l = l > 0.0 ? l : 0.0;  // a grid without 0 cannot credit a gain
-                loss += l;
-                if (l > worst || (l == worst && g < worst_g)) {
-                    worst = l;
-                    worst_g = g;
-                    worst_x = x;
-                }
-            }
-        }
-        for (int k = 0; k < ng; ++k) {
-            const int g = gid[k];
-            off += offset_contingency_of(offset_rate[g], longs[k], shorts[k]);
-            liq += liquidity_contingency_of(liquidity_rate[g], liquidity_threshold[g], longs[k] + shorts[k]);
-        }
-        const double req = loss + off + liq;
+        const Requirement r = requirement_of(b, m);
+        const bool unmapped = b.unmapped;
         pf_tiered[a] = acc_maint[a];
-        pf_requirement[a] = unmapped ? GR_NAN : req;
-        pf_loss[a] = unmapped ? GR_NAN : loss;
-        pf_worst_group[a] = unmapped ? -1 : worst_g;
-        pf_worst_shock[a] = unmapped ? GR_NAN : worst_x;
-        pf_offset[a] = unmapped ? GR_NAN : off;
-        pf_liquidity[a] = unmapped ? GR_NAN : liq;
+        pf_requirement[a] = unmapped ? GR_NAN : r.requirement;
+        pf_loss[a] = unmapped ? GR_NAN : r.loss;
+        pf_worst_group[a] = unmapped ? -1 : r.worst_group;
+        pf_worst_shock[a] = unmapped ? GR_NAN : r.worst_shock;
+        pf_offset[a] = unmapped ? GR_NAN : r.offset;
+        pf_liquidity[a] = unmapped ? GR_NAN : r.liquidity;
         if (!use_portfolio[a]) continue;
-        // The account's figures as account_margin forms them (kernels/margin.cu), from this requirement.
+        // The account's figures as account_margin forms them (kernels/margin.cu), from this
+        // requirement (available_rule: gpurisk/venue.py AVAILABLE_RULES).
+        const double req = r.requirement;
         const double im = im_multiple * req;
         const double eq = equity[a];
         const double w = wallet[a];
@@ -141,22 +182,102 @@ GR_KERNEL void portfolio_margin(
         acc_init[a] = im;
         available[a] = available_rule == 0 ? eq - im : (available_rule == 1 ? w + (su < 0.0 ? su : 0.0) - im : w - im);
         if (n_cross[a] > 0) {
-            const double r = margin_ratio_of(req + acc_fee[a], eq);
-            ratio[a] = r;
-            status[a] = status_of(eq, r, margin_call_ratio, liquidation_ratio);
+            const double rt = margin_ratio_of(req + acc_fee[a], eq);
+            ratio[a] = rt;
+            status[a] = status_of(eq, rt, margin_call_ratio, liquidation_ratio);
         }
         for (long long j = p0; j < p1; ++j) {
             const double q = size[j];
             if (!isolated[j] || q == 0.0) continue;
-            const int s = symbol[j];
-            const int g = sym_group[s];  // mapped: checked for portfolio accounts before compute
-            const double notional = fabs(q) * mark[s] * contract_size[s];
-            double x;
-            double l = group_worst_loss(shock, shock_start[g], shock_start[g + 1], q > 0.0 ? notional : -notional, &x);
-            l = l > 0.0 ? l : 0.0;
-            const double own = l + liquidity_contingency_of(liquidity_rate[g], liquidity_threshold[g], notional);
+            const int s = symbol[j];  // mapped: checked for portfolio accounts before compute
+            const double own = isolated_requirement(m, sym_group[s], q, fabs(q) * mark[s] * contract_size[s]);
             pos_maint[j] = own;
             pos_init[j] = im_multiple * own;
         }
+    }
+}
+
+// What-if orders of accounts in portfolio mode (README "What-if orders", gpurisk/whatif.py),
+// after kernels/whatif.cu's tiered pass: the account's requirement after the order, from its
+// cross positions walked in storage order with the traded one at its new size (a new cross
+// position taken at its sorted place), so it is the bits a revaluation of the modified book
+// gives; then the account's maintenance and initial margin, ratio, available balance and status
+// (equity as the tiered pass found it), an isolated order's own requirement, its unit's ratio and
+// status, no liquidation price, and the initial-margin check. Orders of tiered accounts are
+// left as they are. Venues with a close fee or another available-balance rule are refused
+// before (gpurisk/whatif.py).
+GR_KERNEL void portfolio_what_if(
+    long long n_orders, const int* order_account, const int* order_symbol, const signed char* order_isolated,
+    const long long* position_index, const double* new_size,
+    const long long* pos_start, const int* symbol, const double* size, const signed char* isolated,
+    const double* mark, const double* contract_size,
+    const int* sym_group, const int* shock_start, const double* shock, const double* offset_rate,
+    const double* liquidity_threshold, const double* liquidity_rate, int joint, double im_multiple,
+    const signed char* use_portfolio, double margin_call_ratio, double liquidation_ratio,
+    const double* equity_out, const double* pos_equity_out,
+    double* maint_out, double* init_out, double* ratio_out, double* available_out, signed char* status_out,
+    double* pos_maint, double* pos_init, double* pos_ratio_out, signed char* pos_status_out,
+    double* liq_price_out, signed char* im_ok) {
+    const PortfolioParams m = {sym_group, shock_start, shock, offset_rate, liquidity_threshold, liquidity_rate, joint};
+    for_each_index(o, n_orders) {
+        const int a = order_account[o];
+        if (!use_portfolio[a]) continue;
+        const int s_o = order_symbol[o];
+        const bool iso_o = order_isolated[o] != 0;
+        const long long held = position_index[o];
+        const double q1 = new_size[o];
+        const double q0 = held >= 0 ? size[held] : 0.0;
+        const bool open = q1 != 0.0;
+        const double n1 = fabs(q1) * mark[s_o] * contract_size[s_o];
+        GroupSums b;
+        b.ng = 0;
+        b.unmapped = false;
+        int nc = 0;
+        bool pending = !iso_o && held < 0 && open;  // a new cross position, added at its place
+        const long long key_o = 2LL * s_o;
+        for (long long j = pos_start[a]; j < pos_start[a + 1]; ++j) {
+            if (pending && 2LL * symbol[j] + (isolated[j] ? 1 : 0) > key_o) {
+                group_sums_add(b, sym_group[s_o], q1, n1);
+                ++nc;
+                pending = false;
+            }
+            const double q = j == held ? q1 : size[j];
+            if (isolated[j] || q == 0.0) continue;
+            const int s = symbol[j];
+            group_sums_add(b, sym_group[s], q, fabs(q) * mark[s] * contract_size[s]);
+            ++nc;
+        }
+        if (pending) {
+            group_sums_add(b, sym_group[s_o], q1, n1);
+            ++nc;
+        }
+        const double req = requirement_of(b, m).requirement;
+        const double im = im_multiple * req;
+        const double eq = equity_out[o];
+        const double r = nc == 0 ? 0.0 : margin_ratio_of(req, eq);
+        const signed char st = nc == 0 ? (signed char)GR_HEALTHY : status_of(eq, r, margin_call_ratio, liquidation_ratio);
+        const double avail = eq - (nc == 0 ? 0.0 : im);
+        maint_out[o] = nc == 0 ? 0.0 : req;
+        init_out[o] = nc == 0 ? 0.0 : im;
+        ratio_out[o] = r;
+        available_out[o] = avail;
+        status_out[o] = st;
+        double im_pos = 0.0;
+        const double peq = pos_equity_out[o];
+        if (iso_o && open) {
+            const double own = isolated_requirement(m, sym_group[s_o], q1, n1);
+            im_pos = im_multiple * own;
+            pos_maint[o] = own;
+            pos_init[o] = im_pos;
+            const double pr = margin_ratio_of(own, peq);
+            pos_ratio_out[o] = pr;
+            pos_status_out[o] = status_of(peq, pr, margin_call_ratio, liquidation_ratio);
+        } else if (open) {
+            pos_ratio_out[o] = r;
+            pos_status_out[o] = st;
+        }
+        liq_price_out[o] = GR_NAN;
+        const bool increases = open && (q0 == 0.0 || (q1 > 0.0) != (q0 > 0.0) || fabs(q1) > fabs(q0));
+        im_ok[o] = (!increases || (avail >= 0.0 && (!iso_o || peq >= im_pos))) ? 1 : 0;
     }
 }

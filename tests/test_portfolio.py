@@ -301,9 +301,19 @@ def candidate(request):
 
 @pytest.mark.parametrize("groups_move", ["independent", "joint"])
 def test_gpu_gives_the_cpu_bits(candidate, groups_move):
+    from gpurisk.whatif import what_if_arrays
+
     book, venue = synthetic_case(20_000 if candidate.name == "gpu" else 2_000, groups_move)
-    ref = portfolio_arrays(revalue(book, venue, CpuBackend(threads=os.cpu_count() or 1)))
-    assert_same_bits(ref, portfolio_arrays(revalue(book, venue, candidate)))
+    reference = Engine(book, venue=venue, backend=CpuBackend(threads=os.cpu_count() or 1))
+    engine = Engine(book, venue=venue, backend=candidate)
+    assert_same_bits(portfolio_arrays(reference.revalue()), portfolio_arrays(engine.revalue()))
+    rng = np.random.default_rng(4)
+    n = 500
+    pick = rng.integers(0, book.n_positions, n)
+    orders = (book.pos_account[pick], book.pos_symbol[pick], book.size[pick] * rng.choice([0.5, -0.4, -1.6], n),
+              book.mark_price[book.pos_symbol[pick]] * 1.01, book.isolated[pick])
+    want, got = what_if_arrays(reference, *orders), what_if_arrays(engine, *orders)
+    assert_same_bits({k: np.asarray(v) for k, v in vars(want).items()}, {k: np.asarray(v) for k, v in vars(got).items()})
 
 
 # ---------------------------------------------------------------- modes and validation
@@ -423,16 +433,13 @@ def test_parameters_round_trip_and_read(tmp_path):
 # ---------------------------------------------------------------- stress, what-if, CLI, report
 
 
-def test_stress_and_what_if_refuse_portfolio_accounts():
+def test_stress_refuses_portfolio_accounts():
     from gpurisk import shock_grid, stress
 
     venue = get_venue("binance").with_(margin_model="portfolio", portfolio=tiny_model())
     book = Book.from_frames(**tiny_frames())
     with pytest.raises(ValueError, match="stress does not model portfolio margin yet: 3 account"):
         stress(book, shock_grid(-0.1, 0.1, 3), venue=venue, backend="cpu")
-    with pytest.raises(ValueError, match="what-if does not model portfolio margin yet"):
-        Engine(book, venue=venue, backend="cpu").what_if(
-            pl.DataFrame({"account_id": [1], "symbol": ["BTCUSDT"], "size": [0.1], "price": [60_000.0]}))
     # a tiered venue carrying a model, with every account tiered, runs as before
     tiered = get_venue("binance").with_(portfolio=tiny_model())
     assert stress(book, shock_grid(-0.1, 0.1, 3), venue=tiered, backend="cpu").summary.height == 3
@@ -507,3 +514,51 @@ def test_shards_and_book_updates_keep_the_accounts_margin_models():
     assert after.n_accounts == book.n_accounts + 1
     assert after.margin_model[-1] == -1  # a new account takes the venue's model
     assert np.array_equal(after.margin_model[:-1], book.margin_model)
+
+
+@pytest.mark.parametrize("groups_move", ["independent", "joint"])
+@pytest.mark.parametrize("chunk_positions", [None, 97])
+def test_what_if_on_portfolio_accounts_is_a_revaluation_of_the_modified_book(groups_move, chunk_positions):
+    """Every order on its own against a revaluation of the book with that order applied: the
+    account's portfolio requirement, initial margin and the resulting position's figures the same
+    bits (the requirement walks the positions in the revaluation's order); equity as the tiered
+    what-if has it (a delta, within a few ulps of the account's scale); no liquidation price for
+    portfolio accounts; tiered accounts as before."""
+    from test_whatif import _random_orders, modified_frames
+
+    book = synthetic_book(150, seed=5, n_symbols=4)
+    codes = np.random.default_rng(1).choice(np.array([-1, 0, 1], dtype=np.int8), size=book.n_accounts)
+    book = dataclasses.replace(book, margin_model=codes, meta={})
+    rows = [dict(symbol=s, risk_group=f"G{i % 2}", price_range=0.12, shocks=11, offset_rate=0.02,
+                 liquidity_threshold=20_000.0, liquidity_rate=0.05) for i, s in enumerate(book.symbols)]
+    venue = get_venue("binance").with_(margin_model="portfolio", portfolio=model_of(rows, groups_move, 1.25))
+    engine = Engine(book, venue=venue, backend="cpu", chunk_positions=chunk_positions)
+    res = engine.what_if(_random_orders(book, 120, seed=9))
+    seen = {"portfolio": 0, "tiered": 0}
+    for row in res.iter_rows(named=True):
+        risk = Engine(Book.from_frames(**modified_frames(book, row)), venue=venue, backend="cpu").revalue()
+        a = risk.accounts.filter(pl.col("account_id") == row["account_id"]).row(0, named=True)
+        seen[a["margin_model"]] += 1
+        scale = abs(a["wallet_balance"]) + float(risk.positions.filter(pl.col("account_id") == row["account_id"])
+                                                 .select(pl.col("upnl").abs().sum() + pl.col("notional").sum()).item())
+        if a["margin_model"] == "portfolio":  # recomputed in the revaluation's order: the same bits
+            assert row["account_maint_margin"] == a["maint_margin"], row
+            assert row["account_init_margin"] == a["init_margin"], row
+        else:  # the tiered what-if's delta (tests/test_whatif.py bounds it)
+            assert abs(row["account_maint_margin"] - a["maint_margin"]) <= 16 * 2.0 ** -52 * scale
+        assert abs(row["equity"] - a["equity"]) <= 16 * 2.0 ** -52 * scale
+        assert abs(row["available_balance"] - a["available_balance"]) <= 16 * 2.0 ** -52 * (scale + a["init_margin"])
+        if a["margin_model"] == "portfolio":
+            if a["equity"] > 0 and a["maint_margin"] > 0:
+                assert row["margin_ratio"] == pytest.approx(a["margin_ratio"], rel=1e-12)
+                if abs(a["margin_ratio"] - 1) > 1e-9 and abs(a["margin_ratio"] - 0.8) > 1e-9:
+                    assert row["status"] == a["status"]
+            assert row["liq_price"] is None
+        if row["size"] != 0.0:
+            p = risk.positions.filter((pl.col("account_id") == row["account_id"]) & (pl.col("symbol") == row["symbol"])
+                                      & (pl.col("margin_mode") == row["margin_mode"])).row(0, named=True)
+            for c in ("notional", "upnl", "maint_margin", "init_margin"):
+                assert row[c] == p[c], c
+            if a["margin_model"] == "portfolio" and row["margin_mode"] == "isolated" and p["margin_ratio"] < 1e300:
+                assert row["position_margin_ratio"] == pytest.approx(p["margin_ratio"], rel=1e-12)
+    assert seen["portfolio"] > 20 and seen["tiered"] > 10
