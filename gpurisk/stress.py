@@ -53,7 +53,7 @@ from .screen import quiet_row, screen
 from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records
 from .tier_rules import venue_tiers
 from .venue import Venue, get_venue
-from .portfolio import refuse_portfolio
+from .portfolio import PortfolioDevice, portfolio_accounts, portfolio_margin, tiered_view
 
 # The stress API in one place: scenarios, records and their codes live in their own modules.
 from .scenarios import read_scenarios, shock_grid  # noqa: E402,F401
@@ -137,6 +137,10 @@ class _Context:
                  insurance_fund: float):
         self.book, self.venue, self.backend, self.ladder, self.impact = book, venue, backend, ladder, impact
         self.dev = DeviceBook(book, backend)
+        # Accounts in portfolio mode take their requirement from the portfolio model at every
+        # step (README "Portfolio margin"); None when the venue carries no model.
+        flags = portfolio_accounts(book, venue)
+        self.portfolio = PortfolioDevice(book, venue, backend, flags) if flags is not None and flags.any() else None
         self.insurance_fund = float(insurance_fund)
         self.depth = impact.depths(book) if impact else None
         self.cs_pos = book.contract_size[book.pos_symbol]
@@ -164,7 +168,10 @@ class _Context:
         mark = b.asarray(marks)
         pm = position_margin(b, dev, mark, self.venue)
         am = account_margin(b, dev, pm, self.venue)
-        pr = position_risk(b, dev, mark, pm, am, self.venue, liq_price=False)
+        am_risk = am
+        if self.portfolio is not None:
+            am_risk = tiered_view(am, portfolio_margin(b, dev, self.portfolio, mark, pm, am, self.venue))
+        pr = position_risk(b, dev, mark, pm, am_risk, self.venue, liq_price=False)
         return _Revaluation(b, dev, notional=pm.notional, upnl=pm.upnl, maint=pm.maint, equity=am.equity,
                             ratio=am.ratio, status=am.status, n_cross=am.n_cross, pos_equity=pr.equity,
                             pos_ratio=pr.ratio, pos_status=pr.status, bp=pr.bankruptcy_price,
@@ -216,6 +223,13 @@ class _Context:
         b.launch("restoring_fraction", book.n_accounts, b.asarray(solve), d.pos_start, d.pos_symbol, d.size,
                  d.isolated, b.asarray(mm_notional), r.device("equity"), d.tier_start, d.tier_floor,
                  tiers.req_mmr, tiers.cum, float(self.ladder.target_ratio), keep)
+        pf = self.portfolio
+        if pf is not None:  # portfolio accounts: the share that brings their requirement to the target
+            b.launch("portfolio_restoring_fraction", book.n_accounts, b.asarray(solve), pf.use, d.pos_start,
+                     d.pos_symbol, d.size, d.isolated, b.asarray(marks), d.contract_size, pf.sym_group,
+                     pf.shock_start, pf.shock, pf.offset_rate, pf.liquidity_threshold, pf.liquidity_rate,
+                     int(pf.model.groups_move == "joint"), float(self.venue.close_fee_rate), r.device("equity"),
+                     float(self.ladder.target_ratio), keep)
         return b.to_host(keep)
 
     def order(self, group: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -471,7 +485,6 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
         BookError naming each problem before anything is computed.
     """
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
-    refuse_portfolio(book, venue, "stress")  # the cascade and the screen apply tiered margin only
     steps = int(steps)
     ids, shocks = check_paths(book, scenario_ids, shocks)
     funding_rates = funding_steps(book, funding, max(steps, shocks.shape[1]))
@@ -485,7 +498,8 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     rec = _Records(detail)
     # Screen: one kernel pass over the positions per batch of scenarios finds those where
     # somebody is liquidatable at the first step's marks.
-    live = screen(ctx, shocks[:, 0, :], batch)
+    # The screen's kernel applies tiered margin: with portfolio accounts every scenario runs.
+    live = screen(ctx, shocks[:, 0, :], batch) if ctx.portfolio is None else np.ones(len(ids), dtype=bool)
     multi = shocks.shape[1] > 1
     show = sys.stderr.isatty() if progress is None else progress
     n_total = len(ids) * len(policies)

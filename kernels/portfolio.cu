@@ -281,3 +281,66 @@ GR_KERNEL void portfolio_what_if(
         im_ok[o] = (!increases || (avail >= 0.0 && (!iso_o || peq >= im_pos))) ? 1 : 0;
     }
 }
+
+// The stress ladder's "target" reduction for accounts in portfolio mode (gpurisk/stress.py):
+// the share y of the cross book to keep, every position scaled by y, that brings the
+// requirement (with any close fee) down to target_ratio × equity (closing at the mark leaves
+// equity as it is). The worst loss and the offset contingency scale with y; each group's
+// liquidity contingency is rate·max(0, y·G − T), so the requirement is piecewise linear and
+// convex in y: walk y down from 1, each piece ending where a group's gross notional reaches its
+// threshold. Accounts not in portfolio mode, or with solve[a] == 0, keep what the tiered
+// kernel wrote; NaN where no reduction can help (equity <= 0).
+GR_KERNEL void portfolio_restoring_fraction(
+    long long n_accounts, const signed char* solve, const signed char* use_portfolio, const long long* pos_start,
+    const int* symbol, const double* size, const signed char* isolated, const double* mark,
+    const double* contract_size, const int* sym_group, const int* shock_start, const double* shock,
+    const double* offset_rate, const double* liquidity_threshold, const double* liquidity_rate, int joint,
+    double close_fee_rate, const double* equity, double target_ratio, double* keep) {
+    const PortfolioParams m = {sym_group, shock_start, shock, offset_rate, liquidity_threshold, liquidity_rate, joint};
+    for_each_index(a, n_accounts) {
+        if (!solve[a] || !use_portfolio[a]) continue;
+        const double eq = equity[a];
+        if (!(eq > 0.0)) {
+            keep[a] = GR_NAN;
+            continue;
+        }
+        GroupSums b;
+        b.ng = 0;
+        b.unmapped = false;
+        double gross = 0.0;
+        for (long long j = pos_start[a]; j < pos_start[a + 1]; ++j) {
+            const double q = size[j];
+            if (isolated[j] || q == 0.0) continue;
+            const int s = symbol[j];
+            const double n = fabs(q) * mark[s] * contract_size[s];
+            group_sums_add(b, sym_group[s], q, n);
+            gross += n;
+        }
+        const Requirement r = requirement_of(b, m);
+        const double linear = r.loss + r.offset + close_fee_rate * gross;  // the parts proportional to y
+        const double goal = target_ratio * eq;
+        double y = 1.0, result = 1.0;
+        for (int guard = 0; guard <= GR_PF_MAX_GROUPS; ++guard) {
+            double slope = linear, cum = 0.0, y_low = 0.0;
+            for (int k = 0; k < b.ng; ++k) {
+                const int g = b.gid[k];
+                const double g_gross = b.longs[k] + b.shorts[k];
+                const double t = liquidity_threshold[g];
+                const double y_g = t / g_gross;  // below it, the group is under its threshold
+                if (liquidity_rate[g] > 0.0 && y_g < y) {
+                    slope += liquidity_rate[g] * g_gross;
+                    cum += liquidity_rate[g] * t;
+                    if (y_g > y_low) y_low = y_g;
+                }
+            }
+            const double solution = slope > 0.0 ? (goal + cum) / slope : GR_INF;
+            if (solution >= y_low || y_low <= 0.0) {
+                result = solution;
+                break;
+            }
+            y = y_low;
+            result = y;
+        }
+        keep[a] = result < 1.0 ? result : 1.0;
+    }
+}

@@ -7,7 +7,10 @@
   scales the loss part by k;
 - same bits on every thread count and chunk size (CPU), and on the GPU (skipped without one;
   the stand-in backend is its CPU twin);
-- the parameters table and the accounts' margin models are validated before any compute.
+- the parameters table and the accounts' margin models are validated before any compute;
+- what-if orders on portfolio accounts against a revaluation of the modified book, and the stress
+  engine (statuses at step 0 against a revaluation at the shocked marks, the ladder's target
+  reduction against Decimal, conservation of money).
 """
 
 from __future__ import annotations
@@ -314,6 +317,13 @@ def test_gpu_gives_the_cpu_bits(candidate, groups_move):
               book.mark_price[book.pos_symbol[pick]] * 1.01, book.isolated[pick])
     want, got = what_if_arrays(reference, *orders), what_if_arrays(engine, *orders)
     assert_same_bits({k: np.asarray(v) for k, v in vars(want).items()}, {k: np.asarray(v) for k, v in vars(got).items()})
+    from gpurisk import shock_grid, stress
+
+    grid = shock_grid(-0.1, 0.1, 3)
+    runs = [stress(book, grid, venue=venue, backend=be, ladder="binance", steps=2, insurance_fund=1e5)
+            for be in (CpuBackend(threads=os.cpu_count() or 1), candidate)]
+    for table in ("summary", "liquidations", "adl_fills"):
+        assert getattr(runs[0], table).equals(getattr(runs[1], table)), table
 
 
 # ---------------------------------------------------------------- modes and validation
@@ -433,16 +443,80 @@ def test_parameters_round_trip_and_read(tmp_path):
 # ---------------------------------------------------------------- stress, what-if, CLI, report
 
 
-def test_stress_refuses_portfolio_accounts():
+def check_books_balance(res):
+    s = res.summary
+    assert (s["conservation_error"].abs() < 1e-9).all(), s.filter(pl.col("conservation_error").abs() >= 1e-9)
+    gap = (s["deficit"] - s["insurance_used"] - s["socialized_loss"]).abs()
+    assert (gap <= 1e-9 * s["deficit"].abs().clip(lower_bound=1.0)).all()
+
+
+@pytest.mark.parametrize("ladder", ["binance", "hyperliquid", "bitmex"])
+def test_stress_conserves_money_and_liquidates_whom_a_revaluation_says(ladder):
+    """Step 0 of each scenario acts on exactly the units a revaluation at the shocked marks
+    finds liquidatable (portfolio accounts by their portfolio requirement), and money is
+    conserved through the cascade, under each ladder."""
     from gpurisk import shock_grid, stress
 
-    venue = get_venue("binance").with_(margin_model="portfolio", portfolio=tiny_model())
-    book = Book.from_frames(**tiny_frames())
-    with pytest.raises(ValueError, match="stress does not model portfolio margin yet: 3 account"):
-        stress(book, shock_grid(-0.1, 0.1, 3), venue=venue, backend="cpu")
-    # a tiered venue carrying a model, with every account tiered, runs as before
-    tiered = get_venue("binance").with_(portfolio=tiny_model())
-    assert stress(book, shock_grid(-0.1, 0.1, 3), venue=tiered, backend="cpu").summary.height == 3
+    book, venue = synthetic_case(800)
+    grid = shock_grid(-0.12, 0.12, 5)
+    res = stress(book, grid, venue=venue, backend="cpu", ladder=ladder, steps=3, insurance_fund=50_000.0)
+    check_books_balance(res)
+    liq = res.liquidations.filter(pl.col("step") == 0)
+    assert liq.height > 0
+    for sid, shock in grid.select("scenario", "shock").unique().iter_rows():
+        risk = Engine(book, venue=venue, backend="cpu").revalue(book.mark_price * (1 + shock))
+        hit = risk.positions.filter(pl.col("status").is_in(["liquidatable", "bankrupt"]))
+        got = liq.filter(pl.col("scenario") == sid).select("account_id", pl.col("symbol").cast(pl.String),
+                                                            pl.col("margin_mode").cast(pl.String)).sort(pl.all())
+        want = hit.select("account_id", pl.col("symbol").cast(pl.String),
+                          pl.col("margin_mode").cast(pl.String)).sort(pl.all())
+        assert got.equals(want), f"shock {shock}"
+    # portfolio accounts are among the liquidated
+    pf_ids = set(book.account_id[np.where(book.margin_model == 0, 0, 1) == 1].tolist())
+    assert set(liq["account_id"].to_list()) & pf_ids
+
+
+def test_stress_restoring_reduction_hits_the_target_under_portfolio_margin():
+    """Binance's ladder (one reduction to 0.8 of equity): a portfolio account past liquidation is
+    cut in proportion until its requirement, liquidity contingency included, is 0.8 × equity."""
+    from gpurisk import stress
+    from gpurisk.ladder import Ladder
+
+    book = Book.from_frames(
+        markets=pl.DataFrame({"symbol": ["BTCUSDT", "ETHUSDT"], "mark_price": [60_000.0, 3_000.0]}),
+        tiers=pl.DataFrame({"symbol": ["BTCUSDT", "ETHUSDT"], "notional_floor": [0.0, 0.0],
+                            "maint_margin_rate": [0.004, 0.005], "max_leverage": [125.0, 100.0]}),
+        accounts=pl.DataFrame({"account_id": [1, 2], "wallet_balance": [250_000.0, 1e8]}),
+        positions=pl.DataFrame({"account_id": [1, 1, 2, 2], "symbol": ["BTCUSDT", "ETHUSDT"] * 2,
+                                "size": [40.0, -100.0, -40.0, 100.0], "entry_price": [60_000.0, 3_000.0] * 2}))
+    rows = [dict(symbol=s, risk_group=s[:3], price_range=0.1, shocks=11, offset_rate=0.0,
+                 liquidity_threshold=1_000_000.0, liquidity_rate=0.05) for s in ("BTCUSDT", "ETHUSDT")]
+    venue = get_venue("binance").with_(margin_model="portfolio", portfolio=model_of(rows))
+    res = stress(book, pl.DataFrame({"scenario": [0], "symbol": ["*"], "shock": [-0.02]}), venue=venue,
+                 backend="cpu", ladder=Ladder(partial="target", target_ratio=0.5, max_partial_steps=1))
+    red = res.liquidations.filter(pl.col("action") == "reduce").sort("symbol")
+    assert red["account_id"].to_list() == [1, 1]
+    marks = {"BTCUSDT": Decimal(60_000) * Decimal("0.98"), "ETHUSDT": Decimal(3_000) * Decimal("0.98")}
+    size = {"BTCUSDT": Decimal(40), "ETHUSDT": Decimal(-100)}
+    entry = {"BTCUSDT": Decimal(60_000), "ETHUSDT": Decimal(3_000)}
+    equity = Decimal(250_000) + sum(size[s] * (marks[s] - entry[s]) for s in size)
+    kept = {r["symbol"]: size[r["symbol"]] - Decimal(repr(r["qty"])) * (1 if size[r["symbol"]] > 0 else -1)
+            for r in red.iter_rows(named=True)}
+    after = Decimal(0)
+    for s in kept:
+        n = abs(kept[s]) * marks[s]
+        after += n * Decimal("0.1") + Decimal("0.05") * max(n - Decimal(1_000_000), Decimal(0))
+    assert abs(after / equity - Decimal("0.5")) < Decimal("1e-9"), after / equity
+    check_books_balance(res)
+
+
+def test_stress_with_portfolio_accounts_same_bits_on_threads_and_batches():
+    from gpurisk import shock_grid, stress
+
+    book, venue = synthetic_case(600, groups_move="joint")
+    runs = [stress(book, shock_grid(-0.1, 0.1, 5), venue=venue, backend=CpuBackend(threads=t), batch=b,
+                   ladder="binance").summary for t, b in ((1, 1), (2, 5))]
+    assert runs[0].equals(runs[1])
 
 
 def test_cli_revalue_with_portfolio_and_the_report_plot(tmp_path, capsys):
