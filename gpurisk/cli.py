@@ -405,11 +405,12 @@ def _revalue(args, marks, venue) -> int:
 
 
 def cmd_stress(args) -> int:
+    venue = _margin_venue(args)  # usage first: before any reading or computing
     with _reserved_out(args, "stress"):  # refused before any compute
-        return _stress(args)
+        return _stress(args, venue)
 
 
-def _stress(args) -> int:
+def _stress(args, venue) -> int:
     from .stress import POLICIES, Impact, shock_grid, stress
 
     if args.scenarios:
@@ -444,11 +445,11 @@ def _stress(args) -> int:
         from .distributed import stress_distributed
 
         with cluster as client:
-            res = stress_distributed(book, scenarios, client, venue=args.venue, backend=args.backend,
+            res = stress_distributed(book, scenarios, client, venue=venue, backend=args.backend,
                                      insurance_fund=args.insurance_fund, policy=policies, steps=args.steps,
                                      impact=impact)
     else:
-        res = stress(book, scenarios, venue=args.venue, backend=args.backend, insurance_fund=args.insurance_fund,
+        res = stress(book, scenarios, venue=venue, backend=args.backend, insurance_fund=args.insurance_fund,
                      policy=policies, steps=args.steps, impact=impact, progress=not args.quiet,
                      detail=not args.summary_only, threads=args.threads)
     t = res.timings
@@ -493,7 +494,7 @@ def _stress(args) -> int:
             base = risk = None
             if whole is not None:
                 base = dict(zip(book.symbols, book.mark_price.tolist()))
-                risk = Engine(book, venue=args.venue, backend=args.backend).revalue()
+                risk = Engine(book, venue=venue, backend=args.backend).revalue()
             _report(Path(args.out) / "report.html", risk=risk, stress=res, base_marks=base,
                     title=f"gpurisk stress: {what}")
     return 1 if failed else 0
@@ -557,6 +558,21 @@ def format_report_line(path, risk, stress) -> str:
     return f"report of {' and '.join(w for w in what if w)}: {Path(path).resolve()}  (open it in a browser)"
 
 
+def _add_portfolio_options(parser) -> None:
+    pm = parser.add_argument_group("portfolio margin (README \"Portfolio margin\")")
+    pm.add_argument("--margin-model", choices=["tiered", "portfolio"],
+                    help="the margin model of accounts whose accounts.margin_model is null (default tiered)")
+    pm.add_argument("--portfolio", metavar="FILE",
+                    help="portfolio parameters (.csv/.parquet/.arrow), one row per symbol: symbol, risk_group, "
+                         "price_range, shocks[, offset_rate, liquidity_threshold, liquidity_rate]; the accounts "
+                         "table then carries every account's portfolio requirement beside the tiered one")
+    pm.add_argument("--groups-move", choices=["independent", "joint"],
+                    help="risk groups shocked independently (requirements summed; default) or jointly (one "
+                         "common move, the worst total)")
+    pm.add_argument("--im-multiple", type=float, metavar="X",
+                    help="initial margin = X times the portfolio requirement (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpurisk", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -613,18 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a postgresql:// --out: table name prefix, NAME or SCHEMA.NAME (default gpurisk)")
     r.add_argument("--mark", action="append", metavar="SYMBOL=PRICE", help="override one mark price (repeatable)")
     r.add_argument("--marks", metavar="FILE", help="override marks from a file with symbol, mark_price columns")
-    pm = r.add_argument_group("portfolio margin (README \"Portfolio margin\")")
-    pm.add_argument("--margin-model", choices=["tiered", "portfolio"],
-                    help="the margin model of accounts whose accounts.margin_model is null (default tiered)")
-    pm.add_argument("--portfolio", metavar="FILE",
-                    help="portfolio parameters (.csv/.parquet/.arrow), one row per symbol: symbol, risk_group, "
-                         "price_range, shocks[, offset_rate, liquidity_threshold, liquidity_rate]; the accounts "
-                         "table then carries every account's portfolio requirement beside the tiered one")
-    pm.add_argument("--groups-move", choices=["independent", "joint"],
-                    help="risk groups shocked independently (requirements summed; default) or jointly (one "
-                         "common move, the worst total)")
-    pm.add_argument("--im-multiple", type=float, metavar="X",
-                    help="initial margin = X times the portfolio requirement (default 1)")
+    _add_portfolio_options(r)
     r.set_defaults(func=cmd_revalue)
 
     from .monitor_run import add_parser as add_monitor_parser
@@ -667,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the summary and price paths only, not every liquidation and ADL fill "
                          "(large grids: fills can run to hundreds of millions of rows)")
     st.add_argument("--no-report", action="store_true", help="with --out: skip the HTML report (OUT/report.html)")
+    _add_portfolio_options(st)
     st.set_defaults(func=cmd_stress)
 
     rp = sub.add_parser(
