@@ -22,7 +22,7 @@ class AdlQueues:
 
 def queue_group(xp, pos_symbol, size):
     """Queue of each position: 2·symbol for longs, 2·symbol + 1 for shorts."""
-    return (pos_symbol.astype(xp.int32) * 2 + (size < 0).astype(xp.int32)).astype(xp.int32)
+    return xp.add(pos_symbol.astype(xp.int32, copy=False) * 2, size < 0, dtype=xp.int32)
 
 
 def adl_score(backend: Backend, dev, mark, pm, pr, venue: Venue, out=None):
@@ -30,7 +30,7 @@ def adl_score(backend: Backend, dev, mark, pm, pr, venue: Venue, out=None):
     out = xp.empty(dev.n_positions, dtype=xp.float64) if out is None else out
     backend.launch("adl_score", dev.n_positions, ADL_SCORES[venue.adl_score], dev.pos_account,
                    dev.pos_symbol, dev.size, dev.entry, dev.isolated, dev.isolated_margin, mark,
-                   pm.notional, pm.upnl, pr.bankruptcy_price, dev.wallet, pr.equity, pr.ratio, out)
+                   pm.notional, pm.upnl, pr.bankruptcy_price, dev.wallet, pr.equity, pr.ratio, dev.inverse, out)
     return out
 
 

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - exercised on GPU machines without Pola
     pl = None
 
 from . import schema as _lim
-from .schema import INPUT_TABLES, MARGIN_MODELS, MARGIN_MODES, TABLE_KEYS, Column
+from .schema import CONTRACT_TYPES, DEFAULT_SETTLE_ASSET, INPUT_TABLES, MARGIN_MODELS, MARGIN_MODES, TABLE_KEYS, Column
 
 EXAMPLES_SHOWN = 5
 _ROW = "__row"
@@ -193,6 +193,28 @@ def _validate_markets(chk: _Checker) -> None:
     if ok("tick_size"):
         tick = pl.col("tick_size")
         chk.rule("tick_size", tick.is_not_null() & ~(tick.is_finite() & (tick > 0)), "must be finite and > 0 (or null)")
+    if ok("contract_type"):
+        chk.rule("contract_type", ~pl.col("contract_type").is_in(list(CONTRACT_TYPES)),
+                 "must be 'linear' or 'inverse'")
+        if ok("settle_asset") and ok("symbol"):
+            chk.df = chk.df.with_columns(settle_asset_expr())
+            chk.rule("settle_asset", pl.col("settle_asset").is_null() | (pl.col("settle_asset") == ""),
+                     "an inverse market needs its settle asset (the coin): give settle_asset, or name the "
+                     "market BASEUSD..., BASE-PERPETUAL")
+
+
+#: the coin an inverse market settles in, read from its symbol: BTCUSD, XBTUSD, BTCUSD_PERP,
+#: BTCUSD_250328, BTC/USD, BTC-USD-SWAP, BTC-PERPETUAL (Deribit)
+_INVERSE_BASE = r"^([A-Z0-9]+?)(?:[-_/]?USD(?:[-_][A-Z0-9]+)*|-PERPETUAL)$"
+
+
+def settle_asset_expr() -> pl.Expr:
+    """markets.settle_asset with its default filled in: as given; else USDT for a linear market
+    and the base coin named by an inverse market's symbol (null when the symbol names none)."""
+    inverse_base = pl.col("symbol").str.to_uppercase().str.extract(_INVERSE_BASE, 1)
+    return (pl.when(pl.col("settle_asset").is_not_null()).then(pl.col("settle_asset"))
+            .when(pl.col("contract_type") == "inverse").then(inverse_base)
+            .otherwise(pl.lit(DEFAULT_SETTLE_ASSET)).alias("settle_asset"))
 
 
 def _validate_tiers(chk: _Checker, symbols: pl.Series | None, traded: pl.Series | None) -> None:
@@ -250,10 +272,14 @@ def _validate_tiers(chk: _Checker, symbols: pl.Series | None, traded: pl.Series 
 
 def _validate_accounts(chk: _Checker) -> None:
     ok = lambda c: c not in chk.bad_columns  # noqa: E731
+    if ok("asset"):
+        chk.rule("asset", pl.col("asset").is_null() | (pl.col("asset") == ""), "must not be null or empty")
     if ok("account_id"):
         chk.rule("account_id", pl.col("account_id").is_null(), "must not be null")
-        chk.rule("account_id", pl.col("account_id").is_duplicated() & pl.col("account_id").is_not_null(),
-                 "must be unique")
+        if ok("asset"):  # one wallet per (account, asset): a margin pool
+            chk.rule("account_id", pl.struct("account_id", "asset").is_duplicated() & pl.col("account_id").is_not_null(),
+                     "must be unique (one row per account_id and asset)"
+                     if chk.df["asset"].n_unique() > 1 else "must be unique")
     if ok("wallet_balance"):
         chk.rule("wallet_balance", ~_finite("wallet_balance"), "must be finite")
         _range_rule(chk, "wallet_balance", pl.col("wallet_balance").abs(), _lim.BALANCE_MIN, _lim.BALANCE_MAX,
@@ -315,6 +341,31 @@ def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: p
                  "one position per (account_id, symbol, margin_mode) in one-way mode; duplicates")
 
 
+def _validate_wallets(pos: _Checker, acc: _Checker, mk: _Checker) -> None:
+    """Every position's margin pool exists: an accounts row (account_id, asset) with the
+    asset its market settles in. Positions of unknown accounts or symbols are reported by
+    their own rules, not again here."""
+    need = {"account_id", "symbol"}
+    if need & pos.bad_columns or {"account_id", "asset"} & acc.bad_columns or \
+            {"symbol", "settle_asset", "contract_type"} & mk.bad_columns:
+        return
+    settle = mk.df.select("symbol", "settle_asset").drop_nulls().unique("symbol", keep="first")
+    wallets = acc.df.select("account_id", pl.col("asset").alias("settle_asset"), pl.lit(True).alias("__wallet"))
+    if settle["settle_asset"].n_unique() <= 1 and wallets["settle_asset"].n_unique() <= 1 and \
+            (settle.height == 0 or wallets.height == 0 or settle["settle_asset"][0] == wallets["settle_asset"][0]):
+        return  # one asset throughout: the account rule says it all
+    known = acc.df["account_id"].drop_nulls().implode()
+    df = (pos.df.join(settle, on="symbol", how="left", maintain_order="left")
+          .join(wallets.unique(["account_id", "settle_asset"]), on=["account_id", "settle_asset"], how="left",
+                maintain_order="left"))
+    pos.df = pos.df.with_columns(df["settle_asset"].alias("__settle"), df["__wallet"].alias("__wallet"))
+    pos.rule("account_id", pl.col("account_id").is_in(known) & pl.col("__settle").is_not_null()
+             & pl.col("__wallet").is_null(),
+             "needs an accounts row with asset = its market's settle asset (markets.settle_asset: each "
+             "(account_id, asset) is a margin pool); none for")
+    pos.df = pos.df.drop("__settle", "__wallet")
+
+
 # ------------------------------------------------------------------ the book
 
 
@@ -347,12 +398,58 @@ class Book:
     leverage: np.ndarray  # 0 = the tier's max leverage
     meta: dict = field(default_factory=dict)
     tick_size: np.ndarray | None = None  # per symbol; 0 = no tick (liq_price not rounded)
+    # Contract types and margin pools (README "Inverse contracts"). An account row is one
+    # (account_id, asset) wallet: account_id may repeat, once per asset, rows sorted by
+    # (account_id, asset), and a position belongs to the row of its market's settle asset.
+    inverse: np.ndarray | None = None  # int8 per symbol: 1 = inverse (coin-margined)
+    assets: tuple[str, ...] = (DEFAULT_SETTLE_ASSET,)  # sorted names; codes below index it
+    settle_asset: np.ndarray | None = None  # int32 per symbol
+    account_asset: np.ndarray | None = None  # int32 per account row
     # per account: -1 = the venue's margin model, else an index of MARGIN_MODELS; None = all -1
     margin_model: np.ndarray | None = None
 
     def __post_init__(self):
         if self.tick_size is None:
             self.tick_size = np.zeros(len(self.symbols), dtype=np.float64)
+        if self.inverse is None:
+            self.inverse = np.zeros(len(self.symbols), dtype=np.int8)
+        if self.settle_asset is None:
+            self.settle_asset = np.zeros(len(self.symbols), dtype=np.int32)
+        if self.account_asset is None:
+            self.account_asset = np.zeros(self.account_id.size, dtype=np.int32)
+
+    @property
+    def default_assets(self) -> bool:
+        """Linear markets and wallets all in the default asset (USDT): the tables need no asset columns."""
+        return self.assets == (DEFAULT_SETTLE_ASSET,) and not self.inverse.any()
+
+    @property
+    def single_pool(self) -> bool:
+        """Linear contracts only, every wallet and market in one asset: the book every part of
+        gpurisk handles (stress, what-if, funding and the monitor refuse others, for now)."""
+        return len(self.assets) == 1 and not self.inverse.any()
+
+    def require_single_pool(self, what: str) -> None:
+        """Raise a BookError naming the inverse markets and assets when ``what`` (a feature that
+        keeps its money in one asset) is asked of a book with inverse contracts or several
+        settle assets."""
+        if self.single_pool:
+            return
+        inv = [s for s, f in zip(self.symbols, self.inverse) if f]
+        problems = []
+        if inv:
+            problems.append(Problem("markets", "contract_type", f"{what} handles linear contracts only, for now; "
+                                    "inverse markets", len(inv), tuple(repr(s) for s in inv[:EXAMPLES_SHOWN])))
+        if len(self.assets) > 1:
+            problems.append(Problem("accounts", "asset", f"{what} keeps its money in one asset, for now; the book "
+                                    "has wallets or markets in", len(self.assets),
+                                    tuple(repr(a) for a in self.assets[:EXAMPLES_SHOWN])))
+        raise BookError(problems)
+
+    def contract_fields(self) -> dict:
+        """The per-symbol contract fields and the asset list, for a Book built from this one's
+        markets (a shard, a snapshot, an updated book)."""
+        return {"inverse": self.inverse, "assets": self.assets, "settle_asset": self.settle_asset}
 
     @property
     def n_accounts(self) -> int:
@@ -402,6 +499,7 @@ class Book:
             cs = (m.df.select("symbol", "contract_size").drop_nulls("symbol")
                   .unique("symbol", keep="first", maintain_order=True))
         _validate_positions(p, ids, symbols, cs)
+        _validate_wallets(p, a, m)
         traded = p.df["symbol"].drop_nulls().unique().sort() if "symbol" not in p.bad_columns else None
         _validate_tiers(t, symbols, traded)
         problems = m.problems + t.problems + a.problems + p.problems
@@ -426,11 +524,17 @@ class Book:
             cum = derived_maint_amount(tier_start, tiers["notional_floor"].to_numpy().astype(np.float64),
                                        tiers["maint_margin_rate"].to_numpy().astype(np.float64))
 
-        accounts = accounts.sort("account_id")
+        inverse = (markets["contract_type"] == "inverse").to_numpy().astype(np.int8)
+        assets = tuple(sorted(set(markets["settle_asset"].to_list()) | set(accounts["asset"].unique().to_list())))
+        settle_asset = np.searchsorted(np.array(assets), markets["settle_asset"].to_numpy()).astype(np.int32)
+        accounts = accounts.with_columns(
+            pl.Series("__asset", np.searchsorted(np.array(assets), accounts["asset"].to_numpy()).astype(np.int32)))
+        accounts = accounts.sort(["account_id", "__asset"])
         account_id = np.ascontiguousarray(accounts["account_id"].to_numpy(), dtype=np.int64)
+        account_asset = np.ascontiguousarray(accounts["__asset"].to_numpy())
 
         sym_idx = positions["symbol"].cast(sym_enum).to_physical().to_numpy().astype(np.int32)
-        acc_idx = np.searchsorted(account_id, positions["account_id"].to_numpy()).astype(np.int32)
+        acc_idx = pool_rows(account_id, account_asset, positions["account_id"].to_numpy(), settle_asset[sym_idx])
         iso = (positions["margin_mode"] == "isolated").to_numpy().astype(np.int8)
         key = (acc_idx.astype(np.int64) * len(symbols) + sym_idx) * 2 + iso
         order = None if np.all(key[1:] > key[:-1]) else np.argsort(key, kind="stable")
@@ -463,6 +567,7 @@ class Book:
             isolated_margin=col("isolated_margin", np.float64),
             leverage=col("leverage", np.float64),
             tick_size=np.ascontiguousarray(markets["tick_size"].fill_null(0.0).to_numpy(), dtype=np.float64),
+            inverse=inverse, assets=assets, settle_asset=settle_asset, account_asset=account_asset,
             margin_model=_margin_model_codes(accounts),
         )
 
@@ -479,7 +584,8 @@ class Book:
             pos_account=self.pos_account[p0:p1] - np.int32(first),
             pos_symbol=self.pos_symbol[p0:p1], size=self.size[p0:p1], entry=self.entry[p0:p1],
             isolated=self.isolated[p0:p1], isolated_margin=self.isolated_margin[p0:p1],
-            leverage=self.leverage[p0:p1], tick_size=self.tick_size,
+            leverage=self.leverage[p0:p1], tick_size=self.tick_size, **self.contract_fields(),
+            account_asset=self.account_asset[first:end],
             margin_model=None if self.margin_model is None else self.margin_model[first:end],
             meta={**{k: v for k, v in self.meta.items() if k != "hash"}, "slice": (first, end)})
 
@@ -507,11 +613,16 @@ class Book:
             "markets": pl.DataFrame({"symbol": sym, "mark_price": self.mark_price,
                                      "contract_size": self.contract_size,
                                      **({"tick_size": pl.Series(np.where(self.tick_size > 0, self.tick_size, np.nan))
-                                         .fill_nan(None)} if np.any(self.tick_size > 0) else {})}),
+                                         .fill_nan(None)} if np.any(self.tick_size > 0) else {}),
+                                     **({"contract_type": pl.Series(np.array(CONTRACT_TYPES)[self.inverse], dtype=pl.String),
+                                         "settle_asset": pl.Series(np.array(self.assets)[self.settle_asset], dtype=pl.String)}
+                                        if not self.default_assets else {})}),
             "tiers": pl.DataFrame({"symbol": sym.gather(tier_sym), "notional_floor": self.tier_floor,
                                    "maint_margin_rate": self.tier_mmr, "maint_amount": self.tier_cum,
                                    "max_leverage": self.tier_max_leverage}),
             "accounts": pl.DataFrame({"account_id": self.account_id, "wallet_balance": self.wallet,
+                                      **({"asset": pl.Series(np.array(self.assets)[self.account_asset], dtype=pl.String)}
+                                         if not self.default_assets else {}),
                                       **({"margin_model": pl.Series(
                                           [None if c < 0 else MARGIN_MODELS[c] for c in self.margin_model.tolist()],
                                           dtype=pl.String)} if self.margin_model is not None else {})}),
@@ -575,6 +686,24 @@ def _margin_model_codes(accounts: pl.DataFrame) -> np.ndarray | None:
     codes = accounts["margin_model"].replace_strict(list(MARGIN_MODELS), list(range(len(MARGIN_MODELS))),
                                                    default=-1, return_dtype=pl.Int8)
     return np.ascontiguousarray(codes.to_numpy(), dtype=np.int8)
+
+
+def pool_rows(account_id: np.ndarray, account_asset: np.ndarray, pos_account_id: np.ndarray,
+              pos_asset: np.ndarray) -> np.ndarray:
+    """The account row (margin pool) of each position: the row of (its account_id, the settle
+    asset of its market), rows sorted by (account_id, asset). Validation has checked each exists."""
+    first = np.searchsorted(account_id, pos_account_id)
+    if account_id.size < 2 or np.all(account_id[1:] != account_id[:-1]):
+        return first.astype(np.int32)  # one wallet per account: the account's row
+    row = first.copy()
+    last = np.searchsorted(account_id, pos_account_id, side="right") - 1
+    # An account holds a few assets: step on while the row's asset is below the wanted one.
+    while True:
+        more = (row < last) & (account_asset[np.minimum(row, account_asset.size - 1)] < pos_asset)
+        if not more.any():
+            break
+        row[more] += 1
+    return row.astype(np.int32)
 
 
 def derived_maint_amount(tier_start: np.ndarray, floor: np.ndarray, mmr: np.ndarray) -> np.ndarray:

@@ -6,15 +6,52 @@ event's ADL waves, a what-if on one bankrupt position).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from .adl import _splitmix64
+from .kernels import KernelBuildError, native_library
 
 
 def queue_front(members: np.ndarray, score: np.ndarray, keep: np.ndarray, size: np.ndarray, need: float,
                 first: int = 256) -> np.ndarray:
+    """The front of an ADL queue in queue order, as deep as it must go (see
+    ``queue_front_numpy``, the same function in NumPy): one native pass
+    (gpurisk/native/radix_sort.cpp), without a NumPy call per selection round. Falls back to
+    ``queue_front_numpy`` where no C++ compiler is found (a gpu machine without one)."""
+    lib = _native()
+    if lib is None:
+        return queue_front_numpy(members, score, keep, size, need, first)
+    members = np.ascontiguousarray(members, dtype=np.int64)
+    score = np.ascontiguousarray(score, dtype=np.float64)
+    keep = np.ascontiguousarray(keep, dtype=np.bool_)
+    size = np.ascontiguousarray(size, dtype=np.float64)
+    n = members.size
+    work = [np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint64),
+            np.empty(n, dtype=np.int64)]
+    out = np.empty(n, dtype=np.int64)
+    ptr = ctypes.c_void_p
+    m = lib.queue_front(ctypes.c_longlong(n), ptr(members.ctypes.data), ptr(score.ctypes.data),
+                        ptr(keep.ctypes.data), ptr(size.ctypes.data), ctypes.c_double(need),
+                        ctypes.c_longlong(first), *(ptr(w.ctypes.data) for w in work), ptr(out.ctypes.data))
+    return out[:m]
+
+
+@functools.lru_cache(maxsize=None)
+def _native():
+    try:
+        lib = native_library("radix_sort.cpp")
+    except KernelBuildError:
+        return None
+    lib.queue_front.restype = ctypes.c_longlong
+    return lib
+
+
+def queue_front_numpy(members: np.ndarray, score: np.ndarray, keep: np.ndarray, size: np.ndarray, need: float,
+                      first: int = 256) -> np.ndarray:
     """The front of an ADL queue in queue order, as deep as it must go: the members (storage
     indices, ascending) where ``keep`` holds, ordered by score descending (-0.0 equal to 0.0,
     NaN after every number), ties by storage index — the first places of a full sort of the

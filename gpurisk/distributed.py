@@ -124,7 +124,8 @@ def slice_book(book: Book, a0: int, a1: int) -> Book:
         pos_symbol=book.pos_symbol[p0:p1].copy(), size=book.size[p0:p1].copy(),
         entry=book.entry[p0:p1].copy(), isolated=book.isolated[p0:p1].copy(),
         isolated_margin=book.isolated_margin[p0:p1].copy(), leverage=book.leverage[p0:p1].copy(),
-        meta={"shard": (a0, a1)}, tick_size=book.tick_size,
+        meta={"shard": (a0, a1)}, tick_size=book.tick_size, **book.contract_fields(),
+        account_asset=book.account_asset[a0:a1].copy(),
         margin_model=None if book.margin_model is None else book.margin_model[a0:a1].copy(),
     )
 

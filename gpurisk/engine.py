@@ -33,7 +33,7 @@ from .venue import Venue, get_venue
 
 _DEVICE_FIELDS = ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr", "tier_cum",
                   "tier_root_bound", "tier_max_leverage", "wallet", "pos_start", "pos_account", "pos_symbol", "size",
-                  "entry", "isolated", "isolated_margin", "leverage", "tick_size")
+                  "entry", "isolated", "isolated_margin", "leverage", "tick_size", "inverse")
 
 
 # The kernels count the first TIER_LOOKAHEAD tier boundaries without branches and need no
@@ -288,12 +288,15 @@ class Risk:
 
     @property
     def accounts(self) -> pl.DataFrame:
-        """One row per input account (sorted by account_id)."""
+        """One row per input account row (sorted by account_id, then asset): each (account_id, asset)
+        wallet is a margin pool, its money in its asset."""
         if self._accounts is None:
             b, am = self.book, self.account_margin
             status, status_codes = _enum(STATUSES)
+            asset, asset_codes = _enum(b.assets)
             raw = pl.DataFrame({
                 "account_id": b.account_id,
+                "asset": _codes(b.account_asset, asset_codes),
                 "wallet_balance": b.wallet,
                 "upnl": self._h(am.upnl),
                 "equity": self._h(am.equity),
@@ -305,7 +308,7 @@ class Risk:
                 "status": _codes(self._h(am.status), status_codes),
                 "n_positions": np.diff(b.pos_start).astype(np.int32),
             })
-            self._accounts = raw.with_columns(_to_enum("status", status))
+            self._accounts = raw.with_columns(_to_enum("asset", asset), _to_enum("status", status))
             if self.portfolio is not None:
                 self._accounts = pl.concat([self._accounts, self._portfolio_columns()], how="horizontal")
         return self._accounts
@@ -341,10 +344,12 @@ class Risk:
             b, pm, pr, q = self.book, self.position_margin, self.position_risk, self.adl
             (symbol, symbol_codes), (status, status_codes) = _enum(b.symbols), _enum(STATUSES)
             (mode, mode_codes), (side, side_codes) = _enum(MARGIN_MODES), _enum(SIDES)
+            asset, asset_codes = _enum(b.assets)
             raw = pl.DataFrame({
                 "_account": _codes(b.pos_account, np.dtype(np.uint32)),  # row indices, for the gathers
                 "_symbol": _codes(b.pos_symbol, np.dtype(np.uint32)),
                 "symbol": _codes(b.pos_symbol, symbol_codes),
+                "asset": _codes(b.settle_asset[b.pos_symbol], asset_codes),
                 "margin_mode": _codes(b.isolated, mode_codes),
                 "side": _codes(b.size < 0, side_codes),
                 "size": b.size,
@@ -366,6 +371,7 @@ class Risk:
             self._positions = raw.select(
                 pl.lit(pl.Series(b.account_id)).gather(pl.col("_account")).alias("account_id"),
                 _to_enum("symbol", symbol),
+                _to_enum("asset", asset),
                 _to_enum("margin_mode", mode),
                 _to_enum("side", side),
                 "size", "entry_price",
@@ -460,13 +466,15 @@ class Engine:
         self.backend.synchronize()
         self.upload_seconds = time.perf_counter() - t
 
-    def revalue(self, marks=None, out: Risk | None = None, rank: bool = True) -> Risk:
+    def revalue(self, marks=None, out: Risk | None = None, rank: bool = True, liq_price: bool = True) -> Risk:
         """Revalue every account and position at ``marks`` (the book's marks where not given).
 
         ``out``: a previous Risk of this engine whose buffers are reused (its tables are then
         replaced); saves allocations when revaluing in a loop.
         ``rank=False``: scores only, no ADL queues (adl_rank and adl_lights come out null),
         for callers that rank elsewhere, as the Dask driver ranks every shard's queues at once.
+        ``liq_price=False``: no liquidation prices (NaN; liquidation.liquidation_prices fills
+        them in for chosen positions), for callers that need a few, as the monitor does.
         """
         b, venue = self.backend, self.venue
         if out is not None:
@@ -482,13 +490,13 @@ class Engine:
             if self.portfolio is not None:
                 pf = portfolio_margin(b, dev, self.portfolio, mark, pm, am, venue, out.portfolio if out else None)
             pr = position_risk(b, dev, mark, pm, am if pf is None else tiered_view(am, pf), venue,
-                               out.position_risk if out else None)
+                               out.position_risk if out else None, liq_price)
             if pf is not None:
                 blank_liquidation_prices(b, self.portfolio, pr)
             score = adl_score(b, dev, mark, pm, pr, venue, out.adl.score if out else None)
             ranker, queues = b, dev
         else:
-            pm, am, pr, score, pf = self._revalue_chunks(mark, out)
+            pm, am, pr, score, pf = self._revalue_chunks(mark, out, liq_price)
             ranker, queues = get_backend("cpu"), self.host
         b.synchronize()
         t1 = time.perf_counter()
@@ -535,7 +543,7 @@ class Engine:
         if any(int(a.size) != n for a, n in zip(sizes, want)):  # belt and braces: never out of bounds
             raise ValueError("out= buffers do not match this engine's book")
 
-    def _revalue_chunks(self, mark, out):
+    def _revalue_chunks(self, mark, out, liq_price: bool = True):
         """Chunk by chunk of whole accounts: upload, run the kernels, copy results to host."""
         b, venue, book = self.backend, self.venue, self.book
         n, m = book.n_positions, book.n_accounts
@@ -564,7 +572,7 @@ class Engine:
                 cam_risk = tiered_view(cam, cpf)
                 for k in vars(pf):
                     getattr(pf, k)[first:end] = b.to_host(getattr(cpf, k))
-            cpr = position_risk(b, dev, mark, cpm, cam_risk, venue)
+            cpr = position_risk(b, dev, mark, cpm, cam_risk, venue, liq_price=liq_price)
             if pf is not None:
                 blank_liquidation_prices(b, cpf_dev, cpr)
             csc = adl_score(b, dev, mark, cpm, cpr, venue)

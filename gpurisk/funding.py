@@ -194,6 +194,7 @@ def apply_funding(book: Book, rates, marks=None, backend="auto") -> FundingResul
     from .backend import get_backend
     from .engine import DeviceBook, resolve_marks
 
+    book.require_single_pool("funding")  # linear, one asset: README "Inverse contracts"
     rate = check_rates(book, rates)
     mark = resolve_marks(book, marks)
     b = get_backend(backend)
@@ -207,6 +208,7 @@ def apply_funding_to_engine(engine, rates, marks=None) -> FundingResult:
     from .engine import resolve_marks
 
     book = engine.book
+    book.require_single_pool("funding")  # linear, one asset: README "Inverse contracts"
     rate = check_rates(book, rates)
     mark = resolve_marks(book, marks)
     if engine.device is not None:

@@ -42,7 +42,7 @@ def position_margin(backend: Backend, dev, mark, venue: Venue, out: PositionMarg
     backend.launch("position_margin", n, dev.pos_symbol, dev.size, dev.entry, dev.leverage, mark,
                    dev.contract_size, dev.tier_start, dev.tier_floor, dev.tier_mmr, tiers.cum,
                    dev.tier_max_leverage, int(venue.mm_base == "entry"), int(venue.tier_basis == "contracts"),
-                   int(venue.im_base == "entry"), float(venue.close_fee_rate),
+                   int(venue.im_base == "entry"), float(venue.close_fee_rate), dev.inverse,
                    out.notional, out.upnl, out.maint, out.init, out.close_fee)
     return out
 

@@ -31,6 +31,7 @@ id); ``Monitor.risk(rank=True)`` ranks everything on demand.
 from __future__ import annotations
 
 import collections
+import ctypes
 import math
 import time
 from types import SimpleNamespace
@@ -41,7 +42,8 @@ from .adl import adl_score, queue_group
 from .book import Book
 from .book_updates import LiveBook, writable, writable_copy
 from .engine import Engine, Risk
-from .liquidation import position_risk
+from .kernels import native_library
+from .liquidation import liquidation_prices, position_risk
 from .margin import account_margin, position_margin
 from .schema import SIDES, STATUSES
 from .streams import Inbox
@@ -75,6 +77,12 @@ class Monitor:
                              "chunk_positions); this book is processed in chunks")
         if adl_top < 1:
             raise ValueError(f"adl_top must be >= 1, got {adl_top}")
+        engine.book.require_single_pool("the monitor")  # its updates key accounts by id alone
+        if getattr(engine, "portfolio_flags", None) is not None:
+            from .portfolio import refuse_portfolio
+
+            # its subset revaluations apply tiered margin
+            refuse_portfolio(engine.book, engine.venue, "the monitor")
         if not writable(engine.book):  # e.g. arrays Polars shares read-only: updates need their own
             engine = Engine(writable_copy(engine.book), venue=engine.venue, backend=engine.backend)
         self.engine = engine
@@ -107,13 +115,18 @@ class Monitor:
         return self.backend.to_host(a)
 
     def _layout(self) -> None:
-        """Per-layout tables: each ADL queue's positions (index order) and where it starts."""
+        """Per-layout tables: each ADL queue's positions (index order) and where it starts
+        (one counting pass, gpurisk/native/radix_sort.cpp queue_members)."""
         b = self.book
-        group = self._h(self.engine.device.group)  # the engine's queue of each position
-        narrow = np.int8 if 2 * b.n_symbols <= 127 else np.int32  # int8: NumPy's stable sort is a radix sort
-        self._members = np.argsort(group.astype(narrow), kind="stable")
-        self._group_start = np.zeros(2 * b.n_symbols + 1, dtype=np.int64)
-        np.cumsum(np.bincount(group, minlength=2 * b.n_symbols), out=self._group_start[1:])
+        group = np.ascontiguousarray(self._h(self.engine.device.group), dtype=np.int32)  # each position's queue
+        n_groups = 2 * b.n_symbols
+        self._members = np.empty(group.size, dtype=np.int64)
+        self._group_start = np.empty(n_groups + 1, dtype=np.int64)
+        lib = native_library("radix_sort.cpp")
+        lib.queue_members.restype = None
+        lib.queue_members(ctypes.c_longlong(group.size), ctypes.c_void_p(group.ctypes.data), ctypes.c_int(n_groups),
+                          ctypes.c_void_p(self._group_start.ctypes.data), ctypes.c_void_p(self._members.ctypes.data))
+        self._symbol_positions = np.diff(self._group_start).reshape(-1, 2).sum(axis=1)
 
     def risk(self, rank: bool = True) -> Risk:
         """The book's full results at the current marks (a fresh revaluation; rank=True ranks
@@ -122,14 +135,25 @@ class Monitor:
 
     @property
     def results(self) -> Risk:
-        """The resident results of the last step (ADL scores, no full ranking)."""
+        """The resident results of the last step (ADL scores, no full ranking). Steps skip
+        the liquidation prices (only positions entering liquidation need theirs); they are
+        computed here, for every position, when asked for."""
+        if self._liq_stale:
+            self._liquidation_prices(np.arange(self.book.n_positions, dtype=np.int64))
+            self._liq_stale = False
         return self._risk
+
+    def _liquidation_prices(self, positions: np.ndarray) -> None:
+        r = self._risk
+        liquidation_prices(self.backend, self.engine.device, r.position_margin, r.account_margin, self.venue,
+                           positions, r.position_risk.liq_price)
 
     # ------------------------------------------------------------------ revaluation
 
     def _revalue_full(self) -> None:
         risk = getattr(self, "_risk", None)
-        self._risk = self.engine.revalue(self.marks, out=risk, rank=False)
+        self._risk = self.engine.revalue(self.marks, out=risk, rank=False, liq_price=False)
+        self._liq_stale = True
 
     def _revalue_accounts(self, accounts: np.ndarray) -> None:
         """Revalue the accounts ``accounts`` (sorted indices) and all their positions, and
@@ -146,7 +170,8 @@ class Monitor:
             pos_account=be.asarray(np.repeat(np.arange(accounts.size, dtype=np.int32), counts)),
             wallet=xp.take(dev.wallet, acc_d),
             **{k: getattr(dev, k) for k in ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr",
-                                            "tier_cum", "tier_root_bound", "tier_max_leverage", "tick_size")},
+                                            "tier_cum", "tier_root_bound", "tier_max_leverage", "tick_size",
+                                            "inverse")},
             **{k: xp.take(getattr(dev, k), pos_d) for k in _SUBSET_FIELDS})
         mark = be.asarray(self.marks)
         pm = position_margin(be, sub, mark, self.venue)
@@ -177,21 +202,17 @@ class Monitor:
 
     def _adl_heads(self) -> list[tuple]:
         """Per queue (symbol, side): the positions of its first adl_top places, in the order of
-        the full ranking (score descending, NaN last, ties by index = account id)."""
-        with np.errstate(invalid="ignore"):
-            key_all = -(self._h(self._risk.adl.score) + 0.0)  # -0.0 ties with 0.0, as in the full ranking
-        heads = []
-        for g in range(self._group_start.size - 1):
-            members = self._members[self._group_start[g]:self._group_start[g + 1]]
-            key = key_all[members]
-            if members.size > self.adl_top:
-                kth = np.partition(key, self.adl_top - 1)[self.adl_top - 1]
-                # NaN sorts last: a NaN k-th place means fewer numbers than places, so all stay
-                pick = np.flatnonzero(key <= kth) if not math.isnan(kth) else np.arange(members.size)
-                members, key = members[pick], key[pick]
-            order = np.lexsort((members, key))[:self.adl_top]
-            heads.append(tuple(int(i) for i in members[order]))
-        return heads
+        the full ranking (score descending, NaN last, ties by index = account id): one pass
+        over each queue keeping its best places (gpurisk/native/radix_sort.cpp, queue_heads)."""
+        n_groups = self._group_start.size - 1
+        score = np.ascontiguousarray(self._h(self._risk.adl.score), dtype=np.float64)
+        heads = np.empty(n_groups * self.adl_top, dtype=np.int64)
+        lib = native_library("radix_sort.cpp")
+        lib.queue_heads.restype = None
+        lib.queue_heads(ctypes.c_int(n_groups), ctypes.c_void_p(self._group_start.ctypes.data),
+                        ctypes.c_void_p(self._members.ctypes.data), ctypes.c_void_p(score.ctypes.data),
+                        ctypes.c_int(self.adl_top), ctypes.c_void_p(heads.ctypes.data))
+        return [tuple(int(i) for i in row if i >= 0) for row in heads.reshape(n_groups, self.adl_top)]
 
     def _head_lights(self, heads) -> list[np.ndarray]:
         """Ranks and lights of the head places (kernels/adl.cu head_lights)."""
@@ -261,9 +282,12 @@ class Monitor:
         full = applied is not None and applied.rebuilt
         mode = "none"
         if full or moved or extra.size:
+            limit = self.subset_share * self.book.n_positions
+            # the moved symbols' positions alone may decide it: then no accounts are gathered
+            full = full or int(self._symbol_positions[moved].sum()) > limit
             accounts = None if full else self._touched_accounts(moved, extra)
             touched = None if full else int((self.book.pos_start[accounts + 1] - self.book.pos_start[accounts]).sum())
-            if full or touched > self.subset_share * self.book.n_positions:
+            if full or touched > limit:
                 self._revalue_full()
                 mode, touched = "full", self.book.n_positions
             elif accounts.size:
@@ -324,6 +348,8 @@ class Monitor:
         pstatus = self._h(pr.status)
         entering = np.flatnonzero((pstatus >= LIQUIDATABLE) & (self._pos_status < LIQUIDATABLE))
         if entering.size:
+            if self._liq_stale:
+                self._liquidation_prices(entering)
             liq, bkr, ratio = (self._h(x)[entering] for x in (pr.liq_price, pr.bankruptcy_price, pr.ratio))
             for k, i in enumerate(entering.tolist()):
                 events.append({"type": "liquidation", "account_id": int(b.account_id[b.pos_account[i]]),

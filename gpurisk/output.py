@@ -148,6 +148,10 @@ def book_hash(book) -> str | None:
                      "tier_max_leverage", "account_id", "wallet", "pos_start", "pos_account", "pos_symbol",
                      "size", "entry", "isolated", "isolated_margin", "leverage"):
             h.update(np.ascontiguousarray(getattr(book, name)).tobytes())
+        if not book.default_assets:  # contract types and pools (a default book hashes as before)
+            h.update("\0".join(book.assets).encode())
+            for name in ("inverse", "settle_asset", "account_asset"):
+                h.update(np.ascontiguousarray(getattr(book, name)).tobytes())
         if getattr(book, "margin_model", None) is not None:  # books without the column hash as before
             h.update(b"margin_model" + np.ascontiguousarray(book.margin_model).tobytes())
         meta["hash"] = h.hexdigest()

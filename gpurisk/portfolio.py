@@ -201,7 +201,15 @@ def portfolio_accounts(book, venue) -> np.ndarray | None:
                              "command line, --portfolio FILE")
         return None
     held = flags[book.pos_account].astype(bool) & (book.size != 0)
-    group = model.group_of(book.symbols)
+    inverse = held & (book.inverse[book.pos_symbol] != 0)
+    if inverse.any():
+        syms = sorted({book.symbols[s] for s in np.unique(book.pos_symbol[inverse]).tolist()})
+        ids = np.unique(book.account_id[book.pos_account[inverse]])
+        raise ValueError(f"portfolio margin models linear contracts only: accounts in portfolio mode hold the inverse "
+                         f"market(s) {', '.join(map(repr, syms[:5]))} (account_id "
+                         f"{', '.join(map(str, ids[:5].tolist()))}); margin those accounts by tiers "
+                         "(accounts.margin_model = 'tiered')")
+    group = model_groups(model, book)
     unmapped = held & (group[book.pos_symbol] < 0)
     if unmapped.any():
         syms = sorted({book.symbols[s] for s in np.unique(book.pos_symbol[unmapped]).tolist()})
@@ -211,6 +219,14 @@ def portfolio_accounts(book, venue) -> np.ndarray | None:
                          f"{', '.join(map(str, ids[:5].tolist()))}{' and more' if ids.size > 5 else ''}); add a row "
                          "(symbol, risk_group, ...) for each")
     return flags
+
+
+def model_groups(model: PortfolioModel, book) -> np.ndarray:
+    """Risk group per symbol of ``book`` (int32; -1: not in the model, or an inverse market,
+    which the model does not value: accounts holding one get null portfolio figures)."""
+    group = model.group_of(book.symbols)
+    group[book.inverse != 0] = -1
+    return group
 
 
 def refuse_portfolio(book, venue, what: str) -> None:
@@ -251,7 +267,7 @@ class PortfolioDevice:
         start = np.zeros(len(grids) + 1, dtype=np.int32)
         np.cumsum([g.size for g in grids], out=start[1:])
         a = backend.asarray
-        self.sym_group = a(model.group_of(book.symbols))
+        self.sym_group = a(model_groups(model, book))
         self.shock_start = a(start)
         self.shock = a(np.concatenate(grids))
         self.offset_rate = a(np.array(model.offset_rate, dtype=np.float64))

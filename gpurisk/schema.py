@@ -7,6 +7,9 @@ from dataclasses import dataclass
 STATUSES = ("healthy", "margin_call", "liquidatable", "bankrupt")  # kernel codes 0..3
 SIDES = ("long", "short")
 MARGIN_MODES = ("cross", "isolated")
+CONTRACT_TYPES = ("linear", "inverse")  # markets.contract_type; kernel flag 0 / 1
+#: the settlement asset of a linear market, and the asset of an accounts row, when not given
+DEFAULT_SETTLE_ASSET = "USDT"
 MARGIN_MODELS = ("tiered", "portfolio")  # accounts.margin_model and Venue.margin_model
 
 # ------------------------------------------------------------------ input limits
@@ -60,6 +63,12 @@ INPUT_TABLES: dict[str, tuple[Column, ...]] = {
         Column("contract_size", "float", False, 1.0, "> 0; 1 for linear quote-margined contracts"),
         Column("tick_size", "float", False, None,
                "optional, finite, > 0 (null: no tick); liq_price is rounded to it on the trigger side"),
+        Column("contract_type", "str", False, "linear",
+               "linear (PnL and margin in the quote asset) or inverse (coin-margined: a contract is worth "
+               "contract_size in the quote currency; PnL, margin and wallet in the settle asset)"),
+        Column("settle_asset", "str", False, None,
+               "the asset PnL and margin are paid in; default USDT for linear, the symbol's base coin for "
+               "inverse (BTCUSD, XBTUSD, BTCUSD_PERP, BTC-PERPETUAL -> BTC, XBT, BTC, BTC)"),
     ),
     "tiers": (
         Column("symbol", "str", doc="a symbol of markets; at least one tier per traded symbol"),
@@ -72,6 +81,9 @@ INPUT_TABLES: dict[str, tuple[Column, ...]] = {
     "accounts": (
         Column("account_id", "int", doc="unique"),
         Column("wallet_balance", "float", doc="finite"),
+        Column("asset", "str", False, DEFAULT_SETTLE_ASSET,
+               "the wallet's asset (default USDT); (account_id, asset) is unique, and each pair is a margin "
+               "pool: the account's positions in markets settled in that asset"),
         Column("margin_model", "str", False, None,
                "optional: tiered or portfolio (null: the venue's margin model, Venue.margin_model)"),
     ),
@@ -115,7 +127,8 @@ TABLE_KEYS = {
 }
 
 ACCOUNT_OUTPUT = {
-    "account_id": "account id, one row per input account, sorted",
+    "account_id": "account id, one row per input account row (account_id, asset), sorted",
+    "asset": "the wallet's asset: every money column of the row is in it",
     "wallet_balance": "wallet balance as given",
     "upnl": "sum of unrealised PnL over cross positions",
     "equity": "wallet_balance + upnl",
@@ -146,13 +159,15 @@ PORTFOLIO_ACCOUNT_OUTPUT = {
 POSITION_OUTPUT = {
     "account_id": "owner",
     "symbol": "market",
+    "asset": "the market's settle asset: notional, upnl, margins and close fee are in it",
     "margin_mode": "cross | isolated",
     "side": "long | short",
     "size": "signed size",
     "entry_price": "entry price",
     "mark_price": "mark price used",
-    "notional": "|size| * mark_price * contract_size",
-    "upnl": "size * (mark_price - entry_price) * contract_size",
+    "notional": "|size| * mark_price * contract_size (inverse: |size| * contract_size / mark_price, in coin)",
+    "upnl": "size * (mark_price - entry_price) * contract_size (inverse: size * contract_size * "
+            "(1/entry_price - 1/mark_price), in coin)",
     "maint_margin": "tiered maintenance margin",
     "close_fee": "taker fee to close at the mark, counted in the requirement (Venue.close_fee_rate)",
     "init_margin": "notional / leverage (entry notional with Venue.im_base='entry')",

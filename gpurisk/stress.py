@@ -484,6 +484,9 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
         row per id, each finite and > -1 (what ``scenario_paths`` returns). Bad arrays raise a
         BookError naming each problem before anything is computed.
     """
+    # Insurance, ADL and conservation keep one currency: inverse contracts (money in the coin)
+    # and several settle assets need a ledger and a fund per asset (README "Inverse contracts").
+    book.require_single_pool("stress")
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     steps = int(steps)
     ids, shocks = check_paths(book, scenario_ids, shocks)

@@ -47,7 +47,11 @@ class Venue:
         inputs. 0: none. The fee is on the notional at the mark; at the trigger the mark is the
         liquidation price, so venues that document it "at the liquidation price" (Gate, OKX) get
         the same liquidation price. A fee on the bankruptcy value (Bybit's "fee to close") is
-        not modelled.
+        not modelled in the requirement.
+    bankruptcy_fee: the bankruptcy price leaves the close fee paid as well (closing there at
+        close_fee_rate on the value at that price leaves equity zero), as Bybit's inverse
+        contracts define it: BP = (1 + fee)·q / (q/E + balance) for a long. False (default):
+        closing at the bankruptcy price leaves equity zero, fee unpaid.
     im_base: initial margin on the ``"mark"`` notional or on the ``"entry"`` notional
         (Bybit's classic account).
     available_upnl: ``"equity"`` (available = equity − IM), ``"losses"`` (wallet + unrealised
@@ -72,6 +76,7 @@ class Venue:
     close_fee_rate: float = 0.0
     im_base: str = "mark"
     available_upnl: str = "equity"
+    bankruptcy_fee: bool = False
     margin_model: str = "tiered"
     portfolio: "PortfolioModel | None" = None
 

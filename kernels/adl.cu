@@ -14,7 +14,7 @@ GR_KERNEL void adl_score(
     const double* entry, const signed char* isolated, const double* isolated_margin,
     const double* mark, const double* notional, const double* upnl,
     const double* bankruptcy_price, const double* wallet, const double* pos_equity,
-    const double* ratio, double* score) {
+    const double* ratio, const signed char* inverse, double* score) {
     for_each_index(i, n) {
         const double q = size[i];
         const double p = mark[symbol[i]];
@@ -22,9 +22,17 @@ GR_KERNEL void adl_score(
         const double side = q > 0.0 ? 1.0 : -1.0;
         double sc = 0.0;
         if (method == GR_SCORE_PNL_LEVERAGE) {
+            // Inverse: in x = 1/P with size −q (common.cuh), so PnL% = upnl / entry value and
+            // effective leverage = mark value / (mark value − bankruptcy value), all in coin
+            // (BitMEX's definitions): pnl = side·(1 − E/P), eff_lev = (1/P) / |1/P − 1/BP|.
+            const int inv = inverse[symbol[i]];
             const double aq = fabs(q);
-            const double pnl = side * (p - e) / e;
-            const double eff_lev = (aq * p) / (aq * fabs(p - bankruptcy_price[i]));
+            const double sx = inv ? -side : side;
+            const double px = inv ? 1.0 / p : p;
+            const double ex = inv ? 1.0 / e : e;
+            const double bx = inv ? 1.0 / bankruptcy_price[i] : bankruptcy_price[i];
+            const double pnl = sx * (px - ex) / ex;
+            const double eff_lev = (aq * px) / (aq * fabs(px - bx));
             sc = pnl > 0.0 ? pnl * eff_lev : pnl / eff_lev;
         } else if (method == GR_SCORE_BINANCE) {
             const double eq = pos_equity[i];

@@ -87,6 +87,20 @@ GR_DEVICE int tier_of(const int* tier_start, const double* tier_floor, int s,
 // The per-position formulas of DESIGN §4, defined once for every kernel that needs them.
 GR_DEVICE double upnl_of(double q, double p, double e, double cs) { return q * (p - e) * cs; }
 
+// Inverse (coin-margined) contracts, `inv` = 1 (markets.contract_type = inverse): a contract
+// is worth cs in the quote currency, PnL and margin are in the coin. Notional in coin
+// N = |q|·cs/P, upnl = q·cs·(1/E − 1/P). In the price x = 1/P this is a linear contract of
+// size −q and entry 1/E (upnl = (−q)·(x − 1/E)·cs, N = |q|·x·cs), so every closed form of
+// the linear case (liquidation and bankruptcy prices, tiers on the coin notional) is solved
+// in x with size −q and entry 1/E, and P = 1/x (kernels/liquidation.cu). Linear: the same
+// bits as upnl_of and |q|·P·cs.
+GR_DEVICE double notional_at(double aq, double p, double cs, int inv) {
+    return inv ? aq * cs / p : aq * p * cs;
+}
+GR_DEVICE double upnl_at(double q, double p, double e, double cs, int inv) {
+    return inv ? q * cs * (1.0 / e - 1.0 / p) : upnl_of(q, p, e, cs);
+}
+
 // Maintenance margin on notional n_mm (mark or entry notional) in tier k: n_mm·mmr_k − cum_k.
 GR_DEVICE double maint_margin_in(const double* tier_mmr, const double* tier_cum, int k,
                                  double n_mm) {

@@ -10,6 +10,8 @@
 // With a whole-position rate (jumps: no deduction, MM jumps up at each floor) f also jumps
 // down at each floor. A long's root still lies inside its tier; a short's may be the jump
 // itself, so its price is clamped to the next floor's price.
+// Inverse contracts call it in x = 1/P with size −q and entry 1/E (common.cuh): f is the same
+// function of x, the tiers bound the coin notional |q|·x·cs, and the root is 1/LP.
 GR_DEVICE double liquidation_price_tiered(
     double wp, double mmp, double q, double e, double cs, int s,
     const int* tier_start, const double* tier_mmr, const double* tier_cum,
@@ -65,11 +67,12 @@ struct TriggerCheck {
     const double* tier_floor;
     const double* tier_mmr;
     const double* tier_cum;
+    int inv;  // inverse contract (last: an initialiser that leaves it out means linear)
 };
 
 GR_DEVICE bool liquidatable_at(const TriggerCheck& c, double p) {
-    const double up = upnl_of(c.q, p, c.e, c.cs);
-    const double n_p = fabs(c.q) * p * c.cs;
+    const double up = upnl_at(c.q, p, c.e, c.cs, c.inv);
+    const double n_p = notional_at(fabs(c.q), p, c.cs, c.inv);
     const double mm = c.mm_on_entry ? c.mm_fixed
                       : (c.by_contracts ? maint_margin_in(c.tier_mmr, c.tier_cum,
                                                           tier_of(c.tier_start, c.tier_floor, c.s, fabs(c.q)), n_p)
@@ -157,6 +160,77 @@ GR_DEVICE double trigger_side_price(const TriggerCheck& c, double root, double t
     return tick > 0.0 ? tick_price(c, lp, tick, is_long) : lp;
 }
 
+// What position i's own figures rest on: its collateral W' (the isolated margin, the wallet
+// when alone in its account, else the account's equity less its own unrealised PnL) and the
+// requirement of the account's other cross positions MM' (0 unless it shares the account).
+struct Collateral {
+    bool iso, multi;
+    double wp, mmp, req;
+};
+
+GR_DEVICE Collateral collateral_of(long long i, int a, const signed char* isolated, const double* isolated_margin,
+                                   const double* upnl, const double* maint, const double* fee,
+                                   const double* acc_fee, double close_fee_rate, const double* wallet,
+                                   const double* equity, const double* acc_maint, const int* n_cross) {
+    // Every input is loaded whatever the case, and the case picked by selects (see
+    // position_risk): a load the compiler cannot prove safe would force a branch.
+    Collateral c;
+    const bool with_fee = close_fee_rate > 0.0;  // no fee: its arrays are not read
+    const double iso_margin = isolated_margin[i];
+    const double up = upnl[i];
+    const double w_acct = wallet[a];
+    const double eq_acct = equity[a];
+    const double mm_acct = acc_maint[a];
+    c.iso = isolated[i] != 0;
+    c.req = maint[i] + (with_fee ? fee[i] : 0.0);  // this position's requirement: MM + close fee
+    c.multi = !c.iso & (n_cross[a] > 1);
+    c.wp = c.iso ? iso_margin : (c.multi ? eq_acct - up : w_acct);
+    c.mmp = c.multi ? (mm_acct + (with_fee ? acc_fee[a] : 0.0)) - c.req : 0.0;
+    return c;
+}
+
+// The liquidation price of position i (q != 0), others held at their marks: the root of
+// equity = requirement in its case, then stepped to the trigger side (and the tick).
+// Inverse (inv): the same closed forms in x = 1/P with size −q and entry 1/E (common.cuh),
+// and P = 1/x at the end. Linear: the same bits as without the transform.
+GR_DEVICE double liquidation_price_at(
+    long long i, int a, int s, double q, double e, double cs, int inv, const Collateral& c,
+    const int* tier_start, const double* tier_mmr, const double* tier_cum, const double* tier_root_bound,
+    int mm_on_entry, double margin_call_ratio, double liquidation_ratio, const double* isolated_margin,
+    const double* upnl, const double* maint, const double* wallet, const int* n_cross,
+    const long long* pos_start, const signed char* isolated, const double* size, const double* tier_floor,
+    const double* tick_size, const double* fee, double close_fee_rate, int tiers_by_contracts,
+    const double* tier_req_mmr, int tier_rate_whole) {
+    const double mm = maint[i], wp = c.wp, mmp = c.mmp;
+    const double qx = inv ? -q : q;
+    const double ex = inv ? 1.0 / e : e;
+    double lp;
+    if (mm_on_entry) {
+        // The close fee moves with the price (rate·|q|·P·cs): it joins the slope. (A
+        // branch on a launch parameter: predicted, and one division, not two.)
+        if (close_fee_rate > 0.0) lp = (mmp + mm - wp + qx * ex * cs) / (cs * (qx - close_fee_rate * fabs(q)));
+        else lp = ex - (wp - mmp - mm) / (qx * cs);
+        lp = lp > 0.0 ? lp : GR_NAN;
+    } else if (tiers_by_contracts) {
+        // The tier is set by |q|, not the price: one linear equation in that tier.
+        const int k = tier_of(tier_start, tier_floor, s, fabs(q));
+        lp = (wp - mmp + tier_cum[k] - qx * ex * cs) / (fabs(q) * cs * tier_req_mmr[k] - qx * cs);
+        lp = lp > 0.0 ? lp : GR_NAN;
+    } else {
+        lp = liquidation_price_tiered(wp, mmp, qx, ex, cs, s, tier_start, tier_req_mmr, tier_cum,
+                                      tier_root_bound, tier_floor, tier_rate_whole);
+    }
+    // Inverse: the root is x = 1/P (NaN stays NaN; x = +inf, P = 0, finds no price below).
+    lp = inv ? 1.0 / lp : lp;
+    // Step from the root to the trigger side: at the reported price a revaluation says
+    // liquidatable (or bankrupt), whatever float64 rounding did to the root.
+    const TriggerCheck chk = {i, a, s, mm_on_entry, tiers_by_contracts, c.iso, n_cross[a] == 1, q, e, cs,
+                              isolated_margin[i], mm, margin_call_ratio, liquidation_ratio, close_fee_rate,
+                              pos_start, isolated, size, upnl, maint, fee, wallet, tier_start,
+                              tier_floor, tier_mmr, tier_cum, inv};
+    return trigger_side_price(chk, lp, tick_size[s]);
+}
+
 GR_KERNEL void position_risk(
     long long n, const int* account, const int* symbol, const double* size,
     const double* entry, const signed char* isolated, const double* isolated_margin,
@@ -169,7 +243,7 @@ GR_KERNEL void position_risk(
     const double* acc_ratio, const signed char* acc_status, const int* n_cross,
     const long long* pos_start, const double* tier_floor, const double* tick_size, int want_liq_price,
     const double* fee, const double* acc_fee, double close_fee_rate, int tiers_by_contracts,
-    const double* tier_req_mmr, int tier_rate_whole,
+    const double* tier_req_mmr, int tier_rate_whole, const signed char* inverse, int bankruptcy_fee,
     double* pos_equity, double* ratio, signed char* status, double* liq_price,
     double* bankruptcy_price) {
     for_each_index(i, n) {
@@ -181,63 +255,50 @@ GR_KERNEL void position_risk(
         const double cs = contract_size[s];
         // Three cases, picked by selects rather than branches: isolated, cross and alone in
         // its account, cross with others. Books mix them at random, and a mispredicted
-        // branch costs more than the arithmetic of a select. Every input is loaded whatever
-        // the case (a load the compiler cannot prove safe would force a branch). Each case
-        // takes one division for the bankruptcy price; with other cross positions, held at
-        // their marks, the account's equity is shared out in proportion to maintenance
-        // margin (dYdX v4's rule): P − eq·MM_i / (MM_acct·q·cs).
-        const bool iso = isolated[i] != 0;
-        const double iso_margin = isolated_margin[i];
+        // branch costs more than the arithmetic of a select. Each case takes one division
+        // for the bankruptcy price; with other cross positions, held at their marks, the
+        // account's equity is shared out in proportion to maintenance margin (dYdX v4's
+        // rule): P − eq·MM_i / (MM_acct·q·cs).
+        const Collateral c = collateral_of(i, a, isolated, isolated_margin, upnl, maint, fee, acc_fee,
+                                           close_fee_rate, wallet, equity, acc_maint, n_cross);
+        const bool iso = c.iso, multi = c.multi;
         const double up = upnl[i];
         const double mm = maint[i];
-        const bool with_fee = close_fee_rate > 0.0;  // no fee: its arrays are not read
-        const double req = mm + (with_fee ? fee[i] : 0.0);  // this position's requirement: MM + close fee
-        const double w_acct = wallet[a];
-        const double eq_acct = equity[a];
         const double mm_acct = acc_maint[a];
-        const double r_acct = acc_ratio[a];
-        const signed char st_acct = acc_status[a];
-        const bool multi = !iso & (n_cross[a] > 1);
-        const double wp = iso ? iso_margin : (multi ? eq_acct - up : w_acct);
-        const double mmp = multi ? (mm_acct + (with_fee ? acc_fee[a] : 0.0)) - req : 0.0;
-        const double eq = iso ? wp + up : eq_acct;
-        double r = r_acct;
-        signed char st = st_acct;
+        const double wp = c.wp;
+        const double eq = iso ? wp + up : equity[a];
+        double r = acc_ratio[a];
+        signed char st = acc_status[a];
         if (iso) {  // the one branch left: its division is needed for 15% of positions only
-            r = margin_ratio_of(req, eq);
+            r = margin_ratio_of(c.req, eq);
             st = status_of(eq, r, margin_call_ratio, liquidation_ratio);
         }
         ratio[i] = r;
         status[i] = st;
-        double bp = (multi ? p : e) - (multi ? eq * mm : wp) / ((multi ? mm_acct : 1.0) * (q * cs));
+        // Inverse: the same closed forms in x = 1/P with size −q and entry 1/E (common.cuh),
+        // and P = 1/x at the end. Linear: the same bits as without the transform.
+        const int inv = inverse[s];
+        const double qx = inv ? -q : q;
+        const double ex = inv ? 1.0 / e : e;
+        const double px = inv ? 1.0 / p : p;
+        // Closing at B leaves equity zero: q·cs·(B − X) = −S with X the entry (alone) or the
+        // mark (shared, S = this position's share). With bankruptcy_fee (Bybit) the close fee
+        // f·|q|·B·cs is paid from it too: B = (q·X·cs − S) / (cs·(q − f·|q|)).
+        const double bx_at = multi ? px : ex;
+        const double b_share = multi ? eq * mm / mm_acct : wp;
+        double bp = bankruptcy_fee ? (qx * bx_at * cs - b_share) / (cs * (qx - close_fee_rate * fabs(q)))
+                                   : bx_at - (multi ? eq * mm : wp) / ((multi ? mm_acct : 1.0) * (qx * cs));
+        bp = inv ? 1.0 / bp : bp;
         pos_equity[i] = eq;
-        // A stress run reads statuses and bankruptcy prices only: want_liq_price = 0 skips the
-        // liquidation price (the same for every thread of a launch: no divergence).
+        // A stress run reads statuses and bankruptcy prices only, and the monitor the prices
+        // of positions entering liquidation only (liquidation_prices): want_liq_price = 0
+        // skips the search (the same for every thread of a launch: no divergence).
         double lp = GR_NAN;
-        if (want_liq_price && q != 0.0) {
-            if (mm_on_entry) {
-                // The close fee moves with the price (rate·|q|·P·cs): it joins the slope. (A
-                // branch on a launch parameter: predicted, and one division, not two.)
-                if (close_fee_rate > 0.0) lp = (mmp + mm - wp + q * e * cs) / (cs * (q - close_fee_rate * fabs(q)));
-                else lp = e - (wp - mmp - mm) / (q * cs);
-                lp = lp > 0.0 ? lp : GR_NAN;
-            } else if (tiers_by_contracts) {
-                // The tier is set by |q|, not the price: one linear equation in that tier.
-                const int k = tier_of(tier_start, tier_floor, s, fabs(q));
-                lp = (wp - mmp + tier_cum[k] - q * e * cs) / (fabs(q) * cs * tier_req_mmr[k] - q * cs);
-                lp = lp > 0.0 ? lp : GR_NAN;
-            } else {
-                lp = liquidation_price_tiered(wp, mmp, q, e, cs, s, tier_start, tier_req_mmr, tier_cum,
-                                              tier_root_bound, tier_floor, tier_rate_whole);
-            }
-            // Step from the root to the trigger side: at the reported price a revaluation says
-            // liquidatable (or bankrupt), whatever float64 rounding did to the root.
-            const TriggerCheck chk = {i, a, s, mm_on_entry, tiers_by_contracts, iso, n_cross[a] == 1, q, e, cs,
-                                      iso_margin, mm, margin_call_ratio, liquidation_ratio, close_fee_rate,
-                                      pos_start, isolated, size, upnl, maint, fee, wallet, tier_start,
-                                      tier_floor, tier_mmr, tier_cum};
-            lp = trigger_side_price(chk, lp, tick_size[s]);
-        }
+        if (want_liq_price && q != 0.0)
+            lp = liquidation_price_at(i, a, s, q, e, cs, inv, c, tier_start, tier_mmr, tier_cum, tier_root_bound,
+                                      mm_on_entry, margin_call_ratio, liquidation_ratio, isolated_margin, upnl,
+                                      maint, wallet, n_cross, pos_start, isolated, size, tier_floor, tick_size,
+                                      fee, close_fee_rate, tiers_by_contracts, tier_req_mmr, tier_rate_whole);
         if (q == 0.0) {  // closed during a stress run: no prices, no status of its own
             ratio[i] = 0.0;
             status[i] = GR_HEALTHY;
@@ -245,6 +306,37 @@ GR_KERNEL void position_risk(
             lp = GR_NAN;
         }
         bankruptcy_price[i] = bp;
+        liq_price[i] = lp;
+    }
+}
+
+// position_risk's liquidation price for the positions `selected` only (written at their
+// places in liq_price), from the same revaluation's figures: the same function, the same bits.
+GR_KERNEL void liquidation_prices(
+    long long n_selected, const long long* selected, const int* account, const int* symbol,
+    const double* size, const double* entry, const signed char* isolated, const double* isolated_margin,
+    const double* contract_size, const int* tier_start, const double* tier_mmr, const double* tier_cum,
+    const double* tier_root_bound, int mm_on_entry, double margin_call_ratio, double liquidation_ratio,
+    const double* upnl, const double* maint, const double* wallet, const double* equity,
+    const double* acc_maint, const int* n_cross, const long long* pos_start, const double* tier_floor,
+    const double* tick_size, const double* fee, const double* acc_fee, double close_fee_rate,
+    int tiers_by_contracts, const double* tier_req_mmr, int tier_rate_whole, const signed char* inverse,
+    double* liq_price) {
+    for_each_index(k, n_selected) {
+        const long long i = selected[k];
+        const int a = account[i];
+        const int s = symbol[i];
+        const double q = size[i];
+        double lp = GR_NAN;
+        if (q != 0.0) {
+            const Collateral c = collateral_of(i, a, isolated, isolated_margin, upnl, maint, fee, acc_fee,
+                                               close_fee_rate, wallet, equity, acc_maint, n_cross);
+            lp = liquidation_price_at(i, a, s, q, entry[i], contract_size[s], inverse[s], c, tier_start, tier_mmr,
+                                      tier_cum, tier_root_bound, mm_on_entry, margin_call_ratio, liquidation_ratio,
+                                      isolated_margin, upnl, maint, wallet, n_cross, pos_start, isolated, size,
+                                      tier_floor, tick_size, fee, close_fee_rate, tiers_by_contracts, tier_req_mmr,
+                                      tier_rate_whole);
+        }
         liq_price[i] = lp;
     }
 }

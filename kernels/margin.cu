@@ -6,7 +6,8 @@
 #define GR_AVAILABLE_LOSSES 1
 #define GR_AVAILABLE_WALLET 2
 
-// notional N = |q|·P·cs, upnl = q·(P − E)·cs, MM = N_mm·mmr_k − cum_k with k the tier of
+// notional N = |q|·P·cs, upnl = q·(P − E)·cs (inverse: N = |q|·cs/P and upnl = q·cs·(1/E − 1/P),
+// in the coin, common.cuh notional_at / upnl_at; tiers on the coin notional), MM = N_mm·mmr_k − cum_k with k the tier of
 // N_mm (N_mm is the mark notional, or the entry notional when mm_on_entry; k the tier of |q|
 // when tiers_by_contracts; cum_k = 0 for a whole-position rate, gpurisk/tier_rules.py),
 // IM = N / leverage (N at entry when im_on_entry), leverage defaulting (0) to the max
@@ -16,7 +17,7 @@ GR_KERNEL void position_margin(
     const double* leverage, const double* mark, const double* contract_size,
     const int* tier_start, const double* tier_floor, const double* tier_mmr,
     const double* tier_cum, const double* tier_max_leverage, int mm_on_entry,
-    int tiers_by_contracts, int im_on_entry, double close_fee_rate,
+    int tiers_by_contracts, int im_on_entry, double close_fee_rate, const signed char* inverse,
     double* notional, double* upnl, double* maint, double* init, double* close_fee) {
     for_each_index(i, n) {
         const int s = symbol[i];
@@ -25,8 +26,10 @@ GR_KERNEL void position_margin(
         const double p = mark[s];
         const double cs = contract_size[s];
         const double e = entry[i];
-        const double n_mark = aq * p * cs;
-        const double n_mm = mm_on_entry ? aq * e * cs : n_mark;
+        const int inv = inverse[s];
+        const double n_mark = notional_at(aq, p, cs, inv);
+        const double n_entry = notional_at(aq, e, cs, inv);
+        const double n_mm = mm_on_entry ? n_entry : n_mark;
         // One tier scan serves both the MM (on mark notional) and the default leverage. Tiers
         // counted in contracts (OKX) do not move with the price: one scan on |q| serves both.
         const double x_mark = tiers_by_contracts ? aq : n_mark;
@@ -38,9 +41,9 @@ GR_KERNEL void position_margin(
         const double tier_lev = tier_max_leverage[k_mark];
         const double lev = given > 0.0 ? given : tier_lev;
         notional[i] = n_mark;
-        upnl[i] = upnl_of(q, p, e, cs);
+        upnl[i] = upnl_at(q, p, e, cs, inv);
         maint[i] = maint_margin_in(tier_mmr, tier_cum, k_mm, n_mm);
-        init[i] = (im_on_entry ? aq * e * cs : n_mark) / lev;
+        init[i] = (im_on_entry ? n_entry : n_mark) / lev;
         // The taker fee to close at the mark, counted in the requirement beside the MM (at the
         // trigger the mark is the liquidation price). Without a fee the caller's zeros stay:
         // no store, and no load downstream (with_fee = 0).

@@ -67,9 +67,29 @@ class OracleVenue:
     close_fee_rate: float = 0.0  # taker fee on the mark notional, in the requirement
     im_base: str = "mark"
     available_upnl: str = "equity"  # or "losses", "wallet"
+    bankruptcy_fee: bool = False  # closing at the bankruptcy price pays the close fee too (Bybit inverse)
 
 
-_CONVENTIONS = ("tier_basis", "tier_rate", "close_fee_rate", "im_base", "available_upnl")
+_CONVENTIONS = ("tier_basis", "tier_rate", "close_fee_rate", "im_base", "available_upnl", "bankruptcy_fee")
+
+# Inverse (coin-margined) contracts, restated from the brief: a contract is worth cs in the quote
+# currency; notional |q|·cs/P and upnl q·cs·(1/E − 1/P) in the coin; MM and IM on that coin
+# notional; an account's wallet is per settle asset, and (account_id, asset) is a margin pool.
+DEFAULT_ASSET = "USDT"
+
+
+def settle_asset_of(row) -> str:
+    """The settle asset of a markets row: as given, USDT for linear, else the coin its symbol
+    starts with (BTCUSD, XBTUSD, BTCUSD_PERP, BTC-PERPETUAL)."""
+    if row.get("settle_asset"):
+        return row["settle_asset"]
+    if (row.get("contract_type") or "linear") == "linear":
+        return DEFAULT_ASSET
+    sym = row["symbol"].upper()
+    for marker in ("-PERPETUAL", "/USD", "-USD", "_USD", "USD"):
+        if marker in sym:
+            return sym[:sym.index(marker)]
+    raise ValueError(f"no settle asset for {sym}")
 
 
 def as_venue(venue) -> OracleVenue:
@@ -254,6 +274,7 @@ class OracleResult:
     positions: list[dict]
     venue: OracleVenue
     account_by_id: dict = field(default_factory=dict)
+    account_by_pool: dict = field(default_factory=dict)  # (account_id, asset) -> row
     position_by_key: dict = field(default_factory=dict)
 
 
@@ -354,34 +375,41 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
     mk = {}
     for r in _rows(markets):
         cs = r.get("contract_size")
-        mk[r["symbol"]] = [dec(r["mark_price"]), dec(1.0 if cs is None else cs)]
+        mk[r["symbol"]] = [dec(r["mark_price"]), dec(1.0 if cs is None else cs),
+                           (r.get("contract_type") or "linear") == "inverse", settle_asset_of(r)]
     for sym, p in (marks or {}).items():
         mk[sym][0] = dec(float(p))
     tiers_by = build_tiers(_rows(tiers))
-    accs = sorted(_rows(accounts), key=lambda r: r["account_id"])
+    accs = sorted(_rows(accounts), key=lambda r: (r["account_id"], r.get("asset") or DEFAULT_ASSET))
     poss = _rows(positions)
 
     # ---- per position ----------------------------------------------------------------
     pos = []
     for r in poss:
         sym = r["symbol"]
-        P, cs = mk[sym]
+        P, cs, inv, settle = mk[sym]
         q, E = dec(r["size"]), dec(r["entry_price"])
         mode = r.get("margin_mode") or "cross"
         iso = dec(r.get("isolated_margin") or 0.0)
         lev_in = r.get("leverage")
         ts = tiers_by[sym]
         aq = abs(q)
-        N = V(aq) * P * cs
-        upnl = V(q) * (V(P) - E) * cs
-        Nmm = N if venue.mm_base == "mark" else V(aq) * E * cs
+        if inv:  # in the coin
+            N = V(aq) * cs / P
+            upnl = V(q) * cs * (V(D1) / E - V(D1) / P)
+            N_entry = V(aq) * cs / E
+        else:
+            N = V(aq) * P * cs
+            upnl = V(q) * (V(P) - E) * cs
+            N_entry = V(aq) * E * cs
+        Nmm = N if venue.mm_base == "mark" else N_entry
         whole = venue.tier_rate == "whole"
         by_contracts = venue.tier_basis == "contracts"
 
         def mm_at(k, nmm=Nmm, ts=ts):
             return nmm * ts[k].mmr - (D0 if whole else ts[k].cum)
 
-        N_im = N if venue.im_base == "mark" else V(aq) * E * cs
+        N_im = N if venue.im_base == "mark" else N_entry
         if by_contracts:  # the tier of |q|: exact, no float64 notional near a floor
             k_mm = k_n = tier_index(ts, aq)
             MM = mm_at(k_mm)
@@ -396,25 +424,26 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
                 IM = spread(N_im / ts[k_n].max_lev, [N_im / ts[k].max_lev for k in tier_candidates(ts, N)])
         FEE = N * dec(float(venue.close_fee_rate))
         pos.append(dict(
-            account_id=r["account_id"], symbol=sym, margin_mode=mode,
+            account_id=r["account_id"], symbol=sym, asset=settle, margin_mode=mode, _inv=inv,
             side="long" if q > 0 else "short", size=q, entry_price=E, mark_price=P,
             _q=q, _cs=cs, _iso=iso, _tiers=ts, _N=N, _upnl=upnl, _MM=MM, _IM=IM, _FEE=FEE,
             _REQ=MM + FEE,
             _k_mm=k_mm, _k_n=k_n,
         ))
-    pos.sort(key=lambda p: (p["account_id"], p["symbol"], p["margin_mode"] != "cross"))
+    pos.sort(key=lambda p: (p["account_id"], p["asset"], p["symbol"], p["margin_mode"] != "cross"))
 
     by_acc: dict = {}
     for p in pos:
-        by_acc.setdefault(p["account_id"], []).append(p)
+        by_acc.setdefault((p["account_id"], p["asset"]), []).append(p)
 
     # ---- per account -----------------------------------------------------------------
     acc_out = []
     acc_state = {}
     for a in accs:
         aid = a["account_id"]
+        pool = (aid, a.get("asset") or DEFAULT_ASSET)
         W = dec(a["wallet_balance"])
-        mine = by_acc.get(aid, [])
+        mine = by_acc.get(pool, [])
         cross = [p for p in mine if p["margin_mode"] == "cross"]
         upnl = V(D0)
         MM = V(D0)
@@ -437,22 +466,27 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
         REQ = MM + FEE
         ratio = _ratio(REQ, eq, bool(cross))
         status, status_ok = _status(REQ, eq, bool(cross), venue)
-        row = dict(account_id=aid, wallet_balance=W, upnl=upnl.v, equity=eq.v,
+        row = dict(account_id=aid, asset=pool[1], wallet_balance=W, upnl=upnl.v, equity=eq.v,
                    maint_margin=MM.v, close_fee=FEE.v, init_margin=IM.v, margin_ratio=ratio.v,
                    available_balance=avail.v, status=status, n_positions=len(mine))
         row["_tol"] = dict(wallet_balance=D0, upnl=upnl.e, equity=eq.e, maint_margin=MM.e, close_fee=FEE.e,
                            init_margin=IM.e, margin_ratio=ratio.e, available_balance=avail.e)
         row["_status_ok"] = status_ok
         acc_out.append(row)
-        acc_state[aid] = dict(W=W, eq=eq, MM=MM, ratio=ratio, cross=cross, status=status,
+        acc_state[pool] = dict(W=W, eq=eq, MM=MM, ratio=ratio, cross=cross, status=status,
                               status_ok=status_ok)
 
     # ---- liquidation, bankruptcy, ADL score per position -----------------------------
     for p in pos:
-        st_ = acc_state[p["account_id"]]
+        st_ = acc_state[(p["account_id"], p["asset"])]
         q, cs, E, P, ts = p["_q"], p["_cs"], p["entry_price"], p["mark_price"], p["_tiers"]
         aq = abs(q)
         sgn = 1 if q > 0 else -1
+        inv = p["_inv"]
+        # Inverse: the linear closed forms hold in x = 1/P for size -q and entry 1/E (derived in
+        # the README, "Inverse contracts"); qx, Ex, Px are those, and each price is 1/x at the end.
+        qx, Ex, Px = (-q, V(D1) / E, V(D1) / P) if inv else (q, V(E), V(P))
+        sgx = -sgn if inv else sgn
         if p["margin_mode"] == "cross":
             others = [o for o in st_["cross"] if o is not p]
             Wp = V(st_["W"])
@@ -477,17 +511,17 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
         f = dec(float(venue.close_fee_rate))
         if venue.mm_base == "entry":
             # equity(P) = MM' + MM_i + f·|q|·P·cs  =>  P·cs·(q − f·|q|) = MM' + MM_i − W' + q·E·cs
-            lp = (MMp + p["_MM"] - Wp + V(q) * E * cs) / (V(cs) * (V(q) - f * aq))
+            lp = (MMp + p["_MM"] - Wp + V(qx) * Ex * cs) / (V(cs) * (V(qx) - f * aq))
         elif venue.tier_basis == "contracts":
             t = ts[p["_k_mm"]]
             cum = D0 if venue.tier_rate == "whole" else t.cum
-            lp = (Wp - MMp + cum - V(q) * E * cs) / (V(aq) * cs * (t.mmr + f) - V(q) * cs)
+            lp = (Wp - MMp + cum - V(qx) * Ex * cs) / (V(aq) * cs * (t.mmr + f) - V(qx) * cs)
             k = p["_k_mm"]
         else:
             lp = None
             for k, t in enumerate(ts):
-                num = Wp - MMp + (D0 if venue.tier_rate == "whole" else t.cum) - V(q) * E * cs
-                den = V(aq) * cs * (t.mmr + f) - V(q) * cs
+                num = Wp - MMp + (D0 if venue.tier_rate == "whole" else t.cum) - V(qx) * Ex * cs
+                den = V(aq) * cs * (t.mmr + f) - V(qx) * cs
                 root = num / den
                 n_at = aq * root.v * cs
                 upper = ts[k + 1].floor if k + 1 < len(ts) else INF
@@ -504,27 +538,37 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
             # rounding of equity - MM evaluated near the root (a few units of 2^-53 of the
             # terms' size), so it may flip that far over |d(equity - MM)/dP| from the exact
             # root. The comparison is widened by exactly that: a few ulps of the price.
-            slope = aq * cs * (abs(f - sgn) if venue.mm_base == "entry" else abs(ts[k].mmr + f - sgn))
-            size_ = abs(Wp.v) + abs(MMp.v) + 2 * aq * (E + abs(lp.v)) * cs
+            slope = aq * cs * (abs(f - sgx) if venue.mm_base == "entry" else abs(ts[k].mmr + f - sgx))
+            size_ = abs(Wp.v) + abs(MMp.v) + 2 * aq * (Ex.v + abs(lp.v)) * cs
             lp = V(lp.v, lp.e + 16 * F64_UNIT * size_ / slope)
+        if lp is not None and inv:
+            # the root is x = 1/LP; x <= 0: no positive price (a short never liquidated by a rise)
+            lp = V(D1) / lp if lp.v > 0 else V(-D1, INF if straddles_zero(lp) else D0)
         # bankruptcy price
-        if p["margin_mode"] == "isolated" or len(st_["cross"]) == 1:
-            bp = V(E) - Wp / (V(q) * cs)
+        alone = p["margin_mode"] == "isolated" or len(st_["cross"]) == 1
+        share = Wp if alone else eq * p["_MM"] / st_["MM"]
+        at = Ex if alone else Px
+        if venue.bankruptcy_fee and venue.close_fee_rate > 0:
+            # closing at B pays the fee f·|q|·B·cs too: q·(B − X)·cs − f·|q|·B·cs = −share
+            bp = (V(qx) * at * cs - share) / (V(cs) * (V(qx) - f * aq))
         else:
-            mm_tot = st_["MM"]
-            bp = V(P) - (eq * p["_MM"] / mm_tot) / (V(q) * cs)
+            bp = at - share / (V(qx) * cs)
+        if inv:
+            bp = V(D1) / bp if bp.v != 0 else V(INF, INF)
 
         # ADL score
         score = None
         if venue.adl_score == "pnl_leverage":
-            pnl = sgn * (V(P) - E) / E
-            d = abs(V(P) - bp)
+            # inverse: in x = 1/P (PnL% of the entry value, leverage of the mark value, in coin)
+            bx = (V(D1) / bp if bp.v != 0 else V(INF, INF)) if inv else bp
+            pnl = sgx * (Px - Ex) / Ex
+            d = abs(Px - bx)
             if pnl.v > 0:
-                score = pnl * ((V(aq) * P) / (V(aq) * d)) if d.v != 0 else V(INF, INF)
+                score = pnl * ((V(aq) * Px) / (V(aq) * d)) if d.v != 0 else V(INF, INF)
             else:
                 # pnl / eff_lev, written as pnl * (|q||P - BP|) / (|q| P): the same value,
                 # and well conditioned when P - BP ~ 0 (eff_lev -> inf, score -> 0)
-                score = pnl * ((V(aq) * d) / (V(aq) * P))
+                score = pnl * ((V(aq) * d) / (V(aq) * Px))
         elif venue.adl_score == "binance":
             if eq.v <= 0:
                 score = V(D0, INF if straddles_zero(eq) else D0)
@@ -556,7 +600,8 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
                          adl_score=INF if score is None else score.e)
         p["_raw"] = dict(liq_price=None if lp is None else lp.v, bankruptcy_price=bp.v,
                          liq_tier=None if lp is None or venue.mm_base == "entry"
-                         else (p["_k_mm"] if venue.tier_basis == "contracts" else tier_index(ts, aq * lp.v * cs)))
+                         else (p["_k_mm"] if venue.tier_basis == "contracts"
+                               else tier_index(ts, aq * cs / lp.v if inv else aq * lp.v * cs)))
         p["_status_ok"] = status_ok
 
     # ---- ADL ranks and lights --------------------------------------------------------
@@ -581,7 +626,8 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
         row["_eq"] = p["_eq"]
         pos_out.append(row)
     res = OracleResult(acc_out, pos_out, venue)
-    res.account_by_id = {r["account_id"]: r for r in acc_out}
+    res.account_by_id = {r["account_id"]: r for r in acc_out}  # one row per account: its only wallet
+    res.account_by_pool = {(r["account_id"], r["asset"]): r for r in acc_out}
     res.position_by_key = {(r["account_id"], r["symbol"], r["margin_mode"]): r for r in pos_out}
     return res
 
@@ -591,10 +637,11 @@ def _oracle_revalue(markets, tiers, accounts, positions, venue, marks) -> Oracle
 # ======================================================================================
 
 _SCHEMAS = {
-    "markets": {"symbol": "str", "mark_price": "f64", "contract_size": "f64", "tick_size": "f64"},
+    "markets": {"symbol": "str", "mark_price": "f64", "contract_size": "f64", "tick_size": "f64",
+                "contract_type": "str", "settle_asset": "str"},
     "tiers": {"symbol": "str", "notional_floor": "f64", "maint_margin_rate": "f64",
               "maint_amount": "f64", "max_leverage": "f64"},
-    "accounts": {"account_id": "i64", "wallet_balance": "f64"},
+    "accounts": {"account_id": "i64", "wallet_balance": "f64", "asset": "str"},
     "positions": {"account_id": "i64", "symbol": "str", "size": "f64", "entry_price": "f64",
                   "margin_mode": "str", "isolated_margin": "f64", "leverage": "f64"},
 }
@@ -643,8 +690,10 @@ def _float_mm(ladder, n):
     return mm
 
 
-def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 4):
-    """Hypothesis strategy of small random books (dicts of row lists)."""
+def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 4, inverse: bool = False):
+    """Hypothesis strategy of small random books (dicts of row lists). ``inverse``: some markets
+    are inverse (coin-margined, settled in their own coin), and accounts hold one wallet per
+    asset their positions settle in (plus, at times, an idle USDT wallet)."""
     from hypothesis import strategies as st
 
     @st.composite
@@ -653,15 +702,23 @@ def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 
         names = draw(st.lists(st.sampled_from(SYMBOL_NAMES), min_size=n_sym, max_size=n_sym,
                               unique=True))
         markets, tiers, sym_info, ladders = [], [], {}, {}
+        kind = {}
         for s in names:
             cents = draw(st.integers(1, 10_000_000))
-            cs = draw(st.sampled_from([1.0, 1.0, 1.0, 0.001, 0.01, 10.0]))
+            inv = inverse and draw(st.booleans())
+            kind[s] = "inverse" if inv else "linear"
+            cs = draw(st.sampled_from([1.0, 1.0, 10.0, 100.0] if inv else [1.0, 1.0, 1.0, 0.001, 0.01, 10.0]))
             markets.append(dict(symbol=s, mark_price=cents / 100, contract_size=cs))
-            typical = cents / 100 * cs * 3
+            if inverse:
+                markets[-1].update(contract_type=kind[s], settle_asset=s if inv else "USDT")
+            typical = (cs / (cents / 100) if inv else cents / 100 * cs) * 3
             n_t = draw(st.integers(1, max_tiers))
             mults = draw(st.lists(st.sampled_from([0.01, 0.05, 0.2, 0.5, 1, 2, 5, 20, 100]),
                                   min_size=n_t - 1, max_size=n_t - 1))
-            floors = [0.0] + sorted({float(max(1, round(typical * m))) for m in mults})
+            if kind[s] == "inverse":  # coin notionals: floors need not be whole numbers
+                floors = [0.0] + sorted({float(f"{typical * m:.3g}") for m in mults if typical * m > 0})
+            else:
+                floors = [0.0] + sorted({float(max(1, round(typical * m))) for m in mults})
             mmrs = sorted(draw(st.lists(
                 st.sampled_from([0.004, 0.005, 0.01, 0.025, 0.05, 0.1, 0.125, 0.15, 0.25, 0.5]),
                 min_size=len(floors), max_size=len(floors))))
@@ -704,7 +761,10 @@ def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 
                     entry = e_cents / 100
                     row = dict(account_id=aid, symbol=s, size=size, entry_price=entry,
                                margin_mode=mode)
-                    if mode == "isolated":
+                    if mode == "isolated" and kind[s] == "inverse":
+                        frac = draw(st.sampled_from([0.002, 0.01, 0.05, 0.2, 1.0]))
+                        row["isolated_margin"] = max(1e-8, float(f"{abs(size) * cs / entry * frac:.4g}"))
+                    elif mode == "isolated":
                         frac = draw(st.sampled_from([0.002, 0.01, 0.05, 0.2, 1.0]))
                         row["isolated_margin"] = max(1, round(abs(size) * entry * cs * frac * 100)) / 100
                     else:
@@ -712,31 +772,48 @@ def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 
                     lev = draw(st.sampled_from([None, None, None, 1.0, 2.0, 3.0, 5.0, 10.0]))
                     row["leverage"] = lev if lev is None or lev <= min_lev else None
                     mine.append(row)
-            gross = sum(abs(r["size"]) * r["entry_price"] * sym_info[r["symbol"]][1]
-                        for r in mine if r["margin_mode"] == "cross")
-            if gross > 0 and draw(st.integers(0, 3)) == 0:
-                # equity near maintenance margin (margin call / liquidation boundary region)
-                upnl, mm = 0.0, 0.0
-                for r in mine:
-                    if r["margin_mode"] == "cross":
-                        cents, cs, _ = sym_info[r["symbol"]]
-                        upnl += r["size"] * (cents / 100 - r["entry_price"]) * cs
-                        mm += _float_mm(ladders[r["symbol"]], abs(r["size"]) * cents / 100 * cs)
-                f = draw(st.sampled_from([0.9, 1.0, 1.05, 1.15, 1.25, 1.3]))
-                wallet = max(0.0, round((mm * f - upnl) * 100) / 100)
-            elif gross > 0:
-                frac = draw(st.sampled_from([0, 0.002, 0.01, 0.03, 0.1, 0.5, 2.0]))
-                wallet = round(gross * frac * 100) / 100
-            else:
-                wallet = draw(st.integers(0, 10**7)) / 100
-            accounts.append(dict(account_id=aid, wallet_balance=wallet))
+            pools = {"USDT" if kind[r["symbol"]] == "linear" else r["symbol"] for r in mine} or {"USDT"}
+            if inverse and draw(st.booleans()):
+                pools.add("USDT")  # an idle wallet: an account row with no positions of its own
+            for asset in sorted(pools):
+                coin = asset != "USDT"
+                mine_here = [r for r in mine if ("USDT" if kind[r["symbol"]] == "linear" else r["symbol"]) == asset]
+                gross = sum(abs(r["size"]) * sym_info[r["symbol"]][1] * (1 / r["entry_price"] if coin else r["entry_price"])
+                            for r in mine_here if r["margin_mode"] == "cross")
+                cents_unit = 1e8 if coin else 100  # wallets in satoshi-like units for coins
+                if gross > 0 and draw(st.integers(0, 3)) == 0:
+                    # equity near maintenance margin (margin call / liquidation boundary region)
+                    upnl, mm = 0.0, 0.0
+                    for r in mine_here:
+                        if r["margin_mode"] == "cross":
+                            cents, cs, _ = sym_info[r["symbol"]]
+                            p = cents / 100
+                            if coin:
+                                upnl += r["size"] * cs * (1 / r["entry_price"] - 1 / p)
+                                mm += _float_mm(ladders[r["symbol"]], abs(r["size"]) * cs / p)
+                            else:
+                                upnl += r["size"] * (p - r["entry_price"]) * cs
+                                mm += _float_mm(ladders[r["symbol"]], abs(r["size"]) * p * cs)
+                    f = draw(st.sampled_from([0.9, 1.0, 1.05, 1.15, 1.25, 1.3]))
+                    wallet = max(0.0, round((mm * f - upnl) * cents_unit) / cents_unit)
+                elif gross > 0:
+                    frac = draw(st.sampled_from([0, 0.002, 0.01, 0.03, 0.1, 0.5, 2.0]))
+                    wallet = round(gross * frac * cents_unit) / cents_unit
+                else:
+                    wallet = draw(st.integers(0, 10**7)) / 100
+                if 0 < abs(wallet) < 1e-12:
+                    wallet = 0.0
+                row = dict(account_id=aid, wallet_balance=wallet)
+                if inverse:
+                    row["asset"] = asset
+                accounts.append(row)
             positions.extend(mine)
         for _ in range(draw(st.integers(0, 2))):
             # a twin account: identical positions and wallet, so exact ADL ties
             src = draw(st.sampled_from(accounts))
             twin = draw(st.integers(0, 10**12).filter(lambda i: i not in ids))
             ids.append(twin)
-            accounts.append(dict(account_id=twin, wallet_balance=src["wallet_balance"]))
+            accounts.extend(dict(r, account_id=twin) for r in list(accounts) if r["account_id"] == src["account_id"])
             positions.extend(dict(r, account_id=twin) for r in list(positions)
                              if r["account_id"] == src["account_id"])
         if not positions:
@@ -744,6 +821,9 @@ def book_strategy(max_accounts: int = 6, max_symbols: int = 3, max_tiers: int = 
             cents, cs, _ = sym_info[s]
             positions.append(dict(account_id=ids[0], symbol=s, size=1.0, entry_price=cents / 100,
                                   margin_mode="cross", isolated_margin=0.0, leverage=None))
+            asset = s if kind[s] == "inverse" else "USDT"
+            if inverse and not any(a["account_id"] == ids[0] and a["asset"] == asset for a in accounts):
+                accounts.append(dict(account_id=ids[0], wallet_balance=1.0, asset=asset))
         positions = draw(st.permutations(positions))
         accounts = draw(st.permutations(accounts))
         return dict(markets=markets, tiers=tiers, accounts=list(accounts),
@@ -809,14 +889,14 @@ def compare(risk, orc: OracleResult, strict: bool = True) -> list[str]:
     pos = risk.positions.to_dicts()
 
     # ---- accounts --------------------------------------------------------------------
-    ids = [r["account_id"] for r in acc]
-    if ids != sorted(orc.account_by_id):
-        errs.append(f"accounts: ids {ids} != expected sorted {sorted(orc.account_by_id)}")
+    ids = [(r["account_id"], r["asset"]) for r in acc]
+    if ids != sorted(orc.account_by_pool):
+        errs.append(f"accounts: ids {ids} != expected sorted {sorted(orc.account_by_pool)}")
     for r in acc:
-        o = orc.account_by_id.get(r["account_id"])
+        o = orc.account_by_pool.get((r["account_id"], r["asset"]))
         if o is None:
             continue
-        w = f"account {r['account_id']}:"
+        w = f"account {r['account_id']} {r['asset']}:"
         for c in ACCOUNT_NUMERIC:
             _close(c, r[c], o[c], o["_tol"][c], strict, errs, w)
         if strict and r["status"] != o["status"] or r["status"] not in o["_status_ok"]:
@@ -827,7 +907,9 @@ def compare(risk, orc: OracleResult, strict: bool = True) -> list[str]:
 
     # ---- positions -------------------------------------------------------------------
     keys = [(r["account_id"], r["symbol"], r["margin_mode"]) for r in pos]
-    want_keys = sorted(orc.position_by_key, key=lambda k: (k[0], k[1], k[2] != "cross"))
+    # by margin pool (account_id, asset), then symbol, cross first
+    want_keys = sorted(orc.position_by_key,
+                       key=lambda k: (k[0], orc.position_by_key[k]["asset"], k[1], k[2] != "cross"))
     if keys != want_keys:
         errs.append(f"positions: keys/order {keys} != {want_keys}")
     for r in pos:
@@ -838,6 +920,8 @@ def compare(risk, orc: OracleResult, strict: bool = True) -> list[str]:
         w = f"position {k}:"
         if r["side"] != o["side"]:
             errs.append(f"{w} side {r['side']} != {o['side']}")
+        if r["asset"] != o["asset"]:
+            errs.append(f"{w} asset {r['asset']} != {o['asset']}")
         for c in POSITION_NUMERIC:
             _close(c, r[c], o[c], o["_tol"][c], strict, errs, w)
         if strict and r["status"] != o["status"] or r["status"] not in o["_status_ok"]:

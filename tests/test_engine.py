@@ -98,6 +98,28 @@ def test_unranked_revaluation_is_the_same_but_for_null_queue_places(book):
     assert engine.revalue(out=scores_only).positions.equals(ranked.positions)
 
 
+@pytest.mark.parametrize("venue", ["binance", "bybit", "okx", "gate", "bitmex", "hyperliquid", "dydx"])
+def test_liquidation_prices_of_chosen_positions_are_the_full_revaluations(book, venue):
+    """Revalued without liquidation prices, then liquidation_prices for a subset (the monitor's
+    path): those positions get the full revaluation's bits, the others stay NaN."""
+    from gpurisk.liquidation import liquidation_prices
+
+    engine = Engine(book, venue=venue, backend="cpu")
+    marks = book.mark_price * 1.07  # some positions pass their liquidation price
+    full = engine.revalue(marks, rank=False)
+    lean = engine.revalue(marks, rank=False, liq_price=False)
+    assert np.isnan(lean.position_risk.liq_price).all()
+    for k in ("equity", "ratio", "status", "bankruptcy_price"):
+        assert getattr(lean.position_risk, k).tobytes() == getattr(full.position_risk, k).tobytes(), k
+    chosen = np.random.default_rng(3).choice(book.n_positions, book.n_positions // 3, replace=False)
+    liquidation_prices(engine.backend, engine.device, lean.position_margin, lean.account_margin, engine.venue,
+                       chosen, lean.position_risk.liq_price)
+    got, want = lean.position_risk.liq_price, full.position_risk.liq_price
+    assert got[chosen].tobytes() == want[chosen].tobytes()
+    rest = np.setdiff1d(np.arange(book.n_positions), chosen)
+    assert np.isnan(got[rest]).all() and np.isfinite(want[rest]).any()
+
+
 def test_padded_tiers_and_liquidation_root_bounds(book):
     from gpurisk.engine import TIER_LOOKAHEAD, liquidation_root_bounds, padded_tiers
 
@@ -268,7 +290,7 @@ def _reference_tables(risk):
     b, am, pm, pr, q, h = (risk.book, risk.account_margin, risk.position_margin, risk.position_risk,
                            risk.adl, risk.backend.to_host)
     accounts = pl.DataFrame({
-        "account_id": b.account_id, "wallet_balance": b.wallet, "upnl": h(am.upnl), "equity": h(am.equity),
+        "account_id": b.account_id, "asset": enum(b.assets).gather(b.account_asset), "wallet_balance": b.wallet, "upnl": h(am.upnl), "equity": h(am.equity),
         "maint_margin": h(am.maint), "close_fee": h(am.close_fee), "init_margin": h(am.init),
         "margin_ratio": h(am.ratio),
         "available_balance": h(am.available), "status": enum(STATUSES).gather(h(am.status)),
@@ -276,6 +298,7 @@ def _reference_tables(risk):
     liq, bp = h(pr.liq_price), h(pr.bankruptcy_price)
     positions = pl.DataFrame({
         "account_id": b.account_id[b.pos_account], "symbol": enum(b.symbols).gather(b.pos_symbol),
+        "asset": enum(b.assets).gather(b.settle_asset[b.pos_symbol]),
         "margin_mode": enum(MARGIN_MODES).gather(b.isolated),
         "side": enum(SIDES).gather((b.size < 0).astype(np.int8)), "size": b.size, "entry_price": b.entry,
         "mark_price": risk.mark[b.pos_symbol], "notional": h(pm.notional), "upnl": h(pm.upnl),

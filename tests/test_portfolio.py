@@ -652,3 +652,23 @@ def test_cli_stress_with_portfolio(tmp_path, capsys):
     tiered = pl.read_parquet(tmp_path / "tiered" / "summary.parquet")
     pf = pl.read_parquet(tmp_path / "pf" / "summary.parquet")
     assert pf["accounts_liquidated"].sum() > tiered["accounts_liquidated"].sum()  # ±10% moves vs tier rates
+
+
+def test_inverse_markets_are_refused_for_portfolio_pools_and_null_for_tiered_ones():
+    """Mixed book (tests/test_inverse.py): account 7 has a USDT pool (linear BTCUSDT) and a BTC
+    pool (inverse BTCUSD). The model values linear contracts only."""
+    from test_inverse import mixed_book
+
+    model = model_of([dict(symbol=s, risk_group="BTC", price_range=0.1, shocks=11) for s in ("BTCUSD", "BTCUSDT")])
+    book = mixed_book()
+    with pytest.raises(ValueError, match="linear contracts only.*'BTCUSD'.*account_id 3, 7"):
+        revalue(book, get_venue("binance").with_(margin_model="portfolio", portfolio=model))
+    f = book.frames()
+    f["accounts"] = f["accounts"].with_columns(
+        margin_model=pl.when((pl.col("account_id") == 7) & (pl.col("asset") == "USDT")).then(pl.lit("portfolio")))
+    risk = revalue(Book.from_frames(**f), get_venue("binance").with_(portfolio=model))
+    rows = {(r["account_id"], r["asset"]): r for r in risk.accounts.to_dicts()}
+    assert rows[(7, "USDT")]["margin_model"] == "portfolio"
+    assert rows[(7, "USDT")]["maint_margin"] == pytest.approx(0.5 * 50_000.0 * 0.1, rel=1e-15)
+    assert rows[(7, "BTC")]["portfolio_margin"] is None and rows[(3, "BTC")]["portfolio_margin"] is None
+    assert rows[(7, "BTC")]["margin_model"] == "tiered"

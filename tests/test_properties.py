@@ -298,3 +298,87 @@ def test_tick_rounds_the_liquidation_price_on_the_trigger_side(book, data):
             continue
         assert lp == round(lp / t) * t, f"{lp!r} is not a multiple of the tick {t}"
         assert (lp <= lp0) if r["side"] == "long" else (lp >= lp0), (venue, r["side"], lp0, lp)
+
+
+# ---- inverse (coin-margined) contracts ------------------------------------------------
+# The same properties on books mixing linear and inverse markets, with one wallet per
+# (account, asset): the margin pool of a position is its account's wallet in its market's
+# settle asset, and every figure is in that asset.
+
+def _settle(book):
+    return {m["symbol"]: (m.get("contract_type") == "inverse", m.get("settle_asset") or "USDT")
+            for m in book["markets"]}
+
+
+def _pool_figures(risk, row, iso, cs, inverse):
+    """(equity, requirement, scale) of the position's margin pool (cross) or of the position
+    (isolated), in its settle asset; scale: |wallet| + coin or quote notionals + MM."""
+    def value(r):  # entry value in the pool's asset
+        c = cs[r["symbol"]]
+        return abs(r["size"]) * c / r["entry_price"] if inverse[r["symbol"]] else abs(r["size"]) * r["entry_price"] * c
+    aid, sym = row["account_id"], row["symbol"]
+    if row["margin_mode"] == "cross":
+        a = risk.accounts.filter(account_id=aid, asset=row["asset"]).to_dicts()[0]
+        scale = abs(a["wallet_balance"]) + sum(
+            r["notional"] + value(r) + r["maint_margin"]
+            for r in risk.positions.filter(account_id=aid, asset=row["asset"], margin_mode="cross").to_dicts())
+        return a["equity"], a["maint_margin"] + a["close_fee"], scale
+    p = risk.positions.filter(account_id=aid, symbol=sym, margin_mode="isolated").to_dicts()[0]
+    m = iso[(aid, sym)]
+    return m + p["upnl"], p["maint_margin"] + p["close_fee"], m + p["notional"] + value(p) + p["maint_margin"]
+
+
+@settings(max_examples=50, **SETTINGS)
+@given(oracle.book_strategy(inverse=True), st.sampled_from(["binance", "bybit", "bitmex", "okx", "gate"]))
+def test_inverse_liquidation_price_puts_the_margin_ratio_at_the_threshold(book, venue):
+    eb = engine_book(book)
+    base = revalue(eb, venue)
+    cs, iso = contract_sizes(book), isolated_margins(book)
+    inverse = {s: v[0] for s, v in _settle(book).items()}
+    rows = [r for r in base.positions.to_dicts() if r["liq_price"] is not None and inverse[r["symbol"]]]
+    for r in rows[:MAX_CHECKS]:
+        lp = r["liq_price"]
+        assert lp > 0
+        at = revalue(eb, venue, marks={r["symbol"]: lp})
+        eq, req, scale = _pool_figures(at, r, iso, cs, inverse)
+        assert abs(eq - req) <= REL * scale, (
+            f"{venue}: inverse position {r['account_id']}/{r['symbol']}/{r['margin_mode']} at its "
+            f"liq_price {lp!r}: equity {eq!r} != requirement {req!r} (coin)")
+        st_at = at.positions.filter(account_id=r["account_id"], symbol=r["symbol"],
+                                    margin_mode=r["margin_mode"])["status"].item()
+        assert st_at in ("liquidatable", "bankrupt"), (venue, r, st_at)  # on the trigger side
+
+
+@settings(max_examples=50, **SETTINGS)
+@given(oracle.book_strategy(inverse=True), st.sampled_from(["binance", "bitmex"]))
+def test_inverse_bankruptcy_price_puts_equity_at_zero(book, venue):
+    eb = engine_book(book)
+    base = revalue(eb, venue)
+    cs, iso = contract_sizes(book), isolated_margins(book)
+    inverse = {s: v[0] for s, v in _settle(book).items()}
+    pos = base.positions.to_dicts()
+    n_cross: dict = {}
+    for r in pos:
+        if r["margin_mode"] == "cross":
+            n_cross[(r["account_id"], r["asset"])] = n_cross.get((r["account_id"], r["asset"]), 0) + 1
+    rows = [r for r in pos if r["bankruptcy_price"] is not None and inverse[r["symbol"]]
+            and (r["margin_mode"] == "isolated" or n_cross[(r["account_id"], r["asset"])] == 1)]
+    for r in rows[:MAX_CHECKS]:
+        at = revalue(eb, venue, marks={r["symbol"]: r["bankruptcy_price"]})
+        eq, _, scale = _pool_figures(at, r, iso, cs, inverse)
+        assert abs(eq) <= REL * scale, (venue, r, eq)
+    # several cross positions in one pool: closing them all at their bankruptcy prices leaves zero
+    wallet = {(a["account_id"], a.get("asset") or "USDT"): a["wallet_balance"] for a in book["accounts"]}
+    pools: dict = {}
+    for r in pos:
+        if r["margin_mode"] == "cross":
+            pools.setdefault((r["account_id"], r["asset"]), []).append(r)
+    for key, rs in pools.items():
+        if len(rs) < 2 or any(r["bankruptcy_price"] is None for r in rs):
+            continue
+        left, scale = wallet[key], abs(wallet[key])
+        for r in rs:
+            c, q, e, b = cs[r["symbol"]], r["size"], r["entry_price"], r["bankruptcy_price"]
+            left += q * c * (1 / e - 1 / b) if inverse[r["symbol"]] else q * (b - e) * c
+            scale += abs(q) * c * (1 / min(e, b) if inverse[r["symbol"]] else max(e, b))
+        assert abs(left) <= REL * scale, (venue, key, left)

@@ -5,7 +5,9 @@
 // computed in thread order, so the permutation is the same on any thread count (and, the
 // order being total, the same as any other correct sort, e.g. the GPU's).
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
+#include <algorithm>  // nth_element, sort: the front of a queue
 #include <vector>  // per-thread histograms
 #if defined(_OPENMP)
 #include <omp.h>
@@ -92,27 +94,236 @@ bool sort_bytes(long long n, int n_bytes, K* key, long long* idx, K* key_tmp, lo
     return swapped;
 }
 
+// One queue's segment (key, idx)[0, n) sorted by key on one thread, stably; the sorted
+// indices land in `order`. Eight byte histograms are counted in one read pass, and a byte on
+// which every key agrees is skipped. A queue of a few hundred thousand positions fits in the
+// cache, so its passes run there instead of streaming the whole book through memory.
+void sort_segment(long long n, uint64_t* key, long long* idx, uint64_t* key_tmp, long long* idx_tmp,
+                  long long* order) {
+    if (n < 2) {
+        if (n == 1) order[0] = idx[0];
+        return;
+    }
+    if (n <= 32) {  // insertion sort: stable, and (key, idx) pairs are distinct
+        for (long long i = 1; i < n; ++i) {
+            const uint64_t k = key[i];
+            const long long v = idx[i];
+            long long j = i;
+            for (; j > 0 && key[j - 1] > k; --j) {
+                key[j] = key[j - 1];
+                idx[j] = idx[j - 1];
+            }
+            key[j] = k;
+            idx[j] = v;
+        }
+        memcpy(order, idx, sizeof(long long) * (size_t)n);
+        return;
+    }
+    long long hist[8][256];
+    memset(hist, 0, sizeof hist);
+    for (long long i = 0; i < n; ++i) {
+        const uint64_t k = key[i];
+        for (int b = 0; b < 8; ++b) ++hist[b][(k >> (8 * b)) & 0xFF];
+    }
+    for (int b = 0; b < 8; ++b) {
+        const int shift = 8 * b;
+        if (hist[b][(key[0] >> shift) & 0xFF] == n) continue;  // this byte orders nothing
+        long long running = 0;
+        for (int d = 0; d < 256; ++d) {
+            const long long c = hist[b][d];
+            hist[b][d] = running;
+            running += c;
+        }
+        for (long long i = 0; i < n; ++i) {
+            const long long dst = hist[b][(key[i] >> shift) & 0xFF]++;
+            key_tmp[dst] = key[i];
+            idx_tmp[dst] = idx[i];
+        }
+        uint64_t* k = key; key = key_tmp; key_tmp = k;
+        long long* x = idx; idx = idx_tmp; idx_tmp = x;
+    }
+    if (idx != order) memcpy(order, idx, sizeof(long long) * (size_t)n);
+}
+
 }  // namespace
 
 // order[k] = the position at place k of the concatenated queues (queue ascending, score
 // descending, position index ascending). The caller owns the work buffers (reused between
 // calls: first-touching fresh memory costs more than the sort): key and key_tmp hold n
 // uint64, idx_tmp n int64.
+//
+// First one stable counting pass splits the positions by queue (keys computed on the way),
+// then each queue is sorted by score on its own: small queues one per thread, in the cache;
+// a queue too large to share out that way by the whole team, byte pass after byte pass. The
+// order being total, neither the split nor the thread count changes the permutation.
 extern "C" void queue_order(long long n, const int* group, const double* score, int n_groups,
                             long long* order, uint64_t* key, uint64_t* key_tmp, long long* idx_tmp) {
-    const int threads = n < 65536 ? 1 : thread_count();  // small queues: no team to wake
-#pragma omp parallel for schedule(static) if (threads > 1)
-    for (long long i = 0; i < n; ++i) {
-        key[i] = descending_key(score[i]);
-        order[i] = i;
+    const int threads = n < 65536 ? 1 : thread_count();  // small books: no team to wake
+    std::vector<long long> hist((size_t)threads * (size_t)n_groups + 1, 0);
+    std::vector<long long> start((size_t)n_groups + 1, 0);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#if defined(_OPENMP)
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
+        long long* h = &hist[(size_t)t * (size_t)n_groups];
+        for (long long i = lo; i < hi; ++i) ++h[group[i]];
+#pragma omp barrier
+#pragma omp single
+        {
+            long long running = 0;
+            for (int g = 0; g < n_groups; ++g) {
+                start[g] = running;
+                for (int u = 0; u < threads; ++u) {
+                    const long long c = hist[(size_t)u * (size_t)n_groups + g];
+                    hist[(size_t)u * (size_t)n_groups + g] = running;
+                    running += c;
+                }
+            }
+            start[n_groups] = running;
+        }
+        for (long long i = lo; i < hi; ++i) {
+            const long long dst = h[group[i]]++;
+            key_tmp[dst] = descending_key(score[i]);
+            idx_tmp[dst] = i;
+        }
     }
-    if (sort_bytes(n, 8, key, order, key_tmp, idx_tmp, threads))
-        memcpy(order, idx_tmp, sizeof(long long) * (size_t)n);
-    // Then by queue, stably: the queue ids of the sorted positions reuse the key buffers.
-#pragma omp parallel for schedule(static) if (threads > 1)
-    for (long long i = 0; i < n; ++i) key[i] = (uint64_t)(uint32_t)group[order[i]];
-    int group_bytes = 1;
-    while (group_bytes < 4 && (((long long)n_groups - 1) >> (8 * group_bytes))) ++group_bytes;
-    if (sort_bytes(n, group_bytes, key, order, key_tmp, idx_tmp, threads))
-        memcpy(order, idx_tmp, sizeof(long long) * (size_t)n);
+    // (key_tmp, idx_tmp) now hold the queues one after another, each in storage order.
+    const long long team_size = threads > 1 ? n / (2 * threads) : n + 1;
+    for (int g = 0; g < n_groups; ++g) {
+        const long long lo = start[g], m = start[g + 1] - lo;
+        if (m < team_size) continue;
+        // The sorted indices end in order's segment or in idx_tmp's, by the count of passes.
+        if (!sort_bytes(m, 8, key_tmp + lo, idx_tmp + lo, key + lo, order + lo, threads))
+            memcpy(order + lo, idx_tmp + lo, sizeof(long long) * (size_t)m);
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+    for (int g = 0; g < n_groups; ++g) {
+        const long long lo = start[g], m = start[g + 1] - lo;
+        if (m >= team_size) continue;
+        // idx_tmp's segment serves as the second index buffer: order receives the result.
+        sort_segment(m, key_tmp + lo, idx_tmp + lo, key + lo, order + lo, order + lo);
+    }
+}
+
+// The first k places of each queue: heads[g·k + j] = the position at place j of queue g (the
+// order queue_order gives: score descending, NaN last, ties by position index), -1 past the
+// end of a short queue. members lists each queue's positions in index order, queue g at
+// members[group_start[g], group_start[g+1]). One pass over each queue keeping its best k in
+// order: the monitor's heads without sorting or copying the queues.
+extern "C" void queue_heads(int n_groups, const long long* group_start, const long long* members,
+                            const double* score, int k, long long* heads) {
+    const int threads = group_start[n_groups] < 65536 ? 1 : thread_count();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+    for (int g = 0; g < n_groups; ++g) {
+        long long* best = heads + (long long)g * k;
+        std::vector<uint64_t> best_key((size_t)k);
+        int held = 0;
+        for (long long m = group_start[g]; m < group_start[g + 1]; ++m) {
+            const long long i = members[m];
+            const uint64_t key = descending_key(score[i]);
+            // members ascend by index, so a key equal to a held one ranks after it
+            if (held == k && key >= best_key[k - 1]) continue;
+            int j = held < k ? held++ : k - 1;
+            for (; j > 0 && best_key[j - 1] > key; --j) {
+                best_key[j] = best_key[j - 1];
+                best[j] = best[j - 1];
+            }
+            best_key[j] = key;
+            best[j] = i;
+        }
+        for (int j = held; j < k; ++j) best[j] = -1;
+    }
+}
+
+// Each queue's positions in index order, queue after queue (a stable counting sort by queue):
+// members[start[g], start[g+1]) are queue g's; start holds n_groups + 1 entries.
+extern "C" void queue_members(long long n, const int* group, int n_groups, long long* start, long long* members) {
+    const int threads = n < 65536 ? 1 : thread_count();
+    std::vector<long long> hist((size_t)threads * (size_t)n_groups + 1, 0);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#if defined(_OPENMP)
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
+        long long* h = &hist[(size_t)t * (size_t)n_groups];
+        for (long long i = lo; i < hi; ++i) ++h[group[i]];
+#pragma omp barrier
+#pragma omp single
+        {
+            long long running = 0;
+            for (int g = 0; g < n_groups; ++g) {
+                start[g] = running;
+                for (int u = 0; u < threads; ++u) {
+                    const long long c = hist[(size_t)u * (size_t)n_groups + g];
+                    hist[(size_t)u * (size_t)n_groups + g] = running;
+                    running += c;
+                }
+            }
+            start[n_groups] = running;
+        }
+        for (long long i = lo; i < hi; ++i) members[h[group[i]]++] = i;
+    }
+}
+
+// The front of one ADL queue, as deep as its demand (deleverage.queue_front): members are
+// the queue's storage indices (ascending), keep marks the positions that may be filled, and
+// out receives the kept members in queue order (score descending, NaN last, ties by index)
+// until the running sum of |size| reaches need (every kept member if it never does). Returns
+// how many were written. The `first` best are selected in linear time (every tie of the last
+// included) and sorted; the selection grows until its supply suffices; past half the queue,
+// the queue is sorted whole. key, idx, key_tmp and idx_tmp are work buffers of n entries.
+extern "C" long long queue_front(long long n, const long long* members, const double* score, const bool* keep,
+                                 const double* size, double need, long long first, uint64_t* key, long long* idx,
+                                 uint64_t* key_tmp, long long* idx_tmp, long long* out) {
+    struct Entry {
+        uint64_t key;
+        long long idx;
+        bool operator<(const Entry& o) const { return key < o.key || (key == o.key && idx < o.idx); }
+    };
+    for (long long j = 0; j < n; ++j) {
+        key[j] = descending_key(score[members[j]]);
+        idx[j] = members[j];
+    }
+    long long k = first;
+    std::vector<Entry> work, picked;
+    long long selected = 0;  // work[0, selected): the `selected` best, unordered
+    while (k < n / 2) {
+        if (work.empty()) {
+            work.resize((size_t)n);
+            for (long long j = 0; j < n; ++j) work[(size_t)j] = Entry{key[j], idx[j]};
+        }
+        // Each round selects among what the last one left: linear in the queue overall.
+        std::nth_element(work.begin() + selected, work.begin() + (k - 1), work.end());
+        selected = k;
+        const uint64_t bound = work[(size_t)(k - 1)].key;  // the k-th best key
+        if (bound == ~0ULL) break;  // fewer than k numbers: the NaNs are needed too
+        picked.assign(work.begin(), work.begin() + k);
+        for (long long j = k; j < n; ++j)  // every tie of the bound
+            if (work[(size_t)j].key == bound) picked.push_back(work[(size_t)j]);
+        std::sort(picked.begin(), picked.end());
+        long long m = 0;
+        double running = 0.0;
+        for (const Entry& e : picked) {
+            if (!keep[e.idx]) continue;
+            out[m++] = e.idx;
+            running += fabs(size[e.idx]);
+        }
+        // Supplies are sizes of open positions (> 0), so the running sum rises strictly past
+        // the cut: no later member can share the cut's sum.
+        if (m > 0 && running >= need) return m;
+        const double grow = running > 0.0 ? (double)k * 1.5 * need / running : (double)n;
+        k = std::max(2 * k, grow >= (double)n ? n : (long long)grow);
+    }
+    sort_segment(n, key, idx, key_tmp, idx_tmp, idx_tmp);
+    long long m = 0;
+    for (long long j = 0; j < n; ++j)
+        if (keep[idx_tmp[j]]) out[m++] = idx_tmp[j];
+    return m;
 }
