@@ -672,3 +672,14 @@ def test_inverse_markets_are_refused_for_portfolio_pools_and_null_for_tiered_one
     assert rows[(7, "USDT")]["maint_margin"] == pytest.approx(0.5 * 50_000.0 * 0.1, rel=1e-15)
     assert rows[(7, "BTC")]["portfolio_margin"] is None and rows[(3, "BTC")]["portfolio_margin"] is None
     assert rows[(7, "BTC")]["margin_model"] == "tiered"
+
+
+def test_the_monitor_refuses_portfolio_accounts():
+    from gpurisk.monitor import Monitor
+
+    engine = Engine(Book.from_frames(**tiny_frames()),
+                    venue=get_venue("binance").with_(margin_model="portfolio", portfolio=tiny_model()), backend="cpu")
+    with pytest.raises(ValueError, match="the monitor does not model portfolio margin yet: 3 account"):
+        Monitor(engine)
+    Monitor(Engine(Book.from_frames(**tiny_frames()), venue=get_venue("binance").with_(portfolio=tiny_model()),
+                   backend="cpu"))  # every account tiered: runs
