@@ -89,23 +89,55 @@ def _describe(df: pl.DataFrame, keys: tuple[str, ...]) -> list[str]:
 
 
 class _Checker:
-    """Collects problems for one table; rows are reported by number and key."""
+    """Collects problems for one table; rows are reported by number and key.
+
+    Rules are judged together: ``rule`` records a rule, and the pending ones are evaluated
+    in one Polars pass (whether any row breaks each) when the problems are read, a problem
+    is added directly, or the frame is replaced. Only a broken rule costs a second pass,
+    for its rows. (One pass per rule cost a small batch more than its rows: the monitor
+    validates every step's updates with these rules.) Problems keep the order of the rules."""
 
     def __init__(self, table: str, df: pl.DataFrame):
         self.table = table
-        self.df = df.with_row_index(_ROW)
+        self._pending: list[tuple[str, pl.Expr, str]] = []
+        self._df = df.with_row_index(_ROW)
         self.keys = TABLE_KEYS[table]
-        self.problems: list[Problem] = []
+        self._problems: list[Problem] = []
         self.bad_columns: set[str] = set()
 
+    @property
+    def df(self) -> pl.DataFrame:
+        return self._df
+
+    @df.setter
+    def df(self, df: pl.DataFrame) -> None:
+        self._flush()  # pending rules were written against the frame they are judged on
+        self._df = df
+
+    @property
+    def problems(self) -> list[Problem]:
+        self._flush()
+        return self._problems
+
     def rule(self, column: str, bad: pl.Expr, rule: str) -> None:
-        hits = self.df.filter(bad.fill_null(True))
-        if hits.height:
-            self.problems.append(Problem(self.table, column, rule, hits.height,
-                                         tuple(_describe(hits.head(EXAMPLES_SHOWN), self.keys))))
+        self._pending.append((column, bad.fill_null(True), rule))
 
     def add(self, column: str, rule: str) -> None:
-        self.problems.append(Problem(self.table, column, rule))
+        self._flush()
+        self._problems.append(Problem(self.table, column, rule))
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        broken = self._df.select([bad.any().alias(f"r{k}") for k, (_, bad, _) in enumerate(pending)]).row(0)
+        for (column, bad, rule), hit in zip(pending, broken):
+            if hit:
+                self._report(column, self._df.filter(bad), rule)
+
+    def _report(self, column: str, hits: pl.DataFrame, rule: str) -> None:
+        self._problems.append(Problem(self.table, column, rule, hits.height,
+                                      tuple(_describe(hits.head(EXAMPLES_SHOWN), self.keys))))
 
 
 def _check_columns(chk: _Checker, columns: tuple[Column, ...] | None = None) -> pl.DataFrame:

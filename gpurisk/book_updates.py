@@ -126,14 +126,16 @@ class _RowsChecker(_Checker):
 
     def __init__(self, table, df):
         super().__init__(table, df)
-        self.bad_rows: set[int] = set()
+        self._bad_rows: set[int] = set()
 
-    def rule(self, column, bad, rule):  # _Checker.rule, keeping the rows of its one filter
-        hits = self.df.filter(bad.fill_null(True))
-        if hits.height:
-            self.bad_rows.update(hits[_ROW].to_list())
-            self.problems.append(Problem(self.table, column, rule, hits.height,
-                                         tuple(_describe(hits.head(EXAMPLES_SHOWN), self.keys))))
+    @property
+    def bad_rows(self) -> set[int]:
+        self._flush()
+        return self._bad_rows
+
+    def _report(self, column, hits, rule):  # _Checker._report, keeping the rows of its filter
+        self._bad_rows.update(hits[_ROW].to_list())
+        super()._report(column, hits, rule)
 
 
 def _keys(update: dict, symbols: dict) -> set:

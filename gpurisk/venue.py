@@ -36,7 +36,8 @@ class Venue:
     liquidation_ratio: margin ratio from which it is ``liquidatable`` (1 = equity at MM).
     adl_seed: seed of the ``random`` order.
     tier_basis: ``"notional"`` (tier floors are notionals) or ``"contracts"`` (floors are
-        numbers of contracts |q|, as OKX counts them; the tier then does not move with price).
+        numbers of contracts |q|, as OKX counts them; the tier then does not move with price;
+        needs ``tier_rate="whole"``).
     tier_rate: ``"deduction"`` (MM = N·rate_k − amount_k, continuous across tiers: Binance,
         Bybit, Gate since 2025-07-29) or ``"whole"`` (the tier's rate on the whole position, no
         deduction: OKX; the tiers' maint_amount is then not used).
@@ -96,6 +97,12 @@ class Venue:
                                ("available_upnl", AVAILABLE_RULES)):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"Venue.{field} must be one of {allowed}, got {getattr(self, field)!r}")
+        if self.tier_basis == "contracts" and self.tier_rate != "whole":
+            # A deduction keeps MM continuous across notional floors; over contract floors it
+            # does not (the notional at a floor moves with the price) and can take MM below 0.
+            raise ValueError("Venue.tier_basis='contracts' needs tier_rate='whole' (the tier's rate on the whole "
+                             "position, as OKX counts them): deduction amounts keep the maintenance margin "
+                             "continuous only across notional floors, and over contract floors can make it negative")
         if not (isinstance(self.close_fee_rate, (int, float)) and 0.0 <= self.close_fee_rate < 0.1):
             raise ValueError(f"Venue.close_fee_rate must be a rate in [0, 0.1), got {self.close_fee_rate!r}")
         if self.mm_base not in MM_BASES:
