@@ -168,13 +168,16 @@ POSITION_OUTPUT = {
     "notional": "|size| * mark_price * contract_size (inverse: |size| * contract_size / mark_price, in coin)",
     "upnl": "size * (mark_price - entry_price) * contract_size (inverse: size * contract_size * "
             "(1/entry_price - 1/mark_price), in coin)",
-    "maint_margin": "tiered maintenance margin",
+    "maint_margin": "tiered maintenance margin (an isolated position of a portfolio account: its own portfolio "
+                    "requirement)",
     "close_fee": "taker fee to close at the mark, counted in the requirement (Venue.close_fee_rate)",
-    "init_margin": "notional / leverage (entry notional with Venue.im_base='entry')",
+    "init_margin": "notional / leverage (entry notional with Venue.im_base='entry'; an isolated position of a "
+                   "portfolio account: im_multiple x its requirement)",
     "margin_ratio": "the account's (cross) or the position's own (isolated)",
     "status": "the account's (cross) or the position's own (isolated)",
     "liq_price": "price where equity = maintenance margin, others at mark, stepped to the trigger side "
-                 "(a revaluation there says liquidatable) and rounded to the tick; null if no positive price",
+                 "(a revaluation there says liquidatable) and rounded to the tick; null if no positive price, "
+                 "and for positions of portfolio accounts",
     "bankruptcy_price": "price where closing leaves equity zero; null if not positive",
     "adl_score": "venue ADL score, higher = deleveraged first",
     "adl_rank": "1-based place in the ADL queue of (symbol, side); 1 = first",
