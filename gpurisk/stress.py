@@ -501,8 +501,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     rec = _Records(detail)
     # Screen: one kernel pass over the positions per batch of scenarios finds those where
     # somebody is liquidatable at the first step's marks.
-    # The screen's kernel applies tiered margin: with portfolio accounts every scenario runs.
-    live = screen(ctx, shocks[:, 0, :], batch) if ctx.portfolio is None else np.ones(len(ids), dtype=bool)
+    live = screen(ctx, shocks[:, 0, :], batch)
     multi = shocks.shape[1] > 1
     show = sys.stderr.isatty() if progress is None else progress
     n_total = len(ids) * len(policies)

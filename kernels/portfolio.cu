@@ -344,3 +344,59 @@ GR_KERNEL void portfolio_restoring_fraction(
         keep[a] = result < 1.0 ? result : 1.0;
     }
 }
+
+// The stress screen for accounts in portfolio mode (gpurisk/screen.py), after the tiered
+// stress_flags pass: flags[sc·n_accounts + a] = 1 when, at the marks of scenario sc, account a's
+// cross book (its portfolio requirement plus any close fee, against wallet + Σ upnl summed in
+// storage order as account_margin sums them) or one of its isolated positions (its own
+// requirement) is liquidatable or bankrupt: the statuses a revaluation at those marks gives.
+// Flags of tiered accounts are left as the tiered pass wrote them.
+GR_KERNEL void portfolio_stress_flags(
+    long long n_accounts, int n_scenarios, int n_symbols, const long long* pos_start, const int* symbol,
+    const double* size, const double* entry, const signed char* isolated, const double* isolated_margin,
+    const double* wallet, const double* marks, const double* contract_size,
+    const int* sym_group, const int* shock_start, const double* shock, const double* offset_rate,
+    const double* liquidity_threshold, const double* liquidity_rate, int joint,
+    const signed char* use_portfolio, double close_fee_rate, double margin_call_ratio, double liquidation_ratio,
+    signed char* flags) {
+    const PortfolioParams m = {sym_group, shock_start, shock, offset_rate, liquidity_threshold, liquidity_rate, joint};
+    for_each_index(a, n_accounts) {
+        if (!use_portfolio[a]) continue;
+        for (int sc = 0; sc < n_scenarios; ++sc) {
+            const double* mark = marks + (long long)sc * n_symbols;
+            GroupSums b;
+            b.ng = 0;
+            b.unmapped = false;
+            double su = 0.0, sf = 0.0;
+            int nc = 0;
+            signed char flag = 0;
+            for (long long j = pos_start[a]; j < pos_start[a + 1]; ++j) {
+                const double q = size[j];
+                if (q == 0.0) continue;
+                const int s = symbol[j];
+                const double p = mark[s];
+                const double n = fabs(q) * p * contract_size[s];
+                const double fee = close_fee_rate > 0.0 ? close_fee_rate * n : 0.0;
+                const double u = upnl_of(q, p, entry[j], contract_size[s]);
+                if (isolated[j]) {
+                    const double eq = isolated_margin[j] + u;
+                    const double own = isolated_requirement(m, sym_group[s], q, n);
+                    if (status_of(eq, margin_ratio_of(own + fee, eq), margin_call_ratio, liquidation_ratio)
+                        >= GR_LIQUIDATABLE) flag = 1;
+                } else {
+                    group_sums_add(b, sym_group[s], q, n);
+                    su += u;
+                    sf += fee;
+                    ++nc;
+                }
+            }
+            if (nc > 0) {
+                const double eq = wallet[a] + su;
+                const double req = requirement_of(b, m).requirement;
+                if (status_of(eq, margin_ratio_of(req + sf, eq), margin_call_ratio, liquidation_ratio)
+                    >= GR_LIQUIDATABLE) flag = 1;
+            }
+            flags[(long long)sc * n_accounts + a] = flag;
+        }
+    }
+}

@@ -510,6 +510,41 @@ def test_stress_restoring_reduction_hits_the_target_under_portfolio_margin():
     check_books_balance(res)
 
 
+@pytest.mark.parametrize("groups_move", ["independent", "joint"])
+@pytest.mark.parametrize("fee", [0.0, 0.005])
+def test_the_screen_agrees_with_a_revaluation_under_portfolio_margin(groups_move, fee):
+    """A scenario is screened quiet exactly when a revaluation at its marks finds nobody to
+    liquidate, portfolio accounts judged by their portfolio requirement (close fee beside it)."""
+    import importlib
+
+    from gpurisk.backend import get_backend
+    from gpurisk.ladder import get_ladder
+    from gpurisk.ledger import Ledger
+    from gpurisk.screen import account_flags, screen
+
+    stress_module = importlib.import_module("gpurisk.stress")
+    book, venue = synthetic_case(1_500, groups_move)
+    venue = venue.with_(close_fee_rate=fee)
+    book = dataclasses.replace(book, wallet=book.wallet * 40.0, isolated_margin=book.isolated_margin * 40.0, meta={})
+    ctx = stress_module._Context(book, venue, get_backend("cpu"), get_ladder(None, venue.name), None, 0.0)
+    shocks = np.linspace(-0.5, 0.5, 201)[:, None] * np.ones(book.n_symbols)
+    flags = account_flags(ctx, shocks)
+    want = np.zeros_like(flags)
+    for k, sh in enumerate(shocks):
+        units = ctx.units(ctx.revalue(Ledger(book), book.mark_price * (1 + sh)))
+        want[k, book.pos_account[units]] = 1
+    assert np.array_equal(flags, want)
+    busy = want.any(axis=1)
+    assert busy.any() and not busy.all()  # the grid has quiet and busy scenarios
+    assert screen(ctx, shocks, 7).tolist() == busy.tolist()
+    # the portfolio pass matters: tiered flags of the same accounts differ
+    pf = ctx.portfolio.use.astype(bool)
+    tiered_book = dataclasses.replace(book, margin_model=None, meta={})
+    tiered = stress_module._Context(tiered_book, venue.with_(margin_model="tiered"), get_backend("cpu"),
+                                    get_ladder(None, venue.name), None, 0.0)
+    assert (account_flags(tiered, shocks)[:, pf] != want[:, pf]).any()
+
+
 def test_stress_with_portfolio_accounts_same_bits_on_threads_and_batches():
     from gpurisk import shock_grid, stress
 
