@@ -718,3 +718,21 @@ def test_the_monitor_refuses_portfolio_accounts():
         Monitor(engine)
     Monitor(Engine(Book.from_frames(**tiny_frames()), venue=get_venue("binance").with_(portfolio=tiny_model()),
                    backend="cpu"))  # every account tiered: runs
+
+
+def test_cli_what_if_with_portfolio(tmp_path, capsys):
+    from gpurisk.cli import main
+
+    book = Book.from_frames(**tiny_frames())
+    book.write(tmp_path / "book")
+    tiny_model().frame().write_csv(tmp_path / "portfolio.csv")
+    pl.DataFrame({"account_id": [2], "symbol": ["BTCUSDT"], "size": [-0.5], "price": [60_000.0]}).write_csv(
+        tmp_path / "orders.csv")
+    common = ["what-if", str(tmp_path / "book"), str(tmp_path / "orders.csv"), "--backend", "cpu"]
+    assert main([*common, "--out", str(tmp_path / "tiered.parquet")]) == 0
+    assert main([*common, "--margin-model", "portfolio", "--portfolio", str(tmp_path / "portfolio.csv"),
+                 "--out", str(tmp_path / "pf.parquet")]) == 0
+    tiered, pf = (pl.read_parquet(tmp_path / f"{n}.parquet").row(0, named=True) for n in ("tiered", "pf"))
+    # short 0.6 BTC after the order: 10% of 36,000 under portfolio margin
+    assert pf["account_maint_margin"] == pytest.approx(3_600.0, rel=1e-15)
+    assert tiered["account_maint_margin"] < 200 and tiered["im_check"] and not pf["im_check"]
