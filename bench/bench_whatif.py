@@ -2,6 +2,7 @@
 
     python bench/bench_whatif.py --accounts 3760000 --orders 1000000   # ~10M positions, 1M orders
     python bench/bench_whatif.py --accounts 37000 --orders 10000 --backend gpu
+    python bench/bench_whatif.py --venue okx          # contract tiers, whole-position rate, close fee
 
 Stages timed (medians of --repeats runs after a warm-up, on the same engine and orders):
 - base: the revaluation figures the what-if reads (position and account margin at the marks),
@@ -68,6 +69,8 @@ def main(argv=None):
     ap.add_argument("--accounts", type=int, default=3_760_000)
     ap.add_argument("--orders", type=int, default=1_000_000)
     ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--venue", default="binance", help="venue preset (okx, gate, bybit: close fee, contract tiers, "
+                                                       "entry-based margin)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-frame", action="store_true", help="skip the frame path (no Polars needed)")
     args = ap.parse_args(argv)
@@ -76,7 +79,7 @@ def main(argv=None):
     book = synthetic_book(args.accounts, seed=0)
     build_s = time.perf_counter() - t
     backend = get_backend(args.backend)
-    engine = Engine(book, backend=backend)
+    engine = Engine(book, venue=args.venue, backend=backend)
     acc, sym, size, price, iso = random_orders(book, args.orders, seed=1)
 
     t = time.perf_counter()
@@ -86,7 +89,7 @@ def main(argv=None):
 
     arrays_s, arrays_all = median_time(lambda: what_if_arrays(engine, acc, sym, size, price, iso), args.repeats)
     res = what_if_arrays(engine, acc, sym, size, price, iso)
-    row = dict(backend=backend.name, positions=book.n_positions, accounts=book.n_accounts, orders=args.orders,
+    row = dict(backend=backend.name, venue=engine.venue.name, positions=book.n_positions, accounts=book.n_accounts, orders=args.orders,
                build_s=round(build_s, 2), base_s=round(base_s, 4), arrays_s=round(arrays_s, 4),
                arrays_runs=[round(x, 4) for x in arrays_all], orders_per_s=round(args.orders / arrays_s),
                share_held=float(np.mean(res.position_index >= 0)), share_pass=float(np.mean(res.im_ok)),

@@ -3,7 +3,9 @@ resident book (kernels/whatif.cu), with the account's margin, available balance,
 resulting position's liquidation price and the initial-margin check after it.
 
 Each order is evaluated on its own against the resident book, never cumulatively (two
-orders of one account are two separate hypotheses), and the book is not changed.
+orders of one account are two separate hypotheses), and the book is not changed. Every venue's
+conventions apply as in a revaluation, whose figures for the book with the order applied the
+results equal bit for bit (tests/test_whatif.py).
 
 ``Engine.what_if(orders)`` is the entry point (a frame in, a frame out, one row per order in
 input order); ``what_if_arrays`` is the same on arrays (no Polars), for callers that hold
@@ -23,8 +25,10 @@ except ImportError:  # pragma: no cover
 
 from . import schema as _lim
 from .book import EXAMPLES_SHOWN, BookError, Problem
-from .margin import account_margin, position_margin
+from .margin import position_margin
 from .schema import MARGIN_MODES, STATUSES
+from .tier_rules import venue_tiers
+from .venue import AVAILABLE_RULES
 
 #: orders table: (name, kind, required, doc)
 ORDER_COLUMNS = (
@@ -55,24 +59,30 @@ WHAT_IF_OUTPUT = {
     "notional": "|size| * mark * contract_size of the resulting position",
     "upnl": "unrealised PnL of the resulting position at the mark",
     "maint_margin": "maintenance margin of the resulting position",
+    "close_fee": "the venue's fee to close the resulting position at the mark (close_fee_rate · notional), counted "
+                 "in the requirement beside maint_margin; 0 for a venue without one",
     "init_margin": "initial margin of the resulting position",
     "wallet_balance": "the account's wallet after the order (realised PnL, isolated margin moved)",
     "equity": "the account's cross equity after the order",
     "account_maint_margin": "the account's cross maintenance margin after the order",
+    "account_close_fee": "the account's cross close fees after the order (its margin ratio is "
+                         "(account_maint_margin + account_close_fee) / equity)",
     "account_init_margin": "the account's cross initial margin after the order",
     "margin_ratio": "the account's cross margin ratio after the order",
-    "available_balance": "the account's equity - initial margin after the order",
+    "available_balance": "the account's available balance after the order, by the venue's rule (equity - "
+                         "initial margin; or wallet + unrealised losses - initial margin)",
     "status": "the account's status after the order",
     "position_margin_ratio": "the resulting position's unit: its own (isolated) or the account's (cross); null "
                              "when closed",
     "position_status": "likewise; null when closed",
-    "liq_price": "liquidation price of the resulting position, others at their marks (the solved root: "
-                 "not stepped to the trigger side nor rounded to the tick); null when closed or no positive price",
+    "liq_price": "liquidation price of the resulting position, others at their marks, as a revaluation reports it "
+                 "(on the trigger side of the root, rounded to the tick where the market has one); null when closed "
+                 "or no positive price liquidates",
     "im_check": "True when the order passes the initial-margin check (see README)",
 }
 
 _OUT_F64 = ("new_size", "new_entry", "realised", "new_isolated_margin", "pos_notional", "pos_upnl", "pos_maint",
-            "pos_init", "wallet", "equity", "maint", "init", "ratio", "available")
+            "pos_init", "pos_fee", "wallet", "equity", "maint", "init", "fee", "ratio", "available")
 
 
 @dataclass
@@ -90,10 +100,12 @@ class WhatIfArrays:
     pos_upnl: np.ndarray
     pos_maint: np.ndarray
     pos_init: np.ndarray
+    pos_fee: np.ndarray
     wallet: np.ndarray
     equity: np.ndarray
     maint: np.ndarray
     init: np.ndarray
+    fee: np.ndarray
     ratio: np.ndarray
     available: np.ndarray
     status: np.ndarray
@@ -105,16 +117,16 @@ class WhatIfArrays:
 
 
 class BaseFigures:
-    """The resident book's revaluation at some marks, as the what-if kernel reads it (per
-    position upnl, MM, IM; per account their cross sums and the count of cross positions).
-    It does not depend on wallets or isolated margins, so funding leaves it valid."""
+    """The resident book's per-position figures at some marks, as the what-if kernel reads
+    them (upnl, MM, IM, close fee of the positions the order does not trade; the kernel sums
+    the account again around the traded one). They do not depend on wallets or isolated
+    margins, so funding leaves them valid."""
 
     def __init__(self, engine, mark_host: np.ndarray):
         self.backend, self.dev = _where(engine)
         self.mark_host = mark_host
         self.mark = self.backend.asarray(mark_host)
         self.pm = position_margin(self.backend, self.dev, self.mark, engine.venue)
-        self.am = account_margin(self.backend, self.dev, self.pm, engine.venue)
 
 
 def _where(engine):
@@ -141,18 +153,6 @@ def base_figures(engine, marks=None) -> BaseFigures:
     return engine._what_if_base
 
 
-def _check_conventions(venue) -> None:
-    """What-if orders model tiered notional deductions, initial margin on the mark, unrealised
-    PnL in the available balance and no close fee; refuse a venue that sets otherwise rather
-    than answer differently from a revaluation."""
-    other = [f"{name}={getattr(venue, name)!r}" for name, plain in
-             (("close_fee_rate", 0.0), ("tier_basis", "notional"), ("tier_rate", "deduction"), ("im_base", "mark"),
-              ("available_upnl", "equity")) if getattr(venue, name) != plain]
-    if other:
-        raise ValueError(f"what-if orders do not model venue {venue.name!r}'s {', '.join(other)} yet; "
-                         "use a venue without them (binance, bitmex, hyperliquid, dydx)")
-
-
 def _portfolio_tables(engine, backend):
     """The portfolio model's device tables for the what-if's backend, or None when no account
     of the book is in portfolio mode."""
@@ -177,7 +177,6 @@ def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=No
     and ``leverage`` (float64, 0 = default). The arrays are checked (shapes, index ranges,
     finite values) and a BookError names the first bad rows; see ``Engine.what_if``."""
     engine.book.require_single_pool("what-if orders")  # linear, one asset: README "Inverse contracts"
-    _check_conventions(engine.venue)
     book = engine.book
     n = int(np.asarray(size).size)
     acc = np.ascontiguousarray(account_index, dtype=np.int32)
@@ -247,7 +246,6 @@ def _value_rules(rule, q, px, iso, mg, lev) -> None:
 
 
 def _launch(engine, base: BaseFigures, acc, sym, q, px, iso, mg, lev) -> WhatIfArrays:
-    _check_conventions(engine.venue)
     b, dev, venue = base.backend, base.dev, engine.venue
     xp = b.xp
     n = q.size
@@ -256,27 +254,32 @@ def _launch(engine, base: BaseFigures, acc, sym, q, px, iso, mg, lev) -> WhatIfA
                pos_equity=xp.empty(n, dtype=xp.float64), pos_ratio=xp.empty(n, dtype=xp.float64),
                pos_status=xp.empty(n, dtype=xp.int8), liq_price=xp.empty(n, dtype=xp.float64),
                im_ok=xp.empty(n, dtype=xp.int8), **f64)
-    pm, am = base.pm, base.am
+    pm = base.pm
+    tiers = venue_tiers(b, dev, venue)
     b.launch("what_if", n, b.asarray(acc), b.asarray(sym), b.asarray(q), b.asarray(px), b.asarray(iso),
              b.asarray(mg), b.asarray(lev),
              dev.pos_start, dev.pos_symbol, dev.size, dev.entry, dev.isolated, dev.isolated_margin, dev.leverage,
-             base.mark, dev.contract_size, dev.tier_start, dev.tier_floor, dev.tier_mmr, dev.tier_cum,
-             dev.tier_root_bound, dev.tier_max_leverage, int(venue.mm_base == "entry"),
+             base.mark, dev.contract_size, dev.tick_size, dev.tier_start, dev.tier_floor, dev.tier_mmr, tiers.cum,
+             tiers.req_mmr, tiers.root_bound, dev.tier_max_leverage, int(venue.mm_base == "entry"),
+             int(venue.tier_basis == "contracts"), int(venue.tier_rate == "whole"), int(venue.im_base == "entry"),
+             float(venue.close_fee_rate), AVAILABLE_RULES.index(venue.available_upnl),
              float(venue.margin_call_ratio), float(venue.liquidation_ratio),
-             pm.upnl, pm.maint, pm.init, dev.wallet, am.upnl, am.maint, am.init, am.n_cross,
+             pm.upnl, pm.maint, pm.init, pm.close_fee, dev.wallet,
              out["position_index"], out["new_size"], out["new_entry"], out["realised"], out["new_isolated_margin"],
-             out["pos_notional"], out["pos_upnl"], out["pos_maint"], out["pos_init"], out["wallet"], out["equity"],
-             out["maint"], out["init"], out["ratio"], out["available"], out["status"], out["pos_equity"],
-             out["pos_ratio"], out["pos_status"], out["liq_price"], out["im_ok"])
+             out["pos_notional"], out["pos_upnl"], out["pos_maint"], out["pos_init"], out["pos_fee"], out["wallet"],
+             out["equity"], out["maint"], out["init"], out["fee"], out["ratio"], out["available"], out["status"],
+             out["pos_equity"], out["pos_ratio"], out["pos_status"], out["liq_price"], out["im_ok"])
     pf = _portfolio_tables(engine, b)
     if pf is not None:  # orders of portfolio accounts: the requirement after the order
         b.launch("portfolio_what_if", n, b.asarray(acc), b.asarray(sym), b.asarray(iso), out["position_index"],
                  out["new_size"], dev.pos_start, dev.pos_symbol, dev.size, dev.isolated, base.mark, dev.contract_size,
-                 pf.sym_group, pf.shock_start, pf.shock, pf.offset_rate, pf.liquidity_threshold, pf.liquidity_rate,
-                 int(pf.model.groups_move == "joint"), float(pf.model.im_multiple), pf.use,
-                 float(venue.margin_call_ratio), float(venue.liquidation_ratio), out["equity"], out["pos_equity"],
-                 out["maint"], out["init"], out["ratio"], out["available"], out["status"], out["pos_maint"],
-                 out["pos_init"], out["pos_ratio"], out["pos_status"], out["liq_price"], out["im_ok"])
+                 pm.upnl, pf.sym_group, pf.shock_start, pf.shock, pf.offset_rate, pf.liquidity_threshold,
+                 pf.liquidity_rate, int(pf.model.groups_move == "joint"), float(pf.model.im_multiple), pf.use,
+                 AVAILABLE_RULES.index(venue.available_upnl), float(venue.margin_call_ratio),
+                 float(venue.liquidation_ratio), out["pos_upnl"], out["pos_fee"], out["wallet"], out["equity"],
+                 out["fee"], out["pos_equity"], out["maint"], out["init"], out["ratio"], out["available"],
+                 out["status"], out["pos_maint"], out["pos_init"], out["pos_ratio"], out["pos_status"],
+                 out["liq_price"], out["im_ok"])
     b.synchronize()
     return WhatIfArrays(**{k: b.to_host(v) for k, v in out.items()})
 
@@ -290,11 +293,9 @@ def _orders_frame(orders) -> "pl.DataFrame":
     return _to_frame(orders, "orders")
 
 
-def check_orders(book, orders) -> tuple["pl.DataFrame", tuple]:
-    """Validate an orders table against ``book``; return it (defaults filled in) and its
-    arrays (account index, symbol index, size, price, isolated, margin, leverage). One
-    BookError names every broken rule with the first rows at fault (row number, account_id,
-    symbol) before anything is computed."""
+def checked_columns(orders) -> "pl.DataFrame":
+    """The orders table as a frame, its columns present and of the right kinds, not empty
+    (the rules that do not need the book); a BookError otherwise."""
     df = _orders_frame(orders)
     problems: list[Problem] = []
     kinds = {"str": lambda t: t in (pl.String, pl.Categorical) or isinstance(t, pl.Enum),
@@ -313,20 +314,32 @@ def check_orders(book, orders) -> tuple["pl.DataFrame", tuple]:
         raise BookError(problems)
     if df.height == 0:
         raise BookError([Problem("orders", "", "table is empty")])
+    return df
+
+
+def check_orders(book, orders, rows: np.ndarray | None = None) -> tuple["pl.DataFrame", tuple]:
+    """Validate an orders table against ``book``; return it (defaults filled in) and its
+    arrays (account index, symbol index, size, price, isolated, margin, leverage). One
+    BookError names every broken rule with the first rows at fault (row number, account_id,
+    symbol) before anything is computed. ``rows``: the row numbers to name (the orders' rows
+    in a larger table, as a shard of a DistributedEngine sees its part); default 0, 1, ..."""
+    df = checked_columns(orders)
+    problems: list[Problem] = []
     n = df.height
     acc_id = df["account_id"].cast(pl.Int64)
     sym_text = df["symbol"].cast(pl.String)
 
-    def describe(rows: np.ndarray) -> tuple[str, ...]:
-        pick = rows[:EXAMPLES_SHOWN]
+    def describe(hits: np.ndarray) -> tuple[str, ...]:
+        pick = hits[:EXAMPLES_SHOWN]
         a = acc_id.gather(pick).to_list()
         s = sym_text.gather(pick).to_list()
-        return tuple(f"row {r} (account_id={x!r}, symbol={y!r})" for r, x, y in zip(pick.tolist(), a, s))
+        named = pick if rows is None else rows[pick]
+        return tuple(f"row {r} (account_id={x!r}, symbol={y!r})" for r, x, y in zip(named.tolist(), a, s))
 
     def rule(column, bad, text):
-        rows = np.flatnonzero(bad)
-        if rows.size:
-            problems.append(Problem("orders", column, text, int(rows.size), describe(rows)))
+        hits = np.flatnonzero(bad)
+        if hits.size:
+            problems.append(Problem("orders", column, text, int(hits.size), describe(hits)))
 
     ids = acc_id.to_numpy()
     acc_null = acc_id.is_null().to_numpy()
@@ -379,17 +392,18 @@ def account_index(book, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def what_if(engine, orders, marks=None) -> "pl.DataFrame":
-    """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders"."""
+def what_if(engine, orders, marks=None, rows: np.ndarray | None = None) -> "pl.DataFrame":
+    """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders".
+    ``rows``: the orders' row numbers in a larger table (the ``order`` column and the rows
+    errors name), for a DistributedEngine's shard."""
     engine.book.require_single_pool("what-if orders")  # linear, one asset: README "Inverse contracts"
-    _check_conventions(engine.venue)
-    frame, arrays = check_orders(engine.book, orders)
+    frame, arrays = check_orders(engine.book, orders, rows)
     base = base_figures(engine, marks)
     r = _launch(engine, base, *arrays)
-    return _frame(frame, r)
+    return _frame(frame, r, rows)
 
 
-def _frame(frame: "pl.DataFrame", r: WhatIfArrays) -> "pl.DataFrame":
+def _frame(frame: "pl.DataFrame", r: WhatIfArrays, rows: np.ndarray | None = None) -> "pl.DataFrame":
     from .engine import _codes, _enum, _to_enum
 
     status, st_codes = _enum(STATUSES)
@@ -399,24 +413,44 @@ def _frame(frame: "pl.DataFrame", r: WhatIfArrays) -> "pl.DataFrame":
         pl.Series("size", r.new_size), pl.Series("entry_price", r.new_entry),
         pl.Series("realised_pnl", r.realised), pl.Series("isolated_margin", r.new_isolated_margin),
         pl.Series("notional", r.pos_notional), pl.Series("upnl", r.pos_upnl),
-        pl.Series("maint_margin", r.pos_maint), pl.Series("init_margin", r.pos_init),
+        pl.Series("maint_margin", r.pos_maint), pl.Series("close_fee", r.pos_fee), pl.Series("init_margin", r.pos_init),
         pl.Series("wallet_balance", r.wallet), pl.Series("equity", r.equity),
-        pl.Series("account_maint_margin", r.maint), pl.Series("account_init_margin", r.init),
+        pl.Series("account_maint_margin", r.maint), pl.Series("account_close_fee", r.fee),
+        pl.Series("account_init_margin", r.init),
         pl.Series("margin_ratio", r.ratio), pl.Series("available_balance", r.available),
         pl.Series("status", _codes(r.status, st_codes)),
         pl.Series("position_margin_ratio", r.pos_ratio),
         pl.Series("position_status", _codes(np.where(closed, 0, r.pos_status).astype(np.int8), st_codes)),
         pl.Series("_closed", closed), pl.Series("liq_price", r.liq_price),
         pl.Series("im_check", r.im_ok.astype(bool)),
+        pl.Series("_order", np.arange(frame.height, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)),
         pl.Series("margin_mode", _codes(frame["margin_mode"].eq("isolated").to_numpy().astype(np.int8), mode_codes)))
     out = raw.select(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("order"), "account_id", "symbol", _to_enum("margin_mode", mode),
+        pl.col("_order").alias("order"), "account_id", "symbol", _to_enum("margin_mode", mode),
         "order_size", "order_price", "size", pl.col("entry_price").fill_nan(None), "realised_pnl",
-        "isolated_margin", "notional", "upnl", "maint_margin", "init_margin", "wallet_balance", "equity",
-        "account_maint_margin", "account_init_margin", "margin_ratio", "available_balance",
+        "isolated_margin", "notional", "upnl", "maint_margin", "close_fee", "init_margin", "wallet_balance", "equity",
+        "account_maint_margin", "account_close_fee", "account_init_margin", "margin_ratio", "available_balance",
         _to_enum("status", status), pl.col("position_margin_ratio").fill_nan(None),
         pl.when(~pl.col("_closed")).then(_to_enum("position_status", status)).alias("position_status"),
         pl.col("liq_price").fill_nan(None), "im_check")
     if out.height != frame.height:  # one row per order, none dropped
         raise AssertionError("what-if rows do not reconcile with the orders")
     return out
+
+
+def merge_problems(parts: list[list[Problem]]) -> list[Problem]:
+    """One list of problems from the checks of several parts of one orders table (each naming
+    rows by their number in the whole table): a rule broken in several parts is one problem,
+    its rows counted together and the first rows of the whole table shown."""
+    merged: dict[tuple, list] = {}
+    for problems in parts:
+        for p in problems:
+            entry = merged.setdefault((p.table, p.column, p.rule), [0, []])
+            entry[0] += p.count
+            entry[1].extend(p.examples)
+
+    def row_of(example: str) -> int:  # "row 12 (account_id=..., symbol=...)"
+        return int(example.split(" ", 2)[1])
+
+    return [Problem(table, column, rule, count, tuple(sorted(examples, key=row_of)[:EXAMPLES_SHOWN]))
+            for (table, column, rule), (count, examples) in merged.items()]

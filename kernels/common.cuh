@@ -126,3 +126,74 @@ GR_DEVICE double margin_ratio_of(double maint, double equity) {
     if (equity <= 0.0) return maint > 0.0 ? GR_INF : 0.0;
     return maint / equity;
 }
+
+// Available-balance rules (gpurisk/venue.py AVAILABLE_RULES).
+#define GR_AVAILABLE_EQUITY 0
+#define GR_AVAILABLE_LOSSES 1
+#define GR_AVAILABLE_WALLET 2
+
+// One position's margin figures at mark p under the venue's conventions (position_margin's
+// per-position formula; the what-if kernel evaluates a hypothetical position with it).
+struct PositionFigures {
+    double notional, upnl, maint, init, fee, leverage;
+};
+
+// notional N = |q|·P·cs, upnl = q·(P − E)·cs (inverse: N = |q|·cs/P, upnl = q·cs·(1/E − 1/P),
+// in the coin: notional_at / upnl_at; tiers on the coin notional), MM = N_mm·mmr_k − cum_k with k the tier of
+// N_mm (N_mm is the mark notional, or the entry notional when mm_on_entry; k the tier of |q|
+// when tiers_by_contracts; cum_k = 0 for a whole-position rate, gpurisk/tier_rules.py),
+// IM = N / leverage (N at entry when im_on_entry), leverage defaulting (given <= 0) to the
+// max leverage of the tier of N, close fee = close_fee_rate·N.
+GR_DEVICE PositionFigures position_figures(
+    double q, double e, double given_leverage, double p, double cs, int s,
+    const int* tier_start, const double* tier_floor, const double* tier_mmr, const double* tier_cum,
+    const double* tier_max_leverage, int mm_on_entry, int tiers_by_contracts, int im_on_entry,
+    double close_fee_rate, int inv) {
+    const double aq = fabs(q);
+    const double n_mark = notional_at(aq, p, cs, inv);
+    const double n_entry = notional_at(aq, e, cs, inv);
+    const double n_mm = mm_on_entry ? n_entry : n_mark;
+    // One tier scan serves both the MM (on mark notional) and the default leverage. Tiers
+    // counted in contracts (OKX) do not move with the price: one scan on |q| serves both.
+    const double x_mark = tiers_by_contracts ? aq : n_mark;
+    const int k_mark = tier_of(tier_start, tier_floor, s, x_mark);
+    const int k_mm = (mm_on_entry && !tiers_by_contracts) ? tier_of(tier_start, tier_floor, s, n_mm) : k_mark;
+    // Given leverage, else the tier's maximum. Both loaded, then a select that compiles
+    // without a branch (books mix both, and a branch here would be mispredicted).
+    const double tier_lev = tier_max_leverage[k_mark];
+    const double lev = given_leverage > 0.0 ? given_leverage : tier_lev;
+    PositionFigures f;
+    f.notional = n_mark;
+    f.upnl = upnl_at(q, p, e, cs, inv);
+    f.maint = maint_margin_in(tier_mmr, tier_cum, k_mm, n_mm);
+    f.init = (im_on_entry ? n_entry : n_mark) / lev;
+    f.fee = close_fee_rate * n_mark;
+    f.leverage = lev;
+    return f;
+}
+
+// An account's figures from its cross sums (account_margin's per-account formula): equity,
+// available balance by the venue's rule (GR_AVAILABLE_*: equity − IM, the wallet with
+// unrealised losses only, or none), the margin ratio on the requirement MM + close fee, and
+// the status (0 and healthy with no open cross position).
+struct AccountFigures {
+    double equity, available, ratio;
+    signed char status;
+};
+
+GR_DEVICE AccountFigures account_figures(double wallet, double su, double sm, double si, double sf, int nc,
+                                         int available_rule, double margin_call_ratio,
+                                         double liquidation_ratio) {
+    AccountFigures f;
+    f.equity = wallet + su;
+    f.available = available_rule == GR_AVAILABLE_EQUITY ? f.equity - si
+                  : (available_rule == GR_AVAILABLE_LOSSES ? wallet + (su < 0.0 ? su : 0.0) - si : wallet - si);
+    if (nc == 0) {
+        f.ratio = 0.0;
+        f.status = GR_HEALTHY;
+    } else {
+        f.ratio = margin_ratio_of(sm + sf, f.equity);  // the requirement: MM + close fee
+        f.status = status_of(f.equity, f.ratio, margin_call_ratio, liquidation_ratio);
+    }
+    return f;
+}

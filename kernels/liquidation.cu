@@ -47,22 +47,58 @@ GR_DEVICE double liquidation_price_tiered(
     return side_base < 0.0 ? lp_positive : GR_NAN;
 }
 
+// The liquidation price's root for a position (q, e) with W' = wp and the others' requirement
+// MM' = mmp held (DESIGN §4), under the venue's conventions: its own MM fixed (mm, on entry;
+// the close fee, moving with the price, joins the slope), tiers counted in contracts (the
+// tier set by |q|: one linear equation), or tiers by notional (searched, with jumps for a
+// whole-position rate). tier_req_mmr: each tier's MM rate plus the close fee rate. NaN: no
+// positive root.
+GR_DEVICE double liquidation_root(
+    double wp, double mmp, double mm, double q, double e, double cs, int s, int mm_on_entry,
+    int tiers_by_contracts, int tier_rate_whole, double close_fee_rate, const int* tier_start,
+    const double* tier_floor, const double* tier_req_mmr, const double* tier_cum, const double* tier_root_bound,
+    int inv) {
+    // Inverse: the same closed forms in x = 1/P with size −q and entry 1/E (common.cuh), and
+    // P = 1/x at the end (NaN stays NaN; x = +inf, P = 0, finds no price below). Linear: the
+    // same bits as without the transform.
+    const double qx = inv ? -q : q;
+    const double ex = inv ? 1.0 / e : e;
+    double lp;
+    if (mm_on_entry) {
+        // (A branch on a launch parameter: predicted, and one division, not two.)
+        if (close_fee_rate > 0.0) lp = (mmp + mm - wp + qx * ex * cs) / (cs * (qx - close_fee_rate * fabs(q)));
+        else lp = ex - (wp - mmp - mm) / (qx * cs);
+        lp = lp > 0.0 ? lp : GR_NAN;
+    } else if (tiers_by_contracts) {
+        const int k = tier_of(tier_start, tier_floor, s, fabs(q));
+        lp = (wp - mmp + tier_cum[k] - qx * ex * cs) / (fabs(q) * cs * tier_req_mmr[k] - qx * cs);
+        lp = lp > 0.0 ? lp : GR_NAN;
+    } else {
+        lp = liquidation_price_tiered(wp, mmp, qx, ex, cs, s, tier_start, tier_req_mmr, tier_cum, tier_root_bound,
+                                      tier_floor, tier_rate_whole);
+    }
+    return inv ? 1.0 / lp : lp;
+}
+
 // What a revaluation with this position's symbol marked at p, every other price held,
 // would say of its status: the engine's own arithmetic in its own order (position_margin for
 // this position, account_margin's sums in storage order for its cross account), so the answer
 // is the status such a revaluation reports, bit for bit, on every backend.
+// The position checked sits at storage index i of its account: it replaces the stored
+// position there, or (inserts, a what-if order's new position) is summed just before it, with
+// i = the account's end when it sorts after every stored one. wallet: the account's wallet
+// (after the order, for a what-if).
 struct TriggerCheck {
     long long i;
     int a, s, mm_on_entry, by_contracts;
-    bool iso, alone;  // alone: the account's only open cross position
-    double q, e, cs, iso_margin, mm_fixed, margin_call_ratio, liquidation_ratio, fee_rate;
+    bool iso, alone, inserts;  // alone: the account's only open cross position
+    double q, e, cs, iso_margin, mm_fixed, margin_call_ratio, liquidation_ratio, fee_rate, wallet;
     const long long* pos_start;
     const signed char* isolated;
     const double* size;
     const double* upnl;
     const double* maint;
     const double* fee;
-    const double* wallet;
     const int* tier_start;
     const double* tier_floor;
     const double* tier_mmr;
@@ -83,20 +119,32 @@ GR_DEVICE bool liquidatable_at(const TriggerCheck& c, double p) {
     double eq = c.iso_margin + up;
     double sm = mm, sf = fp;
     if (!c.iso && c.alone) {  // the sums below over one position: the same bits, no walk
-        eq = c.wallet[c.a] + (0.0 + up);
+        eq = c.wallet + (0.0 + up);
         sm = 0.0 + mm;
         sf = 0.0 + fp;
     } else if (!c.iso) {
         double su = 0.0;
         sm = 0.0;
         sf = 0.0;
-        for (long long j = c.pos_start[c.a]; j < c.pos_start[c.a + 1]; ++j) {
+        const long long end = c.pos_start[c.a + 1];
+        for (long long j = c.pos_start[c.a]; j < end; ++j) {
+            if (j == c.i) {  // this position, in its place in storage order
+                su += up;
+                sm += mm;
+                sf += fp;
+                if (!c.inserts) continue;
+            }
             if (c.isolated[j] || c.size[j] == 0.0) continue;
-            su += j == c.i ? up : c.upnl[j];
-            sm += j == c.i ? mm : c.maint[j];
-            sf += j == c.i ? fp : (c.fee_rate > 0.0 ? c.fee[j] : 0.0);
+            su += c.upnl[j];
+            sm += c.maint[j];
+            sf += c.fee_rate > 0.0 ? c.fee[j] : 0.0;
         }
-        eq = c.wallet[c.a] + su;
+        if (c.inserts && c.i == end) {  // a new position sorting after every stored one
+            su += up;
+            sm += mm;
+            sf += fp;
+        }
+        eq = c.wallet + su;
     }
     const double r = margin_ratio_of(sm + sf, eq);
     return status_of(eq, r, c.margin_call_ratio, c.liquidation_ratio) >= GR_LIQUIDATABLE;
@@ -201,32 +249,15 @@ GR_DEVICE double liquidation_price_at(
     const long long* pos_start, const signed char* isolated, const double* size, const double* tier_floor,
     const double* tick_size, const double* fee, double close_fee_rate, int tiers_by_contracts,
     const double* tier_req_mmr, int tier_rate_whole) {
-    const double mm = maint[i], wp = c.wp, mmp = c.mmp;
-    const double qx = inv ? -q : q;
-    const double ex = inv ? 1.0 / e : e;
-    double lp;
-    if (mm_on_entry) {
-        // The close fee moves with the price (rate·|q|·P·cs): it joins the slope. (A
-        // branch on a launch parameter: predicted, and one division, not two.)
-        if (close_fee_rate > 0.0) lp = (mmp + mm - wp + qx * ex * cs) / (cs * (qx - close_fee_rate * fabs(q)));
-        else lp = ex - (wp - mmp - mm) / (qx * cs);
-        lp = lp > 0.0 ? lp : GR_NAN;
-    } else if (tiers_by_contracts) {
-        // The tier is set by |q|, not the price: one linear equation in that tier.
-        const int k = tier_of(tier_start, tier_floor, s, fabs(q));
-        lp = (wp - mmp + tier_cum[k] - qx * ex * cs) / (fabs(q) * cs * tier_req_mmr[k] - qx * cs);
-        lp = lp > 0.0 ? lp : GR_NAN;
-    } else {
-        lp = liquidation_price_tiered(wp, mmp, qx, ex, cs, s, tier_start, tier_req_mmr, tier_cum,
-                                      tier_root_bound, tier_floor, tier_rate_whole);
-    }
-    // Inverse: the root is x = 1/P (NaN stays NaN; x = +inf, P = 0, finds no price below).
-    lp = inv ? 1.0 / lp : lp;
+    const double mm = maint[i];
+    const double lp = liquidation_root(c.wp, c.mmp, mm, q, e, cs, s, mm_on_entry, tiers_by_contracts,
+                                       tier_rate_whole, close_fee_rate, tier_start, tier_floor, tier_req_mmr,
+                                       tier_cum, tier_root_bound, inv);
     // Step from the root to the trigger side: at the reported price a revaluation says
     // liquidatable (or bankrupt), whatever float64 rounding did to the root.
-    const TriggerCheck chk = {i, a, s, mm_on_entry, tiers_by_contracts, c.iso, n_cross[a] == 1, q, e, cs,
+    const TriggerCheck chk = {i, a, s, mm_on_entry, tiers_by_contracts, c.iso, n_cross[a] == 1, false, q, e, cs,
                               isolated_margin[i], mm, margin_call_ratio, liquidation_ratio, close_fee_rate,
-                              pos_start, isolated, size, upnl, maint, fee, wallet, tier_start,
+                              wallet[a], pos_start, isolated, size, upnl, maint, fee, tier_start,
                               tier_floor, tier_mmr, tier_cum, inv};
     return trigger_side_price(chk, lp, tick_size[s]);
 }

@@ -1,17 +1,7 @@
-// Per-position margin and per-account aggregation (DESIGN §4).
+// Per-position margin and per-account aggregation (DESIGN §4). The formulas themselves are
+// common.cuh's position_figures and account_figures, shared with the what-if kernel.
 #include "common.cuh"
 
-// Available-balance rules (gpurisk/venue.py AVAILABLE_RULES).
-#define GR_AVAILABLE_EQUITY 0
-#define GR_AVAILABLE_LOSSES 1
-#define GR_AVAILABLE_WALLET 2
-
-// notional N = |q|·P·cs, upnl = q·(P − E)·cs (inverse: N = |q|·cs/P and upnl = q·cs·(1/E − 1/P),
-// in the coin, common.cuh notional_at / upnl_at; tiers on the coin notional), MM = N_mm·mmr_k − cum_k with k the tier of
-// N_mm (N_mm is the mark notional, or the entry notional when mm_on_entry; k the tier of |q|
-// when tiers_by_contracts; cum_k = 0 for a whole-position rate, gpurisk/tier_rules.py),
-// IM = N / leverage (N at entry when im_on_entry), leverage defaulting (0) to the max
-// leverage of the tier of N, close fee = close_fee_rate·N.
 GR_KERNEL void position_margin(
     long long n, const int* symbol, const double* size, const double* entry,
     const double* leverage, const double* mark, const double* contract_size,
@@ -21,33 +11,18 @@ GR_KERNEL void position_margin(
     double* notional, double* upnl, double* maint, double* init, double* close_fee) {
     for_each_index(i, n) {
         const int s = symbol[i];
-        const double q = size[i];
-        const double aq = fabs(q);
-        const double p = mark[s];
-        const double cs = contract_size[s];
-        const double e = entry[i];
-        const int inv = inverse[s];
-        const double n_mark = notional_at(aq, p, cs, inv);
-        const double n_entry = notional_at(aq, e, cs, inv);
-        const double n_mm = mm_on_entry ? n_entry : n_mark;
-        // One tier scan serves both the MM (on mark notional) and the default leverage. Tiers
-        // counted in contracts (OKX) do not move with the price: one scan on |q| serves both.
-        const double x_mark = tiers_by_contracts ? aq : n_mark;
-        const int k_mark = tier_of(tier_start, tier_floor, s, x_mark);
-        const int k_mm = (mm_on_entry && !tiers_by_contracts) ? tier_of(tier_start, tier_floor, s, n_mm) : k_mark;
-        // Given leverage, else the tier's maximum. Both loaded, then a select that compiles
-        // without a branch (books mix both, and a branch here would be mispredicted).
-        const double given = leverage[i];
-        const double tier_lev = tier_max_leverage[k_mark];
-        const double lev = given > 0.0 ? given : tier_lev;
-        notional[i] = n_mark;
-        upnl[i] = upnl_at(q, p, e, cs, inv);
-        maint[i] = maint_margin_in(tier_mmr, tier_cum, k_mm, n_mm);
-        init[i] = (im_on_entry ? n_entry : n_mark) / lev;
+        const PositionFigures f = position_figures(size[i], entry[i], leverage[i], mark[s], contract_size[s], s,
+                                                   tier_start, tier_floor, tier_mmr, tier_cum, tier_max_leverage,
+                                                   mm_on_entry, tiers_by_contracts, im_on_entry, close_fee_rate,
+                                                   inverse[s]);
+        notional[i] = f.notional;
+        upnl[i] = f.upnl;
+        maint[i] = f.maint;
+        init[i] = f.init;
         // The taker fee to close at the mark, counted in the requirement beside the MM (at the
         // trigger the mark is the liquidation price). Without a fee the caller's zeros stay:
         // no store, and no load downstream (with_fee = 0).
-        if (close_fee_rate > 0.0) close_fee[i] = close_fee_rate * n_mark;
+        if (close_fee_rate > 0.0) close_fee[i] = f.fee;
     }
 }
 
@@ -72,24 +47,16 @@ GR_KERNEL void account_margin(
             sf += with_fee ? fee[j] : 0.0;
             ++nc;
         }
-        const double eq = wallet[a] + su;
+        const AccountFigures f = account_figures(wallet[a], su, sm, si, sf, nc, available_rule, margin_call_ratio,
+                                                 liquidation_ratio);
         acc_upnl[a] = su;
-        equity[a] = eq;
+        equity[a] = f.equity;
         acc_maint[a] = sm;
         acc_init[a] = si;
         acc_fee[a] = sf;
-        // GR_AVAILABLE_*: equity − IM, or the wallet with unrealised losses only, or none.
-        const double w = wallet[a];
-        available[a] = available_rule == GR_AVAILABLE_EQUITY ? eq - si
-                       : (available_rule == GR_AVAILABLE_LOSSES ? w + (su < 0.0 ? su : 0.0) - si : w - si);
+        available[a] = f.available;
         n_cross[a] = nc;
-        if (nc == 0) {
-            ratio[a] = 0.0;
-            status[a] = GR_HEALTHY;
-        } else {
-            const double r = margin_ratio_of(sm + sf, eq);  // the requirement: MM + close fee
-            ratio[a] = r;
-            status[a] = status_of(eq, r, margin_call_ratio, liquidation_ratio);
-        }
+        ratio[a] = f.ratio;
+        status[a] = f.status;
     }
 }

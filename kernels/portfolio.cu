@@ -200,21 +200,21 @@ GR_KERNEL void portfolio_margin(
 // What-if orders of accounts in portfolio mode (README "What-if orders", gpurisk/whatif.py),
 // after kernels/whatif.cu's tiered pass: the account's requirement after the order, from its
 // cross positions walked in storage order with the traded one at its new size (a new cross
-// position taken at its sorted place), so it is the bits a revaluation of the modified book
-// gives; then the account's maintenance and initial margin, ratio, available balance and status
-// (equity as the tiered pass found it), an isolated order's own requirement, its unit's ratio and
-// status, no liquidation price, and the initial-margin check. Orders of tiered accounts are
-// left as they are. Venues with a close fee or another available-balance rule are refused
-// before (gpurisk/whatif.py).
+// position taken at its sorted place), as a revaluation of the modified book walks them; the
+// account's upnl summed in the same order; then its maintenance and initial margin, ratio (with
+// the close fee the tiered pass summed), available balance (the venue's rule) and status, an
+// isolated order's own requirement and its unit's ratio and status, no liquidation price, and the
+// initial-margin check. Orders of tiered accounts are left as they are.
 GR_KERNEL void portfolio_what_if(
     long long n_orders, const int* order_account, const int* order_symbol, const signed char* order_isolated,
     const long long* position_index, const double* new_size,
     const long long* pos_start, const int* symbol, const double* size, const signed char* isolated,
-    const double* mark, const double* contract_size,
+    const double* mark, const double* contract_size, const double* upnl,
     const int* sym_group, const int* shock_start, const double* shock, const double* offset_rate,
     const double* liquidity_threshold, const double* liquidity_rate, int joint, double im_multiple,
-    const signed char* use_portfolio, double margin_call_ratio, double liquidation_ratio,
-    const double* equity_out, const double* pos_equity_out,
+    const signed char* use_portfolio, int available_rule, double margin_call_ratio, double liquidation_ratio,
+    const double* pos_upnl, const double* pos_fee, const double* wallet_out, const double* equity_out,
+    const double* fee_out, const double* pos_equity_out,
     double* maint_out, double* init_out, double* ratio_out, double* available_out, signed char* status_out,
     double* pos_maint, double* pos_init, double* pos_ratio_out, signed char* pos_status_out,
     double* liq_price_out, signed char* im_ok) {
@@ -229,36 +229,44 @@ GR_KERNEL void portfolio_what_if(
         const double q0 = held >= 0 ? size[held] : 0.0;
         const bool open = q1 != 0.0;
         const double n1 = fabs(q1) * mark[s_o] * contract_size[s_o];
+        const double up1 = pos_upnl[o];
         GroupSums b;
         b.ng = 0;
         b.unmapped = false;
+        double su = 0.0;
         int nc = 0;
         bool pending = !iso_o && held < 0 && open;  // a new cross position, added at its place
         const long long key_o = 2LL * s_o;
         for (long long j = pos_start[a]; j < pos_start[a + 1]; ++j) {
             if (pending && 2LL * symbol[j] + (isolated[j] ? 1 : 0) > key_o) {
                 group_sums_add(b, sym_group[s_o], q1, n1);
+                su += up1;
                 ++nc;
                 pending = false;
             }
-            const double q = j == held ? q1 : size[j];
+            const bool traded = j == held;
+            const double q = traded ? q1 : size[j];
             if (isolated[j] || q == 0.0) continue;
             const int s = symbol[j];
             group_sums_add(b, sym_group[s], q, fabs(q) * mark[s] * contract_size[s]);
+            su += traded ? up1 : upnl[j];
             ++nc;
         }
         if (pending) {
             group_sums_add(b, sym_group[s_o], q1, n1);
+            su += up1;
             ++nc;
         }
-        const double req = requirement_of(b, m).requirement;
+        const double req = nc == 0 ? 0.0 : requirement_of(b, m).requirement;
         const double im = im_multiple * req;
         const double eq = equity_out[o];
-        const double r = nc == 0 ? 0.0 : margin_ratio_of(req, eq);
+        const double w = wallet_out[o];
+        const double r = nc == 0 ? 0.0 : margin_ratio_of(req + fee_out[o], eq);
         const signed char st = nc == 0 ? (signed char)GR_HEALTHY : status_of(eq, r, margin_call_ratio, liquidation_ratio);
-        const double avail = eq - (nc == 0 ? 0.0 : im);
-        maint_out[o] = nc == 0 ? 0.0 : req;
-        init_out[o] = nc == 0 ? 0.0 : im;
+        // account_margin's available-balance rules (gpurisk/venue.py AVAILABLE_RULES)
+        const double avail = available_rule == 0 ? eq - im : (available_rule == 1 ? w + (su < 0.0 ? su : 0.0) - im : w - im);
+        maint_out[o] = req;
+        init_out[o] = im;
         ratio_out[o] = r;
         available_out[o] = avail;
         status_out[o] = st;
@@ -269,7 +277,7 @@ GR_KERNEL void portfolio_what_if(
             im_pos = im_multiple * own;
             pos_maint[o] = own;
             pos_init[o] = im_pos;
-            const double pr = margin_ratio_of(own, peq);
+            const double pr = margin_ratio_of(own + pos_fee[o], peq);
             pos_ratio_out[o] = pr;
             pos_status_out[o] = status_of(peq, pr, margin_call_ratio, liquidation_ratio);
         } else if (open) {

@@ -24,15 +24,18 @@ def run(*args, cwd):
                           text=True)
 
 
-def test_what_if_writes_one_row_per_order(book_dir, tmp_path):
+@pytest.mark.parametrize("venue", ["binance", "okx"])
+def test_what_if_writes_one_row_per_order(book_dir, tmp_path, venue):
     orders = pl.DataFrame({"account_id": [1, 2, 3], "symbol": ["BTCUSDT", "ETHUSDT", "BTCUSDT"],
                            "size": [0.1, -5.0, 50.0], "price": [61_000.0, 2_480.0, 61_250.0]})
     orders.write_csv(tmp_path / "orders.csv")
     out = tmp_path / "wi.parquet"
-    assert main(["what-if", str(book_dir), str(tmp_path / "orders.csv"), "--backend", "cpu", "--out", str(out)]) == 0
+    assert main(["what-if", str(book_dir), str(tmp_path / "orders.csv"), "--backend", "cpu", "--venue", venue,
+                 "--out", str(out)]) == 0
     got = pl.read_parquet(out)
-    engine = gpurisk.Engine(gpurisk.read_book(book_dir), backend="cpu")
+    engine = gpurisk.Engine(gpurisk.read_book(book_dir), venue=venue, backend="cpu")
     assert got.equals(engine.what_if(orders))
+    assert (got["close_fee"] > 0).all() == (venue == "okx")  # OKX counts the fee to close
 
 
 def test_what_if_bad_orders_exit_2_naming_rows(book_dir, tmp_path):

@@ -40,7 +40,7 @@ def _orders(book, n, seed):
     return acc, sym, size, price, iso, margin
 
 
-@pytest.mark.parametrize("venue", ["binance", "bitmex"])
+@pytest.mark.parametrize("venue", ["binance", "bitmex", "bybit", "okx", "gate"])
 def test_what_if_same_bits(candidate, venue):
     book = synthetic_book(20_000, seed=9)
     args = _orders(book, 30_000, seed=2)
