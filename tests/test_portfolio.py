@@ -31,7 +31,6 @@ from books import tiny_frames  # noqa: E402
 from oracle import book_strategy, engine_book, frames  # noqa: E402
 from oracle_portfolio import oracle_portfolio  # noqa: E402
 
-import gpurisk  # noqa: E402
 from gpurisk import Book, BookError, Engine, PortfolioModel, get_venue, synthetic_book  # noqa: E402
 from gpurisk.backend import CpuBackend, get_backend, gpu_available  # noqa: E402
 
