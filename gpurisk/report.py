@@ -408,7 +408,7 @@ def fig_margin_ratio(accounts: pl.DataFrame, margin_call: float = 0.8, liquidati
 MAX_PORTFOLIO_POINTS = 20_000  # accounts drawn in the portfolio-vs-tiered scatter (sampled evenly)
 
 
-def portfolio_accounts(accounts: pl.DataFrame) -> pl.DataFrame:
+def portfolio_rows(accounts: pl.DataFrame) -> pl.DataFrame:
     """The accounts in portfolio mode with both requirements (empty without portfolio columns)."""
     if "margin_model" not in accounts.columns:
         return accounts.clear()
@@ -418,7 +418,7 @@ def portfolio_accounts(accounts: pl.DataFrame) -> pl.DataFrame:
 def fig_portfolio_vs_tiered(accounts: pl.DataFrame) -> str | None:
     """Per portfolio account, its portfolio requirement against the tiered requirement of the same
     cross positions (log-log, the diagonal marks equality), and the distribution of their ratio."""
-    pf = portfolio_accounts(accounts).filter((pl.col("portfolio_margin") > 0) | (pl.col("tiered_margin") > 0))
+    pf = portfolio_rows(accounts).filter((pl.col("portfolio_margin") > 0) | (pl.col("tiered_margin") > 0))
     if pf.height == 0:
         return None
     if pf.height > MAX_PORTFOLIO_POINTS:
@@ -771,7 +771,7 @@ status bands: healthy below {mc:g}, margin call from {mc:g}, liquidatable from {
 <div class="pair"><div><h4>Accounts per status</h4>{table_html(summ)}</div>
 <div><h4>Margin ratio percentiles (accounts with cross positions)</h4>{table_html(pct.drop_nulls())}</div></div>
 </section>""")
-    pf = portfolio_accounts(acc)
+    pf = portfolio_rows(acc)
     if pf.height:
         lower = int((pf["portfolio_margin"] < pf["tiered_margin"]).sum())
         stats = pf.select(pl.len().alias("portfolio accounts"),
