@@ -17,6 +17,8 @@ Sections, parity first (a parity failure is fixed before anything else):
   stress    every policy and ladder, price impact, multi-step paths, several screening batches:
             every summary field and every detail row
   flags     the stress screen with flag indices past 2^31
+  portfolio portfolio margin: revaluation arrays, what-if orders and the screen's portfolio flags,
+            groups independent (binance) and joint (okx), every third account tiered
   timing    revaluation at 1M, 10M, 30M positions against the card's copy bandwidth; a stress grid
             split into kernels, sorts, transfers and host work
 
@@ -377,6 +379,47 @@ def section_flags(check: Check, entry: dict) -> None:
            flags["candidate"])
 
 
+def section_portfolio(check: Check, entry: dict) -> None:
+    """Portfolio margin (kernels/portfolio.cu) on a book whose account loop wraps, every third
+    account tiered: the revaluation's arrays (the portfolio figures among them), what-if orders,
+    and the stress screen's portfolio flags, under groups moving independently (binance) and
+    jointly (okx: close fee, contract tiers)."""
+    from gpurisk.ladder import get_ladder
+    from gpurisk.portfolio import PortfolioModel
+    from gpurisk.screen import account_flags
+    from gpurisk.stress import _Context
+    from gpurisk.venue import get_venue
+    from gpurisk.whatif import what_if_arrays
+
+    book = check.wrap_book()
+    book = dataclasses.replace(book, margin_model=np.where(np.arange(book.n_accounts) % 3 == 0, 0, -1).astype(np.int8),
+                               meta={})
+    n, g = book.n_symbols, min(book.n_symbols, 3)
+    model = PortfolioModel(symbols=tuple(book.symbols), symbol_group=tuple(k % g for k in range(n)),
+                           groups=tuple(f"G{k}" for k in range(g)), price_range=(0.15,) * g, shocks=(33,) * g,
+                           offset_rate=(0.01,) * g, liquidity_threshold=(250_000.0,) * g, liquidity_rate=(0.02,) * g)
+    rng = np.random.default_rng(11)
+    k = min(book.n_positions, 100_000)
+    pick = rng.integers(0, book.n_positions, k)
+    orders = (book.pos_account[pick], book.pos_symbol[pick], book.size[pick] * rng.choice([0.5, -0.4, -1.6], k),
+              book.mark_price[book.pos_symbol[pick]] * 1.01, book.isolated[pick])
+    shocks = np.linspace(-0.3, 0.3, 4)[:, None] * np.ones(n)
+    entry["figures"].update(positions=book.n_positions, accounts=book.n_accounts, orders=k, scenarios=len(shocks))
+    for name, move in (("binance", "independent"), ("okx", "joint")):
+        venue = get_venue(name).with_(margin_model="portfolio", portfolio=dataclasses.replace(model, groups_move=move))
+        results = {}
+        for side, b in (("reference", check.reference), ("candidate", check.candidate)):
+            engine = Engine(book, venue=venue, backend=b)
+            arrays = risk_arrays(engine.revalue())
+            arrays.update({f"what_if.{f}": np.asarray(v) for f, v in vars(what_if_arrays(engine, *orders)).items()})
+            ctx = _Context(book, venue, b, get_ladder(None, venue.name), None, 0.0)
+            arrays["screen.flags"] = b.to_host(account_flags(ctx, shocks)).ravel()
+            results[side] = arrays
+            del engine, ctx
+        parity(entry, f"portfolio margin, {name} ({move} groups): revaluation, {k:,} what-if orders, screen",
+               results["reference"], results["candidate"])
+
+
 def section_timing(check: Check, entry: dict) -> None:
     b = check.candidate
     gpu = b.name == "gpu"
@@ -471,6 +514,7 @@ SECTIONS = [  # name, function, seconds it needs at least on a GPU / on the stan
     ("sort", section_sort, 20, 2),
     ("stress", section_stress, 40, 5),
     ("flags", section_flags, 25, 2),
+    ("portfolio", section_portfolio, 40, 5),
     ("timing", section_timing, 60, 5),
 ]
 

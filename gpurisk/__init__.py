@@ -29,6 +29,7 @@ _EXPORTS = {
     "DistributedEngine": "distributed",
     "DistributedRunError": "distributed",
     "apply_funding": "funding", "FundingResult": "funding",
+    "PortfolioModel": "portfolio",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - exercised on GPU machines without Pola
 
 from . import schema as _lim
 from .pools import pool_rows, settle_asset_expr, validate_wallets
-from .schema import CONTRACT_TYPES, DEFAULT_SETTLE_ASSET, INPUT_TABLES, MARGIN_MODES, TABLE_KEYS, Column
+from .schema import CONTRACT_TYPES, DEFAULT_SETTLE_ASSET, INPUT_TABLES, MARGIN_MODELS, MARGIN_MODES, TABLE_KEYS, Column
 
 EXAMPLES_SHOWN = 5
 _ROW = "__row"
@@ -141,11 +141,12 @@ class _Checker:
                                       tuple(_describe(hits.head(EXAMPLES_SHOWN), self.keys))))
 
 
-def _check_columns(chk: _Checker) -> pl.DataFrame:
-    """Presence and types of every column; returns the frame with defaults filled in."""
+def _check_columns(chk: _Checker, columns: tuple[Column, ...] | None = None) -> pl.DataFrame:
+    """Presence and types of every column (``columns``: the table's, from INPUT_TABLES, unless
+    given); returns the frame with defaults filled in."""
     df = chk.df
     fills = []
-    for col in INPUT_TABLES[chk.table]:
+    for col in INPUT_TABLES[chk.table] if columns is None else columns:
         if col.name not in df.columns:
             if col.required:
                 chk.add(col.name, f"required column is missing (columns present: {', '.join(df.columns[1:]) or 'none'})")
@@ -302,6 +303,10 @@ def _validate_accounts(chk: _Checker) -> None:
         chk.rule("wallet_balance", ~_finite("wallet_balance"), "must be finite")
         _range_rule(chk, "wallet_balance", pl.col("wallet_balance").abs(), _lim.BALANCE_MIN, _lim.BALANCE_MAX,
                     "|wallet_balance| must be", zero_ok=True)
+    if ok("margin_model"):
+        model = pl.col("margin_model")
+        chk.rule("margin_model", model.is_not_null() & ~model.is_in(list(MARGIN_MODELS)),
+                 f"must be one of {', '.join(MARGIN_MODELS)} (or null: the venue's margin model)")
 
 
 def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: pl.Series | None,
@@ -394,6 +399,8 @@ class Book:
     assets: tuple[str, ...] = (DEFAULT_SETTLE_ASSET,)  # sorted names; codes below index it
     settle_asset: np.ndarray | None = None  # int32 per symbol
     account_asset: np.ndarray | None = None  # int32 per account row
+    # per account: -1 = the venue's margin model, else an index of MARGIN_MODELS; None = all -1
+    margin_model: np.ndarray | None = None
 
     def __post_init__(self):
         if self.tick_size is None:
@@ -599,6 +606,7 @@ class Book:
             leverage=col("leverage", np.float64),
             tick_size=np.ascontiguousarray(markets["tick_size"].fill_null(0.0).to_numpy(), dtype=np.float64),
             inverse=inverse, assets=assets, settle_asset=settle_asset, account_asset=account_asset,
+            margin_model=_margin_model_codes(accounts),
         )
 
     def slice_accounts(self, first: int, end: int) -> "Book":
@@ -616,6 +624,7 @@ class Book:
             isolated=self.isolated[p0:p1], isolated_margin=self.isolated_margin[p0:p1],
             leverage=self.leverage[p0:p1], tick_size=self.tick_size, **self.contract_fields(),
             account_asset=self.account_asset[first:end],
+            margin_model=None if self.margin_model is None else self.margin_model[first:end],
             meta={**{k: v for k, v in self.meta.items() if k != "hash"}, "slice": (first, end)})
 
     def account_chunks(self, max_positions: int) -> list[tuple[int, int]]:
@@ -651,7 +660,10 @@ class Book:
                                    "max_leverage": self.tier_max_leverage}),
             "accounts": pl.DataFrame({"account_id": self.account_id, "wallet_balance": self.wallet,
                                       **({"asset": pl.Series(np.array(self.assets)[self.account_asset], dtype=pl.String)}
-                                         if not self.default_assets else {})}),
+                                         if not self.default_assets else {}),
+                                      **({"margin_model": pl.Series(
+                                          [None if c < 0 else MARGIN_MODELS[c] for c in self.margin_model.tolist()],
+                                          dtype=pl.String)} if self.margin_model is not None else {})}),
             "positions": pl.DataFrame({
                 "account_id": self.account_id[self.pos_account],
                 "symbol": sym.gather(self.pos_symbol),
@@ -703,6 +715,15 @@ def read_table(directory: Path, name: str) -> pl.DataFrame:
                 raise BookError([Problem(name, "", f"cannot read {path}: {exc}")]) from exc
     raise FileNotFoundError(f"{directory}: no {name} table (looked for "
                             f"{', '.join(name + e for e in _READERS)})")
+
+
+def _margin_model_codes(accounts: pl.DataFrame) -> np.ndarray | None:
+    """accounts.margin_model as codes (-1: the venue's model), or None when no account names one."""
+    if "margin_model" not in accounts.columns or accounts["margin_model"].null_count() == accounts.height:
+        return None
+    codes = accounts["margin_model"].replace_strict(list(MARGIN_MODELS), list(range(len(MARGIN_MODELS))),
+                                                   default=-1, return_dtype=pl.Int8)
+    return np.ascontiguousarray(codes.to_numpy(), dtype=np.int8)
 
 
 def derived_maint_amount(tier_start: np.ndarray, floor: np.ndarray, mmr: np.ndarray) -> np.ndarray:

@@ -417,7 +417,10 @@ class LiveBook:
             isolated=spliced(b.isolated, ins_iso, np.int8),
             isolated_margin=spliced(b.isolated_margin, [s["isolated_margin"] for _, s in inserts], np.float64),
             leverage=spliced(b.leverage, [s["leverage"] or 0.0 for _, s in inserts], np.float64),
-            tick_size=b.tick_size, meta={k: v for k, v in b.meta.items() if k != "hash"}, **b.contract_fields())
+            tick_size=b.tick_size, meta={k: v for k, v in b.meta.items() if k != "hash"}, **b.contract_fields(),
+            # new accounts take the venue's margin model (-1), as a null accounts.margin_model does
+            margin_model=None if b.margin_model is None else np.insert(b.margin_model, account_insert_at,
+                                                                       np.int8(-1)))
         self.book = book
         accounts = np.searchsorted(account_id, np.array(sorted(touched_ids), dtype=np.int64))
         return Applied(book, True, accounts.astype(np.int64), np.empty(0, np.int64), True,

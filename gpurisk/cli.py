@@ -99,6 +99,10 @@ def _print_summary(risk: Risk) -> None:
             pl.col("liq_price").is_null().sum().alias("no_liq_price"),
         ).sort("notional", descending=True))
         print(per_symbol)
+        if "portfolio_margin" in acc.columns:  # the venue carries a portfolio model
+            pf = acc.filter(pl.col("margin_model") == "portfolio")
+            print(f"portfolio margin: {pf.height:,} accounts in portfolio mode; requirement "
+                  f"{pf['portfolio_margin'].sum():,.2f} against {pf['tiered_margin'].sum():,.2f} under tiers")
     t = risk.timings
     print(f"kernel pass {t['kernels'] * 1e3:.1f} ms, ADL ranking {t['ranking'] * 1e3:.1f} ms")
 
@@ -351,11 +355,30 @@ def _cluster(args):
 
 def cmd_revalue(args) -> int:
     marks = _parse_marks(args.mark, args.marks)  # usage first: before any reading or computing
+    venue = _margin_venue(args)
     with _reserved_out(args, "revalue"):  # refused before any compute
-        return _revalue(args, marks)
+        return _revalue(args, marks, venue)
 
 
-def _revalue(args, marks) -> int:
+def _margin_venue(args):
+    """The venue of --venue with the margin model of --margin-model and --portfolio (README
+    "Portfolio margin"); the preset's name when neither is given."""
+    if args.portfolio is None:
+        if args.margin_model == "portfolio":
+            raise InputError("--margin-model portfolio needs the portfolio parameters: --portfolio FILE "
+                             "(one row per symbol: symbol, risk_group, price_range, shocks, ...; README \"Portfolio margin\")")
+        if args.groups_move or args.im_multiple is not None:
+            raise InputError("--groups-move and --im-multiple set portfolio parameters: give --portfolio FILE too")
+        return args.venue
+    from .portfolio import PortfolioModel
+    from .venue import get_venue
+
+    model = PortfolioModel.read(args.portfolio, groups_move=args.groups_move or "independent",
+                                im_multiple=1.0 if args.im_multiple is None else args.im_multiple)
+    return get_venue(args.venue).with_(margin_model=args.margin_model or "tiered", portfolio=model)
+
+
+def _revalue(args, marks, venue) -> int:
     cluster = _cluster(args)
     if cluster is not None:
         from .distributed import revalue_distributed
@@ -363,7 +386,7 @@ def _revalue(args, marks) -> int:
         with cluster as client:
             source = _read_any_book(args.book, args) if is_database_uri(args.book) else args.book
             t = _stage(f"revaluing {_shown(args.book)} on the cluster")
-            risk = revalue_distributed(source, client, venue=args.venue, backend=args.backend,
+            risk = revalue_distributed(source, client, venue=venue, backend=args.backend,
                                        marks=marks)
             _done(t, f"  ({risk!r})")
             _print_summary(risk)
@@ -373,7 +396,7 @@ def _revalue(args, marks) -> int:
     t = _stage(f"reading {_shown(args.book)}")
     book = _read_any_book(args.book, args)
     _done(t, f"  ({book!r})")
-    engine = Engine(book, venue=args.venue, backend=args.backend)
+    engine = Engine(book, venue=venue, backend=args.backend)
     risk = engine.revalue(marks)
     _print_summary(risk)
     if args.out:
@@ -382,11 +405,12 @@ def _revalue(args, marks) -> int:
 
 
 def cmd_stress(args) -> int:
+    venue = _margin_venue(args)  # usage first: before any reading or computing
     with _reserved_out(args, "stress"):  # refused before any compute
-        return _stress(args)
+        return _stress(args, venue)
 
 
-def _stress(args) -> int:
+def _stress(args, venue) -> int:
     from .stress import POLICIES, Impact, shock_grid, stress
 
     if args.scenarios:
@@ -427,11 +451,11 @@ def _stress(args) -> int:
         from .distributed import stress_distributed
 
         with cluster as client:
-            res = stress_distributed(book, scenarios, client, venue=args.venue, backend=args.backend,
+            res = stress_distributed(book, scenarios, client, venue=venue, backend=args.backend,
                                      insurance_fund=args.insurance_fund, policy=policies, steps=args.steps,
                                      impact=impact)
     else:
-        res = stress(book, scenarios, venue=args.venue, backend=args.backend, insurance_fund=args.insurance_fund,
+        res = stress(book, scenarios, venue=venue, backend=args.backend, insurance_fund=args.insurance_fund,
                      policy=policies, steps=args.steps, impact=impact, progress=not args.quiet,
                      detail=not args.summary_only, threads=args.threads)
     t = res.timings
@@ -476,7 +500,7 @@ def _stress(args) -> int:
             base = risk = None
             if whole is not None:
                 base = dict(zip(book.symbols, book.mark_price.tolist()))
-                risk = Engine(book, venue=args.venue, backend=args.backend).revalue()
+                risk = Engine(book, venue=venue, backend=args.backend).revalue()
             _report(Path(args.out) / "report.html", risk=risk, stress=res, base_marks=base,
                     title=f"gpurisk stress: {what}")
     return 1 if failed else 0
@@ -540,6 +564,21 @@ def format_report_line(path, risk, stress) -> str:
     return f"report of {' and '.join(w for w in what if w)}: {Path(path).resolve()}  (open it in a browser)"
 
 
+def _add_portfolio_options(parser) -> None:
+    pm = parser.add_argument_group("portfolio margin (README \"Portfolio margin\")")
+    pm.add_argument("--margin-model", choices=["tiered", "portfolio"],
+                    help="the margin model of accounts whose accounts.margin_model is null (default tiered)")
+    pm.add_argument("--portfolio", metavar="FILE",
+                    help="portfolio parameters (.csv/.parquet/.arrow), one row per symbol: symbol, risk_group, "
+                         "price_range, shocks[, offset_rate, liquidity_threshold, liquidity_rate]; the accounts "
+                         "table then carries every account's portfolio requirement beside the tiered one")
+    pm.add_argument("--groups-move", choices=["independent", "joint"],
+                    help="risk groups shocked independently (requirements summed; default) or jointly (one "
+                         "common move, the worst total)")
+    pm.add_argument("--im-multiple", type=float, metavar="X",
+                    help="initial margin = X times the portfolio requirement (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpurisk", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -599,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a postgresql:// --out: table name prefix, NAME or SCHEMA.NAME (default gpurisk)")
     r.add_argument("--mark", action="append", metavar="SYMBOL=PRICE", help="override one mark price (repeatable)")
     r.add_argument("--marks", metavar="FILE", help="override marks from a file with symbol, mark_price columns")
+    _add_portfolio_options(r)
     r.set_defaults(func=cmd_revalue)
 
     from .monitor_run import add_parser as add_monitor_parser
@@ -645,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the summary and price paths only, not every liquidation and ADL fill "
                          "(large grids: fills can run to hundreds of millions of rows)")
     st.add_argument("--no-report", action="store_true", help="with --out: skip the HTML report (OUT/report.html)")
+    _add_portfolio_options(st)
     st.set_defaults(func=cmd_stress)
 
     rp = sub.add_parser(

@@ -25,6 +25,7 @@ def add_commands(sub, common, cli) -> None:
     w.add_argument("--out", help="write the result table here (.parquet or .csv), atomically")
     w.add_argument("--mark", action="append", metavar="SYMBOL=PRICE", help="override one mark price (repeatable)")
     w.add_argument("--marks", metavar="FILE", help="override marks from a file with symbol, mark_price columns")
+    cli._add_portfolio_options(w)
     w.set_defaults(func=lambda args: cmd_what_if(args, cli))
 
     f = sub.add_parser(
@@ -49,6 +50,7 @@ def cmd_what_if(args, cli) -> int:
     from .output import atomic_file, check_file_place
 
     marks = cli._parse_marks(args.mark, args.marks)
+    venue = cli._margin_venue(args)
     if args.out:
         if Path(args.out).suffix not in (".parquet", ".csv"):
             raise InputError(f"--out {args.out}: name a .parquet or .csv file")
@@ -58,7 +60,7 @@ def cmd_what_if(args, cli) -> int:
     book = cli._read_any_book(args.book)
     _done(t, f"  ({book!r})")
     t = _stage(f"checking {orders.height:,} orders")
-    out = Engine(book, venue=args.venue, backend=args.backend).what_if(orders, marks)
+    out = Engine(book, venue=venue, backend=args.backend).what_if(orders, marks)
     _done(t)
     fails = out.filter(~pl.col("im_check"))
     print(f"{out.height:,} orders: {out.height - fails.height:,} pass the initial-margin check, "

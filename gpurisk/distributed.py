@@ -131,6 +131,7 @@ def slice_book(book: Book, a0: int, a1: int) -> Book:
         isolated_margin=book.isolated_margin[p0:p1].copy(), leverage=book.leverage[p0:p1].copy(),
         meta={"shard": (a0, a1)}, tick_size=book.tick_size, **book.contract_fields(),
         account_asset=book.account_asset[a0:a1].copy(),
+        margin_model=None if book.margin_model is None else book.margin_model[a0:a1].copy(),
     )
 
 

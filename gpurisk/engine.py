@@ -26,7 +26,9 @@ from .backend import Backend, get_backend
 from .book import Book, BookError, Problem
 from .liquidation import PositionRisk, position_risk
 from .margin import AccountMargin, PositionMargin, account_margin, position_margin
-from .schema import MARGIN_MODES, SIDES, STATUSES
+from .portfolio import (PortfolioDevice, PortfolioMargin, blank_liquidation_prices, portfolio_accounts,
+                        portfolio_margin, tiered_view)
+from .schema import MARGIN_MODELS, MARGIN_MODES, SIDES, STATUSES
 from .venue import Venue, get_venue
 
 _DEVICE_FIELDS = ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr", "tier_cum",
@@ -261,6 +263,8 @@ class Risk:
     position_risk: PositionRisk
     adl: AdlQueues
     timings: dict
+    portfolio: PortfolioMargin | None = None  # per account, where the venue carries a portfolio model
+    portfolio_flags: np.ndarray | None = None  # per account, 1 = in portfolio mode
 
     def __post_init__(self):
         self._accounts = None
@@ -307,7 +311,33 @@ class Risk:
                 "n_positions": np.diff(b.pos_start).astype(np.int32),
             })
             self._accounts = raw.with_columns(_to_enum("asset", asset), _to_enum("status", status))
+            if self.portfolio is not None:
+                self._accounts = pl.concat([self._accounts, self._portfolio_columns()], how="horizontal")
         return self._accounts
+
+    def _portfolio_columns(self) -> "pl.DataFrame":
+        """The portfolio figures of every account (gpurisk/schema.py PORTFOLIO_ACCOUNT_OUTPUT)."""
+        pf, model = self.portfolio, self.venue.portfolio
+        model_enum, model_codes = _enum(MARGIN_MODELS)
+        group_enum = pl.Enum(list(model.groups))
+        group = self._h(pf.worst_group)
+        return pl.DataFrame({
+            "margin_model": _codes(self.portfolio_flags, model_codes),
+            "portfolio_margin": self._h(pf.requirement),
+            "scenario_loss": self._h(pf.loss),
+            "worst_group": pl.Series(np.maximum(group, 0)).cast(pl.UInt32),
+            "_no_group": group < 0,
+            "worst_shock": self._h(pf.worst_shock),
+            "offset_contingency": self._h(pf.offset),
+            "liquidity_contingency": self._h(pf.liquidity),
+            "tiered_margin": self._h(pf.tiered),
+        }).select(
+            _to_enum("margin_model", model_enum),
+            *(pl.col(c).fill_nan(None) for c in ("portfolio_margin", "scenario_loss")),
+            pl.when(~pl.col("_no_group")).then(
+                pl.lit(pl.Series(list(model.groups), dtype=group_enum)).gather(pl.col("worst_group"))).alias("worst_group"),
+            *(pl.col(c).fill_nan(None) for c in ("worst_shock", "offset_contingency", "liquidity_contingency")),
+            "tiered_margin")
 
     @property
     def positions(self) -> pl.DataFrame:
@@ -424,9 +454,14 @@ class Engine:
         if chunk_positions is None and memory is not None:
             chunk_positions = auto_chunk_positions(book.n_positions, memory[0], _workers_per_gpu(workers_per_gpu))
         self.chunks = book.account_chunks(chunk_positions) if chunk_positions else [(0, book.n_accounts)]
+        # Which accounts the portfolio model margins (None: no model); checked before any compute.
+        self.portfolio_flags = portfolio_accounts(book, self.venue)
+        self.portfolio = None
         t = time.perf_counter()
         if len(self.chunks) == 1:
             self.device = DeviceBook(book, self.backend)
+            if self.portfolio_flags is not None:
+                self.portfolio = PortfolioDevice(book, self.venue, self.backend, self.portfolio_flags)
         else:  # streamed chunk by chunk; the queues are ranked on the host
             self.device = None
             self.host = DeviceBook(book, get_backend("cpu"))
@@ -453,11 +488,17 @@ class Engine:
             dev = self.device
             pm = position_margin(b, dev, mark, venue, out.position_margin if out else None)
             am = account_margin(b, dev, pm, venue, out.account_margin if out else None)
-            pr = position_risk(b, dev, mark, pm, am, venue, out.position_risk if out else None, liq_price)
+            pf = None
+            if self.portfolio is not None:
+                pf = portfolio_margin(b, dev, self.portfolio, mark, pm, am, venue, out.portfolio if out else None)
+            pr = position_risk(b, dev, mark, pm, am if pf is None else tiered_view(am, pf), venue,
+                               out.position_risk if out else None, liq_price)
+            if pf is not None:
+                blank_liquidation_prices(b, self.portfolio, pr)
             score = adl_score(b, dev, mark, pm, pr, venue, out.adl.score if out else None)
             ranker, queues = b, dev
         else:
-            pm, am, pr, score = self._revalue_chunks(mark, out, liq_price)
+            pm, am, pr, score, pf = self._revalue_chunks(mark, out, liq_price)
             ranker, queues = get_backend("cpu"), self.host
         b.synchronize()
         t1 = time.perf_counter()
@@ -467,7 +508,8 @@ class Engine:
             adl = AdlQueues(score, None, None, None, None)
         ranker.synchronize()
         t2 = time.perf_counter()
-        risk = Risk(self.book, venue, b, mark_host, pm, am, pr, adl, {"kernels": t1 - t0, "ranking": t2 - t1})
+        risk = Risk(self.book, venue, b, mark_host, pm, am, pr, adl, {"kernels": t1 - t0, "ranking": t2 - t1},
+                    pf, self.portfolio_flags)
         risk._owner = self._token
         return risk
 
@@ -513,15 +555,28 @@ class Engine:
             am = AccountMargin(*(f64(m) for _ in range(6)), np.empty(m, np.int8), np.empty(m, np.int32), f64(m))
             pr = PositionRisk(f64(n), f64(n), np.empty(n, np.int8), f64(n), f64(n))
             score = f64(n)
+            pf = None
+            if self.portfolio_flags is not None:
+                pf = PortfolioMargin(f64(m), f64(m), np.empty(m, np.int32), f64(m), f64(m), f64(m), f64(m))
         else:
             pm, am, pr, score = out.position_margin, out.account_margin, out.position_risk, out.adl.score
+            pf = out.portfolio
         for first, end in self.chunks:
             part = book.slice_accounts(first, end)
             p0, p1 = int(book.pos_start[first]), int(book.pos_start[end])
             dev = DeviceBook(part, b)
             cpm = position_margin(b, dev, mark, venue)
             cam = account_margin(b, dev, cpm, venue)
-            cpr = position_risk(b, dev, mark, cpm, cam, venue, liq_price=liq_price)
+            cam_risk = cam
+            if pf is not None:
+                cpf_dev = PortfolioDevice(part, venue, b, self.portfolio_flags[first:end])
+                cpf = portfolio_margin(b, dev, cpf_dev, mark, cpm, cam, venue)
+                cam_risk = tiered_view(cam, cpf)
+                for k in vars(pf):
+                    getattr(pf, k)[first:end] = b.to_host(getattr(cpf, k))
+            cpr = position_risk(b, dev, mark, cpm, cam_risk, venue, liq_price=liq_price)
+            if pf is not None:
+                blank_liquidation_prices(b, cpf_dev, cpr)
             csc = adl_score(b, dev, mark, cpm, cpr, venue)
             for whole, piece in ((pm, cpm), (pr, cpr)):
                 for k in vars(whole):
@@ -529,7 +584,7 @@ class Engine:
             for k in vars(am):
                 getattr(am, k)[first:end] = b.to_host(getattr(cam, k))
             score[p0:p1] = b.to_host(csc)
-        return pm, am, pr, score
+        return pm, am, pr, score, pf
 
 
 def revalue(book: Book, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto", marks=None,

@@ -78,6 +78,11 @@ class Monitor:
         if adl_top < 1:
             raise ValueError(f"adl_top must be >= 1, got {adl_top}")
         engine.book.require_single_asset("the monitor")  # its updates name accounts by id alone
+        if getattr(engine, "portfolio_flags", None) is not None:
+            from .portfolio import refuse_portfolio
+
+            # its subset revaluations apply tiered margin
+            refuse_portfolio(engine.book, engine.venue, "the monitor")
         if not writable(engine.book):  # e.g. arrays Polars shares read-only: updates need their own
             engine = Engine(writable_copy(engine.book), venue=engine.venue, backend=engine.backend)
         self.engine = engine

@@ -152,6 +152,8 @@ def book_hash(book) -> str | None:
             h.update("\0".join(book.assets).encode())
             for name in ("inverse", "settle_asset", "account_asset"):
                 h.update(np.ascontiguousarray(getattr(book, name)).tobytes())
+        if getattr(book, "margin_model", None) is not None:  # books without the column hash as before
+            h.update(b"margin_model" + np.ascontiguousarray(book.margin_model).tobytes())
         meta["hash"] = h.hexdigest()
     return meta["hash"]
 

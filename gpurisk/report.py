@@ -418,6 +418,58 @@ def fig_margin_ratio(accounts: pl.DataFrame, margin_call: float = 0.8, liquidati
         return _png(fig)
 
 
+MAX_PORTFOLIO_POINTS = 20_000  # accounts drawn in the portfolio-vs-tiered scatter (sampled evenly)
+
+
+def portfolio_rows(accounts: pl.DataFrame) -> pl.DataFrame:
+    """The accounts in portfolio mode with both requirements (empty without portfolio columns)."""
+    if "margin_model" not in accounts.columns:
+        return accounts.clear()
+    return accounts.filter((_str(accounts["margin_model"]) == "portfolio") & pl.col("portfolio_margin").is_not_null())
+
+
+def fig_portfolio_vs_tiered(accounts: pl.DataFrame) -> str | None:
+    """Per portfolio account, its portfolio requirement against the tiered requirement of the same
+    cross positions (log-log, the diagonal marks equality), and the distribution of their ratio."""
+    pf = portfolio_rows(accounts).filter((pl.col("portfolio_margin") > 0) | (pl.col("tiered_margin") > 0))
+    if pf.height == 0:
+        return None
+    if pf.height > MAX_PORTFOLIO_POINTS:
+        pf = pf.gather(np.linspace(0, pf.height - 1, MAX_PORTFOLIO_POINTS).astype(np.int64))
+    x = pf["tiered_margin"].to_numpy()
+    y = pf["portfolio_margin"].to_numpy()
+    with _rc():
+        fig, axes = _figure(10.5, 3.8, ncols=2, width_ratios=[1.4, 1])
+        ax, axr = axes[0]
+        both = (x > 0) & (y > 0)
+        lo = float(min(x[both].min(), y[both].min())) if both.any() else 1.0
+        hi = float(max(x.max(), y.max()))
+        floor = lo / 3
+        xs, ys = np.maximum(x, floor), np.maximum(y, floor)
+        ax.scatter(xs, ys, s=5, alpha=0.45, color="#3b6fb6", lw=0)
+        ax.plot([floor, hi * 1.5], [floor, hi * 1.5], color="#444444", lw=0.9, ls="--")
+        ax.annotate("portfolio = tiered", (0.98, 0.93), xycoords="axes fraction", ha="right", fontsize=8,
+                    color="#444444")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("tiered maintenance margin (same cross positions)")
+        ax.set_ylabel("portfolio requirement")
+        ax.set_title("Portfolio vs tiered requirement per account", loc="left")
+        _money_axis(ax)
+        _money_axis(ax, "x")
+        ratio = y[both] / x[both]
+        if ratio.size:
+            edges = np.geomspace(max(ratio.min(), 1e-6) * 0.999, max(ratio.max(), 1e-6) * 1.001, 40)
+            hist, _ = np.histogram(ratio, bins=edges)
+            axr.bar(edges[:-1], hist, width=np.diff(edges), align="edge", color="#3b6fb6", edgecolor="white", lw=0.3)
+            axr.set_xscale("log")
+            axr.axvline(1.0, color="#444444", lw=0.9, ls="--")
+        axr.set_xlabel("portfolio / tiered (log scale)")
+        axr.set_ylabel("accounts")
+        axr.set_title("Ratio of the two requirements", loc="left")
+        return _png(fig)
+
+
 def _sample_idx(n: int, lights: np.ndarray, k: int = MAX_QUEUE_POINTS) -> np.ndarray:
     """At most ~k indices spread over 0..n-1, plus the first and last of each run of lights."""
     base = np.linspace(0, n - 1, min(n, k)).astype(np.int64)
@@ -731,6 +783,23 @@ status bands: healthy below {mc:g}, margin call from {mc:g}, liquidatable from {
 {_img(fig_margin_ratio(acc, mc, lq), "margin-ratio", "Histogram of account margin ratios with status bands")}
 <div class="pair"><div><h4>Accounts per status</h4>{table_html(summ)}</div>
 <div><h4>Margin ratio percentiles (accounts with cross positions)</h4>{table_html(pct.drop_nulls())}</div></div>
+</section>""")
+    pf = portfolio_rows(acc)
+    if pf.height:
+        lower = int((pf["portfolio_margin"] < pf["tiered_margin"]).sum())
+        stats = pf.select(pl.len().alias("portfolio accounts"),
+                          pl.col("portfolio_margin").sum().alias("portfolio requirement"),
+                          pl.col("tiered_margin").sum().alias("tiered requirement"),
+                          pl.col("offset_contingency").sum().alias("offset contingency"),
+                          pl.col("liquidity_contingency").sum().alias("liquidity contingency"))
+        nav.append(("portfolio", "Portfolio margin"))
+        out.append(f"""<section id="portfolio"><h2>Portfolio margin</h2>
+<p class="lead">Accounts in portfolio mode: the requirement is the largest loss of the cross positions over
+each risk group's grid of price moves plus the contingencies; the tiered maintenance margin of the same
+positions is shown beside it. {fmt(lower)} of {fmt(pf.height)} portfolio accounts need less than under
+tiers (below the diagonal).</p>
+{_img(fig_portfolio_vs_tiered(acc), "portfolio-vs-tiered", "Portfolio requirement against tiered requirement per account")}
+{table_html(stats)}
 </section>""")
     # ADL queues per symbol, largest open interest first.
     if pos.height:

@@ -10,6 +10,7 @@ MARGIN_MODES = ("cross", "isolated")
 CONTRACT_TYPES = ("linear", "inverse")  # markets.contract_type; kernel flag 0 / 1
 #: the settlement asset of a linear market, and the asset of an accounts row, when not given
 DEFAULT_SETTLE_ASSET = "USDT"
+MARGIN_MODELS = ("tiered", "portfolio")  # accounts.margin_model and Venue.margin_model
 
 # ------------------------------------------------------------------ input limits
 # Bounds every numeric input is checked against (book validation, marks, scenario shocks),
@@ -83,6 +84,8 @@ INPUT_TABLES: dict[str, tuple[Column, ...]] = {
         Column("asset", "str", False, DEFAULT_SETTLE_ASSET,
                "the wallet's asset (default USDT); (account_id, asset) is unique, and each pair is a margin "
                "pool: the account's positions in markets settled in that asset"),
+        Column("margin_model", "str", False, None,
+               "optional: tiered or portfolio (null: the venue's margin model, Venue.margin_model)"),
     ),
     "positions": (
         Column("account_id", "int", doc="an account of accounts"),
@@ -95,12 +98,32 @@ INPUT_TABLES: dict[str, tuple[Column, ...]] = {
     ),
 }
 
+# Risk-based portfolio margin parameters (gpurisk/portfolio.py, README "Portfolio margin"): one row
+# per symbol a portfolio account may hold, naming its risk group (symbols that move together);
+# the group's parameters repeat on each of its rows and must agree.
+PORTFOLIO_TABLE: tuple[Column, ...] = (
+    Column("symbol", "str", doc="a market symbol; unique"),
+    Column("risk_group", "str", doc="the risk group: its symbols are shocked together (e.g. every BTC contract)"),
+    Column("price_range", "float", doc="largest relative price move of the group's grid, in (0, 1): "
+                                      "shocks evenly spaced over [-price_range, +price_range]"),
+    Column("shocks", "int", doc="number of shocks in the grid, 2..1001 (11 or 33 are usual)"),
+    Column("offset_rate", "float", False, 0.0,
+           "contingency: share of the offsetting notional min(long, short) of the group, in [0, 1)"),
+    Column("liquidity_threshold", "float", False, None,
+           "gross notional of the group above which the liquidity contingency applies, >= 0 (null: none)"),
+    Column("liquidity_rate", "float", False, 0.0,
+           "contingency: share of the group's gross notional above liquidity_threshold, in [0, 1)"),
+)
+PORTFOLIO_GROUPS_MAX = 64     #: risk groups in one model (the kernel keeps an account's groups in registers)
+PORTFOLIO_SHOCKS_MAX = 1001   #: shocks per group
+
 # Keys that identify a row in error messages.
 TABLE_KEYS = {
     "markets": ("symbol",),
     "tiers": ("symbol", "notional_floor"),
     "accounts": ("account_id",),
     "positions": ("account_id", "symbol", "margin_mode"),
+    "portfolio": ("symbol",),
 }
 
 ACCOUNT_OUTPUT = {
@@ -118,6 +141,21 @@ ACCOUNT_OUTPUT = {
     "n_positions": "cross and isolated positions held",
 }
 
+# Columns added to the accounts table when the venue carries a portfolio model (README
+# "Portfolio margin"); maint_margin, init_margin, margin_ratio, available_balance and status
+# then come from the portfolio requirement for the accounts in portfolio mode.
+PORTFOLIO_ACCOUNT_OUTPUT = {
+    "margin_model": "tiered | portfolio: the model that sets this account's requirement",
+    "portfolio_margin": "portfolio maintenance requirement: worst scenario loss + contingencies (cross positions); "
+                        "null where a held symbol has no risk group",
+    "scenario_loss": "the largest loss over the scenario grid (summed over groups moving independently)",
+    "worst_group": "risk group of the worst scenario (the largest group loss; null when groups move jointly)",
+    "worst_shock": "relative price move of the worst scenario",
+    "offset_contingency": "offset_rate x min(long, short) notional, summed over groups",
+    "liquidity_contingency": "liquidity_rate x gross notional above liquidity_threshold, summed over groups",
+    "tiered_margin": "the tiered maintenance margin of the same cross positions, beside it",
+}
+
 POSITION_OUTPUT = {
     "account_id": "owner",
     "symbol": "market",
@@ -130,13 +168,16 @@ POSITION_OUTPUT = {
     "notional": "|size| * mark_price * contract_size (inverse: |size| * contract_size / mark_price, in coin)",
     "upnl": "size * (mark_price - entry_price) * contract_size (inverse: size * contract_size * "
             "(1/entry_price - 1/mark_price), in coin)",
-    "maint_margin": "tiered maintenance margin",
+    "maint_margin": "tiered maintenance margin (an isolated position of a portfolio account: its own portfolio "
+                    "requirement)",
     "close_fee": "taker fee to close at the mark, counted in the requirement (Venue.close_fee_rate)",
-    "init_margin": "notional / leverage (entry notional with Venue.im_base='entry')",
+    "init_margin": "notional / leverage (entry notional with Venue.im_base='entry'; an isolated position of a "
+                   "portfolio account: im_multiple x its requirement)",
     "margin_ratio": "the account's (cross) or the position's own (isolated)",
     "status": "the account's (cross) or the position's own (isolated)",
     "liq_price": "price where equity = maintenance margin, others at mark, stepped to the trigger side "
-                 "(a revaluation there says liquidatable) and rounded to the tick; null if no positive price",
+                 "(a revaluation there says liquidatable) and rounded to the tick; null if no positive price, "
+                 "and for positions of portfolio accounts",
     "bankruptcy_price": "price where closing leaves equity zero; null if not positive",
     "adl_score": "venue ADL score, higher = deleveraged first",
     "adl_rank": "1-based place in the ADL queue of (symbol, side); 1 = first",

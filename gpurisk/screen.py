@@ -34,6 +34,13 @@ def account_flags(ctx, shocks: np.ndarray):
              d.tier_start, d.tier_floor, d.tier_mmr, tiers.cum, int(venue.mm_base == "entry"),
              int(venue.tier_basis == "contracts"), float(venue.close_fee_rate),
              float(venue.margin_call_ratio), float(venue.liquidation_ratio), d.inverse, flags)
+    pf = getattr(ctx, "portfolio", None)
+    if pf is not None:  # accounts in portfolio mode: their requirement at each scenario's marks
+        b.launch("portfolio_stress_flags", book.n_accounts, shocks.shape[0], book.n_symbols, d.pos_start, d.pos_symbol,
+                 d.size, d.entry, d.isolated, d.isolated_margin, d.wallet, b.asarray(marks.ravel()), d.contract_size,
+                 pf.sym_group, pf.shock_start, pf.shock, pf.offset_rate, pf.liquidity_threshold, pf.liquidity_rate,
+                 int(pf.model.groups_move == "joint"), pf.use, float(venue.close_fee_rate),
+                 float(venue.margin_call_ratio), float(venue.liquidation_ratio), flags)
     return flags.reshape(shocks.shape[0], book.n_accounts)
 
 

@@ -53,6 +53,7 @@ from .screen import quiet_row, screen
 from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records
 from .tier_rules import venue_tiers
 from .venue import Venue, get_venue
+from .portfolio import PortfolioDevice, portfolio_accounts, portfolio_margin, tiered_view
 
 # The stress API in one place: scenarios, records and their codes live in their own modules.
 from .scenarios import read_scenarios, shock_grid  # noqa: E402,F401
@@ -136,6 +137,10 @@ class _Context:
                  insurance_fund: float):
         self.book, self.venue, self.backend, self.ladder, self.impact = book, venue, backend, ladder, impact
         self.dev = DeviceBook(book, backend)
+        # Accounts in portfolio mode take their requirement from the portfolio model at every
+        # step (README "Portfolio margin"); None when the venue carries no model.
+        flags = portfolio_accounts(book, venue)
+        self.portfolio = PortfolioDevice(book, venue, backend, flags) if flags is not None and flags.any() else None
         self.insurance_fund = float(insurance_fund)
         self.depth = impact.depths(book) if impact else None
         self.cs_pos = book.contract_size[book.pos_symbol]
@@ -167,7 +172,10 @@ class _Context:
         mark = b.asarray(marks)
         pm = position_margin(b, dev, mark, self.venue)
         am = account_margin(b, dev, pm, self.venue)
-        pr = position_risk(b, dev, mark, pm, am, self.venue, liq_price=False)
+        am_risk = am
+        if self.portfolio is not None:
+            am_risk = tiered_view(am, portfolio_margin(b, dev, self.portfolio, mark, pm, am, self.venue))
+        pr = position_risk(b, dev, mark, pm, am_risk, self.venue, liq_price=False)
         return _Revaluation(b, dev, notional=pm.notional, upnl=pm.upnl, maint=pm.maint, equity=am.equity,
                             ratio=am.ratio, status=am.status, n_cross=am.n_cross, pos_equity=pr.equity,
                             pos_ratio=pr.ratio, pos_status=pr.status, bp=pr.bankruptcy_price,
@@ -219,6 +227,13 @@ class _Context:
         b.launch("restoring_fraction", book.n_accounts, b.asarray(solve), d.pos_start, d.pos_symbol, d.size,
                  d.isolated, b.asarray(mm_notional), r.device("equity"), d.tier_start, d.tier_floor,
                  tiers.req_mmr, tiers.cum, float(self.ladder.target_ratio), keep)
+        pf = self.portfolio
+        if pf is not None:  # portfolio accounts: the share that brings their requirement to the target
+            b.launch("portfolio_restoring_fraction", book.n_accounts, b.asarray(solve), pf.use, d.pos_start,
+                     d.pos_symbol, d.size, d.isolated, b.asarray(marks), d.contract_size, pf.sym_group,
+                     pf.shock_start, pf.shock, pf.offset_rate, pf.liquidity_threshold, pf.liquidity_rate,
+                     int(pf.model.groups_move == "joint"), float(self.venue.close_fee_rate), r.device("equity"),
+                     float(self.ladder.target_ratio), keep)
         return b.to_host(keep)
 
     def notional(self, size: np.ndarray, price: np.ndarray, idx=slice(None)) -> np.ndarray:

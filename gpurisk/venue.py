@@ -57,6 +57,12 @@ class Venue:
         (Bybit's classic account).
     available_upnl: ``"equity"`` (available = equity − IM), ``"losses"`` (wallet + unrealised
         losses − IM: profits not available), ``"wallet"`` (wallet − IM, Bybit's classic account).
+    margin_model: ``"tiered"`` (each position's tiered MM, summed) or ``"portfolio"`` (risk-based
+        portfolio margin: the worst loss over a price grid per risk group plus contingencies,
+        gpurisk/portfolio.py): the model of every account whose ``accounts.margin_model`` is null.
+    portfolio: the :class:`gpurisk.PortfolioModel` parameters; needed when any account uses the
+        portfolio model. With it, the accounts table carries the portfolio figures of every
+        account beside the tiered ones.
     """
 
     name: str
@@ -72,8 +78,21 @@ class Venue:
     im_base: str = "mark"
     available_upnl: str = "equity"
     bankruptcy_fee: bool = False
+    margin_model: str = "tiered"
+    portfolio: "PortfolioModel | None" = None
 
     def __post_init__(self):
+        from .portfolio import PortfolioModel
+        from .schema import MARGIN_MODELS
+
+        if self.margin_model not in MARGIN_MODELS:
+            raise ValueError(f"Venue.margin_model must be one of {MARGIN_MODELS}, got {self.margin_model!r}")
+        if self.portfolio is not None and not isinstance(self.portfolio, PortfolioModel):
+            raise ValueError("Venue.portfolio must be a gpurisk.PortfolioModel (PortfolioModel.read(FILE) or "
+                             f".from_frame(table)), got {type(self.portfolio).__name__}")
+        if self.margin_model == "portfolio" and self.portfolio is None:
+            raise ValueError("Venue.margin_model='portfolio' needs the portfolio parameters: "
+                             "Venue(..., margin_model='portfolio', portfolio=PortfolioModel.read(FILE))")
         for field, allowed in (("tier_basis", TIER_BASES), ("tier_rate", TIER_RATES), ("im_base", IM_BASES),
                                ("available_upnl", AVAILABLE_RULES)):
             if getattr(self, field) not in allowed:

@@ -153,6 +153,22 @@ def base_figures(engine, marks=None) -> BaseFigures:
     return engine._what_if_base
 
 
+def _portfolio_tables(engine, backend):
+    """The portfolio model's device tables for the what-if's backend, or None when no account
+    of the book is in portfolio mode."""
+    flags = getattr(engine, "portfolio_flags", None)
+    if flags is None or not flags.any():
+        return None
+    if engine.device is not None and engine.portfolio is not None:
+        return engine.portfolio
+    cached = getattr(engine, "_what_if_portfolio", None)
+    if cached is None:  # a chunked engine: its host copy, on the cpu backend
+        from .portfolio import PortfolioDevice
+
+        cached = engine._what_if_portfolio = PortfolioDevice(engine.book, engine.venue, backend, flags)
+    return cached
+
+
 def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=None, margin=None,
                    leverage=None, marks=None) -> WhatIfArrays:
     """What-if on arrays: ``account_index`` (int32, row of the book's sorted accounts),
@@ -253,6 +269,17 @@ def _launch(engine, base: BaseFigures, acc, sym, q, px, iso, mg, lev) -> WhatIfA
              out["pos_notional"], out["pos_upnl"], out["pos_maint"], out["pos_init"], out["pos_fee"], out["wallet"],
              out["equity"], out["maint"], out["init"], out["fee"], out["ratio"], out["available"], out["status"],
              out["pos_equity"], out["pos_ratio"], out["pos_status"], out["liq_price"], out["im_ok"])
+    pf = _portfolio_tables(engine, b)
+    if pf is not None:  # orders of portfolio accounts: the requirement after the order
+        b.launch("portfolio_what_if", n, b.asarray(acc), b.asarray(sym), b.asarray(iso), out["position_index"],
+                 out["new_size"], dev.pos_start, dev.pos_symbol, dev.size, dev.isolated, base.mark, dev.contract_size,
+                 pm.upnl, pf.sym_group, pf.shock_start, pf.shock, pf.offset_rate, pf.liquidity_threshold,
+                 pf.liquidity_rate, int(pf.model.groups_move == "joint"), float(pf.model.im_multiple), pf.use,
+                 AVAILABLE_RULES.index(venue.available_upnl), float(venue.margin_call_ratio),
+                 float(venue.liquidation_ratio), out["pos_upnl"], out["pos_fee"], out["wallet"], out["equity"],
+                 out["fee"], out["pos_equity"], out["maint"], out["init"], out["ratio"], out["available"],
+                 out["status"], out["pos_maint"], out["pos_init"], out["pos_ratio"], out["pos_status"],
+                 out["liq_price"], out["im_ok"])
     b.synchronize()
     return WhatIfArrays(**{k: b.to_host(v) for k, v in out.items()})
 
