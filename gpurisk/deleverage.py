@@ -160,6 +160,36 @@ def queue_merges(backend, demand: np.ndarray, demand_bounds: np.ndarray, supply:
     (di, si, qty, demand_closed, supply_closed) as ``queue_fills`` gives them for the used
     depth of the supply (``supply_closed``'s length)."""
     b = backend
+    m = _merge(b, demand, demand_bounds, supply, supply_bounds)
+    n_fills, n_used, f_d, f_s, f_q = (b.to_host(a) for a in (m.n_fills, m.n_used, m.fill_demand, m.fill_supply,
+                                                             m.fill_qty))
+    d_closed, s_closed = b.to_host(m.demand_closed).view(bool), b.to_host(m.supply_closed).view(bool)
+    out = []
+    for k in range(m.n_queues):
+        fills = slice(m.base[k], m.base[k] + n_fills[k])
+        (d0, d1), s0 = m.demand_bounds[k], m.supply_bounds[k, 0]
+        out.append((f_d[fills], f_s[fills], f_q[fills], d_closed[d0:d1], s_closed[s0:s0 + n_used[k]]))
+    return out
+
+
+@dataclass
+class _Merge:
+    """adl_merge's output, on the backend's device: fill k of queue q at slot base[q] + k."""
+
+    n_queues: int
+    demand_bounds: np.ndarray
+    supply_bounds: np.ndarray
+    base: np.ndarray
+    n_fills: object
+    n_used: object
+    fill_demand: object
+    fill_supply: object
+    fill_qty: object
+    demand_closed: object
+    supply_closed: object
+
+
+def _merge(b, demand, demand_bounds, supply, supply_bounds) -> _Merge:
     demand_bounds = np.ascontiguousarray(demand_bounds, dtype=np.int64).reshape(-1, 2)
     supply_bounds = np.ascontiguousarray(supply_bounds, dtype=np.int64).reshape(-1, 2)
     n = demand_bounds.shape[0]
@@ -176,14 +206,7 @@ def queue_merges(backend, demand: np.ndarray, demand_bounds: np.ndarray, supply:
     f_q = xp.empty(slots, dtype=xp.float64)
     d_closed, s_closed = xp.empty(demand.size, dtype=xp.int8), xp.empty(supply.size, dtype=xp.int8)
     b.launch("adl_merge", n, *dev[:6], dev[6], d_cum, s_cum, n_fills, n_used, f_d, f_s, f_q, d_closed, s_closed)
-    n_fills, n_used, f_d, f_s, f_q = (b.to_host(a) for a in (n_fills, n_used, f_d, f_s, f_q))
-    d_closed, s_closed = b.to_host(d_closed).view(bool), b.to_host(s_closed).view(bool)
-    out = []
-    for k in range(n):
-        fills = slice(base[k], base[k] + n_fills[k])
-        (d0, d1), s0 = demand_bounds[k], supply_bounds[k, 0]
-        out.append((f_d[fills], f_s[fills], f_q[fills], d_closed[d0:d1], s_closed[s0:s0 + n_used[k]]))
-    return out
+    return _Merge(n, demand_bounds, supply_bounds, base, n_fills, n_used, f_d, f_s, f_q, d_closed, s_closed)
 
 
 def fund_cover(deficits: np.ndarray, fund: float) -> np.ndarray:
@@ -357,6 +380,98 @@ def queue_adl(ledger, pos, rest, bp, price: float, cs: float, q_order, merged) -
         fund_took = float(np.sum(left_qty * (bp[left_i] - price) * cs))
         ledger.take_over(pos[left_i], left_qty, bp[left_i], np.full(left_i.size, price))
     return QueueFills(b_i, c_i, seg, f_px, socialized, max_loss, notional, cps, fund_took)
+
+
+@dataclass
+class QueueSettlements:
+    """The queue ADL of several queues (``settle_queues``): per queue (in the order given) the
+    loss socialized, the counterparties' largest loss (where ``filled``: the queue had a fill),
+    the notional, and what the fund took of unmet demand (where ``fund_takes``); every fill in
+    queue order (``fill_queue``: the queue's place); and the counterparties touched."""
+
+    socialized: np.ndarray
+    max_loss: np.ndarray
+    filled: np.ndarray
+    notional: np.ndarray
+    fund_took: np.ndarray
+    fund_takes: np.ndarray
+    fill_queue: np.ndarray
+    bankrupt: np.ndarray
+    counterparty: np.ndarray
+    qty: np.ndarray
+    price: np.ndarray
+    counterparties: np.ndarray
+
+
+def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, price, cs) -> QueueSettlements:
+    """``queue_adl`` for several queues at once, in order, with the same bits: two kernels
+    (``adl_merge``, ``adl_settle``, a thread per queue) over flat arrays. Queue k's bankrupt
+    positions are ``pos[demand_bounds[k, 0]:demand_bounds[k, 1]]`` (``rest``: what is left of
+    each, signed; ``bp``: bankruptcy prices), its opposite queue in ADL order ``fronts[k]``
+    (used as deep as the demand), ``price[k]`` the market price, ``cs[k]`` the contract size.
+    Queues must not share positions (a queue's fills never touch another's counterparties)."""
+    b, xp = backend, backend.xp
+    demand_bounds = np.ascontiguousarray(demand_bounds, dtype=np.int64).reshape(-1, 2)
+    n = demand_bounds.shape[0]
+    front_size = np.array([f.size for f in fronts], dtype=np.int64)
+    front_end = np.cumsum(front_size)
+    supply = np.abs(ledger.size[np.concatenate(fronts)]) if n else np.zeros(0)
+    m = _merge(b, np.abs(rest), demand_bounds, supply, np.stack([front_end - front_size, front_end], axis=1))
+    n_used = b.to_host(m.n_used)
+    s_pos = np.concatenate([f[:u] for f, u in zip(fronts, n_used)]) if n else np.zeros(0, np.int64)
+    s_begin = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(n_used, out=s_begin[1:])
+    nd = demand_bounds[:, 1] - demand_bounds[:, 0]
+    w_base = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(3 * nd + 2 * n_used, out=w_base[1:])
+    iso = ledger._isolated
+
+    def host(*arrays):
+        return [b.asarray(np.ascontiguousarray(a)) for a in arrays]
+
+    d_size, d_margin, s_size, s_margin = host(ledger.size[pos], ledger.isolated_margin[pos], ledger.size[s_pos],
+                                              ledger.isolated_margin[s_pos])
+    w_amount, w_valid = xp.empty(int(w_base[-1]), dtype=xp.float64), xp.empty(int(w_base[-1]), dtype=xp.int8)
+    d_left, d_left_qty, d_work = (xp.empty(pos.size, dtype=t) for t in (xp.int8, xp.float64, xp.float64))
+    fill_work = xp.empty(m.fill_qty.size, dtype=xp.float64)
+    n_cp, n_left = xp.empty(n, dtype=xp.int64), xp.empty(n, dtype=xp.int64)
+    sums = [xp.empty(n, dtype=xp.float64) for _ in range(6)]
+    b.launch("adl_settle", n, *host(demand_bounds[:, 0], demand_bounds[:, 1], s_begin[:-1]), b.asarray(n_used),
+             *host(m.supply_bounds[:, 0], m.base[:-1]), m.n_fills, m.fill_demand, m.fill_supply, m.fill_qty,
+             m.demand_closed, m.supply_closed,
+             *host(np.asarray(price, dtype=np.float64), np.asarray(cs, dtype=np.float64), rest, bp, ledger._entry[pos],
+                   ledger._cs_pos[pos], (iso[pos] == 1).astype(np.int8)), d_size, d_margin,
+             *host(ledger._entry[s_pos], (iso[s_pos] == 1).astype(np.int8)), s_size, s_margin,
+             b.asarray(w_base[:-1]), w_amount, w_valid, d_left, d_left_qty, d_work, fill_work, n_cp, *sums, n_left)
+    socialized, max_loss, notional, fund_took, x_cash, fund_gain = (b.to_host(a) for a in sums)
+    n_fills, n_cp, n_left = (b.to_host(a) for a in (m.n_fills, n_cp, n_left))
+    # The host's ledger takes the kernel's moves: sizes and margins by position (queues own
+    # their positions), wallet credits and the external account's sizes in the kernel's order.
+    ledger.size[pos], ledger.isolated_margin[pos] = b.to_host(d_size), b.to_host(d_margin)
+    ledger.size[s_pos], ledger.isolated_margin[s_pos] = b.to_host(s_size), b.to_host(s_margin)
+    ev_pos = np.concatenate([p for k in range(n) for p in _events(pos[demand_bounds[k, 0]:demand_bounds[k, 1]],
+                                                                  s_pos[s_begin[k]:s_begin[k + 1]])]
+                            ) if n else np.zeros(0, np.int64)
+    ledger.add_to_wallets(ev_pos, b.to_host(w_amount), b.to_host(w_valid).view(bool))
+    left = b.to_host(d_left).view(bool)
+    np.add.at(ledger.x_size, ledger._symbol[pos[left]], b.to_host(d_left_qty)[left])
+    for k in np.flatnonzero(n_left):  # the fund's takeovers, queue by queue
+        ledger.x_cash -= float(x_cash[k])
+        ledger.fund += float(fund_gain[k])
+    # Fills, in queue order.
+    fill_queue = np.repeat(np.arange(n), n_fills)
+    first_fill = np.cumsum(n_fills) - n_fills
+    slot = m.base[:-1][fill_queue] + np.arange(fill_queue.size) - first_fill[fill_queue]
+    f_d, f_s = (b.to_host(a)[slot] for a in (m.fill_demand, m.fill_supply))
+    d_at = demand_bounds[fill_queue, 0] + f_d
+    touched = np.arange(s_pos.size) - np.repeat(s_begin[:-1], n_used) < np.repeat(n_cp, n_used)
+    return QueueSettlements(socialized, max_loss, n_fills > 0, notional, fund_took, n_left > 0, fill_queue, pos[d_at],
+                            s_pos[s_begin[fill_queue] + f_s], b.to_host(m.fill_qty)[slot], bp[d_at], s_pos[touched])
+
+
+def _events(demand_pos, supply_pos):
+    """Whose wallet each of a queue's credit slots in adl_settle is (see the kernel)."""
+    return demand_pos, supply_pos, demand_pos, supply_pos, demand_pos
 
 
 @dataclass

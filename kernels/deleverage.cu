@@ -87,3 +87,199 @@ GR_KERNEL void adl_merge(
         for (long long j = 0; j < ns; ++j) supply_closed[supply_begin[q] + j] = sc[j] <= total;
     }
 }
+
+// NumPy's sum of a contiguous float64 array (np.sum, float(x.sum())): 0.0 plus the pairwise
+// sum, whose leaves of at most 128 terms add in eight interleaved partial sums. The stress
+// totals are defined by those bits, so the kernels sum as NumPy does.
+GR_DEVICE double pairwise_leaf(const double* a, long long n) {
+    if (n < 8) {
+        double res = 0.0;
+        for (long long i = 0; i < n; ++i) res += a[i];
+        return res;
+    }
+    double r[8];
+    for (int j = 0; j < 8; ++j) r[j] = a[j];
+    long long i = 8;
+    for (; i < n - (n % 8); i += 8)
+        for (int j = 0; j < 8; ++j) r[j] += a[i + j];
+    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) res += a[i];
+    return res;
+}
+
+// NumPy splits a sum of more than 128 terms at half (rounded down to a multiple of 8) and
+// adds the halves' sums. The recursion runs on an explicit stack (depth < 64), leftmost
+// half first.
+GR_DEVICE double numpy_sum(const double* a, long long n) {
+    long long lo[64], len[64];
+    double left[64];
+    signed char right_done[64];
+    int top = 0;
+    lo[0] = 0;
+    len[0] = n;
+    for (;;) {
+        // descend to the leftmost leaf
+        while (len[top] > 128) {
+            long long h = len[top] / 2;
+            h -= h % 8;
+            right_done[top] = 0;
+            lo[top + 1] = lo[top];
+            len[top + 1] = h;
+            ++top;
+        }
+        double v = pairwise_leaf(a + lo[top], len[top]);
+        // climb while the parent's right half is the one just summed
+        while (top > 0 && right_done[top - 1]) {
+            --top;
+            v = left[top] + v;
+        }
+        if (top == 0) return 0.0 + v;
+        // a left half is done: keep it and sum the right half
+        --top;
+        left[top] = v;
+        right_done[top] = 1;
+        long long h = len[top] / 2;
+        h -= h % 8;
+        lo[top + 1] = lo[top] + h;
+        len[top + 1] = len[top] - h;
+        ++top;
+    }
+}
+
+// np.sign: -1, 0 or 1, NaN for NaN.
+GR_DEVICE double sign_of(double x) { return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : (x == 0.0 ? 0.0 : x)); }
+
+// np.maximum(x, y): NaN if either is.
+GR_DEVICE double numpy_max(double x, double y) { return (x != x || x >= y) ? x : y; }
+
+// The money moves of queue ADL for several queues at once, a thread per queue, over the
+// fills adl_merge wrote (fill_base, n_fills, fill_demand, fill_supply, fill_qty,
+// demand_closed, supply_closed at merge_supply_begin): deleverage.queue_adl bit for bit.
+// Queue q's bankrupt positions are d_*[demand_begin[q]..demand_end[q]) (d_rest: what is left
+// of each, signed, all one side; d_bp: bankruptcy prices), its counterparties in queue order
+// s_*[supply_begin[q]..supply_begin[q] + n_supply_used[q]), at market price queue_price[q]
+// and contract size queue_cs[q] (d_cs: each bankrupt position's, for the fund's takeover).
+// Each fill realises PnL at the bankrupt position's bankruptcy price on both sides; sizes
+// shrink (a position consumed whole closes exactly); isolated positions take PnL into their
+// margin (d_margin, s_margin), released to the wallet once closed; the fund takes over the
+// demand the queue could not meet (d_left, d_left_qty). Wallet credits are not added here:
+// they are written in the order the ledger adds them (wallet_amount, wallet_valid; per queue
+// from wallet_base[q]: bankrupt PnL, counterparty PnL, releases of bankrupt then counterparty
+// margin, takeover PnL — nd, ns, nd, ns, nd slots), and the host adds them in that order, so
+// an account credited by several queues gets today's bits. Sums over a position's fills run
+// in fill order; the queue's totals (q_*) are NumPy's pairwise sums of the same terms.
+GR_KERNEL void adl_settle(
+    long long n_queues, const long long* demand_begin, const long long* demand_end,
+    const long long* supply_begin, const long long* n_supply_used, const long long* merge_supply_begin,
+    const long long* fill_base, const long long* n_fills, const long long* fill_demand,
+    const long long* fill_supply, const double* fill_qty, const signed char* demand_closed,
+    const signed char* supply_closed, const double* queue_price, const double* queue_cs,
+    const double* d_rest, const double* d_bp, const double* d_entry, const double* d_cs,
+    const signed char* d_iso, double* d_size, double* d_margin, const double* s_entry,
+    const signed char* s_iso, double* s_size, double* s_margin, const long long* wallet_base,
+    double* wallet_amount, signed char* wallet_valid, signed char* d_left, double* d_left_qty,
+    double* d_work, double* fill_work, long long* n_counterparties, double* q_socialized,
+    double* q_max_loss, double* q_notional, double* q_fund_took, double* q_x_cash,
+    double* q_fund_gain, long long* n_left) {
+    for_each_index(q, n_queues) {
+        const long long d0 = demand_begin[q], nd = demand_end[q] - d0;
+        const long long s0 = supply_begin[q], ns = n_supply_used[q];
+        const long long f0 = fill_base[q], nf = n_fills[q];
+        const double price = queue_price[q], cs = queue_cs[q];
+        const double sign = nd > 0 ? sign_of(d_rest[d0]) : 0.0;
+        double* w_amt = wallet_amount + wallet_base[q];
+        signed char* w_ok = wallet_valid + wallet_base[q];
+        double* work = d_work + d0;
+        for (long long k = 0; k < 3 * nd + 2 * ns; ++k) w_ok[k] = 0;
+        const long long n_cp = nf > 0 ? fill_supply[f0 + nf - 1] + 1 : 0;  // fills run in supply order
+        n_counterparties[q] = n_cp;
+        // Bankrupt side: fills of one position are contiguous (the merge walks demand in order).
+        long long k = 0;
+        for (long long i = 0; i < nd; ++i) {
+            const long long d = d0 + i;
+            double filled = 0.0, pnl = 0.0;
+            for (; k < nf && fill_demand[f0 + k] == i; ++k) {
+                const double seg = fill_qty[f0 + k];
+                filled += seg;
+                pnl += seg * (d_bp[d] - d_entry[d]);
+            }
+            const double amount = sign * pnl * cs;
+            if (d_iso[d]) d_margin[d] += amount;
+            else { w_amt[i] = amount; w_ok[i] = 1; }
+            d_size[d] = demand_closed[d] ? 0.0 : d_size[d] - sign * filled;
+            work[i] = filled * fabs(d_bp[d] - price) * cs * sign_of((d_bp[d] - price) * sign);
+            const double want = fabs(d_rest[d]);
+            const double left = want - filled;
+            const bool owed = left > 1e-12 * numpy_max(want, 1e-300);
+            d_left[d] = owed ? 1 : 0;
+            d_left_qty[d] = owed ? d_size[d] : 0.0;
+        }
+        q_socialized[q] = numpy_sum(work, nd);
+        // Counterparty side, in queue order; its fills are contiguous too.
+        double max_loss = 0.0;
+        k = 0;
+        for (long long j = 0; j < n_cp; ++j) {
+            const long long s = s0 + j;
+            double taken = 0.0, pnl = 0.0, loss = 0.0;
+            for (; k < nf && fill_supply[f0 + k] == j; ++k) {
+                const double seg = fill_qty[f0 + k];
+                const double bp = d_bp[d0 + fill_demand[f0 + k]];
+                taken += seg;
+                pnl += seg * (bp - s_entry[s]);
+                loss += seg * (bp - price) * sign * cs;
+            }
+            const double amount = -sign * pnl * cs;
+            if (s_iso[s]) s_margin[s] += amount;
+            else { w_amt[nd + j] = amount; w_ok[nd + j] = 1; }
+            s_size[s] = supply_closed[merge_supply_begin[q] + j] ? 0.0 : s_size[s] + sign * taken;
+            if (max_loss == max_loss && (loss != loss || loss > max_loss)) max_loss = loss;  // np.max: NaN wins
+        }
+        // Members past the last counterparty are not traded, but one consumed whole (a size
+        // lost in the running sum's rounding) still closes.
+        for (long long j = n_cp; j < ns; ++j)
+            if (supply_closed[merge_supply_begin[q] + j]) s_size[s0 + j] = 0.0;
+        q_max_loss[q] = max_loss;
+        for (long long f = 0; f < nf; ++f) fill_work[f0 + f] = fill_qty[f0 + f] * price * cs;
+        q_notional[q] = numpy_sum(fill_work + f0, nf);
+        // Closed isolated positions release their margin: bankrupt positions, then counterparties.
+        for (long long i = 0; i < nd; ++i) {
+            const long long d = d0 + i;
+            if (d_iso[d] && d_size[d] == 0.0) {
+                w_amt[nd + ns + i] = d_margin[d];
+                w_ok[nd + ns + i] = 1;
+                d_margin[d] = 0.0;
+            }
+        }
+        for (long long j = 0; j < n_cp; ++j) {
+            const long long s = s0 + j;
+            if (s_iso[s] && s_size[s] == 0.0) {
+                w_amt[2 * nd + ns + j] = s_margin[s];
+                w_ok[2 * nd + ns + j] = 1;
+                s_margin[s] = 0.0;
+            }
+        }
+        // The fund takes over what the queue could not meet, at the bankruptcy price, and
+        // sells it at the market price.
+        long long m = 0;
+        for (long long i = 0; i < nd; ++i) {
+            const long long d = d0 + i;
+            if (!d_left[d]) continue;
+            const double qty = d_left_qty[d];
+            const double amount = qty * (d_bp[d] - d_entry[d]) * d_cs[d];
+            if (d_iso[d]) d_margin[d] += amount;
+            else { w_amt[2 * nd + 2 * ns + i] = amount; w_ok[2 * nd + 2 * ns + i] = 1; }
+            d_size[d] = d_size[d] - qty;
+            work[m++] = qty * (d_bp[d] - price) * cs;
+        }
+        n_left[q] = m;
+        q_fund_took[q] = numpy_sum(work, m);
+        m = 0;
+        for (long long i = 0; i < nd; ++i)
+            if (d_left[d0 + i]) work[m++] = d_left_qty[d0 + i] * price * d_cs[d0 + i];
+        q_x_cash[q] = numpy_sum(work, m);
+        m = 0;
+        for (long long i = 0; i < nd; ++i)
+            if (d_left[d0 + i]) work[m++] = d_left_qty[d0 + i] * (price - d_bp[d0 + i]) * d_cs[d0 + i];
+        q_fund_gain[q] = numpy_sum(work, m);
+    }
+}
