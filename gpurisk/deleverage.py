@@ -386,8 +386,8 @@ def queue_adl(ledger, pos, rest, bp, price: float, cs: float, q_order, merged) -
 class QueueSettlements:
     """The queue ADL of several queues (``settle_queues``): per queue (in the order given) the
     loss socialized, the counterparties' largest loss (where ``filled``: the queue had a fill),
-    the notional, and what the fund took of unmet demand (where ``fund_takes``); every fill in
-    queue order (``fill_queue``: the queue's place); and the counterparties touched."""
+    the notional, and what the fund took of unmet demand (where ``fund_takes``); the
+    counterparties touched; and, by ``fills()``, every fill."""
 
     socialized: np.ndarray
     max_loss: np.ndarray
@@ -395,12 +395,22 @@ class QueueSettlements:
     notional: np.ndarray
     fund_took: np.ndarray
     fund_takes: np.ndarray
-    fill_queue: np.ndarray
-    bankrupt: np.ndarray
-    counterparty: np.ndarray
-    qty: np.ndarray
-    price: np.ndarray
     counterparties: np.ndarray
+    _fills: tuple
+
+    def fills(self):
+        """Every fill in queue order: (queue's place, bankrupt position, counterparty, qty,
+        price); gathered only when asked (a run without detail never is)."""
+        fill_demand, fill_supply, fill_qty, base, n_fills, demand_begin, supply_begin, pos, s_pos, bp = self._fills
+        at = [slice(base[k], base[k] + n_fills[k]) for k in range(n_fills.size)]
+        queue = np.repeat(np.arange(n_fills.size), n_fills)
+        d_at = demand_begin[queue] + _joined(fill_demand, at)
+        return (queue, pos[d_at], s_pos[supply_begin[queue] + _joined(fill_supply, at)], _joined(fill_qty, at),
+                bp[d_at])
+
+
+def _joined(a: np.ndarray, slices: list) -> np.ndarray:
+    return np.concatenate([a[s] for s in slices]) if slices else a[:0]
 
 
 def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, price, cs) -> QueueSettlements:
@@ -417,61 +427,56 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
     front_end = np.cumsum(front_size)
     supply = np.abs(ledger.size[np.concatenate(fronts)]) if n else np.zeros(0)
     m = _merge(b, np.abs(rest), demand_bounds, supply, np.stack([front_end - front_size, front_end], axis=1))
-    n_used = b.to_host(m.n_used)
-    s_pos = np.concatenate([f[:u] for f, u in zip(fronts, n_used)]) if n else np.zeros(0, np.int64)
-    s_begin = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(n_used, out=s_begin[1:])
+    n_used, n_fills = b.to_host(m.n_used), b.to_host(m.n_fills)
+    s_pos = _joined_list([f[:u] for f, u in zip(fronts, n_used)])
     nd = demand_bounds[:, 1] - demand_bounds[:, 0]
-    w_base = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(3 * nd + 2 * n_used, out=w_base[1:])
-    iso = ledger._isolated
+    s_begin, w_base, work_base = (_starts(c) for c in (n_used, 3 * nd + 2 * n_used, np.maximum(nd, n_fills)))
 
-    def host(*arrays):
+    def dev(*arrays):
         return [b.asarray(np.ascontiguousarray(a)) for a in arrays]
 
-    d_size, d_margin, s_size, s_margin = host(ledger.size[pos], ledger.isolated_margin[pos], ledger.size[s_pos],
-                                              ledger.isolated_margin[s_pos])
-    w_amount, w_valid = xp.empty(int(w_base[-1]), dtype=xp.float64), xp.empty(int(w_base[-1]), dtype=xp.int8)
-    d_left, d_left_qty, d_work = (xp.empty(pos.size, dtype=t) for t in (xp.int8, xp.float64, xp.float64))
-    fill_work = xp.empty(m.fill_qty.size, dtype=xp.float64)
-    n_cp, n_left = xp.empty(n, dtype=xp.int64), xp.empty(n, dtype=xp.int64)
+    # The ledger's arrays, in place on the cpu backend (copied to the device and back on the gpu).
+    size, margin = dev(ledger.size, ledger.isolated_margin)
+    w_account, w_amount = xp.empty(int(w_base[-1]), dtype=xp.int64), xp.empty(int(w_base[-1]), dtype=xp.float64)
+    d_left, d_left_qty = xp.empty(pos.size, dtype=xp.int8), xp.empty(pos.size, dtype=xp.float64)
+    work = xp.empty(int(work_base[-1]), dtype=xp.float64)
+    n_wallet, n_cp, n_left = (xp.empty(n, dtype=xp.int64) for _ in range(3))
     sums = [xp.empty(n, dtype=xp.float64) for _ in range(6)]
-    b.launch("adl_settle", n, *host(demand_bounds[:, 0], demand_bounds[:, 1], s_begin[:-1]), b.asarray(n_used),
-             *host(m.supply_bounds[:, 0], m.base[:-1]), m.n_fills, m.fill_demand, m.fill_supply, m.fill_qty,
-             m.demand_closed, m.supply_closed,
-             *host(np.asarray(price, dtype=np.float64), np.asarray(cs, dtype=np.float64), rest, bp, ledger._entry[pos],
-                   ledger._cs_pos[pos], (iso[pos] == 1).astype(np.int8)), d_size, d_margin,
-             *host(ledger._entry[s_pos], (iso[s_pos] == 1).astype(np.int8)), s_size, s_margin,
-             b.asarray(w_base[:-1]), w_amount, w_valid, d_left, d_left_qty, d_work, fill_work, n_cp, *sums, n_left)
+    b.launch("adl_settle", n, *dev(demand_bounds[:, 0], demand_bounds[:, 1], s_begin[:-1], n_used,
+                                   m.supply_bounds[:, 0], m.base[:-1]),
+             m.n_fills, m.fill_demand, m.fill_supply, m.fill_qty, m.demand_closed, m.supply_closed,
+             *dev(np.asarray(price, dtype=np.float64), np.asarray(cs, dtype=np.float64), pos.astype(np.int64, copy=False),
+                  rest, bp, s_pos,
+                  ledger._entry, ledger._cs_pos, ledger._isolated, ledger._account),
+             size, margin, b.asarray(w_base[:-1]), w_account, w_amount, n_wallet, d_left, d_left_qty,
+             b.asarray(work_base[:-1]), work, n_cp, *sums, n_left)
     socialized, max_loss, notional, fund_took, x_cash, fund_gain = (b.to_host(a) for a in sums)
-    n_fills, n_cp, n_left = (b.to_host(a) for a in (m.n_fills, n_cp, n_left))
-    # The host's ledger takes the kernel's moves: sizes and margins by position (queues own
-    # their positions), wallet credits and the external account's sizes in the kernel's order.
-    ledger.size[pos], ledger.isolated_margin[pos] = b.to_host(d_size), b.to_host(d_margin)
-    ledger.size[s_pos], ledger.isolated_margin[s_pos] = b.to_host(s_size), b.to_host(s_margin)
-    ev_pos = np.concatenate([p for k in range(n) for p in _events(pos[demand_bounds[k, 0]:demand_bounds[k, 1]],
-                                                                  s_pos[s_begin[k]:s_begin[k + 1]])]
-                            ) if n else np.zeros(0, np.int64)
-    ledger.add_to_wallets(ev_pos, b.to_host(w_amount), b.to_host(w_valid).view(bool))
+    n_wallet, n_cp, n_left = (b.to_host(a) for a in (n_wallet, n_cp, n_left))
+    if size is not ledger.size:  # a device copy: back to the host's ledger
+        ledger.size[:], ledger.isolated_margin[:] = b.to_host(size), b.to_host(margin)
+    # Wallet credits and the external account's sizes, added in the order the moves made them.
+    credits = [slice(w_base[k], w_base[k] + n_wallet[k]) for k in range(n)]
+    ledger.credit_accounts(_joined(b.to_host(w_account), credits), _joined(b.to_host(w_amount), credits))
     left = b.to_host(d_left).view(bool)
     np.add.at(ledger.x_size, ledger._symbol[pos[left]], b.to_host(d_left_qty)[left])
     for k in np.flatnonzero(n_left):  # the fund's takeovers, queue by queue
         ledger.x_cash -= float(x_cash[k])
         ledger.fund += float(fund_gain[k])
-    # Fills, in queue order.
-    fill_queue = np.repeat(np.arange(n), n_fills)
-    first_fill = np.cumsum(n_fills) - n_fills
-    slot = m.base[:-1][fill_queue] + np.arange(fill_queue.size) - first_fill[fill_queue]
-    f_d, f_s = (b.to_host(a)[slot] for a in (m.fill_demand, m.fill_supply))
-    d_at = demand_bounds[fill_queue, 0] + f_d
-    touched = np.arange(s_pos.size) - np.repeat(s_begin[:-1], n_used) < np.repeat(n_cp, n_used)
-    return QueueSettlements(socialized, max_loss, n_fills > 0, notional, fund_took, n_left > 0, fill_queue, pos[d_at],
-                            s_pos[s_begin[fill_queue] + f_s], b.to_host(m.fill_qty)[slot], bp[d_at], s_pos[touched])
+    counterparties = _joined(s_pos, [slice(s_begin[k], s_begin[k] + n_cp[k]) for k in range(n)])
+    fills = (b.to_host(m.fill_demand), b.to_host(m.fill_supply), b.to_host(m.fill_qty), m.base, n_fills,
+             demand_bounds[:, 0], s_begin, pos, s_pos, bp)
+    return QueueSettlements(socialized, max_loss, n_fills > 0, notional, fund_took, n_left > 0, counterparties, fills)
 
 
-def _events(demand_pos, supply_pos):
-    """Whose wallet each of a queue's credit slots in adl_settle is (see the kernel)."""
-    return demand_pos, supply_pos, demand_pos, supply_pos, demand_pos
+def _joined_list(parts: list) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    """Where each of consecutive segments of these lengths begins, and the end."""
+    out = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
 
 
 @dataclass

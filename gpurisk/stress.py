@@ -394,10 +394,10 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
                 totals.insurance_used += float(settled.fund_took[k])
         totals.adl_accounts[book.pos_account[settled.counterparties]] = True
         if rec.detail:
-            rec.extend(rec.fills, settled.qty.size, **labels, symbol=symbols[settled.fill_queue].astype(np.int32),
-                       bankrupt_account_id=book.account_id[book.pos_account[settled.bankrupt]],
-                       counterparty_account_id=book.account_id[book.pos_account[settled.counterparty]],
-                       qty=settled.qty, price=settled.price)
+            queue, bankrupt, counterparty, qty, price = settled.fills()
+            rec.extend(rec.fills, qty.size, **labels, symbol=symbols[queue].astype(np.int32),
+                       bankrupt_account_id=book.account_id[book.pos_account[bankrupt]],
+                       counterparty_account_id=book.account_id[book.pos_account[counterparty]], qty=qty, price=price)
         return
     # Haircut policies: the fund takes the positions over and recovers the loss from the
     # opposite side's positive PnL.

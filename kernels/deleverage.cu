@@ -155,30 +155,31 @@ GR_DEVICE double numpy_max(double x, double y) { return (x != x || x >= y) ? x :
 // The money moves of queue ADL for several queues at once, a thread per queue, over the
 // fills adl_merge wrote (fill_base, n_fills, fill_demand, fill_supply, fill_qty,
 // demand_closed, supply_closed at merge_supply_begin): deleverage.queue_adl bit for bit.
-// Queue q's bankrupt positions are d_*[demand_begin[q]..demand_end[q]) (d_rest: what is left
-// of each, signed, all one side; d_bp: bankruptcy prices), its counterparties in queue order
-// s_*[supply_begin[q]..supply_begin[q] + n_supply_used[q]), at market price queue_price[q]
-// and contract size queue_cs[q] (d_cs: each bankrupt position's, for the fund's takeover).
-// Each fill realises PnL at the bankrupt position's bankruptcy price on both sides; sizes
-// shrink (a position consumed whole closes exactly); isolated positions take PnL into their
-// margin (d_margin, s_margin), released to the wallet once closed; the fund takes over the
-// demand the queue could not meet (d_left, d_left_qty). Wallet credits are not added here:
-// they are written in the order the ledger adds them (wallet_amount, wallet_valid; per queue
-// from wallet_base[q]: bankrupt PnL, counterparty PnL, releases of bankrupt then counterparty
-// margin, takeover PnL — nd, ns, nd, ns, nd slots), and the host adds them in that order, so
-// an account credited by several queues gets today's bits. Sums over a position's fills run
-// in fill order; the queue's totals (q_*) are NumPy's pairwise sums of the same terms.
+// Queue q's bankrupt positions are d_pos[demand_begin[q]..demand_end[q]) (d_rest: what is
+// left of each, signed, all one side; d_bp: bankruptcy prices), its counterparties in queue
+// order s_pos[supply_begin[q]..supply_begin[q] + n_supply_used[q]), at market price
+// queue_price[q] and contract size queue_cs[q]. Each fill realises PnL at the bankrupt
+// position's bankruptcy price on both sides; sizes shrink (a position consumed whole closes
+// exactly); isolated positions take PnL into their margin, released to the wallet once
+// closed; the fund takes over the demand the queue could not meet (d_left, d_left_qty, at
+// the position's contract size cs_pos). Sizes and margins are the ledger's, by position
+// (queues own their positions). Wallet credits are not added here: each queue writes its
+// own, in the order the ledger makes them (bankrupt PnL, counterparty PnL, releases of
+// bankrupt then counterparty margin, takeover PnL), from wallet_base[q] (n_wallet[q] of
+// them), and the host adds them in that order, so an account credited by several queues
+// gets the same bits. Sums over a position's fills run in fill order; the queue's totals
+// (q_*) are NumPy's pairwise sums of the same terms, over scratch work[work_base[q]..).
 GR_KERNEL void adl_settle(
     long long n_queues, const long long* demand_begin, const long long* demand_end,
     const long long* supply_begin, const long long* n_supply_used, const long long* merge_supply_begin,
     const long long* fill_base, const long long* n_fills, const long long* fill_demand,
     const long long* fill_supply, const double* fill_qty, const signed char* demand_closed,
     const signed char* supply_closed, const double* queue_price, const double* queue_cs,
-    const double* d_rest, const double* d_bp, const double* d_entry, const double* d_cs,
-    const signed char* d_iso, double* d_size, double* d_margin, const double* s_entry,
-    const signed char* s_iso, double* s_size, double* s_margin, const long long* wallet_base,
-    double* wallet_amount, signed char* wallet_valid, signed char* d_left, double* d_left_qty,
-    double* d_work, double* fill_work, long long* n_counterparties, double* q_socialized,
+    const long long* d_pos, const double* d_rest, const double* d_bp, const long long* s_pos,
+    const double* entry, const double* cs_pos, const signed char* isolated, const int* account,
+    double* size, double* isolated_margin, const long long* wallet_base, long long* wallet_account,
+    double* wallet_amount, long long* n_wallet, signed char* d_left, double* d_left_qty,
+    const long long* work_base, double* work, long long* n_counterparties, double* q_socialized,
     double* q_max_loss, double* q_notional, double* q_fund_took, double* q_x_cash,
     double* q_fund_gain, long long* n_left) {
     for_each_index(q, n_queues) {
@@ -187,99 +188,91 @@ GR_KERNEL void adl_settle(
         const long long f0 = fill_base[q], nf = n_fills[q];
         const double price = queue_price[q], cs = queue_cs[q];
         const double sign = nd > 0 ? sign_of(d_rest[d0]) : 0.0;
+        long long* w_acc = wallet_account + wallet_base[q];
         double* w_amt = wallet_amount + wallet_base[q];
-        signed char* w_ok = wallet_valid + wallet_base[q];
-        double* work = d_work + d0;
-        for (long long k = 0; k < 3 * nd + 2 * ns; ++k) w_ok[k] = 0;
+        long long nw = 0;
+        double* tmp = work + work_base[q];
         const long long n_cp = nf > 0 ? fill_supply[f0 + nf - 1] + 1 : 0;  // fills run in supply order
         n_counterparties[q] = n_cp;
         // Bankrupt side: fills of one position are contiguous (the merge walks demand in order).
         long long k = 0;
         for (long long i = 0; i < nd; ++i) {
-            const long long d = d0 + i;
+            const long long d = d0 + i, p = d_pos[d];
             double filled = 0.0, pnl = 0.0;
             for (; k < nf && fill_demand[f0 + k] == i; ++k) {
                 const double seg = fill_qty[f0 + k];
                 filled += seg;
-                pnl += seg * (d_bp[d] - d_entry[d]);
+                pnl += seg * (d_bp[d] - entry[p]);
             }
             const double amount = sign * pnl * cs;
-            if (d_iso[d]) d_margin[d] += amount;
-            else { w_amt[i] = amount; w_ok[i] = 1; }
-            d_size[d] = demand_closed[d] ? 0.0 : d_size[d] - sign * filled;
-            work[i] = filled * fabs(d_bp[d] - price) * cs * sign_of((d_bp[d] - price) * sign);
+            if (isolated[p] == 1) isolated_margin[p] += amount;
+            else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
+            size[p] = demand_closed[d] ? 0.0 : size[p] - sign * filled;
+            tmp[i] = filled * fabs(d_bp[d] - price) * cs * sign_of((d_bp[d] - price) * sign);
             const double want = fabs(d_rest[d]);
-            const double left = want - filled;
-            const bool owed = left > 1e-12 * numpy_max(want, 1e-300);
+            const bool owed = want - filled > 1e-12 * numpy_max(want, 1e-300);
             d_left[d] = owed ? 1 : 0;
-            d_left_qty[d] = owed ? d_size[d] : 0.0;
+            d_left_qty[d] = owed ? size[p] : 0.0;
         }
-        q_socialized[q] = numpy_sum(work, nd);
+        q_socialized[q] = numpy_sum(tmp, nd);
         // Counterparty side, in queue order; its fills are contiguous too.
         double max_loss = 0.0;
         k = 0;
         for (long long j = 0; j < n_cp; ++j) {
-            const long long s = s0 + j;
+            const long long p = s_pos[s0 + j];
             double taken = 0.0, pnl = 0.0, loss = 0.0;
             for (; k < nf && fill_supply[f0 + k] == j; ++k) {
                 const double seg = fill_qty[f0 + k];
                 const double bp = d_bp[d0 + fill_demand[f0 + k]];
                 taken += seg;
-                pnl += seg * (bp - s_entry[s]);
+                pnl += seg * (bp - entry[p]);
                 loss += seg * (bp - price) * sign * cs;
             }
             const double amount = -sign * pnl * cs;
-            if (s_iso[s]) s_margin[s] += amount;
-            else { w_amt[nd + j] = amount; w_ok[nd + j] = 1; }
-            s_size[s] = supply_closed[merge_supply_begin[q] + j] ? 0.0 : s_size[s] + sign * taken;
+            if (isolated[p] == 1) isolated_margin[p] += amount;
+            else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
+            size[p] = supply_closed[merge_supply_begin[q] + j] ? 0.0 : size[p] + sign * taken;
             if (max_loss == max_loss && (loss != loss || loss > max_loss)) max_loss = loss;  // np.max: NaN wins
         }
         // Members past the last counterparty are not traded, but one consumed whole (a size
         // lost in the running sum's rounding) still closes.
         for (long long j = n_cp; j < ns; ++j)
-            if (supply_closed[merge_supply_begin[q] + j]) s_size[s0 + j] = 0.0;
+            if (supply_closed[merge_supply_begin[q] + j]) size[s_pos[s0 + j]] = 0.0;
         q_max_loss[q] = max_loss;
-        for (long long f = 0; f < nf; ++f) fill_work[f0 + f] = fill_qty[f0 + f] * price * cs;
-        q_notional[q] = numpy_sum(fill_work + f0, nf);
+        for (long long f = 0; f < nf; ++f) tmp[f] = fill_qty[f0 + f] * price * cs;
+        q_notional[q] = numpy_sum(tmp, nf);
         // Closed isolated positions release their margin: bankrupt positions, then counterparties.
-        for (long long i = 0; i < nd; ++i) {
-            const long long d = d0 + i;
-            if (d_iso[d] && d_size[d] == 0.0) {
-                w_amt[nd + ns + i] = d_margin[d];
-                w_ok[nd + ns + i] = 1;
-                d_margin[d] = 0.0;
-            }
-        }
-        for (long long j = 0; j < n_cp; ++j) {
-            const long long s = s0 + j;
-            if (s_iso[s] && s_size[s] == 0.0) {
-                w_amt[2 * nd + ns + j] = s_margin[s];
-                w_ok[2 * nd + ns + j] = 1;
-                s_margin[s] = 0.0;
+        for (long long i = 0; i < nd + n_cp; ++i) {
+            const long long p = i < nd ? d_pos[d0 + i] : s_pos[s0 + i - nd];
+            if (isolated[p] == 1 && size[p] == 0.0) {
+                w_acc[nw] = account[p];
+                w_amt[nw++] = isolated_margin[p];
+                isolated_margin[p] = 0.0;
             }
         }
         // The fund takes over what the queue could not meet, at the bankruptcy price, and
         // sells it at the market price.
         long long m = 0;
         for (long long i = 0; i < nd; ++i) {
-            const long long d = d0 + i;
+            const long long d = d0 + i, p = d_pos[d];
             if (!d_left[d]) continue;
             const double qty = d_left_qty[d];
-            const double amount = qty * (d_bp[d] - d_entry[d]) * d_cs[d];
-            if (d_iso[d]) d_margin[d] += amount;
-            else { w_amt[2 * nd + 2 * ns + i] = amount; w_ok[2 * nd + 2 * ns + i] = 1; }
-            d_size[d] = d_size[d] - qty;
-            work[m++] = qty * (d_bp[d] - price) * cs;
+            const double amount = qty * (d_bp[d] - entry[p]) * cs_pos[p];
+            if (isolated[p] == 1) isolated_margin[p] += amount;
+            else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
+            size[p] = size[p] - qty;
+            tmp[m++] = qty * (d_bp[d] - price) * cs;
         }
         n_left[q] = m;
-        q_fund_took[q] = numpy_sum(work, m);
+        n_wallet[q] = nw;
+        q_fund_took[q] = numpy_sum(tmp, m);
         m = 0;
         for (long long i = 0; i < nd; ++i)
-            if (d_left[d0 + i]) work[m++] = d_left_qty[d0 + i] * price * d_cs[d0 + i];
-        q_x_cash[q] = numpy_sum(work, m);
+            if (d_left[d0 + i]) tmp[m++] = d_left_qty[d0 + i] * price * cs_pos[d_pos[d0 + i]];
+        q_x_cash[q] = numpy_sum(tmp, m);
         m = 0;
         for (long long i = 0; i < nd; ++i)
-            if (d_left[d0 + i]) work[m++] = d_left_qty[d0 + i] * (price - d_bp[d0 + i]) * d_cs[d0 + i];
-        q_fund_gain[q] = numpy_sum(work, m);
+            if (d_left[d0 + i]) tmp[m++] = d_left_qty[d0 + i] * (price - d_bp[d0 + i]) * cs_pos[d_pos[d0 + i]];
+        q_fund_gain[q] = numpy_sum(tmp, m);
     }
 }
