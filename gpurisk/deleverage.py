@@ -449,6 +449,7 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
                   rest, bp, s_pos,
                   ledger._entry, ledger._cs_pos, ledger._isolated, ledger._account),
              size, margin, b.asarray(w_base[:-1]), w_account, w_amount, n_wallet, d_left, d_left_qty,
+             xp.empty(s_pos.size, dtype=xp.int8),
              b.asarray(work_base[:-1]), work, n_cp, *sums, n_left)
     socialized, max_loss, notional, fund_took, x_cash, fund_gain = (b.to_host(a) for a in sums)
     n_wallet, n_cp, n_left = (b.to_host(a) for a in (n_wallet, n_cp, n_left))
@@ -457,7 +458,7 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
     # Wallet credits and the external account's sizes, added in the order the moves made them.
     credits = [slice(w_base[k], w_base[k] + n_wallet[k]) for k in range(n)]
     ledger.credit_accounts(_joined(b.to_host(w_account), credits), _joined(b.to_host(w_amount), credits))
-    left = b.to_host(d_left).view(bool)
+    left = (b.to_host(d_left) & 1).view(bool)  # GR_OWED
     np.add.at(ledger.x_size, ledger._symbol[pos[left]], b.to_host(d_left_qty)[left])
     for k in np.flatnonzero(n_left):  # the fund's takeovers, queue by queue
         ledger.x_cash -= float(x_cash[k])

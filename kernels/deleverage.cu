@@ -152,6 +152,23 @@ GR_DEVICE double sign_of(double x) { return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : (x
 // np.maximum(x, y): NaN if either is.
 GR_DEVICE double numpy_max(double x, double y) { return (x != x || x >= y) ? x : y; }
 
+// Queue members are scattered over the book: on the CPU, the balances of the member
+// GR_AHEAD places on are fetched while this one is settled (a GPU thread per queue cannot).
+#define GR_AHEAD 8
+GR_DEVICE void prefetch_position(long long p, const double* entry, const signed char* isolated,
+                                 const int* account, const double* size) {
+#if !defined(__CUDACC__)
+    __builtin_prefetch(entry + p);
+    __builtin_prefetch(isolated + p);
+    __builtin_prefetch(account + p);
+    __builtin_prefetch(size + p, 1);
+#endif
+}
+
+// adl_settle's flags of a bankrupt position (d_left): demand left for the fund, margin to release.
+#define GR_OWED 1
+#define GR_RELEASE 2
+
 // The money moves of queue ADL for several queues at once, a thread per queue, over the
 // fills adl_merge wrote (fill_base, n_fills, fill_demand, fill_supply, fill_qty,
 // demand_closed, supply_closed at merge_supply_begin): deleverage.queue_adl bit for bit.
@@ -161,7 +178,7 @@ GR_DEVICE double numpy_max(double x, double y) { return (x != x || x >= y) ? x :
 // queue_price[q] and contract size queue_cs[q]. Each fill realises PnL at the bankrupt
 // position's bankruptcy price on both sides; sizes shrink (a position consumed whole closes
 // exactly); isolated positions take PnL into their margin, released to the wallet once
-// closed; the fund takes over the demand the queue could not meet (d_left, d_left_qty, at
+// closed; the fund takes over the demand the queue could not meet (d_left & GR_OWED, d_left_qty, at
 // the position's contract size cs_pos). Sizes and margins are the ledger's, by position
 // (queues own their positions). Wallet credits are not added here: each queue writes its
 // own, in the order the ledger makes them (bankrupt PnL, counterparty PnL, releases of
@@ -178,7 +195,7 @@ GR_KERNEL void adl_settle(
     const long long* d_pos, const double* d_rest, const double* d_bp, const long long* s_pos,
     const double* entry, const double* cs_pos, const signed char* isolated, const int* account,
     double* size, double* isolated_margin, const long long* wallet_base, long long* wallet_account,
-    double* wallet_amount, long long* n_wallet, signed char* d_left, double* d_left_qty,
+    double* wallet_amount, long long* n_wallet, signed char* d_left, double* d_left_qty, signed char* s_release,
     const long long* work_base, double* work, long long* n_counterparties, double* q_socialized,
     double* q_max_loss, double* q_notional, double* q_fund_took, double* q_x_cash,
     double* q_fund_gain, long long* n_left) {
@@ -198,6 +215,7 @@ GR_KERNEL void adl_settle(
         long long k = 0;
         for (long long i = 0; i < nd; ++i) {
             const long long d = d0 + i, p = d_pos[d];
+            if (i + GR_AHEAD < nd) prefetch_position(d_pos[d + GR_AHEAD], entry, isolated, account, size);
             double filled = 0.0, pnl = 0.0;
             for (; k < nf && fill_demand[f0 + k] == i; ++k) {
                 const double seg = fill_qty[f0 + k];
@@ -207,12 +225,14 @@ GR_KERNEL void adl_settle(
             const double amount = sign * pnl * cs;
             if (isolated[p] == 1) isolated_margin[p] += amount;
             else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
-            size[p] = demand_closed[d] ? 0.0 : size[p] - sign * filled;
+            const double left_size = demand_closed[d] ? 0.0 : size[p] - sign * filled;
+            size[p] = left_size;
             tmp[i] = filled * fabs(d_bp[d] - price) * cs * sign_of((d_bp[d] - price) * sign);
             const double want = fabs(d_rest[d]);
             const bool owed = want - filled > 1e-12 * numpy_max(want, 1e-300);
-            d_left[d] = owed ? 1 : 0;
-            d_left_qty[d] = owed ? size[p] : 0.0;
+            // Flags for the passes below, so they revisit only the positions they move.
+            d_left[d] = (owed ? GR_OWED : 0) | (isolated[p] == 1 && left_size == 0.0 ? GR_RELEASE : 0);
+            d_left_qty[d] = owed ? left_size : 0.0;
         }
         q_socialized[q] = numpy_sum(tmp, nd);
         // Counterparty side, in queue order; its fills are contiguous too.
@@ -220,6 +240,7 @@ GR_KERNEL void adl_settle(
         k = 0;
         for (long long j = 0; j < n_cp; ++j) {
             const long long p = s_pos[s0 + j];
+            if (j + GR_AHEAD < n_cp) prefetch_position(s_pos[s0 + j + GR_AHEAD], entry, isolated, account, size);
             double taken = 0.0, pnl = 0.0, loss = 0.0;
             for (; k < nf && fill_supply[f0 + k] == j; ++k) {
                 const double seg = fill_qty[f0 + k];
@@ -231,7 +252,9 @@ GR_KERNEL void adl_settle(
             const double amount = -sign * pnl * cs;
             if (isolated[p] == 1) isolated_margin[p] += amount;
             else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
-            size[p] = supply_closed[merge_supply_begin[q] + j] ? 0.0 : size[p] + sign * taken;
+            const double new_size = supply_closed[merge_supply_begin[q] + j] ? 0.0 : size[p] + sign * taken;
+            size[p] = new_size;
+            s_release[s0 + j] = isolated[p] == 1 && new_size == 0.0;
             if (max_loss == max_loss && (loss != loss || loss > max_loss)) max_loss = loss;  // np.max: NaN wins
         }
         // Members past the last counterparty are not traded, but one consumed whole (a size
@@ -243,19 +266,18 @@ GR_KERNEL void adl_settle(
         q_notional[q] = numpy_sum(tmp, nf);
         // Closed isolated positions release their margin: bankrupt positions, then counterparties.
         for (long long i = 0; i < nd + n_cp; ++i) {
+            if (!(i < nd ? d_left[d0 + i] & GR_RELEASE : s_release[s0 + i - nd])) continue;
             const long long p = i < nd ? d_pos[d0 + i] : s_pos[s0 + i - nd];
-            if (isolated[p] == 1 && size[p] == 0.0) {
-                w_acc[nw] = account[p];
-                w_amt[nw++] = isolated_margin[p];
-                isolated_margin[p] = 0.0;
-            }
+            w_acc[nw] = account[p];
+            w_amt[nw++] = isolated_margin[p];
+            isolated_margin[p] = 0.0;
         }
         // The fund takes over what the queue could not meet, at the bankruptcy price, and
         // sells it at the market price.
         long long m = 0;
         for (long long i = 0; i < nd; ++i) {
             const long long d = d0 + i, p = d_pos[d];
-            if (!d_left[d]) continue;
+            if (!(d_left[d] & GR_OWED)) continue;
             const double qty = d_left_qty[d];
             const double amount = qty * (d_bp[d] - entry[p]) * cs_pos[p];
             if (isolated[p] == 1) isolated_margin[p] += amount;
@@ -268,11 +290,11 @@ GR_KERNEL void adl_settle(
         q_fund_took[q] = numpy_sum(tmp, m);
         m = 0;
         for (long long i = 0; i < nd; ++i)
-            if (d_left[d0 + i]) tmp[m++] = d_left_qty[d0 + i] * price * cs_pos[d_pos[d0 + i]];
+            if (d_left[d0 + i] & GR_OWED) tmp[m++] = d_left_qty[d0 + i] * price * cs_pos[d_pos[d0 + i]];
         q_x_cash[q] = numpy_sum(tmp, m);
         m = 0;
         for (long long i = 0; i < nd; ++i)
-            if (d_left[d0 + i]) tmp[m++] = d_left_qty[d0 + i] * (price - d_bp[d0 + i]) * cs_pos[d_pos[d0 + i]];
+            if (d_left[d0 + i] & GR_OWED) tmp[m++] = d_left_qty[d0 + i] * (price - d_bp[d0 + i]) * cs_pos[d_pos[d0 + i]];
         q_fund_gain[q] = numpy_sum(tmp, m);
     }
 }
