@@ -453,8 +453,9 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
              b.asarray(work_base[:-1]), work, n_cp, *sums, n_left)
     socialized, max_loss, notional, fund_took, x_cash, fund_gain = (b.to_host(a) for a in sums)
     n_wallet, n_cp, n_left = (b.to_host(a) for a in (n_wallet, n_cp, n_left))
-    if size is not ledger.size:  # a device copy: back to the host's ledger
-        ledger.size[:], ledger.isolated_margin[:] = b.to_host(size), b.to_host(margin)
+    for moved, kept in ((size, ledger.size), (margin, ledger.isolated_margin)):
+        if moved is not kept:  # a device copy: back to the host's ledger
+            kept[:] = b.to_host(moved)
     # Wallet credits and the external account's sizes, added in the order the moves made them.
     credits = [slice(w_base[k], w_base[k] + n_wallet[k]) for k in range(n)]
     ledger.credit_accounts(_joined(b.to_host(w_account), credits), _joined(b.to_host(w_amount), credits))

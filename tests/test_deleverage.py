@@ -162,45 +162,6 @@ def test_a_fill_within_noise_of_both_sizes_is_the_smaller():
     assert got[2].tolist() == [49.99999999999999]
 
 
-SETTLE_BOOK = None
-
-
-def _settle_case(seed: int, n_queues: int, bankrupt_share: float, depth: float):
-    """A step's queue ADL on a synthetic book: ``n_queues`` (symbol, side) queues owed by a
-    share of their positions (signed rests, some whole, some partial), each against the
-    opposite side's other open positions in a shuffled order, cut to ``depth`` of them (a
-    shallow queue leaves demand to the fund). Accounts hold positions in several symbols, so
-    wallets take credits from several queues; a tenth of the positions are isolated."""
-    global SETTLE_BOOK
-    if SETTLE_BOOK is None:
-        from gpurisk import synthetic_book
-
-        SETTLE_BOOK = synthetic_book(3000, seed=1)
-    book = SETTLE_BOOK
-    rng = np.random.default_rng(seed)
-    group = 2 * book.pos_symbol.astype(np.int64) + (book.size < 0)
-    queues = np.sort(rng.choice(2 * book.n_symbols, n_queues, replace=False))
-    bankrupt = np.isin(group, queues) & (rng.random(book.n_positions) < bankrupt_share)
-    parts, fronts = [], []
-    for g in queues:
-        owed = np.flatnonzero(bankrupt & (group == g))
-        parts.append(owed[rng.permutation(owed.size)])
-        supply = np.flatnonzero((group == (g ^ 1)) & ~bankrupt)
-        fronts.append(supply[rng.permutation(supply.size)][:max(1, int(depth * supply.size))])
-    keep = [k for k, p in enumerate(parts) if p.size]
-    queues, parts, fronts = queues[keep], [parts[k] for k in keep], [fronts[k] for k in keep]
-    pos = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    share = np.where(rng.random(pos.size) < 0.5, 1.0, rng.uniform(0.05, 1.0, pos.size))
-    rest = book.size[pos] * share
-    mark = book.mark_price[book.pos_symbol[pos]]
-    bp = mark * rng.uniform(0.8, 1.2, pos.size)
-    symbols = queues // 2
-    price = book.mark_price[symbols] * rng.uniform(0.7, 1.3, symbols.size)
-    ends = np.cumsum([p.size for p in parts]).astype(np.int64)
-    bounds = np.stack([ends - [p.size for p in parts], ends], axis=1) if parts else np.zeros((0, 2), np.int64)
-    return book, pos, rest, bp, bounds, fronts, price, book.contract_size[symbols]
-
-
 def _queue_adl_one_by_one(ledger, pos, rest, bp, bounds, fronts, price, cs):
     """What the stress step did before settle_queues: queue_adl queue by queue, on the fills
     queue_merges gives (each front used as deep as its demand)."""
@@ -232,11 +193,11 @@ def test_settle_queues_moves_the_money_of_queue_adl_bit_for_bit(backend_name, se
     from gpurisk.backend import CpuBackend, get_backend
     from gpurisk.deleverage import settle_queues
     from gpurisk.ledger import Ledger
-    from gpurisk.parity import StandInBackend
+    from gpurisk.parity import StandInBackend, adl_settle_case
 
     backend = {"cpu": lambda: get_backend("cpu"), "cpu-1-thread": lambda: CpuBackend(threads=1),
                "stand-in": StandInBackend}[backend_name]()
-    book, pos, rest, bp, bounds, fronts, price, cs = _settle_case(seed, n_queues, bankrupt_share, depth)
+    book, pos, rest, bp, bounds, fronts, price, cs = adl_settle_case(seed, n_queues, bankrupt_share, depth)
     if pos.size == 0:
         return
     want_ledger, got_ledger = Ledger(book, fund=1e5), Ledger(book, fund=1e5)
