@@ -423,10 +423,12 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
     b, xp = backend, backend.xp
     demand_bounds = np.ascontiguousarray(demand_bounds, dtype=np.int64).reshape(-1, 2)
     n = demand_bounds.shape[0]
-    front_size = np.array([f.size for f in fronts], dtype=np.int64)
+    demand = np.abs(rest)
+    supplies = [_usable_supply(ledger.size, f, demand[d0:d1]) for f, (d0, d1) in zip(fronts, demand_bounds)]
+    front_size = np.array([a.size for a in supplies], dtype=np.int64)
     front_end = np.cumsum(front_size)
-    supply = np.abs(ledger.size[np.concatenate(fronts)]) if n else np.zeros(0)
-    m = _merge(b, np.abs(rest), demand_bounds, supply, np.stack([front_end - front_size, front_end], axis=1))
+    m = _merge(b, demand, demand_bounds, np.concatenate(supplies) if n else np.zeros(0),
+               np.stack([front_end - front_size, front_end], axis=1))
     n_used, n_fills = b.to_host(m.n_used), b.to_host(m.n_fills)
     s_pos = _joined_list([f[:u] for f, u in zip(fronts, n_used)])
     nd = demand_bounds[:, 1] - demand_bounds[:, 0]
@@ -468,6 +470,20 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
     fills = (b.to_host(m.fill_demand), b.to_host(m.fill_supply), b.to_host(m.fill_qty), m.base, n_fills,
              demand_bounds[:, 0], s_begin, pos, s_pos, bp)
     return QueueSettlements(socialized, max_loss, n_fills > 0, notional, fund_took, n_left > 0, counterparties, fills)
+
+
+def _usable_supply(size: np.ndarray, front: np.ndarray, demand: np.ndarray, first: int = 1024) -> np.ndarray:
+    """|size| of a queue's front as deep as the merge can use it: up to the first member whose
+    running sum reaches the total demand (both sums sequential, as adl_merge runs them), or
+    the whole front. Deep fronts are whole sorted queues; gathering them whole would cost
+    more than the merge."""
+    need = np.cumsum(demand)[-1] if demand.size else 0.0
+    k = min(front.size, first)
+    while True:
+        supply = np.abs(size[front[:k]])
+        if k == front.size or np.cumsum(supply)[-1] >= need:
+            return supply
+        k = min(front.size, 4 * k)
 
 
 def _joined_list(parts: list) -> np.ndarray:

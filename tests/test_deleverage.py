@@ -219,3 +219,30 @@ def test_settle_queues_moves_the_money_of_queue_adl_bit_for_bit(backend_name, se
     assert _bits(fill_price) == _bits(np.concatenate([f.price for f in want]))
     assert np.array_equal(queue, np.repeat(np.arange(len(want)), [f.qty.size for f in want]))
     assert np.array_equal(got.counterparties, np.concatenate([f.counterparties for f in want]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_supply=st.integers(0, 300), n_demand=st.integers(1, 40),
+       first=st.integers(1, 64))
+def test_the_supply_gathered_for_the_merge_is_as_deep_as_it_can_be_used(seed, n_supply, n_demand, first):
+    """settle_queues gathers a front only as deep as the merge reads it, growing the prefix
+    from ``first`` members: the merge of that prefix is the merge of the whole front."""
+    from gpurisk.backend import get_backend
+    from gpurisk.deleverage import _usable_supply, queue_merges
+
+    rng = np.random.default_rng(seed)
+    size = rng.choice([-1.0, 1.0], 500) * rng.uniform(0.01, 5.0, 500)
+    front = rng.permutation(500)[:n_supply]
+    demand = rng.uniform(0.01, 5.0, n_demand)
+    got = _usable_supply(size, front, demand, first=first)
+    whole = np.abs(size[front])
+    assert np.array_equal(got, whole[:got.size])
+    reaches = np.cumsum(got) >= np.cumsum(demand)[-1]
+    assert got.size == whole.size or reaches[-1]  # deep enough
+    if first < got.size < whole.size:  # and grown only while the smaller prefix fell short
+        assert not reaches[got.size // 4 - 1]
+    bounds = np.array([[0, n_demand]])
+    short = queue_merges(get_backend("cpu"), demand, bounds, got, np.array([[0, got.size]]))[0]
+    full = queue_merges(get_backend("cpu"), demand, bounds, whole, np.array([[0, whole.size]]))[0]
+    for a, b in zip(short, full):
+        assert np.array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
