@@ -346,7 +346,9 @@ def queue_adl(ledger, pos, rest, bp, price: float, cs: float, q_order, merged) -
     """Bankrupt positions ``pos`` of one queue (``rest``: what is left of each, signed; all
     one side) against the opposite queue in ADL order ``q_order``, at their bankruptcy
     prices; ``merged``: ``queue_fills`` of the two (di, si, qty, demand_closed,
-    supply_closed). ``price``: the market price; ``cs``: the contract size."""
+    supply_closed). ``price``: the market price; ``cs``: the contract size. One queue in
+    NumPy: the definition ``settle_queues`` (what the stress step runs, every queue in one
+    kernel) keeps to the bit."""
     di, si, seg, demand_closed, supply_closed = merged
     entry = ledger._entry
     sign = np.sign(rest[0])
@@ -447,8 +449,8 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
     b.launch("adl_settle", n, *dev(demand_bounds[:, 0], demand_bounds[:, 1], s_begin[:-1], n_used,
                                    m.supply_bounds[:, 0], m.base[:-1]),
              m.n_fills, m.fill_demand, m.fill_supply, m.fill_qty, m.demand_closed, m.supply_closed,
-             *dev(np.asarray(price, dtype=np.float64), np.asarray(cs, dtype=np.float64), pos.astype(np.int64, copy=False),
-                  rest, bp, s_pos,
+             *dev(np.asarray(price, dtype=np.float64), np.asarray(cs, dtype=np.float64),
+                  pos.astype(np.int64, copy=False), rest, bp, s_pos,
                   ledger._entry, ledger._cs_pos, ledger._isolated, ledger._account),
              size, margin, b.asarray(w_base[:-1]), w_account, w_amount, n_wallet, d_left, d_left_qty,
              xp.empty(s_pos.size, dtype=xp.int8),

@@ -230,12 +230,12 @@ def _settle_book() -> Book:
 
 
 def adl_settle_case(seed: int, n_queues: int, bankrupt_share: float, depth: float):
-    """``deleverage.settle_queues``'s arguments for a step's queue ADL on a synthetic book: ``n_queues`` (symbol, side) queues owed by a
-    share of their positions (signed rests, some whole, some partial), each against the
-    opposite side's other open positions in a shuffled order, cut to ``depth`` of them (a
-    shallow queue leaves demand to the fund). Accounts hold positions in several symbols, so
-    wallets take credits from several queues; a tenth of the positions are isolated. Returns
-    (book, pos, rest, bp, demand_bounds, fronts, price, cs)."""
+    """``deleverage.settle_queues``'s arguments for a step's queue ADL on a synthetic book:
+    ``n_queues`` (symbol, side) queues owed by a share of their positions (signed rests, some
+    whole, some partial), each against the opposite side's other open positions in a shuffled
+    order, cut to ``depth`` of them (a shallow queue leaves demand to the fund). Accounts hold
+    positions in several symbols, so wallets take credits from several queues; a tenth of the
+    positions are isolated. Returns (book, pos, rest, bp, demand_bounds, fronts, price, cs)."""
     book = _settle_book()
     rng = np.random.default_rng(seed)
     group = 2 * book.pos_symbol.astype(np.int64) + (book.size < 0)

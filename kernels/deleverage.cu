@@ -1,5 +1,5 @@
 // Deleveraging kernels (DESIGN §5): the fills of queue ADL, bankrupt demand merged with the
-// ranked opposite queue.
+// ranked opposite queue (adl_merge), and the money moves of those fills (adl_settle).
 #include "common.cuh"
 
 // One thread per queue q walks the running sums of its demand
@@ -294,7 +294,8 @@ GR_KERNEL void adl_settle(
         q_x_cash[q] = numpy_sum(tmp, m);
         m = 0;
         for (long long i = 0; i < nd; ++i)
-            if (d_left[d0 + i] & GR_OWED) tmp[m++] = d_left_qty[d0 + i] * (price - d_bp[d0 + i]) * cs_pos[d_pos[d0 + i]];
+            if (d_left[d0 + i] & GR_OWED)
+                tmp[m++] = d_left_qty[d0 + i] * (price - d_bp[d0 + i]) * cs_pos[d_pos[d0 + i]];
         q_fund_gain[q] = numpy_sum(tmp, m);
     }
 }
