@@ -160,6 +160,36 @@ def queue_merges(backend, demand: np.ndarray, demand_bounds: np.ndarray, supply:
     (di, si, qty, demand_closed, supply_closed) as ``queue_fills`` gives them for the used
     depth of the supply (``supply_closed``'s length)."""
     b = backend
+    m = _merge(b, demand, demand_bounds, supply, supply_bounds)
+    n_fills, n_used, f_d, f_s, f_q = (b.to_host(a) for a in (m.n_fills, m.n_used, m.fill_demand, m.fill_supply,
+                                                             m.fill_qty))
+    d_closed, s_closed = b.to_host(m.demand_closed).view(bool), b.to_host(m.supply_closed).view(bool)
+    out = []
+    for k in range(m.n_queues):
+        fills = slice(m.base[k], m.base[k] + n_fills[k])
+        (d0, d1), s0 = m.demand_bounds[k], m.supply_bounds[k, 0]
+        out.append((f_d[fills], f_s[fills], f_q[fills], d_closed[d0:d1], s_closed[s0:s0 + n_used[k]]))
+    return out
+
+
+@dataclass
+class _Merge:
+    """adl_merge's output, on the backend's device: fill k of queue q at slot base[q] + k."""
+
+    n_queues: int
+    demand_bounds: np.ndarray
+    supply_bounds: np.ndarray
+    base: np.ndarray
+    n_fills: object
+    n_used: object
+    fill_demand: object
+    fill_supply: object
+    fill_qty: object
+    demand_closed: object
+    supply_closed: object
+
+
+def _merge(b, demand, demand_bounds, supply, supply_bounds) -> _Merge:
     demand_bounds = np.ascontiguousarray(demand_bounds, dtype=np.int64).reshape(-1, 2)
     supply_bounds = np.ascontiguousarray(supply_bounds, dtype=np.int64).reshape(-1, 2)
     n = demand_bounds.shape[0]
@@ -176,14 +206,7 @@ def queue_merges(backend, demand: np.ndarray, demand_bounds: np.ndarray, supply:
     f_q = xp.empty(slots, dtype=xp.float64)
     d_closed, s_closed = xp.empty(demand.size, dtype=xp.int8), xp.empty(supply.size, dtype=xp.int8)
     b.launch("adl_merge", n, *dev[:6], dev[6], d_cum, s_cum, n_fills, n_used, f_d, f_s, f_q, d_closed, s_closed)
-    n_fills, n_used, f_d, f_s, f_q = (b.to_host(a) for a in (n_fills, n_used, f_d, f_s, f_q))
-    d_closed, s_closed = b.to_host(d_closed).view(bool), b.to_host(s_closed).view(bool)
-    out = []
-    for k in range(n):
-        fills = slice(base[k], base[k] + n_fills[k])
-        (d0, d1), s0 = demand_bounds[k], supply_bounds[k, 0]
-        out.append((f_d[fills], f_s[fills], f_q[fills], d_closed[d0:d1], s_closed[s0:s0 + n_used[k]]))
-    return out
+    return _Merge(n, demand_bounds, supply_bounds, base, n_fills, n_used, f_d, f_s, f_q, d_closed, s_closed)
 
 
 def fund_cover(deficits: np.ndarray, fund: float) -> np.ndarray:
@@ -324,7 +347,9 @@ def queue_adl(ledger, pos, rest, bp, market: float, cs: float, q_order, merged) 
     """Bankrupt positions ``pos`` of one queue (``rest``: what is left of each, signed; all
     one side) against the opposite queue in ADL order ``q_order``, at their bankruptcy
     prices; ``merged``: ``queue_fills`` of the two (di, si, qty, demand_closed,
-    supply_closed). ``market``: the market price; ``cs``: the contract size."""
+    supply_closed). ``market``: the market price; ``cs``: the contract size. One queue in
+    NumPy: the definition ``settle_queues`` (what the stress step runs, every queue in one
+    kernel) keeps to the bit."""
     di, si, seg, demand_closed, supply_closed = merged
     entry = ledger._entry
     sign = np.sign(rest[0])
@@ -363,6 +388,126 @@ def queue_adl(ledger, pos, rest, bp, market: float, cs: float, q_order, merged) 
         fund_took = float(np.sum(left_qty * (bp[left_i] - price) * cs))
         ledger.take_over(pos[left_i], left_qty, real_bp[left_i], np.full(left_i.size, market))
     return QueueFills(b_i, c_i, seg, real_bp[di], socialized, max_loss, notional, cps, fund_took)
+
+
+@dataclass
+class QueueSettlements:
+    """The queue ADL of several queues (``settle_queues``): per queue (in the order given) the
+    loss socialized, the counterparties' largest loss (where ``filled``: the queue had a fill),
+    the notional, and what the fund took of unmet demand (where ``fund_takes``); the
+    counterparties touched; and, by ``fills()``, every fill."""
+
+    socialized: np.ndarray
+    max_loss: np.ndarray
+    filled: np.ndarray
+    notional: np.ndarray
+    fund_took: np.ndarray
+    fund_takes: np.ndarray
+    counterparties: np.ndarray
+    _fills: tuple
+
+    def fills(self):
+        """Every fill in queue order: (queue's place, bankrupt position, counterparty, qty,
+        price); gathered only when asked (a run without detail never is)."""
+        fill_demand, fill_supply, fill_qty, base, n_fills, demand_begin, supply_begin, pos, s_pos, bp = self._fills
+        at = [slice(base[k], base[k] + n_fills[k]) for k in range(n_fills.size)]
+        queue = np.repeat(np.arange(n_fills.size), n_fills)
+        d_at = demand_begin[queue] + _joined(fill_demand, at)
+        return (queue, pos[d_at], s_pos[supply_begin[queue] + _joined(fill_supply, at)], _joined(fill_qty, at),
+                bp[d_at])
+
+
+def _joined(a: np.ndarray, slices: list) -> np.ndarray:
+    return np.concatenate([a[s] for s in slices]) if slices else a[:0]
+
+
+def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, price, cs) -> QueueSettlements:
+    """``queue_adl`` for several queues at once, in order, with the same bits: two kernels
+    (``adl_merge``, ``adl_settle``, a thread per queue) over flat arrays. Queue k's bankrupt
+    positions are ``pos[demand_bounds[k, 0]:demand_bounds[k, 1]]`` (``rest``: what is left of
+    each, signed; ``bp``: bankruptcy prices), its opposite queue in ADL order ``fronts[k]``
+    (used as deep as the demand), ``price[k]`` the market price, ``cs[k]`` the contract size.
+    Queues must not share positions (a queue's fills never touch another's counterparties)."""
+    b, xp = backend, backend.xp
+    demand_bounds = np.ascontiguousarray(demand_bounds, dtype=np.int64).reshape(-1, 2)
+    n = demand_bounds.shape[0]
+    demand = np.abs(rest)
+    # Money prices (gpurisk/ledger.py: the price itself for a linear contract) for the moves;
+    # the fills record the prices themselves.
+    real_bp = bp
+    bp = ledger.money(pos, bp)
+    price = ledger.money(pos[demand_bounds[:, 0]], np.asarray(price, dtype=np.float64)) if n else np.zeros(0)
+    supplies = [_usable_supply(ledger.size, f, demand[d0:d1]) for f, (d0, d1) in zip(fronts, demand_bounds)]
+    front_size = np.array([a.size for a in supplies], dtype=np.int64)
+    front_end = np.cumsum(front_size)
+    m = _merge(b, demand, demand_bounds, np.concatenate(supplies) if n else np.zeros(0),
+               np.stack([front_end - front_size, front_end], axis=1))
+    n_used, n_fills = b.to_host(m.n_used), b.to_host(m.n_fills)
+    s_pos = _joined_list([f[:u] for f, u in zip(fronts, n_used)])
+    nd = demand_bounds[:, 1] - demand_bounds[:, 0]
+    s_begin, w_base, work_base = (_starts(c) for c in (n_used, 3 * nd + 2 * n_used, np.maximum(nd, n_fills)))
+
+    def dev(*arrays):
+        return [b.asarray(np.ascontiguousarray(a)) for a in arrays]
+
+    # The ledger's arrays, in place on the cpu backend (copied to the device and back on the gpu).
+    size, margin = dev(ledger.size, ledger.isolated_margin)
+    w_account, w_amount = xp.empty(int(w_base[-1]), dtype=xp.int64), xp.empty(int(w_base[-1]), dtype=xp.float64)
+    d_left, d_left_qty = xp.empty(pos.size, dtype=xp.int8), xp.empty(pos.size, dtype=xp.float64)
+    work = xp.empty(int(work_base[-1]), dtype=xp.float64)
+    n_wallet, n_cp, n_left = (xp.empty(n, dtype=xp.int64) for _ in range(3))
+    sums = [xp.empty(n, dtype=xp.float64) for _ in range(6)]
+    b.launch("adl_settle", n, *dev(demand_bounds[:, 0], demand_bounds[:, 1], s_begin[:-1], n_used,
+                                   m.supply_bounds[:, 0], m.base[:-1]),
+             m.n_fills, m.fill_demand, m.fill_supply, m.fill_qty, m.demand_closed, m.supply_closed,
+             *dev(np.asarray(price, dtype=np.float64), np.asarray(cs, dtype=np.float64),
+                  pos.astype(np.int64, copy=False), rest, bp, s_pos,
+                  ledger._entry, ledger._cs_pos, ledger._isolated, ledger._account),
+             size, margin, b.asarray(w_base[:-1]), w_account, w_amount, n_wallet, d_left, d_left_qty,
+             xp.empty(s_pos.size, dtype=xp.int8),
+             b.asarray(work_base[:-1]), work, n_cp, *sums, n_left)
+    socialized, max_loss, notional, fund_took, x_cash, fund_gain = (b.to_host(a) for a in sums)
+    n_wallet, n_cp, n_left = (b.to_host(a) for a in (n_wallet, n_cp, n_left))
+    for moved, kept in ((size, ledger.size), (margin, ledger.isolated_margin)):
+        if moved is not kept:  # a device copy: back to the host's ledger
+            kept[:] = b.to_host(moved)
+    # Wallet credits and the external account's sizes, added in the order the moves made them.
+    credits = [slice(w_base[k], w_base[k] + n_wallet[k]) for k in range(n)]
+    ledger.credit_accounts(_joined(b.to_host(w_account), credits), _joined(b.to_host(w_amount), credits))
+    left = (b.to_host(d_left) & 1).view(bool)  # GR_OWED
+    np.add.at(ledger.x_size, ledger._symbol[pos[left]], b.to_host(d_left_qty)[left])
+    for k in np.flatnonzero(n_left):  # the fund's takeovers, queue by queue
+        ledger.x_cash -= float(x_cash[k])
+        ledger.fund += float(fund_gain[k])
+    counterparties = _joined(s_pos, [slice(s_begin[k], s_begin[k] + n_cp[k]) for k in range(n)])
+    fills = (b.to_host(m.fill_demand), b.to_host(m.fill_supply), b.to_host(m.fill_qty), m.base, n_fills,
+             demand_bounds[:, 0], s_begin, pos, s_pos, real_bp)
+    return QueueSettlements(socialized, max_loss, n_fills > 0, notional, fund_took, n_left > 0, counterparties, fills)
+
+
+def _usable_supply(size: np.ndarray, front: np.ndarray, demand: np.ndarray, first: int = 1024) -> np.ndarray:
+    """|size| of a queue's front as deep as the merge can use it: up to the first member whose
+    running sum reaches the total demand (both sums sequential, as adl_merge runs them), or
+    the whole front. Deep fronts are whole sorted queues; gathering them whole would cost
+    more than the merge."""
+    need = np.cumsum(demand)[-1] if demand.size else 0.0
+    k = min(front.size, first)
+    while True:
+        supply = np.abs(size[front[:k]])
+        if k == front.size or np.cumsum(supply)[-1] >= need:
+            return supply
+        k = min(front.size, 4 * k)
+
+
+def _joined_list(parts: list) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    """Where each of consecutive segments of these lengths begins, and the end."""
+    out = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
 
 
 @dataclass

@@ -59,6 +59,11 @@ class Ledger:
         np.add.at(self.wallet, self._account[i[~iso]], amount[~iso])
         np.add.at(self.isolated_margin, i[iso], amount[iso])
 
+    def credit_accounts(self, account: np.ndarray, amount: np.ndarray) -> None:
+        """Credits to accounts' wallets, added in the order given (a kernel's credits, written
+        in the order its moves made them)."""
+        np.add.at(self.wallet, account, amount)
+
     def trade(self, i: np.ndarray, qty: np.ndarray, price, market_price) -> None:
         """Positions i close qty (signed like the position) at ``price``; the external account
         buys it at ``market_price``; the insurance fund takes the difference (zero for a sale

@@ -8,6 +8,7 @@ GPU machine (bench/gpu_check.py, tests/test_gpu.py).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -221,3 +222,42 @@ class StandInBackend(CpuBackend):
 
     def device_memory(self) -> tuple[int, int]:
         return self.memory_bytes, self.memory_bytes
+
+
+@functools.lru_cache(maxsize=None)
+def _settle_book() -> Book:
+    from .synthetic import synthetic_book
+
+    return synthetic_book(3000, seed=1)
+
+
+def adl_settle_case(seed: int, n_queues: int, bankrupt_share: float, depth: float):
+    """``deleverage.settle_queues``'s arguments for a step's queue ADL on a synthetic book:
+    ``n_queues`` (symbol, side) queues owed by a share of their positions (signed rests, some
+    whole, some partial), each against the opposite side's other open positions in a shuffled
+    order, cut to ``depth`` of them (a shallow queue leaves demand to the fund). Accounts hold
+    positions in several symbols, so wallets take credits from several queues; a tenth of the
+    positions are isolated. Returns (book, pos, rest, bp, demand_bounds, fronts, price, cs)."""
+    book = _settle_book()
+    rng = np.random.default_rng(seed)
+    group = 2 * book.pos_symbol.astype(np.int64) + (book.size < 0)
+    queues = np.sort(rng.choice(2 * book.n_symbols, n_queues, replace=False))
+    bankrupt = np.isin(group, queues) & (rng.random(book.n_positions) < bankrupt_share)
+    parts, fronts = [], []
+    for g in queues:
+        owed = np.flatnonzero(bankrupt & (group == g))
+        parts.append(owed[rng.permutation(owed.size)])
+        supply = np.flatnonzero((group == (g ^ 1)) & ~bankrupt)
+        fronts.append(supply[rng.permutation(supply.size)][:max(1, int(depth * supply.size))])
+    keep = [k for k, p in enumerate(parts) if p.size]
+    queues, parts, fronts = queues[keep], [parts[k] for k in keep], [fronts[k] for k in keep]
+    pos = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    share = np.where(rng.random(pos.size) < 0.5, 1.0, rng.uniform(0.05, 1.0, pos.size))
+    rest = book.size[pos] * share
+    mark = book.mark_price[book.pos_symbol[pos]]
+    bp = mark * rng.uniform(0.8, 1.2, pos.size)
+    symbols = queues // 2
+    price = book.mark_price[symbols] * rng.uniform(0.7, 1.3, symbols.size)
+    ends = np.cumsum([p.size for p in parts]).astype(np.int64)
+    bounds = np.stack([ends - [p.size for p in parts], ends], axis=1) if parts else np.zeros((0, 2), np.int64)
+    return book, pos, rest, bp, bounds, fronts, price, book.contract_size[symbols]

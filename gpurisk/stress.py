@@ -39,8 +39,8 @@ import numpy as np
 from .adl import adl_score
 from .backend import Backend, get_backend
 from .book import Book
-from .deleverage import (demand_by_queue, haircut_adl, queue_adl, queue_fills, queue_front, queue_fronts,
-                         queue_merges, rotated_queue, take_over_bankrupt)
+from .deleverage import (demand_by_queue, haircut_adl, queue_front, queue_fronts, rotated_queue, settle_queues,
+                         take_over_bankrupt)
 from .engine import DeviceBook
 from .funding import funding_steps, settle
 from .ladder import Ladder, get_ladder, ladder_step
@@ -361,6 +361,28 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
     )
 
 
+def _queue_fronts(ctx: _Context, ledger: Ledger, rx: _Revaluation, queues, parts, rest, counterparty) -> list:
+    """The opposite queue of each queue a step deleverages into, in ADL order, at least as
+    deep as its demand. A queue owed by few positions is ordered by a selection of its best
+    scores (queue_front), the others together in one sort (queue_fronts); both give the same
+    order. dYdX-style venues rotate the queue instead (rotated_queue)."""
+    opposite = queues ^ 1
+    if ctx.venue.adl_score == "random":
+        return [rotated_queue(ctx.members[g], counterparty, ctx.venue.adl_seed, int(g)) for g in opposite]
+    demand = np.array([np.abs(rest[p]).sum() for p in parts])
+    shallow = demand * SHALLOW_QUEUE <= ctx.queue_size[opposite]
+    fronts = [None] * len(parts)
+    if (~shallow).any():
+        order, start = queue_fronts(ctx.backend, ctx.group, rx.score, counterparty, opposite[~shallow],
+                                    2 * ctx.book.n_symbols)
+        for k in np.flatnonzero(~shallow):
+            fronts[k] = order[start[opposite[k]]:start[opposite[k] + 1]]
+    for k in np.flatnonzero(shallow):
+        fronts[k] = queue_front(ctx.members[opposite[k]], rx.score, counterparty, ledger.size,
+                                float(np.cumsum(np.abs(rest[parts[k]]))[-1]))
+    return fronts
+
+
 def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, exec_marks: np.ndarray, policy: str,
             in_unit: np.ndarray, totals: _Totals, rec: _Records, labels: dict) -> None:
     """Bankrupt positions ``pos``: taken over, the insurance fund first, then what it cannot
@@ -381,52 +403,28 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
     counterparty = (ledger.size != 0.0) & ~in_unit
     rest = taken.rest
     if policy == "queue":
-        if ctx.venue.adl_score == "random":
-            merges = [None] * len(parts)
-        else:
-            # Each queue this step deleverages into is ordered only as deep as its demand: a
-            # queue owed by few positions by a selection of its best scores (queue_front),
-            # the others together in one sort (queue_fronts); both give the same order. Then
-            # every queue's demand is merged with its supply in one kernel.
-            opposite = queues ^ 1
-            sizes = np.array([p.size for p in parts])
-            demand = np.array([np.abs(rest[p]).sum() for p in parts])
-            shallow = demand * SHALLOW_QUEUE <= ctx.queue_size[opposite]
-            fronts = [None] * len(parts)
-            if (~shallow).any():
-                order, start = queue_fronts(ctx.backend, ctx.group, rx.score, counterparty, opposite[~shallow],
-                                            2 * book.n_symbols)
-                for k in np.flatnonzero(~shallow):
-                    fronts[k] = order[start[opposite[k]]:start[opposite[k] + 1]]
-            for k in np.flatnonzero(shallow):
-                fronts[k] = queue_front(ctx.members[opposite[k]], rx.score, counterparty, ledger.size,
-                                        float(np.cumsum(np.abs(rest[parts[k]]))[-1]))
-            supply_order = np.concatenate(fronts)
-            ends = np.cumsum(sizes)
-            s_ends = np.cumsum([f.size for f in fronts])
-            fills = queue_merges(ctx.backend, np.abs(rest[np.concatenate(parts)]),
-                                 np.stack([ends - sizes, ends], axis=1), np.abs(ledger.size[supply_order]),
-                                 np.stack([s_ends - [f.size for f in fronts], s_ends], axis=1))
-            merges = [(front[:f[4].size], f) for front, f in zip(fronts, fills)]
-        for g, part, merged in zip(queues, parts, merges):
-            s = int(g) // 2
-            if merged is None:
-                q_order = rotated_queue(ctx.members[g ^ 1], counterparty, ctx.venue.adl_seed, int(g) ^ 1)
-                merged = q_order, queue_fills(np.abs(rest[part]), np.abs(ledger.size[q_order]))
-            f = queue_adl(ledger, pos[part], rest[part], bp[part], exec_marks[s], book.contract_size[s], *merged)
-            totals.socialized_loss += f.socialized
-            totals.haircut_total += f.socialized
-            if f.max_loss is not None:
-                totals.max_haircut = max(totals.max_haircut, f.max_loss)
-            totals.adl_notional += f.notional
-            totals.adl_accounts[book.pos_account[f.counterparties]] = True
-            if rec.detail:
-                rec.extend(rec.fills, f.qty.size, **labels, symbol=np.full(f.qty.size, s, np.int32),
-                           bankrupt_account_id=book.account_id[book.pos_account[f.bankrupt]],
-                           counterparty_account_id=book.account_id[book.pos_account[f.counterparty]], qty=f.qty,
-                           price=f.price)
-            if f.fund_took is not None:
-                totals.insurance_used += f.fund_took
+        owed = np.concatenate(parts)
+        sizes = np.array([p.size for p in parts])
+        ends = np.cumsum(sizes)
+        symbols = queues // 2
+        settled = settle_queues(ctx.backend, ledger, pos[owed], rest[owed], bp[owed], np.stack([ends - sizes, ends], 1),
+                                _queue_fronts(ctx, ledger, rx, queues, parts, rest, counterparty),
+                                exec_marks[symbols], book.contract_size[symbols])
+        # The run's totals add queue by queue, in order (the bits of the sums depend on it).
+        for k in range(len(parts)):
+            totals.socialized_loss += float(settled.socialized[k])
+            totals.haircut_total += float(settled.socialized[k])
+            if settled.filled[k]:
+                totals.max_haircut = max(totals.max_haircut, float(settled.max_loss[k]))
+            totals.adl_notional += float(settled.notional[k])
+            if settled.fund_takes[k]:
+                totals.insurance_used += float(settled.fund_took[k])
+        totals.adl_accounts[book.pos_account[settled.counterparties]] = True
+        if rec.detail:
+            queue, bankrupt, counterparty, qty, price = settled.fills()
+            rec.extend(rec.fills, qty.size, **labels, symbol=symbols[queue].astype(np.int32),
+                       bankrupt_account_id=book.account_id[book.pos_account[bankrupt]],
+                       counterparty_account_id=book.account_id[book.pos_account[counterparty]], qty=qty, price=price)
         return
     # Haircut policies: the fund takes the positions over and recovers the loss from the
     # opposite side's positive PnL.

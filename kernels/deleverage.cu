@@ -1,5 +1,5 @@
 // Deleveraging kernels (DESIGN §5): the fills of queue ADL, bankrupt demand merged with the
-// ranked opposite queue.
+// ranked opposite queue (adl_merge), and the money moves of those fills (adl_settle).
 #include "common.cuh"
 
 // One thread per queue q walks the running sums of its demand
@@ -85,5 +85,218 @@ GR_KERNEL void adl_merge(
         n_supply_used[q] = ns;
         for (long long i = 0; i < nd; ++i) demand_closed[demand_begin[q] + i] = dc[i] <= total;
         for (long long j = 0; j < ns; ++j) supply_closed[supply_begin[q] + j] = sc[j] <= total;
+    }
+}
+
+// NumPy's sum of a contiguous float64 array (np.sum, float(x.sum())): 0.0 plus the pairwise
+// sum, whose leaves of at most 128 terms add in eight interleaved partial sums. The stress
+// totals are defined by those bits, so the kernels sum as NumPy does.
+GR_DEVICE double pairwise_leaf(const double* a, long long n) {
+    if (n < 8) {
+        double res = 0.0;
+        for (long long i = 0; i < n; ++i) res += a[i];
+        return res;
+    }
+    double r[8];
+    for (int j = 0; j < 8; ++j) r[j] = a[j];
+    long long i = 8;
+    for (; i < n - (n % 8); i += 8)
+        for (int j = 0; j < 8; ++j) r[j] += a[i + j];
+    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) res += a[i];
+    return res;
+}
+
+// NumPy splits a sum of more than 128 terms at half (rounded down to a multiple of 8) and
+// adds the halves' sums. The recursion runs on an explicit stack (depth < 64), leftmost
+// half first.
+GR_DEVICE double numpy_sum(const double* a, long long n) {
+    long long lo[64], len[64];
+    double left[64];
+    signed char right_done[64];
+    int top = 0;
+    lo[0] = 0;
+    len[0] = n;
+    for (;;) {
+        // descend to the leftmost leaf
+        while (len[top] > 128) {
+            long long h = len[top] / 2;
+            h -= h % 8;
+            right_done[top] = 0;
+            lo[top + 1] = lo[top];
+            len[top + 1] = h;
+            ++top;
+        }
+        double v = pairwise_leaf(a + lo[top], len[top]);
+        // climb while the parent's right half is the one just summed
+        while (top > 0 && right_done[top - 1]) {
+            --top;
+            v = left[top] + v;
+        }
+        if (top == 0) return 0.0 + v;
+        // a left half is done: keep it and sum the right half
+        --top;
+        left[top] = v;
+        right_done[top] = 1;
+        long long h = len[top] / 2;
+        h -= h % 8;
+        lo[top + 1] = lo[top] + h;
+        len[top + 1] = len[top] - h;
+        ++top;
+    }
+}
+
+// np.sign: -1, 0 or 1, NaN for NaN.
+GR_DEVICE double sign_of(double x) { return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : (x == 0.0 ? 0.0 : x)); }
+
+// np.maximum(x, y): NaN if either is.
+GR_DEVICE double numpy_max(double x, double y) { return (x != x || x >= y) ? x : y; }
+
+// Queue members are scattered over the book: on the CPU, the balances of the member
+// GR_AHEAD places on are fetched while this one is settled (a GPU thread per queue cannot).
+#define GR_AHEAD 8
+GR_DEVICE void prefetch_position(long long p, const double* entry, const signed char* isolated,
+                                 const int* account, const double* size) {
+#if !defined(__CUDACC__)
+    __builtin_prefetch(entry + p);
+    __builtin_prefetch(isolated + p);
+    __builtin_prefetch(account + p);
+    __builtin_prefetch(size + p, 1);
+#endif
+}
+
+// adl_settle's flags of a bankrupt position (d_left): demand left for the fund, margin to release.
+#define GR_OWED 1
+#define GR_RELEASE 2
+
+// The money moves of queue ADL for several queues at once, a thread per queue, over the
+// fills adl_merge wrote (fill_base, n_fills, fill_demand, fill_supply, fill_qty,
+// demand_closed, supply_closed at merge_supply_begin): deleverage.queue_adl bit for bit.
+// Queue q's bankrupt positions are d_pos[demand_begin[q]..demand_end[q]) (d_rest: what is
+// left of each, signed, all one side; d_bp: bankruptcy prices), its counterparties in queue
+// order s_pos[supply_begin[q]..supply_begin[q] + n_supply_used[q]), at market price
+// queue_price[q] and contract size queue_cs[q]. Each fill realises PnL at the bankrupt
+// position's bankruptcy price on both sides; sizes shrink (a position consumed whole closes
+// exactly); isolated positions take PnL into their margin, released to the wallet once
+// closed; the fund takes over the demand the queue could not meet (d_left & GR_OWED, d_left_qty, at
+// the position's contract size cs_pos). Sizes and margins are the ledger's, by position
+// (queues own their positions). Wallet credits are not added here: each queue writes its
+// own, in the order the ledger makes them (bankrupt PnL, counterparty PnL, releases of
+// bankrupt then counterparty margin, takeover PnL), from wallet_base[q] (n_wallet[q] of
+// them), and the host adds them in that order, so an account credited by several queues
+// gets the same bits. Sums over a position's fills run in fill order; the queue's totals
+// (q_*) are NumPy's pairwise sums of the same terms, over scratch work[work_base[q]..).
+GR_KERNEL void adl_settle(
+    long long n_queues, const long long* demand_begin, const long long* demand_end,
+    const long long* supply_begin, const long long* n_supply_used, const long long* merge_supply_begin,
+    const long long* fill_base, const long long* n_fills, const long long* fill_demand,
+    const long long* fill_supply, const double* fill_qty, const signed char* demand_closed,
+    const signed char* supply_closed, const double* queue_price, const double* queue_cs,
+    const long long* d_pos, const double* d_rest, const double* d_bp, const long long* s_pos,
+    const double* entry, const double* cs_pos, const signed char* isolated, const int* account,
+    double* size, double* isolated_margin, const long long* wallet_base, long long* wallet_account,
+    double* wallet_amount, long long* n_wallet, signed char* d_left, double* d_left_qty, signed char* s_release,
+    const long long* work_base, double* work, long long* n_counterparties, double* q_socialized,
+    double* q_max_loss, double* q_notional, double* q_fund_took, double* q_x_cash,
+    double* q_fund_gain, long long* n_left) {
+    for_each_index(q, n_queues) {
+        const long long d0 = demand_begin[q], nd = demand_end[q] - d0;
+        const long long s0 = supply_begin[q], ns = n_supply_used[q];
+        const long long f0 = fill_base[q], nf = n_fills[q];
+        const double price = queue_price[q], cs = queue_cs[q];
+        const double sign = nd > 0 ? sign_of(d_rest[d0]) : 0.0;
+        long long* w_acc = wallet_account + wallet_base[q];
+        double* w_amt = wallet_amount + wallet_base[q];
+        long long nw = 0;
+        double* tmp = work + work_base[q];
+        const long long n_cp = nf > 0 ? fill_supply[f0 + nf - 1] + 1 : 0;  // fills run in supply order
+        n_counterparties[q] = n_cp;
+        // Bankrupt side: fills of one position are contiguous (the merge walks demand in order).
+        long long k = 0;
+        for (long long i = 0; i < nd; ++i) {
+            const long long d = d0 + i, p = d_pos[d];
+            if (i + GR_AHEAD < nd) prefetch_position(d_pos[d + GR_AHEAD], entry, isolated, account, size);
+            double filled = 0.0, pnl = 0.0;
+            for (; k < nf && fill_demand[f0 + k] == i; ++k) {
+                const double seg = fill_qty[f0 + k];
+                filled += seg;
+                pnl += seg * (d_bp[d] - entry[p]);
+            }
+            const double amount = sign * pnl * cs;
+            if (isolated[p] == 1) isolated_margin[p] += amount;
+            else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
+            const double left_size = demand_closed[d] ? 0.0 : size[p] - sign * filled;
+            size[p] = left_size;
+            tmp[i] = filled * fabs(d_bp[d] - price) * cs * sign_of((d_bp[d] - price) * sign);
+            const double want = fabs(d_rest[d]);
+            const bool owed = want - filled > 1e-12 * numpy_max(want, 1e-300);
+            // Flags for the passes below, so they revisit only the positions they move.
+            d_left[d] = (owed ? GR_OWED : 0) | (isolated[p] == 1 && left_size == 0.0 ? GR_RELEASE : 0);
+            d_left_qty[d] = owed ? left_size : 0.0;
+        }
+        q_socialized[q] = numpy_sum(tmp, nd);
+        // Counterparty side, in queue order; its fills are contiguous too.
+        double max_loss = 0.0;
+        k = 0;
+        for (long long j = 0; j < n_cp; ++j) {
+            const long long p = s_pos[s0 + j];
+            if (j + GR_AHEAD < n_cp) prefetch_position(s_pos[s0 + j + GR_AHEAD], entry, isolated, account, size);
+            double taken = 0.0, pnl = 0.0, loss = 0.0;
+            for (; k < nf && fill_supply[f0 + k] == j; ++k) {
+                const double seg = fill_qty[f0 + k];
+                const double bp = d_bp[d0 + fill_demand[f0 + k]];
+                taken += seg;
+                pnl += seg * (bp - entry[p]);
+                loss += seg * (bp - price) * sign * cs;
+            }
+            const double amount = -sign * pnl * cs;
+            if (isolated[p] == 1) isolated_margin[p] += amount;
+            else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
+            const double new_size = supply_closed[merge_supply_begin[q] + j] ? 0.0 : size[p] + sign * taken;
+            size[p] = new_size;
+            s_release[s0 + j] = isolated[p] == 1 && new_size == 0.0;
+            if (max_loss == max_loss && (loss != loss || loss > max_loss)) max_loss = loss;  // np.max: NaN wins
+        }
+        // Members past the last counterparty are not traded, but one consumed whole (a size
+        // lost in the running sum's rounding) still closes.
+        for (long long j = n_cp; j < ns; ++j)
+            if (supply_closed[merge_supply_begin[q] + j]) size[s_pos[s0 + j]] = 0.0;
+        q_max_loss[q] = max_loss;
+        // |price|: an inverse contract's money price is −1/P, its notional |q|·cs/P in the coin
+        for (long long f = 0; f < nf; ++f) tmp[f] = fill_qty[f0 + f] * fabs(price) * cs;
+        q_notional[q] = numpy_sum(tmp, nf);
+        // Closed isolated positions release their margin: bankrupt positions, then counterparties.
+        for (long long i = 0; i < nd + n_cp; ++i) {
+            if (!(i < nd ? d_left[d0 + i] & GR_RELEASE : s_release[s0 + i - nd])) continue;
+            const long long p = i < nd ? d_pos[d0 + i] : s_pos[s0 + i - nd];
+            w_acc[nw] = account[p];
+            w_amt[nw++] = isolated_margin[p];
+            isolated_margin[p] = 0.0;
+        }
+        // The fund takes over what the queue could not meet, at the bankruptcy price, and
+        // sells it at the market price.
+        long long m = 0;
+        for (long long i = 0; i < nd; ++i) {
+            const long long d = d0 + i, p = d_pos[d];
+            if (!(d_left[d] & GR_OWED)) continue;
+            const double qty = d_left_qty[d];
+            const double amount = qty * (d_bp[d] - entry[p]) * cs_pos[p];
+            if (isolated[p] == 1) isolated_margin[p] += amount;
+            else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
+            size[p] = size[p] - qty;
+            tmp[m++] = qty * (d_bp[d] - price) * cs;
+        }
+        n_left[q] = m;
+        n_wallet[q] = nw;
+        q_fund_took[q] = numpy_sum(tmp, m);
+        m = 0;
+        for (long long i = 0; i < nd; ++i)
+            if (d_left[d0 + i] & GR_OWED) tmp[m++] = d_left_qty[d0 + i] * price * cs_pos[d_pos[d0 + i]];
+        q_x_cash[q] = numpy_sum(tmp, m);
+        m = 0;
+        for (long long i = 0; i < nd; ++i)
+            if (d_left[d0 + i] & GR_OWED)
+                tmp[m++] = d_left_qty[d0 + i] * (price - d_bp[d0 + i]) * cs_pos[d_pos[d0 + i]];
+        q_fund_gain[q] = numpy_sum(tmp, m);
     }
 }

@@ -160,3 +160,89 @@ def test_a_fill_within_noise_of_both_sizes_is_the_smaller():
     assert supply_closed.tolist() == [False]
     got = queue_merges(get_backend("cpu"), demand, np.array([[0, 1]]), supply, np.array([[0, 1]]))[0]
     assert got[2].tolist() == [49.99999999999999]
+
+
+def _queue_adl_one_by_one(ledger, pos, rest, bp, bounds, fronts, price, cs):
+    """What the stress step did before settle_queues: queue_adl queue by queue, on the fills
+    queue_merges gives (each front used as deep as its demand)."""
+    from gpurisk.backend import get_backend
+    from gpurisk.deleverage import queue_adl, queue_merges
+
+    sizes = np.array([f.size for f in fronts], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    merges = queue_merges(get_backend("cpu"), np.abs(rest), bounds, np.abs(ledger.size[np.concatenate(fronts)]),
+                          np.stack([ends - sizes, ends], axis=1))
+    return [queue_adl(ledger, pos[d0:d1], rest[d0:d1], bp[d0:d1], float(price[k]), float(cs[k]),
+                      fronts[k][:merged[4].size], merged)
+            for k, ((d0, d1), merged) in enumerate(zip(bounds, merges))]
+
+
+def _bits(a) -> bytes:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64)).tobytes()
+
+
+@pytest.mark.parametrize("backend_name", ["cpu", "cpu-1-thread", "stand-in"])
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_queues=st.integers(1, 8), bankrupt_share=st.sampled_from([0.02, 0.3, 0.9]),
+       depth=st.sampled_from([0.01, 0.2, 1.0]))
+def test_settle_queues_moves_the_money_of_queue_adl_bit_for_bit(backend_name, seed, n_queues, bankrupt_share, depth):
+    """Every balance, size and total of the kernel's queue ADL equals queue_adl's, run queue
+    by queue, to the bit: wallets credited by several queues in the same order, NumPy's
+    pairwise sums (demands of up to ~800 positions: leaves of 8 and 128, recursive halves),
+    the fund's takeover of demand a shallow queue cannot meet, isolated margin released."""
+    from gpurisk.backend import CpuBackend, get_backend
+    from gpurisk.deleverage import settle_queues
+    from gpurisk.ledger import Ledger
+    from gpurisk.parity import StandInBackend, adl_settle_case
+
+    backend = {"cpu": lambda: get_backend("cpu"), "cpu-1-thread": lambda: CpuBackend(threads=1),
+               "stand-in": StandInBackend}[backend_name]()
+    book, pos, rest, bp, bounds, fronts, price, cs = adl_settle_case(seed, n_queues, bankrupt_share, depth)
+    if pos.size == 0:
+        return
+    want_ledger, got_ledger = Ledger(book, fund=1e5), Ledger(book, fund=1e5)
+    want = _queue_adl_one_by_one(want_ledger, pos, rest, bp, bounds, fronts, price, cs)
+    got = settle_queues(backend, got_ledger, pos, rest, bp, bounds, fronts, price, cs)
+    for name in ("size", "wallet", "isolated_margin", "x_size"):
+        assert _bits(getattr(got_ledger, name)) == _bits(getattr(want_ledger, name)), name
+    assert _bits([got_ledger.fund, got_ledger.x_cash]) == _bits([want_ledger.fund, want_ledger.x_cash])
+    assert _bits(got.socialized) == _bits([f.socialized for f in want])
+    assert _bits(got.notional) == _bits([f.notional for f in want])
+    assert got.filled.tolist() == [f.max_loss is not None for f in want]
+    assert _bits(got.max_loss[got.filled]) == _bits([f.max_loss for f in want if f.max_loss is not None])
+    assert got.fund_takes.tolist() == [f.fund_took is not None for f in want]
+    assert _bits(got.fund_took[got.fund_takes]) == _bits([f.fund_took for f in want if f.fund_took is not None])
+    queue, bankrupt, counterparty, qty, fill_price = got.fills()
+    assert np.array_equal(bankrupt, np.concatenate([f.bankrupt for f in want]))
+    assert np.array_equal(counterparty, np.concatenate([f.counterparty for f in want]))
+    assert _bits(qty) == _bits(np.concatenate([f.qty for f in want]))
+    assert _bits(fill_price) == _bits(np.concatenate([f.price for f in want]))
+    assert np.array_equal(queue, np.repeat(np.arange(len(want)), [f.qty.size for f in want]))
+    assert np.array_equal(got.counterparties, np.concatenate([f.counterparties for f in want]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_supply=st.integers(0, 300), n_demand=st.integers(1, 40),
+       first=st.integers(1, 64))
+def test_the_supply_gathered_for_the_merge_is_as_deep_as_it_can_be_used(seed, n_supply, n_demand, first):
+    """settle_queues gathers a front only as deep as the merge reads it, growing the prefix
+    from ``first`` members: the merge of that prefix is the merge of the whole front."""
+    from gpurisk.backend import get_backend
+    from gpurisk.deleverage import _usable_supply, queue_merges
+
+    rng = np.random.default_rng(seed)
+    size = rng.choice([-1.0, 1.0], 500) * rng.uniform(0.01, 5.0, 500)
+    front = rng.permutation(500)[:n_supply]
+    demand = rng.uniform(0.01, 5.0, n_demand)
+    got = _usable_supply(size, front, demand, first=first)
+    whole = np.abs(size[front])
+    assert np.array_equal(got, whole[:got.size])
+    reaches = np.cumsum(got) >= np.cumsum(demand)[-1]
+    assert got.size == whole.size or reaches[-1]  # deep enough
+    if first < got.size < whole.size:  # and grown only while the smaller prefix fell short
+        assert not reaches[got.size // 4 - 1]
+    bounds = np.array([[0, n_demand]])
+    short = queue_merges(get_backend("cpu"), demand, bounds, got, np.array([[0, got.size]]))[0]
+    full = queue_merges(get_backend("cpu"), demand, bounds, whole, np.array([[0, whole.size]]))[0]
+    for a, b in zip(short, full):
+        assert np.array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))

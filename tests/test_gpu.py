@@ -167,6 +167,30 @@ def test_stress_every_summary_field_and_detail_row(candidate, case):
     assert_same_bits(ref, got)
 
 
+@pytest.mark.parametrize("seed", [3, 17])
+def test_queue_adl_money_moves_of_many_queues(candidate, seed):
+    """settle_queues (adl_merge + adl_settle) on the candidate moves the ledger's money to
+    the bits of the cpu backend: sizes, wallets, isolated margins, the fund, the external
+    account, the per-queue totals and every fill."""
+    from gpurisk.deleverage import settle_queues
+    from gpurisk.ledger import Ledger
+    from gpurisk.parity import adl_settle_case
+
+    book, pos, rest, bp, bounds, fronts, price, cs = adl_settle_case(seed, 8, 0.3, 0.2)
+    results = []
+    for backend in (REFERENCE, candidate):
+        ledger = Ledger(book, fund=1e5)
+        settled = settle_queues(backend, ledger, pos, rest, bp, bounds, fronts, price, cs)
+        arrays = {name: getattr(ledger, name) for name in ("size", "wallet", "isolated_margin", "x_size")}
+        arrays["fund_and_cash"] = np.array([ledger.fund, ledger.x_cash])
+        arrays.update({name: np.asarray(getattr(settled, name)) for name in
+                       ("socialized", "max_loss", "filled", "notional", "fund_took", "fund_takes", "counterparties")})
+        arrays.update(zip(("fill_queue", "bankrupt", "counterparty", "qty", "price"), settled.fills()))
+        results.append(arrays)
+    assert results[0]["qty"].size > 0 and results[0]["fund_takes"].any()
+    assert_same_bits(*results)
+
+
 def test_launch_rejects_arrays_the_backend_cannot_read(candidate):
     sig = signatures()["position_margin"]
     args = [candidate.asarray(np.zeros(4, dtype=p.dtype)) if p.kind == "ptr" else 0 for p in sig.params]
