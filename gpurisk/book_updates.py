@@ -39,8 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from .book import (_ROW, EXAMPLES_SHOWN, Book, BookError, Problem, _Checker, _check_columns, _describe,
-                   _validate_accounts, _validate_positions)
+from .book import _ROW, Book, BookError, _Checker, _check_columns, _validate_accounts, _validate_positions
 from .schema import MARGIN_MODES
 
 UPDATE_TYPES = ("position", "fill", "balance", "account")
