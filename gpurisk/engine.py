@@ -24,9 +24,10 @@ except ImportError:  # pragma: no cover
 from .adl import AdlQueues, adl_queues, adl_score, queue_group, queue_starts
 from .backend import Backend, get_backend
 from .book import Book, BookError, Problem
+from .collateral import DevicePools, PoolMargin, pool_margin, pooled_prices
 from .liquidation import PositionRisk, position_risk
 from .margin import AccountMargin, PositionMargin, account_margin, position_margin
-from .schema import MARGIN_MODES, SIDES, STATUSES
+from .schema import MARGIN_MODES, POOLED_ACCOUNT_OUTPUT, SIDES, STATUSES
 from .venue import Venue, get_venue
 
 _DEVICE_FIELDS = ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr", "tier_cum",
@@ -259,6 +260,7 @@ class Risk:
     position_risk: PositionRisk
     adl: AdlQueues
     timings: dict
+    pool_margin: PoolMargin | None = None  # a pooled venue's (README "Multi-asset collateral")
 
     def __post_init__(self):
         self._accounts = None
@@ -304,6 +306,13 @@ class Risk:
                 "status": _codes(self._h(am.status), status_codes),
                 "n_positions": np.diff(b.pos_start).astype(np.int32),
             })
+            if self.pool_margin is not None:  # the pool's figures, in the margin currency
+                pool = self.pool_margin
+                raw = raw.with_columns(**{name: self._h(getattr(pool, field)) for name, field in (
+                    ("collateral_value", "collateral_value"), ("pool_equity", "pool_equity"),
+                    ("pool_maint_margin", "pool_maint"), ("pool_close_fee", "pool_close_fee"),
+                    ("pool_init_margin", "pool_init"))})
+                assert set(raw.columns) >= set(POOLED_ACCOUNT_OUTPUT)
             self._accounts = raw.with_columns(_to_enum("asset", asset), _to_enum("status", status))
         return self._accounts
 
@@ -391,6 +400,7 @@ class Risk:
         from .output import book_hash
 
         return {"book_hash": book_hash(self.book), "venue": self.venue.name, "backend": self.backend.name,
+                **({"margin_currency": self.venue.margin_currency} if self.pool_margin is not None else {}),
                 "venue_conventions": dataclasses.asdict(self.venue),  # which ADL rule, fee, tier rule
                 "marks": dict(zip(self.book.symbols, np.asarray(self.mark, float).tolist()))}
 
@@ -421,10 +431,16 @@ class Engine:
         memory = self.backend.device_memory()
         if chunk_positions is None and memory is not None:
             chunk_positions = auto_chunk_positions(book.n_positions, memory[0], _workers_per_gpu(workers_per_gpu))
+        self.pooled = self.venue.collateral == "pooled"
+        if self.pooled:  # every wallet asset valued through the collateral table (clear error before upload)
+            book.collateral_arrays()
         self.chunks = book.account_chunks(chunk_positions) if chunk_positions else [(0, book.n_accounts)]
         t = time.perf_counter()
+        self.pools = None
         if len(self.chunks) == 1:
             self.device = DeviceBook(book, self.backend)
+            if self.pooled:
+                self.pools = DevicePools(book, self.backend)
         else:  # streamed chunk by chunk; the queues are ranked on the host
             self.device = None
             self.host = DeviceBook(book, get_backend("cpu"))
@@ -451,11 +467,14 @@ class Engine:
             dev = self.device
             pm = position_margin(b, dev, mark, venue, out.position_margin if out else None)
             am = account_margin(b, dev, pm, venue, out.account_margin if out else None)
+            pool = pool_margin(b, self.pools, am, venue, out.pool_margin if out else None) if self.pooled else None
             pr = position_risk(b, dev, mark, pm, am, venue, out.position_risk if out else None, liq_price)
+            if pool is not None:
+                pooled_prices(b, dev, self.pools, mark, pm, am, pool, pr, venue, liq_price)
             score = adl_score(b, dev, mark, pm, pr, venue, out.adl.score if out else None)
             ranker, queues = b, dev
         else:
-            pm, am, pr, score = self._revalue_chunks(mark, out, liq_price)
+            pm, am, pr, score, pool = self._revalue_chunks(mark, out, liq_price)
             ranker, queues = get_backend("cpu"), self.host
         b.synchronize()
         t1 = time.perf_counter()
@@ -465,7 +484,7 @@ class Engine:
             adl = AdlQueues(score, None, None, None, None)
         ranker.synchronize()
         t2 = time.perf_counter()
-        risk = Risk(self.book, venue, b, mark_host, pm, am, pr, adl, {"kernels": t1 - t0, "ranking": t2 - t1})
+        risk = Risk(self.book, venue, b, mark_host, pm, am, pr, adl, {"kernels": t1 - t0, "ranking": t2 - t1}, pool)
         risk._owner = self._token
         return risk
 
@@ -511,15 +530,24 @@ class Engine:
             am = AccountMargin(*(f64(m) for _ in range(6)), np.empty(m, np.int8), np.empty(m, np.int32), f64(m))
             pr = PositionRisk(f64(n), f64(n), np.empty(n, np.int8), f64(n), f64(n))
             score = f64(n)
+            pool = PoolMargin(*(f64(m) for _ in range(5))) if self.pooled else None
         else:
             pm, am, pr, score = out.position_margin, out.account_margin, out.position_risk, out.adl.score
+            pool = out.pool_margin
         for first, end in self.chunks:
             part = book.slice_accounts(first, end)
             p0, p1 = int(book.pos_start[first]), int(book.pos_start[end])
             dev = DeviceBook(part, b)
             cpm = position_margin(b, dev, mark, venue)
             cam = account_margin(b, dev, cpm, venue)
+            if pool is not None:  # chunks hold whole account_ids (Book.account_chunks): whole pools
+                pools = DevicePools(part, b)
+                cpool = pool_margin(b, pools, cam, venue)
+                for k in vars(pool):
+                    getattr(pool, k)[first:end] = b.to_host(getattr(cpool, k))
             cpr = position_risk(b, dev, mark, cpm, cam, venue, liq_price=liq_price)
+            if pool is not None:
+                pooled_prices(b, dev, pools, mark, cpm, cam, cpool, cpr, venue, liq_price)
             csc = adl_score(b, dev, mark, cpm, cpr, venue)
             for whole, piece in ((pm, cpm), (pr, cpr)):
                 for k in vars(whole):
@@ -527,7 +555,7 @@ class Engine:
             for k in vars(am):
                 getattr(am, k)[first:end] = b.to_host(getattr(cam, k))
             score[p0:p1] = b.to_host(csc)
-        return pm, am, pr, score
+        return pm, am, pr, score, pool
 
 
 def revalue(book: Book, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto", marks=None,

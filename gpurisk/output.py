@@ -152,6 +152,8 @@ def book_hash(book) -> str | None:
             h.update("\0".join(book.assets).encode())
             for name in ("inverse", "settle_asset", "account_asset"):
                 h.update(np.ascontiguousarray(getattr(book, name)).tobytes())
+        if getattr(book, "collateral", None) is not None:  # a pooled venue's collateral table
+            h.update(b"collateral\0" + book.collateral.write_csv().encode())
         meta["hash"] = h.hexdigest()
     return meta["hash"]
 
