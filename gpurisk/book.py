@@ -454,10 +454,18 @@ class Book:
         gpurisk handles (stress, what-if, funding and the monitor refuse others, for now)."""
         return len(self.assets) == 1 and not self.inverse.any()
 
-    def require_single_pool(self, what: str) -> None:
+    def require_single_pool(self, what: str, venue=None) -> None:
         """Raise a BookError naming the inverse markets and assets when ``what`` (a feature that
         keeps its money in one asset) is asked of a book with inverse contracts or several
-        settle assets."""
+        settle assets, or with pooled collateral (a collateral table, or a pooled ``venue``)."""
+        if venue is not None:
+            from .venue import get_venue
+
+            venue = get_venue(venue)
+            if venue.collateral == "pooled":
+                raise BookError([Problem("venue", "collateral", f"{what} values each wallet in its own asset, for "
+                                         f"now; venue {venue.name!r} pools collateral across assets "
+                                         "(README \"Multi-asset collateral\")")])
         if self.collateral is not None:
             raise BookError([Problem("collateral", "", f"{what} values each wallet in its own asset, for now, and "
                                      "does not pool collateral across assets: use a book without a collateral table "
@@ -490,14 +498,15 @@ class Book:
             raise BookError([Problem("collateral", "", "table is missing: a pooled venue values every wallet "
                                      "through it (README \"Multi-asset collateral\")")])
         table = self.collateral.filter(pl.col("asset").is_in(list(self.assets)))
-        missing = sorted(set(self.assets) - set(table["asset"].to_list()))
+        held = {self.assets[k] for k in np.unique(self.account_asset)}
+        missing = sorted(held - set(table["asset"].to_list()))
         if missing:
-            raise BookError([Problem("collateral", "asset", "needs rows for every asset of the book; none for",
+            raise BookError([Problem("collateral", "asset", "needs rows for every wallet asset of the book; none for",
                                      len(missing), tuple(repr(a) for a in missing[:EXAMPLES_SHOWN]))])
         code = np.searchsorted(np.array(self.assets), table["asset"].to_numpy()).astype(np.int64)
         start = np.zeros(len(self.assets) + 1, dtype=np.int32)
         np.cumsum(np.bincount(code, minlength=len(self.assets)), out=start[1:])
-        price = np.empty(len(self.assets))
+        price = np.full(len(self.assets), np.nan)  # a market's settle asset no wallet holds: never read
         price[code] = table["index_price"].to_numpy()
         return {"index_price": price, "coll_start": start,
                 "coll_floor": np.ascontiguousarray(table["amount_floor"].to_numpy(), dtype=np.float64),

@@ -208,7 +208,7 @@ def apply_funding_to_engine(engine, rates, marks=None) -> FundingResult:
     from .engine import resolve_marks
 
     book = engine.book
-    book.require_single_pool("funding")  # linear, one asset: README "Inverse contracts"
+    book.require_single_pool("funding", engine.venue)  # linear, one asset: README "Inverse contracts"
     rate = check_rates(book, rates)
     mark = resolve_marks(book, marks)
     if engine.device is not None:

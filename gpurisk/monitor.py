@@ -77,7 +77,7 @@ class Monitor:
                              "chunk_positions); this book is processed in chunks")
         if adl_top < 1:
             raise ValueError(f"adl_top must be >= 1, got {adl_top}")
-        engine.book.require_single_pool("the monitor")  # its updates key accounts by id alone
+        engine.book.require_single_pool("the monitor", engine.venue)  # its updates key accounts by id alone
         if not writable(engine.book):  # e.g. arrays Polars shares read-only: updates need their own
             engine = Engine(writable_copy(engine.book), venue=engine.venue, backend=engine.backend)
         self.engine = engine

@@ -471,7 +471,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     """
     # Insurance, ADL and conservation keep one currency: inverse contracts (money in the coin)
     # and several settle assets need a ledger and a fund per asset (README "Inverse contracts").
-    book.require_single_pool("stress")
+    book.require_single_pool("stress", venue)
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     steps = int(steps)
     ids, shocks = check_paths(book, scenario_ids, shocks)

@@ -149,7 +149,16 @@ GATE = Venue("gate", mm_base="mark", adl_score="pnl_leverage", lights="rank", cl
 BYBIT_UTA = Venue("bybit_uta", mm_base="mark", adl_score="pnl_leverage", lights="rank", collateral="pooled",
                   margin_currency="USD")
 
-PRESETS = {v.name: v for v in (BINANCE, BYBIT, BITMEX, HYPERLIQUID, DYDX, OKX, GATE, BYBIT_UTA)}
+# Binance USDⓈ-M Multi-Assets mode: the futures wallet's assets pooled in USD at their index
+# prices and collateral value ratios (BTC, ETH, BNB 95%; XRP, ADA, DOT 90%: "BNB with a market
+# value of $1,000 will be valued at $950"), one account margin ratio = account MM / account
+# equity ("What Is Multi-Assets Mode and What Assets Does It Support", 2021-04-19; "How to
+# Calculate Margin in Multi-Assets Mode", 2022-07-06; Binance FAQ). Binance's bid/ask buffers on
+# the USDTUSD rate are not modelled: give the index_price the venue uses.
+BINANCE_MULTI_ASSETS = BINANCE.with_(name="binance_multi_assets", collateral="pooled", margin_currency="USD")
+
+PRESETS = {v.name: v for v in (BINANCE, BYBIT, BITMEX, HYPERLIQUID, DYDX, OKX, GATE, BYBIT_UTA,
+                               BINANCE_MULTI_ASSETS)}
 # Older rules, kept under their own names (each Venue keeps its venue's name: ladders and labels).
 VARIANTS = {
     "binance_adl_2019": BINANCE.with_(adl_score="binance"),

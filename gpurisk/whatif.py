@@ -160,7 +160,7 @@ def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=No
     (float64); optional ``isolated`` (int8, 1 = isolated), ``margin`` (float64, NaN = default)
     and ``leverage`` (float64, 0 = default). The arrays are checked (shapes, index ranges,
     finite values) and a BookError names the first bad rows; see ``Engine.what_if``."""
-    engine.book.require_single_pool("what-if orders")  # linear, one asset: README "Inverse contracts"
+    engine.book.require_single_pool("what-if orders", engine.venue)  # linear, one asset: README "Inverse contracts"
     _check_conventions(engine.venue)
     book = engine.book
     n = int(np.asarray(size).size)
@@ -356,7 +356,7 @@ def account_index(book, ids: np.ndarray) -> np.ndarray:
 
 def what_if(engine, orders, marks=None) -> "pl.DataFrame":
     """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders"."""
-    engine.book.require_single_pool("what-if orders")  # linear, one asset: README "Inverse contracts"
+    engine.book.require_single_pool("what-if orders", engine.venue)  # linear, one asset: README "Inverse contracts"
     _check_conventions(engine.venue)
     frame, arrays = check_orders(engine.book, orders)
     base = base_figures(engine, marks)
