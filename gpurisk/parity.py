@@ -15,7 +15,7 @@ import numpy as np
 from .backend import Backend, CpuBackend
 from .book import Book
 
-RISK_PARTS = ("position_margin", "account_margin", "position_risk", "adl")
+RISK_PARTS = ("position_margin", "account_margin", "position_risk", "adl", "pool_margin")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ def risk_arrays(risk) -> dict[str, np.ndarray]:
     Queue places not ranked (``revalue(rank=False)``) are left out."""
     out = {}
     for part in RISK_PARTS:
+        if getattr(risk, part, None) is None:  # pool_margin: a pooled venue's only
+            continue
         for field, value in vars(getattr(risk, part)).items():
             if value is not None:
                 out[f"{part}.{field}"] = risk.backend.to_host(value)
