@@ -110,6 +110,13 @@ GR_DEVICE double pool_crossing(const PoolAt& c, double mark, int want_bankrupt) 
     const bool hit_mark = pool_hit_at(c, mark, want_bankrupt);
     // walking "down" when a long is healthy at the mark or a short is hit there
     const bool down = is_long != hit_mark;
+    // The far end first: where it answers as the mark does, no crossing is looked for (most
+    // well-collateralised positions, whose search would otherwise run every step). Equity is
+    // monotone in the price (ratios >= 0), so this misses no bankruptcy price; a liquidation
+    // price it could miss needs a requirement that turns back within the range (a band of
+    // ratio below the MM rate), and is reported null.
+    const double extreme = down ? ldexp(mark, -GR_POOL_STEPS) : ldexp(mark, GR_POOL_STEPS);
+    if (pool_hit_at(c, extreme, want_bankrupt) == hit_mark) return hit_mark ? mark : GR_NAN;
     double near = mark, far = mark;
     bool found = false;
     for (int k = 0; k < GR_POOL_STEPS; ++k) {
