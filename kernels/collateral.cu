@@ -81,7 +81,10 @@ struct PoolAt {
 };
 
 // want_bankrupt: pool equity <= 0; else the pool's status is liquidatable (or bankrupt).
-GR_DEVICE bool pool_hit_at(const PoolAt& c, double p, int want_bankrupt) {
+// *gap: a continuous function of the price that crosses zero where the answer turns (pool
+// equity, or equity·liquidation ratio − requirement), which steers the search; the answer
+// itself is always the status arithmetic's.
+GR_DEVICE bool pool_hit_at(const PoolAt& c, double p, int want_bankrupt, double* gap = 0) {
     const double aq = fabs(c.q);
     const double n_p = notional_at(aq, p, c.cs, c.inv);
     const double mm = c.mm_on_entry ? c.mm0
@@ -92,14 +95,18 @@ GR_DEVICE bool pool_hit_at(const PoolAt& c, double p, int want_bankrupt) {
     const double row_eq = c.row_equity + (upnl_at(c.q, p, c.e, c.cs, c.inv) - c.upnl0);
     const double eq = c.pool_equity - c.row_value +
                       collateral_value_of(row_eq, c.x, c.coll_start, c.coll_floor, c.coll_ratio, c.asset);
-    if (want_bankrupt) return eq <= 0.0;
+    if (want_bankrupt) {
+        if (gap) *gap = eq;
+        return eq <= 0.0;
+    }
     const double req = c.pool_req + ((mm + fee) - (c.mm0 + c.fee0)) * c.x;
+    if (gap) *gap = eq * c.liquidation_ratio - req;
     return status_of(eq, margin_ratio_of(req, eq), c.margin_call_ratio, c.liquidation_ratio) >= GR_LIQUIDATABLE;
 }
 
 // The price nearest the mark, on the adverse side, where pool_hit_at turns true: doubling
-// (halving) steps from the mark bracket the crossing (at most GR_POOL_STEPS), bisection then
-// narrows the bracket to adjacent doubles or GR_POOL_BISECT steps, and the returned end is the
+// (halving) steps from the mark bracket the crossing (at most GR_POOL_STEPS), false position
+// then narrows the bracket to adjacent doubles (or GR_POOL_BISECT steps), and the returned end is the
 // one that hits (a revaluation there says so). A long's adverse side is down, a short's up; if
 // the mark itself hits, the search runs the other way to the price where it stops hitting and
 // returns the hitting end. NaN where no price within the steps hits.
@@ -125,12 +132,29 @@ GR_DEVICE double pool_crossing(const PoolAt& c, double mark, int want_bankrupt) 
         near = far;
     }
     if (!found) return hit_mark ? mark : GR_NAN;
-    // pool_hit_at(near) == hit_mark, pool_hit_at(far) != hit_mark
-    double a = near, b = far;
+    // pool_hit_at(a) == hit_mark, pool_hit_at(b) != hit_mark. The gap is piecewise linear in
+    // the price (in 1/price for an inverse contract), so false position (Illinois: the end that
+    // stays has its gap halved) lands on the crossing in a few steps, with a bisection every
+    // fourth step; the bracket narrows to adjacent doubles.
+    double a = near, b = far, ga, gb;
+    pool_hit_at(c, a, want_bankrupt, &ga);
+    pool_hit_at(c, b, want_bankrupt, &gb);
+    int kept = 0;  // the end kept last time: -1 a, 1 b
     for (int k = 0; k < GR_POOL_BISECT; ++k) {
-        const double m = 0.5 * (a + b);
+        const double lo = a < b ? a : b, hi = a < b ? b : a;
+        double m = (k & 3) == 3 || !(ga != gb) ? 0.5 * (a + b) : a - ga * ((b - a) / (gb - ga));
+        if (!(m > lo && m < hi)) m = 0.5 * (a + b);
         if (m == a || m == b) break;
-        if (pool_hit_at(c, m, want_bankrupt) == hit_mark) a = m; else b = m;
+        double gm;
+        if (pool_hit_at(c, m, want_bankrupt, &gm) == hit_mark) {
+            a = m; ga = gm;
+            if (kept == 1) gb *= 0.5;
+            kept = 1;
+        } else {
+            b = m; gb = gm;
+            if (kept == -1) ga *= 0.5;
+            kept = -1;
+        }
     }
     return hit_mark ? a : b;
 }
