@@ -387,3 +387,10 @@ def test_pooled_results_are_the_same_bits_everywhere(target):
     got = risk_arrays(Engine(book, venue="bybit_uta", backend=backend, **options).revalue(book.mark_price * 0.9))
     mismatches = compare(reference, got)
     assert not mismatches, "\n".join(map(str, mismatches[:10]))
+
+
+def test_database_write_refuses_to_drop_the_collateral_table():
+    from gpurisk.database import write_book
+
+    with pytest.raises(BookError, match="collateral: a database book holds the four tables only"):
+        write_book("postgresql://nowhere/none", _pooled_book())
