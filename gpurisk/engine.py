@@ -27,7 +27,7 @@ from .book import Book, BookError, Problem
 from .collateral import DevicePools, PoolMargin, pool_margin, pooled_prices
 from .liquidation import PositionRisk, position_risk
 from .margin import AccountMargin, PositionMargin, account_margin, position_margin
-from .schema import MARGIN_MODES, POOLED_ACCOUNT_OUTPUT, SIDES, STATUSES
+from .schema import MARGIN_MODES, SIDES, STATUSES
 from .venue import Venue, get_venue
 
 _DEVICE_FIELDS = ("mark_price", "contract_size", "tier_start", "tier_floor", "tier_mmr", "tier_cum",
@@ -306,13 +306,12 @@ class Risk:
                 "status": _codes(self._h(am.status), status_codes),
                 "n_positions": np.diff(b.pos_start).astype(np.int32),
             })
-            if self.pool_margin is not None:  # the pool's figures, in the margin currency
+            if self.pool_margin is not None:  # the pool's figures (schema.POOLED_ACCOUNT_OUTPUT)
                 pool = self.pool_margin
                 raw = raw.with_columns(**{name: self._h(getattr(pool, field)) for name, field in (
                     ("collateral_value", "collateral_value"), ("pool_equity", "pool_equity"),
                     ("pool_maint_margin", "pool_maint"), ("pool_close_fee", "pool_close_fee"),
                     ("pool_init_margin", "pool_init"))})
-                assert set(raw.columns) >= set(POOLED_ACCOUNT_OUTPUT)
             self._accounts = raw.with_columns(_to_enum("asset", asset), _to_enum("status", status))
         return self._accounts
 

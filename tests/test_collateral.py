@@ -394,3 +394,11 @@ def test_database_write_refuses_to_drop_the_collateral_table():
 
     with pytest.raises(BookError, match="collateral: a database book holds the four tables only"):
         write_book("postgresql://nowhere/none", _pooled_book())
+
+
+def test_pooled_columns_are_the_documented_ones():
+    from gpurisk.schema import ACCOUNT_OUTPUT, POOLED_ACCOUNT_OUTPUT
+
+    acc = revalue(_pooled_book(), venue="bybit_uta", backend="cpu").accounts
+    assert acc.columns == list(ACCOUNT_OUTPUT) + [c for c in POOLED_ACCOUNT_OUTPUT if c not in ACCOUNT_OUTPUT]
+    assert revalue(_pooled_book(), venue="binance", backend="cpu").accounts.columns == list(ACCOUNT_OUTPUT)
