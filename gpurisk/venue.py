@@ -153,8 +153,10 @@ BYBIT_UTA = Venue("bybit_uta", mm_base="mark", adl_score="pnl_leverage", lights=
 # prices and collateral value ratios (BTC, ETH, BNB 95%; XRP, ADA, DOT 90%: "BNB with a market
 # value of $1,000 will be valued at $950"), one account margin ratio = account MM / account
 # equity ("What Is Multi-Assets Mode and What Assets Does It Support", 2021-04-19; "How to
-# Calculate Margin in Multi-Assets Mode", 2022-07-06; Binance FAQ). Binance's bid/ask buffers on
-# the USDTUSD rate are not modelled: give the index_price the venue uses.
+# Calculate Margin in Multi-Assets Mode", 2022-07-06; Binance FAQ). That FAQ counts assets at
+# min(equity·bid rate, equity·ask rate) and margins at the ask rate: in the collateral table,
+# index_price = the ask rate and collateral_ratio = haircut × bid / ask (its worked example is
+# reproduced in tests/test_collateral.py).
 BINANCE_MULTI_ASSETS = BINANCE.with_(name="binance_multi_assets", collateral="pooled", margin_currency="USD")
 
 PRESETS = {v.name: v for v in (BINANCE, BYBIT, BITMEX, HYPERLIQUID, DYDX, OKX, GATE, BYBIT_UTA,

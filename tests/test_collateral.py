@@ -402,3 +402,37 @@ def test_pooled_columns_are_the_documented_ones():
     acc = revalue(_pooled_book(), venue="bybit_uta", backend="cpu").accounts
     assert acc.columns == list(ACCOUNT_OUTPUT) + [c for c in POOLED_ACCOUNT_OUTPUT if c not in ACCOUNT_OUTPUT]
     assert revalue(_pooled_book(), venue="binance", backend="cpu").accounts.columns == list(ACCOUNT_OUTPUT)
+
+
+def test_binance_multi_assets_margin_ratio_example():
+    """Binance, "How to Calculate Margin in Multi-Assets Mode" (FAQ, 2022-07-06; the same
+    example with USDC in place of BUSD in the later revision). USDTUSD index 0.99 with bid
+    buffer 0.01 and ask buffer 0.005: bid rate 0.9801, ask rate 0.99495; USDCUSD 1. Assets count
+    at min(equity·bid, equity·ask) and margins at the ask rate, which is index_price = ask rate
+    and collateral_ratio = bid / ask (a debt then counts at the ask rate, as min() says).
+    Wallets 200 USDT and 220 USDC: account equity 200·0.9801 + 220 = 416.02. Then 0.5 BTCUSDT at
+    20,000 (100x, MMR 0.8%) and 20 ETHUSDC at 600 (50x, MMR 1%), marks at entry: available
+    416.02 − (0.5·20,000·0.01·0.99495 + 20·600·0.02) = 76.525, margin ratio 199.596 / 416.02
+    = 47.98%."""
+    ask, bid = 0.99495, 0.9801
+    coll = pl.DataFrame({"asset": ["USDT", "USDC"], "index_price": [ask, 1.0], "collateral_ratio": [bid / ask, 1.0]})
+    markets = {"symbol": ["BTCUSDT", "ETHUSDC"], "mark_price": [20_000.0, 600.0], "settle_asset": ["USDT", "USDC"]}
+    tiers = {"symbol": ["BTCUSDT", "ETHUSDC"], "notional_floor": [0.0, 0.0], "maint_margin_rate": [0.008, 0.01],
+             "max_leverage": [100.0, 50.0]}
+    idle = small_book([(1, "USDT", 200.0), (1, "USDC", 220.0)], collateral=coll, markets=markets, tiers=tiers)
+    acc = revalue(idle, venue="binance_multi_assets", backend="cpu").accounts
+    assert acc["pool_equity"][0] == pytest.approx(416.02, rel=1e-12)
+    assert acc["available_balance"][0] == pytest.approx(416.02, rel=1e-12)
+    assert acc["margin_ratio"][0] == 0.0
+
+    book = small_book([(1, "USDT", 200.0), (1, "USDC", 220.0)],
+                      [(1, "BTCUSDT", 0.5, 20_000.0), (1, "ETHUSDC", 20.0, 600.0)],
+                      collateral=coll, markets=markets, tiers=tiers)
+    acc = revalue(book, venue="binance_multi_assets", backend="cpu").accounts
+    row = acc.row(0, named=True)
+    assert row["pool_equity"] == pytest.approx(416.02, rel=1e-12)
+    assert row["pool_maint_margin"] == pytest.approx(199.596, rel=1e-12)
+    assert row["available_balance"] == pytest.approx(76.525, rel=1e-12)
+    assert row["margin_ratio"] == pytest.approx(199.596 / 416.02, rel=1e-12)
+    assert round(100 * row["margin_ratio"], 2) == 47.98 and row["status"] == "healthy"  # Binance: 47.98%
+    assert acc["margin_ratio"].to_list() == [row["margin_ratio"]] * 2  # every row carries the pool's
