@@ -107,7 +107,8 @@ GR_DEVICE bool pool_hit_at(const PoolAt& c, double p, int want_bankrupt, double*
 // The price nearest the mark, on the adverse side, where pool_hit_at turns true: doubling
 // (halving) steps from the mark bracket the crossing (at most GR_POOL_STEPS), false position
 // then narrows the bracket to adjacent doubles (or GR_POOL_BISECT steps), and the returned end is the
-// one that hits (a revaluation there says so). A long's adverse side is down, a short's up; if
+// one that hits by pool_hit_at (the revaluation's pool with the one row re-valued: its status
+// there, up to the last bits of the pool's sum order). A long's adverse side is down, a short's up; if
 // the mark itself hits, the search runs the other way to the price where it stops hitting and
 // returns the hitting end. NaN where no price within the steps hits.
 #define GR_POOL_STEPS 128
