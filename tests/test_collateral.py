@@ -436,3 +436,14 @@ def test_binance_multi_assets_margin_ratio_example():
     assert row["margin_ratio"] == pytest.approx(199.596 / 416.02, rel=1e-12)
     assert round(100 * row["margin_ratio"], 2) == 47.98 and row["status"] == "healthy"  # Binance: 47.98%
     assert acc["margin_ratio"].to_list() == [row["margin_ratio"]] * 2  # every row carries the pool's
+
+
+def test_cli_revalues_a_pooled_book_directory(tmp_path):
+    from gpurisk.cli import main
+
+    small_book([(1, "BTC", 2.0), (1, "USDT", -500.0)], [(1, "BTCUSDT", 0.5, 48_000.0)],
+               collateral=bybit_collateral(50_000.0)).write(tmp_path / "book")
+    assert main(["revalue", str(tmp_path / "book"), "--venue", "bybit_uta", "--backend", "cpu",
+                 "--out", str(tmp_path / "out")]) == 0
+    acc = pl.read_parquet(tmp_path / "out" / "accounts.parquet")
+    assert acc["pool_equity"].to_list() == pytest.approx([2 * 0.98 * 50_000.0 - 500.0 + 1_000.0] * 2, rel=1e-12)
