@@ -19,7 +19,7 @@ _EXPORTS = {
     "Engine": "engine", "Risk": "engine", "revalue": "engine",
     "Venue": "venue", "PRESETS": "venue", "get_venue": "venue", "BINANCE": "venue", "BYBIT": "venue",
     "BITMEX": "venue", "HYPERLIQUID": "venue", "DYDX": "venue", "OKX": "venue", "GATE": "venue",
-    "VARIANTS": "venue",
+    "VARIANTS": "venue", "BYBIT_UTA": "venue", "BINANCE_MULTI_ASSETS": "venue",
     "get_backend": "backend", "gpu_available": "backend", "BackendUnavailable": "backend",
     "KernelBuildError": "kernels",
     "stress": "stress", "shock_grid": "scenarios", "read_scenarios": "scenarios", "Impact": "impact",

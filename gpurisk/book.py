@@ -360,6 +360,35 @@ def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: p
                  "one position per (account_id, symbol, margin_mode) in one-way mode; duplicates")
 
 
+def _validate_collateral(chk: _Checker, acc: _Checker) -> None:
+    """The collateral table (README "Multi-asset collateral"): per asset, bands from floor 0,
+    strictly increasing, ratios in [0, 1], one index price; and rows for every wallet asset."""
+    ok = lambda c: c not in chk.bad_columns  # noqa: E731
+    if ok("asset"):
+        chk.rule("asset", pl.col("asset").is_null() | (pl.col("asset") == ""), "must not be null or empty")
+    if ok("index_price"):
+        price = pl.col("index_price")
+        chk.rule("index_price", ~(price.is_finite() & (price > 0)), "must be finite and > 0")
+        _range_rule(chk, "index_price", price, _lim.PRICE_MIN, _lim.PRICE_MAX)
+        if ok("asset"):
+            chk.rule("index_price", price.n_unique().over("asset") > 1, "must be the same on every row of an asset")
+    if ok("collateral_ratio"):
+        ratio = pl.col("collateral_ratio")
+        chk.rule("collateral_ratio", ~(ratio.is_finite() & (ratio >= 0) & (ratio <= 1)), "must be in [0, 1]")
+    if ok("amount_floor") and ok("asset"):
+        floor = pl.col("amount_floor")
+        chk.rule("amount_floor", ~(floor.is_finite() & (floor >= 0)), "must be finite and >= 0")
+        _range_rule(chk, "amount_floor", floor, 0.0, _lim.BALANCE_MAX, zero_ok=True)
+        chk.rule("amount_floor", (floor.min().over("asset") != 0) & (floor == floor.min().over("asset")),
+                 "an asset's first band must start at 0")
+        chk.rule("amount_floor", pl.struct("asset", "amount_floor").is_duplicated(),
+                 "must be strictly increasing within an asset (a floor given twice)")
+    if ok("asset") and not ({"asset", "account_id"} & acc.bad_columns):
+        held = chk.df["asset"].drop_nulls().implode()
+        acc.rule("asset", pl.col("asset").is_not_null() & ~pl.col("asset").is_in(held),
+                 "needs collateral rows (the collateral table names no such asset)")
+
+
 # ------------------------------------------------------------------ the book
 
 
@@ -401,6 +430,9 @@ class Book:
     account_asset: np.ndarray | None = None  # int32 per account row
     # per account: -1 = the venue's margin model, else an index of MARGIN_MODELS; None = all -1
     margin_model: np.ndarray | None = None
+    # The collateral table of a pooled venue (README "Multi-asset collateral"), validated and
+    # sorted by (asset, amount_floor); None without one.
+    collateral: "pl.DataFrame | None" = None
 
     def __post_init__(self):
         if self.tick_size is None:
@@ -423,10 +455,27 @@ class Book:
         gpurisk handles (stress, what-if, funding and the monitor refuse others, for now)."""
         return len(self.assets) == 1 and not self.inverse.any()
 
-    def require_single_pool(self, what: str) -> None:
+    def require_per_asset(self, what: str, venue=None) -> None:
+        """Raise a BookError when ``what`` (a feature that values each wallet in its own asset)
+        is asked of pooled collateral: a collateral table, or a pooled ``venue``."""
+        if venue is not None:
+            from .venue import get_venue
+
+            venue = get_venue(venue)
+            if venue.collateral == "pooled":
+                raise BookError([Problem("venue", "collateral", f"{what} values each wallet in its own asset, for "
+                                         f"now; venue {venue.name!r} pools collateral across assets "
+                                         "(README \"Multi-asset collateral\")")])
+        if self.collateral is not None:
+            raise BookError([Problem("collateral", "", f"{what} values each wallet in its own asset, for now, and "
+                                     "does not pool collateral across assets: use a book without a collateral table "
+                                     "(README \"Multi-asset collateral\")")])
+
+    def require_single_pool(self, what: str, venue=None) -> None:
         """Raise a BookError naming the inverse markets and assets when ``what`` (a feature that
         keeps its money in one asset) is asked of a book with inverse contracts or several
-        settle assets."""
+        settle assets, or with pooled collateral (require_per_asset)."""
+        self.require_per_asset(what, venue)
         if self.single_pool:
             return
         inv = [s for s, f in zip(self.symbols, self.inverse) if f]
@@ -440,9 +489,11 @@ class Book:
                                     tuple(repr(a) for a in self.assets[:EXAMPLES_SHOWN])))
         raise BookError(problems)
 
-    def require_single_asset(self, what: str) -> None:
+    def require_single_asset(self, what: str, venue=None) -> None:
         """Raise a BookError when the book's wallets or markets are in several assets: ``what``
-        keeps one fund and one conservation sum (inverse contracts in one coin are fine)."""
+        keeps one fund and one conservation sum (inverse contracts in one coin are fine); or
+        with pooled collateral (require_per_asset)."""
+        self.require_per_asset(what, venue)
         if len(self.assets) > 1:
             raise BookError([Problem("accounts", "asset", f"{what} keeps its money in one asset; run it per asset "
                                      "(book.for_asset(asset): that asset's wallets and markets; gpurisk stress "
@@ -487,7 +538,31 @@ class Book:
     def contract_fields(self) -> dict:
         """The per-symbol contract fields and the asset list, for a Book built from this one's
         markets (a shard, a snapshot, an updated book)."""
-        return {"inverse": self.inverse, "assets": self.assets, "settle_asset": self.settle_asset}
+        return {"inverse": self.inverse, "assets": self.assets, "settle_asset": self.settle_asset,
+                "collateral": self.collateral}
+
+    def collateral_arrays(self) -> dict[str, np.ndarray]:
+        """The collateral table as arrays over the book's assets (codes of ``assets``):
+        ``index_price`` per asset, and each asset's bands ``coll_start[a]:coll_start[a+1]`` of
+        ``coll_floor`` and ``coll_ratio``. Raises a BookError without a table or for an asset
+        it does not name."""
+        if self.collateral is None:
+            raise BookError([Problem("collateral", "", "table is missing: a pooled venue values every wallet "
+                                     "through it (README \"Multi-asset collateral\")")])
+        table = self.collateral.filter(pl.col("asset").is_in(list(self.assets)))
+        held = {self.assets[k] for k in np.unique(self.account_asset)}
+        missing = sorted(held - set(table["asset"].to_list()))
+        if missing:
+            raise BookError([Problem("collateral", "asset", "needs rows for every wallet asset of the book; none for",
+                                     len(missing), tuple(repr(a) for a in missing[:EXAMPLES_SHOWN]))])
+        code = np.searchsorted(np.array(self.assets), table["asset"].to_numpy()).astype(np.int64)
+        start = np.zeros(len(self.assets) + 1, dtype=np.int32)
+        np.cumsum(np.bincount(code, minlength=len(self.assets)), out=start[1:])
+        price = np.full(len(self.assets), np.nan)  # a market's settle asset no wallet holds: never read
+        price[code] = table["index_price"].to_numpy()
+        return {"index_price": price, "coll_start": start,
+                "coll_floor": np.ascontiguousarray(table["amount_floor"].to_numpy(), dtype=np.float64),
+                "coll_ratio": np.ascontiguousarray(table["collateral_ratio"].to_numpy(), dtype=np.float64)}
 
     @property
     def n_accounts(self) -> int:
@@ -508,9 +583,12 @@ class Book:
     # -------------------------------------------------------------- constructors
 
     @classmethod
-    def from_frames(cls, markets, tiers, accounts, positions) -> "Book":
-        """Validate polars / pandas / Arrow tables and build a book (raises BookError)."""
+    def from_frames(cls, markets, tiers, accounts, positions, collateral=None) -> "Book":
+        """Validate polars / pandas / Arrow tables and build a book (raises BookError).
+        ``collateral``: the optional collateral table of a pooled venue (schema.COLLATERAL_TABLE)."""
         frames = {"markets": markets, "tiers": tiers, "accounts": accounts, "positions": positions}
+        if collateral is not None:
+            frames["collateral"] = collateral
         problems: list[Problem] = []
         checkers: dict[str, _Checker] = {}
         for name, obj in frames.items():
@@ -540,10 +618,17 @@ class Book:
         validate_wallets(p, a, m)
         traded = p.df["symbol"].drop_nulls().unique().sort() if "symbol" not in p.bad_columns else None
         _validate_tiers(t, symbols, traded)
-        problems = m.problems + t.problems + a.problems + p.problems
+        c = checkers.get("collateral")
+        if c is not None:
+            _validate_collateral(c, a)
+        problems = m.problems + t.problems + a.problems + p.problems + (c.problems if c is not None else [])
         if problems:
             raise BookError(problems)
-        return cls._from_valid(m.df.drop(_ROW), t.df.drop(_ROW), a.df.drop(_ROW), p.df.drop(_ROW))
+        book = cls._from_valid(m.df.drop(_ROW), t.df.drop(_ROW), a.df.drop(_ROW), p.df.drop(_ROW))
+        if c is not None:
+            book.collateral = c.df.drop(_ROW).select([col.name for col in INPUT_TABLES["collateral"]]) \
+                .sort("asset", "amount_floor")
+        return book
 
     @classmethod
     def _from_valid(cls, markets: pl.DataFrame, tiers: pl.DataFrame, accounts: pl.DataFrame,
@@ -637,6 +722,9 @@ class Book:
             limit = self.pos_start[first] + max_positions
             end = int(np.searchsorted(self.pos_start, limit, side="right")) - 1
             end = min(max(end, first + 1), self.n_accounts)
+            ids = self.account_id
+            while end < self.n_accounts and ids[end] == ids[end - 1]:
+                end += 1  # an account's rows of every asset stay together (a pooled venue's pool)
             out.append((first, end))
             first = end
         return out or [(0, 0)]
@@ -687,6 +775,8 @@ class Book:
         with atomic_dir(directory, "book", meta, inputs) as out:
             for name, df in self.frames().items():
                 out.write_frame(f"{name}.{format}", df, format)
+            if self.collateral is not None:
+                out.write_frame(f"collateral.{format}", self.collateral, format)
         return Path(directory)
 
     def symbol_index(self, symbol: str) -> int:
@@ -753,5 +843,7 @@ def read_book(directory: str | Path, **database) -> Book:
         raise FileNotFoundError(f"book directory {_missing_message(directory)}")
     manifest = manifest_or_none(directory, kind="book")  # a user's own directory may have none
     frames = {n: read_table(directory, n) for n in ("markets", "tiers", "accounts", "positions")}
+    if any((directory / f"collateral{ext}").is_file() for ext in _READERS):  # optional (pooled venues)
+        frames["collateral"] = read_table(directory, "collateral")
     del manifest  # verified above; the book's hash is recomputed from its arrays when needed
     return Book.from_frames(**frames)

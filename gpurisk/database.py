@@ -298,6 +298,9 @@ def write_frames(uri: str, frames: dict, table: str, kind: str, meta: dict | Non
 def write_book(uri: str, book: Book, tables: dict | None = None) -> None:
     """Write a Book's four tables (as ``Book.frames()``) in one transaction, replacing
     tables of the same names; ``tables`` renames them as for read_book."""
+    if book.collateral is not None:  # never written without it: a pooled venue needs it back
+        raise BookError([Problem("collateral", "", "a database book holds the four tables only, for now: write a "
+                                 "book with a collateral table to a directory (README \"Multi-asset collateral\")")])
     frames = book.frames()
     _replace_tables(uri, {qualified((tables or {}).get(t, t)): _arrow_for_copy(frames[t], None)
                           for t in BOOK_TABLES}, uuid.uuid4().hex[:12])

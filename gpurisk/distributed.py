@@ -116,6 +116,17 @@ def shard_bounds(book: Book, n_shards: int) -> np.ndarray:
     return edges[bounds]
 
 
+def _per_asset_venue(venue) -> Venue:
+    """``venue`` resolved; a pooled one is refused: shards cut the accounts by row, and a pool
+    (an account's rows of every asset) must not be cut (README "Multi-asset collateral")."""
+    venue = get_venue(venue)
+    if venue.collateral == "pooled":
+        raise BookError([Problem("venue", "collateral", f"the Dask driver shards accounts by row and does not "
+                                 f"keep pools whole, for now; venue {venue.name!r} pools collateral across assets: "
+                                 "revalue with Engine (chunk_positions keeps pools whole)")])
+    return venue
+
+
 def slice_book(book: Book, a0: int, a1: int) -> Book:
     """Accounts ``a0:a1`` (by index) and their positions, with the whole markets and tiers."""
     p0, p1 = int(book.pos_start[a0]), int(book.pos_start[a1])
@@ -721,7 +732,7 @@ def revalue_distributed(book, client, venue: "str | Venue" = "binance", backend:
     One-shot: every call reads and validates the shards again. To revalue the same book for
     many sets of marks, keep it resident with :class:`DistributedEngine`.
     """
-    venue = get_venue(venue)
+    venue = _per_asset_venue(venue)
     if not isinstance(backend, str):
         raise TypeError("backend must be given by name ('auto', 'cpu' or 'gpu') to run on workers")
     t_start = time.perf_counter()
@@ -759,7 +770,7 @@ class DistributedEngine:
         if not isinstance(backend, str):
             raise TypeError("backend must be given by name ('auto', 'cpu' or 'gpu') to run on workers")
         self.client = client
-        self.venue = get_venue(venue)
+        self.venue = _per_asset_venue(venue)
         self.rank_backend = rank_backend
         self.timeout = timeout
         t0 = time.perf_counter()

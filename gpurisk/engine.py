@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover
 from .adl import AdlQueues, adl_queues, adl_score, queue_group, queue_starts
 from .backend import Backend, get_backend
 from .book import Book, BookError, Problem
+from .collateral import DevicePools, PoolMargin, pool_margin, pooled_prices
 from .liquidation import PositionRisk, position_risk
 from .margin import AccountMargin, PositionMargin, account_margin, position_margin
 from .portfolio import (PortfolioDevice, PortfolioMargin, blank_liquidation_prices, portfolio_accounts,
@@ -265,6 +266,7 @@ class Risk:
     timings: dict
     portfolio: PortfolioMargin | None = None  # per account, where the venue carries a portfolio model
     portfolio_flags: np.ndarray | None = None  # per account, 1 = in portfolio mode
+    pool_margin: PoolMargin | None = None  # a pooled venue's (README "Multi-asset collateral")
 
     def __post_init__(self):
         self._accounts = None
@@ -310,6 +312,12 @@ class Risk:
                 "status": _codes(self._h(am.status), status_codes),
                 "n_positions": np.diff(b.pos_start).astype(np.int32),
             })
+            if self.pool_margin is not None:  # the pool's figures (schema.POOLED_ACCOUNT_OUTPUT)
+                pool = self.pool_margin
+                raw = raw.with_columns(**{name: self._h(getattr(pool, field)) for name, field in (
+                    ("collateral_value", "collateral_value"), ("pool_equity", "pool_equity"),
+                    ("pool_maint_margin", "pool_maint"), ("pool_close_fee", "pool_close_fee"),
+                    ("pool_init_margin", "pool_init"))})
             self._accounts = raw.with_columns(_to_enum("asset", asset), _to_enum("status", status))
             if self.portfolio is not None:
                 self._accounts = pl.concat([self._accounts, self._portfolio_columns()], how="horizontal")
@@ -423,6 +431,7 @@ class Risk:
         from .output import book_hash
 
         return {"book_hash": book_hash(self.book), "venue": self.venue.name, "backend": self.backend.name,
+                **({"margin_currency": self.venue.margin_currency} if self.pool_margin is not None else {}),
                 "venue_conventions": dataclasses.asdict(self.venue),  # which ADL rule, fee, tier rule
                 "marks": dict(zip(self.book.symbols, np.asarray(self.mark, float).tolist()))}
 
@@ -453,15 +462,24 @@ class Engine:
         memory = self.backend.device_memory()
         if chunk_positions is None and memory is not None:
             chunk_positions = auto_chunk_positions(book.n_positions, memory[0], _workers_per_gpu(workers_per_gpu))
+        self.pooled = self.venue.collateral == "pooled"
+        if self.pooled:  # every wallet asset valued through the collateral table (clear error before upload)
+            book.collateral_arrays()
         self.chunks = book.account_chunks(chunk_positions) if chunk_positions else [(0, book.n_accounts)]
         # Which accounts the portfolio model margins (None: no model); checked before any compute.
         self.portfolio_flags = portfolio_accounts(book, self.venue)
+        if self.portfolio_flags is not None and self.pooled:
+            raise ValueError("portfolio margin over pooled multi-asset collateral is not modelled yet: use a "
+                             "per-asset venue for portfolio accounts, or tiered margin with pooled collateral")
         self.portfolio = None
         t = time.perf_counter()
+        self.pools = None
         if len(self.chunks) == 1:
             self.device = DeviceBook(book, self.backend)
             if self.portfolio_flags is not None:
                 self.portfolio = PortfolioDevice(book, self.venue, self.backend, self.portfolio_flags)
+            if self.pooled:
+                self.pools = DevicePools(book, self.backend)
         else:  # streamed chunk by chunk; the queues are ranked on the host
             self.device = None
             self.host = DeviceBook(book, get_backend("cpu"))
@@ -491,14 +509,17 @@ class Engine:
             pf = None
             if self.portfolio is not None:
                 pf = portfolio_margin(b, dev, self.portfolio, mark, pm, am, venue, out.portfolio if out else None)
+            pool = pool_margin(b, self.pools, am, venue, out.pool_margin if out else None) if self.pooled else None
             pr = position_risk(b, dev, mark, pm, am if pf is None else tiered_view(am, pf), venue,
                                out.position_risk if out else None, liq_price)
             if pf is not None:
                 blank_liquidation_prices(b, self.portfolio, pr)
+            if pool is not None:
+                pooled_prices(b, dev, self.pools, mark, pm, am, pool, pr, venue, liq_price)
             score = adl_score(b, dev, mark, pm, pr, venue, out.adl.score if out else None)
             ranker, queues = b, dev
         else:
-            pm, am, pr, score, pf = self._revalue_chunks(mark, out, liq_price)
+            pm, am, pr, score, pf, pool = self._revalue_chunks(mark, out, liq_price)
             ranker, queues = get_backend("cpu"), self.host
         b.synchronize()
         t1 = time.perf_counter()
@@ -509,7 +530,7 @@ class Engine:
         ranker.synchronize()
         t2 = time.perf_counter()
         risk = Risk(self.book, venue, b, mark_host, pm, am, pr, adl, {"kernels": t1 - t0, "ranking": t2 - t1},
-                    pf, self.portfolio_flags)
+                    pf, self.portfolio_flags, pool)
         risk._owner = self._token
         return risk
 
@@ -558,9 +579,11 @@ class Engine:
             pf = None
             if self.portfolio_flags is not None:
                 pf = PortfolioMargin(f64(m), f64(m), np.empty(m, np.int32), f64(m), f64(m), f64(m), f64(m))
+            pool = PoolMargin(*(f64(m) for _ in range(5))) if self.pooled else None
         else:
             pm, am, pr, score = out.position_margin, out.account_margin, out.position_risk, out.adl.score
             pf = out.portfolio
+            pool = out.pool_margin
         for first, end in self.chunks:
             part = book.slice_accounts(first, end)
             p0, p1 = int(book.pos_start[first]), int(book.pos_start[end])
@@ -574,9 +597,16 @@ class Engine:
                 cam_risk = tiered_view(cam, cpf)
                 for k in vars(pf):
                     getattr(pf, k)[first:end] = b.to_host(getattr(cpf, k))
+            if pool is not None:  # chunks hold whole account_ids (Book.account_chunks): whole pools
+                pools = DevicePools(part, b)
+                cpool = pool_margin(b, pools, cam, venue)
+                for k in vars(pool):
+                    getattr(pool, k)[first:end] = b.to_host(getattr(cpool, k))
             cpr = position_risk(b, dev, mark, cpm, cam_risk, venue, liq_price=liq_price)
             if pf is not None:
                 blank_liquidation_prices(b, cpf_dev, cpr)
+            if pool is not None:
+                pooled_prices(b, dev, pools, mark, cpm, cam, cpool, cpr, venue, liq_price)
             csc = adl_score(b, dev, mark, cpm, cpr, venue)
             for whole, piece in ((pm, cpm), (pr, cpr)):
                 for k in vars(whole):
@@ -584,7 +614,7 @@ class Engine:
             for k in vars(am):
                 getattr(am, k)[first:end] = b.to_host(getattr(cam, k))
             score[p0:p1] = b.to_host(csc)
-        return pm, am, pr, score, pf
+        return pm, am, pr, score, pf, pool
 
 
 def revalue(book: Book, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto", marks=None,

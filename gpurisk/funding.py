@@ -224,6 +224,7 @@ def apply_funding_to_engine(engine, rates, marks=None) -> FundingResult:
     from .engine import resolve_marks
 
     book = engine.book
+    book.require_per_asset("funding", engine.venue)  # pays each wallet in its own asset
     rate = check_rates(book, rates)
     mark = resolve_marks(book, marks)
     if engine.device is not None:

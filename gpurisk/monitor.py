@@ -77,7 +77,7 @@ class Monitor:
                              "chunk_positions); this book is processed in chunks")
         if adl_top < 1:
             raise ValueError(f"adl_top must be >= 1, got {adl_top}")
-        engine.book.require_single_asset("the monitor")  # its updates name accounts by id alone
+        engine.book.require_single_asset("the monitor", engine.venue)  # its updates name accounts by id alone
         if getattr(engine, "portfolio_flags", None) is not None:
             from .portfolio import refuse_portfolio
 

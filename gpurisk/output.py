@@ -154,6 +154,8 @@ def book_hash(book) -> str | None:
                 h.update(np.ascontiguousarray(getattr(book, name)).tobytes())
         if getattr(book, "margin_model", None) is not None:  # books without the column hash as before
             h.update(b"margin_model" + np.ascontiguousarray(book.margin_model).tobytes())
+        if getattr(book, "collateral", None) is not None:  # a pooled venue's collateral table
+            h.update(b"collateral\0" + book.collateral.write_csv().encode())
         meta["hash"] = h.hexdigest()
     return meta["hash"]
 

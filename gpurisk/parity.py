@@ -16,7 +16,7 @@ import numpy as np
 from .backend import Backend, CpuBackend
 from .book import Book
 
-RISK_PARTS = ("position_margin", "account_margin", "position_risk", "adl", "portfolio")  # portfolio: None without a model
+RISK_PARTS = ("position_margin", "account_margin", "position_risk", "adl", "portfolio", "pool_margin")  # None without a model or pooled venue
 
 
 @dataclass(frozen=True)

@@ -116,9 +116,23 @@ PORTFOLIO_TABLE: tuple[Column, ...] = (
 )
 PORTFOLIO_GROUPS_MAX = 64     #: risk groups in one model (the kernel keeps an account's groups in registers)
 PORTFOLIO_SHOCKS_MAX = 1001   #: shocks per group
+#: Optional input table (README "Multi-asset collateral"): how each asset's balance counts in a
+#: pooled venue's margin currency (Venue.collateral = "pooled"). One row per (asset, band).
+COLLATERAL_TABLE: tuple[Column, ...] = (
+    Column("asset", "str", doc="an asset of the book's wallets; every wallet asset needs rows"),
+    Column("index_price", "float", doc="finite, > 0: the asset's price in the margin currency; the same on "
+                                       "every row of the asset"),
+    Column("collateral_ratio", "float", doc="in [0, 1]: the share of a band's value that counts (1 - haircut)"),
+    Column("amount_floor", "float", False, 0.0,
+           "the band's lower bound in units of the asset: first band 0, strictly increasing; each band "
+           "[floor_k, floor_k+1) counts at its own ratio, like a progressive tax (Bybit's tiered collateral "
+           "value ratio); one row of floor 0 for an untiered asset"),
+)
+INPUT_TABLES["collateral"] = COLLATERAL_TABLE
 
 # Keys that identify a row in error messages.
 TABLE_KEYS = {
+    "collateral": ("asset", "amount_floor"),
     "markets": ("symbol",),
     "tiers": ("symbol", "notional_floor"),
     "accounts": ("account_id",),
@@ -154,6 +168,23 @@ PORTFOLIO_ACCOUNT_OUTPUT = {
     "offset_contingency": "offset_rate x min(long, short) notional, summed over groups",
     "liquidity_contingency": "liquidity_rate x gross notional above liquidity_threshold, summed over groups",
     "tiered_margin": "the tiered maintenance margin of the same cross positions, beside it",
+}
+
+#: Added to the accounts table by a pooled venue (Venue.collateral = "pooled"): an account's rows
+#: of every asset form one pool, in the venue's margin currency. margin_ratio, status and
+#: available_balance of each row are then the pool's; the other money columns stay the row's
+#: own, in its asset.
+POOLED_ACCOUNT_OUTPUT = {
+    "collateral_value": "the row's equity in the margin currency: each band of a positive equity times its "
+                        "collateral ratio, times the index price; a negative equity at full value",
+    "pool_equity": "sum of collateral_value over the account's rows",
+    "pool_maint_margin": "sum of maint_margin x index price over the account's rows",
+    "pool_close_fee": "sum of close_fee x index price over the account's rows",
+    "pool_init_margin": "sum of init_margin x index price over the account's rows",
+    "margin_ratio": "(pool_maint_margin + pool_close_fee) / pool_equity; +inf when pool_equity <= 0; 0 with "
+                    "no cross positions in the pool",
+    "available_balance": "pool_equity - pool_init_margin",
+    "status": "the pool's: healthy | margin_call | liquidatable | bankrupt",
 }
 
 POSITION_OUTPUT = {

@@ -496,7 +496,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     """
     # One insurance fund, one external account, one conservation sum: one asset (inverse
     # contracts settled in it included; README "Inverse contracts"). Several: run per asset.
-    book.require_single_asset("stress")
+    book.require_single_asset("stress", venue)
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     steps = int(steps)
     ids, shocks = check_paths(book, scenario_ids, shocks)

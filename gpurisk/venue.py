@@ -17,6 +17,7 @@ IM_BASES = ("mark", "entry")
 TIER_BASES = ("notional", "contracts")
 TIER_RATES = ("deduction", "whole")
 AVAILABLE_RULES = ("equity", "losses", "wallet")  # kernel codes 0, 1, 2 (kernels/margin.cu)
+COLLATERAL_RULES = ("per_asset", "pooled")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class Venue:
         close_fee_rate on the value at that price leaves equity zero), as Bybit's inverse
         contracts define it: BP = (1 + fee)·q / (q/E + balance) for a long. False (default):
         closing at the bankruptcy price leaves equity zero, fee unpaid.
+    collateral: ``"per_asset"`` (each (account, asset) wallet is its own margin pool) or
+        ``"pooled"`` (Binance Multi-Assets mode, Bybit's unified account: an account's wallets of
+        every asset form one pool valued in ``margin_currency`` through the book's collateral
+        table; README "Multi-asset collateral"). Pooled needs ``available_upnl="equity"``.
+    margin_currency: the currency a pooled venue values collateral and margin in (a label).
     im_base: initial margin on the ``"mark"`` notional or on the ``"entry"`` notional
         (Bybit's classic account).
     available_upnl: ``"equity"`` (available = equity − IM), ``"losses"`` (wallet + unrealised
@@ -80,6 +86,8 @@ class Venue:
     bankruptcy_fee: bool = False
     margin_model: str = "tiered"
     portfolio: "PortfolioModel | None" = None
+    collateral: str = "per_asset"
+    margin_currency: str = "USD"
 
     def __post_init__(self):
         from .portfolio import PortfolioModel
@@ -94,7 +102,7 @@ class Venue:
             raise ValueError("Venue.margin_model='portfolio' needs the portfolio parameters: "
                              "Venue(..., margin_model='portfolio', portfolio=PortfolioModel.read(FILE))")
         for field, allowed in (("tier_basis", TIER_BASES), ("tier_rate", TIER_RATES), ("im_base", IM_BASES),
-                               ("available_upnl", AVAILABLE_RULES)):
+                               ("available_upnl", AVAILABLE_RULES), ("collateral", COLLATERAL_RULES)):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"Venue.{field} must be one of {allowed}, got {getattr(self, field)!r}")
         if self.tier_basis == "contracts" and self.tier_rate != "whole":
@@ -105,6 +113,9 @@ class Venue:
                              "continuous only across notional floors, and over contract floors can make it negative")
         if not (isinstance(self.close_fee_rate, (int, float)) and 0.0 <= self.close_fee_rate < 0.1):
             raise ValueError(f"Venue.close_fee_rate must be a rate in [0, 0.1), got {self.close_fee_rate!r}")
+        if self.collateral == "pooled" and self.available_upnl != "equity":
+            raise ValueError("a pooled Venue (collateral='pooled') takes available_upnl='equity' (available = pool "
+                             f"equity - pool initial margin), got {self.available_upnl!r}")
         if self.mm_base not in MM_BASES:
             raise ValueError(f"Venue.mm_base must be one of {MM_BASES}, got {self.mm_base!r}")
         if self.adl_score not in ADL_SCORES:
@@ -156,7 +167,26 @@ OKX = Venue("okx", mm_base="mark", adl_score="pnl_leverage", lights="rank", tier
 # on the notional at the liquidation price. Taker rate 0.075% as Gate's help quotes it.
 GATE = Venue("gate", mm_base="mark", adl_score="pnl_leverage", lights="rank", close_fee_rate=0.00075)
 
-PRESETS = {v.name: v for v in (BINANCE, BYBIT, BITMEX, HYPERLIQUID, DYDX, OKX, GATE)}
+# Bybit's unified trading account (UTA), cross margin: every collateral asset valued in USD at
+# its index price and tiered collateral value ratio, debts at full value, one margin balance for
+# the account ("Understanding Collateral Value Ratios in Unified Trading Account", Bybit help
+# center, updated 2025-09-18; "Key Terms and Formulas in Unified Trading Account", 2025-09-02:
+# Account MM Rate = Total Maintenance Margin / Margin Balance). Position value at the mark.
+BYBIT_UTA = Venue("bybit_uta", mm_base="mark", adl_score="pnl_leverage", lights="rank", collateral="pooled",
+                  margin_currency="USD")
+
+# Binance USDⓈ-M Multi-Assets mode: the futures wallet's assets pooled in USD at their index
+# prices and collateral value ratios (BTC, ETH, BNB 95%; XRP, ADA, DOT 90%: "BNB with a market
+# value of $1,000 will be valued at $950"), one account margin ratio = account MM / account
+# equity ("What Is Multi-Assets Mode and What Assets Does It Support", 2021-04-19; "How to
+# Calculate Margin in Multi-Assets Mode", 2022-07-06; Binance FAQ). That FAQ counts assets at
+# min(equity·bid rate, equity·ask rate) and margins at the ask rate: in the collateral table,
+# index_price = the ask rate and collateral_ratio = haircut × bid / ask (its worked example is
+# reproduced in tests/test_collateral.py).
+BINANCE_MULTI_ASSETS = BINANCE.with_(name="binance_multi_assets", collateral="pooled", margin_currency="USD")
+
+PRESETS = {v.name: v for v in (BINANCE, BYBIT, BITMEX, HYPERLIQUID, DYDX, OKX, GATE, BYBIT_UTA,
+                               BINANCE_MULTI_ASSETS)}
 # Older rules, kept under their own names (each Venue keeps its venue's name: ladders and labels).
 VARIANTS = {
     "binance_adl_2019": BINANCE.with_(adl_score="binance"),
