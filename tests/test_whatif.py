@@ -31,11 +31,12 @@ from oracle import book_strategy, engine_book, oracle_revalue  # noqa: E402
 import gpurisk  # noqa: E402
 from gpurisk import Book, BookError, Engine  # noqa: E402
 from gpurisk.backend import CpuBackend  # noqa: E402
-from gpurisk.venue import PRESETS, VARIANTS  # noqa: E402
+from gpurisk.venue import PRESETS, VARIANTS, get_venue  # noqa: E402
 from gpurisk.whatif import WHAT_IF_OUTPUT, what_if_arrays  # noqa: E402
 
 F64_EPS = 2.0 ** -52
-ALL_VENUES = tuple(PRESETS) + tuple(VARIANTS)
+# Pooled-collateral presets are refused by what-if (tests/test_collateral.py checks the refusal).
+ALL_VENUES = tuple(v for v in (*PRESETS, *VARIANTS) if get_venue(v).collateral != "pooled")
 
 
 def tiny_engine(venue="binance", **kw):
@@ -283,7 +284,7 @@ def book_and_orders(draw):
               "new": k * draw(st.sampled_from([1, -1]))}[kind] or k
         px = m["mark_price"] * draw(st.sampled_from([0.9, 0.99, 1.0, 1.01, 1.1]))
         rows.append(dict(account_id=acc, symbol=m["symbol"], size=dq, price=px, margin_mode=mode))
-    venue = draw(st.sampled_from(sorted(PRESETS)))
+    venue = draw(st.sampled_from(sorted(v for v in PRESETS if v in ALL_VENUES)))
     return book, rows, venue
 
 
@@ -447,3 +448,4 @@ def test_liquidation_price_is_on_the_trigger_side_and_the_tick():
 
         assert status_at(lp) in ("liquidatable", "bankrupt"), row
         assert status_at(away) not in ("liquidatable", "bankrupt"), row
+
