@@ -271,7 +271,7 @@ def cmd_synth(args) -> int:
 def _synth(args) -> int:
     book = synthetic_book(args.accounts, seed=args.seed, inverse_markets=args.inverse_markets)
     if args.shards:
-        from .distributed import write_sharded
+        from .shards import write_sharded
 
         out = write_sharded(book, args.out, args.shards, format=args.format)
         print(f"{book!r} written to {out} as {args.shards} shards of whole accounts ({args.format})")
@@ -283,7 +283,7 @@ def _synth(args) -> int:
 
 def _read_any_book(path, args=None):
     """A book directory, plain or sharded (gpurisk synth --shards), or a postgresql:// URI."""
-    from .distributed import is_sharded, read_sharded_book
+    from .shards import is_sharded, read_sharded_book
 
     if is_database_uri(path):
         return read_book(path, **_db_tables(args))
