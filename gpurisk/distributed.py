@@ -95,15 +95,11 @@ def _dask():
     return distributed
 
 
-def _per_asset_venue(venue) -> Venue:
-    """``venue`` resolved; a pooled one is refused: shards cut the accounts by row, and a pool
-    (an account's rows of every asset) must not be cut (README "Multi-asset collateral")."""
-    venue = get_venue(venue)
-    if venue.collateral == "pooled":
-        raise BookError([Problem("venue", "collateral", f"the Dask driver shards accounts by row and does not "
-                                 f"keep pools whole, for now; venue {venue.name!r} pools collateral across assets: "
-                                 "revalue with Engine (chunk_positions keeps pools whole)")])
-    return venue
+def _resolved_venue(venue) -> Venue:
+    """``venue`` resolved. A pooled venue (README "Multi-asset collateral") needs no more: shards
+    hold whole accounts, so every pool (an account's rows of every asset) is in one shard, and
+    each shard carries the whole collateral table."""
+    return get_venue(venue)
 
 
 # ------------------------------------------------------------------ workers' side
@@ -537,7 +533,7 @@ def revalue_distributed(book, client, venue: "str | Venue" = "binance", backend:
     One-shot: every call reads and validates the shards again. To revalue the same book for
     many sets of marks, keep it resident with :class:`DistributedEngine`.
     """
-    venue = _per_asset_venue(venue)
+    venue = _resolved_venue(venue)
     if not isinstance(backend, str):
         raise TypeError("backend must be given by name ('auto', 'cpu' or 'gpu') to run on workers")
     t_start = time.perf_counter()
@@ -575,7 +571,7 @@ class DistributedEngine:
         if not isinstance(backend, str):
             raise TypeError("backend must be given by name ('auto', 'cpu' or 'gpu') to run on workers")
         self.client = client
-        self.venue = _per_asset_venue(venue)
+        self.venue = _resolved_venue(venue)
         self.rank_backend = rank_backend
         self.timeout = timeout
         t0 = time.perf_counter()

@@ -195,6 +195,8 @@ class FundingResult:
         with atomic_dir(directory, "book", meta, inputs) as out:
             for name, df in self.book.frames().items():
                 out.write_parquet(f"{name}.parquet", df)
+            if self.book.collateral is not None:  # a pooled venue's book stays one
+                out.write_parquet("collateral.parquet", self.book.collateral)
             out.write_parquet("funding_by_symbol.parquet", self.by_symbol)
             out.write_parquet("funding_accounts.parquet", self.accounts)
         return Path(directory)
@@ -223,8 +225,9 @@ def apply_funding_to_engine(engine, rates, marks=None) -> FundingResult:
     by the funded ones (on the device and in ``engine.book``)."""
     from .engine import resolve_marks
 
+    # Each wallet is paid in its own asset (the settle asset of the positions' markets) under a
+    # pooled venue too: pools value the funded wallets at the next revaluation.
     book = engine.book
-    book.require_per_asset("funding", engine.venue)  # pays each wallet in its own asset
     rate = check_rates(book, rates)
     mark = resolve_marks(book, marks)
     if engine.device is not None:

@@ -5,6 +5,7 @@ A **sharded book** is a directory holding the small tables whole and the big one
 whole accounts (an account and all its positions are always in the same shard)::
 
     <dir>/markets.parquet, <dir>/tiers.parquet          whole, read by every shard
+    <dir>/collateral.parquet                            whole, when the book has one (pooled venues)
     <dir>/shards/shard-00000/{accounts,positions}.parquet
     <dir>/shards/shard-00001/...                        contiguous account_id ranges, in shard order
     <dir>/manifest.json                                 shard names and row counts (checked on read)
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .book import Book, BookError, Problem, read_table
+from .book import _READERS, Book, BookError, Problem, read_table
 
 SHARDS_DIR = "shards"
 MANIFEST = "manifest.json"
@@ -91,6 +92,8 @@ def write_sharded(book: Book, directory: str | Path, n_shards: int, format: str 
     with atomic_dir(directory, "shard", meta, inputs) as out:
         for name in ("markets", "tiers"):
             out.write_frame(f"{name}.{format}", frames[name], format)
+        if book.collateral is not None:  # whole, like markets: every pool is in one shard
+            out.write_frame(f"collateral.{format}", book.collateral, format)
         shards = []
         for k in range(n_shards):
             a0, a1 = int(bounds[k]), int(bounds[k + 1])
@@ -143,9 +146,18 @@ def shard_paths(directory: str | Path) -> list[Path]:
     return paths
 
 
+def _whole_frames(root: Path) -> dict:
+    """The tables every shard shares: markets, tiers and, when there is one, the collateral
+    table (a pooled venue's: shards hold whole accounts, so every pool is in one shard)."""
+    frames = {"markets": read_table(root, "markets"), "tiers": read_table(root, "tiers")}
+    if any((root / f"collateral{ext}").is_file() for ext in _READERS):
+        frames["collateral"] = read_table(root, "collateral")
+    return frames
+
+
 def _shard_frames(root: Path, shard: Path) -> dict:
-    return {"markets": read_table(root, "markets"), "tiers": read_table(root, "tiers"),
-            "accounts": read_table(shard, "accounts"), "positions": read_table(shard, "positions")}
+    return {**_whole_frames(root), "accounts": read_table(shard, "accounts"),
+            "positions": read_table(shard, "positions")}
 
 
 def read_shard(directory: str | Path, shard: int | str | Path) -> Book:
@@ -159,7 +171,7 @@ def read_shard(directory: str | Path, shard: int | str | Path) -> Book:
     from .output import ManifestError
 
     try:  # this shard's files and the shared tables match the manifest
-        _manifest(root, only=(f"{SHARDS_DIR}/{path.name}/", "markets.", "tiers."))
+        _manifest(root, only=(f"{SHARDS_DIR}/{path.name}/", "markets.", "tiers.", "collateral."))
     except ManifestError as exc:
         raise BookError([Problem(path.name, "", str(exc))]) from None
     try:
@@ -192,8 +204,7 @@ def read_sharded_book(directory: str | Path) -> Book:
     problems += _layout_problems(paths, acc, pos)
     if problems:
         raise BookError(problems)
-    return Book.from_frames(markets=read_table(root, "markets"), tiers=read_table(root, "tiers"),
-                            accounts=pl.concat(acc, how="diagonal_relaxed"),
+    return Book.from_frames(**_whole_frames(root), accounts=pl.concat(acc, how="diagonal_relaxed"),
                             positions=pl.concat(pos, how="diagonal_relaxed"))
 
 

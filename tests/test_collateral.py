@@ -16,6 +16,7 @@ import os
 import sys
 from decimal import Decimal
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -320,23 +321,46 @@ def test_stress_refuses_pooled_collateral():
         gpurisk.stress(plain, gpurisk.shock_grid(-0.1, 0.1, 3), venue="bybit_uta", backend="cpu")
 
 
-def test_what_if_funding_and_monitor_refuse_pooled_collateral():
+def test_what_if_and_monitor_refuse_pooled_collateral():
     engine = Engine(_pooled_book(), venue="bybit_uta", backend="cpu")
     with pytest.raises(BookError, match="what-if orders values each wallet"):
         engine.what_if([(1, "BTCUSDT", 0.01, 50_000.0)])
-    with pytest.raises(BookError, match="funding values each wallet"):
-        engine.apply_funding({"BTCUSDT": 0.0001})
     from gpurisk.monitor import Monitor
 
     with pytest.raises(BookError, match="the monitor values each wallet"):
         Monitor(engine)
 
 
-def test_dask_driver_refuses_a_pooled_venue():
-    from gpurisk.distributed import revalue_distributed
+@pytest.mark.parametrize("chunk_positions", [None, 997])
+def test_funding_under_pooled_collateral_pays_each_wallet_in_its_asset(chunk_positions, tmp_path):
+    """A pooled engine pays funding into its wallets (each in its own asset, as the free
+    function does) and then values the funded wallets through the collateral table: the same
+    bits as a fresh engine over the funded book."""
+    from gpurisk.funding import apply_funding
+    from gpurisk.parity import compare, risk_arrays
 
-    with pytest.raises(BookError, match="pools collateral across assets"):
-        revalue_distributed(_pooled_book(), client=None, venue="bybit_uta")
+    book = pooled_synthetic_book(2_000)
+    rates = dict(zip(book.symbols, np.linspace(-0.003, 0.004, book.n_symbols).tolist()))
+    marks = book.mark_price * 0.97
+    options = {} if chunk_positions is None else {"chunk_positions": chunk_positions}
+    engine = Engine(book, venue="bybit_uta", backend="cpu", **options)
+    paid = engine.apply_funding(rates, marks=marks)
+    free = apply_funding(book, rates, marks=marks, backend="cpu")
+    np.testing.assert_array_equal(paid.book.wallet, free.book.wallet)
+    assert not np.array_equal(paid.book.wallet, book.wallet)
+    assert paid.book.collateral.equals(book.collateral)
+    got = risk_arrays(engine.revalue(marks))
+    want = risk_arrays(Engine(free.book, venue="bybit_uta", backend="cpu").revalue(marks))
+    mismatches = compare(want, got)
+    assert not mismatches, "\n".join(map(str, mismatches[:10]))
+    # the pool's equity moved by the payments, valued at each asset's index price and ratio
+    before = revalue(book, venue="bybit_uta", backend="cpu", marks=marks).accounts
+    after = revalue(free.book, venue="bybit_uta", backend="cpu", marks=marks).accounts
+    assert (after["pool_equity"] != before["pool_equity"]).any()
+    # the funded book written out is still a pooled book: its collateral table goes with it
+    again = read_book(free.write(tmp_path / "funded"))
+    assert again.collateral.equals(book.collateral)
+    np.testing.assert_array_equal(again.wallet, free.book.wallet)
 
 
 def test_collateral_value_oracle_by_hand():

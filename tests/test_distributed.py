@@ -394,3 +394,31 @@ def test_inverse_book_with_wallets_per_asset_matches_one_machine(client):
     got = revalue_distributed(book, client, venue="bitmex", backend="cpu", n_shards=5)
     assert_same(got.accounts, want.accounts)
     assert_same(got.positions, want.positions)
+
+
+def test_pooled_collateral_book_matches_one_machine(client, tmp_path):
+    """A pooled venue (README "Multi-asset collateral"): shards hold whole accounts, so every pool
+    is in one shard, and each carries the whole collateral table. A Book split in memory, a
+    sharded directory and a resident engine all give the tables of one machine, bit for bit."""
+    from test_collateral import pooled_synthetic_book
+
+    book = pooled_synthetic_book(1_800)
+    marks = book.mark_price * 0.93
+    want = gpurisk.revalue(book, venue="bybit_uta", backend="cpu", marks=marks)
+    assert "pool_equity" in want.accounts.columns
+    got = revalue_distributed(book, client, venue="bybit_uta", backend="cpu", marks=marks, n_shards=5)
+    assert_same(got.accounts, want.accounts)
+    assert_same(got.positions, want.positions)
+    root = write_sharded(book, tmp_path / "pooled", 4)
+    assert (root / "collateral.parquet").is_file()
+    assert read_sharded_book(root).collateral.equals(book.collateral)
+    assert read_shard(root, 2).collateral.equals(book.collateral)
+    got = revalue_distributed(str(root), client, venue="bybit_uta", backend="cpu", marks=marks)
+    assert_same(got.accounts, want.accounts)
+    with DistributedEngine(str(root), client, venue="bybit_uta", backend="cpu") as engine:
+        assert_same(engine.revalue(marks).accounts, want.accounts)
+
+
+def test_pooled_venue_without_a_collateral_table_names_it(client, book):
+    with pytest.raises(BookError, match="collateral"):
+        revalue_distributed(book, client, venue="bybit_uta", backend="cpu", n_shards=2)
