@@ -51,6 +51,7 @@ from .margin import account_margin, position_margin
 from .scenarios import check_paths, run_ids, scenario_paths
 from .screen import quiet_row, screen
 from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records
+from .stress_assets import insurance_funds, run_stress_by_asset, single_fund
 from .tier_rules import venue_tiers
 from .venue import Venue, get_venue
 from .portfolio import PortfolioDevice, portfolio_accounts, portfolio_margin, tiered_view
@@ -451,7 +452,7 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
 
 
 def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "str | Backend" = "auto",
-           insurance_fund: float = 0.0, policy="queue", steps: int = 1, impact=None,
+           insurance_fund: "float | dict" = 0.0, policy="queue", steps: int = 1, impact=None,
            ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
            detail: bool = True, threads: int | None = None, funding=None) -> StressResult:
     """Run every scenario through the deleveraging sequence; see the module docstring.
@@ -464,6 +465,10 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
     steps: cascade steps (liquidations move prices through ``impact``); stops early when a
         step liquidates nobody.
     ladder: a Ladder or preset name; default the venue's.
+    insurance_fund: the fund at the start, in the book's asset; a book with wallets or markets
+        in several assets (inverse contracts) takes {asset: amount} (assets left out: 0) and is
+        stressed per asset, its tables with an ``asset`` column (gpurisk/stress_assets.py,
+        ``StressResult.for_asset``).
     detail: keep every liquidation, ADL fill and haircut (False: the summary and price paths
         only, for grids of thousands of scenarios whose fills would run to hundreds of millions
         of rows; rerun the scenarios of interest with detail).
@@ -474,7 +479,8 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
         the gpu). The results are the same bits on any count; each run in flight holds its own
         copy of the book's balances and a revaluation (about 150 bytes per position).
     """
-    venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
+    insurance_funds(book, insurance_fund)  # a number, or {asset: amount} (gpurisk/stress_assets.py)
+    venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, 0.0)
     labels, shocks = scenario_paths(book, scenarios)
     records = run_stress(book, run_ids(labels), shocks, venue=venue, backend=be, insurance_fund=insurance_fund,
                          policy=policies, steps=steps, impact=imp, ladder=lad, batch=batch, progress=progress,
@@ -483,7 +489,7 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
 
 
 def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance",
-               backend: "str | Backend" = "auto", insurance_fund: float = 0.0, policy="queue", steps: int = 1,
+               backend: "str | Backend" = "auto", insurance_fund: "float | dict" = 0.0, policy="queue", steps: int = 1,
                impact=None, ladder: "str | Ladder | None" = None, batch: int = 64, progress: bool | None = None,
                detail: bool = True, threads: int | None = None, funding=None) -> StressRecords:
     """``stress`` on arrays, without Polars: the same options and the same numbers, as
@@ -494,9 +500,16 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
         row per id, each finite and > -1 (what ``scenario_paths`` returns). Bad arrays raise a
         BookError naming each problem before anything is computed.
     """
-    # One insurance fund, one external account, one conservation sum: one asset (inverse
-    # contracts settled in it included; README "Inverse contracts"). Several: run per asset.
-    book.require_single_asset("stress", venue)
+    # One insurance fund, one external account, one conservation sum per asset (inverse
+    # contracts settled in it included; README "Inverse contracts"): several run side by side.
+    book.require_per_asset("stress", venue)
+    if len(book.assets) > 1:
+        _options(venue, backend, ladder, impact, policy, steps, 0.0)  # bad options refused before any run
+        return run_stress_by_asset(run_stress, book, scenario_ids, shocks, insurance_fund=insurance_fund,
+                                   funding=funding, impact=impact, policy=policy, steps=steps, venue=venue,
+                                   backend=backend, ladder=ladder, batch=batch, progress=progress, detail=detail,
+                                   threads=threads)
+    insurance_fund = single_fund(book, insurance_fund)
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     steps = int(steps)
     ids, shocks = check_paths(book, scenario_ids, shocks)
@@ -538,8 +551,10 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     if show:
         print(file=sys.stderr)
     elapsed = time.perf_counter() - t0
-    return rec.finish(book.symbols, {"seconds": elapsed, "scenarios": len(ids), "screened_quiet": int((~live).sum()),
-                                     "threads": threads})
+    records = rec.finish(book.symbols, {"seconds": elapsed, "scenarios": len(ids),
+                                        "screened_quiet": int((~live).sum()), "threads": threads})
+    records.assets = tuple(book.assets)
+    return records
 
 
 def _in_order(fn, tasks: list, threads: int):

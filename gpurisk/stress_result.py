@@ -26,13 +26,38 @@ class StressResult:
     haircuts: object
     prices: object
     timings: dict = field(default_factory=dict)
+    #: the assets of the stressed book; with several, every table has an ``asset`` column
+    assets: tuple = ()
+
+    def for_asset(self, asset: str) -> "StressResult":
+        """The rows of one asset (its margin pools, markets and fund), without the ``asset``
+        column: what a stress of ``book.for_asset(asset)`` gives (symbols keep the whole book's
+        labels). A single-asset result is returned as is when ``asset`` is its asset."""
+        import polars as pl
+
+        if "asset" not in self.summary.columns:
+            if self.assets and asset not in self.assets:
+                raise KeyError(f"no stress rows in {asset!r}; this result is in {', '.join(self.assets)}")
+            return self
+        held = self.assets or tuple(self.summary["asset"].cast(pl.String).unique(maintain_order=True).to_list())
+        if asset not in held:
+            raise KeyError(f"no stress rows in {asset!r}; this result's assets are {', '.join(held)}")
+
+        def one(df):
+            return df.filter(pl.col("asset").cast(pl.String) == asset).drop("asset")
+
+        return StressResult(summary=one(self.summary), liquidations=one(self.liquidations),
+                            adl_fills=one(self.adl_fills), haircuts=one(self.haircuts), prices=one(self.prices),
+                            timings=self.timings.get("by_asset", {}).get(asset, self.timings), assets=(asset,))
 
     def policy_comparison(self):
-        """Per policy, over all scenarios: deficit, insurance used, socialized loss, accounts
+        """Per policy (and asset, when the book holds several: money of different assets is
+        never added), over all scenarios: deficit, insurance used, socialized loss, accounts
         hit, overshoot and the largest single haircut share (DESIGN §5)."""
         import polars as pl
 
-        return (self.summary.group_by("policy", maintain_order=True).agg(
+        keys = ["policy", "asset"] if "asset" in self.summary.columns else "policy"
+        return (self.summary.group_by(keys, maintain_order=True).agg(
             pl.len().alias("scenarios"), pl.col("deficit").sum(), pl.col("insurance_used").sum(),
             pl.col("socialized_loss").sum(), pl.col("unfunded").sum(), pl.col("adl_accounts").sum().alias("accounts_hit"),
             pl.col("overshoot").sum(), pl.col("max_haircut_share").max()))
@@ -108,6 +133,9 @@ class StressRecords:
     prices: dict
     symbols: tuple  # the book's symbols, which the symbol codes index
     timings: dict = field(default_factory=dict)
+    #: the book's assets; with several, every table has an ``asset`` code column (indexing
+    #: them) after ``policy`` (gpurisk/stress_assets.py)
+    assets: tuple = ()
 
     def to_result(self, scenario_labels: np.ndarray | None = None) -> StressResult:
         """The frames of ``StressResult`` (needs Polars). ``scenario_labels``: see ``_results``."""
@@ -180,6 +208,8 @@ def _results(rec: StressRecords, scenario_labels: np.ndarray | None = None) -> S
     def frame(table: dict, summary: bool = False) -> pl.DataFrame:
         cols = dict(table, scenario=_scenario_column(table["scenario"], scenario_labels, summary))
         df = pl.DataFrame(cols)
+        if "asset" in df.columns:
+            df = df.with_columns(labelled(df["asset"], rec.assets).alias("asset"))
         return df.with_columns(labelled(df["policy"], POLICIES).alias("policy"))
 
     def with_symbols(df: pl.DataFrame) -> pl.DataFrame:
@@ -190,4 +220,4 @@ def _results(rec: StressRecords, scenario_labels: np.ndarray | None = None) -> S
         labelled(rec.liquidations["action"], ACTIONS).alias("action"))
     return StressResult(summary=frame(rec.summary, summary=True), liquidations=liq,
                         adl_fills=with_symbols(frame(rec.adl_fills)), haircuts=with_symbols(frame(rec.haircuts)),
-                        prices=with_symbols(frame(rec.prices)), timings=rec.timings)
+                        prices=with_symbols(frame(rec.prices)), timings=rec.timings, assets=tuple(rec.assets))
