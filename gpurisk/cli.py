@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from .backend import BackendUnavailable
-from .book import BookError, read_book
+from .book import Book, BookError, read_book
 from .database import DatabaseError, is_database_uri, redact
 from .distributed import DistributedRunError
 from .engine import Engine, Risk
@@ -437,25 +437,41 @@ def _stress(args, venue) -> int:
         t = _stage(f"building a synthetic book of {args.accounts:,} accounts (seed {args.seed})")
         book = synthetic_book(args.accounts, seed=args.seed)
         _done(t, f"  ({book.n_positions:,} positions)")
+    fund = _insurance_fund(args.insurance_fund)
+    if isinstance(fund, dict) and not isinstance(book, str):
+        unknown = sorted(set(fund) - set(book.assets))
+        if unknown:
+            raise InputError(f"--insurance-fund {unknown[0]}=...: the book has no wallet or market in "
+                             f"{unknown[0]}; its assets are {', '.join(book.assets)}")
     if args.asset:
         if args.asset not in book.assets:
             raise InputError(f"--asset {args.asset}: the book has no wallet or market in it; its assets are "
                              f"{', '.join(book.assets)}")
         book = book.for_asset(args.asset)
+        if isinstance(fund, dict):
+            fund = {a: v for a, v in fund.items() if a == args.asset}
         print(f"stress: the {args.asset} margin pools ({book!r}); money in {args.asset}")
+    elif isinstance(book, Book) and len(book.assets) > 1:
+        if not isinstance(fund, dict) and fund != 0:
+            raise InputError(f"--insurance-fund {fund:g}: the book holds wallets or markets in "
+                             f"{', '.join(book.assets)}; give the fund per asset: "
+                             + " ".join(f"--insurance-fund {a}=AMOUNT" for a in book.assets))
+        print(f"stress: {len(book.assets)} settle assets ({', '.join(book.assets)}), each with its own margin "
+              "pools, insurance fund and money (one summary row per scenario, policy and asset)")
     policies = list(POLICIES) if args.policy == ["all"] else args.policy or ["queue"]
     impact = Impact(args.impact, coefficient=args.impact_coefficient, depth_share=args.depth_share) if args.impact else None
+    shown_fund = ", ".join(f"{v:,.8g} {a}" for a, v in fund.items()) if isinstance(fund, dict) else f"{fund:,.0f}"
     print(f"stress: {what}; venue {args.venue}; policies {', '.join(policies)}; steps {args.steps}; "
-          f"insurance fund {args.insurance_fund:,.0f}" + (f"; {args.impact} impact" if impact else ""))
+          f"insurance fund {shown_fund or 0}" + (f"; {args.impact} impact" if impact else ""))
     if cluster is not None:
         from .distributed import stress_distributed
 
         with cluster as client:
             res = stress_distributed(book, scenarios, client, venue=venue, backend=args.backend,
-                                     insurance_fund=args.insurance_fund, policy=policies, steps=args.steps,
+                                     insurance_fund=fund, policy=policies, steps=args.steps,
                                      impact=impact)
     else:
-        res = stress(book, scenarios, venue=venue, backend=args.backend, insurance_fund=args.insurance_fund,
+        res = stress(book, scenarios, venue=venue, backend=args.backend, insurance_fund=fund,
                      policy=policies, steps=args.steps, impact=impact, progress=not args.quiet,
                      detail=not args.summary_only, threads=args.threads)
     t = res.timings
@@ -465,13 +481,18 @@ def _stress(args, venue) -> int:
     from .report import format_headline
 
     print(format_headline(stress=res))
+    from .report import stress_assets
+
+    assets = stress_assets(res)
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, float_precision=2,
                    tbl_width_chars=200, thousands_separator=True, tbl_rows=12, tbl_cols=12):
-        worst = res.summary.sort("deficit", descending=True).head(8).select(
-            "scenario", "policy", "steps", "accounts_liquidated", "notional_liquidated", "deficit",
-            "insurance_used", "socialized_loss", "adl_accounts")
-        print("\nworst scenarios by deficit:")
-        print(worst)
+        for asset in assets or [None]:  # money of different assets never compared: per asset
+            part = res if asset is None else res.for_asset(asset)
+            worst = part.summary.sort("deficit", descending=True).head(8).select(
+                "scenario", "policy", "steps", "accounts_liquidated", "notional_liquidated", "deficit",
+                "insurance_used", "socialized_loss", "adl_accounts")
+            print(f"\nworst scenarios by deficit{'' if asset is None else f' (money in {asset})'}:")
+            print(worst)
         print("\npolicy comparison (all scenarios):")
         print(res.policy_comparison())
     from .stress import CONSERVATION_TOLERANCE, conservation_check
@@ -485,8 +506,6 @@ def _stress(args, venue) -> int:
     else:
         print(f"\nmoney conserved on every scenario: largest relative error {worst_err:.1e}")
     if args.out:
-        from .book import Book
-
         whole = book if isinstance(book, Book) else None  # not when cluster workers read the book themselves
         if is_database_uri(args.out):
             run = res.write(args.out, book=whole, venue=args.venue, backend=args.backend, table=args.out_table)
@@ -501,9 +520,44 @@ def _stress(args, venue) -> int:
             if whole is not None:
                 base = dict(zip(book.symbols, book.mark_price.tolist()))
                 risk = Engine(book, venue=venue, backend=args.backend).revalue()
-            _report(Path(args.out) / "report.html", risk=risk, stress=res, base_marks=base,
-                    title=f"gpurisk stress: {what}")
+            if not assets:
+                _report(Path(args.out) / "report.html", risk=risk, stress=res, base_marks=base,
+                        title=f"gpurisk stress: {what}")
+            from .report import select_asset
+
+            for asset in assets:  # a page per asset: its money in its own unit
+                risk_a, res_a = select_asset(asset, risk=risk, stress=res)
+                _report(Path(args.out) / f"report-{asset}.html", risk=risk_a, stress=res_a, base_marks=base,
+                        title=f"gpurisk stress: {what} ({asset} margin pools)")
     return 1 if failed else 0
+
+
+def _insurance_fund(values):
+    """--insurance-fund values: one AMOUNT (the book's one asset), or ASSET=AMOUNT repeated
+    (a book with several settle assets); InputError naming the bad value."""
+    if not values:
+        return 0.0
+    plain = [v for v in values if "=" not in v]
+    if plain and len(values) > 1:
+        raise InputError(f"--insurance-fund {plain[0]}: give one AMOUNT (a book in one asset), or ASSET=AMOUNT "
+                         "for each asset")
+    funds = {}
+    for v in values:
+        asset, _, amount = v.rpartition("=") if "=" in v else ("", "", v)
+        asset = asset.strip()
+        try:
+            x = float(amount)
+        except ValueError:
+            raise InputError(f"--insurance-fund {v}: {amount!r} is not a number") from None
+        if "=" in v and not asset:
+            raise InputError(f"--insurance-fund {v}: name the asset, e.g. BTC={amount}")
+        if asset in funds:
+            raise InputError(f"--insurance-fund {v}: {asset} is given twice")
+        if not plain:
+            funds[asset] = x
+        else:
+            return x
+    return funds
 
 
 def cmd_report(args) -> int:
@@ -534,6 +588,16 @@ def cmd_report(args) -> int:
         problems += _table_problems(stress.summary, f"{stress_dir}/summary.parquet", SUMMARY_COLUMNS)
     if problems:
         raise InputError(*problems)
+    from .report import select_asset, stress_assets
+
+    if args.asset:
+        try:
+            risk, stress = select_asset(args.asset, risk=risk, stress=stress)
+        except KeyError as exc:
+            raise InputError(f"--asset {args.asset}: {exc.args[0]}") from None
+    elif stress_assets(stress):
+        raise InputError(f"{stress_dir}: stress results in several settle assets ({', '.join(stress_assets(stress))})"
+                         "; report one at a time with --asset ASSET")
     path = write_report(args.out, risk=risk, stress=stress, title=args.title)
     print(format_report_line(path, risk, stress))
     return 0
@@ -663,7 +727,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "step columns (a step column makes multi-step price paths)")
     st.add_argument("--policy", action="append", choices=["queue", "pro_rata", "capped_pro_rata", "rap", "all"],
                     help="ADL policy; repeat to compare several, or 'all' (default queue)")
-    st.add_argument("--insurance-fund", type=float, default=0.0, help="insurance fund at the start (default 0)")
+    st.add_argument("--insurance-fund", action="append", metavar="[ASSET=]AMOUNT",
+                    help="insurance fund at the start (default 0); a book with several settle assets takes one "
+                         "per asset, repeated: --insurance-fund USDT=1e6 --insurance-fund BTC=20")
     st.add_argument("--asset", metavar="ASSET",
                     help="stress one asset's margin pools (its wallets, positions and markets; e.g. BTC for "
                          "coin-margined markets): a book with wallets in several assets runs per asset, the "
@@ -701,6 +767,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--stress", metavar="DIR", help="directory written by `gpurisk stress --out DIR`")
     rp.add_argument("--out", default="report.html", help="the HTML file to write (default ./report.html)")
     rp.add_argument("--title", default="gpurisk report", help="page title")
+    rp.add_argument("--asset", metavar="ASSET", help="the rows of one settle asset (results of a book with "
+                                                    "several: inverse contracts; money is never added across assets)")
     rp.set_defaults(func=cmd_report)
 
     from .cli_whatif import add_commands  # what-if and funding (gpurisk/cli_whatif.py)

@@ -79,6 +79,22 @@ class StressTables:
     comparison: pl.DataFrame | None = None
     base_marks: dict | None = None
 
+    def for_asset(self, asset: str) -> "StressTables":
+        """One asset's rows of a stress run on a book with several settle assets (without the
+        ``asset`` column); tables without one are returned as they are."""
+        if "asset" not in self.summary.columns:
+            return self
+        held = _str(self.summary["asset"]).unique().sort().to_list()
+        if asset not in held:
+            raise KeyError(f"no stress rows in {asset!r}; the stress results' assets are {', '.join(held)}")
+
+        def one(df):
+            return df.filter(_str(df["asset"]) == asset).drop("asset") if df is not None and "asset" in df.columns \
+                else df
+
+        return StressTables(*(one(getattr(self, n)) for n in STRESS_TABLES), comparison=one(self.comparison),
+                            base_marks=self.base_marks)
+
     def policy_comparison(self) -> pl.DataFrame:
         if self.comparison is not None:
             return self.comparison
@@ -139,6 +155,31 @@ def load_stress_tables(directory: str | Path) -> StressTables:
         base_marks = dict(zip(b["symbol"].cast(pl.String).to_list(), b["mark_price"].to_list()))
     comp = _read(d, "policy_comparison.parquet") if "policy_comparison.parquet" in files else None
     return StressTables(**tables, comparison=comp, base_marks=base_marks)
+
+
+def select_asset(asset: str, risk=None, stress=None) -> tuple:
+    """(risk, stress) cut to one settle asset's rows (``gpurisk report --asset``): accounts
+    and positions of that asset, and ``for_asset`` of the stress results. Results without an
+    ``asset`` column are single-asset and kept whole."""
+    if risk is not None and "asset" in risk.accounts.columns:
+        held = _str(risk.accounts["asset"]).unique().sort().to_list()
+        if asset not in held:
+            raise KeyError(f"no accounts in {asset!r}; the results' assets are {', '.join(held)}")
+        mc, lq, venue = _venue_levels(risk)
+        risk = RiskTables(accounts=risk.accounts.filter(_str(risk.accounts["asset"]) == asset),
+                          positions=risk.positions.filter(_str(risk.positions["asset"]) == asset),
+                          venue=venue, margin_call_ratio=mc, liquidation_ratio=lq)
+    if stress is not None:
+        stress = stress.for_asset(asset)
+    return risk, stress
+
+
+def stress_assets(stress) -> list[str]:
+    """The settle assets of stress results that hold several (their ``asset`` column); [] for
+    single-asset results."""
+    if stress is None or "asset" not in stress.summary.columns:
+        return []
+    return _str(stress.summary["asset"]).unique().sort().to_list()
 
 
 def write_base_marks(directory: str | Path, book) -> Path:
@@ -239,14 +280,18 @@ def headline(risk=None, stress=None) -> list[tuple[str, str, str]]:
         n_sc = s["scenario"].n_unique()
         rows.append(("scenarios", fmt(n_sc), f"× {len(pols)} ADL polic{'y' if len(pols) == 1 else 'ies'} "
                                              f"({', '.join(pols)})"))
-        w = s.sort(["deficit", "notional_liquidated"], descending=True).row(0, named=True)
-        rows.append(("worst deficit", fmt(w["deficit"]), f"scenario {w['scenario']}, {w['policy']}"))
-        w = s.sort("notional_liquidated", descending=True).row(0, named=True)
-        rows.append(("most liquidated", fmt(w["notional_liquidated"]),
-                     f"{fmt(w['accounts_liquidated'])} accounts, scenario {w['scenario']}, {w['policy']}"))
-        w = s.sort("socialized_loss", descending=True).row(0, named=True)
-        rows.append(("worst socialized loss", fmt(w["socialized_loss"]),
-                     f"{fmt(w['adl_accounts'])} accounts hit, scenario {w['scenario']}, {w['policy']}"))
+        # money of different settle assets is never compared: the worst rows per asset
+        for a in stress_assets(stress) or [None]:
+            part = s if a is None else s.filter(_str(s["asset"]) == a)
+            unit = "" if a is None else f" ({a})"
+            w = part.sort(["deficit", "notional_liquidated"], descending=True).row(0, named=True)
+            rows.append((f"worst deficit{unit}", fmt(w["deficit"]), f"scenario {w['scenario']}, {w['policy']}"))
+            w = part.sort("notional_liquidated", descending=True).row(0, named=True)
+            rows.append((f"most liquidated{unit}", fmt(w["notional_liquidated"]),
+                         f"{fmt(w['accounts_liquidated'])} accounts, scenario {w['scenario']}, {w['policy']}"))
+            w = part.sort("socialized_loss", descending=True).row(0, named=True)
+            rows.append((f"worst socialized loss{unit}", fmt(w["socialized_loss"]),
+                         f"{fmt(w['adl_accounts'])} accounts hit, scenario {w['scenario']}, {w['policy']}"))
     return rows
 
 
@@ -909,6 +954,10 @@ def write_report(path: str | Path, risk=None, stress=None, title: str = "gpurisk
         raise ValueError("the report sums money across accounts, and these results hold wallets in several "
                          f"assets ({', '.join(map(str, risk.accounts['asset'].unique().sort().to_list()))}: "
                          "inverse contracts); report one asset's rows at a time, e.g. filtered RiskTables")
+    if stress_assets(stress):  # its curves and tables add money across scenarios' rows
+        raise ValueError(f"the report plots money, and these stress results hold several settle assets "
+                         f"({', '.join(stress_assets(stress))}): report one asset at a time "
+                         "(gpurisk report --asset ASSET, or gpurisk.report.select_asset)")
     path = Path(path)
     if base_marks is None and stress is not None:
         base_marks = getattr(stress, "base_marks", None)

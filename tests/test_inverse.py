@@ -281,8 +281,8 @@ def test_bad_inverse_inputs_are_named():
 
 def test_features_with_one_currency_refuse_inverse_books():
     b = mixed_book()
-    with pytest.raises(BookError, match="stress keeps its money in one asset"):  # BTC, ETH and USDT wallets
-        gpurisk.stress(b, gpurisk.shock_grid(-0.1, 0.1, 3), backend="cpu")
+    res = gpurisk.stress(b, gpurisk.shock_grid(-0.1, 0.1, 3), backend="cpu")  # per asset (test_stress_assets.py)
+    assert res.summary["asset"].cast(pl.String).to_list() == ["BTC", "USDT"] * 3  # ETH: a wallet, no market
     engine = gpurisk.Engine(b, backend="cpu")
     with pytest.raises(BookError, match="what-if orders"):
         engine.what_if([(7, "BTCUSD", 1.0, 50_000.0)])
@@ -526,10 +526,10 @@ def test_inverse_stress_conserves_money_in_the_coin(seed, policy, venue):
     assert (gap <= 1e-9 * (s["deficit"].abs() + 1)).all()
 
 
-def test_stress_runs_per_asset_and_refuses_a_mixed_book():
+def test_stress_runs_per_asset_and_each_assets_book_keeps_its_figures():
     book = gpurisk.synthetic_book(500, seed=4, inverse_markets=2)
-    with pytest.raises(BookError, match=r"stress keeps its money in one asset.*book.for_asset"):
-        gpurisk.stress(book, gpurisk.shock_grid(-0.1, 0.1, 3), backend="cpu")
+    res = gpurisk.stress(book, gpurisk.shock_grid(-0.1, 0.1, 3), backend="cpu")  # per asset
+    assert res.assets == book.assets and res.summary.height == 3 * len(book.assets)
     whole = revalue(book, venue="bybit", backend="cpu")
     for asset in book.assets:  # each asset's pools: the same figures as in the whole book
         part = book.for_asset(asset)
@@ -662,8 +662,11 @@ def test_cli_stress_runs_one_asset_and_names_the_option(tmp_path, capsys):
     book_dir = tmp_path / "book"
     assert main(["synth", str(book_dir), "--accounts", "300", "--inverse-markets", "2", "--seed", "5"]) == 0
     common = ["--grid", "-0.3", "0.3", "3", "--backend", "cpu", "--quiet", "--summary-only"]
-    assert main(["stress", str(book_dir), *common]) == 2
-    assert "--asset ASSET" in capsys.readouterr().err
+    assert main(["stress", str(book_dir), *common, "--insurance-fund", "1"]) == 2  # one number, three assets
+    assert "--insurance-fund BTC=AMOUNT" in capsys.readouterr().err
+    assert main(["stress", str(book_dir), *common, "--insurance-fund", "BTC=0.5", "--out", str(tmp_path / "all")]) == 0
+    every = pl.read_parquet(tmp_path / "all" / "summary.parquet")  # per (scenario, asset): test_stress_assets.py
+    assert sorted(every["asset"].cast(pl.String).unique().to_list()) == ["BTC", "ETH", "USDT"]
     assert main(["stress", str(book_dir), *common, "--asset", "BTC", "--insurance-fund", "0.5",
                  "--out", str(tmp_path / "out")]) == 0
     summary = pl.read_parquet(tmp_path / "out" / "summary.parquet")
