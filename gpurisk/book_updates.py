@@ -27,6 +27,12 @@ Updates (dicts, as JSON lines carry them; ``type`` says which):
 - ``balance``: ``account_id``, ``delta`` (a deposit > 0, a withdrawal < 0, a funding payment
   either way), optional ``reason``.
 - ``account``: ``account_id``, ``wallet_balance``: opens an account (or sets its balance).
+
+A book with wallets in several assets (inverse contracts, README "Inverse contracts") keeps a
+wallet per (account, asset): ``balance`` and ``account`` updates name theirs with an optional
+``asset`` (default: USDT when the book has USDT wallets or markets, the book's one asset when
+it has one; required otherwise); a position or fill moves the wallet of its market's settle
+asset (an ``asset`` given with it must be that one).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import numpy as np
 import polars as pl
 
 from .book import _ROW, Book, BookError, _Checker, _check_columns, _validate_accounts, _validate_positions
-from .schema import MARGIN_MODES
+from .schema import DEFAULT_SETTLE_ASSET, MARGIN_MODES
 
 UPDATE_TYPES = ("position", "fill", "balance", "account")
 #: a fill leaving |size| at most this fraction of the sizes it adds closes the position
@@ -139,9 +145,20 @@ class _RowsChecker(_Checker):
         super()._report(column, hits, rule)
 
 
-def _keys(update: dict, symbols: dict) -> set:
-    """The rows an update can write: its account's wallet and, for a position, its key."""
-    out = {("a", update.get("account_id"))}
+def _pool_row(ids: np.ndarray, assets: np.ndarray, pool: tuple) -> tuple[int, bool]:
+    """(row, held) of the wallet ``pool`` = (account_id, asset code) among rows sorted by
+    (account_id, asset): its row, or where it would be inserted (held False)."""
+    account_id, code = pool
+    a = int(np.searchsorted(ids, account_id))
+    while a < ids.size and ids[a] == account_id and assets[a] < code:
+        a += 1
+    return a, bool(a < ids.size and ids[a] == account_id and assets[a] == code)
+
+
+def _keys(update: dict, symbols: dict, pool: tuple) -> set:
+    """The rows an update can write: its wallet (``pool``: account_id, asset code) and, for a
+    position, its key."""
+    out = {("a", pool)}
     if update.get("symbol") in symbols and update.get("margin_mode", "cross") in MARGIN_MODES:
         out.add(("p", (update.get("account_id"), symbols[update["symbol"]],
                        MARGIN_MODES.index(update.get("margin_mode", "cross")))))
@@ -153,16 +170,50 @@ class LiveBook:
     arrays are updated in place (a book with read-only arrays is copied first)."""
 
     def __init__(self, book: Book):
-        book.require_single_asset("live updates")  # an update names its account by id alone
+        book.require_per_asset("live updates")  # a wallet per (account, asset); pooled collateral is not
         self.book = book if writable(book) else writable_copy(book)
         self._symbol_index = {s: i for i, s in enumerate(book.symbols)}
+        assets = book.assets
+        # the wallet a balance or account update without ``asset`` names
+        self._default_asset = 0 if len(assets) == 1 else \
+            assets.index(DEFAULT_SETTLE_ASSET) if DEFAULT_SETTLE_ASSET in assets else None
 
     # ------------------------------------------------------------------ lookups
 
-    def _account_index(self, account_id: int) -> int:
+    def _account_index(self, pool: tuple) -> int:
+        """The row of the wallet (account_id, asset code), -1 when the book has none."""
+        a, held = _pool_row(self.book.account_id, self.book.account_asset, pool)
+        return a if held else -1
+
+    def _pool(self, key: tuple) -> tuple:
+        """The wallet (account_id, asset code) of a position key (account_id, symbol, mode)."""
+        return key[0], int(self.book.settle_asset[key[1]])
+
+    def _asset_code(self, update: dict, symbol: int | None = None) -> int:
+        """The asset code of the wallet an update moves: its market's settle asset for a
+        position or fill (symbol given), else its ``asset`` (or the default)."""
+        assets, asset = self.book.assets, update.get("asset")
+        if symbol is not None:
+            code = int(self.book.settle_asset[symbol])
+            if asset is not None and asset != assets[code]:
+                raise UpdateError(f"asset must be {assets[code]!r}, the settle asset of {self.book.symbols[symbol]} "
+                                  f"(its PnL and margin move that wallet), got {asset!r}")
+            return code
+        if asset is None:
+            if self._default_asset is None:
+                raise UpdateError(f"asset is missing: the book's wallets are in {', '.join(assets)}; name the one "
+                                  "this update moves")
+            return self._default_asset
+        if asset not in assets:
+            raise UpdateError(f"asset must be one of the book's assets ({', '.join(assets)}), got {asset!r}")
+        return assets.index(asset)
+
+    def _has_account(self, wallets: dict, account_id: int) -> bool:
+        """Whether the account holds a wallet in any asset (in the book or pending)."""
         ids = self.book.account_id
         a = int(np.searchsorted(ids, account_id))
-        return a if a < ids.size and ids[a] == account_id else -1
+        return (a < ids.size and ids[a] == account_id) or any((account_id, c) in wallets
+                                                              for c in range(len(self.book.assets)))
 
     def _position_index(self, a: int, symbol: int, iso: int) -> int:
         b = self.book
@@ -175,7 +226,7 @@ class LiveBook:
         if key in pending:
             return pending[key]
         account_id, symbol, iso = key
-        a = self._account_index(account_id)
+        a = self._account_index(self._pool(key))
         i = self._position_index(a, symbol, iso) if a >= 0 else -1
         if i < 0:
             return None
@@ -184,34 +235,48 @@ class LiveBook:
                 "isolated_margin": float(b.isolated_margin[i]),
                 "leverage": float(b.leverage[i]) if b.leverage[i] > 0 else None}
 
-    def _wallet_now(self, wallets: dict, account_id: int) -> float | None:
-        if account_id in wallets:
-            return wallets[account_id]
-        a = self._account_index(account_id)
+    def _wallet_now(self, wallets: dict, pool: tuple) -> float | None:
+        if pool in wallets:
+            return wallets[pool]
+        a = self._account_index(pool)
         return float(self.book.wallet[a]) if a >= 0 else None
+
+    def _no_wallet(self, account_id: int, code: int, wallets: dict) -> UpdateError:
+        if len(self.book.assets) == 1 or not self._has_account(wallets, account_id):
+            return UpdateError(f"account_id {account_id} is not an account of the book "
+                               "(open it first with an account update)")
+        asset = self.book.assets[code]
+        return UpdateError(f"account_id {account_id} has no {asset} wallet (open it first with an account update "
+                           f"with asset {asset})")
 
     # ------------------------------------------------------------------ one update's rows
 
     def _resolve(self, update: dict, positions: dict, wallets: dict) -> None:
-        """Work ``update`` into the pending rows (positions by key, wallets by account id);
-        raises UpdateError for an update that cannot be understood at all."""
+        """Work ``update`` into the pending rows (positions by key, wallets by (account id,
+        asset code)); raises UpdateError for an update that cannot be understood at all."""
         kind = update.get("type")
         if kind not in UPDATE_TYPES:
             raise UpdateError(f"type must be one of {', '.join(UPDATE_TYPES)}, got {kind!r}")
         account_id = _account_id(update)
         if kind == "account":
-            wallets[account_id] = _number(update, "wallet_balance")
+            wallets[(account_id, self._asset_code(update))] = _number(update, "wallet_balance")
             return
-        wallet = self._wallet_now(wallets, account_id)
-        if wallet is None:
-            raise UpdateError(f"account_id {account_id} is not an account of the book "
-                              "(open it first with an account update)")
         if kind == "balance":
-            wallets[account_id] = wallet + _number(update, "delta")
+            pool = (account_id, self._asset_code(update))
+            wallet = self._wallet_now(wallets, pool)
+            if wallet is None:
+                raise self._no_wallet(account_id, pool[1], wallets)
+            wallets[pool] = wallet + _number(update, "delta")
             return
+        if not self._has_account(wallets, account_id):
+            raise self._no_wallet(account_id, 0, wallets)
         symbol = update.get("symbol")
         if symbol not in self._symbol_index:
             raise UpdateError(f"symbol must be a symbol of the book ({', '.join(self.book.symbols)}), got {symbol!r}")
+        pool = (account_id, self._asset_code(update, self._symbol_index[symbol]))
+        wallet = self._wallet_now(wallets, pool)
+        if wallet is None:
+            raise self._no_wallet(account_id, pool[1], wallets)
         mode = update.get("margin_mode", "cross")
         if mode not in MARGIN_MODES:
             raise UpdateError(f"margin_mode must be 'cross' or 'isolated', got {mode!r}")
@@ -253,7 +318,7 @@ class LiveBook:
         margin = _number(update, "isolated_margin", False, now["isolated_margin"] if now else 0.0)
         leverage = now["leverage"] if now else _number(update, "leverage", False)
         # every field read (an unreadable one raises before anything is pending)
-        wallets[account_id] = wallet + realised - fee
+        wallets[pool] = wallet + realised - fee
         positions[key] = None if new == 0 else {"size": new, "entry_price": new_entry, "isolated_margin": margin,
                                                 "leverage": leverage}
 
@@ -266,13 +331,16 @@ class LiveBook:
         b = self.book
         problems, bad = [], set()
         if wallets:
-            acc = _RowsChecker("accounts", pl.DataFrame({"account_id": list(wallets), "wallet_balance": list(wallets.values())},
-                                                    schema={"account_id": pl.Int64, "wallet_balance": pl.Float64}))
+            pools = list(wallets)
+            columns = {"account_id": [p[0] for p in pools], "wallet_balance": list(wallets.values())}
+            schema = {"account_id": pl.Int64, "wallet_balance": pl.Float64}
+            if len(b.assets) > 1:  # the wallet's asset, as the accounts table names it
+                columns["asset"], schema["asset"] = [b.assets[p[1]] for p in pools], pl.String
+            acc = _RowsChecker("accounts", pl.DataFrame(columns, schema=schema))
             acc.df = _check_columns(acc)
             _validate_accounts(acc)
             problems += acc.problems
-            ids = list(wallets)
-            bad |= {("a", ids[r]) for r in acc.bad_rows}
+            bad |= {("a", pools[r]) for r in acc.bad_rows}
         rows = [(k, v) for k, v in positions.items() if v is not None]
         if rows:
             frame = pl.DataFrame({
@@ -285,7 +353,8 @@ class LiveBook:
                 "leverage": [v["leverage"] for _, v in rows],
             }, schema={"account_id": pl.Int64, "symbol": pl.String, "size": pl.Float64, "entry_price": pl.Float64,
                        "margin_mode": pl.String, "isolated_margin": pl.Float64, "leverage": pl.Float64})
-            known = [k[0] for k, _ in rows if k[0] in wallets or k[0] in opened or self._account_index(k[0]) >= 0]
+            known = [k[0] for k, _ in rows if (p := self._pool(k)) in wallets or p in opened
+                     or self._account_index(p) >= 0]
             chk = _RowsChecker("positions", frame)
             chk.df = _check_columns(chk)
             _validate_positions(chk, pl.Series(known, dtype=pl.Int64), pl.Series(b.symbols, dtype=pl.String),
@@ -332,7 +401,7 @@ class LiveBook:
             except UpdateError as exc:
                 refused.append((u, f"{describe(u)} refused: {exc}"))
                 continue
-            if suspects is None or _keys(u, self._symbol_index) & suspects:
+            if suspects is None or _keys(u, self._symbol_index, self._update_pool(u)) & suspects:
                 problems, _ = self._problems(p.maps[0], w.maps[0], w)
                 if problems:
                     refused.append((u, f"{describe(u)} refused: " + "; ".join(
@@ -345,13 +414,18 @@ class LiveBook:
         rejected += refused
         return positions, wallets
 
+    def _update_pool(self, update: dict) -> tuple:
+        """The wallet (account_id, asset code) of an update that resolved."""
+        symbol = self._symbol_index.get(update.get("symbol")) if update.get("type") in ("position", "fill") else None
+        return update.get("account_id"), self._asset_code(update, symbol)
+
     def _commit(self, positions: dict, wallets: dict) -> Applied:
         b = self.book
         b.meta.pop("hash", None)  # written in place: a cached hash no longer holds
         new_accounts = sorted(a for a in wallets if self._account_index(a) < 0)
         changed_pos, inserts, deletes, flipped = [], [], [], False
         for key, state in positions.items():
-            a = self._account_index(key[0])
+            a = self._account_index(self._pool(key))
             i = self._position_index(a, key[1], key[2]) if a >= 0 else -1
             if i >= 0 and state is not None:
                 changed_pos.append(i)
@@ -363,11 +437,11 @@ class LiveBook:
                 deletes.append(i)
             elif state is not None:
                 inserts.append((key, state))
-        for account_id, w in wallets.items():
-            a = self._account_index(account_id)
+        for pool, w in wallets.items():
+            a = self._account_index(pool)
             if a >= 0:
                 b.wallet[a] = w
-        touched_ids = set(wallets) | {k[0] for k in positions}
+        touched_ids = set(wallets) | {self._pool(k) for k in positions}  # wallets: (account_id, asset code)
         if not (new_accounts or inserts or deletes):
             accounts = np.array(sorted(self._account_index(a) for a in touched_ids), dtype=np.int64)
             return Applied(b, False, accounts, np.array(sorted(changed_pos), dtype=np.int64), flipped)
@@ -375,25 +449,29 @@ class LiveBook:
 
     def _rebuild(self, new_accounts, wallets, inserts, deletes, touched_ids, changed_pos, flipped) -> Applied:
         """The new layout in one splice: old positions kept, new ones inserted at their sorted
-        places (accounts by id, positions by (account, symbol, margin mode)); slices of the old
-        arrays are copied whole, so a batch costs about one copy of the book."""
+        places (wallets by (account id, asset), positions by (account, symbol, margin mode));
+        slices of the old arrays are copied whole, so a batch costs about one copy of the book.
+        ``new_accounts`` and ``touched_ids``: wallets as (account id, asset code)."""
         b = self.book
-        new_ids = np.array(new_accounts, dtype=np.int64)
-        account_insert_at = np.searchsorted(b.account_id, new_ids)
-        account_id = np.insert(b.account_id, account_insert_at, new_ids)
+        account_insert_at = np.array([_pool_row(b.account_id, b.account_asset, p)[0] for p in new_accounts],
+                                     dtype=np.int64)
+        account_id = np.insert(b.account_id, account_insert_at, np.array([p[0] for p in new_accounts], np.int64))
+        account_asset = np.insert(b.account_asset, account_insert_at,
+                                  np.array([p[1] for p in new_accounts], np.int32)).astype(np.int32)
         wallet = np.insert(b.wallet, account_insert_at, [wallets[a] for a in new_accounts])
         dels = np.array(sorted(deletes), dtype=np.int64)
         inserts.sort(key=lambda kv: kv[0])  # (account id, symbol, mode): the layout's order
         before = []  # per insert: the old position it goes before
-        for (acc, sym, iso), _ in inserts:
-            a = int(np.searchsorted(b.account_id, acc))
-            held = a < b.n_accounts and b.account_id[a] == acc  # else a new account: before account a's positions
+        for key, _ in inserts:
+            (acc, sym, iso), pool = key, self._pool(key)
+            a, held = _pool_row(b.account_id, b.account_asset, pool)  # else a new wallet: before row a's positions
             k, end = int(b.pos_start[a]), int(b.pos_start[a + 1] if held else b.pos_start[a])
             while k < end and (b.pos_symbol[k], b.isolated[k]) < (sym, iso):
                 k += 1
             before.append(k)
         before = np.array(before, dtype=np.int64)
-        ins_account = np.searchsorted(account_id, np.array([k[0] for k, _ in inserts], dtype=np.int64))
+        ins_account = np.array([_pool_row(account_id, account_asset, self._pool(k))[0] for k, _ in inserts],
+                               dtype=np.int64)
         ins_symbol = np.array([k[1] for k, _ in inserts], dtype=np.int32)
         ins_iso = np.array([k[2] for k, _ in inserts], dtype=np.int8)
 
@@ -401,8 +479,9 @@ class LiveBook:
             return _splice(old, dels, before, np.asarray(values, dtype=dtype))
 
         old_account = b.pos_account
-        if new_ids.size:  # an old account's new index: its old index plus the new accounts before it
-            old_account = old_account + np.searchsorted(new_ids, b.account_id).astype(np.int32)[old_account]
+        if new_accounts:  # an old wallet's new index: its old index plus the new wallets inserted before it
+            shift = np.searchsorted(account_insert_at, np.arange(b.n_accounts), side="right").astype(np.int32)
+            old_account = old_account + shift[old_account]
         pos_account = spliced(old_account, ins_account, np.int32)
         pos_start = np.zeros(account_id.size + 1, dtype=np.int64)
         np.cumsum(np.bincount(pos_account, minlength=account_id.size), out=pos_start[1:])
@@ -417,12 +496,13 @@ class LiveBook:
             isolated_margin=spliced(b.isolated_margin, [s["isolated_margin"] for _, s in inserts], np.float64),
             leverage=spliced(b.leverage, [s["leverage"] or 0.0 for _, s in inserts], np.float64),
             tick_size=b.tick_size, meta={k: v for k, v in b.meta.items() if k != "hash"}, **b.contract_fields(),
+            account_asset=account_asset,
             # new accounts take the venue's margin model (-1), as a null accounts.margin_model does
             margin_model=None if b.margin_model is None else np.insert(b.margin_model, account_insert_at,
                                                                        np.int8(-1)))
         self.book = book
-        accounts = np.searchsorted(account_id, np.array(sorted(touched_ids), dtype=np.int64))
-        return Applied(book, True, accounts.astype(np.int64), np.empty(0, np.int64), True,
+        accounts = np.array(sorted(_pool_row(account_id, account_asset, p)[0] for p in touched_ids), dtype=np.int64)
+        return Applied(book, True, accounts, np.empty(0, np.int64), True,
                        _deletes=dels, _before=before, _account_insert_at=account_insert_at)
 
 

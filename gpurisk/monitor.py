@@ -19,6 +19,12 @@ revaluation:
 - ``revaluation``: one per step: the uncovered deficit at the current marks (what bankrupt
   accounts and isolated positions owe beyond their collateral), statuses counted, what the
   step covered;
+
+A book whose money is not all USDT (inverse contracts: a wallet per (account, settle asset),
+README "Inverse contracts") labels its money: ``account_status`` and ``liquidation`` events
+carry the ``asset`` of the wallet, and ``revaluation`` events the deficit per asset
+(``deficit_by_asset``; ``deficit`` is null when there are several: money of different assets
+is never added).
 - ``rejected``: a tick or update refused, with the reason (the book is unchanged by it).
 
 Where a step's ticks move only some symbols, only the accounts holding them are revalued
@@ -77,7 +83,7 @@ class Monitor:
                              "chunk_positions); this book is processed in chunks")
         if adl_top < 1:
             raise ValueError(f"adl_top must be >= 1, got {adl_top}")
-        engine.book.require_single_asset("the monitor", engine.venue)  # its updates name accounts by id alone
+        engine.book.require_per_asset("the monitor", engine.venue)  # a wallet per (account, asset)
         if getattr(engine, "portfolio_flags", None) is not None:
             from .portfolio import refuse_portfolio
 
@@ -343,7 +349,7 @@ class Monitor:
                                "from": STATUSES[self._acc_status[a]] if self._acc_status[a] >= 0 else None,
                                "to": STATUSES[status[a]],
                                "margin_ratio": _num(ratio[k]), "equity": float(equity[k]),
-                               "maint_margin": float(maint[k])})
+                               "maint_margin": float(maint[k]), **self._asset_of(a)})
         self._acc_status = status.copy()
         pstatus = self._h(pr.status)
         entering = np.flatnonzero((pstatus >= LIQUIDATABLE) & (self._pos_status < LIQUIDATABLE))
@@ -357,7 +363,8 @@ class Monitor:
                                "side": SIDES[int(b.size[i] < 0)], "size": float(b.size[i]),
                                "mark_price": float(self.marks[b.pos_symbol[i]]), "status": STATUSES[pstatus[i]],
                                "margin_ratio": _num(ratio[k]), "liq_price": _num(liq[k]),
-                               "bankruptcy_price": _num(bkr[k]) if bkr[k] > 0 else None})
+                               "bankruptcy_price": _num(bkr[k]) if bkr[k] > 0 else None,
+                               **self._asset_of(b.pos_account[i])})
         self._pos_status = pstatus.copy()
         heads = self._adl_heads()
         changed = [g for g in range(len(heads)) if heads[g] != self._heads[g]]
@@ -376,7 +383,11 @@ class Monitor:
 
     def deficit(self) -> float:
         """What bankrupt units owe beyond their collateral at the current marks: −equity summed
-        over cross accounts (with cross positions) and isolated positions with equity < 0."""
+        over cross accounts (with cross positions) and isolated positions with equity < 0. A
+        book with wallets in several assets: ``deficit_by_asset`` (ValueError here)."""
+        if len(self.book.assets) > 1:
+            raise ValueError(f"the book's wallets are in {', '.join(self.book.assets)}: money of different assets "
+                             "is never added; use deficit_by_asset()")
         am, pr, xp = self._risk.account_margin, self._risk.position_risk, self.backend.xp
         dev = self.engine.device
         if xp is np:  # summed in place where the mask holds: no filtered copies of the arrays
@@ -387,12 +398,35 @@ class Monitor:
         iso = xp.where((dev.isolated == 1) & (pr.equity < 0), -pr.equity, 0.0)
         return float(xp.sum(cross)) + float(xp.sum(iso))
 
+    def deficit_by_asset(self) -> dict[str, float]:
+        """``deficit`` per asset of the wallets (a book with inverse contracts: one per settle
+        asset); each asset's sum over its own accounts' rows and isolated positions."""
+        b = self.book
+        am, pr = self._risk.account_margin, self._risk.position_risk
+        equity, n_cross, pos_equity = self._h(am.equity), self._h(am.n_cross), self._h(pr.equity)
+        cross = (n_cross > 0) & (equity < 0)
+        iso = (b.isolated == 1) & (pos_equity < 0)
+        pos_asset = b.account_asset[b.pos_account]
+        return {a: -float(np.add.reduce(equity, where=cross & (b.account_asset == k)))
+                - float(np.add.reduce(pos_equity, where=iso & (pos_asset == k))) for k, a in enumerate(b.assets)}
+
+    def _asset_of(self, account: int) -> dict:
+        """{"asset": ...} of an account row's wallet where the book's money is not all USDT."""
+        b = self.book
+        return {} if b.default_assets else {"asset": b.assets[b.account_asset[account]]}
+
     def _summary(self, batch, mode: str, touched: int, moved: list) -> dict:
         counts = np.bincount(self._h(self._risk.account_margin.status), minlength=len(STATUSES))
+        if self.book.default_assets:
+            deficit = {"deficit": self.deficit()}
+        else:  # money per asset, never added across assets
+            by_asset = self.deficit_by_asset()
+            deficit = {"deficit": by_asset[self.book.assets[0]] if len(by_asset) == 1 else None,
+                       "deficit_by_asset": by_asset}
         return {"type": "revaluation", "mode": mode, "positions_revalued": int(touched),
                 "symbols_moved": [self.book.symbols[s] for s in moved],
                 "ticks": int(sum(t.count for t in batch.marks.values())), "coalesced": int(batch.coalesced),
-                "updates": len(batch.updates), "deficit": self.deficit(),
+                "updates": len(batch.updates), **deficit,
                 **{f"accounts_{s}": int(c) for s, c in zip(STATUSES, counts)}}
 
     def _rejected(self, update, why: str) -> dict:
