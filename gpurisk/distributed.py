@@ -783,7 +783,8 @@ def stress_distributed(book, scenarios, client, venue: "str | Venue" = "binance"
     return StressResult(summary=summary, liquidations=_concat([r.liquidations for r in results]),
                         adl_fills=_concat([r.adl_fills for r in results]),
                         haircuts=_concat([r.haircuts for r in results]),
-                        prices=_concat([r.prices for r in results]), timings=timings)
+                        prices=_concat([r.prices for r in results]), timings=timings,
+                        assets=results[0].assets)  # several: every table has its asset column
 
 
 # ------------------------------------------------------------------ clusters

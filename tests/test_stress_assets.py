@@ -185,3 +185,18 @@ def test_cli_fund_per_asset_and_report_per_asset(tmp_path, capsys):
     assert (tmp_path / "r.html").stat().st_size > 0
     assert main(["report", "--stress", str(out), "--out", str(tmp_path / "r2.html"), "--asset", "DOGE"]) == 2
     assert "no stress rows in 'DOGE'" in capsys.readouterr().err
+
+
+def test_dask_run_equals_the_single_machine_run(book):
+    distributed = pytest.importorskip("distributed")
+    from gpurisk.distributed import stress_distributed
+
+    grid = gpurisk.shock_grid(-0.3, 0.3, 4)
+    want = gpurisk.stress(book, grid, backend="cpu", insurance_fund=FUNDS, policy=["queue", "rap"])
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cl, \
+            distributed.Client(cl) as client:
+        got = stress_distributed(book, grid, client, backend="cpu", insurance_fund=FUNDS, policy=["queue", "rap"],
+                                 n_tasks=2)
+    assert got.assets == book.assets
+    _same_tables(got, want)
+    _same_tables(got.for_asset("ETH"), want.for_asset("ETH"))
