@@ -19,13 +19,13 @@ revaluation:
 - ``revaluation``: one per step: the uncovered deficit at the current marks (what bankrupt
   accounts and isolated positions owe beyond their collateral), statuses counted, what the
   step covered;
+- ``rejected``: a tick or update refused, with the reason (the book is unchanged by it).
 
 A book whose money is not all USDT (inverse contracts: a wallet per (account, settle asset),
 README "Inverse contracts") labels its money: ``account_status`` and ``liquidation`` events
 carry the ``asset`` of the wallet, and ``revaluation`` events the deficit per asset
 (``deficit_by_asset``; ``deficit`` is null when there are several: money of different assets
 is never added).
-- ``rejected``: a tick or update refused, with the reason (the book is unchanged by it).
 
 Where a step's ticks move only some symbols, only the accounts holding them are revalued
 (every position of those accounts, so each account's sums run over the same positions in the
