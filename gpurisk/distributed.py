@@ -43,28 +43,17 @@ positions are 2.0 GB gathered (1.2 GB for rank-rule venues) and 0.5 GB sent back
 driver's ranking is a radix sort plus one pass (see README, "Scale-out on Dask", for the
 time budget).
 
-**Stress** (``stress_distributed``). ADL execution walks whole opposite-side queues and a
-cascade moves every mark, so a scenario needs the whole book: scenarios are split into
-contiguous blocks of scenario ids, one block per task (by default one per worker thread),
-each worker holds the whole book once (scattered to every worker, or read from the book
-directory and cached per worker process), runs the ordinary :func:`gpurisk.stress.stress` on
-its block, and the driver concatenates the blocks in scenario order. Scenarios do not
-interact, so the tables are those of one machine, row for row.
-
-**Failures.** Every task is pure and recomputable from its inputs. When a worker dies,
-Dask reruns its tasks on the others (up to ``distributed.scheduler.allowed-failures`` times
-per task); past that, or when a result cannot be recovered, the run raises
-:class:`DistributedRunError`. Results are only returned when every shard has answered and
-the row counts reconcile: a run never returns part of a book as if it were the whole.
+Stress on Dask (``stress_distributed``, re-exported here) is gpurisk/distributed_stress.py;
+connecting (``connect``), submitting, gathering all-or-nothing and :class:`DistributedRunError`
+(with what a run does when workers die) are gpurisk/distributed_cluster.py. Their names stay
+importable from this module.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,8 +61,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from .adl import queue_group, queue_places, rank_queues, rotate_queues
-from .backend import get_backend
-from .book import Book, BookError, Problem, read_book, read_table
+from .book import Book, BookError, Problem, read_book
+from .distributed_cluster import (DistributedRunError, _cancelled_errors, _dask, _Failed, _gather,  # noqa: F401
+                                  _n_workers, _raise_failed, _submit, _task_backend, connect)
 from .venue import Venue, get_venue
 
 # Sharded books live in gpurisk/shards.py; their names stay importable from here.
@@ -81,18 +71,9 @@ from .shards import (FORMAT, MANIFEST, SHARDS_DIR, _in_shard, _layout_problems, 
                      _shard_frames, is_sharded, read_shard, read_sharded_book, shard_bounds, shard_name,
                      shard_paths, slice_book, split_book, write_sharded)
 
-
-class DistributedRunError(RuntimeError):
-    """A distributed run could not finish (workers died too often, results were lost, the
-    scheduler is unreachable, or shards do not reconcile). No partial result is returned."""
-
-
-def _dask():
-    try:
-        import distributed
-    except ImportError as exc:  # pragma: no cover - the extra is in dev
-        raise ImportError("scale-out needs Dask: pip install 'gpurisk[distributed]'") from exc
-    return distributed
+# Stress on Dask lives in gpurisk/distributed_stress.py; its names stay importable from here.
+from .distributed_stress import (_WORKER_BOOKS, _book_symbols, _concat, _load_whole_book,  # noqa: F401,E402
+                                 _scenario_blocks, _stress_block, stress_distributed)
 
 
 def _resolved_venue(venue) -> Venue:
@@ -103,25 +84,6 @@ def _resolved_venue(venue) -> Venue:
 
 
 # ------------------------------------------------------------------ workers' side
-
-_WORKER_BOOKS: dict = {}  # per worker process: a whole book read from a directory, reused
-
-
-def _load_whole_book(path: str) -> Book:
-    root = Path(path)
-    files = sorted(str(f) for f in root.rglob("*") if f.is_file())
-    key = (str(root.resolve()), tuple((f, os.stat(f).st_mtime_ns, os.stat(f).st_size) for f in files))
-    if key not in _WORKER_BOOKS:
-        _WORKER_BOOKS.clear()
-        _WORKER_BOOKS[key] = read_sharded_book(root) if is_sharded(root) else read_book(root)
-    return _WORKER_BOOKS[key]
-
-
-@dataclass
-class _Failed:
-    """A shard's book broke rules (BookError does not survive pickling; its problems do)."""
-
-    problems: list
 
 
 @dataclass
@@ -135,16 +97,6 @@ class _ShardPart:
     score: np.ndarray
     abs_size: np.ndarray | None
     meta: dict
-
-
-def _task_backend(name: str):
-    """The backend of one task. A fresh CpuBackend per task: the shared one keeps its radix
-    sort buffers between calls, which two tasks running on threads of one worker would share."""
-    from .backend import CpuBackend, gpu_available
-
-    if name == "cpu" or (name == "auto" and not gpu_available()):
-        return CpuBackend()
-    return get_backend(name)
 
 
 class _Resident:
@@ -281,83 +233,7 @@ def _write_shard(frames, directory: str):
     return out
 
 
-def _stress_block(source, scenarios, options: dict, hook, label: str):
-    from .stress import stress
-
-    if hook is not None:
-        hook(label)
-    try:
-        book = _load_whole_book(source) if isinstance(source, str) else source
-        options = dict(options, backend=_task_backend(options["backend"]))
-        # One run at a time per task: Dask's worker threads are the parallelism here.
-        return stress(book, scenarios, progress=False, threads=1, **options)
-    except BookError as exc:
-        return _Failed(exc.problems)
-
-
 # ------------------------------------------------------------------ driver's side
-
-
-def _gather(client, futures, timeout=None, what="shard", fetch: bool = True):
-    """Wait for every future and return their results (``fetch``) or None. Any failure
-    cancels the whole set and raises: a run never yields part of its results."""
-    distributed = _dask()
-    try:
-        distributed.wait(futures, timeout=timeout)
-        if fetch:
-            return client.gather(futures)
-        failed = [f for f in futures if f.status != "finished"]
-        if failed:
-            client.gather(failed)  # raises the task's error
-            raise DistributedRunError(f"{len(failed)} {what} task(s) ended as {failed[0].status!r}")
-        return None
-    except BaseException as exc:
-        client.cancel(futures)  # nothing of a failed run keeps running or holding memory
-        if isinstance(exc, distributed.KilledWorker):
-            raise DistributedRunError(
-                f"a {what} task kept losing its worker ({exc}); workers died (out of memory? killed?) more often "
-                "than distributed.scheduler.allowed-failures allows. No partial result is returned.") from exc
-        if isinstance(exc, (distributed.CancelledError, *_cancelled_errors())):
-            raise DistributedRunError(f"a {what} result was lost or cancelled before the run finished ({exc!r}); "
-                                      "no partial result is returned") from exc
-        if isinstance(exc, TimeoutError):
-            raise DistributedRunError(f"{what} tasks did not finish within {timeout} s; "
-                                      "no partial result is returned") from exc
-        raise
-
-
-def _cancelled_errors() -> tuple:
-    import concurrent.futures
-
-    import distributed.client as dc
-
-    return tuple({concurrent.futures.CancelledError, *(getattr(dc, n) for n in ("FutureCancelledError",
-                                                                                  "FuturesCancelledError")
-                                                       if hasattr(dc, n))})
-
-
-def _raise_failed(results):
-    problems, seen = [], set()
-    for r in results:
-        if isinstance(r, _Failed):
-            for p in r.problems:  # the same marks or scenario problem from every shard: once
-                if str(p) not in seen:
-                    seen.add(str(p))
-                    problems.append(p)
-    if problems:
-        raise BookError(problems)
-
-
-def _n_workers(client) -> int:
-    info = client.scheduler_info()
-    return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
-
-
-def _submit(client, fn, *args, key: str, **placement):
-    with warnings.catch_warnings():  # shard data travel in the task itself (recomputable)
-        warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
-        warnings.filterwarnings("ignore", message=".*[Ll]arge object.*")
-        return client.submit(fn, *args, key=key, pure=False, **placement)
 
 
 class DistributedRisk:
@@ -691,125 +567,3 @@ def _check_shards(metas, names, expected) -> None:
         if (acc, pos) != (expected["accounts"], expected["positions"]):
             raise DistributedRunError(f"shards returned {acc:,} accounts and {pos:,} positions; the book holds "
                                       f"{expected['accounts']:,} and {expected['positions']:,}")
-
-
-def _book_symbols(book) -> SimpleNamespace:
-    """What scenario parsing needs of a book: its symbols (sorted, as Book orders them)."""
-    if isinstance(book, Book):
-        return SimpleNamespace(symbols=book.symbols, n_symbols=book.n_symbols)
-    markets = read_table(Path(book), "markets")
-    symbols = tuple(sorted(markets["symbol"].drop_nulls().to_list()))
-    return SimpleNamespace(symbols=symbols, n_symbols=len(symbols))
-
-
-def _scenario_blocks(book, scenarios, n_blocks: int):
-    """Split the scenario frame into ``n_blocks`` frames of contiguous scenario ids. A block
-    whose scenarios are shorter than the longest path gets its last step stated explicitly,
-    so every block has as many steps as the whole run (the same shocks, bit for bit)."""
-    import polars as pl
-
-    from .stress import scenario_paths
-
-    df = scenarios if isinstance(scenarios, pl.DataFrame) else pl.DataFrame(scenarios)
-    ids, shocks = scenario_paths(book, df)  # validates, as a single-machine run would
-    n_steps = shocks.shape[1]
-    blocks = []
-    for sel in np.array_split(np.arange(len(ids)), max(1, min(n_blocks, len(ids)))):
-        if sel.size == 0:
-            continue
-        block_ids = pl.Series("scenario", ids[sel]).cast(df.schema["scenario"])
-        sub = df.filter(pl.col("scenario").is_in(block_ids.implode()))
-        if n_steps > 1 and int(sub["step"].max()) < n_steps - 1:
-            last = pl.DataFrame({
-                "scenario": np.repeat(ids[sel], book.n_symbols),
-                "symbol": list(book.symbols) * sel.size,
-                "shock": shocks[sel, n_steps - 1, :].ravel(),
-                "step": np.full(sel.size * book.n_symbols, n_steps - 1),
-            }).with_columns(pl.col("scenario").cast(df.schema["scenario"]), pl.col("step").cast(df.schema["step"]),
-                            pl.col("symbol").cast(df.schema["symbol"]), pl.col("shock").cast(df.schema["shock"]))
-            sub = pl.concat([sub, last], how="diagonal")
-        blocks.append(sub)
-    return blocks
-
-
-def _concat(frames):
-    import polars as pl
-
-    full = [f for f in frames if f.height]
-    if not full:
-        return frames[0]
-    return pl.concat(full, how="vertical") if len(full) > 1 else full[0]
-
-
-def stress_distributed(book, scenarios, client, venue: "str | Venue" = "binance", backend: str = "auto",
-                       insurance_fund: float = 0.0, policy="queue", steps: int = 1, impact=None, ladder=None,
-                       batch: int = 64, n_tasks: int | None = None, timeout: float | None = None,
-                       _fault_hook=None):
-    """:func:`gpurisk.stress.stress` with the scenarios spread over a Dask cluster: each task
-    runs a contiguous block of scenario ids on the whole book; the tables are concatenated in
-    scenario order and equal a single-machine run's, row for row.
-
-    book: a Book (scattered once to every worker) or a book directory, plain or sharded
-        (read by each worker process once; the path must be visible to the workers).
-    n_tasks: blocks of scenarios (default one per worker thread).
-    """
-    from .stress import StressResult
-
-    if not isinstance(backend, str):
-        raise TypeError("backend must be given by name ('auto', 'cpu' or 'gpu') to run on workers")
-    t0 = time.perf_counter()
-    is_path = isinstance(book, (str, Path))
-    header = _book_symbols(book)
-    blocks = _scenario_blocks(header, scenarios, n_tasks or _n_workers(client))
-    options = dict(venue=get_venue(venue), backend=backend, insurance_fund=insurance_fund, policy=policy,
-                   steps=steps, impact=impact, ladder=ladder, batch=batch)
-    if is_path:
-        source = str(Path(book).resolve())
-    else:
-        source = client.scatter(book, broadcast=True, hash=False)
-    run = uuid.uuid4().hex[:8]
-    futs = [_submit(client, _stress_block, source, blk, options, _fault_hook, f"stress-{k}",
-                    key=f"gpurisk-stress-{run}-{k}") for k, blk in enumerate(blocks)]
-    results = _gather(client, futs, timeout, what="scenario block")
-    _raise_failed(results)
-    if len(results) != len(blocks):
-        raise DistributedRunError(f"{len(results)} scenario blocks answered out of {len(blocks)}")
-    summary = _concat([r.summary for r in results])
-    expected_rows = sum(r.summary.height for r in results)
-    if summary.height != expected_rows:  # pragma: no cover - defensive
-        raise DistributedRunError("stress summaries do not reconcile")
-    timings = {"seconds": time.perf_counter() - t0, "scenarios": sum(r.timings.get("scenarios", 0) for r in results),
-               "screened_quiet": sum(r.timings.get("screened_quiet", 0) for r in results), "tasks": len(blocks)}
-    return StressResult(summary=summary, liquidations=_concat([r.liquidations for r in results]),
-                        adl_fills=_concat([r.adl_fills for r in results]),
-                        haircuts=_concat([r.haircuts for r in results]),
-                        prices=_concat([r.prices for r in results]), timings=timings,
-                        assets=results[0].assets)  # several: every table has its asset column
-
-
-# ------------------------------------------------------------------ clusters
-
-
-@contextlib.contextmanager
-def connect(scheduler: str | None = None, workers: int | None = None, threads_per_worker: int = 1,
-            timeout: float | None = None):
-    """A ``distributed.Client``: to a running scheduler (``tcp://host:8786``), or to a
-    LocalCluster of ``workers`` processes started here (and stopped on exit). ``timeout``:
-    seconds to reach the scheduler (default Dask's ``distributed.comm.timeouts.connect``)."""
-    distributed = _dask()
-    if scheduler:
-        try:
-            client = distributed.Client(scheduler, **({} if timeout is None else {"timeout": timeout}))
-        except (OSError, TimeoutError) as exc:
-            raise DistributedRunError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "
-                                      "`dask scheduler` and workers with `dask worker <address>`") from exc
-        with client:
-            yield client
-        return
-    if not workers or workers < 1:
-        raise ValueError("connect needs a scheduler address or workers >= 1")
-    omp = str(max(1, (os.cpu_count() or 1) // workers))
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                                  dashboard_address=":0", env={"OMP_NUM_THREADS": omp}) as cluster, \
-            distributed.Client(cluster) as client:
-        yield client
