@@ -162,12 +162,12 @@ def test_non_positive_accounts_is_a_usage_error(tmp_path, value):
 
 
 def test_memory_estimate_scales_with_accounts(monkeypatch):
-    from gpurisk import cli
+    from gpurisk import cli_common  # where the check lives (gpurisk.cli re-exports it)
 
-    monkeypatch.setattr(cli, "_available_memory", lambda: 100 * cli.SYNTH_BYTES_PER_ACCOUNT)
-    cli._check_synthetic_size(100)
-    with pytest.raises(cli.InputError, match="use at most about 100 accounts"):
-        cli._check_synthetic_size(101)
+    monkeypatch.setattr(cli_common, "_available_memory", lambda: 100 * cli_common.SYNTH_BYTES_PER_ACCOUNT)
+    cli_common._check_synthetic_size(100)
+    with pytest.raises(cli_common.InputError, match="use at most about 100 accounts"):
+        cli_common._check_synthetic_size(101)
 
 
 # ---- 130: interrupted --------------------------------------------------------------------
