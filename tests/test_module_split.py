@@ -1,0 +1,52 @@
+"""gpurisk.report, gpurisk.distributed and gpurisk.cli were each split into modules named for
+their concepts; every name they had stays importable from them, as the very object of the
+module that now holds it (not a copy)."""
+
+import importlib
+
+import pytest
+
+MOVED = {
+    "report": {
+        "report_tables": ["STATUSES", "STRESS_TABLES", "RiskTables", "StressTables", "load_risk_tables",
+                          "load_stress_tables", "select_asset", "stress_assets", "write_base_marks", "fmt",
+                          "headline", "format_headline"],
+        "report_figures": ["DPI", "LIGHT_COLOURS", "MAX_PORTFOLIO_POINTS", "MAX_QUEUE_POINTS", "POLICY_COLOURS",
+                           "STATUS_COLOURS", "STATUS_LABELS", "SYMBOL_COLOURS", "fig_adl_queue", "fig_cascade",
+                           "fig_margin_ratio", "fig_portfolio_vs_tiered", "fig_stress_curve", "portfolio_rows"],
+    },
+    "distributed": {
+        "distributed_stress": ["stress_distributed"],
+        "distributed_cluster": ["DistributedRunError", "connect"],
+        "shards": ["FORMAT", "MANIFEST", "SHARDS_DIR", "is_sharded", "read_shard", "read_sharded_book",
+                   "shard_bounds", "shard_name", "shard_paths", "slice_book", "split_book", "write_sharded"],
+    },
+    "cli": {
+        "cli_common": ["InputError", "SYNTH_BYTES_PER_ACCOUNT"],
+        "cli_revalue": ["cmd_demo", "cmd_synth", "cmd_revalue"],
+        "cli_stress": ["cmd_stress"],
+        "cli_report": ["cmd_report", "format_report_line"],
+    },
+}
+KEPT = {
+    "report": ["CSS", "table_html", "write_report"],
+    "distributed": ["DistributedEngine", "DistributedRisk", "revalue_distributed"],
+    "cli": ["DESCRIPTION", "EXIT_OK", "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "build_parser", "main"],
+}
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_moved_names_are_reexported_from_the_old_module(old):
+    module = importlib.import_module(f"gpurisk.{old}")
+    for new, names in MOVED[old].items():
+        home = importlib.import_module(f"gpurisk.{new}")
+        for name in names:
+            assert getattr(module, name) is getattr(home, name), f"gpurisk.{old}.{name}"
+
+
+@pytest.mark.parametrize("old", sorted(KEPT))
+def test_kept_names_are_defined_in_the_old_module(old):
+    module = importlib.import_module(f"gpurisk.{old}")
+    for name in KEPT[old]:
+        value = getattr(module, name)
+        assert getattr(value, "__module__", module.__name__) == module.__name__, f"gpurisk.{old}.{name}"
