@@ -267,12 +267,71 @@ class Takeover:
     unit_rank: np.ndarray
 
 
-def take_over_bankrupt(ledger, order, pos: np.ndarray, bp: np.ndarray, market: np.ndarray, pos_start: np.ndarray,
-                       cs_pos: np.ndarray) -> Takeover:
+def take_over_bankrupt(backend, ledger, pos, bp, market, cs_pos) -> Takeover:
+    """``take_over_bankrupt_numpy`` as kernels (kernels/deleverage.cu, ``takeover_*``), with
+    the same bits: the losses per position, the units and their deficits by a thread per
+    account (``pos`` ascending keeps an account's positions together), the settlement order
+    by the backend's queue sort, the fund's cover in one sequential pass, and the takeover
+    applied to the ledger by a thread per account (wallet credits in position order). ``pos``,
+    ``bp`` and ``market`` may be host or device arrays; ``rest`` and ``unit_rank`` come back on
+    the backend's device. The ledger's arrays are used in place on the cpu backend (copied to
+    the device and back on the gpu: the ledger lives on the host); only the totals (four
+    numbers) and the unit count cross to the host."""
+    b, xp = backend, backend.xp
+    n = int(pos.size)
+    if n == 0:
+        empty = xp.zeros(0, dtype=xp.float64)
+        return Takeover(0.0, 0.0, empty, xp.zeros(0, dtype=xp.int64))
+    pos, bp, market = b.asarray(pos, xp.int64), b.asarray(bp, xp.float64), b.asarray(market, xp.float64)
+    inverse, isolated, account = (b.asarray(a) for a in (ledger._inverse.view(np.int8), ledger._isolated,
+                                                        ledger._account))
+    size, wallet, margin, x_size = (b.asarray(a) for a in (ledger.size, ledger.wallet, ledger.isolated_margin,
+                                                           ledger.x_size))
+    qty, loss = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64)
+    first = xp.empty(n, dtype=xp.int8)
+    b.launch("takeover_loss", n, pos, bp, market, size, b.asarray(cs_pos, xp.float64), inverse, account, qty, loss,
+             first)
+    run_start = xp.concatenate([xp.flatnonzero(first), xp.full(1, n, dtype=xp.int64)]).astype(xp.int64)
+    n_runs = int(run_start.size) - 1
+    units_per_run = xp.empty(n_runs, dtype=xp.int64)
+    b.launch("takeover_count_units", n_runs, run_start, pos, isolated, units_per_run)
+    unit_base = xp.zeros(n_runs + 1, dtype=xp.int64)
+    xp.cumsum(units_per_run, out=unit_base[1:])
+    n_units = int(unit_base[-1])  # the one count the host needs: the sort's length
+    unit, unit_deficit = xp.empty(n, dtype=xp.int64), xp.empty(n_units, dtype=xp.float64)
+    b.launch("takeover_unit_deficits", n_runs, run_start, unit_base, pos, isolated, loss, unit, unit_deficit)
+    # Most underwater first; ties by unit number (account id, then cross before isolated).
+    settle = b.asarray(b.queue_order(xp.zeros(n_units, dtype=xp.int32), unit_deficit, 1), xp.int64)
+    deficits, covered = xp.empty(n_units, dtype=xp.float64), xp.empty(n_units, dtype=xp.float64)
+    totals = xp.zeros(4, dtype=xp.float64)
+    b.launch("takeover_fund_cover", 1, n_units, settle, unit_deficit, max(ledger.fund, 0.0), deficits, covered,
+             totals)
+    unit_share, unit_rank = xp.empty(n_units, dtype=xp.float64), xp.empty(n_units, dtype=xp.int64)
+    b.launch("takeover_shares", n_units, settle, deficits, covered, unit_share, unit_rank)
+    fund_qty, rest, rank = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.int64)
+    cash, gain = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64)
+    b.launch("takeover_apply", n_runs, run_start, pos, bp, market, qty, unit, unit_share, unit_rank,
+             b.asarray(ledger._entry), b.asarray(ledger._cs_pos), inverse, isolated, account, size, wallet, margin,
+             fund_qty, rest, rank, cash, gain)
+    b.launch("takeover_totals", 1, n, pos, b.asarray(ledger._symbol), fund_qty, cash, gain, x_size, totals)
+    for moved, kept in ((size, ledger.size), (wallet, ledger.wallet), (margin, ledger.isolated_margin),
+                        (x_size, ledger.x_size)):
+        if moved is not kept:  # a device copy: back to the host's ledger
+            kept[:] = b.to_host(moved)
+    deficit, cover, x_cash, fund_gain = (float(v) for v in b.to_host(totals))
+    ledger.x_cash -= x_cash
+    ledger.fund += fund_gain
+    return Takeover(deficit, cover, rest, rank)
+
+
+def take_over_bankrupt_numpy(ledger, order, pos: np.ndarray, bp: np.ndarray, market: np.ndarray,
+                             pos_start: np.ndarray, cs_pos: np.ndarray) -> Takeover:
     """Bankrupt positions ``pos`` (ascending) are taken over at their bankruptcy prices
     ``bp``: the insurance fund pays whole deficits of the most underwater units first (a
     unit: an account's cross book, or one isolated position) while it lasts, and takes that
-    share of each unit's positions; the rest is left to ADL."""
+    share of each unit's positions; the rest is left to ADL. The definition in NumPy, kept as
+    the reference ``take_over_bankrupt`` (the kernels) keeps to the bit; ``order(group,
+    score)`` is the backend's queue sort on host arrays."""
     qty = ledger.size[pos].copy()
     # what the taker loses selling at market (money prices: gpurisk/ledger.py)
     loss = qty * (ledger.money(pos, bp) - ledger.money(pos, market)) * cs_pos[pos]

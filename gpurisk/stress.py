@@ -392,10 +392,10 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
         return
     book = ctx.book
     bp = rx.take("bp", pos)
-    taken = take_over_bankrupt(ledger, ctx.order, pos, bp, exec_marks[book.pos_symbol[pos]], book.pos_start,
-                               ctx.cs_pos)
+    taken = take_over_bankrupt(ctx.backend, ledger, pos, bp, exec_marks[book.pos_symbol[pos]], ctx.cs_pos)
     totals.deficit += taken.deficit
     totals.insurance_used += taken.covered  # backstop gains are not netted in
+    taken.rest, taken.unit_rank = ctx.backend.to_host(taken.rest), ctx.backend.to_host(taken.unit_rank)
     queues, parts = demand_by_queue(ctx.order, ctx.group[pos], taken.rest, taken.unit_rank)
     if not parts:
         return

@@ -1,5 +1,6 @@
-// Deleveraging kernels (DESIGN §5): the fills of queue ADL, bankrupt demand merged with the
-// ranked opposite queue (adl_merge), and the money moves of those fills (adl_settle).
+// Deleveraging kernels (DESIGN §5): the backstop's takeover of bankrupt units (takeover_*),
+// the fills of queue ADL, bankrupt demand merged with the ranked opposite queue (adl_merge),
+// and the money moves of those fills (adl_settle).
 #include "common.cuh"
 
 // One thread per queue q walks the running sums of its demand
@@ -151,6 +152,156 @@ GR_DEVICE double sign_of(double x) { return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : (x
 
 // np.maximum(x, y): NaN if either is.
 GR_DEVICE double numpy_max(double x, double y) { return (x != x || x >= y) ? x : y; }
+
+// ------------------------------------------------------------------ the backstop's takeover
+//
+// deleverage.take_over_bankrupt_numpy as kernels, bit for bit: bankrupt positions d_pos
+// (ascending, so an account's positions are contiguous: storage is in account order) are
+// taken over at their bankruptcy prices. A unit is an account's cross book or one isolated
+// position; units are numbered by account, the cross unit first, then isolated positions by
+// index descending (the order that breaks ties). Money prices (gpurisk/ledger.py): m(P) = P,
+// or -1/P where inverse[p].
+
+GR_DEVICE double money_price(double price, signed char inverse) { return inverse ? -1.0 / price : price; }
+
+// Per bankrupt position i: its size, what the taker loses selling it at market, and whether
+// it opens its account's run of positions.
+GR_KERNEL void takeover_loss(
+    long long n, const long long* d_pos, const double* d_bp, const double* d_market, const double* size,
+    const double* cs_pos, const signed char* inverse, const int* account, double* qty, double* loss,
+    signed char* account_first) {
+    for_each_index(i, n) {
+        const long long p = d_pos[i];
+        const double q = size[p];
+        qty[i] = q;
+        loss[i] = q * (money_price(d_bp[i], inverse[p]) - money_price(d_market[i], inverse[p])) * cs_pos[p];
+        account_first[i] = i == 0 || account[d_pos[i - 1]] != account[p];
+    }
+}
+
+// A thread per account run [run_start[a], run_start[a + 1]): how many units it holds.
+GR_KERNEL void takeover_count_units(
+    long long n_runs, const long long* run_start, const long long* d_pos, const signed char* isolated,
+    long long* n_units) {
+    for_each_index(a, n_runs) {
+        long long cross = 0, iso = 0;
+        for (long long i = run_start[a]; i < run_start[a + 1]; ++i) {
+            if (isolated[d_pos[i]] == 1) ++iso;
+            else cross = 1;
+        }
+        n_units[a] = cross + iso;
+    }
+}
+
+// A thread per account run: each position's unit (from unit_base[a]) and each unit's
+// deficit, summed from 0.0 over its positions in order (np.bincount's sum).
+GR_KERNEL void takeover_unit_deficits(
+    long long n_runs, const long long* run_start, const long long* unit_base, const long long* d_pos,
+    const signed char* isolated, const double* loss, long long* unit, double* unit_deficit) {
+    for_each_index(a, n_runs) {
+        const long long i0 = run_start[a], i1 = run_start[a + 1];
+        long long cross = 0, iso = 0;
+        for (long long i = i0; i < i1; ++i) {
+            if (isolated[d_pos[i]] == 1) ++iso;
+            else cross = 1;
+        }
+        const long long base = unit_base[a];
+        if (cross) unit_deficit[base] = 0.0;
+        long long later = iso;  // isolated positions by index descending: the last one first
+        for (long long i = i0; i < i1; ++i) {
+            if (isolated[d_pos[i]] == 1) {
+                const long long u = base + cross + --later;
+                unit[i] = u;
+                unit_deficit[u] = 0.0 + loss[i];
+            } else {
+                unit[i] = base;
+                unit_deficit[base] += loss[i];
+            }
+        }
+    }
+}
+
+// np.clip(x, lo, hi) on doubles: NaN in x, or hi, comes through.
+GR_DEVICE double numpy_clip(double x, double lo, double hi) {
+    const double t = (x != x) ? x : (x > lo ? x : lo);
+    return (t != t) ? t : (t < hi ? t : hi);
+}
+
+// One thread: the insurance fund (fund_available, at least 0) pays whole deficits of the
+// units in settlement order (settle: most underwater first) while it lasts, then what is
+// left of it. Its running total is sequential (np.cumsum); the deficit and the cover are
+// NumPy's pairwise sums (totals[0], totals[1]). deficits and covered are in settlement order.
+GR_KERNEL void takeover_fund_cover(
+    long long n_threads, long long n_units, const long long* settle, const double* unit_deficit,
+    double fund_available, double* deficits, double* covered, double* totals) {
+    for_each_index(t, n_threads) {
+        double before = 0.0;
+        for (long long k = 0; k < n_units; ++k) {
+            const double d = numpy_max(unit_deficit[settle[k]], 0.0);
+            deficits[k] = d;
+            covered[k] = numpy_clip(fund_available - before, 0.0, d);
+            before = k == 0 ? d : before + d;
+        }
+        totals[0] = numpy_sum(deficits, n_units);
+        totals[1] = numpy_sum(covered, n_units);
+    }
+}
+
+// Per unit in settlement order k: the share of its positions the fund takes, and its rank.
+GR_KERNEL void takeover_shares(
+    long long n_units, const long long* settle, const double* deficits, const double* covered,
+    double* unit_share, long long* unit_rank) {
+    for_each_index(k, n_units) {
+        const long long u = settle[k];
+        unit_share[u] = deficits[k] > 0.0 ? covered[k] / deficits[k] : 1.0;
+        unit_rank[u] = k;
+    }
+}
+
+// A thread per account run: the fund takes its share of each position at the bankruptcy
+// price (Ledger.take_over): realised PnL to the wallet, in position order, or to the isolated
+// margin; sizes shrink. rest: what is left to deleverage (0 for a closed position); rank:
+// the settlement order of the position's unit; cash and gain: each position's terms of the
+// external account's cash and the fund's gain (summed by takeover_totals).
+GR_KERNEL void takeover_apply(
+    long long n_runs, const long long* run_start, const long long* d_pos, const double* d_bp,
+    const double* d_market, const double* qty, const long long* unit, const double* unit_share,
+    const long long* unit_rank, const double* entry, const double* cs_pos, const signed char* inverse,
+    const signed char* isolated, const int* account, double* size, double* wallet, double* isolated_margin,
+    double* fund_qty, double* rest, long long* rank, double* cash, double* gain) {
+    for_each_index(a, n_runs) {
+        for (long long i = run_start[a]; i < run_start[a + 1]; ++i) {
+            const long long p = d_pos[i], u = unit[i];
+            const double share = unit_share[u];
+            const double q = share >= 1.0 ? qty[i] : qty[i] * share;
+            const double cs = cs_pos[p];
+            const double price = money_price(d_bp[i], inverse[p]);
+            const double market = money_price(d_market[i], inverse[p]);
+            const double amount = q * (price - entry[p]) * cs;
+            if (isolated[p] == 1) isolated_margin[p] += amount;
+            else wallet[account[p]] += amount;
+            const double left = size[p] - q;
+            size[p] = left;
+            fund_qty[i] = q;
+            rest[i] = left == 0.0 ? 0.0 : qty[i] - q;
+            rank[i] = unit_rank[u];
+            cash[i] = q * market * cs;
+            gain[i] = q * (market - price) * cs;
+        }
+    }
+}
+
+// One thread: the external account's sizes, added in position order (np.add.at), and the
+// pairwise sums of its cash (totals[2]) and of the fund's gain (totals[3]).
+GR_KERNEL void takeover_totals(
+    long long n_threads, long long n, const long long* d_pos, const int* pos_symbol, const double* fund_qty,
+    const double* cash, const double* gain, double* x_size, double* totals) {
+    for_each_index(t, n_threads) {
+        for (long long i = 0; i < n; ++i) x_size[pos_symbol[d_pos[i]]] += fund_qty[i];
+        totals[2] = numpy_sum(cash, n);
+        totals[3] = numpy_sum(gain, n);
+    }
+}
 
 // Queue members are scattered over the book: on the CPU, the balances of the member
 // GR_AHEAD places on are fetched while this one is settled (a GPU thread per queue cannot).
