@@ -2,6 +2,8 @@
 exactly the front of the documented total order, the merge conserves size, the fund pays
 most underwater first, and the haircuts recover what they can within their caps."""
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -254,3 +256,68 @@ def test_the_supply_gathered_for_the_merge_is_as_deep_as_it_can_be_used(seed, n_
     full = queue_merges(get_backend("cpu"), demand, bounds, whole, np.array([[0, whole.size]]))[0]
     for a, b in zip(short, full):
         assert np.array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
+
+
+@functools.lru_cache(maxsize=None)
+def _takeover_book(inverse: bool):
+    from gpurisk.synthetic import synthetic_book
+
+    return synthetic_book(10_000, seed=3, isolated_share=0.3, inverse_markets=2 if inverse else 0)
+
+
+@pytest.mark.parametrize("backend_name", ["cpu", "cpu-1-thread", "stand-in"])
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), share=st.sampled_from([0.002, 0.05, 0.5, 1.0]),
+       fund=st.sampled_from([0.0, -5.0, 0.3, 0.5, 1e12]), ties=st.sampled_from([0.0, 0.5, 1.0]),
+       inverse=st.booleans(), nan=st.booleans())
+def test_the_takeover_kernels_move_the_money_of_take_over_bankrupt_numpy_bit_for_bit(backend_name, seed, share, fund,
+                                                                                     ties, inverse, nan):
+    """Every balance, size and total of the kernels' takeover equals the NumPy definition's to
+    the bit: units (cross books with several positions, isolated positions) and their deficits,
+    the settlement order with ties (bankruptcy price at the market: ±0.0 deficits, broken by
+    account then cross before isolated), the fund's running total (none, below zero, part of
+    the deficit, all of it), NumPy's pairwise sums (up to a few thousand units), inverse
+    contracts' money prices, and a NaN bankruptcy price carried as NumPy carries it."""
+    from gpurisk.backend import CpuBackend, get_backend
+    from gpurisk.deleverage import take_over_bankrupt, take_over_bankrupt_numpy
+    from gpurisk.ledger import Ledger
+    from gpurisk.parity import StandInBackend
+
+    backend = {"cpu": lambda: get_backend("cpu"), "cpu-1-thread": lambda: CpuBackend(threads=1),
+               "stand-in": StandInBackend}[backend_name]()
+    book = _takeover_book(inverse)
+    rng = np.random.default_rng(seed)
+    pos = np.flatnonzero((book.size != 0.0) & (rng.random(book.n_positions) < share))
+    if pos.size == 0:
+        pos = np.flatnonzero(book.size != 0.0)[:1]
+    cs_pos = book.contract_size[book.pos_symbol]
+    market = book.mark_price[book.pos_symbol[pos]] * rng.uniform(0.7, 1.3, pos.size)
+    bp = np.where(rng.random(pos.size) < ties, market, market * rng.uniform(0.8, 1.2, pos.size))
+    if nan:
+        bp[rng.integers(pos.size)] = np.nan
+    want_ledger, got_ledger = Ledger(book, cs_pos=cs_pos), Ledger(book, cs_pos=cs_pos)
+    # the fund as a share of the whole loss (-5: a fund already below zero pays nothing)
+    whole = float(np.abs(book.size[pos] * (bp - market) * cs_pos[pos]).sum())
+    want_ledger.fund = got_ledger.fund = fund * whole if 0 < fund < 1 else fund
+    order = lambda group, score: get_backend("cpu").queue_order(group, score, int(group.max()) + 1)  # noqa: E731
+    want = take_over_bankrupt_numpy(want_ledger, order, pos, bp, market, book.pos_start, cs_pos)
+    got = take_over_bankrupt(backend, got_ledger, pos, bp, market, cs_pos)
+    for name in ("size", "wallet", "isolated_margin", "x_size"):
+        assert _bits(getattr(got_ledger, name)) == _bits(getattr(want_ledger, name)), name
+    assert _bits([got_ledger.fund, got_ledger.x_cash]) == _bits([want_ledger.fund, want_ledger.x_cash])
+    assert _bits([got.deficit, got.covered]) == _bits([want.deficit, want.covered])
+    assert _bits(backend.to_host(got.rest)) == _bits(want.rest)
+    assert np.array_equal(backend.to_host(got.unit_rank), want.unit_rank)
+    if not nan:  # money only moves between the accounts, the fund and the external account
+        start = Ledger(book, cs_pos=cs_pos)
+        start.fund = fund * whole if 0 < fund < 1 else fund
+        scale = max(whole, float(np.abs(book.size * book.entry * cs_pos).sum()), 1.0)
+        assert abs(_ledger_value(book, got_ledger) - _ledger_value(book, start)) <= 1e-9 * scale
+
+
+def _ledger_value(book, ledger) -> float:
+    """Balances, unrealised PnL at the marks, the fund and the external account."""
+    money = ledger.money(slice(None), book.mark_price[book.pos_symbol])
+    upnl = ledger.size * (money - ledger._entry) * ledger._cs_pos
+    return float(ledger.wallet.sum() + ledger.isolated_margin.sum() + upnl.sum() + ledger.fund
+                 + ledger.external_value(book.mark_price))
