@@ -269,10 +269,10 @@ class Takeover:
 
 def take_over_bankrupt(backend, ledger, pos, bp, market, cs_pos) -> Takeover:
     """``take_over_bankrupt_numpy`` as kernels (kernels/deleverage.cu, ``takeover_*``), with
-    the same bits: the losses per position, the units and their deficits by a thread per
-    account (``pos`` ascending keeps an account's positions together), the settlement order
-    by the backend's queue sort, the fund's cover in one sequential pass, and the takeover
-    applied to the ledger by a thread per account (wallet credits in position order). ``pos``,
+    the same bits: the losses per position, the units and their deficits per account (``pos``
+    ascending keeps an account's positions together), the settlement order by the backend's
+    queue sort, the fund's cover in one sequential pass (its running total in a fixed order),
+    and the takeover applied to the ledger per account (wallet credits in position order). ``pos``,
     ``bp`` and ``market`` may be host or device arrays; ``rest`` and ``unit_rank`` come back on
     the backend's device. The ledger's arrays are used in place on the cpu backend (copied to
     the device and back on the gpu: the ledger lives on the host); only the totals (four
@@ -288,31 +288,25 @@ def take_over_bankrupt(backend, ledger, pos, bp, market, cs_pos) -> Takeover:
     size, wallet, margin, x_size = (b.asarray(a) for a in (ledger.size, ledger.wallet, ledger.isolated_margin,
                                                            ledger.x_size))
     qty, loss = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64)
-    first = xp.empty(n, dtype=xp.int8)
-    b.launch("takeover_loss", n, pos, bp, market, size, b.asarray(cs_pos, xp.float64), inverse, account, qty, loss,
-             first)
-    run_start = xp.concatenate([xp.flatnonzero(first), xp.full(1, n, dtype=xp.int64)]).astype(xp.int64)
-    n_runs = int(run_start.size) - 1
-    units_per_run = xp.empty(n_runs, dtype=xp.int64)
-    b.launch("takeover_count_units", n_runs, run_start, pos, isolated, units_per_run)
-    unit_base = xp.zeros(n_runs + 1, dtype=xp.int64)
-    xp.cumsum(units_per_run, out=unit_base[1:])
-    n_units = int(unit_base[-1])  # the one count the host needs: the sort's length
+    run_units = xp.empty(n, dtype=xp.int64)
+    b.launch("takeover_loss", n, pos, bp, market, size, b.asarray(cs_pos, xp.float64), inverse, isolated, account,
+             qty, loss, run_units)
+    units_through = xp.cumsum(run_units)
+    n_units = int(units_through[-1])  # the one count the host needs: the sort's length
     unit, unit_deficit = xp.empty(n, dtype=xp.int64), xp.empty(n_units, dtype=xp.float64)
-    b.launch("takeover_unit_deficits", n_runs, run_start, unit_base, pos, isolated, loss, unit, unit_deficit)
+    b.launch("takeover_unit_deficits", n, pos, isolated, account, loss, run_units, units_through, unit, unit_deficit)
     # Most underwater first; ties by unit number (account id, then cross before isolated).
     settle = b.asarray(b.queue_order(xp.zeros(n_units, dtype=xp.int32), unit_deficit, 1), xp.int64)
     deficits, covered = xp.empty(n_units, dtype=xp.float64), xp.empty(n_units, dtype=xp.float64)
+    unit_share, unit_rank = xp.empty(n_units, dtype=xp.float64), xp.empty(n_units, dtype=xp.int64)
     totals = xp.zeros(4, dtype=xp.float64)
     b.launch("takeover_fund_cover", 1, n_units, settle, unit_deficit, max(ledger.fund, 0.0), deficits, covered,
-             totals)
-    unit_share, unit_rank = xp.empty(n_units, dtype=xp.float64), xp.empty(n_units, dtype=xp.int64)
-    b.launch("takeover_shares", n_units, settle, deficits, covered, unit_share, unit_rank)
+             unit_share, unit_rank, totals)
     fund_qty, rest, rank = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.int64)
     cash, gain = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64)
-    b.launch("takeover_apply", n_runs, run_start, pos, bp, market, qty, unit, unit_share, unit_rank,
-             b.asarray(ledger._entry), b.asarray(ledger._cs_pos), inverse, isolated, account, size, wallet, margin,
-             fund_qty, rest, rank, cash, gain)
+    b.launch("takeover_apply", n, pos, bp, market, qty, unit, unit_share, unit_rank, b.asarray(ledger._entry),
+             b.asarray(ledger._cs_pos), inverse, isolated, account, size, wallet, margin, fund_qty, rest, rank, cash,
+             gain)
     b.launch("takeover_totals", 1, n, pos, b.asarray(ledger._symbol), fund_qty, cash, gain, x_size, totals)
     for moved, kept in ((size, ledger.size), (wallet, ledger.wallet), (margin, ledger.isolated_margin),
                         (x_size, ledger.x_size)):

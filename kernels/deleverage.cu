@@ -156,66 +156,66 @@ GR_DEVICE double numpy_max(double x, double y) { return (x != x || x >= y) ? x :
 // ------------------------------------------------------------------ the backstop's takeover
 //
 // deleverage.take_over_bankrupt_numpy as kernels, bit for bit: bankrupt positions d_pos
-// (ascending, so an account's positions are contiguous: storage is in account order) are
+// (ascending, so an account's positions form one run: storage is in account order) are
 // taken over at their bankruptcy prices. A unit is an account's cross book or one isolated
 // position; units are numbered by account, the cross unit first, then isolated positions by
-// index descending (the order that breaks ties). Money prices (gpurisk/ledger.py): m(P) = P,
-// or -1/P where inverse[p].
+// index descending (the order that breaks ties). Per-account work runs on the thread of the
+// run's first position (the others skip), so no compaction of run starts is needed. Money
+// prices (gpurisk/ledger.py): m(P) = P, or -1/P where inverse[p].
 
 GR_DEVICE double money_price(double price, signed char inverse) { return inverse ? -1.0 / price : price; }
 
-// Per bankrupt position i: its size, what the taker loses selling it at market, and whether
-// it opens its account's run of positions.
+GR_DEVICE bool opens_run(long long i, const long long* d_pos, const int* account) {
+    return i == 0 || account[d_pos[i - 1]] != account[d_pos[i]];
+}
+
+// Per bankrupt position i: its size and what the taker loses selling it at market; on a
+// run's first position, the run's number of units (run_units, 0 elsewhere).
 GR_KERNEL void takeover_loss(
     long long n, const long long* d_pos, const double* d_bp, const double* d_market, const double* size,
-    const double* cs_pos, const signed char* inverse, const int* account, double* qty, double* loss,
-    signed char* account_first) {
+    const double* cs_pos, const signed char* inverse, const signed char* isolated, const int* account,
+    double* qty, double* loss, long long* run_units) {
     for_each_index(i, n) {
         const long long p = d_pos[i];
         const double q = size[p];
         qty[i] = q;
         loss[i] = q * (money_price(d_bp[i], inverse[p]) - money_price(d_market[i], inverse[p])) * cs_pos[p];
-        account_first[i] = i == 0 || account[d_pos[i - 1]] != account[p];
-    }
-}
-
-// A thread per account run [run_start[a], run_start[a + 1]): how many units it holds.
-GR_KERNEL void takeover_count_units(
-    long long n_runs, const long long* run_start, const long long* d_pos, const signed char* isolated,
-    long long* n_units) {
-    for_each_index(a, n_runs) {
-        long long cross = 0, iso = 0;
-        for (long long i = run_start[a]; i < run_start[a + 1]; ++i) {
-            if (isolated[d_pos[i]] == 1) ++iso;
-            else cross = 1;
+        long long units = 0;
+        if (opens_run(i, d_pos, account)) {
+            long long cross = 0;
+            for (long long j = i; j < n && account[d_pos[j]] == account[p]; ++j) {
+                if (isolated[d_pos[j]] == 1) ++units;
+                else cross = 1;
+            }
+            units += cross;
         }
-        n_units[a] = cross + iso;
+        run_units[i] = units;
     }
 }
 
-// A thread per account run: each position's unit (from unit_base[a]) and each unit's
+// On a run's first position: each of the run's positions' unit (the run's first unit is
+// units_through[i] - run_units[i]: units_through is run_units' running sum) and each unit's
 // deficit, summed from 0.0 over its positions in order (np.bincount's sum).
 GR_KERNEL void takeover_unit_deficits(
-    long long n_runs, const long long* run_start, const long long* unit_base, const long long* d_pos,
-    const signed char* isolated, const double* loss, long long* unit, double* unit_deficit) {
-    for_each_index(a, n_runs) {
-        const long long i0 = run_start[a], i1 = run_start[a + 1];
-        long long cross = 0, iso = 0;
-        for (long long i = i0; i < i1; ++i) {
-            if (isolated[d_pos[i]] == 1) ++iso;
-            else cross = 1;
-        }
-        const long long base = unit_base[a];
+    long long n, const long long* d_pos, const signed char* isolated, const int* account, const double* loss,
+    const long long* run_units, const long long* units_through, long long* unit, double* unit_deficit) {
+    for_each_index(i, n) {
+        if (!opens_run(i, d_pos, account)) continue;
+        const int a = account[d_pos[i]];
+        long long end = i, iso = 0;
+        for (; end < n && account[d_pos[end]] == a; ++end) iso += isolated[d_pos[end]] == 1;
+        const long long base = units_through[i] - run_units[i];
+        const long long cross = run_units[i] - iso;
         if (cross) unit_deficit[base] = 0.0;
         long long later = iso;  // isolated positions by index descending: the last one first
-        for (long long i = i0; i < i1; ++i) {
-            if (isolated[d_pos[i]] == 1) {
+        for (long long j = i; j < end; ++j) {
+            if (isolated[d_pos[j]] == 1) {
                 const long long u = base + cross + --later;
-                unit[i] = u;
-                unit_deficit[u] = 0.0 + loss[i];
+                unit[j] = u;
+                unit_deficit[u] = 0.0 + loss[j];
             } else {
-                unit[i] = base;
-                unit_deficit[base] += loss[i];
+                unit[j] = base;
+                unit_deficit[base] += loss[j];
             }
         }
     }
@@ -229,17 +229,23 @@ GR_DEVICE double numpy_clip(double x, double lo, double hi) {
 
 // One thread: the insurance fund (fund_available, at least 0) pays whole deficits of the
 // units in settlement order (settle: most underwater first) while it lasts, then what is
-// left of it. Its running total is sequential (np.cumsum); the deficit and the cover are
-// NumPy's pairwise sums (totals[0], totals[1]). deficits and covered are in settlement order.
+// left of it; its running total is sequential (np.cumsum). Per unit: the share of its
+// positions the fund takes and its settlement rank. The deficit and the cover are NumPy's
+// pairwise sums (totals[0], totals[1]) over deficits and covered, in settlement order.
 GR_KERNEL void takeover_fund_cover(
     long long n_threads, long long n_units, const long long* settle, const double* unit_deficit,
-    double fund_available, double* deficits, double* covered, double* totals) {
+    double fund_available, double* deficits, double* covered, double* unit_share, long long* unit_rank,
+    double* totals) {
     for_each_index(t, n_threads) {
         double before = 0.0;
         for (long long k = 0; k < n_units; ++k) {
-            const double d = numpy_max(unit_deficit[settle[k]], 0.0);
+            const long long u = settle[k];
+            const double d = numpy_max(unit_deficit[u], 0.0);
+            const double c = numpy_clip(fund_available - before, 0.0, d);
             deficits[k] = d;
-            covered[k] = numpy_clip(fund_available - before, 0.0, d);
+            covered[k] = c;
+            unit_share[u] = d > 0.0 ? c / d : 1.0;
+            unit_rank[u] = k;
             before = k == 0 ? d : before + d;
         }
         totals[0] = numpy_sum(deficits, n_units);
@@ -247,46 +253,37 @@ GR_KERNEL void takeover_fund_cover(
     }
 }
 
-// Per unit in settlement order k: the share of its positions the fund takes, and its rank.
-GR_KERNEL void takeover_shares(
-    long long n_units, const long long* settle, const double* deficits, const double* covered,
-    double* unit_share, long long* unit_rank) {
-    for_each_index(k, n_units) {
-        const long long u = settle[k];
-        unit_share[u] = deficits[k] > 0.0 ? covered[k] / deficits[k] : 1.0;
-        unit_rank[u] = k;
-    }
-}
-
-// A thread per account run: the fund takes its share of each position at the bankruptcy
-// price (Ledger.take_over): realised PnL to the wallet, in position order, or to the isolated
-// margin; sizes shrink. rest: what is left to deleverage (0 for a closed position); rank:
-// the settlement order of the position's unit; cash and gain: each position's terms of the
-// external account's cash and the fund's gain (summed by takeover_totals).
+// On a run's first position: the fund takes its share of each of the run's positions at the
+// bankruptcy price (Ledger.take_over): realised PnL to the wallet, in position order, or to
+// the isolated margin; sizes shrink. rest: what is left to deleverage (0 for a closed
+// position); rank: the settlement rank of the position's unit; cash and gain: each
+// position's terms of the external account's cash and the fund's gain (takeover_totals).
 GR_KERNEL void takeover_apply(
-    long long n_runs, const long long* run_start, const long long* d_pos, const double* d_bp,
-    const double* d_market, const double* qty, const long long* unit, const double* unit_share,
-    const long long* unit_rank, const double* entry, const double* cs_pos, const signed char* inverse,
-    const signed char* isolated, const int* account, double* size, double* wallet, double* isolated_margin,
-    double* fund_qty, double* rest, long long* rank, double* cash, double* gain) {
-    for_each_index(a, n_runs) {
-        for (long long i = run_start[a]; i < run_start[a + 1]; ++i) {
-            const long long p = d_pos[i], u = unit[i];
+    long long n, const long long* d_pos, const double* d_bp, const double* d_market, const double* qty,
+    const long long* unit, const double* unit_share, const long long* unit_rank, const double* entry,
+    const double* cs_pos, const signed char* inverse, const signed char* isolated, const int* account,
+    double* size, double* wallet, double* isolated_margin, double* fund_qty, double* rest, long long* rank,
+    double* cash, double* gain) {
+    for_each_index(i, n) {
+        if (!opens_run(i, d_pos, account)) continue;
+        const int a = account[d_pos[i]];
+        for (long long j = i; j < n && account[d_pos[j]] == a; ++j) {
+            const long long p = d_pos[j], u = unit[j];
             const double share = unit_share[u];
-            const double q = share >= 1.0 ? qty[i] : qty[i] * share;
+            const double q = share >= 1.0 ? qty[j] : qty[j] * share;
             const double cs = cs_pos[p];
-            const double price = money_price(d_bp[i], inverse[p]);
-            const double market = money_price(d_market[i], inverse[p]);
+            const double price = money_price(d_bp[j], inverse[p]);
+            const double market = money_price(d_market[j], inverse[p]);
             const double amount = q * (price - entry[p]) * cs;
             if (isolated[p] == 1) isolated_margin[p] += amount;
-            else wallet[account[p]] += amount;
+            else wallet[a] += amount;
             const double left = size[p] - q;
             size[p] = left;
-            fund_qty[i] = q;
-            rest[i] = left == 0.0 ? 0.0 : qty[i] - q;
-            rank[i] = unit_rank[u];
-            cash[i] = q * market * cs;
-            gain[i] = q * (market - price) * cs;
+            fund_qty[j] = q;
+            rest[j] = left == 0.0 ? 0.0 : qty[j] - q;
+            rank[j] = unit_rank[u];
+            cash[j] = q * market * cs;
+            gain[j] = q * (market - price) * cs;
         }
     }
 }
