@@ -29,13 +29,13 @@ from gpurisk.ladder import Ladder  # noqa: E402
 from gpurisk.stress import shock_grid, stress  # noqa: E402
 
 
-def numpy_takeover(backend, ledger, pos, bp, market, cs_pos):
+def numpy_takeover(backend, ledger, pos, bp, market):
     """The call stress._settle made before the kernels, with the order it passed."""
     def order(group, score):
         return backend.to_host(backend.queue_order(backend.asarray(np.ascontiguousarray(group, dtype=np.int32)),
                                                    backend.asarray(np.ascontiguousarray(score, dtype=np.float64)),
                                                    int(group.max()) + 1 if group.size else 1))
-    return take_over_bankrupt_numpy(ledger, order, pos, bp, market, ledger._book_pos_start, cs_pos)
+    return take_over_bankrupt_numpy(ledger, order, pos, bp, market, ledger._book_pos_start, ledger._cs_pos)
 
 
 def main() -> None:

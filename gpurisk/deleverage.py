@@ -267,16 +267,17 @@ class Takeover:
     unit_rank: np.ndarray
 
 
-def take_over_bankrupt(backend, ledger, pos, bp, market, cs_pos) -> Takeover:
+def take_over_bankrupt(backend, ledger, pos, bp, market) -> Takeover:
     """``take_over_bankrupt_numpy`` as kernels (kernels/deleverage.cu, ``takeover_*``), with
     the same bits: the losses per position, the units and their deficits per account (``pos``
     ascending keeps an account's positions together), the settlement order by the backend's
     queue sort, the fund's cover in one sequential pass (its running total in a fixed order),
-    and the takeover applied to the ledger per account (wallet credits in position order). ``pos``,
-    ``bp`` and ``market`` may be host or device arrays; ``rest`` and ``unit_rank`` come back on
-    the backend's device. The ledger's arrays are used in place on the cpu backend (copied to
-    the device and back on the gpu: the ledger lives on the host); only the totals (four
-    numbers) and the unit count cross to the host."""
+    and the takeover applied to the ledger per account (wallet credits in position order).
+    Contract sizes are the ledger's (the NumPy definition's ``cs_pos``). ``pos``, ``bp`` and
+    ``market`` may be host or device arrays; ``rest`` and ``unit_rank`` come back on the
+    backend's device. The ledger's arrays are used in place on the cpu backend (copied to the
+    device and back on the gpu: the ledger lives on the host); of the takeover itself, only
+    the totals (four numbers) and the unit count cross to the host."""
     b, xp = backend, backend.xp
     n = int(pos.size)
     if n == 0:
@@ -287,14 +288,14 @@ def take_over_bankrupt(backend, ledger, pos, bp, market, cs_pos) -> Takeover:
                                                         ledger._account))
     size, wallet, margin, x_size = (b.asarray(a) for a in (ledger.size, ledger.wallet, ledger.isolated_margin,
                                                            ledger.x_size))
-    qty, loss = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64)
-    run_units = xp.empty(n, dtype=xp.int64)
-    b.launch("takeover_loss", n, pos, bp, market, size, b.asarray(cs_pos, xp.float64), inverse, isolated, account,
-             qty, loss, run_units)
+    loss, money_bp, money_market, cs = (xp.empty(n, dtype=xp.float64) for _ in range(4))
+    d_account, d_isolated, run_units = xp.empty(n, dtype=xp.int32), xp.empty(n, dtype=xp.int8), xp.empty(n, xp.int64)
+    b.launch("takeover_loss", n, pos, bp, market, size, b.asarray(ledger._cs_pos), inverse, isolated, account,
+             loss, money_bp, money_market, cs, d_account, d_isolated, run_units)
     units_through = xp.cumsum(run_units)
     n_units = int(units_through[-1])  # the one count the host needs: the sort's length
     unit, unit_deficit = xp.empty(n, dtype=xp.int64), xp.empty(n_units, dtype=xp.float64)
-    b.launch("takeover_unit_deficits", n, pos, isolated, account, loss, run_units, units_through, unit, unit_deficit)
+    b.launch("takeover_unit_deficits", n, d_account, d_isolated, loss, run_units, units_through, unit, unit_deficit)
     # Most underwater first; ties by unit number (account id, then cross before isolated).
     settle = b.asarray(b.queue_order(xp.zeros(n_units, dtype=xp.int32), unit_deficit, 1), xp.int64)
     deficits, covered = xp.empty(n_units, dtype=xp.float64), xp.empty(n_units, dtype=xp.float64)
@@ -304,9 +305,8 @@ def take_over_bankrupt(backend, ledger, pos, bp, market, cs_pos) -> Takeover:
              unit_share, unit_rank, totals)
     fund_qty, rest, rank = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.int64)
     cash, gain = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64)
-    b.launch("takeover_apply", n, pos, bp, market, qty, unit, unit_share, unit_rank, b.asarray(ledger._entry),
-             b.asarray(ledger._cs_pos), inverse, isolated, account, size, wallet, margin, fund_qty, rest, rank, cash,
-             gain)
+    b.launch("takeover_apply", n, pos, money_bp, money_market, cs, d_account, d_isolated, unit, unit_share, unit_rank,
+             b.asarray(ledger._entry), size, wallet, margin, fund_qty, rest, rank, cash, gain)
     b.launch("takeover_totals", 1, n, pos, b.asarray(ledger._symbol), fund_qty, cash, gain, x_size, totals)
     for moved, kept in ((size, ledger.size), (wallet, ledger.wallet), (margin, ledger.isolated_margin),
                         (x_size, ledger.x_size)):

@@ -392,7 +392,7 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
         return
     book = ctx.book
     bp = rx.take("bp", pos)
-    taken = take_over_bankrupt(ctx.backend, ledger, pos, bp, exec_marks[book.pos_symbol[pos]], ctx.cs_pos)
+    taken = take_over_bankrupt(ctx.backend, ledger, pos, bp, exec_marks[book.pos_symbol[pos]])
     totals.deficit += taken.deficit
     totals.insurance_used += taken.covered  # backstop gains are not netted in
     taken.rest, taken.unit_rank = ctx.backend.to_host(taken.rest), ctx.backend.to_host(taken.unit_rank)

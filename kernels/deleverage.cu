@@ -165,25 +165,32 @@ GR_DEVICE double numpy_max(double x, double y) { return (x != x || x >= y) ? x :
 
 GR_DEVICE double money_price(double price, signed char inverse) { return inverse ? -1.0 / price : price; }
 
-GR_DEVICE bool opens_run(long long i, const long long* d_pos, const int* account) {
-    return i == 0 || account[d_pos[i - 1]] != account[d_pos[i]];
-}
+GR_DEVICE bool opens_run(long long i, const int* d_account) { return i == 0 || d_account[i - 1] != d_account[i]; }
 
-// Per bankrupt position i: its size and what the taker loses selling it at market; on a
-// run's first position, the run's number of units (run_units, 0 elsewhere).
+// Per bankrupt position i: what the taker loses selling it at market, and the position's
+// columns the later passes read (money prices, contract size, account, isolated flag),
+// gathered once: the book's columns are scattered reads, these are sequential. On a run's
+// first position, the run's number of units (run_units, 0 elsewhere).
 GR_KERNEL void takeover_loss(
     long long n, const long long* d_pos, const double* d_bp, const double* d_market, const double* size,
     const double* cs_pos, const signed char* inverse, const signed char* isolated, const int* account,
-    double* qty, double* loss, long long* run_units) {
+    double* loss, double* d_money_bp, double* d_money_market, double* d_cs, int* d_account,
+    signed char* d_isolated, long long* run_units) {
     for_each_index(i, n) {
         const long long p = d_pos[i];
-        const double q = size[p];
-        qty[i] = q;
-        loss[i] = q * (money_price(d_bp[i], inverse[p]) - money_price(d_market[i], inverse[p])) * cs_pos[p];
+        const double bp = money_price(d_bp[i], inverse[p]), market = money_price(d_market[i], inverse[p]);
+        const double cs = cs_pos[p];
+        const int a = account[p];
+        loss[i] = size[p] * (bp - market) * cs;
+        d_money_bp[i] = bp;
+        d_money_market[i] = market;
+        d_cs[i] = cs;
+        d_account[i] = a;
+        d_isolated[i] = isolated[p] == 1;
         long long units = 0;
-        if (opens_run(i, d_pos, account)) {
+        if (i == 0 || account[d_pos[i - 1]] != a) {
             long long cross = 0;
-            for (long long j = i; j < n && account[d_pos[j]] == account[p]; ++j) {
+            for (long long j = i; j < n && account[d_pos[j]] == a; ++j) {
                 if (isolated[d_pos[j]] == 1) ++units;
                 else cross = 1;
             }
@@ -197,19 +204,18 @@ GR_KERNEL void takeover_loss(
 // units_through[i] - run_units[i]: units_through is run_units' running sum) and each unit's
 // deficit, summed from 0.0 over its positions in order (np.bincount's sum).
 GR_KERNEL void takeover_unit_deficits(
-    long long n, const long long* d_pos, const signed char* isolated, const int* account, const double* loss,
+    long long n, const int* d_account, const signed char* d_isolated, const double* loss,
     const long long* run_units, const long long* units_through, long long* unit, double* unit_deficit) {
     for_each_index(i, n) {
-        if (!opens_run(i, d_pos, account)) continue;
-        const int a = account[d_pos[i]];
+        if (!opens_run(i, d_account)) continue;
         long long end = i, iso = 0;
-        for (; end < n && account[d_pos[end]] == a; ++end) iso += isolated[d_pos[end]] == 1;
+        for (; end < n && d_account[end] == d_account[i]; ++end) iso += d_isolated[end];
         const long long base = units_through[i] - run_units[i];
         const long long cross = run_units[i] - iso;
         if (cross) unit_deficit[base] = 0.0;
         long long later = iso;  // isolated positions by index descending: the last one first
         for (long long j = i; j < end; ++j) {
-            if (isolated[d_pos[j]] == 1) {
+            if (d_isolated[j]) {
                 const long long u = base + cross + --later;
                 unit[j] = u;
                 unit_deficit[u] = 0.0 + loss[j];
@@ -259,28 +265,26 @@ GR_KERNEL void takeover_fund_cover(
 // position); rank: the settlement rank of the position's unit; cash and gain: each
 // position's terms of the external account's cash and the fund's gain (takeover_totals).
 GR_KERNEL void takeover_apply(
-    long long n, const long long* d_pos, const double* d_bp, const double* d_market, const double* qty,
-    const long long* unit, const double* unit_share, const long long* unit_rank, const double* entry,
-    const double* cs_pos, const signed char* inverse, const signed char* isolated, const int* account,
-    double* size, double* wallet, double* isolated_margin, double* fund_qty, double* rest, long long* rank,
-    double* cash, double* gain) {
+    long long n, const long long* d_pos, const double* d_money_bp, const double* d_money_market,
+    const double* d_cs, const int* d_account, const signed char* d_isolated, const long long* unit,
+    const double* unit_share, const long long* unit_rank, const double* entry, double* size, double* wallet,
+    double* isolated_margin, double* fund_qty, double* rest, long long* rank, double* cash, double* gain) {
     for_each_index(i, n) {
-        if (!opens_run(i, d_pos, account)) continue;
-        const int a = account[d_pos[i]];
-        for (long long j = i; j < n && account[d_pos[j]] == a; ++j) {
+        if (!opens_run(i, d_account)) continue;
+        const int a = d_account[i];
+        for (long long j = i; j < n && d_account[j] == a; ++j) {
             const long long p = d_pos[j], u = unit[j];
             const double share = unit_share[u];
-            const double q = share >= 1.0 ? qty[j] : qty[j] * share;
-            const double cs = cs_pos[p];
-            const double price = money_price(d_bp[j], inverse[p]);
-            const double market = money_price(d_market[j], inverse[p]);
+            const double qty = size[p];  // not yet moved: each position is taken over once
+            const double q = share >= 1.0 ? qty : qty * share;
+            const double cs = d_cs[j], price = d_money_bp[j], market = d_money_market[j];
             const double amount = q * (price - entry[p]) * cs;
-            if (isolated[p] == 1) isolated_margin[p] += amount;
+            if (d_isolated[j]) isolated_margin[p] += amount;
             else wallet[a] += amount;
-            const double left = size[p] - q;
+            const double left = qty - q;
             size[p] = left;
             fund_qty[j] = q;
-            rest[j] = left == 0.0 ? 0.0 : qty[j] - q;
+            rest[j] = left == 0.0 ? 0.0 : qty - q;
             rank[j] = unit_rank[u];
             cash[j] = q * market * cs;
             gain[j] = q * (market - price) * cs;

@@ -301,7 +301,7 @@ def test_the_takeover_kernels_move_the_money_of_take_over_bankrupt_numpy_bit_for
     want_ledger.fund = got_ledger.fund = fund * whole if 0 < fund < 1 else fund
     order = lambda group, score: get_backend("cpu").queue_order(group, score, int(group.max()) + 1)  # noqa: E731
     want = take_over_bankrupt_numpy(want_ledger, order, pos, bp, market, book.pos_start, cs_pos)
-    got = take_over_bankrupt(backend, got_ledger, pos, bp, market, cs_pos)
+    got = take_over_bankrupt(backend, got_ledger, pos, bp, market)
     for name in ("size", "wallet", "isolated_margin", "x_size"):
         assert _bits(getattr(got_ledger, name)) == _bits(getattr(want_ledger, name)), name
     assert _bits([got_ledger.fund, got_ledger.x_cash]) == _bits([want_ledger.fund, want_ledger.x_cash])
