@@ -259,7 +259,8 @@ def haircuts(policy: str, need: float, pnl: np.ndarray, notional: np.ndarray, eq
 class Takeover:
     """The backstop's takeover of bankrupt positions: deficits, the fund's share, and what is
     left to deleverage (``rest``, signed, per position; ``unit_rank``: settlement order of
-    each position's unit, most underwater first)."""
+    each position's unit, most underwater first; on the backend's device when the kernels
+    computed them)."""
 
     deficit: float
     covered: float
@@ -284,6 +285,10 @@ def take_over_bankrupt(backend, ledger, pos, bp, market) -> Takeover:
         empty = xp.zeros(0, dtype=xp.float64)
         return Takeover(0.0, 0.0, empty, xp.zeros(0, dtype=xp.int64))
     pos, bp, market = b.asarray(pos, xp.int64), b.asarray(bp, xp.float64), b.asarray(market, xp.float64)
+    if n > 1 and not bool(xp.all(pos[1:] > pos[:-1])):  # the kernels find an account's positions side by side
+        at = int(xp.flatnonzero(pos[1:] <= pos[:-1])[0]) + 1
+        raise ValueError(f"take_over_bankrupt: positions must be ascending and distinct; pos[{at}] = {int(pos[at])} "
+                         f"follows {int(pos[at - 1])}")
     inverse, isolated, account = (b.asarray(a) for a in (ledger._inverse.view(np.int8), ledger._isolated,
                                                         ledger._account))
     size, wallet, margin, x_size = (b.asarray(a) for a in (ledger.size, ledger.wallet, ledger.isolated_margin,

@@ -321,3 +321,15 @@ def _ledger_value(book, ledger) -> float:
     upnl = ledger.size * (money - ledger._entry) * ledger._cs_pos
     return float(ledger.wallet.sum() + ledger.isolated_margin.sum() + upnl.sum() + ledger.fund
                  + ledger.external_value(book.mark_price))
+
+
+def test_the_takeover_kernels_refuse_positions_out_of_order():
+    from gpurisk.backend import get_backend
+    from gpurisk.deleverage import take_over_bankrupt
+    from gpurisk.ledger import Ledger
+
+    book = _takeover_book(False)
+    pos = np.array([3, 9, 9, 12])
+    price = book.mark_price[book.pos_symbol[pos]]
+    with pytest.raises(ValueError, match=r"ascending and distinct; pos\[2\] = 9 follows 9"):
+        take_over_bankrupt(get_backend("cpu"), Ledger(book), pos, price, price)
