@@ -296,8 +296,9 @@ def test_the_takeover_kernels_move_the_money_of_take_over_bankrupt_numpy_bit_for
     if nan:
         bp[rng.integers(pos.size)] = np.nan
     want_ledger, got_ledger = Ledger(book, cs_pos=cs_pos), Ledger(book, cs_pos=cs_pos)
-    # the fund as a share of the whole loss (-5: a fund already below zero pays nothing)
-    whole = float(np.abs(book.size[pos] * (bp - market) * cs_pos[pos]).sum())
+    # the fund as a share of the whole loss, in money prices (-5: a fund below zero pays nothing)
+    gap = want_ledger.money(pos, bp) - want_ledger.money(pos, market)
+    whole = float(np.nansum(np.abs(book.size[pos] * gap * cs_pos[pos])))
     want_ledger.fund = got_ledger.fund = fund * whole if 0 < fund < 1 else fund
     order = lambda group, score: get_backend("cpu").queue_order(group, score, int(group.max()) + 1)  # noqa: E731
     want = take_over_bankrupt_numpy(want_ledger, order, pos, bp, market, book.pos_start, cs_pos)
