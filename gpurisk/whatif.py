@@ -3,7 +3,11 @@ resident book (kernels/whatif.cu), with the account's margin, available balance,
 resulting position's liquidation price and the initial-margin check after it.
 
 Each order is evaluated on its own against the resident book, never cumulatively (two
-orders of one account are two separate hypotheses), and the book is not changed. Every venue's
+orders of one account are two separate hypotheses), and the book is not changed. An order
+trades in the margin pool of its account and its market's settle asset (README "Inverse
+contracts"): linear and inverse (coin-margined) markets, wallets in several assets; its money
+columns are in that asset (the ``asset`` column). Venues that pool collateral across assets are
+refused. Every venue's
 conventions apply as in a revaluation, whose figures for the book with the order applied the
 results equal bit for bit (tests/test_whatif.py).
 
@@ -48,15 +52,18 @@ WHAT_IF_OUTPUT = {
     "order": "0-based row of the order in the input",
     "account_id": "the order's account",
     "symbol": "the order's market",
+    "asset": "the market's settle asset: the order trades in the margin pool (account_id, asset), and every "
+             "money column (PnL, margins, wallet, equity, balances) is in it (the coin for an inverse market)",
     "margin_mode": "cross | isolated",
     "order_size": "the order's signed size",
     "order_price": "the order's price",
     "size": "the position's size after the order (0: closed)",
-    "entry_price": "entry after the order: averaged on increase, kept on reduce, the order's price after a "
-                   "flip; null when closed",
+    "entry_price": "entry after the order: averaged on increase (harmonically for an inverse market), kept on "
+                   "reduce, the order's price after a flip; null when closed",
     "realised_pnl": "PnL realised by the part of the position the order closes, at the order's price",
     "isolated_margin": "the isolated position's margin after the order (0 for cross)",
-    "notional": "|size| * mark * contract_size of the resulting position",
+    "notional": "|size| * mark * contract_size of the resulting position (inverse: |size| * contract_size / mark, "
+                "in the coin)",
     "upnl": "unrealised PnL of the resulting position at the mark",
     "maint_margin": "maintenance margin of the resulting position",
     "close_fee": "the venue's fee to close the resulting position at the mark (close_fee_rate · notional), counted "
@@ -171,12 +178,13 @@ def _portfolio_tables(engine, backend):
 
 def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=None, margin=None,
                    leverage=None, marks=None) -> WhatIfArrays:
-    """What-if on arrays: ``account_index`` (int32, row of the book's sorted accounts),
+    """What-if on arrays: ``account_index`` (int32, row of the book's sorted account rows: the
+    margin pool, whose asset must be the symbol's settle asset),
     ``symbol_index`` (int32, index into ``book.symbols``), signed ``size`` and ``price``
     (float64); optional ``isolated`` (int8, 1 = isolated), ``margin`` (float64, NaN = default)
     and ``leverage`` (float64, 0 = default). The arrays are checked (shapes, index ranges,
     finite values) and a BookError names the first bad rows; see ``Engine.what_if``."""
-    engine.book.require_single_pool("what-if orders", engine.venue)  # linear, one asset: README "Inverse contracts"
+    engine.book.require_per_asset("what-if orders", engine.venue)  # pooled collateral: README "Inverse contracts"
     book = engine.book
     n = int(np.asarray(size).size)
     acc = np.ascontiguousarray(account_index, dtype=np.int32)
@@ -186,12 +194,12 @@ def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=No
     iso = np.zeros(n, np.int8) if isolated is None else np.ascontiguousarray(isolated, dtype=np.int8)
     mg = np.full(n, np.nan) if margin is None else np.ascontiguousarray(margin, dtype=np.float64)
     lev = np.zeros(n) if leverage is None else np.ascontiguousarray(leverage, dtype=np.float64)
-    _check_order_arrays(book, acc, sym, q, px, iso, mg, lev)
+    _check_order_arrays(book, acc, sym, q, px, iso, mg, lev, getattr(engine, "portfolio_flags", None))
     base = base_figures(engine, marks)
     return _launch(engine, base, acc, sym, q, px, iso, mg, lev)
 
 
-def _check_order_arrays(book, acc, sym, q, px, iso, mg, lev) -> None:
+def _check_order_arrays(book, acc, sym, q, px, iso, mg, lev, portfolio=None) -> None:
     n = q.size
     problems = []
     for name, arr in (("account_index", acc), ("symbol_index", sym), ("price", px), ("margin_mode", iso),
@@ -209,22 +217,44 @@ def _check_order_arrays(book, acc, sym, q, px, iso, mg, lev) -> None:
 
     rule("account_index", (acc < 0) | (acc >= book.n_accounts), f"must be in [0, {book.n_accounts})")
     rule("symbol_index", (sym < 0) | (sym >= book.n_symbols), f"must be in [0, {book.n_symbols})")
+    known = (acc >= 0) & (acc < book.n_accounts) & (sym >= 0) & (sym < book.n_symbols)
+    if len(book.assets) > 1:
+        a, s = np.where(known, acc, 0), np.where(known, sym, 0)
+        rule("account_index", known & (book.account_asset[a] != book.settle_asset[s]),
+             "must be a row (margin pool) in the symbol's settle asset: book.account_asset[row] == "
+             "book.settle_asset[symbol]")
+    _portfolio_rule(rule, "symbol_index", book, portfolio, known, acc, sym)
     _value_rules(rule, q, px, iso, mg, lev)
     _notional_rule(rule, book, sym, q, px)
     if problems:
         raise BookError(problems)
 
 
+def _portfolio_rule(rule, column, book, portfolio, known, acc, sym) -> None:
+    """Orders of accounts in portfolio mode on inverse markets: the portfolio model values
+    linear contracts only (a revaluation refuses such a position, gpurisk/portfolio.py)."""
+    if portfolio is None or not portfolio.any() or not book.inverse.any():
+        return
+    a, s = np.where(known, acc, 0), np.where(known, sym, 0)
+    rule(column, known & (portfolio[a] != 0) & (book.inverse[s] != 0),
+         "accounts in portfolio mode trade linear markets only (the portfolio model values no inverse "
+         "contract); margin the account by tiers (accounts.margin_model = 'tiered')")
+
+
 def _notional_rule(rule, book, sym, q, px) -> None:
-    """The order's notional |size|·price·contract_size within the book's per-position limit
-    (rows with an unknown symbol or a bad size or price are other rules' business)."""
+    """The order's notional within the book's per-position limit: |size|·price·contract_size,
+    or |size|·contract_size/price in the coin for an inverse market (rows with an unknown
+    symbol or a bad size or price are other rules' business)."""
     known = (sym >= 0) & (sym < book.n_symbols)
-    cs = book.contract_size[np.where(known, sym, 0)] if book.n_symbols else np.ones(q.size)
-    with np.errstate(invalid="ignore", over="ignore"):
+    s = np.where(known, sym, 0)
+    cs = book.contract_size[s] if book.n_symbols else np.ones(q.size)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         notional = np.abs(q) * px * cs
+        if book.inverse.any():
+            notional = np.where(book.inverse[s] != 0, np.abs(q) * cs / px, notional)
         rule("size", known & np.isfinite(q) & np.isfinite(px) & (px > 0) & (notional > _lim.NOTIONAL_MAX),
-             f"order notional |size|·price·contract_size must be <= {_lim.NOTIONAL_MAX:g} "
-             "(input limits, gpurisk.schema)")
+             f"order notional |size|·price·contract_size (inverse: |size|·contract_size/price, in the coin) must "
+             f"be <= {_lim.NOTIONAL_MAX:g} (input limits, gpurisk.schema)")
 
 
 def _value_rules(rule, q, px, iso, mg, lev) -> None:
@@ -263,7 +293,7 @@ def _launch(engine, base: BaseFigures, acc, sym, q, px, iso, mg, lev) -> WhatIfA
              tiers.req_mmr, tiers.root_bound, dev.tier_max_leverage, int(venue.mm_base == "entry"),
              int(venue.tier_basis == "contracts"), int(venue.tier_rate == "whole"), int(venue.im_base == "entry"),
              float(venue.close_fee_rate), AVAILABLE_RULES.index(venue.available_upnl),
-             float(venue.margin_call_ratio), float(venue.liquidation_ratio),
+             float(venue.margin_call_ratio), float(venue.liquidation_ratio), dev.inverse,
              pm.upnl, pm.maint, pm.init, pm.close_fee, dev.wallet,
              out["position_index"], out["new_size"], out["new_entry"], out["realised"], out["new_isolated_margin"],
              out["pos_notional"], out["pos_upnl"], out["pos_maint"], out["pos_init"], out["pos_fee"], out["wallet"],
@@ -317,9 +347,12 @@ def checked_columns(orders) -> "pl.DataFrame":
     return df
 
 
-def check_orders(book, orders, rows: np.ndarray | None = None) -> tuple["pl.DataFrame", tuple]:
+def check_orders(book, orders, rows: np.ndarray | None = None,
+                 portfolio: np.ndarray | None = None) -> tuple["pl.DataFrame", tuple]:
     """Validate an orders table against ``book``; return it (defaults filled in) and its
-    arrays (account index, symbol index, size, price, isolated, margin, leverage). One
+    arrays (account row: the margin pool of the account in the market's settle asset; symbol
+    index, size, price, isolated, margin, leverage). ``portfolio``: the engine's per-account-row
+    portfolio flags (orders of those accounts on inverse markets are refused), or None. One
     BookError names every broken rule with the first rows at fault (row number, account_id,
     symbol) before anything is computed. ``rows``: the row numbers to name (the orders' rows
     in a larger table, as a shard of a DistributedEngine sees its part); default 0, 1, ..."""
@@ -353,6 +386,14 @@ def check_orders(book, orders, rows: np.ndarray | None = None) -> tuple["pl.Data
     sym_codes = sym_text.replace_strict(list(book.symbols), list(range(book.n_symbols)), default=-1,
                                         return_dtype=pl.Int32).fill_null(-1).to_numpy()
     rule("symbol", ~sym_null & (sym_codes < 0), "must be a symbol of the book")
+    if len(book.assets) > 1:  # the account's wallet (margin pool) in the market's settle asset
+        sym_ok = sym_codes >= 0
+        acc, in_pool = pool_index(book, acc, ids_filled, book.settle_asset[np.where(sym_ok, sym_codes, 0)])
+        rule("account_id", ~acc_null & found & sym_ok & ~in_pool,
+             "needs a wallet in its market's settle asset (an accounts row with that account_id and asset = "
+             "markets.settle_asset: each is a margin pool); none for")
+        found &= in_pool
+    _portfolio_rule(rule, "symbol", book, portfolio, ~acc_null & found & (sym_codes >= 0), acc, sym_codes)
 
     def floats(name, fill):
         if name not in df.columns:
@@ -381,9 +422,26 @@ def check_orders(book, orders, rows: np.ndarray | None = None) -> tuple["pl.Data
     return frame, (acc.astype(np.int32), sym_codes.astype(np.int32), q, px, iso, mg, lev)
 
 
+def pool_index(book, first: np.ndarray, ids: np.ndarray, asset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The account row of each (id, asset): from ``first`` (the id's first row, account_index)
+    on over the id's rows, which are sorted by asset; and whether that row is the id's wallet in
+    ``asset`` (where not, the row is any of the id's)."""
+    n = book.n_accounts
+    row = np.minimum(first, max(n - 1, 0))
+    if n == 0:
+        return row, np.zeros(ids.size, bool)
+    while True:  # an account holds a few assets: a few steps at most
+        nxt = np.minimum(row + 1, n - 1)
+        more = (row + 1 < n) & (book.account_id[nxt] == ids) & (book.account_asset[row] < asset)
+        if not more.any():
+            break
+        row = np.where(more, nxt, row)
+    return row, (first < n) & (book.account_id[row] == ids) & (book.account_asset[row] == asset)
+
+
 def account_index(book, ids: np.ndarray) -> np.ndarray:
-    """Row of each id in the book's sorted account ids (book.n_accounts where absent, or any
-    row whose id differs: the caller compares). The ids are sorted first: a search of sorted
+    """First row of each id in the book's sorted account ids (book.n_accounts where absent, or
+    any row whose id differs: the caller compares). The ids are sorted first: a search of sorted
     needles walks the table in order, about 4x faster than random look-ups at 1M ids in 3.8M
     accounts (which miss the cache at every step)."""
     order = np.argsort(ids, kind="stable")
@@ -396,20 +454,21 @@ def what_if(engine, orders, marks=None, rows: np.ndarray | None = None) -> "pl.D
     """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders".
     ``rows``: the orders' row numbers in a larger table (the ``order`` column and the rows
     errors name), for a DistributedEngine's shard."""
-    engine.book.require_single_pool("what-if orders", engine.venue)  # linear, one asset: README "Inverse contracts"
-    frame, arrays = check_orders(engine.book, orders, rows)
+    engine.book.require_per_asset("what-if orders", engine.venue)  # pooled collateral: README "Inverse contracts"
+    frame, arrays = check_orders(engine.book, orders, rows, getattr(engine, "portfolio_flags", None))
     base = base_figures(engine, marks)
     r = _launch(engine, base, *arrays)
-    return _frame(frame, r, rows)
+    return _frame(frame, r, rows, engine.book, arrays[1])
 
 
-def _frame(frame: "pl.DataFrame", r: WhatIfArrays, rows: np.ndarray | None = None) -> "pl.DataFrame":
+def _frame(frame: "pl.DataFrame", r: WhatIfArrays, rows: np.ndarray | None, book, sym: np.ndarray) -> "pl.DataFrame":
     from .engine import _codes, _enum, _to_enum
 
     status, st_codes = _enum(STATUSES)
     mode, mode_codes = _enum(MARGIN_MODES)
+    asset, asset_codes = _enum(book.assets)
     closed = r.pos_status < 0
-    raw = frame.with_columns(
+    raw = frame.with_columns(pl.Series("asset", _codes(book.settle_asset[sym], asset_codes)),
         pl.Series("size", r.new_size), pl.Series("entry_price", r.new_entry),
         pl.Series("realised_pnl", r.realised), pl.Series("isolated_margin", r.new_isolated_margin),
         pl.Series("notional", r.pos_notional), pl.Series("upnl", r.pos_upnl),
@@ -426,7 +485,8 @@ def _frame(frame: "pl.DataFrame", r: WhatIfArrays, rows: np.ndarray | None = Non
         pl.Series("_order", np.arange(frame.height, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)),
         pl.Series("margin_mode", _codes(frame["margin_mode"].eq("isolated").to_numpy().astype(np.int8), mode_codes)))
     out = raw.select(
-        pl.col("_order").alias("order"), "account_id", "symbol", _to_enum("margin_mode", mode),
+        pl.col("_order").alias("order"), "account_id", "symbol", _to_enum("asset", asset),
+        _to_enum("margin_mode", mode),
         "order_size", "order_price", "size", pl.col("entry_price").fill_nan(None), "realised_pnl",
         "isolated_margin", "notional", "upnl", "maint_margin", "close_fee", "init_margin", "wallet_balance", "equity",
         "account_maint_margin", "account_close_fee", "account_init_margin", "margin_ratio", "available_balance",

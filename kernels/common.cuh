@@ -101,6 +101,16 @@ GR_DEVICE double upnl_at(double q, double p, double e, double cs, int inv) {
     return inv ? q * cs * (1.0 / e - 1.0 / p) : upnl_of(q, p, e, cs);
 }
 
+// The entry after adding dq at price px to a position q0 at entry e0 on the same side (q0 != 0):
+// linear, the size-weighted mean (q0·E0 + Δq·px) / (q0 + Δq); inverse, the harmonic one,
+// contracts over Σ contracts/price, (q0 + Δq) / (q0/E0 + Δq/px), which keeps the position's coin
+// value (its value in x = 1/P averages linearly). gpurisk/book_updates.py's fills use the same
+// expressions.
+GR_DEVICE double entry_after_add(double q0, double e0, double dq, double px, int inv) {
+    const double q1 = q0 + dq;
+    return inv ? q1 / (q0 / e0 + dq / px) : (q0 * e0 + dq * px) / q1;
+}
+
 // Maintenance margin on notional n_mm (mark or entry notional) in tier k: n_mm·mmr_k − cum_k.
 GR_DEVICE double maint_margin_in(const double* tier_mmr, const double* tier_cum, int k,
                                  double n_mm) {

@@ -28,13 +28,16 @@ GR_DEVICE long long position_slot(const long long* pos_start, const int* symbol,
     return lo;
 }
 
-// Per order o (account index, symbol index, signed size dq, price px, margin mode):
-//   q1 = q0 + dq. Increase (or open): entry = (q0·E0 + dq·px) / q1. Reduce: entry kept,
-//   realised = upnl_of(closed, px, E0) with closed = −dq. Flip or close: the whole old
+// Per order o (account row: the margin pool (account, the market's settle asset); symbol
+// index, signed size dq, price px, margin mode). Money is in the pool's asset: the coin for an
+// inverse market (inverse[s] = 1, common.cuh's inverse forms throughout).
+//   q1 = q0 + dq. Increase (or open): entry_after_add (linear (q0·E0 + dq·px) / q1, inverse
+//   the harmonic q1 / (q0/E0 + dq/px)). Reduce: entry kept,
+//   realised = upnl_at(closed, px, E0) with closed = −dq. Flip or close: the whole old
 //   position is closed at px (realised = upnl_of(q0, px, E0)) and the rest opens at px.
 //   Cross: realised PnL goes to the wallet. Isolated: to the position's margin, and margin
 //   added for the order (order_margin, or when NaN the initial margin of the opened size
-//   at px) moves from the wallet to the position; a position closed to zero releases its
+//   at px, notional_at / leverage) moves from the wallet to the position; a position closed to zero releases its
 //   margin to the wallet.
 //   The resulting position: position_figures at the mark (MM, IM, close fee under the
 //   venue's conventions). Account (cross): upnl, MM, IM and close-fee sums over its open
@@ -56,7 +59,7 @@ GR_KERNEL void what_if(
     const double* tier_floor, const double* tier_mmr, const double* tier_cum, const double* tier_req_mmr,
     const double* tier_root_bound, const double* tier_max_leverage, int mm_on_entry, int tiers_by_contracts,
     int tier_rate_whole, int im_on_entry, double close_fee_rate, int available_rule,
-    double margin_call_ratio, double liquidation_ratio,
+    double margin_call_ratio, double liquidation_ratio, const signed char* inverse,
     const double* upnl, const double* maint, const double* init, const double* fee, const double* wallet,
     long long* position_index, double* new_size, double* new_entry, double* realised,
     double* new_isolated_margin, double* pos_notional, double* pos_upnl, double* pos_maint,
@@ -73,6 +76,7 @@ GR_KERNEL void what_if(
         const double px = order_price[o];
         const double p = mark[s];
         const double cs = contract_size[s];
+        const int inv = inverse[s];
         const long long end = pos_start[a + 1];
         const long long slot = position_slot(pos_start, symbol, isolated, a, s, iso);
         const bool held = slot < end && symbol[slot] == s && (isolated[slot] ? 1 : 0) == iso;
@@ -88,14 +92,14 @@ GR_KERNEL void what_if(
         const bool flips = !adds && fabs(dq) > fabs(q0);
         const double closed = adds ? 0.0 : (flips ? q0 : -dq);  // signed like q0
         const double opened = adds ? dq : (flips ? q1 : 0.0);   // signed like q1
-        const double rpnl = adds ? 0.0 : upnl_of(closed, px, e0, cs);
-        const double e1 = adds ? (q0 == 0.0 ? px : (q0 * e0 + dq * px) / q1) : (flips ? px : e0);
+        const double rpnl = adds ? 0.0 : upnl_at(closed, px, e0, cs, inv);
+        const double e1 = adds ? (q0 == 0.0 ? px : entry_after_add(q0, e0, dq, px, inv)) : (flips ? px : e0);
         const bool open = q1 != 0.0;
 
         // The resulting position at the mark (position_margin's figures).
         const PositionFigures f = position_figures(q1, e1, lev_given, p, cs, s, tier_start, tier_floor, tier_mmr,
                                                    tier_cum, tier_max_leverage, mm_on_entry, tiers_by_contracts,
-                                                   im_on_entry, close_fee_rate, 0);  // linear: README "Inverse contracts"
+                                                   im_on_entry, close_fee_rate, inv);
         const double up1 = open ? f.upnl : 0.0;
         const double mm1 = open ? f.maint : 0.0;
         const double im1 = open ? f.init : 0.0;
@@ -105,7 +109,8 @@ GR_KERNEL void what_if(
         // Money: realised PnL and isolated margin between wallet and position.
         const double given_margin = order_margin[o];
         const double added = !iso ? 0.0 : (given_margin == given_margin ? given_margin
-                                                                         : fabs(opened) * px * cs / f.leverage);
+                                                                         : notional_at(fabs(opened), px, cs, inv) /
+                                                                               f.leverage);
         const double m1 = iso ? (m0 + rpnl) + added : 0.0;
         const double w0 = wallet[a];
         const double w1 = iso ? (open ? w0 - added : w0 + (m0 + rpnl)) : w0 + rpnl;
@@ -152,11 +157,11 @@ GR_KERNEL void what_if(
             const double wp = iso ? m1 : (multi ? af.equity - up1 : w1);
             const double mmp = multi ? (sm + (with_fee ? sf : 0.0)) - req1 : 0.0;
             lp = liquidation_root(wp, mmp, mm1, q1, e1, cs, s, mm_on_entry, tiers_by_contracts, tier_rate_whole,
-                                  close_fee_rate, tier_start, tier_floor, tier_req_mmr, tier_cum, tier_root_bound, 0);
+                                  close_fee_rate, tier_start, tier_floor, tier_req_mmr, tier_cum, tier_root_bound, inv);
             const TriggerCheck chk = {slot, a, s, mm_on_entry, tiers_by_contracts, iso != 0, nc == 1, !held, q1, e1,
                                       cs, m1, mm1, margin_call_ratio, liquidation_ratio, close_fee_rate, w1,
                                       pos_start, isolated, size, upnl, maint, fee, tier_start, tier_floor,
-                                      tier_mmr, tier_cum};
+                                      tier_mmr, tier_cum, inv};
             lp = trigger_side_price(chk, lp, tick_size[s]);
         }
         const bool increases = open && (q0 == 0.0 || flips || fabs(q1) > fabs(q0));
