@@ -157,9 +157,11 @@ def modified_frames(book: Book, row: dict) -> dict:
                             "isolated_margin": [row["isolated_margin"]], "leverage": [lev]},
                            schema=pos.schema)
         rest = pl.concat([rest, new])
+    pool = pl.col("account_id") == row["account_id"]
+    if "asset" in f["accounts"].columns:  # the order's margin pool: (account_id, its market's settle asset)
+        pool &= pl.col("asset") == str(row["asset"])
     acc = f["accounts"].with_columns(
-        pl.when(pl.col("account_id") == row["account_id"]).then(pl.lit(row["wallet_balance"]))
-        .otherwise(pl.col("wallet_balance")).alias("wallet_balance"))
+        pl.when(pool).then(pl.lit(row["wallet_balance"])).otherwise(pl.col("wallet_balance")).alias("wallet_balance"))
     return {**f, "positions": rest, "accounts": acc}
 
 
@@ -225,7 +227,8 @@ def assert_is_the_revaluation_of_the_modified_book(book: Book, venue: str, row: 
     of a revaluation of ``book`` with the order applied."""
     mod = Book.from_frames(**modified_frames(book, row))
     risk = Engine(mod, venue=venue, backend="cpu").revalue()
-    a = risk.accounts.filter(pl.col("account_id") == row["account_id"]).row(0, named=True)
+    a = risk.accounts.filter((pl.col("account_id") == row["account_id"])
+                             & (pl.col("asset") == str(row["asset"]))).row(0, named=True)
     for mine, theirs in ACCOUNT_PAIRS:
         assert same_bits(row[mine], a[theirs]), (venue, row, mine, a[theirs])
     if row["size"] != 0.0:
