@@ -228,13 +228,11 @@ def _decimal_trade(q0, e0, dq, px, cs, inverse: bool):
     adds = q0 == 0 or (q0 > 0) == (dq > 0)
     flips = not adds and abs(dq) > abs(q0)
     closed = Decimal(0) if adds else (q0 if flips else -dq)
-    if inverse:
-        realised = closed * cs * (1 / e0 - 1 / px)
-        averaged = q1 / (q0 / e0 + dq / px) if q0 != 0 else px
+    realised = closed * cs * (1 / e0 - 1 / px) if inverse else closed * (px - e0) * cs
+    if adds and q0 != 0:
+        entry = q1 / (q0 / e0 + dq / px) if inverse else (q0 * e0 + dq * px) / q1
     else:
-        realised = closed * (px - e0) * cs
-        averaged = (q0 * e0 + dq * px) / q1 if q0 != 0 else px
-    entry = averaged if adds else (px if flips else e0)
+        entry = px if (adds or flips) else e0
     increases = q1 != 0 and (q0 == 0 or flips or abs(q1) > abs(q0))
     return q1, entry, realised, increases
 
