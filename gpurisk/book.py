@@ -329,14 +329,20 @@ def _validate_positions(chk: _Checker, account_ids: pl.Series | None, symbols: p
         chk.rule("entry_price", ~(_finite("entry_price") & (pl.col("entry_price") > 0)), "must be finite and > 0")
         _range_rule(chk, "entry_price", pl.col("entry_price"), _lim.PRICE_MIN, _lim.PRICE_MAX)
     if ok("size") and ok("entry_price") and ok("symbol") and contract_sizes is not None:
-        # The entry notional |size|·entry_price·contract_size, per position (NOTIONAL_MAX).
+        # The entry notional per position (NOTIONAL_MAX): |size|·entry_price·contract_size, or in
+        # the coin |size|·contract_size/entry_price for an inverse market (contract_sizes'
+        # optional contract_type column).
         cs = pl.col("symbol").replace_strict(contract_sizes["symbol"], contract_sizes["contract_size"],
                                              default=1.0, return_dtype=pl.Float64)
         notional = pl.col("size").abs() * pl.col("entry_price") * cs
+        if "contract_type" in contract_sizes.columns and (contract_sizes["contract_type"] == "inverse").any():
+            inverse = pl.col("symbol").is_in(contract_sizes.filter(pl.col("contract_type") == "inverse")["symbol"]
+                                             .implode())
+            notional = pl.when(inverse).then(pl.col("size").abs() * cs / pl.col("entry_price")).otherwise(notional)
         chk.rule("size", (notional > _lim.NOTIONAL_MAX).fill_null(False) | (
             notional.is_nan() & pl.col("size").is_finite() & pl.col("entry_price").is_finite()).fill_null(False),
-                 f"entry notional |size|·entry_price·contract_size must be <= {_num(_lim.NOTIONAL_MAX)} "
-                 "(input limits, gpurisk.schema)")
+                 f"entry notional |size|·entry_price·contract_size (inverse: |size|·contract_size/entry_price, in "
+                 f"the coin) must be <= {_num(_lim.NOTIONAL_MAX)} (input limits, gpurisk.schema)")
     if ok("margin_mode"):
         chk.rule("margin_mode", ~pl.col("margin_mode").is_in(list(MARGIN_MODES)), "must be 'cross' or 'isolated'")
     if ok("isolated_margin"):
@@ -612,7 +618,8 @@ class Book:
         ids = a.df["account_id"].drop_nulls() if "account_id" not in a.bad_columns else None
         cs = None
         if not ({"symbol", "contract_size"} & m.bad_columns):
-            cs = (m.df.select("symbol", "contract_size").drop_nulls("symbol")
+            kinds = ["contract_type"] if "contract_type" in m.df.columns and "contract_type" not in m.bad_columns else []
+            cs = (m.df.select("symbol", "contract_size", *kinds).drop_nulls("symbol")
                   .unique("symbol", keep="first", maintain_order=True))
         _validate_positions(p, ids, symbols, cs)
         validate_wallets(p, a, m)

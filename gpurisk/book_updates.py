@@ -46,7 +46,7 @@ import numpy as np
 import polars as pl
 
 from .book import _ROW, Book, BookError, _Checker, _check_columns, _validate_accounts, _validate_positions
-from .schema import DEFAULT_SETTLE_ASSET, MARGIN_MODES
+from .schema import CONTRACT_TYPES, DEFAULT_SETTLE_ASSET, MARGIN_MODES
 
 UPDATE_TYPES = ("position", "fill", "balance", "account")
 #: a fill leaving |size| at most this fraction of the sizes it adds closes the position
@@ -358,7 +358,8 @@ class LiveBook:
             chk = _RowsChecker("positions", frame)
             chk.df = _check_columns(chk)
             _validate_positions(chk, pl.Series(known, dtype=pl.Int64), pl.Series(b.symbols, dtype=pl.String),
-                                pl.DataFrame({"symbol": list(b.symbols), "contract_size": b.contract_size}))
+                                pl.DataFrame({"symbol": list(b.symbols), "contract_size": b.contract_size,
+                                              "contract_type": np.array(CONTRACT_TYPES)[b.inverse]}))
             problems += chk.problems
             bad |= {("p", rows[r][0]) for r in chk.bad_rows}
         return problems, bad

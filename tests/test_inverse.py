@@ -693,3 +693,24 @@ def test_bitmex_perpetual_guide_long_xbtusd_example():
     live = LiveBook(funded.book)
     live.apply([{"type": "fill", "account_id": 1, "symbol": "XBTUSD", "qty": -15_000.0, "price": 800.0}])
     assert live.book.wallet[0] - 5.0 == pytest.approx(1.2, rel=1e-12)  # 1.25 XBT − 0.05 XBT
+
+
+def test_entry_notional_limit_is_in_the_coin_for_inverse_positions():
+    """The per-position limit (schema.NOTIONAL_MAX) reads an inverse position's entry notional in
+    the coin, |size|·contract_size/entry: 1e13 BTCUSD contracts at 49,000 are 2.04e10 BTC (the
+    linear formula would read 4.9e19 and refuse them); at an entry of 1e-6 they are 1e21 BTC."""
+    f = mixed_book().frames()
+    inv = pl.col("symbol") == "BTCUSD"
+    f["positions"] = f["positions"].with_columns(pl.when(inv).then(pl.lit(1e13)).otherwise(pl.col("size")).alias("size"))
+    book = Book.from_frames(**f)
+    assert book.size.max() == 1e13
+    from gpurisk.book_updates import LiveBook
+
+    live = LiveBook(book.for_asset("BTC"))  # a fill is checked by the same rule
+    done = live.apply([{"type": "fill", "account_id": 7, "symbol": "BTCUSD", "qty": 1e13, "price": 50_000.0}])
+    assert not done.rejected and live.book.size.max() == 2e13
+    f["positions"] = f["positions"].with_columns(
+        pl.when(inv).then(pl.lit(1e-6)).otherwise(pl.col("entry_price")).alias("entry_price"))
+    with pytest.raises(BookError, match=r"positions.size: entry notional .*inverse: \|size\|·contract_size/entry_price.*"
+                                        r"2 rows: row 0 \(account_id=3, symbol='BTCUSD'"):
+        Book.from_frames(**f)
