@@ -457,8 +457,7 @@ class Book:
 
     @property
     def single_pool(self) -> bool:
-        """Linear contracts only, every wallet and market in one asset: the book every part of
-        gpurisk handles (stress, what-if, funding and the monitor refuse others, for now)."""
+        """Linear contracts only, every wallet and market in one asset."""
         return len(self.assets) == 1 and not self.inverse.any()
 
     def require_per_asset(self, what: str, venue=None) -> None:
@@ -476,24 +475,6 @@ class Book:
             raise BookError([Problem("collateral", "", f"{what} values each wallet in its own asset, for now, and "
                                      "does not pool collateral across assets: use a book without a collateral table "
                                      "(README \"Multi-asset collateral\")")])
-
-    def require_single_pool(self, what: str, venue=None) -> None:
-        """Raise a BookError naming the inverse markets and assets when ``what`` (a feature that
-        keeps its money in one asset) is asked of a book with inverse contracts or several
-        settle assets, or with pooled collateral (require_per_asset)."""
-        self.require_per_asset(what, venue)
-        if self.single_pool:
-            return
-        inv = [s for s, f in zip(self.symbols, self.inverse) if f]
-        problems = []
-        if inv:
-            problems.append(Problem("markets", "contract_type", f"{what} handles linear contracts only, for now; "
-                                    "inverse markets", len(inv), tuple(repr(s) for s in inv[:EXAMPLES_SHOWN])))
-        if len(self.assets) > 1:
-            problems.append(Problem("accounts", "asset", f"{what} keeps its money in one asset, for now; the book "
-                                    "has wallets or markets in", len(self.assets),
-                                    tuple(repr(a) for a in self.assets[:EXAMPLES_SHOWN])))
-        raise BookError(problems)
 
     def require_single_asset(self, what: str, venue=None) -> None:
         """Raise a BookError when the book's wallets or markets are in several assets: ``what``

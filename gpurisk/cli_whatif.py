@@ -67,8 +67,9 @@ def cmd_what_if(args, cli) -> int:
           f"{fails.height:,} fail")
     if fails.height:
         with pl.Config(tbl_rows=10, tbl_cols=8):
-            print(fails.select("order", "account_id", "symbol", "order_size", "order_price", "available_balance",
-                               "margin_ratio", "liq_price").head(10))
+            assets = ["asset"] if len(book.assets) > 1 else []  # the balance's asset, where they differ
+            print(fails.select("order", "account_id", "symbol", *assets, "order_size", "order_price",
+                               "available_balance", "margin_ratio", "liq_price").head(10))
     if args.out:
         with atomic_file(args.out) as tmp:
             (out.write_parquet if args.out.endswith(".parquet") else out.write_csv)(tmp)

@@ -70,3 +70,23 @@ def test_funding_bad_rates_exit_2(book_dir, tmp_path, args, needle):
     res = run("funding", book_dir, *args, "--backend", "cpu", "--out", tmp_path / "f", cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr and needle in res.stderr, res.stderr
     assert not (tmp_path / "f").exists()
+
+
+def test_what_if_on_a_book_with_inverse_markets(tmp_path):
+    """A synthetic book with coin-margined markets (wallets per asset): each order trades in its
+    account's pool of the market's settle asset, the asset named in the failures printed."""
+    d = tmp_path / "book"
+    assert main(["synth", str(d), "--accounts", "200", "--inverse-markets", "2"]) == 0
+    book = gpurisk.read_book(d)
+    btc = book.for_asset("BTC")
+    acc = int(btc.account_id[btc.pos_account[0]])
+    orders = pl.DataFrame({"account_id": [acc, acc], "symbol": ["BTCUSD", "BTCUSD"], "size": [10.0, 1e9],
+                           "price": [60_000.0, 60_000.0]})
+    orders.write_csv(tmp_path / "orders.csv")
+    out = tmp_path / "wi.parquet"
+    res = run("what-if", d, tmp_path / "orders.csv", "--backend", "cpu", "--out", out, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    got = pl.read_parquet(out)
+    assert got.equals(gpurisk.Engine(book, backend="cpu").what_if(orders))
+    assert got["asset"].cast(pl.String).to_list() == ["BTC", "BTC"] and got["im_check"].to_list() == [True, False]
+    assert "1 fail" in res.stdout and "asset" in res.stdout and "BTC" in res.stdout
