@@ -254,6 +254,22 @@ def test_resident_engine_what_if_equals_the_single_engine(client, book, sharded,
         engine.what_if(orders)
 
 
+def test_resident_engine_what_if_on_inverse_markets_equals_the_single_engine(client, tmp_path):
+    """Coin-margined markets and wallets per asset: shards hold whole accounts (every pool of
+    an account), so each order reaches its pool; the same rows as the single engine."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_whatif_inverse import pool_orders
+
+    book = gpurisk.synthetic_book(600, seed=7, n_symbols=4, inverse_markets=2)
+    orders = pool_orders(book, 500, seed=2)
+    want = gpurisk.Engine(book, venue="bybit", backend="cpu").what_if(orders)
+    with DistributedEngine(write_sharded(book, tmp_path / "inv", 3), client, venue="bybit", backend="cpu") as engine:
+        got = engine.what_if(orders)
+    assert got.equals(want) and set(got["asset"].cast(pl.String)) == set(book.assets)
+
+
 # ------------------------------------------------------------------ stress
 
 
