@@ -60,3 +60,23 @@ def test_funding_same_bits(candidate):
                            book.mark_price, rates))
     for k, v in vars(runs[0]).items():
         assert np.array_equal(v, getattr(runs[1], k)), k
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit", "okx"])
+def test_what_if_same_bits_on_inverse_markets(candidate, venue):
+    """Coin-margined markets, wallets per asset: the kernel's inverse forms, the same bits."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_whatif_inverse import pool_orders
+
+    from gpurisk.whatif import check_orders
+
+    book = synthetic_book(3_000, seed=9, inverse_markets=3)
+    _, args = check_orders(book, pool_orders(book, 4_000, seed=5))
+    marks = book.mark_price * 1.02
+    want = what_if_arrays(Engine(book, venue=venue, backend=REFERENCE), *args, marks=marks)
+    got = what_if_arrays(Engine(book, venue=venue, backend=candidate), *args, marks=marks)
+    assert np.isfinite(want.liq_price[book.inverse[args[1]] == 1]).any()
+    for k, v in vars(want).items():
+        assert np.array_equal(v, getattr(got, k), equal_nan=True), k
