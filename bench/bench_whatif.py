@@ -3,6 +3,7 @@
     python bench/bench_whatif.py --accounts 3760000 --orders 1000000   # ~10M positions, 1M orders
     python bench/bench_whatif.py --accounts 37000 --orders 10000 --backend gpu
     python bench/bench_whatif.py --venue okx          # contract tiers, whole-position rate, close fee
+    python bench/bench_whatif.py --inverse-markets 3  # BTC, ETH, SOL coin-margined: wallets per asset
 
 Stages timed (medians of --repeats runs after a warm-up, on the same engine and orders):
 - base: the revaluation figures the what-if reads (position and account margin at the marks),
@@ -39,12 +40,24 @@ from gpurisk.whatif import base_figures, what_if_arrays  # noqa: E402
 
 
 def random_orders(book, n: int, seed: int = 0):
-    """(account index, symbol index, size, price, isolated) arrays of ``n`` orders."""
+    """(account index, symbol index, size, price, isolated) arrays of ``n`` orders. With wallets
+    in several assets, a new position's symbol is drawn among those its account row (margin
+    pool) settles."""
     rng = np.random.default_rng(seed)
     held = rng.random(n) < 0.7
     pick = rng.integers(0, book.n_positions, n)
     acc = np.where(held, book.pos_account[pick], rng.integers(0, book.n_accounts, n)).astype(np.int32)
     sym = np.where(held, book.pos_symbol[pick], rng.integers(0, book.n_symbols, n)).astype(np.int32)
+    if len(book.assets) > 1:  # a new position in a market of its pool's asset
+        by_asset = [np.flatnonzero(book.settle_asset == a) for a in range(len(book.assets))]
+        for a, syms in enumerate(by_asset):
+            mine = ~held & (book.account_asset[acc] == a)
+            if syms.size:
+                sym[mine] = rng.choice(syms, int(mine.sum()))
+            else:  # a wallet with no market of its asset: the order trades a held position instead
+                acc[mine] = book.pos_account[pick[mine]]
+                sym[mine] = book.pos_symbol[pick[mine]]
+                held |= mine
     iso = np.where(held, book.isolated[pick], rng.random(n) < 0.2).astype(np.int8)
     q0 = np.where(held, book.size[pick], 0.0)
     mult = rng.choice([0.5, -0.3, -1.0, -1.7], n)
@@ -72,11 +85,13 @@ def main(argv=None):
     ap.add_argument("--venue", default="binance", help="venue preset (okx, gate, bybit: close fee, contract tiers, "
                                                        "entry-based margin)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--inverse-markets", type=int, default=0, help="the N most traded symbols coin-margined "
+                                                                  "(synthetic_book's inverse_markets)")
     ap.add_argument("--no-frame", action="store_true", help="skip the frame path (no Polars needed)")
     args = ap.parse_args(argv)
 
     t = time.perf_counter()
-    book = synthetic_book(args.accounts, seed=0)
+    book = synthetic_book(args.accounts, seed=0, inverse_markets=args.inverse_markets)
     build_s = time.perf_counter() - t
     backend = get_backend(args.backend)
     engine = Engine(book, venue=args.venue, backend=backend)
@@ -89,7 +104,8 @@ def main(argv=None):
 
     arrays_s, arrays_all = median_time(lambda: what_if_arrays(engine, acc, sym, size, price, iso), args.repeats)
     res = what_if_arrays(engine, acc, sym, size, price, iso)
-    row = dict(backend=backend.name, venue=engine.venue.name, positions=book.n_positions, accounts=book.n_accounts, orders=args.orders,
+    row = dict(backend=backend.name, venue=engine.venue.name, inverse_markets=args.inverse_markets,
+               positions=book.n_positions, accounts=book.n_accounts, orders=args.orders,
                build_s=round(build_s, 2), base_s=round(base_s, 4), arrays_s=round(arrays_s, 4),
                arrays_runs=[round(x, 4) for x in arrays_all], orders_per_s=round(args.orders / arrays_s),
                share_held=float(np.mean(res.position_index >= 0)), share_pass=float(np.mean(res.im_ok)),

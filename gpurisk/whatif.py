@@ -184,7 +184,7 @@ def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=No
     (float64); optional ``isolated`` (int8, 1 = isolated), ``margin`` (float64, NaN = default)
     and ``leverage`` (float64, 0 = default). The arrays are checked (shapes, index ranges,
     finite values) and a BookError names the first bad rows; see ``Engine.what_if``."""
-    engine.book.require_per_asset("what-if orders", engine.venue)  # pooled collateral: README "Inverse contracts"
+    engine.book.require_per_asset("what-if orders", engine.venue)  # pooled collateral: README "Multi-asset collateral"
     book = engine.book
     n = int(np.asarray(size).size)
     acc = np.ascontiguousarray(account_index, dtype=np.int32)
@@ -454,7 +454,7 @@ def what_if(engine, orders, marks=None, rows: np.ndarray | None = None) -> "pl.D
     """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders".
     ``rows``: the orders' row numbers in a larger table (the ``order`` column and the rows
     errors name), for a DistributedEngine's shard."""
-    engine.book.require_per_asset("what-if orders", engine.venue)  # pooled collateral: README "Inverse contracts"
+    engine.book.require_per_asset("what-if orders", engine.venue)  # pooled collateral: README "Multi-asset collateral"
     frame, arrays = check_orders(engine.book, orders, rows, getattr(engine, "portfolio_flags", None))
     base = base_figures(engine, marks)
     r = _launch(engine, base, *arrays)
