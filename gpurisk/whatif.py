@@ -7,9 +7,8 @@ orders of one account are two separate hypotheses), and the book is not changed.
 trades in the margin pool of its account and its market's settle asset (README "Inverse
 contracts"): linear and inverse (coin-margined) markets, wallets in several assets; its money
 columns are in that asset (the ``asset`` column). Venues that pool collateral across assets are
-refused. Every venue's
-conventions apply as in a revaluation, whose figures for the book with the order applied the
-results equal bit for bit (tests/test_whatif.py).
+refused. Every venue's conventions apply as in a revaluation, whose figures for the book with
+the order applied the results equal bit for bit (tests/test_whatif.py, test_whatif_inverse.py).
 
 ``Engine.what_if(orders)`` is the entry point (a frame in, a frame out, one row per order in
 input order); ``what_if_arrays`` is the same on arrays (no Polars), for callers that hold
