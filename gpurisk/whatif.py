@@ -377,7 +377,7 @@ def check_orders(book, orders, rows: np.ndarray | None = None,
     acc_null = acc_id.is_null().to_numpy()
     rule("account_id", acc_null, "must not be null")
     ids_filled = np.where(acc_null, 0, ids).astype(np.int64)
-    acc = account_index(book, ids_filled)
+    acc, by_id = account_index(book, ids_filled, with_order=True)
     found = (acc < book.n_accounts) & (book.account_id[np.minimum(acc, book.n_accounts - 1)] == ids_filled)
     rule("account_id", ~acc_null & ~found, "must be an account of the book")
     sym_null = sym_text.is_null().to_numpy()
@@ -387,7 +387,7 @@ def check_orders(book, orders, rows: np.ndarray | None = None,
     rule("symbol", ~sym_null & (sym_codes < 0), "must be a symbol of the book")
     if len(book.assets) > 1:  # the account's wallet (margin pool) in the market's settle asset
         sym_ok = sym_codes >= 0
-        acc, in_pool = pool_index(book, acc, ids_filled, book.settle_asset[np.where(sym_ok, sym_codes, 0)])
+        acc, in_pool = pool_index(book, acc, ids_filled, book.settle_asset[np.where(sym_ok, sym_codes, 0)], by_id)
         rule("account_id", ~acc_null & found & sym_ok & ~in_pool,
              "needs a wallet in its market's settle asset (an accounts row with that account_id and asset = "
              "markets.settle_asset: each is a margin pool); none for")
@@ -421,32 +421,40 @@ def check_orders(book, orders, rows: np.ndarray | None = None,
     return frame, (acc.astype(np.int32), sym_codes.astype(np.int32), q, px, iso, mg, lev)
 
 
-def pool_index(book, first: np.ndarray, ids: np.ndarray, asset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pool_index(book, first: np.ndarray, ids: np.ndarray, asset: np.ndarray,
+               by_id: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The account row of each (id, asset): from ``first`` (the id's first row, account_index)
     on over the id's rows, which are sorted by asset; and whether that row is the id's wallet in
-    ``asset`` (where not, the row is any of the id's)."""
+    ``asset`` (where not, the row is any of the id's). ``by_id``: the orders sorted by id
+    (account_index's order): the steps then read the book in order, not at random."""
     n = book.n_accounts
-    row = np.minimum(first, max(n - 1, 0))
     if n == 0:
-        return row, np.zeros(ids.size, bool)
-    while True:  # an account holds a few assets: a few steps at most
-        nxt = np.minimum(row + 1, n - 1)
-        more = (row + 1 < n) & (book.account_id[nxt] == ids) & (book.account_asset[row] < asset)
-        if not more.any():
-            break
-        row = np.where(more, nxt, row)
-    return row, (first < n) & (book.account_id[row] == ids) & (book.account_asset[row] == asset)
+        return np.minimum(first, 0), np.zeros(ids.size, bool)
+    perm = np.arange(ids.size) if by_id is None else by_id
+    first_s, ids_s, asset_s = first[perm], ids[perm], asset[perm]
+    row = np.minimum(first_s, n - 1)
+    # An account holds a few assets: a few steps at most, each over the orders still short of
+    # their asset.
+    active = np.flatnonzero((row + 1 < n) & (book.account_asset[row] < asset_s))
+    while active.size:
+        active = active[book.account_id[row[active] + 1] == ids_s[active]]
+        row[active] += 1
+        active = active[(row[active] + 1 < n) & (book.account_asset[row[active]] < asset_s[active])]
+    found = (first_s < n) & (book.account_id[row] == ids_s) & (book.account_asset[row] == asset_s)
+    rows, ok = np.empty_like(row), np.empty_like(found)
+    rows[perm], ok[perm] = row, found
+    return rows, ok
 
 
-def account_index(book, ids: np.ndarray) -> np.ndarray:
+def account_index(book, ids: np.ndarray, with_order: bool = False):
     """First row of each id in the book's sorted account ids (book.n_accounts where absent, or
     any row whose id differs: the caller compares). The ids are sorted first: a search of sorted
     needles walks the table in order, about 4x faster than random look-ups at 1M ids in 3.8M
-    accounts (which miss the cache at every step)."""
+    accounts (which miss the cache at every step). ``with_order``: also return that order."""
     order = np.argsort(ids, kind="stable")
     out = np.empty(ids.size, dtype=np.int64)
     out[order] = np.searchsorted(book.account_id, ids[order])
-    return out
+    return (out, order) if with_order else out
 
 
 def what_if(engine, orders, marks=None, rows: np.ndarray | None = None) -> "pl.DataFrame":
