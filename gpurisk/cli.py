@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a sharded book: N shards of whole accounts (for --scheduler/--workers runs)")
     s.add_argument("--inverse-markets", type=int, default=0, metavar="N",
                    help="make the N most traded symbols coin-margined (BTCUSD, ETHUSD, ...; wallets per asset; "
-                        "README 'Inverse contracts'); stress and what-if refuse such a book for now")
+                        "README 'Inverse contracts')")
     s.set_defaults(func=cmd_synth)
 
     r = sub.add_parser("revalue", parents=[common, dist, database], help="revalue a book directory",
