@@ -15,7 +15,7 @@ returns ``StressRecords`` (NumPy arrays), and ``StressRecords.to_result`` builds
 ``StressResult``. ``stress`` is the three in a row.
 
 The modules read as the pipeline of a step: scenarios (gpurisk/scenarios.py) → revaluation
-(the kernels) → the ladder (gpurisk/ladder.py, ``ladder_step``) → market closes and the
+(the kernels) → the ladder (gpurisk/ladder.py, ``ladder_actions``) → market closes and the
 takeover, insurance, queue ADL and haircuts (gpurisk/deleverage.py), as money moves on a
 ledger (gpurisk/ledger.py) → records (gpurisk/stress_result.py). This module is the loop
 (``run_scenario``), the device work of a step (``_Context``) and the entry points. Scenario
@@ -44,7 +44,7 @@ from .deleverage import (demand_by_queue, queue_front, queue_fronts, rotated_que
 from .engine import DeviceBook
 from .funding import funding_steps, settle
 from .haircut import settle_haircuts
-from .ladder import Ladder, get_ladder, ladder_step
+from .ladder import Ladder, get_ladder, ladder_actions
 from .ledger import Ledger
 from .impact import Impact, get_impact
 from .liquidation import position_risk
@@ -309,8 +309,8 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
             solve[acc[mask]] = 1
             return ctx.restoring_fraction(ledger, r, solve, marks)[acc]
 
-        action, qty = ladder_step(lad, ledger.size[idx], ratio, equity, iso, ledger.partials[acc],
-                                  r.take("notional", idx) if lad.partial == "slices" else None, restoring)
+        action, qty = ladder_actions(ctx.backend, lad, ledger.size[idx], ratio, equity, iso, ledger.partials[acc],
+                                     r.take("notional", idx) if lad.partial == "slices" else None, restoring)
         # Execution price: the mark moved by the impact of everything sold this step.
         if ctx.impact is not None:
             flow = np.bincount(book.pos_symbol[idx], weights=np.sign(qty) * ctx.notional(qty, marks[book.pos_symbol[idx]], idx),
