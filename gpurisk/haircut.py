@@ -68,8 +68,7 @@ def settle_haircuts(backend, ledger, policy: str, pos, rest, bp, demand_bounds, 
     scratch = _Scratch.of(b)
     m_len = max(members.size, 1)
     w = {name: scratch.get(name, m_len, dt) for name, dt in
-         (("pos", np.int64), ("pnl", np.float64), ("notional", np.float64), ("equity", np.float64),
-          ("weight", np.float64), ("cut", np.float64), ("key", np.float64), ("idx", np.int64),
+         (("pos", np.int64), ("pnl", np.float64), ("weight", np.float64), ("cut", np.float64), ("key", np.float64), ("idx", np.int64),
           ("key_tmp", np.float64), ("idx_tmp", np.int64), ("free", np.float64), ("hit_pos", np.int64),
           ("hit_amount", np.float64))}
     d_work = scratch.get("d_work", max(pos.size, 1), np.float64)
@@ -90,7 +89,7 @@ def settle_haircuts(backend, ledger, policy: str, pos, rest, bp, demand_bounds, 
              b.asarray(upnl), b.asarray(notional), b.asarray(pos_equity),
              dev(ledger._entry, np.float64), dev(ledger._cs_pos, np.float64), dev(ledger._isolated),
              dev(ledger._account), size, margin, dev(w_base[:-1]), wallet_account, wallet_amount, n_wallet,
-             w["hit_pos"], w["hit_amount"], n_hit, w["pos"], w["pnl"], w["notional"], w["equity"], w["weight"],
+             w["hit_pos"], w["hit_amount"], n_hit, w["pos"], w["pnl"], w["weight"],
              w["cut"], w["key"], w["idx"], w["key_tmp"], w["idx_tmp"], w["free"], d_work, *sums)
     need, recovered, max_cut, x_cash, fund_gain = (b.to_host(a) for a in sums)
     n_wallet, n_hit = b.to_host(n_wallet), b.to_host(n_hit)

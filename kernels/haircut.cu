@@ -5,6 +5,17 @@
 // numpy_sum and numpy_max: NumPy's sum and maximum, as the queue ADL kernels compute them
 #include "deleverage.cu"
 
+// A loop over queues, a thread per queue. On the CPU the queues go to the OpenMP threads one
+// at a time (queues differ in length by orders of magnitude, so a static split would leave a
+// thread idle); each queue's arithmetic is the same on any thread, so the bits are too.
+#if defined(__CUDACC__)
+#define for_each_queue(q, n) for_each_index(q, n)
+#else
+#define for_each_queue(q, n)                                                   \
+    GR_PRAGMA(omp parallel for schedule(dynamic, 1) if ((long long)(n) > 1))  \
+    for (long long q = 0; q < (long long)(n); ++q)
+#endif
+
 // Policy codes of haircut_settle (gpurisk/haircut.py HAIRCUT_POLICIES).
 #define GR_PRO_RATA 0
 #define GR_CAPPED_PRO_RATA 1
@@ -98,9 +109,9 @@ GR_DEVICE void water_fill(double need, long long n, const double* caps, const do
 // Each winner's cut under a policy (deleverage.haircuts bit for bit): pro_rata one rate,
 // min(1, need / Σpnl) (none where Σpnl <= 0); capped_pro_rata a water-fill capped at each PnL;
 // rap a water-fill weighted by PnL × leverage (at least 1), leverage = notional / equity
-// (equity at least 1e-12). weight: scratch for rap's weights.
-GR_DEVICE void policy_cuts(int policy, double need, long long n, const double* pnl, const double* notional,
-                           const double* equity, double* weight, double* cut, double* key, long long* idx,
+// (equity at least 1e-12) of each winner's position (winner). weight: scratch.
+GR_DEVICE void policy_cuts(int policy, double need, long long n, const double* pnl, const long long* winner,
+                           const double* notional, const double* equity, double* weight, double* cut, double* key, long long* idx,
                            double* key_tmp, long long* idx_tmp, double* free_w) {
     if (policy == GR_PRO_RATA) {
         const double total = numpy_sum(pnl, n);
@@ -114,7 +125,8 @@ GR_DEVICE void policy_cuts(int policy, double need, long long n, const double* p
     }
     for (long long i = 0; i < n; ++i) {
         if (policy == GR_RAP) {
-            const double leverage = notional[i] / numpy_max(equity[i], 1e-12);
+            const long long p = winner[i];
+            const double leverage = notional[p] / numpy_max(equity[p], 1e-12);
             weight[i] = pnl[i] * numpy_max(leverage, 1.0);
         } else {
             weight[i] = 1.0;
@@ -130,7 +142,7 @@ GR_KERNEL void water_fill_segments(
     long long n_segments, const long long* seg_begin, const long long* seg_end, const double* need,
     const double* caps, const double* weights, double* cut, double* key, long long* idx, double* key_tmp,
     long long* idx_tmp, double* free_w) {
-    for_each_index(q, n_segments) {
+    for_each_queue(q, n_segments) {
         const long long b = seg_begin[q], n = seg_end[q] - b;
         water_fill(need[q], n, caps + b, weights + b, cut + b, key + b, idx + b, key_tmp + b, idx_tmp + b,
                    free_w + b);
@@ -160,10 +172,10 @@ GR_KERNEL void haircut_settle(
     const double* entry, const double* cs_pos, const signed char* isolated, const int* account,
     double* size, double* isolated_margin, const long long* wallet_base, long long* wallet_account,
     double* wallet_amount, long long* n_wallet, long long* hit_pos, double* hit_amount, long long* n_hit,
-    long long* w_pos, double* w_pnl, double* w_notional, double* w_equity, double* w_weight, double* w_cut,
+    long long* w_pos, double* w_pnl, double* w_weight, double* w_cut,
     double* w_key, long long* w_idx, double* w_key_tmp, long long* w_idx_tmp, double* w_free, double* d_work,
     double* q_need, double* q_recovered, double* q_max_cut, double* q_x_cash, double* q_fund_gain) {
-    for_each_index(q, n_queues) {
+    for_each_queue(q, n_queues) {
         const long long d0 = demand_begin[q], nd = demand_end[q] - d0;
         const long long m0 = member_begin[q], nm = member_end[q] - m0;
         const double price = queue_price[q], cs = queue_cs[q];
@@ -196,12 +208,10 @@ GR_KERNEL void haircut_settle(
             if (!(pnl > 0.0)) continue;
             w_pos[m0 + n] = p;
             w_pnl[m0 + n] = pnl;
-            w_notional[m0 + n] = notional[p];
-            w_equity[m0 + n] = pos_equity[p];
             ++n;
         }
         double* cut = w_cut + m0;
-        policy_cuts(policy, need, n, w_pnl + m0, w_notional + m0, w_equity + m0, w_weight + m0, cut, w_key + m0,
+        policy_cuts(policy, need, n, w_pnl + m0, w_pos + m0, notional, pos_equity, w_weight + m0, cut, w_key + m0,
                     w_idx + m0, w_key_tmp + m0, w_idx_tmp + m0, w_free + m0);
         // The cuts (Ledger.cut), to the fund.
         long long nh = 0;
