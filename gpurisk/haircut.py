@@ -68,8 +68,8 @@ def settle_haircuts(backend, ledger, policy: str, pos, rest, bp, demand_bounds, 
     scratch = _Scratch.of(b)
     m_len = max(members.size, 1)
     w = {name: scratch.get(name, m_len, dt) for name, dt in
-         (("pos", np.int64), ("pnl", np.float64), ("weight", np.float64), ("cut", np.float64), ("key", np.float64), ("idx", np.int64),
-          ("key_tmp", np.float64), ("idx_tmp", np.int64), ("free", np.float64), ("hit_pos", np.int64),
+         (("pos", np.int64), ("pnl", np.float64), ("weight", np.float64), ("cut", np.float64), ("code", np.int64), ("idx", np.int64),
+          ("code_tmp", np.int64), ("idx_tmp", np.int64), ("free", np.float64), ("hit_pos", np.int64),
           ("hit_amount", np.float64))}
     d_work = scratch.get("d_work", max(pos.size, 1), np.float64)
     wallet_account = scratch.get("wallet_account", max(int(w_base[-1]), 1), np.int64)
@@ -90,7 +90,7 @@ def settle_haircuts(backend, ledger, policy: str, pos, rest, bp, demand_bounds, 
              dev(ledger._entry, np.float64), dev(ledger._cs_pos, np.float64), dev(ledger._isolated),
              dev(ledger._account), size, margin, dev(w_base[:-1]), wallet_account, wallet_amount, n_wallet,
              w["hit_pos"], w["hit_amount"], n_hit, w["pos"], w["pnl"], w["weight"],
-             w["cut"], w["key"], w["idx"], w["key_tmp"], w["idx_tmp"], w["free"], d_work, *sums)
+             w["cut"], w["code"], w["idx"], w["code_tmp"], w["idx_tmp"], w["free"], d_work, *sums)
     need, recovered, max_cut, x_cash, fund_gain = (b.to_host(a) for a in sums)
     n_wallet, n_hit = b.to_host(n_wallet), b.to_host(n_hit)
     for moved, kept in ((size, ledger.size), (margin, ledger.isolated_margin)):
@@ -133,8 +133,7 @@ def water_fills(backend, need, caps, weights, bounds) -> np.ndarray:
         return cut
     m = caps.size
     out = b.asarray(cut)
-    scratch = [xp.empty(m, dtype=xp.float64), xp.empty(m, dtype=xp.int64), xp.empty(m, dtype=xp.float64),
-               xp.empty(m, dtype=xp.int64), xp.empty(m, dtype=xp.float64)]
+    scratch = [xp.empty(m, dtype=xp.int64) for _ in range(4)] + [xp.empty(m, dtype=xp.float64)]
     b.launch("water_fill_segments", bounds.shape[0], b.asarray(bounds[:, 0].copy()), b.asarray(bounds[:, 1].copy()),
              b.asarray(need), b.asarray(caps), b.asarray(weights), out, *scratch)
     return b.to_host(out)

@@ -16,66 +16,70 @@
     for (long long q = 0; q < (long long)(n); ++q)
 #endif
 
+// Members of a queue are scattered over the book (a queue is one symbol and side): on the
+// CPU, what a member GR_REACH places on reads is fetched while this one is worked on.
+#define GR_REACH 16
+GR_DEVICE void prefetch_read(const void* p) {
+#if !defined(__CUDACC__)
+    __builtin_prefetch(p);
+#endif
+}
+
 // Policy codes of haircut_settle (gpurisk/haircut.py HAIRCUT_POLICIES).
 #define GR_PRO_RATA 0
 #define GR_CAPPED_PRO_RATA 1
 #define GR_RAP 2
 
-// np.minimum(x, y): NaN if either is.
-GR_DEVICE double numpy_min(double x, double y) { return (x != x || x <= y) ? x : y; }
+// np.minimum(x, y): NaN if either is; y when they are equal (np.minimum(0.0, -0.0) is -0.0).
+GR_DEVICE double numpy_min(double x, double y) { return (x != x || x < y) ? x : y; }
 
-// NumPy's ascending order of floats: NaN after every number (a stable sort keeps ties, NaN
-// among them, in index order).
-GR_DEVICE bool sorts_before(double a, double b) { return a < b || (b != b && a == a); }
+// A key of NumPy's ascending order of floats as an unsigned integer: -0.0 and 0.0 the same,
+// negatives below positives, every NaN (any sign or payload) after +inf, tied.
+GR_DEVICE unsigned long long float_order_code(double x) {
+    if (x != x) return ~0ULL;
+    const unsigned long long b = (unsigned long long)GR_BITS(x + 0.0);  // -0.0 + 0.0 is 0.0
+    return (b >> 63) ? ~b : b | (1ULL << 63);
+}
 
-// A stable ascending sort of keys[0..n) with their indices (NumPy's argsort kind="stable"):
-// insertion sort of runs of 32, then bottom-up merges between the two buffers. The result is
-// in (key, idx); (key_tmp, idx_tmp) are scratch of the same length.
-GR_DEVICE void stable_sort(long long n, double* key, long long* idx, double* key_tmp, long long* idx_tmp) {
-    const long long run = 32;
-    for (long long lo = 0; lo < n; lo += run) {
-        const long long hi = lo + run < n ? lo + run : n;
-        for (long long i = lo + 1; i < hi; ++i) {
-            const double k = key[i];
-            const long long x = idx[i];
-            long long j = i;
-            for (; j > lo && sorts_before(k, key[j - 1]); --j) {
-                key[j] = key[j - 1];
-                idx[j] = idx[j - 1];
-            }
-            key[j] = k;
-            idx[j] = x;
-        }
-    }
-    double *ks = key, *kd = key_tmp;
+// A stable sort of codes[0..n) with their indices: an LSD radix sort, byte by byte, skipping
+// bytes every code shares. Stable, so ties keep index order: with float_order_code, the
+// permutation of NumPy's argsort(kind="stable"). The result is in (code, idx); (code_tmp,
+// idx_tmp) are scratch of the same length.
+GR_DEVICE void radix_sort_codes(long long n, unsigned long long* code, long long* idx, unsigned long long* code_tmp,
+                                long long* idx_tmp) {
+    unsigned long long *cs = code, *cd = code_tmp;
     long long *is = idx, *id = idx_tmp;
-    for (long long width = run; width < n; width *= 2) {
-        for (long long lo = 0; lo < n; lo += 2 * width) {
-            const long long mid = lo + width < n ? lo + width : n;
-            const long long hi = lo + 2 * width < n ? lo + 2 * width : n;
-            long long a = lo, b = mid, o = lo;
-            while (a < mid && b < hi) {
-                if (sorts_before(ks[b], ks[a])) { kd[o] = ks[b]; id[o++] = is[b++]; }  // ties: left first
-                else { kd[o] = ks[a]; id[o++] = is[a++]; }
-            }
-            while (a < mid) { kd[o] = ks[a]; id[o++] = is[a++]; }
-            while (b < hi) { kd[o] = ks[b]; id[o++] = is[b++]; }
+    for (int shift = 0; shift < 64 && n > 1; shift += 8) {
+        long long count[256];
+        for (int d = 0; d < 256; ++d) count[d] = 0;
+        for (long long i = 0; i < n; ++i) ++count[(cs[i] >> shift) & 255];
+        if (count[(cs[0] >> shift) & 255] == n) continue;  // one byte for all: order unchanged
+        long long at = 0;
+        for (int d = 0; d < 256; ++d) {
+            const long long c = count[d];
+            count[d] = at;
+            at += c;
         }
-        double* kt = ks; ks = kd; kd = kt;
+        for (long long i = 0; i < n; ++i) {
+            const long long o = count[(cs[i] >> shift) & 255]++;
+            cd[o] = cs[i];
+            id[o] = is[i];
+        }
+        unsigned long long* ct = cs; cs = cd; cd = ct;
         long long* it = is; is = id; id = it;
     }
-    if (ks != key)
-        for (long long i = 0; i < n; ++i) { key[i] = ks[i]; idx[i] = is[i]; }
+    if (cs != code)
+        for (long long i = 0; i < n; ++i) { code[i] = cs[i]; idx[i] = is[i]; }
 }
 
 // The water-fill (deleverage.water_fill bit for bit): cut_i = min(cap_i, λ·w_i) with
 // Σ cut = need, λ found over the positions sorted by the λ at which each is capped
-// (cap_i / w_i, stable, NaN last): the first k are capped, λ = (need − Σcap_<k) / Σw_≥k, the
+// (cap_i / w_i, a stable radix sort, NaN last): the first k are capped, λ = (need − Σcap_<k) / Σw_≥k, the
 // first k with λ <= its cap level (k = 0 where none is). Every cap where they do not reach
 // need; nothing where need <= 0. Running sums are sequential, as np.cumsum's; the caps' sum
-// is NumPy's pairwise one. Scratch: key, key_tmp, free_w (doubles) and idx, idx_tmp, n each.
+// is NumPy's pairwise one. Scratch: code, idx, code_tmp, idx_tmp, free_w, n each.
 GR_DEVICE void water_fill(double need, long long n, const double* caps, const double* weights, double* cut,
-                          double* key, long long* idx, double* key_tmp, long long* idx_tmp, double* free_w) {
+                          long long* code, long long* idx, long long* code_tmp, long long* idx_tmp, double* free_w) {
     if (need <= 0.0 || n == 0) {
         for (long long i = 0; i < n; ++i) cut[i] = 0.0;
         return;
@@ -84,11 +88,12 @@ GR_DEVICE void water_fill(double need, long long n, const double* caps, const do
         for (long long i = 0; i < n; ++i) cut[i] = caps[i];
         return;
     }
+    unsigned long long* key = (unsigned long long*)code;
     for (long long i = 0; i < n; ++i) {
-        key[i] = caps[i] / weights[i];
+        key[i] = float_order_code(caps[i] / weights[i]);
         idx[i] = i;
     }
-    stable_sort(n, key, idx, key_tmp, idx_tmp);
+    radix_sort_codes(n, key, idx, (unsigned long long*)code_tmp, idx_tmp);
     double run = 0.0;
     for (long long j = n - 1; j >= 0; --j) {
         run += weights[idx[j]];
@@ -96,13 +101,12 @@ GR_DEVICE void water_fill(double need, long long n, const double* caps, const do
     }
     const double lam0 = need / free_w[0];
     double lam = lam0, capped = 0.0;
-    bool found = false;
     for (long long j = 0; j < n; ++j) {
+        const long long i = idx[j];
         const double l = (need - capped) / free_w[j];
-        if (l <= key[j]) { lam = l; found = true; break; }
-        capped += caps[idx[j]];
-    }
-    if (!found) lam = lam0;  // np.argmax of no True is 0
+        if (l <= caps[i] / weights[i]) { lam = l; break; }
+        capped += caps[i];
+    }  // none found: lam0 (np.argmax of no True is 0)
     for (long long i = 0; i < n; ++i) cut[i] = numpy_min(caps[i], lam * weights[i]);
 }
 
@@ -111,8 +115,8 @@ GR_DEVICE void water_fill(double need, long long n, const double* caps, const do
 // rap a water-fill weighted by PnL × leverage (at least 1), leverage = notional / equity
 // (equity at least 1e-12) of each winner's position (winner). weight: scratch.
 GR_DEVICE void policy_cuts(int policy, double need, long long n, const double* pnl, const long long* winner,
-                           const double* notional, const double* equity, double* weight, double* cut, double* key, long long* idx,
-                           double* key_tmp, long long* idx_tmp, double* free_w) {
+                           const double* notional, const double* equity, double* weight, double* cut, long long* code,
+                           long long* idx, long long* code_tmp, long long* idx_tmp, double* free_w) {
     if (policy == GR_PRO_RATA) {
         const double total = numpy_sum(pnl, n);
         double rate = 0.0;
@@ -126,25 +130,29 @@ GR_DEVICE void policy_cuts(int policy, double need, long long n, const double* p
     for (long long i = 0; i < n; ++i) {
         if (policy == GR_RAP) {
             const long long p = winner[i];
+            if (i + GR_REACH < n) {
+                prefetch_read(notional + winner[i + GR_REACH]);
+                prefetch_read(equity + winner[i + GR_REACH]);
+            }
             const double leverage = notional[p] / numpy_max(equity[p], 1e-12);
             weight[i] = pnl[i] * numpy_max(leverage, 1.0);
         } else {
             weight[i] = 1.0;
         }
     }
-    water_fill(need, n, pnl, weight, cut, key, idx, key_tmp, idx_tmp, free_w);
+    water_fill(need, n, pnl, weight, cut, code, idx, code_tmp, idx_tmp, free_w);
 }
 
 // A segmented water-fill for callers outside the stress step: segment q is
 // caps/weights[seg_begin[q]..seg_end[q]) with its need[q]; cut written alongside. Scratch
-// (key, key_tmp, free_w, idx, idx_tmp) as long as caps.
+// (code, idx, code_tmp, idx_tmp, free_w) as long as caps.
 GR_KERNEL void water_fill_segments(
     long long n_segments, const long long* seg_begin, const long long* seg_end, const double* need,
-    const double* caps, const double* weights, double* cut, double* key, long long* idx, double* key_tmp,
+    const double* caps, const double* weights, double* cut, long long* code, long long* idx, long long* code_tmp,
     long long* idx_tmp, double* free_w) {
     for_each_queue(q, n_segments) {
         const long long b = seg_begin[q], n = seg_end[q] - b;
-        water_fill(need[q], n, caps + b, weights + b, cut + b, key + b, idx + b, key_tmp + b, idx_tmp + b,
+        water_fill(need[q], n, caps + b, weights + b, cut + b, code + b, idx + b, code_tmp + b, idx_tmp + b,
                    free_w + b);
     }
 }
@@ -173,7 +181,7 @@ GR_KERNEL void haircut_settle(
     double* size, double* isolated_margin, const long long* wallet_base, long long* wallet_account,
     double* wallet_amount, long long* n_wallet, long long* hit_pos, double* hit_amount, long long* n_hit,
     long long* w_pos, double* w_pnl, double* w_weight, double* w_cut,
-    double* w_key, long long* w_idx, double* w_key_tmp, long long* w_idx_tmp, double* w_free, double* d_work,
+    long long* w_code, long long* w_idx, long long* w_code_tmp, long long* w_idx_tmp, double* w_free, double* d_work,
     double* q_need, double* q_recovered, double* q_max_cut, double* q_x_cash, double* q_fund_gain) {
     for_each_queue(q, n_queues) {
         const long long d0 = demand_begin[q], nd = demand_end[q] - d0;
@@ -202,6 +210,11 @@ GR_KERNEL void haircut_settle(
         // The winners: counterparties of the opposite queue with positive PnL, in storage order.
         long long n = 0;
         for (long long j = 0; j < nm; ++j) {
+            if (j + GR_REACH < nm) {
+                const long long ahead = members[m0 + j + GR_REACH];
+                prefetch_read(counterparty + ahead);
+                prefetch_read(upnl + ahead);
+            }
             const long long p = members[m0 + j];
             if (!counterparty[p]) continue;
             const double pnl = numpy_max(upnl[p], 0.0);
@@ -211,12 +224,18 @@ GR_KERNEL void haircut_settle(
             ++n;
         }
         double* cut = w_cut + m0;
-        policy_cuts(policy, need, n, w_pnl + m0, w_pos + m0, notional, pos_equity, w_weight + m0, cut, w_key + m0,
-                    w_idx + m0, w_key_tmp + m0, w_idx_tmp + m0, w_free + m0);
+        policy_cuts(policy, need, n, w_pnl + m0, w_pos + m0, notional, pos_equity, w_weight + m0, cut, w_code + m0,
+                    w_idx + m0, w_code_tmp + m0, w_idx_tmp + m0, w_free + m0);
         // The cuts (Ledger.cut), to the fund.
         long long nh = 0;
         double max_cut = 0.0;
         for (long long i = 0; i < n; ++i) {
+            if (i + GR_REACH < n) {
+                const long long ahead = w_pos[m0 + i + GR_REACH];
+                prefetch_read(isolated + ahead);
+                prefetch_read(account + ahead);
+                prefetch_read(isolated_margin + ahead);
+            }
             const long long p = w_pos[m0 + i];
             const double c = cut[i];
             if (!(c == 0.0 && GR_BITS(c) == 0)) {  // adding −(+0.0) changes no balance

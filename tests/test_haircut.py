@@ -131,14 +131,17 @@ def test_the_haircut_step_conserves_money():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.floats(-10, 500), st.lists(st.tuples(st.sampled_from([0.5, 1.0, 2.0, 7.25]),
-                                                                     st.sampled_from([1.0, 0.5, 3.0, 1e-3])),
+@given(st.lists(st.tuples(st.floats(-10, 500), st.lists(st.tuples(st.sampled_from([0.5, 1.0, 2.0, 7.25, 0.0, -0.0]),
+                                                                     st.sampled_from([1.0, 0.5, 3.0, 1e-3, 0.0, -2.0])),
                                                            min_size=0, max_size=300)), min_size=1, max_size=5),
        st.booleans())
 @example([(6.0, [(1.0, 1.0), (5.0, 1.0), (10.0, 1.0)])], False)
+@example([(0.25, [(0.5, -2.0), (0.0, 0.0)])], False)  # np.minimum(0.0, -0.0) is -0.0
 def test_water_fills_give_water_fill_bits_on_every_segment(segments, spread):
     """Segments of ties (caps and weights from few values) and of spread values, needs below,
-    at and above the caps' sum: the kernel's cuts are water_fill's, bit for bit."""
+    at and above the caps' sum: the kernel's cuts are water_fill's, bit for bit. Zero weights
+    (cap levels of ±inf, or NaN for a zero cap), negative ones and -0.0 caps (a level of -0.0,
+    tied with 0.0) hold the sort to NumPy's order of floats."""
     rng = np.random.default_rng(len(segments))
     caps = [np.array([c for c, _ in s], dtype=np.float64) for _, s in segments]
     weights = [np.array([w for _, w in s], dtype=np.float64) for _, s in segments]
