@@ -168,10 +168,11 @@ GR_KERNEL void water_fill_segments(
 // are the ledger's, by position (queues own their positions). Wallet credits are written per
 // queue from wallet_base[q] (n_wallet[q]), in the ledger's order (takeover PnL of the
 // bankrupt positions, then the cuts), for the host to add in that order; a cut of +0.0
-// (a no-op) is not written. Cuts > 0 are written from member_begin[q] (hit_pos,
-// hit_amount; n_hit[q]). Per queue: the loss (q_need), the cuts' sum (q_recovered), the
-// largest cut (q_max_cut), and the takeover's external cash and fund gain — NumPy's
-// pairwise sums. Scratch: w_* by member, d_work by demand.
+// (a no-op) is not written. The winners cut (> 0) and their cuts are left at
+// w_pos[member_begin[q]..] and w_cut[member_begin[q]..], n_hit[q] of them. Per queue: the
+// loss (q_need), the cuts' sum (q_recovered), the largest cut (q_max_cut), and the
+// takeover's external cash and fund gain — NumPy's pairwise sums. Scratch: w_* by member,
+// d_work by demand.
 GR_KERNEL void haircut_settle(
     long long n_queues, int policy, const long long* demand_begin, const long long* demand_end,
     const long long* member_begin, const long long* member_end, const double* queue_price, const double* queue_cs,
@@ -179,7 +180,7 @@ GR_KERNEL void haircut_settle(
     const signed char* counterparty, const double* upnl, const double* notional, const double* pos_equity,
     const double* entry, const double* cs_pos, const signed char* isolated, const int* account,
     double* size, double* isolated_margin, const long long* wallet_base, long long* wallet_account,
-    double* wallet_amount, long long* n_wallet, long long* hit_pos, double* hit_amount, long long* n_hit,
+    double* wallet_amount, long long* n_wallet, long long* n_hit,
     long long* w_pos, double* w_pnl, double* w_weight, double* w_cut,
     long long* w_code, long long* w_idx, long long* w_code_tmp, long long* w_idx_tmp, double* w_free, double* d_work,
     double* q_need, double* q_recovered, double* q_max_cut, double* q_x_cash, double* q_fund_gain) {
@@ -226,7 +227,9 @@ GR_KERNEL void haircut_settle(
         double* cut = w_cut + m0;
         policy_cuts(policy, need, n, w_pnl + m0, w_pos + m0, notional, pos_equity, w_weight + m0, cut, w_code + m0,
                     w_idx + m0, w_code_tmp + m0, w_idx_tmp + m0, w_free + m0);
-        // The cuts (Ledger.cut), to the fund.
+        q_recovered[q] = numpy_sum(cut, n);
+        // The cuts (Ledger.cut), to the fund. Cuts > 0 are compacted in place, into the
+        // winners' slots already read (nh <= i).
         long long nh = 0;
         double max_cut = 0.0;
         for (long long i = 0; i < n; ++i) {
@@ -242,12 +245,11 @@ GR_KERNEL void haircut_settle(
                 if (isolated[p] == 1) isolated_margin[p] += -c;
                 else { w_acc[nw] = account[p]; w_amt[nw++] = -c; }
             }
-            if (c > 0.0) { hit_pos[m0 + nh] = p; hit_amount[m0 + nh++] = c; }
+            if (c > 0.0) { w_pos[m0 + nh] = p; cut[nh++] = c; }
             if (max_cut == max_cut && (c != c || c > max_cut)) max_cut = c;  // np.max: NaN wins
         }
         n_wallet[q] = nw;
         n_hit[q] = nh;
         q_max_cut[q] = max_cut;
-        q_recovered[q] = numpy_sum(cut, n);
     }
 }
