@@ -484,7 +484,8 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
         column at the steps it lists, or an array (steps, symbols). None: no funding.
     threads: scenario runs at a time (default: one per CPU core on the cpu backend, one on
         the gpu). The results are the same bits on any count; each run in flight holds its own
-        copy of the book's balances and a revaluation (about 150 bytes per position).
+        copy of the book's balances and a revaluation (about 150 bytes per position; a haircut
+        policy's kernel keeps about 90 more per position of work arrays per thread).
     """
     insurance_funds(book, insurance_fund)  # a number, or {asset: amount} (gpurisk/stress_assets.py)
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, 0.0)
