@@ -2,6 +2,8 @@
 (deleverage.haircut_adl, haircuts, water_fill), bit for bit: every balance, size and total,
 on every backend and thread count."""
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -21,14 +23,19 @@ def _bits(a) -> bytes:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float64)).tobytes()
 
 
-def _haircut_case(seed: int, n_queues: int, bankrupt_share: float, pnl_scale: float, ties: bool):
+def _haircut_case(seed: int, n_queues: int, bankrupt_share: float, pnl_scale: float, ties: bool,
+                  inverse: bool = False):
     """A step's haircut on a synthetic book: adl_settle_case's bankrupt demand per queue (most
     queues at a loss against the market, some not: nothing to recover); the
     opposite queues' members (storage order), a fifth of them not counterparties; PnL around
     ``pnl_scale`` times the queue's loss spread over its winners (some negative: not
     winners), from few distinct values where ``ties`` (the water-fill's sort keeps ties in
-    order); notional and equity per position, some equity <= 0."""
+    order); notional and equity per position, some equity <= 0. ``inverse``: every other
+    symbol coin-margined (money prices −1/P)."""
     book, pos, rest, bp, bounds, _, price, cs = adl_settle_case(seed, n_queues, bankrupt_share, 1.0)
+    if inverse:
+        book = copy.copy(book)
+        book.inverse = (np.arange(book.n_symbols) % 2).astype(np.int8)
     rng = np.random.default_rng(seed + 1)
     group = 2 * book.pos_symbol.astype(np.int64) + (book.size < 0)
     members = np.argsort(group, kind="stable")
@@ -76,16 +83,17 @@ def _haircut_one_by_one(ledger, policy, pos, rest, bp, bounds, members, member_b
 @pytest.mark.parametrize("policy", list(HAIRCUT_POLICIES))
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n_queues=st.integers(1, 8), bankrupt_share=st.sampled_from([0.02, 0.3, 0.9]),
-       pnl_scale=st.sampled_from([0.01, 1.0, 5.0, 10.0, 100.0]), ties=st.booleans())
-@example(seed=0, n_queues=8, bankrupt_share=0.3, pnl_scale=1.0, ties=True)
+       pnl_scale=st.sampled_from([0.01, 1.0, 5.0, 10.0, 100.0]), ties=st.booleans(), inverse=st.booleans())
+@example(seed=0, n_queues=8, bankrupt_share=0.3, pnl_scale=10.0, ties=True, inverse=True)
 def test_settle_haircuts_moves_the_money_of_haircut_adl_bit_for_bit(backend_name, policy, seed, n_queues,
-                                                                    bankrupt_share, pnl_scale, ties):
+                                                                    bankrupt_share, pnl_scale, ties, inverse):
     """Every balance, size and total of the kernel's haircuts equals haircut_adl's, run queue
     by queue, to the bit: wallets credited by several queues in the same order, NumPy's
     pairwise sums (queues of up to ~800 winners), the water-fill's stable sort with ties,
-    losses the winners cannot cover (every cap taken) and losses they can."""
+    losses the winners cannot cover (every cap taken) and losses they can, linear and
+    inverse contracts."""
     backend = BACKENDS[backend_name]()
-    case = _haircut_case(seed, n_queues, bankrupt_share, pnl_scale, ties)
+    case = _haircut_case(seed, n_queues, bankrupt_share, pnl_scale, ties, inverse)
     book, pos = case[0], case[1]
     if pos.size == 0:
         return
