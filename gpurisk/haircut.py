@@ -58,18 +58,21 @@ def settle_haircuts(backend, ledger, policy: str, pos, rest, bp, demand_bounds, 
         return HaircutSettlements(z, z, z, np.zeros(0, np.int64), np.zeros(0, np.int64), z)
     pos = np.ascontiguousarray(pos, dtype=np.int64)
     rest = np.ascontiguousarray(rest, dtype=np.float64)
+    members = np.ascontiguousarray(members, dtype=np.int64)
+    _check_bounds("demand_bounds", demand_bounds, pos.size)
+    _check_bounds("member_bounds", member_bounds, members.size)
     # Money prices (gpurisk/ledger.py: the price itself for a linear contract).
     money_bp = np.ascontiguousarray(ledger.money(pos, np.asarray(bp, dtype=np.float64)), dtype=np.float64)
     money_price = ledger.money(pos[demand_bounds[:, 0]], np.asarray(price, dtype=np.float64))
-    members = np.ascontiguousarray(members, dtype=np.int64)
     nd = demand_bounds[:, 1] - demand_bounds[:, 0]
     nm = member_bounds[:, 1] - member_bounds[:, 0]
     w_base = _starts(nd + nm)
     scratch = _Scratch.of(b)
     m_len = max(members.size, 1)
     w = {name: scratch.get(name, m_len, dt) for name, dt in
-         (("pos", np.int64), ("pnl", np.float64), ("weight", np.float64), ("cut", np.float64), ("code", np.int64), ("idx", np.int64),
-          ("code_tmp", np.int64), ("idx_tmp", np.int64), ("free", np.float64))}
+         (("pos", np.int64), ("pnl", np.float64), ("weight", np.float64), ("cut", np.float64),
+          ("code", np.int64), ("idx", np.int64), ("code_tmp", np.int64), ("idx_tmp", np.int64),
+          ("free", np.float64))}
     d_work = scratch.get("d_work", max(pos.size, 1), np.float64)
     wallet_account = scratch.get("wallet_account", max(int(w_base[-1]), 1), np.int64)
     wallet_amount = scratch.get("wallet_amount", max(int(w_base[-1]), 1), np.float64)
@@ -88,7 +91,8 @@ def settle_haircuts(backend, ledger, policy: str, pos, rest, bp, demand_bounds, 
              b.asarray(upnl), b.asarray(notional), b.asarray(pos_equity),
              dev(ledger._entry, np.float64), dev(ledger._cs_pos, np.float64), dev(ledger._isolated),
              dev(ledger._account), size, margin, dev(w_base[:-1]), wallet_account, wallet_amount, n_wallet, n_hit,
-             w["pos"], w["pnl"], w["weight"], w["cut"], w["code"], w["idx"], w["code_tmp"], w["idx_tmp"], w["free"], d_work, *sums)
+             w["pos"], w["pnl"], w["weight"], w["cut"], w["code"], w["idx"], w["code_tmp"], w["idx_tmp"], w["free"],
+             d_work, *sums)
     need, recovered, max_cut, x_cash, fund_gain = (b.to_host(a) for a in sums)
     n_wallet, n_hit = b.to_host(n_wallet), b.to_host(n_hit)
     for moved, kept in ((size, ledger.size), (margin, ledger.isolated_margin)):
@@ -97,7 +101,8 @@ def settle_haircuts(backend, ledger, policy: str, pos, rest, bp, demand_bounds, 
     # Wallet credits, the external account's sizes, its cash and the fund, added in the order
     # haircut_adl makes them queue by queue (the bits of each sum depend on it).
     credits = [slice(w_base[k], w_base[k] + n_wallet[k]) for k in range(n)]
-    ledger.credit_accounts(_joined(b.to_host(wallet_account), credits), _joined(b.to_host(wallet_amount), credits))
+    ledger.credit_accounts(b.to_host(_joined(wallet_account, credits, xp)),
+                           b.to_host(_joined(wallet_amount, credits, xp)))
     owed = [slice(d0, d1) for d0, d1 in demand_bounds]
     np.add.at(ledger.x_size, ledger._symbol[_joined(pos, owed)], _joined(rest, owed))
     for k in range(n):
@@ -105,8 +110,8 @@ def settle_haircuts(backend, ledger, policy: str, pos, rest, bp, demand_bounds, 
         ledger.fund += float(fund_gain[k])
         ledger.fund += float(recovered[k])
     hits = [slice(m0, m0 + n_hit[k]) for k, m0 in enumerate(member_bounds[:, 0])]
-    return HaircutSettlements(need, recovered, max_cut, n_hit, _joined(b.to_host(w["pos"]), hits),
-                              _joined(b.to_host(w["cut"]), hits))
+    return HaircutSettlements(need, recovered, max_cut, n_hit, b.to_host(_joined(w["pos"], hits, xp)),
+                              b.to_host(_joined(w["cut"], hits, xp)))
 
 
 def water_fills(backend, need, caps, weights, bounds) -> np.ndarray:
@@ -123,9 +128,7 @@ def water_fills(backend, need, caps, weights, bounds) -> np.ndarray:
     need = np.ascontiguousarray(need, dtype=np.float64).reshape(-1)
     if need.size != bounds.shape[0]:
         raise ValueError(f"{bounds.shape[0]} segments but {need.size} needs")
-    bad = np.flatnonzero((bounds[:, 0] < 0) | (bounds[:, 1] < bounds[:, 0]) | (bounds[:, 1] > caps.size))
-    if bad.size:
-        raise ValueError(f"segment bounds out of [0, {caps.size}] or reversed at rows {bad[:10].tolist()}")
+    _check_bounds("bounds", bounds, caps.size)
     cut = np.zeros(caps.size)
     if caps.size == 0 or need.size == 0:
         return cut
@@ -165,8 +168,23 @@ class _Scratch:
         return a
 
 
-def _joined(a: np.ndarray, slices: list) -> np.ndarray:
-    return np.concatenate([a[s] for s in slices]) if slices else a[:0]
+def _joined(a, slices: list, xp=np):
+    """The slices of ``a``, one after another (on ``a``'s device: only they cross to the host)."""
+    return xp.concatenate([a[s] for s in slices]) if slices else a[:0]
+
+
+def _check_bounds(name: str, bounds: np.ndarray, length: int) -> None:
+    """(begin, end) rows within [0, length], none reversed, no two overlapping (queues own
+    their slots); ValueError naming the rows otherwise."""
+    bad = np.flatnonzero((bounds[:, 0] < 0) | (bounds[:, 1] < bounds[:, 0]) | (bounds[:, 1] > length))
+    if bad.size:
+        raise ValueError(f"{name} out of [0, {length}] or reversed at rows {bad[:10].tolist()}")
+    order = np.argsort(bounds[:, 0], kind="stable")
+    nonempty = order[bounds[order, 1] > bounds[order, 0]]
+    clash = np.flatnonzero(bounds[nonempty[1:], 0] < bounds[nonempty[:-1], 1])
+    if clash.size:
+        rows = sorted({int(r) for k in clash[:10] for r in (nonempty[k], nonempty[k + 1])})
+        raise ValueError(f"{name} overlap at rows {rows}: each queue owns its slots")
 
 
 def _starts(counts: np.ndarray) -> np.ndarray:

@@ -165,10 +165,22 @@ def test_water_fills_give_water_fill_bits_on_every_segment(segments, spread):
 
 
 def test_water_fills_refuse_bad_segments():
-    with pytest.raises(ValueError, match="rows \\[1\\]"):
+    with pytest.raises(ValueError, match="bounds out of \\[0, 3\\] or reversed at rows \\[1\\]"):
         water_fills(get_backend("cpu"), [1.0, 1.0], np.ones(3), np.ones(3), [[0, 2], [2, 4]])
+    with pytest.raises(ValueError, match="bounds overlap at rows \\[0, 1\\]"):  # the kernel's threads would race
+        water_fills(get_backend("cpu"), [1.0, 1.0], np.ones(3), np.ones(3), [[0, 2], [1, 3]])
     with pytest.raises(ValueError, match="2 segments but 1 needs"):
         water_fills(get_backend("cpu"), [1.0], np.ones(3), np.ones(3), [[0, 2], [2, 3]])
+
+
+def test_settle_haircuts_refuses_bounds_past_the_arrays():
+    case = list(_haircut_case(1, 3, 0.3, 1.0, False))
+    ledger = Ledger(case[0], fund=0.0)
+    members = case[5]
+    case[6] = case[6].copy()
+    case[6][1, 1] = members.size + 1  # a queue's members past the end of the array
+    with pytest.raises(ValueError, match=rf"member_bounds out of \[0, {members.size}\] or reversed at rows \[1\]"):
+        settle_haircuts(get_backend("cpu"), ledger, "rap", *case[1:])
 
 
 def test_settle_haircuts_refuses_an_unknown_policy():
