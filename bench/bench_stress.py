@@ -3,10 +3,14 @@ Polars implementation of the same single-step stress (who is liquidated, the def
 the same run, in scenario-positions per second.
 
     python bench/bench_stress.py --accounts 375000 --scenarios 1000   # ~1M positions
+    python bench/bench_stress.py --policy rap          # a haircut policy instead of queue ADL
+    python bench/bench_stress.py --policy all          # each scenario under all four policies
 
 The Polars peer revalues the book once per scenario; it runs on --peer-scenarios of the
 grid (its rate is per scenario, so a subset measures it) and must agree with gpurisk on
-those scenarios before its time counts.
+those scenarios before its time counts. Its outputs (who is liquidated, the deficit) do not
+depend on the policy: with ``--policy all`` gpurisk runs every scenario four times against
+one peer pass, so the speedup is a single policy's only under a single ``--policy``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpurisk import synthetic_book  # noqa: E402
 from gpurisk.ladder import Ladder  # noqa: E402
 from gpurisk.stress import shock_grid, stress  # noqa: E402
+from gpurisk.stress_result import POLICIES  # noqa: E402
 from polars_peer import polars_revalue  # noqa: E402
 
 
@@ -61,15 +66,20 @@ def main(argv=None) -> int:
     ap.add_argument("--hi", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=None,
                     help="scenario runs at a time (default: one per core; 1 gives the single-thread figure)")
+    ap.add_argument("--policy", choices=[*POLICIES, "all"], default="queue",
+                    help="deleveraging policy (default: queue ADL); all: every scenario under each of the four")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
 
+    policy = list(POLICIES) if args.policy == "all" else args.policy
+    first_policy = POLICIES[0] if args.policy == "all" else args.policy
     book = synthetic_book(args.accounts, seed=0)
     grid = shock_grid(args.lo, args.hi, args.scenarios)
     plain = Ladder()  # liquidate in full: the peer has no ladder
-    stress(book, shock_grid(-0.1, 0.1, 2), backend="cpu", ladder=plain, progress=False)  # warm-up
+    stress(book, shock_grid(-0.1, 0.1, 2), backend="cpu", ladder=plain, progress=False, policy=policy)  # warm-up
     t = time.perf_counter()
-    res = stress(book, grid, backend="cpu", ladder=plain, progress=False, detail=False, threads=args.threads)
+    res = stress(book, grid, backend="cpu", ladder=plain, progress=False, detail=False, threads=args.threads,
+                 policy=policy)
     t_gpurisk = time.perf_counter() - t
     from gpurisk.stress import conservation_check
 
@@ -81,7 +91,7 @@ def main(argv=None) -> int:
     spread = np.linspace(0, args.scenarios - 1, detail_n).round().astype(int).tolist()
     sub = grid.filter(pl.col("scenario").is_in(spread))
     t = time.perf_counter()
-    full = stress(book, sub, backend="cpu", ladder=plain, progress=False, threads=args.threads)
+    full = stress(book, sub, backend="cpu", ladder=plain, progress=False, threads=args.threads, policy=policy)
     t_detail = (time.perf_counter() - t) / detail_n * args.scenarios
     assert full.summary.equals(res.summary.filter(pl.col("scenario").is_in(spread)))
 
@@ -92,32 +102,38 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     peer = polars_stress(frames, shocks)
     t_peer = (time.perf_counter() - t) / len(pick) * args.scenarios  # same rate, whole grid
-    ours = res.summary.filter(pl.col("scenario").is_in(pick.tolist())).sort("scenario")
+    ours = res.summary.filter(pl.col("scenario").is_in(pick.tolist()) & (pl.col("policy") == first_policy))
+    ours = ours.sort("scenario")
     assert ours["accounts_liquidated"].to_list() == peer["accounts_liquidated"].to_list(), "peer disagrees"
     np.testing.assert_allclose(ours["deficit"].to_numpy(), peer["deficit"].to_numpy(), rtol=1e-9, atol=1e-6)
 
-    sp = book.n_positions * args.scenarios
+    n_policies = len(POLICIES) if args.policy == "all" else 1
+    sp = book.n_positions * args.scenarios * n_policies  # scenario runs × positions
+    sp_peer = book.n_positions * args.scenarios  # the peer's result does not depend on the policy
     figures = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "positions": book.n_positions, "accounts": book.n_accounts, "scenarios": args.scenarios,
+        "policy": args.policy,
         "gpurisk_s": t_gpurisk, "gpurisk_scenario_positions_per_s": sp / t_gpurisk,
         "screened_quiet": res.timings["screened_quiet"], "threads": res.timings["threads"],
-        "polars_peer_s_extrapolated": t_peer, "polars_scenario_positions_per_s": sp / t_peer,
+        "polars_peer_s_extrapolated": t_peer, "polars_scenario_positions_per_s": sp_peer / t_peer,
         "peer_scenarios_timed": int(len(pick)), "speedup": t_peer / t_gpurisk,
         "gpurisk_detail_s_extrapolated": t_detail, "detail_scenarios_timed": detail_n,
         "liquidations_per_scenario": full.liquidations.height / detail_n,
         "adl_fills_per_scenario": full.adl_fills.height / detail_n,
+        "haircuts_per_scenario": full.haircuts.height / detail_n,
         "max_conservation_error": worst,
     }
     print(f"\n{figures['machine']}: {book.n_positions:,} positions, {args.scenarios:,} scenarios "
-          f"({args.lo:+.0%}..{args.hi:+.0%}), single step, queue ADL, insurance fund 0")
+          f"({args.lo:+.0%}..{args.hi:+.0%}), single step, policy {args.policy}, insurance fund 0")
     print("| engine | time | scenario-positions/s | note |\n|---|---|---|---|")
     print(f"| gpurisk (cpu, {res.timings['threads']} scenario threads), summary | {t_gpurisk:.1f} s | {sp / t_gpurisk / 1e6:.1f} M | full sequence: liquidation, "
-          f"takeover, ADL queue fills; {figures['screened_quiet']} scenarios screened quiet |")
+          f"takeover, ADL queue fills or haircuts; {figures['screened_quiet']} scenarios screened quiet |")
     print(f"| gpurisk (cpu), every fill recorded | {t_detail:.1f} s (from {detail_n} scenarios) | "
-          f"{sp / t_detail / 1e6:.1f} M | {figures['adl_fills_per_scenario']:,.0f} ADL fills and "
+          f"{sp / t_detail / 1e6:.1f} M | {figures['adl_fills_per_scenario']:,.0f} ADL fills, "
+          f"{figures['haircuts_per_scenario']:,.0f} haircuts and "
           f"{figures['liquidations_per_scenario']:,.0f} liquidation rows per scenario |")
-    print(f"| Polars peer | {t_peer:.1f} s (from {len(pick)} scenarios) | {sp / t_peer / 1e6:.1f} M | liquidated "
+    print(f"| Polars peer | {t_peer:.1f} s (from {len(pick)} scenarios) | {sp_peer / t_peer / 1e6:.1f} M | liquidated "
           f"accounts and deficit only; agrees on the timed scenarios |")
     print(f"speedup {t_peer / t_gpurisk:.1f}x; largest conservation error {worst:.1e}")
     if args.json:

@@ -584,7 +584,9 @@ def haircut_adl(ledger, policy: str, pos, rest, bp, price: float, cs: float, win
                 equity) -> Haircuts:
     """The fund takes bankrupt positions ``pos`` of one queue over (``rest`` of each) and
     recovers the loss against the market price from the opposite side's positive PnL:
-    ``winners`` (positions), their ``pnl`` (> 0), notional and equity, cut by ``policy``."""
+    ``winners`` (positions), their ``pnl`` (> 0), notional and equity, cut by ``policy``.
+    One queue in NumPy: the definition ``haircut.settle_haircuts`` (what the stress step runs,
+    every queue in one kernel) keeps to the bit."""
     # per bankrupt position, what is socialized (money prices: gpurisk/ledger.py)
     uncovered = rest * (ledger.money(pos, bp) - ledger.money(pos, np.full(pos.size, price))) * cs
     ledger.take_over(pos, rest, bp, np.full(pos.size, price))

@@ -35,7 +35,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 KERNEL_FILES = ("margin.cu", "liquidation.cu", "adl.cu", "scan.cu", "stress.cu", "deleverage.cu", "whatif.cu",
-                "funding.cu", "portfolio.cu", "collateral.cu")
+                "funding.cu", "portfolio.cu", "collateral.cu", "haircut.cu")
 
 CPU_FLAGS = ("-x", "c++", "-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math",
              "-fPIC", "-shared")

@@ -75,7 +75,8 @@ def get_ladder(ladder: "str | Ladder | None", venue_name: str) -> Ladder:
 
 
 def ladder_step(ladder: Ladder, size, ratio, equity, isolated, partials, notional, restoring):
-    """What the ladder does to each unit's positions this step (arrays over the positions
+    """The NumPy definition of ``ladder_actions`` (what the stress step runs, as a kernel):
+    what the ladder does to each unit's positions this step (arrays over the positions
     of liquidatable units: an account's cross book, or one isolated position).
 
     size, ratio, equity: each position's size and its unit's margin ratio and equity;
@@ -107,3 +108,36 @@ def ladder_step(ladder: Ladder, size, ratio, equity, isolated, partials, notiona
         qty[big] = size[big] * ladder.slice_fraction
         action[big] = 0
     return action, qty
+
+
+#: partial modes' codes in the ``ladder_actions`` kernel (kernels/stress.cu)
+_PARTIAL_CODE = {"none": 0, "slices": 1, "target": 2}
+
+
+def ladder_actions(backend, ladder: Ladder, size, ratio, equity, isolated, partials, notional, restoring):
+    """``ladder_step`` (same arguments, after the backend; same results, bit for bit) by the
+    kernel ``ladder_actions``: one launch, two for a target ladder whose accounts need their
+    restoring fraction. ``notional`` is read by a slices ladder only (None otherwise)."""
+    b, xp = backend, backend.xp
+    size = np.ascontiguousarray(size, dtype=np.float64)
+    n = size.size
+    # -1: no limit; a limit below 0 allows no reduction, as 0 does (counts are >= 0)
+    max_steps = -1 if ladder.max_partial_steps is None else min(max(int(ladder.max_partial_steps), 0), 2**31 - 1)
+    arrays = [b.asarray(np.ascontiguousarray(a, dtype=dt)) for a, dt in
+              ((size, np.float64), (ratio, np.float64), (equity, np.float64),
+               (np.asarray(isolated, dtype=np.bool_).view(np.int8), np.int8), (partials, np.int32),
+               (size if notional is None else notional, np.float64))]
+    action, qty, solve = xp.empty(n, dtype=xp.int8), xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.int8)
+    options = (_PARTIAL_CODE[ladder.partial], float(ladder.slice_fraction), float(ladder.slice_min_notional),
+               max_steps, int(ladder.backstop_ratio is not None),
+               float(ladder.backstop_ratio) if ladder.backstop_ratio is not None else 0.0)
+
+    def launch(keep, have_keep: int):
+        b.launch("ladder_actions", n, *arrays, keep, *options, have_keep, action, qty, solve)
+
+    launch(arrays[0], 0)  # keep unread
+    if ladder.partial == "target":
+        solve_host = b.to_host(solve).view(bool)
+        if solve_host.any():
+            launch(b.asarray(np.ascontiguousarray(restoring(solve_host), dtype=np.float64)), 1)
+    return b.to_host(action), b.to_host(qty)

@@ -15,7 +15,7 @@ returns ``StressRecords`` (NumPy arrays), and ``StressRecords.to_result`` builds
 ``StressResult``. ``stress`` is the three in a row.
 
 The modules read as the pipeline of a step: scenarios (gpurisk/scenarios.py) → revaluation
-(the kernels) → the ladder (gpurisk/ladder.py, ``ladder_step``) → market closes and the
+(the kernels) → the ladder (gpurisk/ladder.py, ``ladder_actions``) → market closes and the
 takeover, insurance, queue ADL and haircuts (gpurisk/deleverage.py), as money moves on a
 ledger (gpurisk/ledger.py) → records (gpurisk/stress_result.py). This module is the loop
 (``run_scenario``), the device work of a step (``_Context``) and the entry points. Scenario
@@ -39,11 +39,12 @@ import numpy as np
 from .adl import adl_score
 from .backend import Backend, get_backend
 from .book import Book
-from .deleverage import (demand_by_queue, haircut_adl, queue_front, queue_fronts, rotated_queue, settle_queues,
+from .deleverage import (demand_by_queue, queue_front, queue_fronts, rotated_queue, settle_queues,
                          take_over_bankrupt)
 from .engine import DeviceBook
 from .funding import funding_steps, settle
-from .ladder import Ladder, get_ladder, ladder_step
+from .haircut import settle_haircuts
+from .ladder import Ladder, get_ladder, ladder_actions
 from .ledger import Ledger
 from .impact import Impact, get_impact
 from .liquidation import position_risk
@@ -152,6 +153,7 @@ class _Context:
         by_group = np.argsort(self.group, kind="stable")
         bounds = np.searchsorted(self.group[by_group], np.arange(2 * book.n_symbols + 1))
         self.members = [by_group[bounds[g]:bounds[g + 1]] for g in range(2 * book.n_symbols)]
+        self.queue_members, self.queue_start = by_group, bounds  # the same, flat: queue g's from queue_start[g]
         ledger = Ledger(book, 0.0, self.cs_pos)
         self.money_marks = ledger.money_marks  # money prices per symbol (gpurisk/ledger.py)
         self.start_value = self.value(ledger, book.mark_price)
@@ -307,8 +309,8 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
             solve[acc[mask]] = 1
             return ctx.restoring_fraction(ledger, r, solve, marks)[acc]
 
-        action, qty = ladder_step(lad, ledger.size[idx], ratio, equity, iso, ledger.partials[acc],
-                                  r.take("notional", idx) if lad.partial == "slices" else None, restoring)
+        action, qty = ladder_actions(ctx.backend, lad, ledger.size[idx], ratio, equity, iso, ledger.partials[acc],
+                                     r.take("notional", idx) if lad.partial == "slices" else None, restoring)
         # Execution price: the mark moved by the impact of everything sold this step.
         if ctx.impact is not None:
             flow = np.bincount(book.pos_symbol[idx], weights=np.sign(qty) * ctx.notional(qty, marks[book.pos_symbol[idx]], idx),
@@ -428,24 +430,29 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
                        counterparty_account_id=book.account_id[book.pos_account[counterparty]], qty=qty, price=price)
         return
     # Haircut policies: the fund takes the positions over and recovers the loss from the
-    # opposite side's positive PnL.
-    for g, part in zip(queues, parts):
-        s = int(g) // 2
-        winners = ctx.members[g ^ 1]
-        winners = winners[counterparty[winners]]
-        pnl = np.maximum(rx.take("upnl", winners), 0.0)
-        won = pnl > 0
-        winners, pnl = winners[won], pnl[won]
-        h = haircut_adl(ledger, policy, pos[part], rest[part], bp[part], exec_marks[s], book.contract_size[s],
-                        winners, pnl, rx.take("notional", winners), rx.take("pos_equity", winners))
-        totals.socialized_loss += h.recovered
-        totals.insurance_used += h.need - h.recovered  # what the haircuts did not recover
-        totals.haircut_total += h.recovered
-        totals.max_haircut = max(totals.max_haircut, h.max_cut)
-        totals.adl_accounts[book.pos_account[h.positions]] = True
-        if rec.detail:
-            rec.extend(rec.cuts, h.positions.size, **labels, symbol=np.full(h.positions.size, s, np.int32),
-                       account_id=book.account_id[book.pos_account[h.positions]], amount=h.amount)
+    # opposite side's positive PnL, every queue in one kernel (gpurisk/haircut.py).
+    owed = np.concatenate(parts)
+    sizes = np.array([p.size for p in parts])
+    ends = np.cumsum(sizes)
+    symbols = queues // 2
+    opposite = queues ^ 1
+    cuts = settle_haircuts(ctx.backend, ledger, policy, pos[owed], rest[owed], bp[owed],
+                           np.stack([ends - sizes, ends], 1), ctx.queue_members,
+                           np.stack([ctx.queue_start[opposite], ctx.queue_start[opposite + 1]], 1), counterparty,
+                           rx.device("upnl"), rx.device("notional"), rx.device("pos_equity"), exec_marks[symbols],
+                           book.contract_size[symbols])
+    # The run's totals add queue by queue, in order (the bits of the sums depend on it).
+    for k in range(len(parts)):
+        recovered = float(cuts.recovered[k])
+        totals.socialized_loss += recovered
+        totals.insurance_used += float(cuts.need[k]) - recovered  # what the haircuts did not recover
+        totals.haircut_total += recovered
+        totals.max_haircut = max(totals.max_haircut, float(cuts.max_cut[k]))
+    totals.adl_accounts[book.pos_account[cuts.positions]] = True
+    if rec.detail:
+        rec.extend(rec.cuts, cuts.positions.size, **labels,
+                   symbol=np.repeat(symbols, cuts.n_cut).astype(np.int32),
+                   account_id=book.account_id[book.pos_account[cuts.positions]], amount=cuts.amount)
 
 
 # ------------------------------------------------------------------ public entry point
@@ -477,7 +484,8 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
         column at the steps it lists, or an array (steps, symbols). None: no funding.
     threads: scenario runs at a time (default: one per CPU core on the cpu backend, one on
         the gpu). The results are the same bits on any count; each run in flight holds its own
-        copy of the book's balances and a revaluation (about 150 bytes per position).
+        copy of the book's balances and a revaluation (about 150 bytes per position; a haircut
+        policy's kernel keeps about 90 more per position of work arrays per thread).
     """
     insurance_funds(book, insurance_fund)  # a number, or {asset: amount} (gpurisk/stress_assets.py)
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, 0.0)

@@ -131,3 +131,45 @@ GR_KERNEL void stress_upnl(
         upnl[j] = upnl_at(size[j], marks[s], entry[j], contract_size[s], inverse[s]);
     }
 }
+
+// The ladder's action on each position of a liquidatable unit (ladder.ladder_step bit for
+// bit): 2, taken over at the bankruptcy price, from the backstop ratio on (has_backstop) or
+// at equity <= 0; else 1, liquidated in the market, or 0, reduced, where a partial reduction
+// applies (an account's max_partial_steps not used up; < 0: no limit): partial_mode 1
+// (slices) reduces positions above slice_min_notional by slice_fraction; partial_mode 2
+// (target) reduces cross positions by 1 − keep, their account's share to keep, where keep is
+// finite and > 0. A target ladder runs twice: first without keep (have_keep = 0), flagging in
+// solve the positions whose accounts need it (restoring_fraction), then with it. qty: the
+// signed size to close.
+GR_KERNEL void ladder_actions(
+    long long n_positions, const double* size, const double* ratio, const double* equity,
+    const signed char* isolated, const int* partials, const double* notional, const double* keep,
+    int partial_mode, double slice_fraction, double slice_min_notional, int max_partial_steps,
+    int has_backstop, double backstop_ratio, int have_keep, signed char* action, double* qty,
+    signed char* solve) {
+    for_each_index(i, n_positions) {
+        signed char a = 1;
+        if (has_backstop && ratio[i] >= backstop_ratio) a = 2;
+        if (equity[i] <= 0.0) a = 2;
+        double q = size[i];
+        bool may_partial = a == 1 && partial_mode != 0;
+        if (max_partial_steps >= 0) may_partial = may_partial && partials[i] < max_partial_steps;
+        signed char s = 0;
+        if (partial_mode == 2) {
+            s = may_partial && !isolated[i];
+            if (s && have_keep) {
+                const double k = keep[i];
+                if (k - k == 0.0 && k > 0.0) {  // finite and > 0
+                    q = size[i] * (1.0 - k);
+                    a = 0;
+                }
+            }
+        } else if (partial_mode == 1 && may_partial && notional[i] > slice_min_notional) {
+            q = size[i] * slice_fraction;
+            a = 0;
+        }
+        action[i] = a;
+        qty[i] = q;
+        solve[i] = s;
+    }
+}
