@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .backend import Backend
 from .scan import segmented_cumsum
 from .venue import ADL_SCORES, Venue
@@ -108,3 +110,53 @@ def adl_queues(backend: Backend, dev, score, venue: Venue, out: AdlQueues | None
     rank, lights = queue_places(backend, dev.group, order, group_start, dev.size, venue.lights,
                                 *((out.rank, out.lights) if out is not None else (None, None)))
     return AdlQueues(score, rank, lights, order, group_start)
+
+
+@dataclass
+class QueueHeads:
+    heads: list  # per queue (2·symbol + side): the positions of its first places, in queue order
+    count: object  # int64 per queue: its positions
+    abs_size: object  # float64 per queue: Σ|size| of its positions, block by block in block order
+
+
+#: positions per block of queue_heads on the cpu backend: a few blocks per thread, few
+#: candidates to merge (top per queue per block)
+HEAD_BLOCKS_CPU = 64
+HEAD_BLOCK_GPU = 4096
+
+
+def queue_heads(backend: Backend, pos_symbol, size, score, n_groups: int, top: int) -> QueueHeads:
+    """The first ``top`` places of every queue, the same positions as rank_queues puts there
+    (score descending, NaN last, ties by index), without ranking whole queues: one pass over
+    the positions in blocks (kernels/adl.cu queue_head_candidates), then a merge of each
+    block's candidates. Positions of size 0 belong to no queue."""
+    xp = backend.xp
+    n = int(size.size)
+    if backend.name == "cpu":
+        block = max(1024, -(-n // HEAD_BLOCKS_CPU))
+    else:
+        block = HEAD_BLOCK_GPU
+    n_blocks = max(1, -(-n // block))
+    candidate = xp.empty(n_blocks * n_groups * top, dtype=xp.int64)
+    count = xp.empty(n_blocks * n_groups, dtype=xp.int64)
+    abs_size = xp.empty(n_blocks * n_groups, dtype=xp.float64)
+    backend.launch("queue_head_candidates", n_blocks, n, block, n_groups, top, pos_symbol, size, score,
+                   candidate, count, abs_size)
+    # the merge: every candidate by (queue, NaN last, score descending, index)
+    cand = backend.to_host(candidate).reshape(n_blocks, n_groups, top)
+    group = np.broadcast_to(np.arange(n_groups, dtype=np.int64)[None, :, None], cand.shape)[cand >= 0]
+    idx = cand[cand >= 0]
+    s = backend.to_host(score[backend.asarray(idx)]) if idx.size else np.empty(0)
+    nan = np.isnan(s)
+    key = np.where(nan, 0.0, -(s + 0.0))  # -0.0 ties with 0.0
+    order = np.lexsort((idx, key, nan, group))
+    group, idx = group[order], idx[order]
+    first = np.searchsorted(group, np.arange(n_groups + 1))
+    heads = [tuple(int(i) for i in idx[first[g]:min(first[g] + top, first[g + 1])]) for g in range(n_groups)]
+    # per queue, the blocks' figures in block order (integers: exact; |size|: a fixed order)
+    count_h = backend.to_host(count).reshape(n_blocks, n_groups).sum(axis=0)
+    totals = backend.to_host(abs_size).reshape(n_blocks, n_groups)
+    abs_total = np.zeros(n_groups)
+    for row in totals:
+        abs_total += row
+    return QueueHeads(heads, count_h, abs_total)

@@ -37,18 +37,16 @@ id); ``Monitor.risk(rank=True)`` ranks everything on demand.
 from __future__ import annotations
 
 import collections
-import ctypes
 import math
 import time
 from types import SimpleNamespace
 
 import numpy as np
 
-from .adl import adl_score, queue_group
+from .adl import adl_score, queue_group, queue_heads
 from .book import Book
 from .book_updates import LiveBook, writable, writable_copy
 from .engine import Engine, Risk
-from .kernels import native_library
 from .liquidation import liquidation_prices, position_risk
 from .margin import account_margin, position_margin
 from .schema import SIDES, STATUSES
@@ -61,6 +59,8 @@ UNKNOWN = -1  # a status not yet reported (at start, a new account or position)
 #: at 30% (1M positions: 26 ms either way, bench/RESULTS.md); it pays for steps that touch few
 #: accounts (updates between ticks, a thinly held symbol).
 SUBSET_SHARE = 0.2
+#: accounts or positions per block of the deficit sum (fixed: the order of its additions)
+DEFICIT_BLOCK = 16384
 _SUBSET_FIELDS = ("pos_symbol", "size", "entry", "leverage", "isolated", "isolated_margin")
 
 
@@ -104,12 +104,12 @@ class Monitor:
         self.latencies_ms = collections.deque(maxlen=latency_window)
         self.updates_applied = 0
         self.source_lines: dict[str, int] = {}  # per JSON-lines input, the last update line a step took
-        self._layout()
+        self._count_symbol_positions()
         self._revalue_full()
         # what consumers were told: nothing yet (-1: unknown; start() or the first step says all)
         self._acc_status = np.full(self.book.n_accounts, UNKNOWN, dtype=np.int8)
         self._pos_status = np.full(self.book.n_positions, UNKNOWN, dtype=np.int8)
-        self._heads = [()] * (self._group_start.size - 1)
+        self._heads = [()] * (2 * self.book.n_symbols)
 
     # ------------------------------------------------------------------ state
 
@@ -120,19 +120,9 @@ class Monitor:
     def _h(self, a) -> np.ndarray:
         return self.backend.to_host(a)
 
-    def _layout(self) -> None:
-        """Per-layout tables: each ADL queue's positions (index order) and where it starts
-        (one counting pass, gpurisk/native/radix_sort.cpp queue_members)."""
+    def _count_symbol_positions(self) -> None:
         b = self.book
-        group = np.ascontiguousarray(self._h(self.engine.device.group), dtype=np.int32)  # each position's queue
-        n_groups = 2 * b.n_symbols
-        self._members = np.empty(group.size, dtype=np.int64)
-        self._group_start = np.empty(n_groups + 1, dtype=np.int64)
-        lib = native_library("radix_sort.cpp")
-        lib.queue_members.restype = None
-        lib.queue_members(ctypes.c_longlong(group.size), ctypes.c_void_p(group.ctypes.data), ctypes.c_int(n_groups),
-                          ctypes.c_void_p(self._group_start.ctypes.data), ctypes.c_void_p(self._members.ctypes.data))
-        self._symbol_positions = np.diff(self._group_start).reshape(-1, 2).sum(axis=1)
+        self._symbol_positions = np.bincount(b.pos_symbol[b.size != 0], minlength=b.n_symbols)
 
     def risk(self, rank: bool = True) -> Risk:
         """The book's full results at the current marks (a fresh revaluation; rank=True ranks
@@ -209,31 +199,29 @@ class Monitor:
     def _adl_heads(self) -> list[tuple]:
         """Per queue (symbol, side): the positions of its first adl_top places, in the order of
         the full ranking (score descending, NaN last, ties by index = account id): one pass
-        over each queue keeping its best places (gpurisk/native/radix_sort.cpp, queue_heads)."""
-        n_groups = self._group_start.size - 1
-        score = np.ascontiguousarray(self._h(self._risk.adl.score), dtype=np.float64)
-        heads = np.empty(n_groups * self.adl_top, dtype=np.int64)
-        lib = native_library("radix_sort.cpp")
-        lib.queue_heads.restype = None
-        lib.queue_heads(ctypes.c_int(n_groups), ctypes.c_void_p(self._group_start.ctypes.data),
-                        ctypes.c_void_p(self._members.ctypes.data), ctypes.c_void_p(score.ctypes.data),
-                        ctypes.c_int(self.adl_top), ctypes.c_void_p(heads.ctypes.data))
-        return [tuple(int(i) for i in row if i >= 0) for row in heads.reshape(n_groups, self.adl_top)]
+        over the positions keeping each block's best places (kernels/adl.cu,
+        queue_head_candidates), then a merge of the candidates."""
+        dev = self.engine.device
+        found = queue_heads(self.backend, dev.pos_symbol, dev.size, self._risk.adl.score, 2 * self.book.n_symbols,
+                            self.adl_top)
+        self._queue_count, self._queue_abs_size = found.count, found.abs_size
+        self._symbol_positions = found.count.reshape(-1, 2).sum(axis=1)
+        return found.heads
 
     def _head_lights(self, heads) -> list[np.ndarray]:
-        """Ranks and lights of the head places (kernels/adl.cu head_lights)."""
+        """Ranks and lights of the head places (kernels/adl.cu head_lights), from each queue's
+        count and total |size| (taken by the _adl_heads pass that found ``heads``)."""
         b, be = self.book, self.backend
+        lengths = [len(h) for h in heads]
         flat = np.array([i for h in heads for i in h], dtype=np.int64)
-        rank = np.concatenate([np.arange(1, len(h) + 1) for h in heads] or [np.empty(0, np.int64)]).astype(np.int64)
-        group_of = np.repeat(np.arange(len(heads)), [len(h) for h in heads])
-        count = np.diff(self._group_start)[group_of].astype(np.int64)
+        rank = np.concatenate([np.arange(1, k + 1) for k in lengths] or [np.empty(0, np.int64)]).astype(np.int64)
+        group_of = np.repeat(np.arange(len(heads)), lengths)
+        count = self._queue_count[group_of].astype(np.int64)
         by_size = int(self.venue.lights == "size")
-        if by_size:
+        if by_size:  # running |size| from the front, as the full ranking's scan starts each queue
             sizes = np.abs(b.size)
-            totals = np.array([np.sum(sizes[self._members[self._group_start[g]:self._group_start[g + 1]]])
-                               for g in range(len(heads))])
             cum = np.concatenate([np.cumsum(sizes[list(h)]) if h else np.empty(0) for h in heads] or [np.empty(0)])
-            total = totals[group_of]
+            total = self._queue_abs_size[group_of]
         else:
             cum = total = np.zeros(flat.size)
         lights = be.asarray(np.empty(flat.size, dtype=np.int8))
@@ -277,7 +265,6 @@ class Monitor:
                 self._push_in_place(applied)
             if applied.flipped and not applied.rebuilt:
                 self._set_engine_groups()
-                self._layout()
         moved = []
         for s, tick in batch.marks.items():
             if self.marks[s] != tick.price:
@@ -313,7 +300,7 @@ class Monitor:
         self._pos_status = applied.remap_positions(self._pos_status, UNKNOWN)
         self.engine = Engine(applied.book, venue=self.venue, backend=self.backend)
         self._risk = None
-        self._layout()
+        self._count_symbol_positions()
 
     def _push_in_place(self, applied) -> None:
         """Updates written into the host book reach the device arrays (on the cpu backend
@@ -383,20 +370,26 @@ class Monitor:
 
     def deficit(self) -> float:
         """What bankrupt units owe beyond their collateral at the current marks: −equity summed
-        over cross accounts (with cross positions) and isolated positions with equity < 0. A
-        book with wallets in several assets: ``deficit_by_asset`` (ValueError here)."""
+        over cross accounts (with cross positions) and isolated positions with equity < 0.
+        Summed in fixed blocks (kernels/adl.cu uncovered_blocks), the blocks in block order:
+        the same bits on every backend and thread count. A book with wallets in several
+        assets: ``deficit_by_asset`` (ValueError here)."""
         if len(self.book.assets) > 1:
             raise ValueError(f"the book's wallets are in {', '.join(self.book.assets)}: money of different assets "
                              "is never added; use deficit_by_asset()")
-        am, pr, xp = self._risk.account_margin, self._risk.position_risk, self.backend.xp
+        am, pr, be = self._risk.account_margin, self._risk.position_risk, self.backend
         dev = self.engine.device
-        if xp is np:  # summed in place where the mask holds: no filtered copies of the arrays
-            cross = np.add.reduce(am.equity, where=(am.equity < 0) & (am.n_cross > 0))
-            iso = np.add.reduce(pr.equity, where=(pr.equity < 0) & (dev.isolated == 1))
-            return -float(cross) - float(iso)
-        cross = xp.where((am.n_cross > 0) & (am.equity < 0), -am.equity, 0.0)
-        iso = xp.where((dev.isolated == 1) & (pr.equity < 0), -pr.equity, 0.0)
-        return float(xp.sum(cross)) + float(xp.sum(iso))
+        n_acc, n_pos = int(am.equity.size), int(pr.equity.size)
+        account_blocks = -(-n_acc // DEFICIT_BLOCK)
+        n_blocks = account_blocks + -(-n_pos // DEFICIT_BLOCK)
+        totals = be.xp.empty(max(n_blocks, 1), dtype=be.xp.float64)
+        if n_blocks:
+            be.launch("uncovered_blocks", n_blocks, account_blocks, DEFICIT_BLOCK, n_acc, am.equity, am.n_cross,
+                      n_pos, pr.equity, dev.isolated, totals)
+        total = 0.0
+        for x in self._h(totals[:n_blocks]).tolist():  # block order
+            total += x
+        return total
 
     def deficit_by_asset(self) -> dict[str, float]:
         """``deficit`` per asset of the wallets (a book with inverse contracts: one per settle

@@ -101,3 +101,76 @@ GR_KERNEL void head_lights(long long n, const long long* rank, const long long* 
         lights[k] = lights_of(share);
     }
 }
+
+// Queue order of two positions: score s at index i goes before score t at index j (score
+// descending, -0.0 tied with 0.0, NaN after every number and tied, ties by index).
+GR_DEVICE bool queue_ahead(double s, long long i, double t, long long j) {
+    const bool s_nan = s != s, t_nan = t != t;
+    if (s_nan != t_nan) return t_nan;
+    if (!s_nan && s != t) return s > t;
+    return i < j;
+}
+
+// The front places of every ADL queue without ranking whole queues (the live monitor,
+// gpurisk/monitor.py): each block of `block` positions keeps, per queue (2·symbol for longs,
+// 2·symbol + 1 for shorts), its first `top` positions in queue order (candidates, -1 where
+// fewer), and counts the queue's positions and sums their |size| left to right. The host
+// merges the blocks' candidates and sums the blocks in block order (fixed: the same bits on
+// every backend and thread count). Positions of size 0 (free rows of a layout with slack,
+// gpurisk/book_updates.py) belong to no queue.
+GR_KERNEL void queue_head_candidates(long long n_blocks, long long n, long long block, int n_groups, int top,
+                                     const int* symbol, const double* size, const double* score,
+                                     long long* candidate, long long* count, double* abs_size) {
+    for_each_index(b, n_blocks) {
+        long long* out = candidate + b * n_groups * top;
+        long long* cnt = count + b * n_groups;
+        double* tot = abs_size + b * n_groups;
+        for (int k = 0; k < n_groups * top; ++k) out[k] = -1;
+        for (int g = 0; g < n_groups; ++g) {
+            cnt[g] = 0;
+            tot[g] = 0.0;
+        }
+        const long long end = (b + 1) * block < n ? (b + 1) * block : n;
+        for (long long i = b * block; i < end; ++i) {
+            const double q = size[i];
+            if (q == 0.0) continue;
+            const int g = 2 * symbol[i] + (q < 0.0 ? 1 : 0);
+            cnt[g] += 1;
+            tot[g] += fabs(q);
+            long long* h = out + g * top;
+            const double s = score[i];
+            const long long last = h[top - 1];
+            if (last >= 0 && !queue_ahead(s, i, score[last], last)) continue;  // most positions: one compare
+            int k = top - 1;
+            while (k > 0 && (h[k - 1] < 0 || queue_ahead(s, i, score[h[k - 1]], h[k - 1]))) {
+                h[k] = h[k - 1];
+                --k;
+            }
+            h[k] = i;
+        }
+    }
+}
+
+// The uncovered deficit's parts per block, each block summed left to right (the host adds
+// the blocks in block order): blocks [0, account_blocks) hold −equity of cross accounts
+// (with open cross positions) whose equity is < 0; the rest −equity of isolated positions
+// whose equity is < 0.
+GR_KERNEL void uncovered_blocks(long long n_blocks, long long account_blocks, long long block,
+                                long long n_accounts, const double* account_equity, const int* n_cross,
+                                long long n_positions, const double* position_equity,
+                                const signed char* isolated, double* block_total) {
+    for_each_index(b, n_blocks) {
+        double s = 0.0;
+        if (b < account_blocks) {
+            const long long end = (b + 1) * block < n_accounts ? (b + 1) * block : n_accounts;
+            for (long long a = b * block; a < end; ++a)
+                if (n_cross[a] > 0 && account_equity[a] < 0.0) s += -account_equity[a];
+        } else {
+            const long long first = (b - account_blocks) * block;
+            const long long end = first + block < n_positions ? first + block : n_positions;
+            for (long long i = first; i < end; ++i)
+                if (isolated[i] == 1 && position_equity[i] < 0.0) s += -position_equity[i];
+        }
+        block_total[b] = s;
+    }
+}
