@@ -47,6 +47,7 @@ import polars as pl
 
 from .book import _ROW, Book, BookError, _Checker, _check_columns, _validate_accounts, _validate_positions
 from . import schema as lim
+from .live_layout import Slack, close_row, compact, open_row, pad
 from .schema import CONTRACT_TYPES, DEFAULT_SETTLE_ASSET, MARGIN_MODES
 
 UPDATE_TYPES = ("position", "fill", "balance", "account")
@@ -72,15 +73,35 @@ class Applied:
     flipped: bool = False
     applied: int = 0
     rejected: list = field(default_factory=list)  # (update, message)
+    moves: list = field(default_factory=list)  # rows moved in place (live_layout.Move), in order, before any rebuild
     _deletes: np.ndarray | None = None  # old positions removed, when rebuilt
     _before: np.ndarray | None = None  # per new position, the old position it goes before
     _account_insert_at: np.ndarray | None = None
+    _kept: np.ndarray | None = None  # a padded book rebuilt: the old live rows, compacted first
+    _rows: np.ndarray | None = None  # ... and each new compact row's place in the new padded book
 
     def remap_positions(self, old: np.ndarray, fill) -> np.ndarray:
-        """A per-position array of the old layout in the new one (new positions get ``fill``)."""
+        """A per-position array of the old layout in the new one (new positions get ``fill``):
+        rows moved in place, then the rebuild's splice (compacted and padded around it for a
+        layout with slack). Moves are applied to ``old`` itself."""
+        for move in self.moves:
+            move.apply(old, fill)
         if not self.rebuilt:
             return old
-        return _splice(old, self._deletes, self._before, np.full(self._before.size, fill, dtype=old.dtype))
+        if self._kept is not None:
+            old = old[self._kept]
+        out = _splice(old, self._deletes, self._before, np.full(self._before.size, fill, dtype=old.dtype))
+        if self._rows is not None:
+            padded = np.full(self.book.n_positions, fill, dtype=old.dtype)
+            padded[self._rows] = out
+            out = padded
+        return out
+
+    def moved_rows(self) -> np.ndarray:
+        """Rows whose content moved in place (the layout kept), for copies to a device."""
+        if not self.moves:
+            return np.empty(0, np.int64)
+        return np.unique(np.concatenate([np.arange(*m.rows, dtype=np.int64) for m in self.moves]))
 
     def remap_accounts(self, old: np.ndarray, fill) -> np.ndarray:
         if not self.rebuilt:
@@ -170,14 +191,21 @@ class LiveBook:
     """A Book that takes updates (see the module doc). ``book`` is always the current one; its
     arrays are updated in place (a book with read-only arrays is copied first)."""
 
-    def __init__(self, book: Book):
+    def __init__(self, book: Book, slack: Slack | None = None):
         book.require_per_asset("live updates")  # a wallet per (account, asset); pooled collateral is not
         self.book = book if writable(book) else writable_copy(book)
+        self.slack = slack
+        if slack is not None:  # free rows reserved: positions open and close in place
+            self.book, _ = pad(self.book, slack)
         self._symbol_index = {s: i for i, s in enumerate(book.symbols)}
         assets = book.assets
         # the wallet a balance or account update without ``asset`` names
         self._default_asset = 0 if len(assets) == 1 else \
             assets.index(DEFAULT_SETTLE_ASSET) if DEFAULT_SETTLE_ASSET in assets else None
+
+    def compact(self) -> Book:
+        """The book without free rows (the book itself where none are reserved)."""
+        return self.book if self.slack is None else compact(self.book)[0]
 
     # ------------------------------------------------------------------ lookups
 
@@ -219,9 +247,17 @@ class LiveBook:
     def _position_index(self, a: int, symbol: int, iso: int) -> int:
         b = self.book
         for i in range(int(b.pos_start[a]), int(b.pos_start[a + 1])):
-            if b.pos_symbol[i] == symbol and b.isolated[i] == iso:
+            if b.pos_symbol[i] == symbol and b.isolated[i] == iso and b.size[i] != 0:  # free rows hold none
                 return i
         return -1
+
+    def _place(self, a: int, symbol: int, iso: int) -> int:
+        """Where a new position (symbol, iso) of account a sorts among its live rows."""
+        b = self.book
+        k, end = int(b.pos_start[a]), int(b.pos_start[a + 1])
+        while k < end and b.size[k] != 0 and (b.pos_symbol[k], b.isolated[k]) < (symbol, iso):
+            k += 1
+        return k
 
     def _position_now(self, pending: dict, key: tuple) -> dict | None:
         if key in pending:
@@ -466,29 +502,50 @@ class LiveBook:
         b = self.book
         b.meta.pop("hash", None)  # written in place: a cached hash no longer holds
         new_accounts = sorted(a for a in wallets if self._account_index(a) < 0)
-        changed_pos, inserts, deletes, flipped = [], [], [], False
+        changed_pos, inserts, deletes, flipped, moves = [], [], [], False, []
         for key, state in positions.items():
             a = self._account_index(self._pool(key))
             i = self._position_index(a, key[1], key[2]) if a >= 0 else -1
+            if i < 0 and state is not None and self.slack is not None and a >= 0:
+                move = open_row(b, a, self._place(a, key[1], key[2]), self.slack.search_rows)
+                if move is not None:  # opened in place: the row is written below
+                    moves.append(move)
+                    i = move.row
+                    b.pos_symbol[i], b.isolated[i] = key[1], key[2]
             if i >= 0 and state is not None:
                 changed_pos.append(i)
                 flipped |= (b.size[i] < 0) != (state["size"] < 0)
                 b.size[i], b.entry[i] = state["size"], state["entry_price"]
                 b.isolated_margin[i] = state["isolated_margin"]
                 b.leverage[i] = state["leverage"] or 0.0
+            elif i >= 0 and self.slack is not None:
+                moves.append(close_row(b, i))
             elif i >= 0:
                 deletes.append(i)
             elif state is not None:
                 inserts.append((key, state))
+        if moves:  # the wallets whose rows moved are revalued too
+            flipped = True
+            rows = np.unique(np.concatenate([b.pos_account[slice(*m.rows)] for m in moves]))
+            touched_ids = set(zip(b.account_id[rows].tolist(), b.account_asset[rows].tolist()))
+        else:
+            touched_ids = set()
         for pool, w in wallets.items():
             a = self._account_index(pool)
             if a >= 0:
                 b.wallet[a] = w
-        touched_ids = set(wallets) | {self._pool(k) for k in positions}  # wallets: (account_id, asset code)
+        touched_ids |= set(wallets) | {self._pool(k) for k in positions}  # wallets: (account_id, asset code)
         if not (new_accounts or inserts or deletes):
             accounts = np.array(sorted(self._account_index(a) for a in touched_ids), dtype=np.int64)
-            return Applied(b, False, accounts, np.array(sorted(changed_pos), dtype=np.int64), flipped)
-        return self._rebuild(new_accounts, wallets, inserts, deletes, touched_ids, changed_pos, flipped)
+            return Applied(b, False, accounts, np.array(sorted(changed_pos), dtype=np.int64), flipped, moves=moves)
+        if self.slack is None:
+            return self._rebuild(new_accounts, wallets, inserts, deletes, touched_ids, changed_pos, flipped)
+        # slack ran out (or accounts appear): the live rows compacted, spliced, padded anew
+        self.book, kept = compact(b)
+        applied = self._rebuild(new_accounts, wallets, inserts, [], touched_ids, changed_pos, flipped)
+        self.book, rows = pad(self.book, self.slack)
+        applied.book, applied.moves, applied._kept, applied._rows = self.book, moves, kept, rows
+        return applied
 
     def _rebuild(self, new_accounts, wallets, inserts, deletes, touched_ids, changed_pos, flipped) -> Applied:
         """The new layout in one splice: old positions kept, new ones inserted at their sorted

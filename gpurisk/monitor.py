@@ -43,9 +43,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .adl import adl_score, queue_group, queue_heads
+from .adl import AdlQueues, adl_score, queue_group, queue_heads
 from .book import Book
 from .book_updates import LiveBook, writable, writable_copy
+from .live_layout import Slack, live_rows
 from .engine import Engine, Risk
 from .liquidation import liquidation_prices, position_risk
 from .margin import account_margin, position_margin
@@ -77,7 +78,8 @@ class Monitor:
     sequence number (a resumed monitor continues its predecessor's)."""
 
     def __init__(self, engine: Engine, sinks=(), adl_top: int = 5, subset_share: float = SUBSET_SHARE,
-                 inbox: Inbox | None = None, event_seq: int = 0, latency_window: int = 100_000):
+                 inbox: Inbox | None = None, event_seq: int = 0, latency_window: int = 100_000,
+                 slack: Slack | None = Slack()):
         if len(engine.chunks) != 1:
             raise ValueError("the monitor needs the whole book resident in one pass (an Engine without "
                              "chunk_positions); this book is processed in chunks")
@@ -89,11 +91,16 @@ class Monitor:
 
             # its subset revaluations apply tiered margin
             refuse_portfolio(engine.book, engine.venue, "the monitor")
-        if not writable(engine.book):  # e.g. arrays Polars shares read-only: updates need their own
-            engine = Engine(writable_copy(engine.book), venue=engine.venue, backend=engine.backend)
+        self.slack = slack
+        if slack is not None:  # a layout with free rows, resident in an engine of its own
+            self.live = LiveBook(engine.book, slack)
+            engine = Engine(self.live.book, venue=engine.venue, backend=engine.backend)
+        else:
+            if not writable(engine.book):  # e.g. arrays Polars shares read-only: updates need their own
+                engine = Engine(writable_copy(engine.book), venue=engine.venue, backend=engine.backend)
+            self.live = LiveBook(engine.book)
         self.engine = engine
         self.venue, self.backend = engine.venue, engine.backend
-        self.live = LiveBook(engine.book)
         self.marks = engine.book.mark_price.astype(np.float64).copy()
         self.inbox = inbox or Inbox(engine.book)
         self.sinks = list(sinks)
@@ -107,27 +114,40 @@ class Monitor:
         self._count_symbol_positions()
         self._revalue_full()
         # what consumers were told: nothing yet (-1: unknown; start() or the first step says all)
-        self._acc_status = np.full(self.book.n_accounts, UNKNOWN, dtype=np.int8)
-        self._pos_status = np.full(self.book.n_positions, UNKNOWN, dtype=np.int8)
-        self._heads = [()] * (2 * self.book.n_symbols)
+        self._acc_status = np.full(self.resident.n_accounts, UNKNOWN, dtype=np.int8)
+        self._pos_status = np.full(self.resident.n_positions, UNKNOWN, dtype=np.int8)
+        self._heads = [()] * (2 * self.resident.n_symbols)
 
     # ------------------------------------------------------------------ state
 
     @property
-    def book(self) -> Book:
+    def resident(self) -> Book:
+        """The resident layout (with free rows where slack is reserved)."""
         return self.live.book
+
+    @property
+    def book(self) -> Book:
+        """The current book without free rows (built on demand where slack is reserved)."""
+        return self.live.compact()
+
+    def live_rows(self) -> np.ndarray:
+        """The resident rows holding positions, in storage order (row k of ``book``)."""
+        return live_rows(self.resident)
 
     def _h(self, a) -> np.ndarray:
         return self.backend.to_host(a)
 
     def _count_symbol_positions(self) -> None:
-        b = self.book
+        b = self.resident
         self._symbol_positions = np.bincount(b.pos_symbol[b.size != 0], minlength=b.n_symbols)
 
     def risk(self, rank: bool = True) -> Risk:
-        """The book's full results at the current marks (a fresh revaluation; rank=True ranks
-        every ADL queue): for a snapshot of the results, or to check the monitor."""
-        return self.engine.revalue(self.marks, rank=rank)
+        """The book's full results at the current marks (a fresh revaluation of ``book``, free
+        rows left out; rank=True ranks every ADL queue): for a snapshot of the results, or to
+        check the monitor."""
+        if self.slack is None:
+            return self.engine.revalue(self.marks, rank=rank)
+        return Engine(self.book, venue=self.venue, backend=self.backend).revalue(self.marks, rank=rank)
 
     @property
     def results(self) -> Risk:
@@ -135,9 +155,11 @@ class Monitor:
         the liquidation prices (only positions entering liquidation need theirs); they are
         computed here, for every position, when asked for."""
         if self._liq_stale:
-            self._liquidation_prices(np.arange(self.book.n_positions, dtype=np.int64))
+            self._liquidation_prices(np.arange(self.resident.n_positions, dtype=np.int64))
             self._liq_stale = False
-        return self._risk
+        if self.slack is None:
+            return self._risk
+        return _live_risk(self._risk, self.book, self.live_rows(), self._h)
 
     def _liquidation_prices(self, positions: np.ndarray) -> None:
         r = self._risk
@@ -154,7 +176,7 @@ class Monitor:
     def _revalue_accounts(self, accounts: np.ndarray) -> None:
         """Revalue the accounts ``accounts`` (sorted indices) and all their positions, and
         write their results into the resident ones."""
-        b, be, xp, dev = self.book, self.backend, self.backend.xp, self.engine.device
+        b, be, xp, dev = self.resident, self.backend, self.backend.xp, self.engine.device
         starts, ends = b.pos_start[accounts], b.pos_start[accounts + 1]
         counts = ends - starts
         sub_start = np.zeros(accounts.size + 1, dtype=np.int64)
@@ -185,7 +207,7 @@ class Monitor:
         be.synchronize()
 
     def _touched_accounts(self, symbols: list[int], extra: np.ndarray) -> np.ndarray:
-        b = self.book
+        b = self.resident
         flag = np.zeros(b.n_accounts, dtype=bool)
         if symbols:
             moved = np.zeros(b.n_symbols, dtype=bool)
@@ -202,7 +224,7 @@ class Monitor:
         over the positions keeping each block's best places (kernels/adl.cu,
         queue_head_candidates), then a merge of the candidates."""
         dev = self.engine.device
-        found = queue_heads(self.backend, dev.pos_symbol, dev.size, self._risk.adl.score, 2 * self.book.n_symbols,
+        found = queue_heads(self.backend, dev.pos_symbol, dev.size, self._risk.adl.score, 2 * self.resident.n_symbols,
                             self.adl_top)
         self._queue_count, self._queue_abs_size = found.count, found.abs_size
         self._symbol_positions = found.count.reshape(-1, 2).sum(axis=1)
@@ -211,7 +233,7 @@ class Monitor:
     def _head_lights(self, heads) -> list[np.ndarray]:
         """Ranks and lights of the head places (kernels/adl.cu head_lights), from each queue's
         count and total |size| (taken by the _adl_heads pass that found ``heads``)."""
-        b, be = self.book, self.backend
+        b, be = self.resident, self.backend
         lengths = [len(h) for h in heads]
         flat = np.array([i for h in heads for i in h], dtype=np.int64)
         rank = np.concatenate([np.arange(1, k + 1) for k in lengths] or [np.empty(0, np.int64)]).astype(np.int64)
@@ -239,7 +261,7 @@ class Monitor:
         from .streams import Batch
 
         events = self._changes()
-        events.append(self._summary(Batch(), "initial", self.book.n_positions, []))
+        events.append(self._summary(Batch(), "initial", self.resident.n_positions, []))
         self._emit(events, Batch())
         return events
 
@@ -262,27 +284,30 @@ class Monitor:
             if applied.rebuilt:
                 self._rebuild(applied)
             else:
+                self._pos_status = applied.remap_positions(self._pos_status, UNKNOWN)  # rows moved in place
                 self._push_in_place(applied)
-            if applied.flipped and not applied.rebuilt:
+            # (with slack the resident engine's queue tables are not kept: steps select heads
+            # from sizes, and risk() ranks the compact book)
+            if applied.flipped and not applied.rebuilt and self.slack is None:
                 self._set_engine_groups()
         moved = []
         for s, tick in batch.marks.items():
             if self.marks[s] != tick.price:
                 self.marks[s] = tick.price
                 moved.append(s)
-        self.book.mark_price[:] = self.marks  # the book carries the current marks (snapshots)
+        self.resident.mark_price[:] = self.marks  # the book carries the current marks (snapshots)
         extra = applied.accounts if applied is not None and not applied.rebuilt else np.empty(0, np.int64)
         full = applied is not None and applied.rebuilt
         mode = "none"
         if full or moved or extra.size:
-            limit = self.subset_share * self.book.n_positions
+            limit = self.subset_share * self.resident.n_positions
             # the moved symbols' positions alone may decide it: then no accounts are gathered
             full = full or int(self._symbol_positions[moved].sum()) > limit
             accounts = None if full else self._touched_accounts(moved, extra)
-            touched = None if full else int((self.book.pos_start[accounts + 1] - self.book.pos_start[accounts]).sum())
+            touched = None if full else int((self.resident.pos_start[accounts + 1] - self.resident.pos_start[accounts]).sum())
             if full or touched > limit:
                 self._revalue_full()
-                mode, touched = "full", self.book.n_positions
+                mode, touched = "full", self.resident.n_positions
             elif accounts.size:
                 self._revalue_accounts(accounts)
                 mode = "accounts"
@@ -305,8 +330,13 @@ class Monitor:
     def _push_in_place(self, applied) -> None:
         """Updates written into the host book reach the device arrays (on the cpu backend
         they are the same arrays)."""
-        b, be, dev = self.book, self.backend, self.engine.device
+        b, be, dev = self.resident, self.backend, self.engine.device
+        moved = applied.moved_rows()
+        if moved.size and dev.pos_start is not b.pos_start:
+            dev.pos_start[...] = be.asarray(b.pos_start)
         for host, idx, names in ((b, applied.positions, ("size", "entry", "isolated_margin", "leverage")),
+                                 (b, moved, ("pos_account", "pos_symbol", "size", "entry", "isolated",
+                                             "isolated_margin", "leverage")),
                                  (b, applied.accounts, ("wallet",))):
             if not idx.size:
                 continue
@@ -323,7 +353,7 @@ class Monitor:
         dev.group_start = queue_starts(self.backend, dev.group, dev.n_groups)
 
     def _changes(self) -> list[dict]:
-        b, risk = self.book, self._risk
+        b, risk = self.resident, self._risk
         am, pr = risk.account_margin, risk.position_risk
         events = []
         status = self._h(am.status)
@@ -339,7 +369,7 @@ class Monitor:
                                "maint_margin": float(maint[k]), **self._asset_of(a)})
         self._acc_status = status.copy()
         pstatus = self._h(pr.status)
-        entering = np.flatnonzero((pstatus >= LIQUIDATABLE) & (self._pos_status < LIQUIDATABLE))
+        entering = np.flatnonzero((pstatus >= LIQUIDATABLE) & (self._pos_status < LIQUIDATABLE) & (b.size != 0))
         if entering.size:
             if self._liq_stale:
                 self._liquidation_prices(entering)
@@ -374,8 +404,8 @@ class Monitor:
         Summed in fixed blocks (kernels/adl.cu uncovered_blocks), the blocks in block order:
         the same bits on every backend and thread count. A book with wallets in several
         assets: ``deficit_by_asset`` (ValueError here)."""
-        if len(self.book.assets) > 1:
-            raise ValueError(f"the book's wallets are in {', '.join(self.book.assets)}: money of different assets "
+        if len(self.resident.assets) > 1:
+            raise ValueError(f"the book's wallets are in {', '.join(self.resident.assets)}: money of different assets "
                              "is never added; use deficit_by_asset()")
         am, pr, be = self._risk.account_margin, self._risk.position_risk, self.backend
         dev = self.engine.device
@@ -394,7 +424,7 @@ class Monitor:
     def deficit_by_asset(self) -> dict[str, float]:
         """``deficit`` per asset of the wallets (a book with inverse contracts: one per settle
         asset); each asset's sum over its own accounts' rows and isolated positions."""
-        b = self.book
+        b = self.resident
         am, pr = self._risk.account_margin, self._risk.position_risk
         equity, n_cross, pos_equity = self._h(am.equity), self._h(am.n_cross), self._h(pr.equity)
         cross = (n_cross > 0) & (equity < 0)
@@ -405,19 +435,19 @@ class Monitor:
 
     def _asset_of(self, account: int) -> dict:
         """{"asset": ...} of an account row's wallet where the book's money is not all USDT."""
-        b = self.book
+        b = self.resident
         return {} if b.default_assets else {"asset": b.assets[b.account_asset[account]]}
 
     def _summary(self, batch, mode: str, touched: int, moved: list) -> dict:
         counts = np.bincount(self._h(self._risk.account_margin.status), minlength=len(STATUSES))
-        if self.book.default_assets:
+        if self.resident.default_assets:
             deficit = {"deficit": self.deficit()}
         else:  # money per asset, never added across assets
             by_asset = self.deficit_by_asset()
-            deficit = {"deficit": by_asset[self.book.assets[0]] if len(by_asset) == 1 else None,
+            deficit = {"deficit": by_asset[self.resident.assets[0]] if len(by_asset) == 1 else None,
                        "deficit_by_asset": by_asset}
         return {"type": "revaluation", "mode": mode, "positions_revalued": int(touched),
-                "symbols_moved": [self.book.symbols[s] for s in moved],
+                "symbols_moved": [self.resident.symbols[s] for s in moved],
                 "ticks": int(sum(t.count for t in batch.marks.values())), "coalesced": int(batch.coalesced),
                 "updates": len(batch.updates), **deficit,
                 **{f"accounts_{s}": int(c) for s, c in zip(STATUSES, counts)}}
@@ -477,6 +507,16 @@ class Monitor:
             self.step(batch)
         for sink in self.sinks:
             sink.flush()
+
+
+def _live_risk(risk: Risk, book: Book, rows: np.ndarray, to_host) -> Risk:
+    """The resident results on the live rows only (the rows of ``book``), as host arrays."""
+    def part(obj, per_position: bool):
+        return type(obj)(**{k: to_host(v)[rows] if per_position else to_host(v) for k, v in vars(obj).items()})
+
+    adl = AdlQueues(to_host(risk.adl.score)[rows], None, None, None, None)
+    return Risk(book, risk.venue, risk.backend, risk.mark, part(risk.position_margin, True),
+                part(risk.account_margin, False), part(risk.position_risk, True), adl, dict(risk.timings))
 
 
 def _num(x) -> float | None:

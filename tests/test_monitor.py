@@ -35,6 +35,8 @@ def assert_same_as_full(mon: Monitor):
     assert np.array_equal(_bits(full.adl.score), _bits(r.adl.score))
     heads = mon._adl_heads()
     lights, rank = mon._head_lights(heads)
+    rows = mon.live_rows()  # resident rows (free rows between) as rows of the compact book
+    heads = [tuple(int(k) for k in np.searchsorted(rows, h)) for h in heads]
     flat = [i for h in heads for i in h]
     start = full.adl.group_start
     for g, head in enumerate(heads):
