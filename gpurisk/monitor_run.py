@@ -84,7 +84,8 @@ def snapshot_state(monitor: Monitor) -> tuple[Book, dict]:
                                                    "leverage")}
     book = Book(symbols=b.symbols, contract_size=b.contract_size, tier_start=b.tier_start, tier_floor=b.tier_floor,
                 tier_mmr=b.tier_mmr, tier_cum=b.tier_cum, tier_max_leverage=b.tier_max_leverage,
-                tick_size=b.tick_size, **b.contract_fields(), account_asset=np.copy(b.account_asset), **arrays)
+                tick_size=b.tick_size, **b.contract_fields(), account_asset=np.copy(b.account_asset),
+                margin_model=None if b.margin_model is None else np.copy(b.margin_model), **arrays)
     state = {"next_seq": monitor.seq, "updates_applied": monitor.updates_applied,
              "sources": dict(monitor.source_lines), "time": time.time()}
     return book, state

@@ -12,6 +12,7 @@ from gpurisk.backend import CpuBackend
 from gpurisk.book import Book
 from gpurisk.book_updates import LiveBook
 from gpurisk.engine import Engine
+from gpurisk.live_layout import Slack
 from gpurisk.monitor import Monitor
 from gpurisk.schema import STATUSES
 from gpurisk.streams import Inbox
@@ -68,10 +69,13 @@ def _random_update(rng, book: Book, next_account: list) -> dict:
             "qty": float(np.round(rng.normal(0, 2), 3)) or 0.5, "price": price}
 
 
-@pytest.mark.parametrize("venue", ["binance", "bitmex"])  # lights by rank, and by size share
-def test_every_step_of_a_long_random_stream_matches_a_full_revaluation(venue):
+# lights by rank, and by size share; free rows reserved (the default), few (running out: new
+# layouts), none (every open or close splices the book)
+@pytest.mark.parametrize("venue,slack", [("binance", Slack()), ("bitmex", Slack()),
+                                         ("binance", Slack(every=60, free=1, search_rows=8)), ("bitmex", None)])
+def test_every_step_of_a_long_random_stream_matches_a_full_revaluation(venue, slack):
     book = gpurisk.synthetic_book(1500, seed=3)
-    mon = Monitor(Engine(book, venue=venue, backend="cpu"), adl_top=4, subset_share=1.0)
+    mon = Monitor(Engine(book, venue=venue, backend="cpu"), adl_top=4, subset_share=1.0, slack=slack)
     rng = np.random.default_rng(7)
     next_account = [10**9]
     modes = set()
