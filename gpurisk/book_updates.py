@@ -9,8 +9,9 @@ withdrawals, funding. ``LiveBook.apply(updates)`` takes a batch of them in arriv
   and messages); an update that breaks one is refused with its message and changes nothing,
   the others still apply;
 - writes the result into the book's arrays in place where the layout stays (sizes, prices,
-  balances), or builds the new layout in one O(n) merge where positions open or close or
-  accounts appear.
+  balances; with slack, positions opening and closing too: a few rows move, see
+  gpurisk/live_layout.py), or builds the new layout in one O(n) merge where positions open or
+  close without slack, the slack nearby has run out, or accounts appear.
 
 Updates (dicts, as JSON lines carry them; ``type`` says which):
 
@@ -189,14 +190,17 @@ def _keys(update: dict, symbols: dict, pool: tuple) -> set:
 
 class LiveBook:
     """A Book that takes updates (see the module doc). ``book`` is always the current one; its
-    arrays are updated in place (a book with read-only arrays is copied first)."""
+    arrays are updated in place (a book with read-only arrays is copied first). ``slack``:
+    free rows reserved (gpurisk/live_layout.py) in a copy of the book, so that positions open
+    and close in place; ``book`` then holds them, ``compact()`` is the book without them."""
 
     def __init__(self, book: Book, slack: Slack | None = None):
         book.require_per_asset("live updates")  # a wallet per (account, asset); pooled collateral is not
-        self.book = book if writable(book) else writable_copy(book)
         self.slack = slack
-        if slack is not None:  # free rows reserved: positions open and close in place
-            self.book, _ = pad(self.book, slack)
+        if slack is not None:  # free rows reserved: positions open and close in place, in arrays of its own
+            self.book, _ = pad(writable_copy(book), slack)
+        else:
+            self.book = book if writable(book) else writable_copy(book)
         self._symbol_index = {s: i for i, s in enumerate(book.symbols)}
         assets = book.assets
         # the wallet a balance or account update without ``asset`` names
