@@ -403,7 +403,8 @@ class LiveBook:
                   & (null_lev | (np.isfinite(lev) & (lev >= 1) & (lev <= lim.LEVERAGE_MAX))))
         return bool(ok.all())
 
-    def _problems(self, positions: dict, wallets: dict, opened: set = frozenset(), fast: bool = True) -> tuple[list, set]:
+    def _problems(self, positions: dict, wallets: dict, opened: set = frozenset(),
+                  fast: bool = True) -> tuple[list, set]:
         """The book loader's rules over the pending rows (closed positions need none), and the
         rows at fault (("a", account id) or ("p", position key)); ``opened``: accounts opened
         by earlier updates of the batch; ``fast=False``: judged by the book's rules even where

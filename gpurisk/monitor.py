@@ -27,6 +27,9 @@ carry the ``asset`` of the wallet, and ``revaluation`` events the deficit per as
 (``deficit_by_asset``; ``deficit`` is null when there are several: money of different assets
 is never added).
 
+The resident layout keeps free rows (gpurisk/live_layout.py): positions open and close by
+moving a few rows in place, and ``book`` is the current book without them.
+
 Where a step's ticks move only some symbols, only the accounts holding them are revalued
 (every position of those accounts, so each account's sums run over the same positions in the
 same order as a full revaluation: the same bits). The ADL queues are not fully ranked on each
@@ -304,7 +307,8 @@ class Monitor:
             # the moved symbols' positions alone may decide it: then no accounts are gathered
             full = full or int(self._symbol_positions[moved].sum()) > limit
             accounts = None if full else self._touched_accounts(moved, extra)
-            touched = None if full else int((self.resident.pos_start[accounts + 1] - self.resident.pos_start[accounts]).sum())
+            starts = self.resident.pos_start
+            touched = None if full else int((starts[accounts + 1] - starts[accounts]).sum())
             if full or touched > limit:
                 self._revalue_full()
                 mode, touched = "full", self.resident.n_positions
