@@ -119,7 +119,7 @@ class Monitor:
         # what consumers were told: nothing yet (-1: unknown; start() or the first step says all)
         self._acc_status = np.full(self.resident.n_accounts, UNKNOWN, dtype=np.int8)
         self._pos_status = np.full(self.resident.n_positions, UNKNOWN, dtype=np.int8)
-        self._heads = [()] * (2 * self.resident.n_symbols)
+        self._heads = [[] for _ in range(2 * self.resident.n_symbols)]  # per queue, the last adl_head queue told
 
     # ------------------------------------------------------------------ state
 
@@ -387,19 +387,20 @@ class Monitor:
                                "bankruptcy_price": _num(bkr[k]) if bkr[k] > 0 else None,
                                **self._asset_of(b.pos_account[i])})
         self._pos_status = pstatus.copy()
+        # a queue's head is news when what its event says changed (rows move in place and on a
+        # new layout: positions are compared by what they are, not by row)
         heads = self._adl_heads()
-        changed = [g for g in range(len(heads)) if heads[g] != self._heads[g]]
-        if changed:
-            lights, rank = self._head_lights(heads)
-            score = self._h(risk.adl.score)
-            start = np.concatenate([[0], np.cumsum([len(h) for h in heads])])
-            for g in changed:
-                events.append({"type": "adl_head", "symbol": b.symbols[g // 2], "side": SIDES[g % 2],
-                               "queue": [{"rank": int(rank[start[g] + k]), "account_id": int(b.account_id[b.pos_account[i]]),
-                                          "margin_mode": ("cross", "isolated")[b.isolated[i]], "size": float(b.size[i]),
-                                          "adl_score": _num(score[i]), "adl_lights": int(lights[start[g] + k])}
-                                         for k, i in enumerate(heads[g])]})
-        self._heads = heads
+        lights, rank = self._head_lights(heads)
+        score = self._h(risk.adl.score)
+        start = np.concatenate([[0], np.cumsum([len(h) for h in heads])]).astype(np.int64)
+        for g, head in enumerate(heads):
+            queue = [{"rank": int(rank[start[g] + k]), "account_id": int(b.account_id[b.pos_account[i]]),
+                      "margin_mode": ("cross", "isolated")[b.isolated[i]], "size": float(b.size[i]),
+                      "adl_score": _num(score[i]), "adl_lights": int(lights[start[g] + k])}
+                     for k, i in enumerate(head)]
+            if queue != self._heads[g]:
+                events.append({"type": "adl_head", "symbol": b.symbols[g // 2], "side": SIDES[g % 2], "queue": queue})
+                self._heads[g] = queue
         return events
 
     def deficit(self) -> float:

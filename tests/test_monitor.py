@@ -346,3 +346,30 @@ def test_a_fill_leaving_only_rounding_dust_closes_the_position():
                           {"type": "fill", "account_id": 2, "symbol": "BTCUSDT", "qty": 0.2, "price": 60_000.0}])
     assert applied.rejected == [] and applied.rebuilt
     assert not np.any((live.book.pos_account == 1) & (live.book.pos_symbol == 0))  # closed, no dust left
+
+
+def test_free_rows_change_no_event():
+    """The same stream with free rows (positions opened and closed in place, statuses moved
+    with their rows) and without (every open or close splices the book): the same events."""
+    book = gpurisk.synthetic_book(1200, seed=8)
+    runs = []
+    for slack in (Slack(every=8, free=2), None):
+        mon = Monitor(Engine(book, backend="cpu"), adl_top=3, subset_share=0.5, slack=slack)
+        rng = np.random.default_rng(21)
+        next_account = [10**9]
+        events = mon.start()
+        for step in range(80):
+            s = int(rng.integers(book.n_symbols))
+            mon.inbox.put_mark(book.symbols[s], float(mon.marks[s] * np.exp(rng.normal(0, 0.04))))
+            for _ in range(int(rng.integers(0, 6))):
+                mon.inbox.put_update(_random_update(rng, mon.book, next_account))
+            events += mon.step()
+        runs.append(events)
+    with_slack, without = runs
+    # the summary's layout-dependent figures aside (rows revalued; the deficit's block sums)
+    drop = {"positions_revalued", "deficit", "mode", "emitted_time", "received_time", "tick_time"}
+    strip = lambda evs: [{k: v for k, v in e.items() if k not in drop} for e in evs]  # noqa: E731
+    assert strip(with_slack) == strip(without)
+    assert sum(e["type"] == "liquidation" for e in without) > 0
+    assert [e["deficit"] for e in with_slack if e["type"] == "revaluation"] == pytest.approx(
+        [e["deficit"] for e in without if e["type"] == "revaluation"], rel=1e-12, abs=1e-9)
