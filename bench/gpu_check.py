@@ -335,6 +335,38 @@ def section_sort(check: Check, entry: dict) -> None:
                {"order": ref.queue_order(group, score, n_groups)})
 
 
+def section_monitor(check: Check, entry: dict) -> None:
+    """The live monitor's kernels (kernels/adl.cu): the ADL head candidates (heads, counts,
+    |size| per queue, some positions of size 0 as a layout with free rows has) and the
+    uncovered deficit's block sums, candidate against reference."""
+    from gpurisk.adl import DEFICIT_BLOCK, queue_heads
+
+    book = check.wrap_book()
+    ref_risk = Engine(book, backend=check.reference).revalue(rank=False)
+    size = book.size.copy()
+    size[::17] = 0.0  # free rows
+    score = np.array(ref_risk.adl.score)
+    score[::29] = np.nan
+    score[1::31] = 0.0  # ties
+    out = {}
+    for name, be in (("reference", check.reference), ("candidate", check.candidate)):
+        found = queue_heads(be, be.asarray(book.pos_symbol), be.asarray(size), be.asarray(score),
+                            2 * book.n_symbols, 5)
+        am, pr = ref_risk.account_margin, ref_risk.position_risk
+        n_acc, n_pos = am.equity.size, pr.equity.size
+        acc_blocks = -(-n_acc // DEFICIT_BLOCK)
+        n_blocks = acc_blocks + -(-n_pos // DEFICIT_BLOCK)
+        totals = be.xp.empty(n_blocks, dtype=be.xp.float64)
+        be.launch("uncovered_blocks", n_blocks, acc_blocks, DEFICIT_BLOCK, n_acc, be.asarray(am.equity),
+                  be.asarray(am.n_cross), n_pos, be.asarray(pr.equity), be.asarray(book.isolated), totals)
+        out[name] = {"heads": np.array([i for h in found.heads for i in h], dtype=np.int64),
+                     "head_lengths": np.array([len(h) for h in found.heads], dtype=np.int64),
+                     "count": np.asarray(found.count), "abs_size": np.asarray(found.abs_size),
+                     "deficit_blocks": be.to_host(totals)}
+    parity(entry, f"{book.n_positions:,} positions: ADL heads and deficit blocks", out["reference"],
+           out["candidate"])
+
+
 def section_stress(check: Check, entry: dict) -> None:
     book = synthetic_book(1_500 if check.mode == "stand-in" else 20_000, seed=9, isolated_share=0.3)
     n_scenarios, batch = (6, 4) if check.quick else (10, 4)
@@ -512,6 +544,7 @@ SECTIONS = [  # name, function, seconds it needs at least on a GPU / on the stan
     ("revalue", section_revalue, 60, 5),
     ("chunks", section_chunks, 45, 5),
     ("sort", section_sort, 20, 2),
+    ("monitor", section_monitor, 10, 2),
     ("stress", section_stress, 40, 5),
     ("flags", section_flags, 25, 2),
     ("portfolio", section_portfolio, 40, 5),

@@ -119,10 +119,11 @@ class QueueHeads:
     abs_size: object  # float64 per queue: Σ|size| of its positions, block by block in block order
 
 
-#: positions per block of queue_heads on the cpu backend: a few blocks per thread, few
-#: candidates to merge (top per queue per block)
-HEAD_BLOCKS_CPU = 64
-HEAD_BLOCK_GPU = 4096
+#: queue_heads cuts the positions into about this many blocks (each at least HEAD_BLOCK_MIN),
+#: the same on every backend: the |size| totals are summed block by block, so the blocks fix
+#: the order of the additions (the same bits everywhere); few blocks, few candidates to merge
+HEAD_BLOCKS = 128
+HEAD_BLOCK_MIN = 1024
 
 
 def queue_heads(backend: Backend, pos_symbol, size, score, n_groups: int, top: int) -> QueueHeads:
@@ -132,10 +133,7 @@ def queue_heads(backend: Backend, pos_symbol, size, score, n_groups: int, top: i
     block's candidates. Positions of size 0 belong to no queue."""
     xp = backend.xp
     n = int(size.size)
-    if backend.name == "cpu":
-        block = max(1024, -(-n // HEAD_BLOCKS_CPU))
-    else:
-        block = HEAD_BLOCK_GPU
+    block = max(HEAD_BLOCK_MIN, -(-n // HEAD_BLOCKS))
     n_blocks = max(1, -(-n // block))
     candidate = xp.empty(n_blocks * n_groups * top, dtype=xp.int64)
     count = xp.empty(n_blocks * n_groups, dtype=xp.int64)
@@ -160,3 +158,25 @@ def queue_heads(backend: Backend, pos_symbol, size, score, n_groups: int, top: i
     for row in totals:
         abs_total += row
     return QueueHeads(heads, count_h, abs_total)
+
+
+#: accounts or positions per block of uncovered_deficit (fixed: the order of its additions)
+DEFICIT_BLOCK = 16384
+
+
+def uncovered_deficit(backend: Backend, account_equity, n_cross, position_equity, isolated) -> float:
+    """−equity summed over cross accounts (with open cross positions) and isolated positions
+    whose equity is < 0: in fixed blocks (kernels/adl.cu uncovered_blocks), the blocks added in
+    block order, so the same bits on every backend and thread count."""
+    xp = backend.xp
+    n_acc, n_pos = int(account_equity.size), int(position_equity.size)
+    account_blocks = -(-n_acc // DEFICIT_BLOCK)
+    n_blocks = account_blocks + -(-n_pos // DEFICIT_BLOCK)
+    totals = xp.zeros(max(n_blocks, 1), dtype=xp.float64)
+    if n_blocks:
+        backend.launch("uncovered_blocks", n_blocks, account_blocks, DEFICIT_BLOCK, n_acc, account_equity, n_cross,
+                       n_pos, position_equity, isolated, totals)
+    total = 0.0
+    for x in backend.to_host(totals[:n_blocks]).tolist():  # block order
+        total += x
+    return total

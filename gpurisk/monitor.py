@@ -46,7 +46,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .adl import AdlQueues, adl_score, queue_group, queue_heads
+from .adl import AdlQueues, adl_score, queue_group, queue_heads, uncovered_deficit
 from .book import Book
 from .book_updates import LiveBook, writable, writable_copy
 from .live_layout import Slack, live_rows
@@ -63,8 +63,6 @@ UNKNOWN = -1  # a status not yet reported (at start, a new account or position)
 #: at 30% (1M positions: 26 ms either way, bench/RESULTS.md); it pays for steps that touch few
 #: accounts (updates between ticks, a thinly held symbol).
 SUBSET_SHARE = 0.2
-#: accounts or positions per block of the deficit sum (fixed: the order of its additions)
-DEFICIT_BLOCK = 16384
 _SUBSET_FIELDS = ("pos_symbol", "size", "entry", "leverage", "isolated", "isolated_margin")
 
 
@@ -412,19 +410,8 @@ class Monitor:
         if len(self.resident.assets) > 1:
             raise ValueError(f"the book's wallets are in {', '.join(self.resident.assets)}: money of different assets "
                              "is never added; use deficit_by_asset()")
-        am, pr, be = self._risk.account_margin, self._risk.position_risk, self.backend
-        dev = self.engine.device
-        n_acc, n_pos = int(am.equity.size), int(pr.equity.size)
-        account_blocks = -(-n_acc // DEFICIT_BLOCK)
-        n_blocks = account_blocks + -(-n_pos // DEFICIT_BLOCK)
-        totals = be.xp.empty(max(n_blocks, 1), dtype=be.xp.float64)
-        if n_blocks:
-            be.launch("uncovered_blocks", n_blocks, account_blocks, DEFICIT_BLOCK, n_acc, am.equity, am.n_cross,
-                      n_pos, pr.equity, dev.isolated, totals)
-        total = 0.0
-        for x in self._h(totals[:n_blocks]).tolist():  # block order
-            total += x
-        return total
+        am, pr = self._risk.account_margin, self._risk.position_risk
+        return uncovered_deficit(self.backend, am.equity, am.n_cross, pr.equity, self.engine.device.isolated)
 
     def deficit_by_asset(self) -> dict[str, float]:
         """``deficit`` per asset of the wallets (a book with inverse contracts: one per settle

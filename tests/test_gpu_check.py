@@ -35,7 +35,9 @@ def test_stand_in_check_passes_every_section_without_polars(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert report["passed"] and report["mode"] == "stand-in"
     by_name = sections(report)
-    assert set(by_name) == {"compile", "tiny", "revalue", "chunks", "sort", "stress", "flags", "portfolio", "timing"}
+    assert set(by_name) == {"compile", "tiny", "revalue", "chunks", "sort", "monitor", "stress", "flags", "portfolio",
+                            "timing"}
+    assert by_name["monitor"]["checks"][0]["elements"] > 0
     assert all(s["status"] == "pass" for s in report["sections"]), [(s["name"], s["notes"]) for s in report["sections"]]
     assert len(by_name["revalue"]["checks"]) == 21  # seven venues, three mark sets
     assert by_name["revalue"]["figures"]["account_loop_passes"] > 2

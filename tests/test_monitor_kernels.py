@@ -59,11 +59,11 @@ def test_queue_heads_do_not_depend_on_the_thread_count():
 
 
 def test_uncovered_blocks_sum_the_negative_equity_in_block_order():
-    from gpurisk import monitor
+    from gpurisk import adl
 
     be = CpuBackend()
     rng = np.random.default_rng(2)
-    n_acc, n_pos, block = 40_000, 90_000, monitor.DEFICIT_BLOCK
+    n_acc, n_pos, block = 40_000, 90_000, adl.DEFICIT_BLOCK
     acc_eq, n_cross = rng.normal(0, 1e4, n_acc), rng.integers(0, 3, n_acc).astype(np.int32)
     pos_eq, iso = rng.normal(0, 1e3, n_pos), rng.integers(0, 2, n_pos).astype(np.int8)
     ab, pb = -(-n_acc // block), -(-n_pos // block)
