@@ -18,20 +18,33 @@ _edge_floats = st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e-13, 1e-12, 5e-12, 1e12,
                                 0.5, 1e6, 1.5e6, float("nan"), float("inf"), -float("inf"), 3000.0, -2.5])
 
 
+def _inverse_book():
+    """The tiny book with ETHUSDT made an inverse market (its notional limit is in the coin)."""
+    import dataclasses
+
+    book = Book.from_frames(**tiny_frames())
+    return dataclasses.replace(book, inverse=np.array([0, 1], dtype=np.int8))
+
+
+_BOOKS = {"linear": lambda: Book.from_frames(**tiny_frames()), "inverse": _inverse_book}
+_edge_floats_inverse = st.sampled_from([1e-6, 1e-9, 1e9, 1e13, 2e13, 5e17, 1e18])
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_the_numpy_check_passes_exactly_the_rows_the_book_rules_pass(data):
-    live = LiveBook(Book.from_frames(**tiny_frames()))
+    live = LiveBook(_BOOKS[data.draw(st.sampled_from(sorted(_BOOKS)))]())
+    floats = st.one_of(_edge_floats, _edge_floats_inverse)
     # wallets by pool: (account_id, asset code)
-    wallets = {(a, 0): data.draw(_edge_floats)
+    wallets = {(a, 0): data.draw(floats)
                for a in data.draw(st.lists(st.sampled_from([1, 2, 3, 9]), max_size=2))}
     positions = {}
     for _ in range(data.draw(st.integers(0, 3))):
         key = (data.draw(st.sampled_from([1, 2, 3, 8])), data.draw(st.integers(0, 1)), data.draw(st.integers(0, 1)))
-        lev = data.draw(st.one_of(st.none(), _edge_floats))
+        lev = data.draw(st.one_of(st.none(), floats))
         positions[key] = None if data.draw(st.integers(0, 5)) == 0 else {
-            "size": data.draw(_edge_floats), "entry_price": data.draw(_edge_floats),
-            "isolated_margin": data.draw(_edge_floats), "leverage": lev}
+            "size": data.draw(floats), "entry_price": data.draw(floats),
+            "isolated_margin": data.draw(floats), "leverage": lev}
     opened = {(a, 0) for a in data.draw(st.lists(st.sampled_from([8]), max_size=1))}
     fast = live._rows_pass(positions, wallets, opened)
     problems, _ = live._problems(positions, wallets, opened, fast=False)
@@ -154,3 +167,14 @@ def test_a_monitor_snapshot_keeps_the_accounts_margin_models():
     snap, _ = snapshot_state(mon)
     assert snap.margin_model.tolist() == models.tolist()
     assert snap.n_positions == book.n_positions  # free rows left out
+
+
+def test_the_numpy_check_reads_an_inverse_notional_in_the_coin():
+    live = LiveBook(_inverse_book())
+    row = {"size": 1e13, "entry_price": 1e-6, "isolated_margin": 0.0, "leverage": None}  # 1e19 coins; linear: 1e7
+    for symbol, ok in ((1, False), (0, True)):  # ETHUSDT inverse here, BTCUSDT linear
+        positions = {(1, symbol, 0): dict(row)}
+        assert live._rows_pass(positions, {}, set()) is ok
+        assert (not live._problems(positions, {}, set(), fast=False)[0]) is ok
+    big = {(1, 1, 0): {"size": 1e13, "entry_price": 49_000.0, "isolated_margin": 0.0, "leverage": None}}
+    assert live._rows_pass(big, {}, set())  # 2.04e8 coins (the linear formula would read 4.9e17)
