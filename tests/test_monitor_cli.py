@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -89,19 +90,35 @@ def test_sigterm_stops_cleanly_with_the_log_complete(tmp_path, book_dir):
     proc = subprocess.Popen([sys.executable, "-m", "gpurisk.cli", "monitor", str(book_dir), "--input", "-",
                              "--backend", "cpu", "--event-log", str(tmp_path / "log"), "--status-every", "0"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    errors: list[str] = []
+    readers = [threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True),
+               threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)]
+    for r in readers:
+        r.start()
+
+    def ticks_seen() -> int:
+        return sum(e["ticks"] for e in map(json.loads, list(lines)) if e["type"] == "revaluation")
+
     try:
         for k in range(20):
             proc.stdin.write(json.dumps({"type": "mark", "symbol": "BTCUSDT", "mark_price": 60_000.0 - 500 * k}) + "\n")
             proc.stdin.flush()
             time.sleep(0.05)
-        time.sleep(1.0)
+        # SIGTERM once every tick has reached a revaluation (a loaded machine may take seconds to
+        # start the monitor; a signal before its handlers are installed would test nothing)
+        deadline = time.monotonic() + 120
+        while ticks_seen() < 20 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        for r in readers:
+            r.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines()]
+    assert proc.returncode == 0, "".join(errors)
+    events = [json.loads(line) for line in lines]
     assert events and sum(e["ticks"] for e in events if e["type"] == "revaluation") == 20
     log = read_event_log(tmp_path / "log")
     assert log["seq"].to_list() == [e["seq"] for e in events]
