@@ -28,7 +28,8 @@ except ImportError:  # pragma: no cover
 
 from . import schema as _lim
 from .book import EXAMPLES_SHOWN, BookError, Problem
-from .margin import position_margin
+from .collateral import DevicePools
+from .margin import account_margin, position_margin
 from .schema import MARGIN_MODES, STATUSES
 from .tier_rules import venue_tiers
 from .venue import AVAILABLE_RULES
@@ -87,6 +88,17 @@ WHAT_IF_OUTPUT = {
     "im_check": "True when the order passes the initial-margin check (see README)",
 }
 
+#: a pooled venue's extra columns (README "Multi-asset collateral"): the order's row and its pool
+#: after the order, in the venue's margin currency
+POOLED_WHAT_IF_OUTPUT = {
+    "collateral_value": "the order's row (account_id, asset) after the order, valued through the collateral table",
+    "pool_equity": "the account's pool equity after the order: Σ collateral values of its rows",
+    "pool_maint_margin": "Σ row maintenance margin × index price over the pool, after the order",
+    "pool_close_fee": "Σ row close fee × index price over the pool, after the order",
+    "pool_init_margin": "Σ row initial margin × index price over the pool, after the order",
+}
+_POOL_F64 = ("collateral_value", "pool_equity", "pool_maint", "pool_close_fee", "pool_init")
+
 _OUT_F64 = ("new_size", "new_entry", "realised", "new_isolated_margin", "pos_notional", "pos_upnl", "pos_maint",
             "pos_init", "pos_fee", "wallet", "equity", "maint", "init", "fee", "ratio", "available")
 
@@ -120,6 +132,12 @@ class WhatIfArrays:
     pos_status: np.ndarray
     liq_price: np.ndarray
     im_ok: np.ndarray
+    # a pooled venue's (POOLED_WHAT_IF_OUTPUT); None otherwise
+    collateral_value: np.ndarray | None = None
+    pool_equity: np.ndarray | None = None
+    pool_maint: np.ndarray | None = None
+    pool_close_fee: np.ndarray | None = None
+    pool_init: np.ndarray | None = None
 
 
 class BaseFigures:
@@ -133,6 +151,11 @@ class BaseFigures:
         self.mark_host = mark_host
         self.mark = self.backend.asarray(mark_host)
         self.pm = position_margin(self.backend, self.dev, self.mark, engine.venue)
+        # A pooled venue's pool layout (the rows' figures depend on the wallets: _pool_args).
+        self.pools = None
+        if engine.venue.collateral == "pooled":
+            self.pools = engine.pools if engine.device is not None and engine.pools is not None \
+                else DevicePools(engine.book, self.backend)
 
 
 def _where(engine):
@@ -183,7 +206,6 @@ def what_if_arrays(engine, account_index, symbol_index, size, price, isolated=No
     (float64); optional ``isolated`` (int8, 1 = isolated), ``margin`` (float64, NaN = default)
     and ``leverage`` (float64, 0 = default). The arrays are checked (shapes, index ranges,
     finite values) and a BookError names the first bad rows; see ``Engine.what_if``."""
-    engine.book.require_per_asset("what-if orders", engine.venue)  # pooled collateral: README "Multi-asset collateral"
     book = engine.book
     n = int(np.asarray(size).size)
     acc = np.ascontiguousarray(account_index, dtype=np.int32)
@@ -293,7 +315,7 @@ def _launch(engine, base: BaseFigures, acc, sym, q, px, iso, mg, lev) -> WhatIfA
              int(venue.tier_basis == "contracts"), int(venue.tier_rate == "whole"), int(venue.im_base == "entry"),
              float(venue.close_fee_rate), AVAILABLE_RULES.index(venue.available_upnl),
              float(venue.margin_call_ratio), float(venue.liquidation_ratio), dev.inverse,
-             pm.upnl, pm.maint, pm.init, pm.close_fee, dev.wallet,
+             pm.upnl, pm.maint, pm.init, pm.close_fee, dev.wallet, *_pool_args(b, base, venue, out, n),
              out["position_index"], out["new_size"], out["new_entry"], out["realised"], out["new_isolated_margin"],
              out["pos_notional"], out["pos_upnl"], out["pos_maint"], out["pos_init"], out["pos_fee"], out["wallet"],
              out["equity"], out["maint"], out["init"], out["fee"], out["ratio"], out["available"], out["status"],
@@ -311,6 +333,21 @@ def _launch(engine, base: BaseFigures, acc, sym, q, px, iso, mg, lev) -> WhatIfA
                  out["liq_price"], out["im_ok"])
     b.synchronize()
     return WhatIfArrays(**{k: b.to_host(v) for k, v in out.items()})
+
+
+def _pool_args(b, base: BaseFigures, venue, out: dict, n: int) -> tuple:
+    """The what_if kernel's pool arguments: a pooled venue's layout, the revaluation's row
+    figures (summed afresh: funding moves the wallets) and five more outputs (added to
+    ``out``); else one-element placeholders the kernel does not touch."""
+    xp = b.xp
+    if base.pools is None:
+        f, i32, i64 = xp.zeros(1, dtype=xp.float64), xp.zeros(1, dtype=xp.int32), xp.zeros(2, dtype=xp.int64)
+        return (0, 0, i64, i32, f, f, f, f, i32, f, i32, f, f, f, f, f, f, f)
+    for k in _POOL_F64:
+        out[k] = xp.empty(n, dtype=xp.float64)
+    p, am = base.pools, account_margin(b, base.dev, base.pm, venue)
+    return (1, p.n_pools, p.pool_start, p.row_asset, am.equity, am.maint, am.close_fee, am.init, am.n_cross,
+            p.index_price, p.coll_start, p.coll_floor, p.coll_ratio, *(out[k] for k in _POOL_F64))
 
 
 # ------------------------------------------------------------------ the frame entry point
@@ -461,7 +498,6 @@ def what_if(engine, orders, marks=None, rows: np.ndarray | None = None) -> "pl.D
     """``engine.what_if(orders, marks)``: see ``Engine.what_if`` and README "What-if orders".
     ``rows``: the orders' row numbers in a larger table (the ``order`` column and the rows
     errors name), for a DistributedEngine's shard."""
-    engine.book.require_per_asset("what-if orders", engine.venue)  # pooled collateral: README "Multi-asset collateral"
     frame, arrays = check_orders(engine.book, orders, rows, getattr(engine, "portfolio_flags", None))
     base = base_figures(engine, marks)
     r = _launch(engine, base, *arrays)
@@ -491,13 +527,17 @@ def _frame(frame: "pl.DataFrame", r: WhatIfArrays, rows: np.ndarray | None, book
         pl.Series("im_check", r.im_ok.astype(bool)),
         pl.Series("_order", np.arange(frame.height, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)),
         pl.Series("margin_mode", _codes(frame["margin_mode"].eq("isolated").to_numpy().astype(np.int8), mode_codes)))
+    pooled = ()  # a pooled venue's pool after the order (POOLED_WHAT_IF_OUTPUT)
+    if r.pool_equity is not None:
+        pooled = tuple(POOLED_WHAT_IF_OUTPUT)
+        raw = raw.with_columns(*(pl.Series(name, getattr(r, field)) for name, field in zip(pooled, _POOL_F64)))
     out = raw.select(
         pl.col("_order").alias("order"), "account_id", "symbol", _to_enum("asset", asset),
         _to_enum("margin_mode", mode),
         "order_size", "order_price", "size", pl.col("entry_price").fill_nan(None), "realised_pnl",
         "isolated_margin", "notional", "upnl", "maint_margin", "close_fee", "init_margin", "wallet_balance", "equity",
-        "account_maint_margin", "account_close_fee", "account_init_margin", "margin_ratio", "available_balance",
-        _to_enum("status", status), pl.col("position_margin_ratio").fill_nan(None),
+        "account_maint_margin", "account_close_fee", "account_init_margin", *pooled, "margin_ratio",
+        "available_balance", _to_enum("status", status), pl.col("position_margin_ratio").fill_nan(None),
         pl.when(~pl.col("_closed")).then(_to_enum("position_status", status)).alias("position_status"),
         pl.col("liq_price").fill_nan(None), "im_check")
     if out.height != frame.height:  # one row per order, none dropped

@@ -8,7 +8,10 @@
 // the same bits. The per-position and per-account formulas are the engine's own
 // (common.cuh's position_figures and account_figures), and the liquidation price is
 // liquidation.cu's root and trigger-side search, included here so each stays one source.
+// A pooled venue's pool (collateral.cuh: the row's collateral value, the pool's figures, the
+// liquidation price against the pool) is summed as pool_margin sums it, the order's row in it.
 #include "common.cuh"
+#include "collateral.cuh"
 #include "liquidation.cu"
 
 // Storage index of the position (account a, symbol s, margin mode iso) when the account
@@ -46,8 +49,14 @@ GR_DEVICE long long position_slot(const long long* pos_start, const int* symbol,
 //   Liquidation price of the resulting position, others at their marks: position_risk's root
 //   and its step to the trigger side and the tick, so the price a revaluation of the
 //   modified book reports.
+//   Pooled venue (pooled = 1): the pool of the account (rows pool_start[p]..pool_start[p+1])
+//   summed in row order as pool_margin sums it, the order's row (a) with its figures after the
+//   order and the others with the revaluation's (acc_*): the pool's margin ratio, available
+//   balance and status replace the row's, and a cross position's liquidation price is the one
+//   against the pool (pooled_prices'). Per-asset venues pass pooled = 0 and one-element
+//   placeholders for the pool arrays, which are then neither read nor written.
 //   im_ok: an order that does not increase the position always passes; otherwise the
-//   account's available balance after it must be >= 0 and, isolated, the position's
+//   account's (pool's) available balance after it must be >= 0 and, isolated, the position's
 //   equity (margin + upnl at the mark) >= its initial margin.
 GR_KERNEL void what_if(
     long long n_orders, const int* order_account, const int* order_symbol, const double* order_size,
@@ -61,6 +70,11 @@ GR_KERNEL void what_if(
     int tier_rate_whole, int im_on_entry, double close_fee_rate, int available_rule,
     double margin_call_ratio, double liquidation_ratio, const signed char* inverse,
     const double* upnl, const double* maint, const double* init, const double* fee, const double* wallet,
+    int pooled, long long n_pools, const long long* pool_start, const int* row_asset, const double* acc_equity,
+    const double* acc_maint, const double* acc_fee, const double* acc_init, const int* acc_n_cross,
+    const double* index_price, const int* coll_start, const double* coll_floor, const double* coll_ratio,
+    double* collateral_value_out, double* pool_equity_out, double* pool_maint_out, double* pool_fee_out,
+    double* pool_init_out,
     long long* position_index, double* new_size, double* new_entry, double* realised,
     double* new_isolated_margin, double* pos_notional, double* pos_upnl, double* pos_maint,
     double* pos_init, double* pos_fee, double* wallet_out, double* equity_out, double* maint_out,
@@ -142,8 +156,42 @@ GR_KERNEL void what_if(
             sf += fee1;
             ++nc;
         }
-        const AccountFigures af = account_figures(w1, su, sm, si, sf, nc, available_rule, margin_call_ratio,
-                                                  liquidation_ratio);
+        AccountFigures af = account_figures(w1, su, sm, si, sf, nc, available_rule, margin_call_ratio,
+                                            liquidation_ratio);
+
+        // A pooled venue: the account's pool with the order's row re-valued (pool_margin's sums).
+        double row_value = 0.0, pse = 0.0, psm = 0.0, psf = 0.0, psi = 0.0;
+        if (pooled) {
+            long long lo = 0, hi = n_pools;  // the pool holding row a: pool_start[p] <= a < pool_start[p + 1]
+            while (hi - lo > 1) {
+                const long long mid = lo + (hi - lo) / 2;
+                if (pool_start[mid] <= a) lo = mid;
+                else hi = mid;
+            }
+            int pnc = 0;
+            for (long long r = pool_start[lo]; r < pool_start[lo + 1]; ++r) {
+                const bool mine = r == a;
+                const int ra = row_asset[r];
+                const double x = index_price[ra];
+                const double cv = collateral_value_of(mine ? af.equity : acc_equity[r], x, coll_start, coll_floor,
+                                                      coll_ratio, ra);
+                if (mine) row_value = cv;
+                pse += cv;
+                psm += (mine ? sm : acc_maint[r]) * x;
+                psf += (mine ? sf : acc_fee[r]) * x;
+                psi += (mine ? si : acc_init[r]) * x;
+                pnc += mine ? nc : acc_n_cross[r];
+            }
+            const PoolFigures pf = pool_figures(pse, psm, psf, psi, pnc, margin_call_ratio, liquidation_ratio);
+            af.ratio = pf.ratio;
+            af.available = pf.available;
+            af.status = pf.status;
+            collateral_value_out[o] = row_value;
+            pool_equity_out[o] = pse;
+            pool_maint_out[o] = psm;
+            pool_fee_out[o] = psf;
+            pool_init_out[o] = psi;
+        }
 
         // The resulting position's own unit: its isolated margin, or the cross account.
         const double peq = iso ? m1 + up1 : af.equity;
@@ -152,7 +200,14 @@ GR_KERNEL void what_if(
 
         // Liquidation price, others held at their marks (position_risk's cases and search).
         double lp = GR_NAN;
-        if (open) {
+        if (open && pooled && !iso) {  // against the pool: pooled_prices' search for the resulting position
+            const int ra = row_asset[a];
+            const PoolAt c = pool_at(q1, e1, cs, index_price[ra], af.equity, row_value, pse, psm + psf, mm1, fee1, up1,
+                                     close_fee_rate, margin_call_ratio, liquidation_ratio, s, inv, ra, mm_on_entry,
+                                     tiers_by_contracts, tier_start, tier_floor, tier_mmr, tier_cum, coll_start,
+                                     coll_floor, coll_ratio);
+            lp = pooled_liq_price(c, p, tick_size[s]);
+        } else if (open) {
             const bool multi = !iso && nc > 1;
             const double wp = iso ? m1 : (multi ? af.equity - up1 : w1);
             const double mmp = multi ? (sm + (with_fee ? sf : 0.0)) - req1 : 0.0;

@@ -7,7 +7,8 @@
   (bankruptcy) price the pool sits at the threshold (zero equity); every backend chunking
   gives the same bits;
 - the collateral table's validation, loading from a book directory, and the refusals of the
-  features that do not pool yet (stress, what-if, funding, monitor, the Dask driver).
+  features that do not pool yet (stress, monitor);
+- what-if orders against the pool: each row is the revaluation of the book with the order applied.
 """
 
 from __future__ import annotations
@@ -321,10 +322,10 @@ def test_stress_refuses_pooled_collateral():
         gpurisk.stress(plain, gpurisk.shock_grid(-0.1, 0.1, 3), venue="bybit_uta", backend="cpu")
 
 
-def test_what_if_and_monitor_refuse_pooled_collateral():
+def test_monitor_refuses_pooled_collateral_and_what_if_serves_it():
     engine = Engine(_pooled_book(), venue="bybit_uta", backend="cpu")
-    with pytest.raises(BookError, match="what-if orders values each wallet"):
-        engine.what_if([(1, "BTCUSDT", 0.01, 50_000.0)])
+    out = engine.what_if({"account_id": [1], "symbol": ["BTCUSDT"], "size": [0.01], "price": [50_000.0]})  # pools (test_what_if_* below)
+    assert out["pool_equity"][0] == out["collateral_value"][0] == 1_000.0
     from gpurisk.monitor import Monitor
 
     with pytest.raises(BookError, match="the monitor values each wallet"):
@@ -484,3 +485,92 @@ def test_portfolio_margin_over_pooled_collateral_is_refused():
     venue = BYBIT_UTA.with_(margin_model="portfolio", portfolio=model)
     with pytest.raises(ValueError, match="portfolio margin over pooled multi-asset collateral"):
         Engine(book, venue=venue, backend="cpu")
+
+
+# ---- what-if orders against the pool -----------------------------------------------------------
+
+POOL_PAIRS = (("collateral_value", "collateral_value"), ("pool_equity", "pool_equity"),
+              ("pool_maint_margin", "pool_maint_margin"), ("pool_close_fee", "pool_close_fee"),
+              ("pool_init_margin", "pool_init_margin"))
+
+
+@pytest.fixture(scope="module")
+def pooled_ticked_book() -> Book:
+    from test_whatif import ticked_book
+
+    book = pooled_synthetic_book(240)
+    return Book.from_frames(**ticked_book(book).frames(), collateral=book.collateral)  # frames() has no collateral
+
+
+@pytest.mark.parametrize("venue", ["bybit_uta", "binance_multi_assets"])
+def test_what_if_is_the_pooled_revaluation_of_the_modified_book(pooled_ticked_book, venue):
+    """Each what-if row of a pooled venue is the revaluation of the book with the order
+    applied, bit for bit (the same sums in the same order): the order's row and its pool
+    (collateral value, pool equity, MM, close fee, IM, and the pool's margin ratio, available
+    balance and status), the resulting position with its liquidation price against the pool,
+    and the initial-margin check read off the modified book's pool."""
+    from test_whatif import ACCOUNT_PAIRS, POSITION_PAIRS, _random_orders, modified_frames, order_kind, same_bits
+
+    book = pooled_ticked_book
+    frames_ = book.frames()
+    res = Engine(book, venue=venue, backend="cpu").what_if(_random_orders(book, 90, seed=5))
+    seen, checks = set(), set()
+    for row in res.iter_rows(named=True):
+        iso = row["margin_mode"] == "isolated"
+        if iso and row["size"] != 0.0 and not row["isolated_margin"] > 0.0:
+            continue  # no valid book row to revalue (see test_whatif's property test)
+        mod = Book.from_frames(**modified_frames(book, row), collateral=book.collateral)
+        risk = Engine(mod, venue=venue, backend="cpu").revalue()
+        a = risk.accounts.filter((pl.col("account_id") == row["account_id"])
+                                 & (pl.col("asset") == str(row["asset"]))).row(0, named=True)
+        for mine, theirs in ACCOUNT_PAIRS + POOL_PAIRS:
+            assert same_bits(row[mine], a[theirs]), (venue, row, mine, a[theirs])
+        kind = order_kind(frames_, row)
+        ok = a["available_balance"] >= 0.0
+        if row["size"] != 0.0:
+            p = risk.positions.filter((pl.col("account_id") == row["account_id"])
+                                      & (pl.col("symbol") == row["symbol"])
+                                      & (pl.col("margin_mode") == row["margin_mode"])).row(0, named=True)
+            for mine, theirs in POSITION_PAIRS:
+                assert same_bits(row[mine], p[theirs]), (venue, row, mine, p[theirs])
+            if iso:
+                ok = ok and row["isolated_margin"] + p["upnl"] >= p["init_margin"]  # the modified book's margin
+        assert row["im_check"] == (kind in ("reduce", "close") or ok), (venue, row, kind)
+        seen.add((kind, row["margin_mode"]))
+        checks.add((row["im_check"], row["liq_price"] is not None and not iso))
+    assert {("new", "cross"), ("increase", "cross"), ("reduce", "cross"), ("close", "cross"),
+            ("flip", "cross")} <= seen, seen
+    assert {(True, True), (False, True)} <= checks, checks  # passes and fails, pooled liquidation prices
+
+
+def test_pooled_what_if_sees_a_debt_in_another_asset():
+    """The pool, not the order's wallet: a USDT wallet that covers the order alone fails the
+    initial-margin check when the account's BTC wallet is in debt, and passes without it."""
+    coll = pl.DataFrame({"asset": ["BTC", "USDT"], "index_price": [50_000.0, 1.0], "collateral_ratio": [0.9, 1.0]})
+    order = {"account_id": [1], "symbol": ["BTCUSDT"], "size": [0.1], "price": [50_000.0]}  # IM 50 at 100x
+    alone = Engine(small_book([(1, "BTC", 0.0), (1, "USDT", 100.0)], collateral=coll), venue="bybit_uta",
+                   backend="cpu").what_if(order).row(0, named=True)
+    assert alone["im_check"] and alone["available_balance"] == 100.0 - alone["pool_init_margin"]
+    debt = Engine(small_book([(1, "BTC", -0.01), (1, "USDT", 100.0)], collateral=coll), venue="bybit_uta",
+                  backend="cpu").what_if(order).row(0, named=True)
+    assert debt["pool_equity"] == 100.0 - 0.01 * 50_000.0 and not debt["im_check"]
+    assert debt["equity"] == 100.0  # the order's own wallet (USDT) alone would pass
+
+
+def test_pooled_what_if_same_bits_on_thread_counts_chunks_and_after_funding():
+    from gpurisk.backend import CpuBackend
+    from test_whatif_inverse import pool_orders
+
+    book = pooled_synthetic_book(600)
+    frame = pool_orders(book, 300, seed=8)
+    runs = [Engine(book, venue="bybit_uta", backend=CpuBackend(threads=t), chunk_positions=c).what_if(frame)
+            for t, c in ((1, None), (2, None), (2, 97))]
+    assert runs[0].equals(runs[1]) and runs[0].equals(runs[2])
+    # funding moves the wallets: the pool's other rows are summed afresh
+    rates = dict(zip(book.symbols, np.linspace(-0.003, 0.004, book.n_symbols).tolist()))
+    engine = Engine(book, venue="bybit_uta", backend="cpu")
+    engine.what_if(frame)
+    paid = engine.apply_funding(rates)
+    after = engine.what_if(frame)
+    assert after.equals(Engine(paid.book, venue="bybit_uta", backend="cpu").what_if(frame))
+    assert not after["pool_equity"].equals(runs[0]["pool_equity"])

@@ -35,7 +35,7 @@ from gpurisk.venue import PRESETS, VARIANTS, get_venue  # noqa: E402
 from gpurisk.whatif import WHAT_IF_OUTPUT, what_if_arrays  # noqa: E402
 
 F64_EPS = 2.0 ** -52
-# Pooled-collateral presets are refused by what-if (tests/test_collateral.py checks the refusal).
+# Pooled-collateral presets: tests/test_collateral.py (their books carry a collateral table).
 ALL_VENUES = tuple(v for v in (*PRESETS, *VARIANTS) if get_venue(v).collateral != "pooled")
 
 
