@@ -6,9 +6,11 @@ Each order is evaluated on its own against the resident book, never cumulatively
 orders of one account are two separate hypotheses), and the book is not changed. An order
 trades in the margin pool of its account and its market's settle asset (README "Inverse
 contracts"): linear and inverse (coin-margined) markets, wallets in several assets; its money
-columns are in that asset (the ``asset`` column). Venues that pool collateral across assets are
-refused. Every venue's conventions apply as in a revaluation, whose figures for the book with
-the order applied the results equal bit for bit (tests/test_whatif.py, test_whatif_inverse.py).
+columns are in that asset (the ``asset`` column). A venue that pools collateral across assets
+re-values the order's row in the account's pool (POOLED_WHAT_IF_OUTPUT): margin ratio, status,
+available balance, the initial-margin check and a cross liquidation price are the pool's. Every
+venue's conventions apply as in a revaluation, whose figures for the book with the order applied
+the results equal bit for bit (tests/test_whatif.py, test_whatif_inverse.py, test_collateral.py).
 
 ``Engine.what_if(orders)`` is the entry point (a frame in, a frame out, one row per order in
 input order); ``what_if_arrays`` is the same on arrays (no Polars), for callers that hold
@@ -17,7 +19,7 @@ orders as indices, such as an order-entry gateway or the benchmark.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -75,9 +77,10 @@ WHAT_IF_OUTPUT = {
     "account_close_fee": "the account's cross close fees after the order (its margin ratio is "
                          "(account_maint_margin + account_close_fee) / equity)",
     "account_init_margin": "the account's cross initial margin after the order",
-    "margin_ratio": "the account's cross margin ratio after the order",
+    "margin_ratio": "the account's cross margin ratio after the order (a pooled venue: the pool's)",
     "available_balance": "the account's available balance after the order, by the venue's rule (equity - "
-                         "initial margin; or wallet + unrealised losses - initial margin)",
+                         "initial margin; or wallet + unrealised losses - initial margin; a pooled venue: pool "
+                         "equity - pool initial margin)",
     "status": "the account's status after the order",
     "position_margin_ratio": "the resulting position's unit: its own (isolated) or the account's (cross); null "
                              "when closed",
@@ -132,12 +135,12 @@ class WhatIfArrays:
     pos_status: np.ndarray
     liq_price: np.ndarray
     im_ok: np.ndarray
-    # a pooled venue's (POOLED_WHAT_IF_OUTPUT); None otherwise
-    collateral_value: np.ndarray | None = None
-    pool_equity: np.ndarray | None = None
-    pool_maint: np.ndarray | None = None
-    pool_close_fee: np.ndarray | None = None
-    pool_init: np.ndarray | None = None
+    # a pooled venue's (POOLED_WHAT_IF_OUTPUT), one per order; empty for a per-asset venue
+    collateral_value: np.ndarray = field(default_factory=lambda: np.empty(0))
+    pool_equity: np.ndarray = field(default_factory=lambda: np.empty(0))
+    pool_maint: np.ndarray = field(default_factory=lambda: np.empty(0))
+    pool_close_fee: np.ndarray = field(default_factory=lambda: np.empty(0))
+    pool_init: np.ndarray = field(default_factory=lambda: np.empty(0))
 
 
 class BaseFigures:
@@ -528,7 +531,7 @@ def _frame(frame: "pl.DataFrame", r: WhatIfArrays, rows: np.ndarray | None, book
         pl.Series("_order", np.arange(frame.height, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)),
         pl.Series("margin_mode", _codes(frame["margin_mode"].eq("isolated").to_numpy().astype(np.int8), mode_codes)))
     pooled = ()  # a pooled venue's pool after the order (POOLED_WHAT_IF_OUTPUT)
-    if r.pool_equity is not None:
+    if r.pool_equity.size == frame.height:
         pooled = tuple(POOLED_WHAT_IF_OUTPUT)
         raw = raw.with_columns(*(pl.Series(name, getattr(r, field)) for name, field in zip(pooled, _POOL_F64)))
     out = raw.select(
