@@ -80,3 +80,25 @@ def test_what_if_same_bits_on_inverse_markets(candidate, venue):
     assert np.isfinite(want.liq_price[book.inverse[args[1]] == 1]).any()
     for k, v in vars(want).items():
         assert np.array_equal(v, getattr(got, k), equal_nan=True), k
+
+
+@pytest.mark.parametrize("venue", ["bybit_uta", "binance_multi_assets"])
+def test_what_if_same_bits_under_pooled_collateral(candidate, venue):
+    """Pooled venues: the order's row re-valued in its pool, the pool's figures and the
+    liquidation price against it, the same bits."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_collateral import pooled_synthetic_book
+    from test_whatif import _random_orders
+
+    from gpurisk.whatif import check_orders
+
+    book = pooled_synthetic_book(3_000)
+    _, args = check_orders(book, _random_orders(book, 4_000, seed=5))
+    marks = book.mark_price * 0.98
+    want = what_if_arrays(Engine(book, venue=venue, backend=REFERENCE), *args, marks=marks)
+    got = what_if_arrays(Engine(book, venue=venue, backend=candidate), *args, marks=marks)
+    assert want.pool_equity.size == args[0].size and np.isfinite(want.liq_price).any()
+    for k, v in vars(want).items():
+        assert np.array_equal(v, getattr(got, k), equal_nan=True), k
