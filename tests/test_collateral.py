@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import oracle  # noqa: E402
 from oracle import engine_book, frames  # noqa: E402
 from oracle_collateral import collateral_value, pooled_oracle  # noqa: E402
+from test_whatif_inverse import pool_orders  # noqa: E402  (imported here: it builds strategies at import)
 
 gpurisk = pytest.importorskip("gpurisk")
 from gpurisk import Book, BookError, Engine, revalue  # noqa: E402
@@ -543,6 +544,42 @@ def test_what_if_is_the_pooled_revaluation_of_the_modified_book(pooled_ticked_bo
     assert {(True, True), (False, True)} <= checks, checks  # passes and fails, pooled liquidation prices
 
 
+def _assert_what_if_rows_are_pooled_revaluations(book: Book, venue: str, res: pl.DataFrame) -> set:
+    from test_whatif import ACCOUNT_PAIRS, POSITION_PAIRS, modified_frames, same_bits
+
+    seen = set()
+    for row in res.iter_rows(named=True):
+        if row["margin_mode"] == "isolated" and row["size"] != 0.0 and not row["isolated_margin"] > 0.0:
+            continue  # no valid book row to revalue (see test_whatif's property test)
+        risk = Engine(Book.from_frames(**modified_frames(book, row), collateral=book.collateral), venue=venue,
+                      backend="cpu").revalue()
+        a = risk.accounts.filter((pl.col("account_id") == row["account_id"])
+                                 & (pl.col("asset") == str(row["asset"]))).row(0, named=True)
+        for mine, theirs in ACCOUNT_PAIRS + POOL_PAIRS:
+            assert same_bits(row[mine], a[theirs]), (venue, row, mine, a[theirs])
+        if row["size"] != 0.0:
+            p = risk.positions.filter((pl.col("account_id") == row["account_id"])
+                                      & (pl.col("symbol") == row["symbol"])
+                                      & (pl.col("margin_mode") == row["margin_mode"])).row(0, named=True)
+            for mine, theirs in POSITION_PAIRS:
+                assert same_bits(row[mine], p[theirs]), (venue, row, mine, p[theirs])
+        seen.add(str(row["asset"]))
+    return seen
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(st.data(), st.sampled_from(["bybit_uta", "binance_multi_assets"]), st.integers(0, 2**31))
+def test_property_pooled_what_if_on_inverse_markets_and_random_collateral(data, venue, seed):
+    """Random small books with inverse (coin-settled) markets and random collateral tables:
+    each what-if row is the pooled revaluation of the book with the order applied, bit for bit
+    (the engine's pooled revaluation is checked against the Decimal oracle above)."""
+    raw = data.draw(oracle.book_strategy(inverse=True))
+    coll = data.draw(collateral_strategy(_assets(raw))())
+    book = Book.from_frames(**frames(raw), collateral=pl.DataFrame(coll))
+    res = Engine(book, venue=venue, backend="cpu").what_if(pool_orders(book, 6, seed=seed))
+    _assert_what_if_rows_are_pooled_revaluations(book, venue, res)
+
+
 def test_pooled_what_if_sees_a_debt_in_another_asset():
     """The pool, not the order's wallet: a USDT wallet that covers the order alone fails the
     initial-margin check when the account's BTC wallet is in debt, and passes without it."""
@@ -559,7 +596,6 @@ def test_pooled_what_if_sees_a_debt_in_another_asset():
 
 def test_pooled_what_if_same_bits_on_thread_counts_chunks_and_after_funding():
     from gpurisk.backend import CpuBackend
-    from test_whatif_inverse import pool_orders
 
     book = pooled_synthetic_book(600)
     frame = pool_orders(book, 300, seed=8)
