@@ -431,8 +431,14 @@ def test_pooled_collateral_book_matches_one_machine(client, tmp_path):
     assert read_shard(root, 2).collateral.equals(book.collateral)
     got = revalue_distributed(str(root), client, venue="bybit_uta", backend="cpu", marks=marks)
     assert_same(got.accounts, want.accounts)
+    from test_whatif import _random_orders
+
+    orders = _random_orders(book, 400, seed=6)  # what-if against the pool: the single engine's rows
+    want_what_if = gpurisk.Engine(book, venue="bybit_uta", backend="cpu").what_if(orders, marks)
     with DistributedEngine(str(root), client, venue="bybit_uta", backend="cpu") as engine:
         assert_same(engine.revalue(marks).accounts, want.accounts)
+        got_what_if = engine.what_if(orders, marks)
+    assert "pool_equity" in got_what_if.columns and got_what_if.equals(want_what_if)
 
 
 def test_pooled_venue_without_a_collateral_table_names_it(client, book):
