@@ -209,69 +209,6 @@ extern "C" void queue_order(long long n, const int* group, const double* score, 
     }
 }
 
-// The first k places of each queue: heads[g·k + j] = the position at place j of queue g (the
-// order queue_order gives: score descending, NaN last, ties by position index), -1 past the
-// end of a short queue. members lists each queue's positions in index order, queue g at
-// members[group_start[g], group_start[g+1]). One pass over each queue keeping its best k in
-// order: the monitor's heads without sorting or copying the queues.
-extern "C" void queue_heads(int n_groups, const long long* group_start, const long long* members,
-                            const double* score, int k, long long* heads) {
-    const int threads = group_start[n_groups] < 65536 ? 1 : thread_count();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
-    for (int g = 0; g < n_groups; ++g) {
-        long long* best = heads + (long long)g * k;
-        std::vector<uint64_t> best_key((size_t)k);
-        int held = 0;
-        for (long long m = group_start[g]; m < group_start[g + 1]; ++m) {
-            const long long i = members[m];
-            const uint64_t key = descending_key(score[i]);
-            // members ascend by index, so a key equal to a held one ranks after it
-            if (held == k && key >= best_key[k - 1]) continue;
-            int j = held < k ? held++ : k - 1;
-            for (; j > 0 && best_key[j - 1] > key; --j) {
-                best_key[j] = best_key[j - 1];
-                best[j] = best[j - 1];
-            }
-            best_key[j] = key;
-            best[j] = i;
-        }
-        for (int j = held; j < k; ++j) best[j] = -1;
-    }
-}
-
-// Each queue's positions in index order, queue after queue (a stable counting sort by queue):
-// members[start[g], start[g+1]) are queue g's; start holds n_groups + 1 entries.
-extern "C" void queue_members(long long n, const int* group, int n_groups, long long* start, long long* members) {
-    const int threads = n < 65536 ? 1 : thread_count();
-    std::vector<long long> hist((size_t)threads * (size_t)n_groups + 1, 0);
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-#if defined(_OPENMP)
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
-        long long* h = &hist[(size_t)t * (size_t)n_groups];
-        for (long long i = lo; i < hi; ++i) ++h[group[i]];
-#pragma omp barrier
-#pragma omp single
-        {
-            long long running = 0;
-            for (int g = 0; g < n_groups; ++g) {
-                start[g] = running;
-                for (int u = 0; u < threads; ++u) {
-                    const long long c = hist[(size_t)u * (size_t)n_groups + g];
-                    hist[(size_t)u * (size_t)n_groups + g] = running;
-                    running += c;
-                }
-            }
-            start[n_groups] = running;
-        }
-        for (long long i = lo; i < hi; ++i) members[h[group[i]]++] = i;
-    }
-}
-
 // The front of one ADL queue, as deep as its demand (deleverage.queue_front): members are
 // the queue's storage indices (ascending), keep marks the positions that may be filled, and
 // out receives the kept members in queue order (score descending, NaN last, ties by index)
