@@ -34,6 +34,10 @@ wallet per (account, asset): ``balance`` and ``account`` updates name theirs wit
 ``asset`` (default: USDT when the book has USDT wallets or markets, the book's one asset when
 it has one; required otherwise); a position or fill moves the wallet of its market's settle
 asset (an ``asset`` given with it must be that one).
+
+A book with a collateral table (pooled venues, README "Multi-asset collateral") keeps it through
+every update; its index prices do not move (ticks move marks only), and a new wallet needs its
+asset in the table.
 """
 
 from __future__ import annotations
@@ -195,7 +199,6 @@ class LiveBook:
     and close in place; ``book`` then holds them, ``compact()`` is the book without them."""
 
     def __init__(self, book: Book, slack: Slack | None = None):
-        book.require_per_asset("live updates")  # a wallet per (account, asset); pooled collateral is not
         self.slack = slack
         if slack is not None:  # free rows reserved: positions open and close in place, in arrays of its own
             self.book, _ = pad(writable_copy(book), slack)
@@ -240,6 +243,15 @@ class LiveBook:
         if asset not in assets:
             raise UpdateError(f"asset must be one of the book's assets ({', '.join(assets)}), got {asset!r}")
         return assets.index(asset)
+
+    def _check_collateral(self, account_id: int, code: int) -> None:
+        """A book with a collateral table (pooled venues) values every wallet through it: a new
+        wallet needs its asset's rows there (else no revaluation could value it)."""
+        coll = self.book.collateral
+        asset = self.book.assets[code]
+        if coll is not None and asset not in coll["asset"].to_list() and self._account_index((account_id, code)) < 0:
+            raise UpdateError(f"account_id {account_id} cannot open a {asset} wallet: the collateral table has no "
+                              f"rows for {asset} (README \"Multi-asset collateral\")")
 
     def _has_account(self, wallets: dict, account_id: int) -> bool:
         """Whether the account holds a wallet in any asset (in the book or pending)."""
@@ -300,7 +312,9 @@ class LiveBook:
             raise UpdateError(f"type must be one of {', '.join(UPDATE_TYPES)}, got {kind!r}")
         account_id = _account_id(update)
         if kind == "account":
-            wallets[(account_id, self._asset_code(update))] = _number(update, "wallet_balance")
+            code = self._asset_code(update)
+            self._check_collateral(account_id, code)
+            wallets[(account_id, code)] = _number(update, "wallet_balance")
             return
         if kind == "balance":
             pool = (account_id, self._asset_code(update))

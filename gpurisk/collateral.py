@@ -78,3 +78,30 @@ def pooled_prices(backend: Backend, dev, pools: DevicePools, mark, pm: PositionM
                    pool.pool_equity, pool.pool_maint, pool.pool_close_fee, pools.index_price, pools.coll_start,
                    pools.coll_floor, pools.coll_ratio, dev.tick_size, int(liq_price), pr.liq_price,
                    pr.bankruptcy_price)
+
+
+def pooled_prices_of(backend: Backend, dev, pools: DevicePools, mark, pm: PositionMargin, am: AccountMargin,
+                     pool: PoolMargin, pr: PositionRisk, venue: Venue, positions) -> None:
+    """pooled_prices for the positions ``positions`` (int64 indices) only, written into
+    ``pr.liq_price`` and ``pr.bankruptcy_price`` at those indices: the same kernel over the
+    positions' own fields (a position's prices read its row's and pool's sums, nothing of
+    other positions), so the same bits as a full pass. Isolated positions are left as they are."""
+    xp = backend.xp
+    idx = xp.ascontiguousarray(backend.asarray(positions), dtype=xp.int64)
+    n = int(idx.size)
+    if not n:
+        return
+    part = {k: xp.ascontiguousarray(xp.take(getattr(dev, k), idx)) for k in
+            ("pos_account", "pos_symbol", "size", "entry", "isolated")}
+    upnl, maint, fee = (xp.ascontiguousarray(xp.take(a, idx)) for a in (pm.upnl, pm.maint, pm.close_fee))
+    liq, bkr = xp.ascontiguousarray(xp.take(pr.liq_price, idx)), xp.ascontiguousarray(xp.take(pr.bankruptcy_price, idx))
+    tiers = venue_tiers(backend, dev, venue)
+    backend.launch("pooled_prices", n, part["pos_account"], part["pos_symbol"], part["size"], part["entry"],
+                   part["isolated"], mark, dev.contract_size, dev.inverse, dev.tier_start, dev.tier_floor,
+                   dev.tier_mmr, tiers.cum, int(venue.mm_base == "entry"), int(venue.tier_basis == "contracts"),
+                   float(venue.close_fee_rate), float(venue.margin_call_ratio), float(venue.liquidation_ratio),
+                   upnl, maint, fee, pools.row_asset, am.equity, pool.collateral_value, pool.pool_equity,
+                   pool.pool_maint, pool.pool_close_fee, pools.index_price, pools.coll_start, pools.coll_floor,
+                   pools.coll_ratio, dev.tick_size, 1, liq, bkr)
+    pr.liq_price[idx] = liq
+    pr.bankruptcy_price[idx] = bkr

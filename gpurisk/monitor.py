@@ -46,6 +46,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from .collateral import pooled_prices_of
 from .adl import AdlQueues, adl_score, queue_group, queue_heads, uncovered_deficit
 from .book import Book
 from .book_updates import LiveBook, writable, writable_copy
@@ -86,7 +87,6 @@ class Monitor:
                              "chunk_positions); this book is processed in chunks")
         if adl_top < 1:
             raise ValueError(f"adl_top must be >= 1, got {adl_top}")
-        engine.book.require_per_asset("the monitor", engine.venue)  # a wallet per (account, asset)
         if getattr(engine, "portfolio_flags", None) is not None:
             from .portfolio import refuse_portfolio
 
@@ -102,6 +102,7 @@ class Monitor:
             self.live = LiveBook(engine.book)
         self.engine = engine
         self.venue, self.backend = engine.venue, engine.backend
+        self.pooled = engine.pooled  # README "Multi-asset collateral": every step revalues in full
         self.marks = engine.book.mark_price.astype(np.float64).copy()
         self.inbox = inbox or Inbox(engine.book)
         self.sinks = list(sinks)
@@ -166,6 +167,10 @@ class Monitor:
         r = self._risk
         liquidation_prices(self.backend, self.engine.device, r.position_margin, r.account_margin, self.venue,
                            positions, r.position_risk.liq_price)
+        if self.pooled:  # cross positions: against their pool, as the revaluation's pooled_prices
+            pooled_prices_of(self.backend, self.engine.device, self.engine.pools, self.backend.asarray(self.marks),
+                             r.position_margin, r.account_margin, r.pool_margin, r.position_risk, self.venue,
+                             positions)
 
     # ------------------------------------------------------------------ revaluation
 
@@ -303,7 +308,7 @@ class Monitor:
         if full or moved or extra.size:
             limit = self.subset_share * self.resident.n_positions
             # the moved symbols' positions alone may decide it: then no accounts are gathered
-            full = full or int(self._symbol_positions[moved].sum()) > limit
+            full = full or self.pooled or int(self._symbol_positions[moved].sum()) > limit
             accounts = None if full else self._touched_accounts(moved, extra)
             starts = self.resident.pos_start
             touched = None if full else int((starts[accounts + 1] - starts[accounts]).sum())
@@ -359,8 +364,10 @@ class Monitor:
         am, pr = risk.account_margin, risk.position_risk
         events = []
         status = self._h(am.status)
+        if self.pooled:
+            events += self._pool_changes(status)
         # a healthy account nobody was told about yet is not news
-        moved = np.flatnonzero((status != self._acc_status) & ~((self._acc_status == UNKNOWN) & (status == 0)))
+        moved = np.empty(0, np.int64) if self.pooled else np.flatnonzero((status != self._acc_status) & ~((self._acc_status == UNKNOWN) & (status == 0)))
         if moved.size:
             ratio, equity, maint = (self._h(x)[moved] for x in (am.ratio, am.equity, am.maint))
             for k, a in enumerate(moved.tolist()):
@@ -383,7 +390,7 @@ class Monitor:
                                "mark_price": float(self.marks[b.pos_symbol[i]]), "status": STATUSES[pstatus[i]],
                                "margin_ratio": _num(ratio[k]), "liq_price": _num(liq[k]),
                                "bankruptcy_price": _num(bkr[k]) if bkr[k] > 0 else None,
-                               **self._asset_of(b.pos_account[i])})
+                               **self._asset_of(b.pos_account[i]), **({"pooled": True} if self.pooled else {})})
         self._pos_status = pstatus.copy()
         # a queue's head is news when what its event says changed (rows move in place and on a
         # new layout: positions are compared by what they are, not by row)
@@ -401,12 +408,66 @@ class Monitor:
                 self._heads[g] = queue
         return events
 
+    def _pool_starts(self) -> np.ndarray:
+        """Each pool's first row (rows of one account_id, sorted by asset), and the end."""
+        ids = self.resident.account_id
+        return np.append(np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]), ids.size).astype(np.int64) \
+            if ids.size else np.zeros(1, np.int64)
+
+    def _pool_changes(self, status: np.ndarray) -> list[dict]:
+        """account_status events of a pooled venue: one per account (pool) whose status moved,
+        with the pool's figures in the margin currency. Every row of a pool carries the pool's
+        status; what was told is kept per row (a wallet opened later starts unknown), so the
+        pool's told status is the known one among its rows."""
+        pool = self.pool_margin_host()
+        first = self._pool_starts()[:-1]
+        told = np.maximum.reduceat(self._acc_status, first) if first.size else np.empty(0, np.int8)
+        now = status[first]
+        moved = np.flatnonzero((now != told) & ~((told == UNKNOWN) & (now == 0)))
+        ratio = self._h(self._risk.account_margin.ratio)
+        ids = self.resident.account_id
+        return [{"type": "account_status", "account_id": int(ids[first[p]]),
+                 "from": STATUSES[told[p]] if told[p] >= 0 else None, "to": STATUSES[now[p]],
+                 "margin_ratio": _num(ratio[first[p]]), "equity": float(pool["pool_equity"][first[p]]),
+                 "maint_margin": float(pool["pool_maint"][first[p]]),
+                 "close_fee": float(pool["pool_close_fee"][first[p]]),
+                 "margin_currency": self.venue.margin_currency, "pooled": True} for p in moved.tolist()]
+
+    def pool_margin_host(self) -> dict[str, np.ndarray]:
+        """The last step's pool figures per accounts row (a pooled venue), as host arrays."""
+        return {k: self._h(v) for k, v in vars(self._risk.pool_margin).items()}
+
+    def pooled_deficit(self) -> dict:
+        """A pooled venue's uncovered deficit: ``deficit``, what bankrupt pools owe beyond their
+        collateral in the margin currency (−pool equity, summed once per account whose pool holds
+        cross positions and has pool equity < 0, in account order), and
+        ``deficit_isolated_by_asset``: isolated positions with equity < 0, per settle asset as
+        for any venue (an isolated position's margin is its own, in its asset, outside the
+        pool; not converted)."""
+        b = self.resident
+        first = self._pool_starts()
+        pool_equity = self.pool_margin_host()["pool_equity"]
+        n_cross = self._h(self._risk.account_margin.n_cross)
+        rows = first[:-1]
+        cross = (np.add.reduceat(n_cross.astype(np.int64), rows) > 0) if rows.size else np.zeros(0, bool)
+        equity = pool_equity[rows] if rows.size else np.zeros(0)
+        deficit = -float(np.add.reduce(equity, where=cross & (equity < 0)))
+        pos_equity = self._h(self._risk.position_risk.equity)
+        iso = (b.isolated == 1) & (pos_equity < 0)
+        pos_asset = b.settle_asset[b.pos_symbol]
+        return {"deficit": deficit, "margin_currency": self.venue.margin_currency,
+                "deficit_isolated_by_asset": {a: -float(np.add.reduce(pos_equity, where=iso & (pos_asset == k)))
+                                              for k, a in enumerate(b.assets)}}
+
     def deficit(self) -> float:
         """What bankrupt units owe beyond their collateral at the current marks: −equity summed
         over cross accounts (with cross positions) and isolated positions with equity < 0.
         Summed in fixed blocks (kernels/adl.cu uncovered_blocks), the blocks in block order:
         the same bits on every backend and thread count. A book with wallets in several
         assets: ``deficit_by_asset`` (ValueError here)."""
+        if self.pooled:
+            raise ValueError("a pooled venue's deficit is in its margin currency beside isolated positions' per "
+                             "asset: use pooled_deficit()")
         if len(self.resident.assets) > 1:
             raise ValueError(f"the book's wallets are in {', '.join(self.resident.assets)}: money of different assets "
                              "is never added; use deficit_by_asset()")
@@ -431,8 +492,13 @@ class Monitor:
         return {} if b.default_assets else {"asset": b.assets[b.account_asset[account]]}
 
     def _summary(self, batch, mode: str, touched: int, moved: list) -> dict:
-        counts = np.bincount(self._h(self._risk.account_margin.status), minlength=len(STATUSES))
-        if self.resident.default_assets:
+        status = self._h(self._risk.account_margin.status)
+        if self.pooled:  # accounts (pools) counted once, not per wallet row
+            status = status[self._pool_starts()[:-1]]
+        counts = np.bincount(status, minlength=len(STATUSES))
+        if self.pooled:
+            deficit = self.pooled_deficit()
+        elif self.resident.default_assets:
             deficit = {"deficit": self.deficit()}
         else:  # money per asset, never added across assets
             by_asset = self.deficit_by_asset()
@@ -508,7 +574,8 @@ def _live_risk(risk: Risk, book: Book, rows: np.ndarray, to_host) -> Risk:
 
     adl = AdlQueues(to_host(risk.adl.score)[rows], None, None, None, None)
     return Risk(book, risk.venue, risk.backend, risk.mark, part(risk.position_margin, True),
-                part(risk.account_margin, False), part(risk.position_risk, True), adl, dict(risk.timings))
+                part(risk.account_margin, False), part(risk.position_risk, True), adl, dict(risk.timings),
+                pool_margin=None if risk.pool_margin is None else part(risk.pool_margin, False))
 
 
 def _num(x) -> float | None:

@@ -323,14 +323,21 @@ def test_stress_refuses_pooled_collateral():
         gpurisk.stress(plain, gpurisk.shock_grid(-0.1, 0.1, 3), venue="bybit_uta", backend="cpu")
 
 
-def test_monitor_refuses_pooled_collateral_and_what_if_serves_it():
+def test_monitor_and_what_if_serve_pooled_collateral():
+    """Neither refuses a pooled venue (tests/test_monitor_pooled.py and the what-if tests below
+    check their figures): the monitor's account events are the pool's, in the margin currency."""
     engine = Engine(_pooled_book(), venue="bybit_uta", backend="cpu")
     out = engine.what_if({"account_id": [1], "symbol": ["BTCUSDT"], "size": [0.01], "price": [50_000.0]})  # pools (test_what_if_* below)
     assert out["pool_equity"][0] == out["collateral_value"][0] == 1_000.0
     from gpurisk.monitor import Monitor
 
-    with pytest.raises(BookError, match="the monitor values each wallet"):
-        Monitor(engine)
+    mon = Monitor(engine)
+    mon.inbox.put_mark("BTCUSDT", 1_000.0)  # 0.01 BTC long: 490 lost, still healthy
+    mon.inbox.put_update({"type": "balance", "account_id": 1, "delta": -600.0})  # then it is not
+    events = mon.step()
+    status = [e for e in events if e["type"] == "account_status"]
+    assert len(status) == 1 and status[0]["margin_currency"] == "USD" and status[0]["equity"] == pytest.approx(-90.0)
+    assert events[-1]["deficit"] == pytest.approx(90.0) and events[-1]["margin_currency"] == "USD"
 
 
 @pytest.mark.parametrize("chunk_positions", [None, 997])

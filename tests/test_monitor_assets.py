@@ -183,12 +183,3 @@ def test_events_and_deficits_per_asset_equal_each_assets_own_monitor():
     assert "asset" not in next(e for e in fresh["USDT"] if e["type"] == "account_status")  # USDT only: as before
     assert "deficit_by_asset" not in fresh["USDT"][-1] and fresh["BTC"][-1]["deficit_by_asset"] == \
         {"BTC": fresh["BTC"][-1]["deficit"]}
-
-
-def test_pooled_collateral_stays_refused():
-    from test_collateral import _pooled_book
-
-    with pytest.raises(BookError, match="the monitor values each wallet in its own asset"):
-        Monitor(Engine(_pooled_book(), venue="bybit_uta", backend="cpu"))
-    with pytest.raises(BookError, match="live updates values each wallet in its own asset"):
-        LiveBook(_pooled_book())
