@@ -27,6 +27,14 @@ carry the ``asset`` of the wallet, and ``revaluation`` events the deficit per as
 (``deficit_by_asset``; ``deficit`` is null when there are several: money of different assets
 is never added).
 
+A pooled-collateral venue (README "Multi-asset collateral") reports the pool: one
+``account_status`` event per account with the pool's ratio, equity and maintenance margin in the
+margin currency (``margin_currency``, ``pooled``), cross positions' pooled liquidation and
+bankruptcy prices, and the bankrupt pools' deficit in the margin currency (``pooled_deficit``).
+Its steps always revalue in full (the touched-accounts subset is not used: the results are the
+same bits either way, and a full pass needs no gathering of whole pools). The collateral
+table's index prices stay fixed; ticks move marks only.
+
 The resident layout keeps free rows (gpurisk/live_layout.py): positions open and close by
 moving a few rows in place, and ``book`` is the current book without them.
 
