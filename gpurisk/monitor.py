@@ -31,8 +31,8 @@ A pooled-collateral venue (README "Multi-asset collateral") reports the pool: on
 ``account_status`` event per account with the pool's ratio, equity and maintenance margin in the
 margin currency (``margin_currency``, ``pooled``), cross positions' pooled liquidation and
 bankruptcy prices, and the bankrupt pools' deficit in the margin currency (``pooled_deficit``).
-Its steps always revalue in full (the touched-accounts subset is not used: the results are the
-same bits either way, and a full pass needs no gathering of whole pools). The collateral
+A step's touched-accounts subset holds every row (wallet) of a touched account's pool, so each
+pool is summed over the same rows in the same order as a full revaluation. The collateral
 table's index prices stay fixed; ticks move marks only.
 
 The resident layout keeps free rows (gpurisk/live_layout.py): positions open and close by
@@ -54,7 +54,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .collateral import pooled_prices_of
+from .collateral import pool_margin, pooled_prices, pooled_prices_of
 from .adl import AdlQueues, adl_score, queue_group, queue_heads, uncovered_deficit
 from .book import Book
 from .book_updates import LiveBook, writable, writable_copy
@@ -110,7 +110,7 @@ class Monitor:
             self.live = LiveBook(engine.book)
         self.engine = engine
         self.venue, self.backend = engine.venue, engine.backend
-        self.pooled = engine.pooled  # README "Multi-asset collateral": every step revalues in full
+        self.pooled = engine.pooled  # README "Multi-asset collateral": accounts revalued as whole pools
         self.marks = engine.book.mark_price.astype(np.float64).copy()
         self.inbox = inbox or Inbox(engine.book)
         self.sinks = list(sinks)
@@ -208,9 +208,24 @@ class Monitor:
         mark = be.asarray(self.marks)
         pm = position_margin(be, sub, mark, self.venue)
         am = account_margin(be, sub, pm, self.venue)
+        pool = None
+        if self.pooled:  # ``accounts`` holds whole pools (_touched_accounts): each summed as in the full pass
+            whole = self.engine.pools
+            ids = b.account_id[accounts]
+            first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if ids.size else np.zeros(0, np.int64)
+            sub_pools = SimpleNamespace(pool_start=be.asarray(np.append(first, ids.size).astype(np.int64)),
+                                        row_asset=xp.ascontiguousarray(xp.take(whole.row_asset, acc_d)),
+                                        n_pools=int(first.size), **{k: getattr(whole, k) for k in (
+                                            "index_price", "coll_start", "coll_floor", "coll_ratio")})
+            pool = pool_margin(be, sub_pools, am, self.venue)
         pr = position_risk(be, sub, mark, pm, am, self.venue)
+        if pool is not None:
+            pooled_prices(be, sub, sub_pools, mark, pm, am, pool, pr, self.venue)
         score = adl_score(be, sub, mark, pm, pr, self.venue)
         risk = self._risk
+        if pool is not None:
+            for k in vars(risk.pool_margin):
+                getattr(risk.pool_margin, k)[acc_d] = getattr(pool, k)
         for whole, part in ((risk.position_margin, pm), (risk.position_risk, pr)):
             for k in vars(whole):
                 getattr(whole, k)[pos_d] = getattr(part, k)
@@ -228,6 +243,9 @@ class Monitor:
             moved[symbols] = True
             flag[b.pos_account[moved[b.pos_symbol]]] = True
         flag[extra] = True
+        if self.pooled and flag.any():  # a pooled venue: every row of a touched account's pool
+            ids = b.account_id
+            flag = np.isin(ids, ids[flag])
         return np.flatnonzero(flag)
 
     # ------------------------------------------------------------------ ADL heads
@@ -316,7 +334,7 @@ class Monitor:
         if full or moved or extra.size:
             limit = self.subset_share * self.resident.n_positions
             # the moved symbols' positions alone may decide it: then no accounts are gathered
-            full = full or self.pooled or int(self._symbol_positions[moved].sum()) > limit
+            full = full or int(self._symbol_positions[moved].sum()) > limit
             accounts = None if full else self._touched_accounts(moved, extra)
             starts = self.resident.pos_start
             touched = None if full else int((starts[accounts + 1] - starts[accounts]).sum())

@@ -100,16 +100,19 @@ def _check_events(mon: Monitor, events: list, before: dict, full) -> None:
     assert [summary[f"accounts_{s}"] for s in STATUSES] == counts.tolist()
 
 
-@pytest.mark.parametrize("venue,slack", [("bybit_uta", Slack()), ("binance_multi_assets", None)])
-def test_every_step_of_a_pooled_book_matches_a_full_revaluation(venue, slack):
+# touched accounts revalued as whole pools (and full passes where they hold too much), with free
+# rows; full passes only, without free rows
+@pytest.mark.parametrize("venue,slack,share", [("bybit_uta", Slack(), 0.6), ("binance_multi_assets", None, 0.0)])
+def test_every_step_of_a_pooled_book_matches_a_full_revaluation(venue, slack, share):
     book = pooled_synthetic_book(900)
-    mon = Monitor(Engine(book, venue=venue, backend="cpu"), adl_top=4, slack=slack)
+    mon = Monitor(Engine(book, venue=venue, backend="cpu"), adl_top=4, slack=slack, subset_share=share)
     rng = np.random.default_rng(11)
     next_account = [10**9]
     full = mon.risk(rank=True)
     first = _pool_first_rows(mon.book)
     before: dict = {}  # nothing told yet (the first step says all; a healthy account is not news)
     n_status = n_liq = 0
+    modes = set()
     rows = mon.book.n_accounts
     for step in range(50):
         for _ in range(int(rng.integers(1, 4))):
@@ -119,7 +122,8 @@ def test_every_step_of_a_pooled_book_matches_a_full_revaluation(venue, slack):
             for _ in range(int(rng.integers(1, 6))):
                 mon.inbox.put_update(_random_update(rng, mon.book, next_account))
         events = mon.step()
-        assert events[-1]["type"] == "revaluation" and events[-1]["mode"] == "full"
+        assert events[-1]["type"] == "revaluation"
+        modes.add(events[-1]["mode"])
         assert not [e for e in events if e["type"] == "rejected"], events
         assert_same_as_full(mon)
         full = mon.risk(rank=True)
@@ -131,6 +135,7 @@ def test_every_step_of_a_pooled_book_matches_a_full_revaluation(venue, slack):
         n_status += sum(e["type"] == "account_status" for e in events)
         n_liq += sum(e["type"] == "liquidation" for e in events)
     assert n_status > 10 and n_liq > 10  # the events were exercised
+    assert modes == ({"accounts", "full"} if share else {"full"})  # both paths were exercised
     assert mon.updates_applied > 40 and mon.book.n_accounts > rows  # wallets and accounts were opened
     assert mon.pooled_deficit()["deficit"] > 0
     with pytest.raises(ValueError, match="use pooled_deficit"):
