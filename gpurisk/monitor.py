@@ -477,12 +477,12 @@ class Monitor:
         rows = first[:-1]
         cross = (np.add.reduceat(n_cross.astype(np.int64), rows) > 0) if rows.size else np.zeros(0, bool)
         equity = pool_equity[rows] if rows.size else np.zeros(0)
-        deficit = -float(np.add.reduce(equity, where=cross & (equity < 0)))
+        deficit = 0.0 - float(np.add.reduce(equity, where=cross & (equity < 0)))  # 0.0 - : no -0.0
         pos_equity = self._h(self._risk.position_risk.equity)
         iso = (b.isolated == 1) & (pos_equity < 0)
         pos_asset = b.settle_asset[b.pos_symbol]
         return {"deficit": deficit, "margin_currency": self.venue.margin_currency,
-                "deficit_isolated_by_asset": {a: -float(np.add.reduce(pos_equity, where=iso & (pos_asset == k)))
+                "deficit_isolated_by_asset": {a: 0.0 - float(np.add.reduce(pos_equity, where=iso & (pos_asset == k)))
                                               for k, a in enumerate(b.assets)}}
 
     def deficit(self) -> float:

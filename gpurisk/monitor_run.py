@@ -97,6 +97,8 @@ def write_snapshot(directory, book: Book, state: dict) -> None:
     with atomic_dir(directory, "book", meta) as out:
         for name, df in book.frames().items():
             out.write_frame(f"{name}.parquet", df, "parquet")
+        if book.collateral is not None:  # a pooled venue's table: a resumed monitor values wallets through it
+            out.write_frame("collateral.parquet", book.collateral, "parquet")
 
 
 class _Snapshots:

@@ -183,3 +183,21 @@ def test_a_new_wallet_needs_its_asset_in_the_collateral_table():
     assert out.applied == 1 and "account_id 1 cannot open a BTC wallet: the collateral table has no rows for BTC" \
         in out.rejected[0][1]
     assert live.book.collateral.equals(book.collateral) and live.book.wallet.tolist() == [1_005.0]
+
+
+def test_a_snapshot_of_a_pooled_monitor_keeps_the_collateral_table(tmp_path):
+    """A resumed monitor values the wallets through the same table (gpurisk monitor --snapshot)."""
+    from gpurisk.book import read_book
+    from gpurisk.monitor_run import snapshot_state, write_snapshot
+
+    book = pooled_synthetic_book(120)
+    mon = Monitor(Engine(book, venue="bybit_uta", backend="cpu"))
+    mon.inbox.put_mark(book.symbols[0], float(book.mark_price[0] * 0.8))
+    mon.inbox.put_update({"type": "balance", "account_id": 3, "asset": "BTC", "delta": -0.1})
+    summary = mon.step()[-1]
+    assert all(v >= 0 and str(v) != "-0.0" for v in summary["deficit_isolated_by_asset"].values())
+    write_snapshot(tmp_path / "snap", *snapshot_state(mon))
+    again = read_book(tmp_path / "snap")
+    assert again.collateral.equals(book.collateral)
+    resumed = Monitor(Engine(again, venue="bybit_uta", backend="cpu"))
+    assert resumed.pooled_deficit() == mon.pooled_deficit()
