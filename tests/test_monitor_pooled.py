@@ -201,3 +201,26 @@ def test_a_snapshot_of_a_pooled_monitor_keeps_the_collateral_table(tmp_path):
     assert again.collateral.equals(book.collateral)
     resumed = Monitor(Engine(again, venue="bybit_uta", backend="cpu"))
     assert resumed.pooled_deficit() == mon.pooled_deficit()
+
+
+def test_pooled_steps_reach_a_device_with_its_own_memory():
+    """Device arrays apart from the host book (as on a GPU): whole-pool subsets and pooled
+    liquidation prices equal an independent full revaluation on the plain cpu backend."""
+    from test_monitor import _SeparateMemoryBackend
+
+    book = pooled_synthetic_book(500)
+    mon = Monitor(Engine(book, venue="bybit_uta", backend=_SeparateMemoryBackend()), adl_top=3, subset_share=1.0)
+    rng = np.random.default_rng(2)
+    next_account = [10**9]
+    for step in range(30):
+        s = int(rng.integers(book.n_symbols))
+        mon.inbox.put_mark(book.symbols[s], float(mon.marks[s] * np.exp(rng.normal(0, 0.04))))
+        for _ in range(3):
+            mon.inbox.put_update(_random_update(rng, mon.book, next_account))
+        mon.step()
+        want = Engine(mon.book, venue="bybit_uta", backend="cpu").revalue(mon.marks, rank=False)
+        got = mon.results
+        for whole, part in ((want.account_margin, got.account_margin), (want.position_risk, got.position_risk),
+                            (want.pool_margin, got.pool_margin)):
+            for k in vars(whole):
+                assert np.array_equal(_bits(getattr(whole, k)), _bits(getattr(part, k))), (step, k)
