@@ -182,11 +182,15 @@ def _check_price_at_threshold(want, key, price, side_long, bankrupt, venue):
     at = want["at"]
     lq = Decimal(repr(float(venue.liquidation_ratio)))
 
+    # Slack in money, on the pool's scale: near the price the pool's equity is a small difference
+    # of large terms, so its float64 rounding is relative to the terms, not to the difference.
+    scale = max(abs(want["pools"][key[0]]["pool_equity"]), Decimal(1))
+
     def hits(p, slack):
         eq, req = at(key, p)
         if bankrupt:
-            return eq <= slack * max(abs(want["pools"][key[0]]["pool_equity"]), Decimal(1))
-        return eq <= 0 or req / eq >= lq * (1 - slack)
+            return eq <= slack * scale
+        return eq <= 0 or req - lq * eq >= -slack * scale
 
     tol = Decimal("1e-9")
     assert hits(price, tol), (key, price, at(key, price))
@@ -558,8 +562,16 @@ def _assert_what_if_rows_are_pooled_revaluations(book: Book, venue: str, res: pl
     for row in res.iter_rows(named=True):
         if row["margin_mode"] == "isolated" and row["size"] != 0.0 and not row["isolated_margin"] > 0.0:
             continue  # no valid book row to revalue (see test_whatif's property test)
-        risk = Engine(Book.from_frames(**modified_frames(book, row), collateral=book.collateral), venue=venue,
-                      backend="cpu").revalue()
+        try:
+            after = Book.from_frames(**modified_frames(book, row), collateral=book.collateral)
+        except BookError as exc:
+            # the order's realised PnL may leave a wallet of dust (|w| < 1e-12) that a book's input
+            # limits refuse: there is no valid book to revalue, nothing to compare
+            if all(p.table == "accounts" and p.column == "wallet_balance" and "input limits" in p.rule
+                   for p in exc.problems):
+                continue
+            raise
+        risk = Engine(after, venue=venue, backend="cpu").revalue()
         a = risk.accounts.filter((pl.col("account_id") == row["account_id"])
                                  & (pl.col("asset") == str(row["asset"]))).row(0, named=True)
         for mine, theirs in ACCOUNT_PAIRS + POOL_PAIRS:
