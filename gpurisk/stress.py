@@ -52,7 +52,7 @@ from .margin import account_margin, position_margin
 from .scenarios import check_paths, run_ids, scenario_paths
 from .screen import quiet_row, screen
 from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records
-from .stress_assets import insurance_funds, run_stress_by_asset, single_fund
+from .stress_assets import fund_amount, insurance_funds, run_stress_by_asset, single_fund
 from .tier_rules import venue_tiers
 from .venue import Venue, get_venue
 from .portfolio import PortfolioDevice, portfolio_accounts, portfolio_margin, tiered_view
@@ -613,7 +613,7 @@ def _whole(value, name: str, lo: int, hi: int) -> int:
 
 def _options(venue, backend, ladder, impact, policy, steps, insurance_fund):
     """The run's venue, backend, ladder, impact and policy list; ValueError on a bad option."""
-    from .schema import BALANCE_MAX, MAX_STEPS
+    from .schema import MAX_STEPS
 
     venue = get_venue(venue)
     be = get_backend(backend)
@@ -637,11 +637,5 @@ def _options(venue, backend, ladder, impact, policy, steps, insurance_fund):
                          f"tier_basis={venue.tier_basis!r}, tier_rate={venue.tier_rate!r}, "
                          f"close_fee_rate={venue.close_fee_rate!r}, mm_base={venue.mm_base!r}: use a ladder "
                          "with partial='slices' or 'none'")
-    try:
-        fund = float(insurance_fund)
-    except (TypeError, ValueError):
-        raise ValueError(f"insurance_fund must be a number, got {insurance_fund!r}") from None
-    if not math.isfinite(fund) or fund < 0 or fund > BALANCE_MAX:
-        raise ValueError(f"insurance_fund must be finite and in [0, {BALANCE_MAX:g}] (input limits, "
-                         f"gpurisk.schema), got {insurance_fund!r}")
+    fund_amount(insurance_fund)
     return venue, be, lad, imp, policies

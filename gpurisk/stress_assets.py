@@ -24,13 +24,26 @@ _SYMBOL_TABLES = ("liquidations", "adl_fills", "haircuts", "prices")
 _TABLES = ("summary",) + _SYMBOL_TABLES
 
 
+def fund_amount(value, what: str = "insurance_fund") -> float:
+    """One insurance fund's amount as a float; ValueError naming ``what`` unless it is a finite
+    number in [0, BALANCE_MAX]."""
+    from .schema import BALANCE_MAX
+
+    try:
+        fund = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(fund) or fund < 0 or fund > BALANCE_MAX:
+        raise ValueError(f"{what} must be finite and in [0, {BALANCE_MAX:g}] (input limits, "
+                         f"gpurisk.schema), got {value!r}")
+    return fund
+
+
 def insurance_funds(book: Book, insurance_fund) -> dict[str, float]:
     """The starting insurance fund per asset of ``book``, checked: a number is the fund of a
     single-asset book (a multi-asset book takes one only when it is 0: money of different
     assets is never one number); {asset: amount} names the book's assets (those left out start
     at 0). ValueError naming the asset otherwise."""
-    from .schema import BALANCE_MAX
-
     if isinstance(insurance_fund, dict):
         unknown = sorted(str(a) for a in insurance_fund if a not in book.assets)
         if unknown:
@@ -43,14 +56,7 @@ def insurance_funds(book: Book, insurance_fund) -> dict[str, float]:
     for asset in book.assets:
         value = given.get(asset, 0.0)
         what = "insurance_fund" if not isinstance(insurance_fund, dict) else f"insurance_fund[{asset!r}]"
-        try:
-            fund = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be a number, got {value!r}") from None
-        if not math.isfinite(fund) or fund < 0 or fund > BALANCE_MAX:
-            raise ValueError(f"{what} must be finite and in [0, {BALANCE_MAX:g}] (input limits, "
-                             f"gpurisk.schema), got {value!r}")
-        funds[asset] = fund
+        funds[asset] = fund_amount(value, what)
     if not isinstance(insurance_fund, dict) and len(book.assets) > 1 and funds[book.assets[0]] != 0:
         raise ValueError(f"the book holds wallets or markets in {len(book.assets)} assets "
                          f"({', '.join(book.assets)}): give the insurance fund per asset, "

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
 import oracle  # noqa: E402
-from oracle import engine_book, frames  # noqa: E402
+from oracle import frames  # noqa: E402
 from oracle_collateral import collateral_value, pooled_oracle  # noqa: E402
 from test_whatif_inverse import pool_orders  # noqa: E402  (imported here: it builds strategies at import)
 
@@ -514,6 +514,26 @@ def pooled_ticked_book() -> Book:
     return Book.from_frames(**ticked_book(book).frames(), collateral=book.collateral)  # frames() has no collateral
 
 
+def _assert_row_is_the_revaluation(risk, row, venue):
+    """The what-if ``row`` against ``risk`` (the revaluation of the book with its order applied):
+    its account row and pool, and its position where one remains, bit for bit. Returns the
+    account row and the position row (None when the order closes the position)."""
+    from test_whatif import ACCOUNT_PAIRS, POSITION_PAIRS, same_bits
+
+    a = risk.accounts.filter((pl.col("account_id") == row["account_id"])
+                             & (pl.col("asset") == str(row["asset"]))).row(0, named=True)
+    for mine, theirs in ACCOUNT_PAIRS + POOL_PAIRS:
+        assert same_bits(row[mine], a[theirs]), (venue, row, mine, a[theirs])
+    if row["size"] == 0.0:
+        return a, None
+    p = risk.positions.filter((pl.col("account_id") == row["account_id"])
+                              & (pl.col("symbol") == row["symbol"])
+                              & (pl.col("margin_mode") == row["margin_mode"])).row(0, named=True)
+    for mine, theirs in POSITION_PAIRS:
+        assert same_bits(row[mine], p[theirs]), (venue, row, mine, p[theirs])
+    return a, p
+
+
 @pytest.mark.parametrize("venue", ["bybit_uta", "binance_multi_assets"])
 def test_what_if_is_the_pooled_revaluation_of_the_modified_book(pooled_ticked_book, venue):
     """Each what-if row of a pooled venue is the revaluation of the book with the order
@@ -521,7 +541,7 @@ def test_what_if_is_the_pooled_revaluation_of_the_modified_book(pooled_ticked_bo
     (collateral value, pool equity, MM, close fee, IM, and the pool's margin ratio, available
     balance and status), the resulting position with its liquidation price against the pool,
     and the initial-margin check read off the modified book's pool."""
-    from test_whatif import ACCOUNT_PAIRS, POSITION_PAIRS, _random_orders, modified_frames, order_kind, same_bits
+    from test_whatif import _random_orders, modified_frames, order_kind
 
     book = pooled_ticked_book
     frames_ = book.frames()
@@ -532,19 +552,10 @@ def test_what_if_is_the_pooled_revaluation_of_the_modified_book(pooled_ticked_bo
         if iso and row["size"] != 0.0 and not row["isolated_margin"] > 0.0:
             continue  # no valid book row to revalue (see test_whatif's property test)
         mod = Book.from_frames(**modified_frames(book, row), collateral=book.collateral)
-        risk = Engine(mod, venue=venue, backend="cpu").revalue()
-        a = risk.accounts.filter((pl.col("account_id") == row["account_id"])
-                                 & (pl.col("asset") == str(row["asset"]))).row(0, named=True)
-        for mine, theirs in ACCOUNT_PAIRS + POOL_PAIRS:
-            assert same_bits(row[mine], a[theirs]), (venue, row, mine, a[theirs])
+        a, p = _assert_row_is_the_revaluation(Engine(mod, venue=venue, backend="cpu").revalue(), row, venue)
         kind = order_kind(frames_, row)
         ok = a["available_balance"] >= 0.0
-        if row["size"] != 0.0:
-            p = risk.positions.filter((pl.col("account_id") == row["account_id"])
-                                      & (pl.col("symbol") == row["symbol"])
-                                      & (pl.col("margin_mode") == row["margin_mode"])).row(0, named=True)
-            for mine, theirs in POSITION_PAIRS:
-                assert same_bits(row[mine], p[theirs]), (venue, row, mine, p[theirs])
+        if p is not None:
             if iso:
                 ok = ok and row["isolated_margin"] + p["upnl"] >= p["init_margin"]  # the modified book's margin
         assert row["im_check"] == (kind in ("reduce", "close") or ok), (venue, row, kind)
@@ -556,7 +567,7 @@ def test_what_if_is_the_pooled_revaluation_of_the_modified_book(pooled_ticked_bo
 
 
 def _assert_what_if_rows_are_pooled_revaluations(book: Book, venue: str, res: pl.DataFrame) -> set:
-    from test_whatif import ACCOUNT_PAIRS, POSITION_PAIRS, modified_frames, same_bits
+    from test_whatif import modified_frames
 
     seen = set()
     for row in res.iter_rows(named=True):
@@ -571,17 +582,7 @@ def _assert_what_if_rows_are_pooled_revaluations(book: Book, venue: str, res: pl
                    for p in exc.problems):
                 continue
             raise
-        risk = Engine(after, venue=venue, backend="cpu").revalue()
-        a = risk.accounts.filter((pl.col("account_id") == row["account_id"])
-                                 & (pl.col("asset") == str(row["asset"]))).row(0, named=True)
-        for mine, theirs in ACCOUNT_PAIRS + POOL_PAIRS:
-            assert same_bits(row[mine], a[theirs]), (venue, row, mine, a[theirs])
-        if row["size"] != 0.0:
-            p = risk.positions.filter((pl.col("account_id") == row["account_id"])
-                                      & (pl.col("symbol") == row["symbol"])
-                                      & (pl.col("margin_mode") == row["margin_mode"])).row(0, named=True)
-            for mine, theirs in POSITION_PAIRS:
-                assert same_bits(row[mine], p[theirs]), (venue, row, mine, p[theirs])
+        _assert_row_is_the_revaluation(Engine(after, venue=venue, backend="cpu").revalue(), row, venue)
         seen.add(str(row["asset"]))
     return seen
 

@@ -342,7 +342,11 @@ def test_property_what_if_is_the_revaluation_of_the_modified_book(case, venue):
     under any venue: every what-if row is the revaluation of the book with that order applied."""
     book_rows, order_rows, _ = case
     book = engine_book(book_rows)
-    res = Engine(book, venue=venue, backend="cpu").what_if(pl.DataFrame(order_rows))
+    assert_rows_are_revaluations(book, venue, Engine(book, venue=venue, backend="cpu").what_if(pl.DataFrame(order_rows)))
+
+
+def assert_rows_are_revaluations(book, venue, res) -> None:
+    """Every what-if row of ``res`` is the revaluation of ``book`` with that order applied."""
     for row in res.iter_rows(named=True):
         # A reduction at a loss can spend an isolated position's whole margin: the position
         # after the order is then no valid book row (isolated_margin must be > 0), so there is
