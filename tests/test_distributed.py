@@ -62,6 +62,16 @@ def client(reference):
         yield c
 
 
+@pytest.fixture
+def client_to_kill(reference):
+    """A cluster of its own for a test that kills a worker. Dask's LocalCluster closes a nanny
+    for good when its worker name is missing 15 s (lost-worker-timeout) after an earlier loss of
+    that name, so two kills of one worker some 15 s apart on a shared cluster would leave it a
+    worker short."""
+    with _cluster() as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
 def assert_same(got, want):
     assert got.columns == want.columns and got.dtypes == want.dtypes
     for c in want.columns:
@@ -187,7 +197,8 @@ def test_resident_engine_revalues_new_marks_without_reading_the_book_again(clien
         assert_same(engine.revalue().accounts, reference["dydx"].accounts)  # still usable
 
 
-def test_resident_engine_reloads_the_shards_of_a_killed_worker(client, book, sharded):
+def test_resident_engine_reloads_the_shards_of_a_killed_worker(client_to_kill, book, sharded):
+    client = client_to_kill
     marks = {"BTCUSDT": 48_000.0}
     want = gpurisk.revalue(book, venue="binance", backend="cpu", marks=marks)
     with DistributedEngine(sharded[3], client, venue="binance", backend="cpu", timeout=60) as engine:
@@ -343,8 +354,9 @@ def _pid_when_written(marker, timeout=30.0):
 
 
 @pytest.mark.parametrize("what", ["revalue", "stress"])
-def test_a_worker_killed_mid_run_is_retried_and_the_result_is_complete(client, book, sharded, reference,
+def test_a_worker_killed_mid_run_is_retried_and_the_result_is_complete(client_to_kill, book, sharded, reference,
                                                                        tmp_path, what):
+    client = client_to_kill
     marker = str(tmp_path / "first-attempt")
 
     def hook(label, marker=marker):  # sent by value to the workers
