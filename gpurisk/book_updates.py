@@ -50,7 +50,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from .book import _ROW, Book, BookError, _Checker, _check_columns, _validate_accounts, _validate_positions
+from .book import Book
+from .validate import ROW, BookError, Checker, check_columns, validate_accounts, validate_positions
 from . import schema as lim
 from .live_layout import Slack, close_row, compact, open_row, pad
 from .schema import CONTRACT_TYPES, DEFAULT_SETTLE_ASSET, MARGIN_MODES
@@ -155,7 +156,7 @@ def writable_copy(book: Book) -> Book:
                                meta={k: v for k, v in book.meta.items() if k != "hash"})
 
 
-class _RowsChecker(_Checker):
+class _RowsChecker(Checker):
     """The book's checker, also keeping every row that breaks a rule (not only the examples)."""
 
     def __init__(self, table, df):
@@ -167,8 +168,8 @@ class _RowsChecker(_Checker):
         self._flush()
         return self._bad_rows
 
-    def _report(self, column, hits, rule):  # _Checker._report, keeping the rows of its filter
-        self._bad_rows.update(hits[_ROW].to_list())
+    def _report(self, column, hits, rule):  # Checker._report, keeping the rows of its filter
+        self._bad_rows.update(hits[ROW].to_list())
         super()._report(column, hits, rule)
 
 
@@ -434,8 +435,8 @@ class LiveBook:
             if len(b.assets) > 1:  # the wallet's asset, as the accounts table names it
                 columns["asset"], schema["asset"] = [b.assets[p[1]] for p in pools], pl.String
             acc = _RowsChecker("accounts", pl.DataFrame(columns, schema=schema))
-            acc.df = _check_columns(acc)
-            _validate_accounts(acc)
+            acc.df = check_columns(acc)
+            validate_accounts(acc)
             problems += acc.problems
             bad |= {("a", pools[r]) for r in acc.bad_rows}
         rows = [(k, v) for k, v in positions.items() if v is not None]
@@ -453,8 +454,8 @@ class LiveBook:
             known = [k[0] for k, _ in rows if (p := self._pool(k)) in wallets or p in opened
                      or self._account_index(p) >= 0]
             chk = _RowsChecker("positions", frame)
-            chk.df = _check_columns(chk)
-            _validate_positions(chk, pl.Series(known, dtype=pl.Int64), pl.Series(b.symbols, dtype=pl.String),
+            chk.df = check_columns(chk)
+            validate_positions(chk, pl.Series(known, dtype=pl.Int64), pl.Series(b.symbols, dtype=pl.String),
                                 pl.DataFrame({"symbol": list(b.symbols), "contract_size": b.contract_size,
                                               "contract_type": np.array(CONTRACT_TYPES)[b.inverse]}))
             problems += chk.problems

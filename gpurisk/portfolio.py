@@ -70,13 +70,13 @@ class PortfolioModel:
         first offending rows."""
         import polars as pl
 
-        from .book import BookError, Problem, _check_columns, _Checker, _to_frame, _ROW
+        from .validate import ROW, BookError, Checker, Problem, check_columns, to_frame
 
-        df = _to_frame(table, "portfolio")
-        chk = _Checker("portfolio", df)
+        df = to_frame(table, "portfolio")
+        chk = Checker("portfolio", df)
         if df.height == 0:
             chk.add("", "table is empty")
-        chk.df = _check_columns(chk, PORTFOLIO_TABLE)
+        chk.df = check_columns(chk, PORTFOLIO_TABLE)
         if chk.problems:
             raise BookError(chk.problems)
         ok = lambda c: c not in chk.bad_columns  # noqa: E731
@@ -102,7 +102,7 @@ class PortfolioModel:
                      "must be finite and >= 0 (or null: no liquidity contingency)")
         if chk.problems:
             raise BookError(chk.problems)
-        df = chk.df.drop(_ROW)
+        df = chk.df.drop(ROW)
         params = ["price_range", "shocks", "offset_rate", "liquidity_threshold", "liquidity_rate"]
         # A group's parameters repeat on each of its rows: they must agree.
         per_group = df.group_by("risk_group", maintain_order=True).agg(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .venue import Venue
 
 
@@ -42,3 +44,13 @@ def venue_tiers(backend, dev, venue: Venue) -> VenueTiers:
                                 backend.asarray(req) if fee else dev.tier_mmr,
                                 xp.ascontiguousarray(backend.asarray(bounds)))
     return cache[key]
+
+
+def derived_maint_amount(tier_start: np.ndarray, floor: np.ndarray, mmr: np.ndarray) -> np.ndarray:
+    """cum_1 = 0, cum_k = cum_(k-1) + floor_k · (mmr_k − mmr_(k−1)) per symbol (MM continuous)."""
+    cum = np.zeros(floor.size)
+    for s in range(tier_start.size - 1):
+        a, b = int(tier_start[s]), int(tier_start[s + 1])
+        for k in range(a + 1, b):
+            cum[k] = cum[k - 1] + floor[k] * (mmr[k] - mmr[k - 1])
+    return cum

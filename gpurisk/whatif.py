@@ -357,9 +357,9 @@ def _pool_args(b, base: BaseFigures, venue, out: dict, n: int) -> tuple:
 
 
 def _orders_frame(orders) -> "pl.DataFrame":
-    from .book import _to_frame
+    from .validate import to_frame
 
-    return _to_frame(orders, "orders")
+    return to_frame(orders, "orders")
 
 
 def checked_columns(orders) -> "pl.DataFrame":

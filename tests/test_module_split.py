@@ -1,4 +1,4 @@
-"""gpurisk.report, gpurisk.distributed and gpurisk.cli were each split into modules named for
+"""gpurisk.report, gpurisk.distributed, gpurisk.cli and gpurisk.book were each split into modules named for
 their concepts; every name they had stays importable from them, as the very object of the
 module that now holds it (not a copy)."""
 
@@ -27,11 +27,16 @@ MOVED = {
         "cli_stress": ["cmd_stress"],
         "cli_report": ["cmd_report", "format_report_line"],
     },
+    "book": {
+        "validate": ["EXAMPLES_SHOWN", "Problem", "BookError"],
+        "tier_rules": ["derived_maint_amount"],
+    },
 }
 KEPT = {
     "report": ["CSS", "table_html", "write_report"],
     "distributed": ["DistributedEngine", "DistributedRisk", "revalue_distributed"],
     "cli": ["DESCRIPTION", "EXIT_OK", "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "build_parser", "main"],
+    "book": ["Book", "read_book", "read_table"],
 }
 
 
