@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Book": "book", "BookError": "book", "Problem": "book", "read_book": "book",
     "synthetic_book": "synthetic", "synthetic_tables": "synthetic",
-    "Engine": "engine", "Risk": "engine", "revalue": "engine",
+    "Engine": "engine", "Risk": "risk", "revalue": "engine",
     "Venue": "venue", "PRESETS": "venue", "get_venue": "venue", "BINANCE": "venue", "BYBIT": "venue",
     "BITMEX": "venue", "HYPERLIQUID": "venue", "DYDX": "venue", "OKX": "venue", "GATE": "venue",
     "VARIANTS": "venue", "BYBIT_UTA": "venue", "BINANCE_MULTI_ASSETS": "venue",

@@ -1,7 +1,7 @@
 """Reports people would rather look at: one self-contained HTML page with plots and tables,
 and a few headline numbers for the terminal.
 
-``write_report(path, risk=..., stress=...)`` takes a :class:`~gpurisk.engine.Risk` and/or a
+``write_report(path, risk=..., stress=...)`` takes a :class:`~gpurisk.risk.Risk` and/or a
 :class:`~gpurisk.stress.StressResult`, or the same tables read back from the Parquet files
 that ``Risk.write`` and ``StressResult.write`` produce (:func:`load_risk_tables`,
 :func:`load_stress_tables`). Plots are PNGs drawn with Matplotlib's Agg renderer (no
@@ -257,7 +257,7 @@ def write_report(path: str | Path, risk=None, stress=None, title: str = "gpurisk
                  base_marks: dict | None = None, max_symbols: int = 12, queue_top: int = 5) -> Path:
     """Write one self-contained HTML page (tables, and PNG plots embedded as data URIs).
 
-    risk: a :class:`~gpurisk.engine.Risk` or :class:`RiskTables` (``load_risk_tables``):
+    risk: a :class:`~gpurisk.risk.Risk` or :class:`RiskTables` (``load_risk_tables``):
         margin-ratio distribution with the status bands, and per symbol the long and short ADL
         queues with the front of each queue as a table.
     stress: a :class:`~gpurisk.stress.StressResult` or :class:`StressTables`

@@ -28,7 +28,7 @@ STRESS_TABLES = ("summary", "liquidations", "adl_fills", "haircuts", "prices")
 @dataclass
 class RiskTables:
     """What a report needs of a revaluation: ``accounts`` and ``positions`` (the tables of
-    :class:`~gpurisk.engine.Risk`). ``venue`` is the venue's name where known."""
+    :class:`~gpurisk.risk.Risk`). ``venue`` is the venue's name where known."""
 
     accounts: pl.DataFrame
     positions: pl.DataFrame

@@ -508,7 +508,7 @@ def what_if(engine, orders, marks=None, rows: np.ndarray | None = None) -> "pl.D
 
 
 def _frame(frame: "pl.DataFrame", r: WhatIfArrays, rows: np.ndarray | None, book, sym: np.ndarray) -> "pl.DataFrame":
-    from .engine import _codes, _enum, _to_enum
+    from .risk import _codes, _enum, _to_enum
 
     status, st_codes = _enum(STATUSES)
     mode, mode_codes = _enum(MARGIN_MODES)

@@ -402,7 +402,7 @@ def test_result_tables_with_more_symbols_than_one_byte_of_codes():
 
 
 def test_enum_codes_helpers_match_gathered_labels():
-    from gpurisk.engine import _codes, _enum, _to_enum
+    from gpurisk.risk import _codes, _enum, _to_enum
 
     rng = np.random.default_rng(0)
     for k, physical in ((2, np.uint8), (256, np.uint16), (70_000, np.uint32)):

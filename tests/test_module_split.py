@@ -1,4 +1,4 @@
-"""gpurisk.report, gpurisk.distributed, gpurisk.cli and gpurisk.book were each split into modules named for
+"""gpurisk.report, gpurisk.distributed, gpurisk.cli, gpurisk.book and gpurisk.engine were each split into modules named for
 their concepts; every name they had stays importable from them, as the very object of the
 module that now holds it (not a copy)."""
 
@@ -27,6 +27,10 @@ MOVED = {
         "cli_stress": ["cmd_stress"],
         "cli_report": ["cmd_report", "format_report_line"],
     },
+    "engine": {
+        "marks": ["check_marks", "resolve_marks"],
+        "risk": ["Risk", "status_summary"],
+    },
     "book": {
         "validate": ["EXAMPLES_SHOWN", "Problem", "BookError"],
         "tier_rules": ["derived_maint_amount"],
@@ -37,6 +41,7 @@ KEPT = {
     "distributed": ["DistributedEngine", "DistributedRisk", "revalue_distributed"],
     "cli": ["DESCRIPTION", "EXIT_OK", "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "build_parser", "main"],
     "book": ["Book", "read_book", "read_table"],
+    "engine": ["DeviceBook", "Engine", "revalue", "padded_tiers", "liquidation_root_bounds", "auto_chunk_positions"],
 }
 
 
