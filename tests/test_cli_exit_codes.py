@@ -56,6 +56,16 @@ def test_done_exits_0(book, tmp_path):
     assert (tmp_path / "r" / "positions.parquet").exists()
 
 
+def test_python_dash_m_gpurisk_is_the_command(book, tmp_path):
+    """``python -m gpurisk`` runs the same command and passes its exit status through."""
+    res = subprocess.run([sys.executable, "-m", "gpurisk", "revalue", book, "--backend", "cpu", "--out",
+                          tmp_path / "r"], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and (tmp_path / "r" / "accounts.parquet").exists(), res.stderr
+    res = subprocess.run([sys.executable, "-m", "gpurisk", "revalue"], cwd=tmp_path, env=env(),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "usage: gpurisk revalue" in res.stderr
+
+
 # ---- 2: bad input or usage -------------------------------------------------------------
 
 def test_usage_error_exits_2(tmp_path):
