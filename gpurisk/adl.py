@@ -130,7 +130,7 @@ def queue_heads(backend: Backend, pos_symbol, size, score, n_groups: int, top: i
     """The first ``top`` places of every queue, the same positions as rank_queues puts there
     (score descending, NaN last, ties by index), without ranking whole queues: one pass over
     the positions in blocks (kernels/adl.cu queue_head_candidates), then a merge of each
-    block's candidates. Positions of size 0 belong to no queue."""
+    block's candidates (queue_head_merge). Positions of size 0 belong to no queue."""
     xp = backend.xp
     n = int(size.size)
     block = max(HEAD_BLOCK_MIN, -(-n // HEAD_BLOCKS))
@@ -138,25 +138,16 @@ def queue_heads(backend: Backend, pos_symbol, size, score, n_groups: int, top: i
     candidate = xp.empty(n_blocks * n_groups * top, dtype=xp.int64)
     count = xp.empty(n_blocks * n_groups, dtype=xp.int64)
     abs_size = xp.empty(n_blocks * n_groups, dtype=xp.float64)
+    threshold = xp.empty(n_blocks * n_groups, dtype=xp.float64)
     backend.launch("queue_head_candidates", n_blocks, n, block, n_groups, top, pos_symbol, size, score,
-                   candidate, count, abs_size)
-    # the merge: every candidate by (queue, NaN last, score descending, index)
-    cand = backend.to_host(candidate).reshape(n_blocks, n_groups, top)
-    group = np.broadcast_to(np.arange(n_groups, dtype=np.int64)[None, :, None], cand.shape)[cand >= 0]
-    idx = cand[cand >= 0]
-    s = backend.to_host(score[backend.asarray(idx)]) if idx.size else np.empty(0)
-    nan = np.isnan(s)
-    key = np.where(nan, 0.0, -(s + 0.0))  # -0.0 ties with 0.0
-    order = np.lexsort((idx, key, nan, group))
-    group, idx = group[order], idx[order]
-    first = np.searchsorted(group, np.arange(n_groups + 1))
-    heads = [tuple(int(i) for i in idx[first[g]:min(first[g] + top, first[g + 1])]) for g in range(n_groups)]
-    # per queue, the blocks' figures in block order (integers: exact; |size|: a fixed order)
-    count_h = backend.to_host(count).reshape(n_blocks, n_groups).sum(axis=0)
-    totals = backend.to_host(abs_size).reshape(n_blocks, n_groups)
-    abs_total = np.zeros(n_groups)
-    for row in totals:
-        abs_total += row
+                   candidate, count, abs_size, threshold)
+    head = xp.empty(n_groups * top, dtype=xp.int64)
+    count_total = xp.empty(n_groups, dtype=xp.int64)
+    abs_total = xp.empty(n_groups, dtype=xp.float64)
+    backend.launch("queue_head_merge", n_groups, n_blocks, top, score, candidate, count, abs_size, head,
+                   count_total, abs_total)
+    heads = [tuple(row[row >= 0].tolist()) for row in backend.to_host(head).reshape(n_groups, top)]
+    count_h, abs_total = backend.to_host(count_total), backend.to_host(abs_total)
     return QueueHeads(heads, count_h, abs_total)
 
 

@@ -111,24 +111,37 @@ GR_DEVICE bool queue_ahead(double s, long long i, double t, long long j) {
     return i < j;
 }
 
+// A loop over the blocks of queue_head_candidates: on the CPU the blocks (equal in size, a
+// hundred or so) go to the OpenMP threads, however few there are; each block's work is the
+// same on any thread, so the bits are too.
+#if defined(__CUDACC__)
+#define for_each_head_block(b, n) for_each_index(b, n)
+#else
+#define for_each_head_block(b, n)                                              \
+    GR_PRAGMA(omp parallel for schedule(static) if ((long long)(n) > 1))      \
+    for (long long b = 0; b < (long long)(n); ++b)
+#endif
+
 // The front places of every ADL queue without ranking whole queues (the live monitor,
 // gpurisk/monitor.py): each block of `block` positions keeps, per queue (2·symbol for longs,
 // 2·symbol + 1 for shorts), its first `top` positions in queue order (candidates, -1 where
-// fewer), and counts the queue's positions and sums their |size| left to right. The host
-// merges the blocks' candidates and sums the blocks in block order (fixed: the same bits on
-// every backend and thread count). Positions of size 0 (free rows of a layout with slack,
-// gpurisk/book_updates.py) belong to no queue.
+// fewer), and counts the queue's positions and sums their |size| left to right;
+// queue_head_merge then merges the blocks. threshold: scratch, n_blocks × n_groups. Positions of size 0 (free rows of a layout with
+// slack, gpurisk/book_updates.py) belong to no queue.
 GR_KERNEL void queue_head_candidates(long long n_blocks, long long n, long long block, int n_groups, int top,
                                      const int* symbol, const double* size, const double* score,
-                                     long long* candidate, long long* count, double* abs_size) {
-    for_each_index(b, n_blocks) {
+                                     long long* candidate, long long* count, double* abs_size,
+                                     double* threshold) {
+    for_each_head_block(b, n_blocks) {
         long long* out = candidate + b * n_groups * top;
         long long* cnt = count + b * n_groups;
         double* tot = abs_size + b * n_groups;
+        double* thr = threshold + b * n_groups;
         for (int k = 0; k < n_groups * top; ++k) out[k] = -1;
         for (int g = 0; g < n_groups; ++g) {
             cnt[g] = 0;
             tot[g] = 0.0;
+            thr[g] = GR_NAN;
         }
         const long long end = (b + 1) * block < n ? (b + 1) * block : n;
         for (long long i = b * block; i < end; ++i) {
@@ -137,17 +150,55 @@ GR_KERNEL void queue_head_candidates(long long n_blocks, long long n, long long 
             const int g = 2 * symbol[i] + (q < 0.0 ? 1 : 0);
             cnt[g] += 1;
             tot[g] += fabs(q);
-            long long* h = out + g * top;
             const double s = score[i];
+            // Most positions: one compare. A full list's last score, where it is a number: a
+            // score not above it is behind (an equal one comes later, so its index is larger)
+            if (s <= thr[g]) continue;
+            long long* h = out + g * top;
             const long long last = h[top - 1];
-            if (last >= 0 && !queue_ahead(s, i, score[last], last)) continue;  // most positions: one compare
+            if (last >= 0 && !queue_ahead(s, i, score[last], last)) continue;
             int k = top - 1;
             while (k > 0 && (h[k - 1] < 0 || queue_ahead(s, i, score[h[k - 1]], h[k - 1]))) {
                 h[k] = h[k - 1];
                 --k;
             }
             h[k] = i;
+            if (h[top - 1] >= 0) thr[g] = score[h[top - 1]];  // NaN: no shortcut
         }
+    }
+}
+
+// The blocks of queue_head_candidates merged, a thread per queue: its first `top` positions
+// over all blocks (head, -1 where the queue holds fewer), its positions counted and its
+// |size| summed over the blocks in block order (fixed: the same bits on every backend and
+// thread count).
+GR_KERNEL void queue_head_merge(long long n_groups, long long n_blocks, int top, const double* score,
+                                const long long* candidate, const long long* count, const double* abs_size,
+                                long long* head, long long* count_total, double* abs_total) {
+    for_each_index(g, n_groups) {
+        long long* h = head + g * top;
+        for (int k = 0; k < top; ++k) h[k] = -1;
+        long long c = 0;
+        double t = 0.0;
+        for (long long b = 0; b < n_blocks; ++b) {
+            c += count[b * n_groups + g];
+            t += abs_size[b * n_groups + g];
+            const long long* cand = candidate + (b * n_groups + g) * top;
+            for (int j = 0; j < top && cand[j] >= 0; ++j) {
+                const long long i = cand[j];
+                const double s = score[i];
+                const long long last = h[top - 1];
+                if (last >= 0 && !queue_ahead(s, i, score[last], last)) break;  // the block's next are behind too
+                int k = top - 1;
+                while (k > 0 && (h[k - 1] < 0 || queue_ahead(s, i, score[h[k - 1]], h[k - 1]))) {
+                    h[k] = h[k - 1];
+                    --k;
+                }
+                h[k] = i;
+            }
+        }
+        count_total[g] = c;
+        abs_total[g] = t;
     }
 }
 
