@@ -35,9 +35,17 @@ def _clean(x):
     return x
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def event_json(event: dict) -> str:
-    """One event as strict JSON (a non-finite number is null)."""
-    return json.dumps(_clean(event), allow_nan=False, separators=(",", ":"))
+    """One event as strict JSON (a non-finite number is null). Events rarely hold one (the
+    monitor writes null itself): they are encoded as they are, and copied with nulls only
+    where the encoder refuses a non-finite number."""
+    try:
+        return _ENCODER.encode(event)
+    except ValueError:
+        return _ENCODER.encode(_clean(event))
 
 
 class JsonLinesSink:
