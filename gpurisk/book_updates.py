@@ -59,6 +59,8 @@ from .schema import CONTRACT_TYPES, DEFAULT_SETTLE_ASSET, MARGIN_MODES
 UPDATE_TYPES = ("position", "fill", "balance", "account")
 #: a fill leaving |size| at most this fraction of the sizes it adds closes the position
 DUST = 1e-9
+#: account rows remembered between batches (found again when forgotten): bounded memory
+LOOKUPS_KEPT = 1 << 16
 
 
 class UpdateError(ValueError):
@@ -210,6 +212,11 @@ class LiveBook:
         # the wallet a balance or account update without ``asset`` names
         self._default_asset = 0 if len(assets) == 1 else \
             assets.index(DEFAULT_SETTLE_ASSET) if DEFAULT_SETTLE_ASSET in assets else None
+        # a batch's lookups: each account id's first row (one vectorised search per batch) and
+        # each wallet's row, for the accounts arrays they were found in (never written in place)
+        self._found_in: tuple | None = None
+        self._first_row: dict = {}
+        self._wallet_row: dict = {}
 
     def compact(self) -> Book:
         """The book without free rows (the book itself where none are reserved)."""
@@ -217,10 +224,42 @@ class LiveBook:
 
     # ------------------------------------------------------------------ lookups
 
+    def _lookups(self) -> tuple[dict, dict]:
+        """(first row per account id, row per wallet) found in the current accounts arrays."""
+        b = self.book
+        if self._found_in is None or self._found_in[0] is not b.account_id or self._found_in[1] is not b.account_asset:
+            self._found_in, self._first_row, self._wallet_row = (b.account_id, b.account_asset), {}, {}
+        return self._first_row, self._wallet_row
+
+    def _find_accounts(self, updates: list) -> None:
+        """The first rows of the accounts a batch names, in one search (the lookups after it
+        are dict reads)."""
+        first_row, wallet_row = self._lookups()
+        if len(first_row) + len(wallet_row) > LOOKUPS_KEPT:
+            first_row.clear()
+            wallet_row.clear()
+        ids = {v for u in updates if isinstance(u, dict) and type(v := u.get("account_id")) is int
+               and -2**63 <= v < 2**63 and v not in first_row}
+        if ids:
+            ids = list(ids)
+            first_row.update(zip(ids, np.searchsorted(self.book.account_id, np.array(ids, dtype=np.int64)).tolist()))
+
     def _account_index(self, pool: tuple) -> int:
         """The row of the wallet (account_id, asset code), -1 when the book has none."""
-        a, held = _pool_row(self.book.account_id, self.book.account_asset, pool)
-        return a if held else -1
+        first_row, wallet_row = self._lookups()
+        a = wallet_row.get(pool)
+        if a is None:
+            b = self.book
+            account_id, code = pool
+            a = first_row.get(account_id)
+            if a is None:
+                a = first_row[account_id] = int(np.searchsorted(b.account_id, account_id))
+            ids, assets = b.account_id, b.account_asset
+            while a < ids.size and ids[a] == account_id and assets[a] < code:
+                a += 1
+            held = a < ids.size and ids[a] == account_id and assets[a] == code
+            a = wallet_row[pool] = a if held else -1
+        return a
 
     def _pool(self, key: tuple) -> tuple:
         """The wallet (account_id, asset code) of a position key (account_id, symbol, mode)."""
@@ -257,15 +296,20 @@ class LiveBook:
     def _has_account(self, wallets: dict, account_id: int) -> bool:
         """Whether the account holds a wallet in any asset (in the book or pending)."""
         ids = self.book.account_id
-        a = int(np.searchsorted(ids, account_id))
+        first_row, _ = self._lookups()
+        a = first_row.get(account_id)
+        if a is None:
+            a = first_row[account_id] = int(np.searchsorted(ids, account_id))
         return (a < ids.size and ids[a] == account_id) or any((account_id, c) in wallets
                                                               for c in range(len(self.book.assets)))
 
     def _position_index(self, a: int, symbol: int, iso: int) -> int:
         b = self.book
-        for i in range(int(b.pos_start[a]), int(b.pos_start[a + 1])):
-            if b.pos_symbol[i] == symbol and b.isolated[i] == iso and b.size[i] != 0:  # free rows hold none
-                return i
+        first, end = int(b.pos_start[a]), int(b.pos_start[a + 1])
+        for k, (s, i, q) in enumerate(zip(b.pos_symbol[first:end].tolist(), b.isolated[first:end].tolist(),
+                                          b.size[first:end].tolist())):
+            if s == symbol and i == iso and q != 0:  # free rows hold none
+                return first + k
         return -1
 
     def _place(self, a: int, symbol: int, iso: int) -> int:
@@ -469,6 +513,7 @@ class LiveBook:
         positions: dict = {}
         wallets: dict = {}
         rejected = []
+        self._find_accounts(updates)
         for u in updates:  # understood one by one; validated together (the common case: all good)
             try:
                 self._resolve(u, positions, wallets)
