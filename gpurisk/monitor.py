@@ -521,7 +521,7 @@ class Monitor:
         status = self._h(self._risk.account_margin.status)
         if self.pooled:  # accounts (pools) counted once, not per wallet row
             status = status[self._pool_starts()[:-1]]
-        counts = np.bincount(status, minlength=len(STATUSES))
+        counts = [np.count_nonzero(status == k) for k in range(len(STATUSES))]  # no int8 -> intp copy
         if self.pooled:
             deficit = self.pooled_deficit()
         elif self.resident.default_assets:

@@ -111,13 +111,13 @@ GR_DEVICE bool queue_ahead(double s, long long i, double t, long long j) {
     return i < j;
 }
 
-// A loop over the blocks of queue_head_candidates: on the CPU the blocks (equal in size, a
-// hundred or so) go to the OpenMP threads, however few there are; each block's work is the
-// same on any thread, so the bits are too.
+// A loop over blocks of positions or accounts (queue_head_candidates, uncovered_blocks): on the
+// CPU the blocks (equal in size, a hundred or so) go to the OpenMP threads, however few there
+// are; each block's work is the same on any thread, so the bits are too.
 #if defined(__CUDACC__)
-#define for_each_head_block(b, n) for_each_index(b, n)
+#define for_each_block(b, n) for_each_index(b, n)
 #else
-#define for_each_head_block(b, n)                                              \
+#define for_each_block(b, n)                                                   \
     GR_PRAGMA(omp parallel for schedule(static) if ((long long)(n) > 1))      \
     for (long long b = 0; b < (long long)(n); ++b)
 #endif
@@ -132,7 +132,7 @@ GR_KERNEL void queue_head_candidates(long long n_blocks, long long n, long long 
                                      const int* symbol, const double* size, const double* score,
                                      long long* candidate, long long* count, double* abs_size,
                                      double* threshold) {
-    for_each_head_block(b, n_blocks) {
+    for_each_block(b, n_blocks) {
         long long* out = candidate + b * n_groups * top;
         long long* cnt = count + b * n_groups;
         double* tot = abs_size + b * n_groups;
@@ -210,7 +210,7 @@ GR_KERNEL void uncovered_blocks(long long n_blocks, long long account_blocks, lo
                                 long long n_accounts, const double* account_equity, const int* n_cross,
                                 long long n_positions, const double* position_equity,
                                 const signed char* isolated, double* block_total) {
-    for_each_index(b, n_blocks) {
+    for_each_block(b, n_blocks) {
         double s = 0.0;
         if (b < account_blocks) {
             const long long end = (b + 1) * block < n_accounts ? (b + 1) * block : n_accounts;
