@@ -393,7 +393,11 @@ class Monitor:
         if self.pooled:
             events += self._pool_changes(status)
         # a healthy account nobody was told about yet is not news
-        moved = np.empty(0, np.int64) if self.pooled else np.flatnonzero((status != self._acc_status) & ~((self._acc_status == UNKNOWN) & (status == 0)))
+        if self.pooled:
+            moved = np.empty(0, np.int64)
+        else:  # the few rows that differ, then those of them that are news
+            moved = np.flatnonzero(status != self._acc_status)
+            moved = moved[~((self._acc_status[moved] == UNKNOWN) & (status[moved] == 0))]
         if moved.size:
             ratio, equity, maint = (self._h(x)[moved] for x in (am.ratio, am.equity, am.maint))
             for k, a in enumerate(moved.tolist()):
@@ -404,7 +408,8 @@ class Monitor:
                                "maint_margin": float(maint[k]), **self._asset_of(a)})
         self._acc_status = status.copy()
         pstatus = self._h(pr.status)
-        entering = np.flatnonzero((pstatus >= LIQUIDATABLE) & (self._pos_status < LIQUIDATABLE) & (b.size != 0))
+        entering = np.flatnonzero((pstatus >= LIQUIDATABLE) & (self._pos_status < LIQUIDATABLE))
+        entering = entering[b.size[entering] != 0]
         if entering.size:
             if self._liq_stale:
                 self._liquidation_prices(entering)
