@@ -178,3 +178,33 @@ def test_the_numpy_check_reads_an_inverse_notional_in_the_coin():
         assert (not live._problems(positions, {}, set(), fast=False)[0]) is ok
     big = {(1, 1, 0): {"size": 1e13, "entry_price": 49_000.0, "isolated_margin": 0.0, "leverage": None}}
     assert live._rows_pass(big, {}, set())  # 2.04e8 coins (the linear formula would read 4.9e17)
+
+
+@pytest.mark.parametrize("slack,kept", [(None, None), (Slack(every=40, free=1, search_rows=6), None), (Slack(), 5)])
+def test_account_rows_remembered_between_batches_are_those_a_fresh_search_finds(monkeypatch, slack, kept):
+    """LiveBook remembers the rows of the accounts a batch names (found in one search) while
+    the accounts arrays stay; a LiveBook built afresh for every batch must refuse and write the
+    same. ``kept``: few remembered (forgotten often)."""
+    from gpurisk import book_updates
+    from gpurisk.book_updates import writable_copy
+
+    if kept is not None:
+        monkeypatch.setattr(book_updates, "LOOKUPS_KEPT", kept)
+    live = LiveBook(gpurisk.synthetic_book(300, seed=13), slack)
+    rng = np.random.default_rng(17)
+    next_account = [10**9]
+    rebuilt = 0
+    for _ in range(50):
+        book = live.compact()
+        updates = _random_updates(rng, book, int(rng.integers(1, 10)), next_account)
+        updates += [{"type": "balance", "account_id": int(rng.choice(book.account_id)), "delta": 1.5},
+                    {"type": "balance", "account_id": next_account[0] + 7, "delta": 1.0}]  # no such account
+        fresh = LiveBook(writable_copy(book))
+        want, got = fresh.apply([dict(u) for u in updates]), live.apply(updates)
+        assert [why for _, why in got.rejected] == [why for _, why in want.rejected]
+        assert any("is not an account of the book" in why for _, why in got.rejected)
+        rebuilt += got.rebuilt
+        compact = live.compact()
+        for k in _POSITION_ARRAYS + ("pos_start", "account_id", "wallet"):
+            assert np.array_equal(getattr(compact, k), getattr(fresh.book, k)), k
+    assert rebuilt > 0

@@ -6,6 +6,8 @@ from decimal import Decimal
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gpurisk
 from gpurisk.backend import CpuBackend
@@ -373,3 +375,35 @@ def test_free_rows_change_no_event():
     assert sum(e["type"] == "liquidation" for e in without) > 0
     assert [e["deficit"] for e in with_slack if e["type"] == "revaluation"] == pytest.approx(
         [e["deficit"] for e in without if e["type"] == "revaluation"], rel=1e-12, abs=1e-9)
+
+
+def _strict_json_reference(event) -> str:
+    """An event as strict JSON, every non-finite number null: cleaned copy, then dumped."""
+    import json
+    import math
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(event), allow_nan=False, separators=(",", ":"))
+
+
+_json_leaves = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(), st.text(max_size=5),
+                         st.sampled_from([float("nan"), float("inf"), -float("inf"), -0.0, 1e300]))
+_json_events = st.dictionaries(st.text(max_size=4), st.recursive(
+    _json_leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_events)
+def test_event_json_is_the_strict_json_of_the_cleaned_event(event):
+    from gpurisk.sinks import event_json
+
+    assert event_json(event) == _strict_json_reference(event)

@@ -83,3 +83,38 @@ def test_uncovered_blocks_sum_the_negative_equity_in_block_order():
                 s += -pos_eq[i]
         want.append(s)
     assert np.array_equal(out.view(np.uint64), np.array(want).view(np.uint64))
+
+
+def test_queue_heads_over_many_blocks_with_nan_ties_and_free_rows():
+    """Candidates from ~50 blocks merged (kernels/adl.cu queue_head_merge): ties and NaNs
+    across block boundaries, the same on one thread and two."""
+    rng = np.random.default_rng(4)
+    n = 50 * 1024 + 77
+    symbol = rng.integers(0, 3, n).astype(np.int32)
+    size = rng.choice([-1.5, -0.25, 0.0, 0.5, 2.0], n)
+    score = rng.choice([0.0, -0.0, 0.5, 0.75, np.nan, 1.0, -2.0], n, p=[.3, .2, .2, .1, .1, .05, .05])
+    score[-5:] = 9.0  # the best places in the last block
+    found = [queue_heads(CpuBackend(threads=t), symbol, size, score, 6, 7) for t in (1, 2)]
+    assert found[0].heads == found[1].heads
+    group = 2 * symbol + (size < 0)
+    live = size != 0
+    nan = np.isnan(score)
+    order = np.lexsort((np.arange(n), np.where(nan, 0.0, -(score + 0.0)), nan, np.where(live, group, 99)))
+    for g in range(6):
+        want = order[group[order] == g]
+        want = want[live[want]][:7].tolist()
+        assert list(found[0].heads[g]) == want, g
+    assert found[0].count.tolist() == np.bincount(group[live], minlength=6).tolist()
+    assert found[0].abs_size.view(np.uint64).tolist() == found[1].abs_size.view(np.uint64).tolist()
+
+
+def test_uncovered_deficit_does_not_depend_on_the_thread_count():
+    from gpurisk.adl import uncovered_deficit
+
+    rng = np.random.default_rng(3)
+    n_acc, n_pos = 300_000, 700_000
+    acc_eq, n_cross = rng.normal(0, 1e4, n_acc), rng.integers(0, 3, n_acc).astype(np.int32)
+    pos_eq, iso = rng.normal(0, 1e3, n_pos), rng.integers(0, 2, n_pos).astype(np.int8)
+    one, two = (uncovered_deficit(CpuBackend(threads=t), acc_eq, n_cross, pos_eq, iso) for t in (1, 2))
+    assert np.float64(one).view(np.uint64) == np.float64(two).view(np.uint64)
+    assert one > 0
