@@ -48,6 +48,7 @@ id); ``Monitor.risk(rank=True)`` ranks everything on demand.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import time
 from types import SimpleNamespace
@@ -427,13 +428,15 @@ class Monitor:
         # new layout: positions are compared by what they are, not by row)
         heads = self._adl_heads()
         lights, rank = self._head_lights(heads)
-        score = self._h(risk.adl.score)
-        start = np.concatenate([[0], np.cumsum([len(h) for h in heads])]).astype(np.int64)
+        # the head places' figures gathered at once (only their scores leave the device)
+        flat = np.array([i for h in heads for i in h], dtype=np.int64)
+        score = self._h(risk.adl.score[self.backend.asarray(flat)]) if flat.size else np.empty(0)
+        places = iter(zip(rank.tolist(), b.account_id[b.pos_account[flat]].tolist(), b.isolated[flat].tolist(),
+                          b.size[flat].tolist(), score.tolist(), lights.tolist()))
         for g, head in enumerate(heads):
-            queue = [{"rank": int(rank[start[g] + k]), "account_id": int(b.account_id[b.pos_account[i]]),
-                      "margin_mode": ("cross", "isolated")[b.isolated[i]], "size": float(b.size[i]),
-                      "adl_score": _num(score[i]), "adl_lights": int(lights[start[g] + k])}
-                     for k, i in enumerate(head)]
+            queue = [{"rank": r, "account_id": a, "margin_mode": ("cross", "isolated")[iso], "size": q,
+                      "adl_score": _num(sc), "adl_lights": light}
+                     for r, a, iso, q, sc, light in itertools.islice(places, len(head))]
             if queue != self._heads[g]:
                 events.append({"type": "adl_head", "symbol": b.symbols[g // 2], "side": SIDES[g % 2], "queue": queue})
                 self._heads[g] = queue
