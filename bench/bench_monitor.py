@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import os
 import sys
@@ -113,6 +114,16 @@ def run(positions: int, seconds: float, backend: str, tick_ms: float, updates_pe
     stop, sent = threading.Event(), collections.Counter()
     prod = threading.Thread(target=producer, args=(mon, book, seconds, tick_ms, updates_per_s, stop, sent, seed),
                             daemon=True)
+    gc_pauses_ms = []  # Python's full (generation 2) collections while stepping: pauses inside a step
+
+    def on_gc(phase, info):
+        if info["generation"] == 2:
+            if phase == "start":
+                on_gc.started = time.perf_counter()
+            else:
+                gc_pauses_ms.append((time.perf_counter() - on_gc.started) * 1e3)
+
+    gc.callbacks.append(on_gc)
     prod.start()
     while prod.is_alive() or not mon.inbox.take.__self__._batch.empty:
         batch = mon.inbox.take(timeout=0.05)
@@ -122,6 +133,7 @@ def run(positions: int, seconds: float, backend: str, tick_ms: float, updates_pe
         events = mon.step(batch)
         step_ms.append((time.perf_counter() - t0) * 1e3)
         modes[events[-1]["mode"]] += 1
+    gc.callbacks.remove(on_gc)
     lat = np.array(mon.latencies_ms)
     s = mon.stats
     return {
@@ -135,6 +147,7 @@ def run(positions: int, seconds: float, backend: str, tick_ms: float, updates_pe
         "latency_max_ms": round(float(lat.max()), 1),
         "step_p50_ms": round(float(np.percentile(step_ms, 50)), 1), "step_p99_ms": round(float(np.percentile(step_ms, 99)), 1),
         "final_positions": mon.book.n_positions, "refusals": dict(refusals),
+        "full_gc_pauses_ms": [round(x, 1) for x in gc_pauses_ms],
     }
 
 
