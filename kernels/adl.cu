@@ -126,8 +126,9 @@ GR_DEVICE bool queue_ahead(double s, long long i, double t, long long j) {
 // gpurisk/monitor.py): each block of `block` positions keeps, per queue (2·symbol for longs,
 // 2·symbol + 1 for shorts), its first `top` positions in queue order (candidates, -1 where
 // fewer), and counts the queue's positions and sums their |size| left to right;
-// queue_head_merge then merges the blocks. threshold: scratch, n_blocks × n_groups. Positions of size 0 (free rows of a layout with
-// slack, gpurisk/book_updates.py) belong to no queue.
+// queue_head_merge then merges the blocks. `threshold`: scratch, n_blocks × n_groups.
+// Positions of size 0 (free rows of a layout with slack, gpurisk/book_updates.py) belong to
+// no queue.
 GR_KERNEL void queue_head_candidates(long long n_blocks, long long n, long long block, int n_groups, int top,
                                      const int* symbol, const double* size, const double* score,
                                      long long* candidate, long long* count, double* abs_size,
