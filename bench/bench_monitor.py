@@ -106,6 +106,8 @@ def run(positions: int, seconds: float, backend: str, tick_ms: float, updates_pe
     for _ in range(3):  # warm-up: kernels loaded, buffers touched
         mon.inbox.put_mark(book.symbols[0], float(book.mark_price[0] * 1.0001))
         mon.step()
+    gc.collect()  # as `gpurisk monitor` does after start-up (gpurisk/monitor_run.py)
+    gc.freeze()
     mon.latencies_ms.clear()
     mon.stats.clear()
     refusals.clear()

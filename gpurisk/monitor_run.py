@@ -3,6 +3,7 @@ status line, book snapshots, and a clean stop on SIGINT/SIGTERM (README, "Monito
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 import threading
@@ -208,6 +209,11 @@ def cmd_monitor(args) -> int:
 
     try:
         monitor.start()
+        # What start-up built lives as long as the monitor: leave it out of the cyclic
+        # collector's full passes, each of which would stall a step by tens of ms at 1M
+        # positions (bench/RESULTS.md, "Monitor"). Plain reference counting still frees it.
+        gc.collect()
+        gc.freeze()
         for s in sources:
             s.start()
         monitor.run(stop, on_idle=idle, idle_every=0.2, until_drained=not args.ws)

@@ -85,6 +85,21 @@ def test_monitor_events_log_and_snapshot(tmp_path, book_dir, capsys):
     assert snap2.wallet[int((snap2.account_id == 900_001).nonzero()[0][0])] == 450.0
 
 
+def test_start_up_is_left_out_of_full_garbage_collections(tmp_path, book_dir, capsys):
+    """The command freezes what start-up built (gc.freeze), so a full collection during a step
+    does not walk the resident book's objects (a stall of tens of ms at 1M positions)."""
+    import gc
+
+    inp = _lines(tmp_path / "stream.jsonl", STREAM[:2])
+    gc.unfreeze()
+    try:
+        assert main(["monitor", str(book_dir), "--input", str(inp), "--backend", "cpu", "--status-every", "0"]) == 0
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as usual
+    capsys.readouterr()
+
+
 def test_sigterm_stops_cleanly_with_the_log_complete(tmp_path, book_dir):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "gpurisk.cli", "monitor", str(book_dir), "--input", "-",
