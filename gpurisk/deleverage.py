@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,7 @@ def _native():
     except KernelBuildError:
         return None
     lib.queue_front.restype = ctypes.c_longlong
+    lib.queue_fronts_to_demand.restype = None
     return lib
 
 
@@ -90,6 +92,76 @@ def queue_front_numpy(members: np.ndarray, score: np.ndarray, keep: np.ndarray, 
         order[inf] = tail[np.argsort(nan[tail], kind="stable")]
     order = members[order]
     return order[keep[order]]
+
+
+def queue_fronts_to_demand(group: np.ndarray, queues: np.ndarray, n_queues: int, demand: np.ndarray,
+                           demand_bounds: np.ndarray, score: np.ndarray, keep: np.ndarray,
+                           size: np.ndarray) -> tuple[list, list]:
+    """The fronts of several ADL queues, each exactly as deep as its demand. Position i is in
+    queue ``group[i]`` (of ``n_queues``); queue ``queues[k]``'s demand is
+    ``demand[demand_bounds[k, 0]:demand_bounds[k, 1]]`` (sizes, summed in that order). Returns
+    (fronts, supplies): fronts[k] holds the queue's positions where ``keep`` holds in queue
+    order (score descending, -0.0 equal to 0.0, NaN after every number, ties by storage index)
+    up to and including the first whose running sum of ``|size|`` reaches the demand's sum
+    (every kept position if none does): the first places of ``queue_front``'s order, as deep as
+    ``adl_merge`` reads them; supplies[k] their ``|size|``.
+
+    Natively (gpurisk/native/radix_sort.cpp): two sequential passes over the positions split
+    every queue by its scores' sign and exponent, and only the buckets a demand reaches are
+    sorted. Where no C++ compiler is found, ``queue_front_numpy`` per queue, cut to the same
+    depth."""
+    queues = np.asarray(queues, dtype=np.int64)
+    demand_bounds = np.ascontiguousarray(demand_bounds, dtype=np.int64).reshape(-1, 2)
+    n = queues.size
+    lib = _native()
+    if lib is None:
+        fronts, supplies = [], []
+        for k in range(n):
+            d = demand[demand_bounds[k, 0]:demand_bounds[k, 1]]
+            need = float(np.cumsum(d)[-1]) if d.size else 0.0
+            front = queue_front_numpy(np.flatnonzero(group == queues[k]), score, keep, size, need)
+            supply = np.abs(size[front])
+            reach = np.flatnonzero(np.cumsum(supply) >= need)
+            depth = int(reach[0]) + 1 if reach.size else front.size
+            fronts.append(front[:depth])
+            supplies.append(supply[:depth])
+        return fronts, supplies
+    group = np.ascontiguousarray(group, dtype=np.int32)
+    slot = np.full(n_queues, -1, dtype=np.int64)
+    slot[queues] = np.arange(n)
+    out_begin = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(group, minlength=n_queues)[queues], out=out_begin[1:])  # room for the whole queue
+    total = int(out_begin[-1])
+    work = _front_work(total)
+    out, supply = work[4][:total], work[5][:total]
+    n_out = np.empty(n, dtype=np.int64)
+    demand = np.ascontiguousarray(demand, dtype=np.float64)
+    score = np.ascontiguousarray(score, dtype=np.float64)
+    keep = np.ascontiguousarray(keep, dtype=np.bool_)
+    size = np.ascontiguousarray(size, dtype=np.float64)
+    d_begin, d_end = np.ascontiguousarray(demand_bounds[:, 0]), np.ascontiguousarray(demand_bounds[:, 1])
+    ptr = ctypes.c_void_p
+    lib.queue_fronts_to_demand(ctypes.c_longlong(group.size), ptr(group.ctypes.data), ptr(slot.ctypes.data),
+                               ctypes.c_longlong(n), *(ptr(a.ctypes.data) for a in (
+                                   d_begin, d_end, demand, score, keep, size, out_begin, out, supply, n_out,
+                                   *work[:4])), ctypes.c_int(1 if total < 65536 else 0))
+    fronts = [out[out_begin[k]:out_begin[k] + n_out[k]].copy() for k in range(n)]
+    supplies = [supply[out_begin[k]:out_begin[k] + n_out[k]].copy() for k in range(n)]
+    return fronts, supplies
+
+
+_front_local = threading.local()
+
+
+def _front_work(n: int) -> tuple:
+    """queue_fronts_to_demand's work and output buffers, kept per thread between calls (fresh memory
+    costs a page fault per 4 KiB, more than the pass that uses it)."""
+    work = getattr(_front_local, "work", None)
+    if work is None or work[0].size < n:
+        work = _front_local.work = (np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64),
+                                    np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64),
+                                    np.empty(n, dtype=np.int64), np.empty(n))
+    return work
 
 
 def queue_fills(demand: np.ndarray, supply: np.ndarray):
@@ -479,13 +551,15 @@ def _joined(a: np.ndarray, slices: list) -> np.ndarray:
     return np.concatenate([a[s] for s in slices]) if slices else a[:0]
 
 
-def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, price, cs) -> QueueSettlements:
+def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, price, cs,
+                  supplies: list | None = None) -> QueueSettlements:
     """``queue_adl`` for several queues at once, in order, with the same bits: two kernels
     (``adl_merge``, ``adl_settle``, a thread per queue) over flat arrays. Queue k's bankrupt
     positions are ``pos[demand_bounds[k, 0]:demand_bounds[k, 1]]`` (``rest``: what is left of
     each, signed; ``bp``: bankruptcy prices), its opposite queue in ADL order ``fronts[k]``
     (used as deep as the demand), ``price[k]`` the market price, ``cs[k]`` the contract size.
-    Queues must not share positions (a queue's fills never touch another's counterparties)."""
+    Queues must not share positions (a queue's fills never touch another's counterparties).
+    ``supplies``: the fronts' ``|size|``, where the caller has them (``queue_fronts_to_demand``)."""
     b, xp = backend, backend.xp
     demand_bounds = np.ascontiguousarray(demand_bounds, dtype=np.int64).reshape(-1, 2)
     n = demand_bounds.shape[0]
@@ -495,7 +569,8 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
     real_bp = bp
     bp = ledger.money(pos, bp)
     price = ledger.money(pos[demand_bounds[:, 0]], np.asarray(price, dtype=np.float64)) if n else np.zeros(0)
-    supplies = [_usable_supply(ledger.size, f, demand[d0:d1]) for f, (d0, d1) in zip(fronts, demand_bounds)]
+    if supplies is None:
+        supplies = [_usable_supply(ledger.size, f, demand[d0:d1]) for f, (d0, d1) in zip(fronts, demand_bounds)]
     front_size = np.array([a.size for a in supplies], dtype=np.int64)
     front_end = np.cumsum(front_size)
     m = _merge(b, demand, demand_bounds, np.concatenate(supplies) if n else np.zeros(0),

@@ -39,8 +39,8 @@ import numpy as np
 from .adl import adl_score
 from .backend import Backend, get_backend
 from .book import Book
-from .deleverage import (demand_by_queue, queue_front, queue_fronts, rotated_queue, settle_queues,
-                         take_over_bankrupt)
+from .deleverage import (demand_by_queue, queue_front, queue_fronts, queue_fronts_to_demand, rotated_queue,
+                         settle_queues, take_over_bankrupt)
 from .engine import DeviceBook
 from .funding import funding_steps, settle
 from .haircut import settle_haircuts
@@ -149,6 +149,7 @@ class _Context:
         self.inverse_pos = book.inverse[book.pos_symbol] == 1
         self.any_inverse = bool(self.inverse_pos.any())
         self.group = (book.pos_symbol.astype(np.int64) * 2 + (book.size < 0)).astype(np.int64)
+        self.group32 = self.group.astype(np.int32)  # the same, as the native queue front reads it
         # Members of each queue in storage order (account id order), found once.
         by_group = np.argsort(self.group, kind="stable")
         bounds = np.searchsorted(self.group[by_group], np.arange(2 * book.n_symbols + 1))
@@ -410,9 +411,16 @@ def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, ex
         sizes = np.array([p.size for p in parts])
         ends = np.cumsum(sizes)
         symbols = queues // 2
-        settled = settle_queues(ctx.backend, ledger, pos[owed], rest[owed], bp[owed], np.stack([ends - sizes, ends], 1),
-                                _queue_fronts(ctx, ledger, rx, queues, parts, rest, counterparty),
-                                exec_marks[symbols], book.contract_size[symbols])
+        bounds = np.stack([ends - sizes, ends], 1)
+        supplies = None
+        if ctx.backend.name == "cpu" and ctx.venue.adl_score != "random":
+            # Each opposite queue ordered exactly as deep as its demand, in one native pass.
+            fronts, supplies = queue_fronts_to_demand(ctx.group32, queues ^ 1, 2 * book.n_symbols,
+                                                      np.abs(rest[owed]), bounds, rx.score, counterparty, ledger.size)
+        else:
+            fronts = _queue_fronts(ctx, ledger, rx, queues, parts, rest, counterparty)
+        settled = settle_queues(ctx.backend, ledger, pos[owed], rest[owed], bp[owed], bounds, fronts,
+                                exec_marks[symbols], book.contract_size[symbols], supplies)
         # The run's totals add queue by queue, in order (the bits of the sums depend on it).
         for k in range(len(parts)):
             totals.socialized_loss += float(settled.socialized[k])

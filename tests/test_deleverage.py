@@ -334,3 +334,47 @@ def test_the_takeover_kernels_refuse_positions_out_of_order():
     price = book.mark_price[book.pos_symbol[pos]]
     with pytest.raises(ValueError, match=r"ascending and distinct; pos\[2\] = 9 follows 9"):
         take_over_bankrupt(get_backend("cpu"), Ledger(book), pos, price, price)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3000), n_queues=st.integers(1, 6),
+       depth=st.sampled_from([1e-9, 0.01, 0.3, 0.9, 1.0, 1.5, np.inf]))
+def test_queue_fronts_to_demand_is_each_front_of_the_full_order_as_deep_as_its_demand(seed, n, n_queues, depth):
+    """Every wanted queue's front is the first places of the documented total order (the
+    oracle's lexsort) over its kept positions, cut at the first whose running |size| reaches
+    the demand's sum (or whole); the NumPy path (no compiler) gives the same arrays."""
+    from gpurisk import deleverage
+    from gpurisk.deleverage import queue_fronts_to_demand
+
+    rng = np.random.default_rng(seed)
+    group, score = adversarial_queue_keys(n, n_queues, seed)  # ±0, ±inf, NaN payloads, ties, empty queues
+    keep = rng.random(n) < 0.8
+    size = rng.choice([0.5, 1.0, 3.0, 1e-3, 7e4], n) * rng.choice([-1.0, 1.0], n)
+    wanted = np.unique(rng.integers(0, n_queues, 3))
+    order = queue_order_oracle(group, score)
+    demands, bounds, want = [], [], {}
+    for q in wanted:
+        ranked = order[group[order] == q]
+        ranked = ranked[keep[ranked]]
+        total = float(np.abs(size[ranked]).sum())
+        parts = rng.uniform(0.1, 1.0, rng.integers(1, 5))
+        d = parts / parts.sum() * (total * depth if np.isfinite(depth) and total > 0 else 1e9)
+        bounds.append((sum(map(len, demands)), sum(map(len, demands)) + d.size))
+        demands.append(d)
+        need = np.cumsum(d)[-1]
+        reach = np.flatnonzero(np.cumsum(np.abs(size[ranked])) >= need)
+        want[q] = ranked[:int(reach[0]) + 1] if reach.size else ranked
+    demand = np.concatenate(demands)
+    fronts, supplies = queue_fronts_to_demand(group, wanted, n_queues, demand, np.array(bounds), score, keep, size)
+    native = deleverage._native
+    deleverage._native = lambda: None  # the NumPy path, as on a machine without a compiler
+    try:
+        plain_fronts, plain_supplies = queue_fronts_to_demand(group, wanted, n_queues, demand, np.array(bounds),
+                                                              score, keep, size)
+    finally:
+        deleverage._native = native
+    for k, q in enumerate(wanted):
+        np.testing.assert_array_equal(fronts[k], want[q])
+        np.testing.assert_array_equal(supplies[k], np.abs(size[want[q]]))
+        np.testing.assert_array_equal(plain_fronts[k], want[q])
+        np.testing.assert_array_equal(plain_supplies[k], supplies[k])

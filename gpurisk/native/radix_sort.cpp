@@ -264,3 +264,102 @@ extern "C" long long queue_front(long long n, const long long* members, const do
         if (keep[idx_tmp[j]]) out[m++] = idx_tmp[j];
     return m;
 }
+
+// The fronts of several ADL queues at once, each as deep as its demand (deleverage.
+// queue_fronts_to_demand). Position i belongs to queue group[i]; queue g is wanted where
+// slot[g] = k >= 0, with its demand demand[demand_begin[k]..demand_end[k]) (sizes, summed in
+// that order: the need). out[out_begin[k]..) receives queue k's kept positions (keep[i]) in
+// queue order (score descending, NaN last, ties by index) up to and including the first whose
+// running sum of |size| (in that order) reaches the need, or every kept position if none does;
+// supply the same positions' |size|; n_out[k] how many. Two sequential passes over the
+// positions (never a gather over a queue's scattered members): the first counts each queue's
+// kept positions and their supply by the top 12 bits of the key (the score's sign and
+// exponent), the second writes the positions of the buckets the need reaches, bucket by
+// bucket; then only those buckets are sorted (sort_segment, each in the cache). Out holds
+// out_begin[k + 1] - out_begin[k] >= the queue's kept positions; key, idx, key_tmp and
+// idx_tmp are work buffers laid out like out. The order is total, so any thread count
+// (`threads`: 0 for the team) gives the same bits.
+extern "C" void queue_fronts_to_demand(long long n, const int* group, const long long* slot, long long n_queues,
+                                       const long long* demand_begin, const long long* demand_end,
+                                       const double* demand, const double* score, const bool* keep,
+                                       const double* size, const long long* out_begin, long long* out,
+                                       double* supply, long long* n_out, uint64_t* key, long long* idx,
+                                       uint64_t* key_tmp, long long* idx_tmp, int threads) {
+    constexpr int BITS = 12, SHIFT = 64 - BITS, N_BUCKETS = 1 << BITS;
+    const int team = threads > 0 ? threads : thread_count();
+    std::vector<long long> count((size_t)n_queues * N_BUCKETS, 0), fill((size_t)n_queues * N_BUCKETS, 0);
+    std::vector<double> weight((size_t)n_queues * N_BUCKETS, 0.0), need((size_t)n_queues, 0.0);
+    std::vector<int> last((size_t)n_queues, N_BUCKETS - 1);
+    std::vector<char> redo((size_t)n_queues, 1);
+    for (long long k = 0; k < n_queues; ++k)
+        for (long long i = demand_begin[k]; i < demand_end[k]; ++i) need[k] += demand[i];
+    for (long long i = 0; i < n; ++i) {
+        const long long k = slot[group[i]];
+        if (k < 0 || !keep[i]) continue;
+        const size_t b = (size_t)k * N_BUCKETS + (descending_key(score[i]) >> SHIFT);
+        ++count[b];
+        weight[b] += fabs(size[i]);
+    }
+    // The buckets each need reaches by their sums, with a margin (the sums run in another
+    // order than the front's running sum); should a front still fall short, every bucket.
+    for (long long k = 0; k < n_queues; ++k) {
+        double reach = 0.0;
+        for (int b = 0; b < N_BUCKETS; ++b) {
+            reach += weight[(size_t)k * N_BUCKETS + b];
+            if (reach >= need[k] * (1.0 + 1e-9) + 1e-300) {
+                last[k] = b;
+                break;
+            }
+        }
+    }
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        for (long long k = 0; k < n_queues; ++k) {
+            if (!redo[k]) continue;
+            long long at = out_begin[k];
+            for (int b = 0; b < N_BUCKETS; ++b) {
+                const size_t kb = (size_t)k * N_BUCKETS + b;
+                fill[kb] = at;
+                if (b <= last[k]) at += count[kb];
+            }
+        }
+        for (long long i = 0; i < n; ++i) {  // in storage order: a bucket keeps its ties by index
+            const long long k = slot[group[i]];
+            if (k < 0 || !redo[k] || !keep[i]) continue;
+            const uint64_t key_i = descending_key(score[i]);
+            const int b = (int)(key_i >> SHIFT);
+            if (b > last[k]) continue;
+            const long long dst = fill[(size_t)k * N_BUCKETS + b]++;
+            key_tmp[dst] = key_i;
+            idx_tmp[dst] = i;
+        }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (team > 1 && n_queues > 1)
+        for (long long k = 0; k < n_queues; ++k) {
+            if (!redo[k]) continue;
+            long long* o = out + out_begin[k];
+            double* sup = supply + out_begin[k];
+            long long written = 0, lo = out_begin[k];
+            double running = 0.0;
+            bool reached = false;
+            for (int b = 0; b <= last[k] && !reached; ++b) {
+                const long long c = count[(size_t)k * N_BUCKETS + b];
+                if (c == 0) continue;
+                // key's and out's segments serve as the second buffers; out receives the order.
+                sort_segment(c, key_tmp + lo, idx_tmp + lo, key + lo, out + lo, out + lo);
+                lo += c;
+                for (; written < lo - out_begin[k]; ++written) {
+                    sup[written] = fabs(size[o[written]]);
+                    running += sup[written];
+                    if (running >= need[k]) {
+                        reached = true;
+                        ++written;
+                        break;
+                    }
+                }
+            }
+            n_out[k] = written;
+            // Short of the need with buckets left unsorted (rounding): every bucket, once more.
+            redo[k] = !reached && last[k] < N_BUCKETS - 1;
+            if (redo[k]) last[k] = N_BUCKETS - 1;
+        }
+    }
+}
