@@ -49,6 +49,7 @@ def _native():
         return None
     lib.queue_front.restype = ctypes.c_longlong
     lib.queue_fronts_to_demand.restype = None
+    lib.order_by_group_rank.restype = None
     return lib
 
 
@@ -144,7 +145,7 @@ def queue_fronts_to_demand(group: np.ndarray, queues: np.ndarray, n_queues: int,
     lib.queue_fronts_to_demand(ctypes.c_longlong(group.size), ptr(group.ctypes.data), ptr(slot.ctypes.data),
                                ctypes.c_longlong(n), *(ptr(a.ctypes.data) for a in (
                                    d_begin, d_end, demand, score, keep, size, out_begin, out, supply, n_out,
-                                   *work[:4])), ctypes.c_int(1 if total < 65536 else 0))
+                                   *work[:4], work[6])), ctypes.c_int(1 if total < 65536 else 0))
     fronts = [out[out_begin[k]:out_begin[k] + n_out[k]].copy() for k in range(n)]
     supplies = [supply[out_begin[k]:out_begin[k] + n_out[k]].copy() for k in range(n)]
     return fronts, supplies
@@ -160,7 +161,7 @@ def _front_work(n: int) -> tuple:
     if work is None or work[0].size < n:
         work = _front_local.work = (np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64),
                                     np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64),
-                                    np.empty(n, dtype=np.int64), np.empty(n))
+                                    np.empty(n, dtype=np.int64), np.empty(n), np.empty(n))
     return work
 
 
@@ -443,7 +444,20 @@ def demand_by_queue(order, queue: np.ndarray, rest: np.ndarray, unit_rank: np.nd
     owed = np.flatnonzero(rest != 0.0)
     if owed.size == 0:
         return np.zeros(0, dtype=np.int64), []
-    live = owed[order(queue[owed], -unit_rank[owed].astype(np.float64))]
+    lib = _native()
+    if lib is None:
+        live = owed[order(queue[owed], -unit_rank[owed].astype(np.float64))]
+    else:  # the same total order by two counting sorts: both keys are small integers
+        q = np.ascontiguousarray(queue[owed], dtype=np.int64)
+        rank = np.ascontiguousarray(unit_rank[owed], dtype=np.int64)
+        n_groups, n_ranks = int(q.max()) + 1, int(rank.max()) + 1
+        by, tmp = np.empty(owed.size, dtype=np.int64), np.empty(owed.size, dtype=np.int64)
+        count = np.empty(max(n_groups, n_ranks) + 1, dtype=np.int64)
+        ptr = ctypes.c_void_p
+        lib.order_by_group_rank(ctypes.c_longlong(owed.size), ptr(q.ctypes.data), ptr(rank.ctypes.data),
+                                ctypes.c_longlong(n_groups), ctypes.c_longlong(n_ranks), ptr(by.ctypes.data),
+                                ptr(tmp.ctypes.data), ptr(count.ctypes.data))
+        live = owed[by]
     groups = queue[live]
     bounds = np.flatnonzero(np.diff(groups)) + 1
     return groups[np.concatenate([[0], bounds])], np.split(live, bounds)

@@ -23,10 +23,20 @@ from .book import Book
 class Ledger:
     """Mutable copies of a book's sizes and balances, and the moves of one stress run."""
 
-    def __init__(self, book: Book, fund: float = 0.0, cs_pos: np.ndarray | None = None):
-        self.size = book.size.copy()
-        self.wallet = book.wallet.copy()
-        self.isolated_margin = book.isolated_margin.copy()
+    def __init__(self, book: Book, fund: float = 0.0, cs_pos: np.ndarray | None = None,
+                 inverse_pos: np.ndarray | None = None, balances: tuple | None = None):
+        """cs_pos, inverse_pos: the positions' contract sizes and inverse flags (bool), where the
+        caller holds them (derived from the book otherwise). balances: (size, wallet,
+        isolated_margin) arrays of the book's shapes to copy the book's balances into and use
+        (a caller running one ledger after another reuses its memory: fresh memory costs a
+        page fault per 4 KiB)."""
+        if balances is None:
+            self.size, self.wallet, self.isolated_margin = (book.size.copy(), book.wallet.copy(),
+                                                            book.isolated_margin.copy())
+        else:
+            self.size, self.wallet, self.isolated_margin = balances
+            for mine, given in zip(balances, (book.size, book.wallet, book.isolated_margin)):
+                np.copyto(mine, given)
         self.partials = np.zeros(book.n_accounts, dtype=np.int32)  # partial reductions per account
         self.fund = float(fund)  # the insurance fund
         self.x_cash = 0.0  # the external liquidity account: cash and a position per symbol
@@ -35,7 +45,7 @@ class Ledger:
         self._symbol, self._contract_size = book.pos_symbol, book.contract_size
         self._cs_pos = book.contract_size[book.pos_symbol] if cs_pos is None else cs_pos
         self._inverse_symbol = book.inverse == 1
-        self._inverse = self._inverse_symbol[book.pos_symbol]
+        self._inverse = self._inverse_symbol[book.pos_symbol] if inverse_pos is None else inverse_pos
         self._any_inverse = bool(self._inverse_symbol.any())
         self._entry = self.money(slice(None), book.entry)  # money prices of the entries
 

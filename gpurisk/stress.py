@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -164,6 +165,18 @@ class _Context:
         self.queue_size = np.bincount(self.group, weights=np.abs(book.size), minlength=2 * book.n_symbols)
         self.symbol_codes = np.arange(book.n_symbols, dtype=np.int32)
         self.funding = None  # rates per (step, symbol) paid before each step's revaluation (funding=)
+        self._local = threading.local()  # per scenario thread: buffers reused run after run
+
+    def balances(self) -> tuple:
+        """This thread's arrays for a run's ledger balances (size, wallet, isolated margin),
+        reused run after run: a thread runs one scenario at a time, and a run's records copy
+        what they keep."""
+        held = getattr(self._local, "balances", None)
+        if held is None:
+            book = self.book
+            held = self._local.balances = (np.empty_like(book.size), np.empty_like(book.wallet),
+                                           np.empty_like(book.isolated_margin))
+        return held
 
     def revalue(self, ledger: Ledger, marks: np.ndarray) -> _Revaluation:
         """The ledger's book revalued at marks on the device (the liquidation-price search
@@ -277,7 +290,7 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
     step (revalue → ladder → market closes → takeover and insurance → ADL or haircuts →
     record), until the path ends and a step liquidates nobody. Returns its summary row."""
     book, lad = ctx.book, ctx.ladder
-    ledger = Ledger(book, ctx.insurance_fund, ctx.cs_pos)
+    ledger = Ledger(book, ctx.insurance_fund, ctx.cs_pos, ctx.inverse_pos, ctx.balances())
     base = book.mark_price
     start_value = ctx.start_value + ledger.fund
     impact_factor = np.ones(book.n_symbols)

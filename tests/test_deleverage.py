@@ -378,3 +378,40 @@ def test_queue_fronts_to_demand_is_each_front_of_the_full_order_as_deep_as_its_d
         np.testing.assert_array_equal(supplies[k], np.abs(size[want[q]]))
         np.testing.assert_array_equal(plain_fronts[k], want[q])
         np.testing.assert_array_equal(plain_supplies[k], supplies[k])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 2000), n_queues=st.integers(1, 8))
+def test_demand_by_queue_orders_by_queue_settlement_rank_and_position(seed, n, n_queues):
+    """The bankrupt demand, queue by queue, in settlement order of the units, a unit's positions
+    by index: the native counting sorts and the backend's queue sort (where no compiler is
+    found) give the documented order."""
+    from gpurisk import deleverage
+    from gpurisk.backend import get_backend
+    from gpurisk.deleverage import demand_by_queue
+
+    rng = np.random.default_rng(seed)
+    queue = rng.integers(0, n_queues, n).astype(np.int64)
+    rest = np.where(rng.random(n) < 0.3, 0.0, rng.uniform(-5, 5, n))
+    unit_rank = rng.integers(0, max(1, n // 3), n).astype(np.int64)  # units share ranks
+    b = get_backend("cpu")
+
+    def order(group, score):
+        return b.to_host(b.queue_order(np.ascontiguousarray(group, dtype=np.int32), score,
+                                       int(group.max()) + 1 if group.size else 1))
+
+    owed = np.flatnonzero(rest != 0.0)
+    want = owed[np.lexsort((owed, unit_rank[owed], queue[owed]))]
+    queues, parts = demand_by_queue(order, queue, rest, unit_rank)
+    native = deleverage._native
+    deleverage._native = lambda: None
+    try:
+        plain_queues, plain_parts = demand_by_queue(order, queue, rest, unit_rank)
+    finally:
+        deleverage._native = native
+    got = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(queues, np.unique(queue[owed]))
+    assert all(np.all(queue[p] == g) for g, p in zip(queues, parts))
+    np.testing.assert_array_equal(plain_queues, queues)
+    assert len(plain_parts) == len(parts) and all(np.array_equal(a, c) for a, c in zip(plain_parts, parts))

@@ -271,23 +271,26 @@ extern "C" long long queue_front(long long n, const long long* members, const do
 // that order: the need). out[out_begin[k]..) receives queue k's kept positions (keep[i]) in
 // queue order (score descending, NaN last, ties by index) up to and including the first whose
 // running sum of |size| (in that order) reaches the need, or every kept position if none does;
-// supply the same positions' |size|; n_out[k] how many. Two sequential passes over the
-// positions (never a gather over a queue's scattered members): the first counts each queue's
-// kept positions and their supply by the top 12 bits of the key (the score's sign and
-// exponent), the second writes the positions of the buckets the need reaches, bucket by
-// bucket; then only those buckets are sorted (sort_segment, each in the cache). Out holds
-// out_begin[k + 1] - out_begin[k] >= the queue's kept positions; key, idx, key_tmp and
-// idx_tmp are work buffers laid out like out. The order is total, so any thread count
-// (`threads`: 0 for the team) gives the same bits.
+// supply the same positions' |size|; n_out[k] how many.
+//
+// Two sequential passes over the positions (never a gather over a queue's scattered
+// members): the first counts each queue's kept positions and their supply by the top 12 bits
+// of the key (the score's sign and exponent); the second copies the key, position and |size|
+// of those in the buckets the need reaches to the queue's own region, in storage order. Then,
+// queue by queue, in the cache: a counting pass splits the copies by bucket (stable: ties stay
+// in index order), only those buckets are sorted (sort_segment), and the positions and sizes
+// are read back in order. Out holds out_begin[k + 1] - out_begin[k] >= the queue's kept
+// positions; key, idx, key_tmp, idx_tmp and size_tmp are work buffers laid out like out. The
+// order is total, so any thread count (`threads`: 0 for the team) gives the same bits.
 extern "C" void queue_fronts_to_demand(long long n, const int* group, const long long* slot, long long n_queues,
                                        const long long* demand_begin, const long long* demand_end,
                                        const double* demand, const double* score, const bool* keep,
                                        const double* size, const long long* out_begin, long long* out,
                                        double* supply, long long* n_out, uint64_t* key, long long* idx,
-                                       uint64_t* key_tmp, long long* idx_tmp, int threads) {
+                                       uint64_t* key_tmp, long long* idx_tmp, double* size_tmp, int threads) {
     constexpr int BITS = 12, SHIFT = 64 - BITS, N_BUCKETS = 1 << BITS;
     const int team = threads > 0 ? threads : thread_count();
-    std::vector<long long> count((size_t)n_queues * N_BUCKETS, 0), fill((size_t)n_queues * N_BUCKETS, 0);
+    std::vector<long long> count((size_t)n_queues * N_BUCKETS, 0), cursor((size_t)n_queues, 0);
     std::vector<double> weight((size_t)n_queues * N_BUCKETS, 0.0), need((size_t)n_queues, 0.0);
     std::vector<int> last((size_t)n_queues, N_BUCKETS - 1);
     std::vector<char> redo((size_t)n_queues, 1);
@@ -313,53 +316,74 @@ extern "C" void queue_fronts_to_demand(long long n, const int* group, const long
         }
     }
     for (int attempt = 0; attempt < 2; ++attempt) {
-        for (long long k = 0; k < n_queues; ++k) {
-            if (!redo[k]) continue;
-            long long at = out_begin[k];
-            for (int b = 0; b < N_BUCKETS; ++b) {
-                const size_t kb = (size_t)k * N_BUCKETS + b;
-                fill[kb] = at;
-                if (b <= last[k]) at += count[kb];
-            }
-        }
-        for (long long i = 0; i < n; ++i) {  // in storage order: a bucket keeps its ties by index
+        for (long long k = 0; k < n_queues; ++k) cursor[k] = out_begin[k];
+        for (long long i = 0; i < n; ++i) {
             const long long k = slot[group[i]];
             if (k < 0 || !redo[k] || !keep[i]) continue;
             const uint64_t key_i = descending_key(score[i]);
-            const int b = (int)(key_i >> SHIFT);
-            if (b > last[k]) continue;
-            const long long dst = fill[(size_t)k * N_BUCKETS + b]++;
-            key_tmp[dst] = key_i;
-            idx_tmp[dst] = i;
+            if ((int)(key_i >> SHIFT) > last[k]) continue;
+            const long long dst = cursor[k]++;
+            key[dst] = key_i;
+            idx[dst] = i;
+            size_tmp[dst] = fabs(size[i]);
         }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (team > 1 && n_queues > 1)
         for (long long k = 0; k < n_queues; ++k) {
             if (!redo[k]) continue;
-            long long* o = out + out_begin[k];
-            double* sup = supply + out_begin[k];
-            long long written = 0, lo = out_begin[k];
+            const long long base = out_begin[k], m = cursor[k] - base;
+            const long long* cnt = &count[(size_t)k * N_BUCKETS];
+            std::vector<long long> at((size_t)last[k] + 2, base);
+            for (int b = 0; b <= last[k]; ++b) at[(size_t)b + 1] = at[(size_t)b] + cnt[b];
+            for (long long j = base; j < base + m; ++j) {  // by bucket; within one, in storage order
+                const long long dst = at[(size_t)(key[j] >> SHIFT)]++;
+                key_tmp[dst] = key[j];
+                idx_tmp[dst] = j;  // the copy's place: its position and size are read back by it
+            }
+            long long lo = base, end = base;  // sorted: [base, end); written: [base, lo)
             double running = 0.0;
             bool reached = false;
             for (int b = 0; b <= last[k] && !reached; ++b) {
-                const long long c = count[(size_t)k * N_BUCKETS + b];
+                const long long c = cnt[b];
                 if (c == 0) continue;
-                // key's and out's segments serve as the second buffers; out receives the order.
-                sort_segment(c, key_tmp + lo, idx_tmp + lo, key + lo, out + lo, out + lo);
-                lo += c;
-                for (; written < lo - out_begin[k]; ++written) {
-                    sup[written] = fabs(size[o[written]]);
-                    running += sup[written];
+                // key's and out's segments serve as the second buffers (the copies' keys are
+                // in key_tmp by now); out receives the places.
+                sort_segment(c, key_tmp + end, idx_tmp + end, key + end, out + end, out + end);
+                end += c;
+                for (; lo < end; ++lo) {
+                    const long long place = out[lo];
+                    supply[lo] = size_tmp[place];
+                    out[lo] = idx[place];
+                    running += supply[lo];
                     if (running >= need[k]) {
                         reached = true;
-                        ++written;
+                        ++lo;
                         break;
                     }
                 }
             }
-            n_out[k] = written;
+            n_out[k] = lo - base;
             // Short of the need with buckets left unsorted (rounding): every bucket, once more.
             redo[k] = !reached && last[k] < N_BUCKETS - 1;
             if (redo[k]) last[k] = N_BUCKETS - 1;
         }
+    }
+}
+
+// Indices 0..n-1 ordered by (group, rank, index), both keys small non-negative integers
+// (group < n_groups, rank < n_ranks): two stable counting sorts, by rank and then by group.
+// The order deleverage.demand_by_queue gives the bankrupt demand (queue, settlement rank of
+// the unit, position). tmp: n entries of work; count: max(n_groups, n_ranks) + 1 entries.
+extern "C" void order_by_group_rank(long long n, const long long* group, const long long* rank, long long n_groups,
+                                    long long n_ranks, long long* order, long long* tmp, long long* count) {
+    memset(count, 0, sizeof(long long) * (size_t)(n_ranks + 1));
+    for (long long i = 0; i < n; ++i) ++count[rank[i] + 1];
+    for (long long r = 0; r < n_ranks; ++r) count[r + 1] += count[r];
+    for (long long i = 0; i < n; ++i) tmp[count[rank[i]]++] = i;
+    memset(count, 0, sizeof(long long) * (size_t)(n_groups + 1));
+    for (long long i = 0; i < n; ++i) ++count[group[i] + 1];
+    for (long long g = 0; g < n_groups; ++g) count[g + 1] += count[g];
+    for (long long j = 0; j < n; ++j) {
+        const long long i = tmp[j];
+        order[count[group[i]]++] = i;
     }
 }
