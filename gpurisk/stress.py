@@ -349,7 +349,7 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
         # Takeovers: insurance fund first (most underwater first), then ADL.
         _settle(ctx, ledger, rx, idx[bust], exec_marks, policy, in_unit, totals, rec,
                 dict(scenario=scenario, policy=code, step=t))
-        ledger.release_isolated(idx)
+        ledger.release_isolated(idx[iso])  # only isolated positions hold margin to release
         totals.notional_liquidated += float(ctx.notional(qty, p_exec, idx).sum())
         totals.accounts_liquidated[acc] = True
         if rec.detail:

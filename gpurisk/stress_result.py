@@ -153,11 +153,15 @@ class _Records:
         self.cuts: dict[str, list] = {k: [] for k in HAIRCUT_COLUMNS}
         self.prices: dict[str, list] = {k: [] for k in PRICE_COLUMNS}
         self.summary: dict[str, list] = {k: [] for k in SUMMARY_COLUMNS}
+        self._dtypes = {id(self.liq): LIQUIDATION_COLUMNS, id(self.fills): ADL_FILL_COLUMNS,
+                        id(self.cuts): HAIRCUT_COLUMNS, id(self.prices): PRICE_COLUMNS}
 
-    @staticmethod
-    def extend(table: dict, n: int, **cols):
+    def extend(self, table: dict, n: int, **cols):
+        """Rows of one of this record's tables; a scalar is every row's value, written in the
+        column's dtype at once (finish then concatenates without converting)."""
+        dtypes = self._dtypes[id(table)]
         for k, v in cols.items():
-            table[k].append(np.broadcast_to(np.asarray(v), (n,)).copy() if np.ndim(v) == 0 else np.asarray(v))
+            table[k].append(np.full(n, v, dtype=dtypes[k]) if np.ndim(v) == 0 else np.asarray(v))
 
     def take(self, other: "_Records"):
         """Append another's rows after these (a scenario run apart, in its place in the order)."""
