@@ -609,7 +609,7 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
              m.n_fills, m.fill_demand, m.fill_supply, m.fill_qty, m.demand_closed, m.supply_closed,
              *dev(np.asarray(price, dtype=np.float64), np.asarray(cs, dtype=np.float64),
                   pos.astype(np.int64, copy=False), rest, bp, s_pos,
-                  ledger._entry, ledger._cs_pos, ledger._isolated, ledger._account),
+                  ledger.position_records(), ledger._cs_pos),
              size, margin, b.asarray(w_base[:-1]), w_account, w_amount, n_wallet, d_left, d_left_qty,
              xp.empty(s_pos.size, dtype=xp.int8),
              b.asarray(work_base[:-1]), work, n_cp, *sums, n_left)

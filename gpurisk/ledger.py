@@ -24,12 +24,13 @@ class Ledger:
     """Mutable copies of a book's sizes and balances, and the moves of one stress run."""
 
     def __init__(self, book: Book, fund: float = 0.0, cs_pos: np.ndarray | None = None,
-                 inverse_pos: np.ndarray | None = None, balances: tuple | None = None):
+                 inverse_pos: np.ndarray | None = None, balances: tuple | None = None,
+                 records: np.ndarray | None = None):
         """cs_pos, inverse_pos: the positions' contract sizes and inverse flags (bool), where the
         caller holds them (derived from the book otherwise). balances: (size, wallet,
         isolated_margin) arrays of the book's shapes to copy the book's balances into and use
         (a caller running one ledger after another reuses its memory: fresh memory costs a
-        page fault per 4 KiB)."""
+        page fault per 4 KiB). records: ``position_records()`` of a ledger of the same book."""
         if balances is None:
             self.size, self.wallet, self.isolated_margin = (book.size.copy(), book.wallet.copy(),
                                                             book.isolated_margin.copy())
@@ -48,6 +49,18 @@ class Ledger:
         self._inverse = self._inverse_symbol[book.pos_symbol] if inverse_pos is None else inverse_pos
         self._any_inverse = bool(self._inverse_symbol.any())
         self._entry = self.money(slice(None), book.entry)  # money prices of the entries
+        self._records = records
+
+    def position_records(self) -> np.ndarray:
+        """Each position's fixed columns side by side, as the ADL kernel reads them (kernels/
+        deleverage.cu, record_*): float64 pairs (entry's money price, account * 2 + isolated),
+        flat. Built once per ledger (or given: they depend on the book only)."""
+        if self._records is None:
+            rec = np.empty((self.size.size, 2))
+            rec[:, 0] = self._entry
+            rec[:, 1] = self._account.astype(np.int64) * 2 + (self._isolated == 1)
+            self._records = rec.reshape(-1)
+        return self._records
 
     def money(self, i, price):
         """The money prices m(price) of positions i (price aligned with i): price for linear

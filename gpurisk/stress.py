@@ -158,6 +158,7 @@ class _Context:
         self.queue_members, self.queue_start = by_group, bounds  # the same, flat: queue g's from queue_start[g]
         ledger = Ledger(book, 0.0, self.cs_pos)
         self.money_marks = ledger.money_marks  # money prices per symbol (gpurisk/ledger.py)
+        self.position_records = ledger.position_records()  # fixed per position: shared by every run
         self.start_value = self.value(ledger, book.mark_price)
         self.entry_notional = float(np.sum(self.notional(book.size, book.entry)))  # conservation's scale
         self.net_size = np.bincount(book.pos_symbol, weights=book.size, minlength=book.n_symbols)
@@ -290,7 +291,7 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
     step (revalue → ladder → market closes → takeover and insurance → ADL or haircuts →
     record), until the path ends and a step liquidates nobody. Returns its summary row."""
     book, lad = ctx.book, ctx.ladder
-    ledger = Ledger(book, ctx.insurance_fund, ctx.cs_pos, ctx.inverse_pos, ctx.balances())
+    ledger = Ledger(book, ctx.insurance_fund, ctx.cs_pos, ctx.inverse_pos, ctx.balances(), ctx.position_records)
     base = book.mark_price
     start_value = ctx.start_value + ledger.fund
     impact_factor = np.ones(book.n_symbols)

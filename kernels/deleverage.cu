@@ -307,15 +307,20 @@ GR_KERNEL void takeover_totals(
 // Queue members are scattered over the book: on the CPU, the balances of the member
 // GR_AHEAD places on are fetched while this one is settled (a GPU thread per queue cannot).
 #define GR_AHEAD 8
-GR_DEVICE void prefetch_position(long long p, const double* entry, const signed char* isolated,
-                                 const int* account, const double* size) {
+GR_DEVICE void prefetch_position(long long p, const double* pos_record, const double* size) {
 #if !defined(__CUDACC__)
-    __builtin_prefetch(entry + p);
-    __builtin_prefetch(isolated + p);
-    __builtin_prefetch(account + p);
+    __builtin_prefetch(pos_record + 2 * p);
     __builtin_prefetch(size + p, 1);
 #endif
 }
+
+// A position's fixed columns in one 16-byte record (ledger.Ledger.position_records): the
+// entry's money price, then account * 2 + isolated (exact in a double). A scattered position
+// then costs one cache line for them instead of three.
+GR_DEVICE double record_entry(const double* pos_record, long long p) { return pos_record[2 * p]; }
+GR_DEVICE long long record_code(const double* pos_record, long long p) { return (long long)pos_record[2 * p + 1]; }
+GR_DEVICE bool record_isolated(long long code) { return (code & 1) != 0; }
+GR_DEVICE long long record_account(long long code) { return code >> 1; }
 
 // adl_settle's flags of a bankrupt position (d_left): demand left for the fund, margin to release.
 #define GR_OWED 1
@@ -332,7 +337,8 @@ GR_DEVICE void prefetch_position(long long p, const double* entry, const signed 
 // exactly); isolated positions take PnL into their margin, released to the wallet once
 // closed; the fund takes over the demand the queue could not meet (d_left & GR_OWED, d_left_qty, at
 // the position's contract size cs_pos). Sizes and margins are the ledger's, by position
-// (queues own their positions). Wallet credits are not added here: each queue writes its
+// (queues own their positions); pos_record holds each position's entry, account and isolated
+// flag (record_*). Wallet credits are not added here: each queue writes its
 // own, in the order the ledger makes them (bankrupt PnL, counterparty PnL, releases of
 // bankrupt then counterparty margin, takeover PnL), from wallet_base[q] (n_wallet[q] of
 // them), and the host adds them in that order, so an account credited by several queues
@@ -345,8 +351,7 @@ GR_KERNEL void adl_settle(
     const long long* fill_supply, const double* fill_qty, const signed char* demand_closed,
     const signed char* supply_closed, const double* queue_price, const double* queue_cs,
     const long long* d_pos, const double* d_rest, const double* d_bp, const long long* s_pos,
-    const double* entry, const double* cs_pos, const signed char* isolated, const int* account,
-    double* size, double* isolated_margin, const long long* wallet_base, long long* wallet_account,
+    const double* pos_record, const double* cs_pos, double* size, double* isolated_margin, const long long* wallet_base, long long* wallet_account,
     double* wallet_amount, long long* n_wallet, signed char* d_left, double* d_left_qty, signed char* s_release,
     const long long* work_base, double* work, long long* n_counterparties, double* q_socialized,
     double* q_max_loss, double* q_notional, double* q_fund_took, double* q_x_cash,
@@ -367,23 +372,25 @@ GR_KERNEL void adl_settle(
         long long k = 0;
         for (long long i = 0; i < nd; ++i) {
             const long long d = d0 + i, p = d_pos[d];
-            if (i + GR_AHEAD < nd) prefetch_position(d_pos[d + GR_AHEAD], entry, isolated, account, size);
+            if (i + GR_AHEAD < nd) prefetch_position(d_pos[d + GR_AHEAD], pos_record, size);
+            const double entry = record_entry(pos_record, p);
+            const long long code = record_code(pos_record, p);
             double filled = 0.0, pnl = 0.0;
             for (; k < nf && fill_demand[f0 + k] == i; ++k) {
                 const double seg = fill_qty[f0 + k];
                 filled += seg;
-                pnl += seg * (d_bp[d] - entry[p]);
+                pnl += seg * (d_bp[d] - entry);
             }
             const double amount = sign * pnl * cs;
-            if (isolated[p] == 1) isolated_margin[p] += amount;
-            else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
+            if (record_isolated(code)) isolated_margin[p] += amount;
+            else { w_acc[nw] = record_account(code); w_amt[nw++] = amount; }
             const double left_size = demand_closed[d] ? 0.0 : size[p] - sign * filled;
             size[p] = left_size;
             tmp[i] = filled * fabs(d_bp[d] - price) * cs * sign_of((d_bp[d] - price) * sign);
             const double want = fabs(d_rest[d]);
             const bool owed = want - filled > 1e-12 * numpy_max(want, 1e-300);
             // Flags for the passes below, so they revisit only the positions they move.
-            d_left[d] = (owed ? GR_OWED : 0) | (isolated[p] == 1 && left_size == 0.0 ? GR_RELEASE : 0);
+            d_left[d] = (owed ? GR_OWED : 0) | (record_isolated(code) && left_size == 0.0 ? GR_RELEASE : 0);
             d_left_qty[d] = owed ? left_size : 0.0;
         }
         q_socialized[q] = numpy_sum(tmp, nd);
@@ -392,21 +399,23 @@ GR_KERNEL void adl_settle(
         k = 0;
         for (long long j = 0; j < n_cp; ++j) {
             const long long p = s_pos[s0 + j];
-            if (j + GR_AHEAD < n_cp) prefetch_position(s_pos[s0 + j + GR_AHEAD], entry, isolated, account, size);
+            if (j + GR_AHEAD < n_cp) prefetch_position(s_pos[s0 + j + GR_AHEAD], pos_record, size);
+            const double entry = record_entry(pos_record, p);
+            const long long code = record_code(pos_record, p);
             double taken = 0.0, pnl = 0.0, loss = 0.0;
             for (; k < nf && fill_supply[f0 + k] == j; ++k) {
                 const double seg = fill_qty[f0 + k];
                 const double bp = d_bp[d0 + fill_demand[f0 + k]];
                 taken += seg;
-                pnl += seg * (bp - entry[p]);
+                pnl += seg * (bp - entry);
                 loss += seg * (bp - price) * sign * cs;
             }
             const double amount = -sign * pnl * cs;
-            if (isolated[p] == 1) isolated_margin[p] += amount;
-            else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
+            if (record_isolated(code)) isolated_margin[p] += amount;
+            else { w_acc[nw] = record_account(code); w_amt[nw++] = amount; }
             const double new_size = supply_closed[merge_supply_begin[q] + j] ? 0.0 : size[p] + sign * taken;
             size[p] = new_size;
-            s_release[s0 + j] = isolated[p] == 1 && new_size == 0.0;
+            s_release[s0 + j] = record_isolated(code) && new_size == 0.0;
             if (max_loss == max_loss && (loss != loss || loss > max_loss)) max_loss = loss;  // np.max: NaN wins
         }
         // Members past the last counterparty are not traded, but one consumed whole (a size
@@ -421,7 +430,7 @@ GR_KERNEL void adl_settle(
         for (long long i = 0; i < nd + n_cp; ++i) {
             if (!(i < nd ? d_left[d0 + i] & GR_RELEASE : s_release[s0 + i - nd])) continue;
             const long long p = i < nd ? d_pos[d0 + i] : s_pos[s0 + i - nd];
-            w_acc[nw] = account[p];
+            w_acc[nw] = record_account(record_code(pos_record, p));
             w_amt[nw++] = isolated_margin[p];
             isolated_margin[p] = 0.0;
         }
@@ -432,9 +441,10 @@ GR_KERNEL void adl_settle(
             const long long d = d0 + i, p = d_pos[d];
             if (!(d_left[d] & GR_OWED)) continue;
             const double qty = d_left_qty[d];
-            const double amount = qty * (d_bp[d] - entry[p]) * cs_pos[p];
-            if (isolated[p] == 1) isolated_margin[p] += amount;
-            else { w_acc[nw] = account[p]; w_amt[nw++] = amount; }
+            const long long code = record_code(pos_record, p);
+            const double amount = qty * (d_bp[d] - record_entry(pos_record, p)) * cs_pos[p];
+            if (record_isolated(code)) isolated_margin[p] += amount;
+            else { w_acc[nw] = record_account(code); w_amt[nw++] = amount; }
             size[p] = size[p] - qty;
             tmp[m++] = qty * (d_bp[d] - price) * cs;
         }
