@@ -5,6 +5,7 @@ the same run, in scenario-positions per second.
     python bench/bench_stress.py --accounts 375000 --scenarios 1000   # ~1M positions
     python bench/bench_stress.py --policy rap          # a haircut policy instead of queue ADL
     python bench/bench_stress.py --policy all          # each scenario under all four policies
+    python bench/bench_stress.py --scenarios 40 --peer-scenarios 0   # a quick slice: summary run only
 
 The Polars peer revalues the book once per scenario; it runs on --peer-scenarios of the
 grid (its rate is per scenario, so a subset measures it) and must agree with gpurisk on
@@ -59,9 +60,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--accounts", type=int, default=375_000)
     ap.add_argument("--scenarios", type=int, default=1000)
-    ap.add_argument("--peer-scenarios", type=int, default=10)
+    ap.add_argument("--peer-scenarios", type=int, default=10, help="0: no Polars peer (a quick slice of the grid)")
     ap.add_argument("--detail-scenarios", type=int, default=50,
-                    help="scenarios timed with every fill recorded (rate extrapolated to the grid)")
+                    help="scenarios timed with every fill recorded (rate extrapolated to the grid; 0: none)")
     ap.add_argument("--lo", type=float, default=-0.5)
     ap.add_argument("--hi", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=None,
@@ -77,13 +78,17 @@ def main(argv=None) -> int:
     grid = shock_grid(args.lo, args.hi, args.scenarios)
     plain = Ladder()  # liquidate in full: the peer has no ladder
     stress(book, shock_grid(-0.1, 0.1, 2), backend="cpu", ladder=plain, progress=False, policy=policy)  # warm-up
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     res = stress(book, grid, backend="cpu", ladder=plain, progress=False, detail=False, threads=args.threads,
                  policy=policy)
-    t_gpurisk = time.perf_counter() - t
+    t_gpurisk, cpu_gpurisk = time.perf_counter() - t, time.process_time() - cpu
     from gpurisk.stress import conservation_check
 
     worst = conservation_check(res.summary)[1]  # NaN when any run's error is NaN (a failure)
+    print(f"summary only: {t_gpurisk / args.scenarios * 1e3:.1f} ms per scenario ({cpu_gpurisk / args.scenarios * 1e3:.1f} "
+          f"ms of process CPU), load average {os.getloadavg()[0]:.2f}, largest conservation error {worst:.1e}")
+    if args.detail_scenarios <= 0 or args.peer_scenarios <= 0:  # a quick slice: the summary run only
+        return 0
     # With every liquidation and fill recorded, on scenarios spread evenly over the grid (the
     # tables of the whole grid would not fit in memory; the grid's first scenarios are its
     # heaviest, so a leading slice would overstate the time).
