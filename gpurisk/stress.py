@@ -383,7 +383,8 @@ def _queue_fronts(ctx: _Context, ledger: Ledger, rx: _Revaluation, queues, parts
     """The opposite queue of each queue a step deleverages into, in ADL order, at least as
     deep as its demand. A queue owed by few positions is ordered by a selection of its best
     scores (queue_front), the others together in one sort (queue_fronts); both give the same
-    order. dYdX-style venues rotate the queue instead (rotated_queue)."""
+    order. dYdX-style venues rotate the queue instead (rotated_queue). The cpu backend orders
+    ranked queues by ``queue_fronts_to_demand`` instead (one native call, the same order)."""
     opposite = queues ^ 1
     if ctx.venue.adl_score == "random":
         return [rotated_queue(ctx.members[g], counterparty, ctx.venue.adl_seed, int(g)) for g in opposite]
