@@ -99,7 +99,7 @@ def queue_fronts_to_demand(group: np.ndarray, queues: np.ndarray, n_queues: int,
                            demand_bounds: np.ndarray, score: np.ndarray, keep: np.ndarray,
                            size: np.ndarray) -> tuple[list, list]:
     """The fronts of several ADL queues, each exactly as deep as its demand. Position i is in
-    queue ``group[i]`` (of ``n_queues``); queue ``queues[k]``'s demand is
+    queue ``group[i]`` (of ``n_queues``); queue ``queues[k]`` (distinct)'s demand is
     ``demand[demand_bounds[k, 0]:demand_bounds[k, 1]]`` (sizes, summed in that order). Returns
     (fronts, supplies): fronts[k] holds the queue's positions where ``keep`` holds in queue
     order (score descending, -0.0 equal to 0.0, NaN after every number, ties by storage index)
@@ -114,6 +114,9 @@ def queue_fronts_to_demand(group: np.ndarray, queues: np.ndarray, n_queues: int,
     queues = np.asarray(queues, dtype=np.int64)
     demand_bounds = np.ascontiguousarray(demand_bounds, dtype=np.int64).reshape(-1, 2)
     n = queues.size
+    if np.unique(queues).size != n or demand_bounds.shape[0] != n:
+        raise ValueError(f"queue_fronts_to_demand: queues must be distinct, one demand range each; got queues "
+                         f"{queues.tolist()} and {demand_bounds.shape[0]} demand ranges")
     lib = _native()
     if lib is None:
         fronts, supplies = [], []

@@ -415,3 +415,13 @@ def test_demand_by_queue_orders_by_queue_settlement_rank_and_position(seed, n, n
     assert all(np.all(queue[p] == g) for g, p in zip(queues, parts))
     np.testing.assert_array_equal(plain_queues, queues)
     assert len(plain_parts) == len(parts) and all(np.array_equal(a, c) for a, c in zip(plain_parts, parts))
+
+
+def test_queue_fronts_to_demand_refuses_a_queue_named_twice():
+    from gpurisk.deleverage import queue_fronts_to_demand
+
+    group = np.array([0, 1, 0, 1], dtype=np.int32)
+    ones = np.ones(4)
+    with pytest.raises(ValueError, match="distinct"):
+        queue_fronts_to_demand(group, np.array([1, 1]), 2, np.ones(2), np.array([[0, 1], [1, 2]]), ones,
+                               np.ones(4, bool), ones)
