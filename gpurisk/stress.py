@@ -40,8 +40,7 @@ import numpy as np
 from .adl import adl_score
 from .backend import Backend, get_backend
 from .book import Book
-from .deleverage import (demand_by_queue, queue_front, queue_fronts, queue_fronts_to_demand, rotated_queue,
-                         settle_queues, take_over_bankrupt)
+from .deleverage import settle_queues, take_over_bankrupt
 from .engine import DeviceBook
 from .funding import funding_steps, settle
 from .haircut import settle_haircuts
@@ -50,6 +49,7 @@ from .ledger import Ledger
 from .impact import Impact, get_impact
 from .liquidation import position_risk
 from .margin import account_margin, position_margin
+from .queue_front import demand_by_queue, queue_front, queue_fronts, queue_fronts_to_demand, rotated_queue
 from .scenarios import check_paths, run_ids, scenario_paths
 from .screen import quiet_row, screen
 from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records

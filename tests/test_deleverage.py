@@ -343,8 +343,8 @@ def test_queue_fronts_to_demand_is_each_front_of_the_full_order_as_deep_as_its_d
     """Every wanted queue's front is the first places of the documented total order (the
     oracle's lexsort) over its kept positions, cut at the first whose running |size| reaches
     the demand's sum (or whole); the NumPy path (no compiler) gives the same arrays."""
-    from gpurisk import deleverage
-    from gpurisk.deleverage import queue_fronts_to_demand
+    from gpurisk import queue_front as front
+    from gpurisk.queue_front import queue_fronts_to_demand
 
     rng = np.random.default_rng(seed)
     group, score = adversarial_queue_keys(n, n_queues, seed)  # ±0, ±inf, NaN payloads, ties, empty queues
@@ -366,13 +366,13 @@ def test_queue_fronts_to_demand_is_each_front_of_the_full_order_as_deep_as_its_d
         want[q] = ranked[:int(reach[0]) + 1] if reach.size else ranked
     demand = np.concatenate(demands)
     fronts, supplies = queue_fronts_to_demand(group, wanted, n_queues, demand, np.array(bounds), score, keep, size)
-    native = deleverage._native
-    deleverage._native = lambda: None  # the NumPy path, as on a machine without a compiler
+    native = front._native
+    front._native = lambda: None  # the NumPy path, as on a machine without a compiler
     try:
         plain_fronts, plain_supplies = queue_fronts_to_demand(group, wanted, n_queues, demand, np.array(bounds),
                                                               score, keep, size)
     finally:
-        deleverage._native = native
+        front._native = native
     for k, q in enumerate(wanted):
         np.testing.assert_array_equal(fronts[k], want[q])
         np.testing.assert_array_equal(supplies[k], np.abs(size[want[q]]))
@@ -386,9 +386,9 @@ def test_demand_by_queue_orders_by_queue_settlement_rank_and_position(seed, n, n
     """The bankrupt demand, queue by queue, in settlement order of the units, a unit's positions
     by index: the native counting sorts and the backend's queue sort (where no compiler is
     found) give the documented order."""
-    from gpurisk import deleverage
+    from gpurisk import queue_front as front
     from gpurisk.backend import get_backend
-    from gpurisk.deleverage import demand_by_queue
+    from gpurisk.queue_front import demand_by_queue
 
     rng = np.random.default_rng(seed)
     queue = rng.integers(0, n_queues, n).astype(np.int64)
@@ -403,12 +403,12 @@ def test_demand_by_queue_orders_by_queue_settlement_rank_and_position(seed, n, n
     owed = np.flatnonzero(rest != 0.0)
     want = owed[np.lexsort((owed, unit_rank[owed], queue[owed]))]
     queues, parts = demand_by_queue(order, queue, rest, unit_rank)
-    native = deleverage._native
-    deleverage._native = lambda: None
+    native = front._native
+    front._native = lambda: None
     try:
         plain_queues, plain_parts = demand_by_queue(order, queue, rest, unit_rank)
     finally:
-        deleverage._native = native
+        front._native = native
     got = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(queues, np.unique(queue[owed]))

@@ -1,4 +1,4 @@
-"""gpurisk.report, gpurisk.distributed, gpurisk.cli, gpurisk.book and gpurisk.engine were each split into modules named for
+"""gpurisk.report, gpurisk.distributed, gpurisk.cli, gpurisk.book, gpurisk.engine and gpurisk.deleverage were each split into modules named for
 their concepts; every name they had stays importable from them, as the very object of the
 module that now holds it (not a copy)."""
 
@@ -27,6 +27,10 @@ MOVED = {
         "cli_stress": ["cmd_stress"],
         "cli_report": ["cmd_report", "format_report_line"],
     },
+    "deleverage": {
+        "queue_front": ["queue_front", "queue_front_numpy", "queue_fronts", "queue_fronts_to_demand",
+                        "demand_by_queue", "rotated_queue"],
+    },
     "engine": {
         "marks": ["check_marks", "resolve_marks"],
         "risk": ["Risk", "status_summary"],
@@ -41,6 +45,8 @@ KEPT = {
     "distributed": ["DistributedEngine", "DistributedRisk", "revalue_distributed"],
     "cli": ["DESCRIPTION", "EXIT_OK", "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "build_parser", "main"],
     "book": ["Book", "read_book", "read_table"],
+    "deleverage": ["queue_fills", "queue_merges", "settle_queues", "take_over_bankrupt", "water_fill", "haircuts",
+                   "haircut_adl", "fund_cover", "queue_adl"],
     "engine": ["DeviceBook", "Engine", "revalue", "padded_tiers", "liquidation_root_bounds", "auto_chunk_positions"],
 }
 
