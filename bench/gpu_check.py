@@ -419,7 +419,7 @@ def section_portfolio(check: Check, entry: dict) -> None:
     from gpurisk.ladder import get_ladder
     from gpurisk.portfolio import PortfolioModel
     from gpurisk.screen import account_flags
-    from gpurisk.stress import _Context
+    from gpurisk.stress_context import StressContext
     from gpurisk.venue import get_venue
     from gpurisk.whatif import what_if_arrays
 
@@ -444,7 +444,7 @@ def section_portfolio(check: Check, entry: dict) -> None:
             engine = Engine(book, venue=venue, backend=b)
             arrays = risk_arrays(engine.revalue())
             arrays.update({f"what_if.{f}": np.asarray(v) for f, v in vars(what_if_arrays(engine, *orders)).items()})
-            ctx = _Context(book, venue, b, get_ladder(None, venue.name), None, 0.0)
+            ctx = StressContext(book, venue, b, get_ladder(None, venue.name), None, 0.0)
             arrays["screen.flags"] = b.to_host(account_flags(ctx, shocks)).ravel()
             results[side] = arrays
             del engine, ctx

@@ -1,7 +1,7 @@
 """Screening stress scenarios (DESIGN §7): one kernel pass over the positions per batch of
 scenarios finds those whose first step liquidates nobody; their summary rows come from
 per-symbol totals, without a pass over the positions. ``ctx``: the stress run's context
-(gpurisk.stress._Context: the device book, venue and backend)."""
+(gpurisk.stress_context.StressContext: the device book, venue and backend)."""
 
 from __future__ import annotations
 

@@ -15,12 +15,12 @@ returns ``StressRecords`` (NumPy arrays), and ``StressRecords.to_result`` builds
 ``StressResult``. ``stress`` is the three in a row.
 
 The modules read as the pipeline of a step: scenarios (gpurisk/scenarios.py) → revaluation
-(the kernels) → the ladder (gpurisk/ladder.py, ``ladder_actions``) → market closes and the
-takeover, insurance, queue ADL and haircuts (gpurisk/deleverage.py), as money moves on a
-ledger (gpurisk/ledger.py) → records (gpurisk/stress_result.py). This module is the loop
-(``run_scenario``), the device work of a step (``_Context``) and the entry points. Scenario
-runs are independent and run side by side on threads (``threads``), the same bits on any
-count.
+(the kernels, through gpurisk/stress_context.py's ``StressContext``) → the ladder
+(gpurisk/ladder.py, ``ladder_actions``) → market closes and the takeover, insurance, queue ADL
+(the queue's front: gpurisk/queue_front.py) and haircuts (gpurisk/deleverage.py), as money moves
+on a ledger (gpurisk/ledger.py) → records (gpurisk/stress_result.py). This module is the loop
+(``run_scenario``) and the entry points. Scenario runs are independent and run side by side on
+threads (``threads``), the same bits on any count.
 """
 
 from __future__ import annotations
@@ -28,35 +28,28 @@ from __future__ import annotations
 import math
 import os
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import numpy as np
 
-from .adl import adl_score
 from .backend import Backend, get_backend
 from .book import Book
 from .deleverage import settle_queues, take_over_bankrupt
-from .engine import DeviceBook
-from .funding import funding_steps, settle
+from .funding import funding_steps
 from .haircut import settle_haircuts
 from .ladder import Ladder, get_ladder, ladder_actions
 from .ledger import Ledger
-from .impact import Impact, get_impact
-from .liquidation import position_risk
-from .margin import account_margin, position_margin
+from .impact import Impact, get_impact  # noqa: F401 (Impact: part of the stress API)
 from .queue_front import demand_by_queue, queue_front, queue_fronts, queue_fronts_to_demand, rotated_queue
 from .scenarios import check_paths, run_ids, scenario_paths
 from .screen import quiet_row, screen
-from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records
 from .stress_assets import fund_amount, insurance_funds, run_stress_by_asset, single_fund
-from .tier_rules import venue_tiers
+from .stress_context import Revaluation, StressContext
+from .stress_result import POLICIES, POLICY_CODE, StressRecords, StressResult, _Records
 from .venue import Venue, get_venue
-from .portfolio import PortfolioDevice, portfolio_accounts, portfolio_margin, tiered_view
 
 # The stress API in one place: scenarios, records and their codes live in their own modules.
 from .scenarios import read_scenarios, shock_grid  # noqa: E402,F401
@@ -99,177 +92,6 @@ def _in_limits(marks: np.ndarray) -> np.ndarray:
     return np.clip(marks, PRICE_MIN, PRICE_MAX)
 
 
-class _Revaluation:
-    """A revaluation's results, each copied to the host on first use: on the gpu backend a
-    step that liquidates nobody copies the statuses only. A result given as a function is
-    computed on first use (the ADL scores: only queue ADL reads them). ``dev``: the device
-    tables it ran on."""
-
-    def __init__(self, backend: Backend, dev, **results):
-        self._backend, self._results, self.dev = backend, results, dev
-
-    def device(self, name: str):
-        """A result on the device."""
-        value = self._results[name]
-        if callable(value):
-            value = self._results[name] = value()
-        return value
-
-    def take(self, name: str, idx: np.ndarray) -> np.ndarray:
-        """result[name][idx] on the host, gathered where the result lives: only the rows
-        asked for cross to the host."""
-        if name in self.__dict__ or self._backend.name == "cpu":
-            return getattr(self, name)[idx]
-        b = self._backend
-        return b.to_host(self.device(name)[b.asarray(idx)])
-
-    def __getattr__(self, name):
-        results = self.__dict__.get("_results", {})
-        if name not in results:
-            raise AttributeError(name)
-        value = self._backend.to_host(self.device(name))
-        setattr(self, name, value)
-        return value
-
-
-class _Context:
-    """What every run of a stress shares: the book on the device, the options, and arrays
-    derived from the book once. Its methods are the device work of a step."""
-
-    def __init__(self, book: Book, venue: Venue, backend: Backend, ladder: Ladder, impact: Impact | None,
-                 insurance_fund: float):
-        self.book, self.venue, self.backend, self.ladder, self.impact = book, venue, backend, ladder, impact
-        self.dev = DeviceBook(book, backend)
-        # Accounts in portfolio mode take their requirement from the portfolio model at every
-        # step (README "Portfolio margin"); None when the venue carries no model.
-        flags = portfolio_accounts(book, venue)
-        self.portfolio = PortfolioDevice(book, venue, backend, flags) if flags is not None and flags.any() else None
-        self.insurance_fund = float(insurance_fund)
-        self.depth = impact.depths(book) if impact else None
-        self.cs_pos = book.contract_size[book.pos_symbol]
-        self.inverse_pos = book.inverse[book.pos_symbol] == 1
-        self.any_inverse = bool(self.inverse_pos.any())
-        self.group = (book.pos_symbol.astype(np.int64) * 2 + (book.size < 0)).astype(np.int64)
-        self.group32 = self.group.astype(np.int32)  # the same, as the native queue front reads it
-        # Members of each queue in storage order (account id order), found once.
-        by_group = np.argsort(self.group, kind="stable")
-        bounds = np.searchsorted(self.group[by_group], np.arange(2 * book.n_symbols + 1))
-        self.members = [by_group[bounds[g]:bounds[g + 1]] for g in range(2 * book.n_symbols)]
-        self.queue_members, self.queue_start = by_group, bounds  # the same, flat: queue g's from queue_start[g]
-        ledger = Ledger(book, 0.0, self.cs_pos)
-        self.money_marks = ledger.money_marks  # money prices per symbol (gpurisk/ledger.py)
-        self.position_records = ledger.position_records()  # fixed per position: shared by every run
-        self.start_value = self.value(ledger, book.mark_price)
-        self.entry_notional = float(np.sum(self.notional(book.size, book.entry)))  # conservation's scale
-        self.net_size = np.bincount(book.pos_symbol, weights=book.size, minlength=book.n_symbols)
-        # Open size per ADL queue in the book as given: how deep a demand reaches, roughly.
-        self.queue_size = np.bincount(self.group, weights=np.abs(book.size), minlength=2 * book.n_symbols)
-        self.symbol_codes = np.arange(book.n_symbols, dtype=np.int32)
-        self.funding = None  # rates per (step, symbol) paid before each step's revaluation (funding=)
-        self._local = threading.local()  # per scenario thread: buffers reused run after run
-
-    def balances(self) -> tuple:
-        """This thread's arrays for a run's ledger balances (size, wallet, isolated margin),
-        reused run after run: a thread runs one scenario at a time, and a run's records copy
-        what they keep."""
-        held = getattr(self._local, "balances", None)
-        if held is None:
-            book = self.book
-            held = self._local.balances = (np.empty_like(book.size), np.empty_like(book.wallet),
-                                           np.empty_like(book.isolated_margin))
-        return held
-
-    def revalue(self, ledger: Ledger, marks: np.ndarray) -> _Revaluation:
-        """The ledger's book revalued at marks on the device (the liquidation-price search
-        skipped: a stress step does not read it)."""
-        b = self.backend
-        dev = SimpleNamespace(**vars(self.dev))
-        dev.size = b.asarray(ledger.size)
-        dev.wallet = b.asarray(ledger.wallet)
-        dev.isolated_margin = b.asarray(ledger.isolated_margin)
-        mark = b.asarray(marks)
-        pm = position_margin(b, dev, mark, self.venue)
-        am = account_margin(b, dev, pm, self.venue)
-        am_risk = am
-        if self.portfolio is not None:
-            am_risk = tiered_view(am, portfolio_margin(b, dev, self.portfolio, mark, pm, am, self.venue))
-        pr = position_risk(b, dev, mark, pm, am_risk, self.venue, liq_price=False)
-        return _Revaluation(b, dev, notional=pm.notional, upnl=pm.upnl, maint=pm.maint, equity=am.equity,
-                            ratio=am.ratio, status=am.status, n_cross=am.n_cross, pos_equity=pr.equity,
-                            pos_ratio=pr.ratio, pos_status=pr.status, bp=pr.bankruptcy_price,
-                            score=lambda: adl_score(b, dev, mark, pm, pr, self.venue))
-
-    def pay_funding(self, ledger: Ledger, marks: np.ndarray, t: int) -> None:
-        """Funding of step t at its marks (gpurisk/funding.py): wallets and isolated margins pay,
-        the external account takes the net (it holds the other side of any net size)."""
-        if t >= self.funding.shape[0] or not np.any(self.funding[t]):
-            return
-        paid = settle(self.backend, self.dev, ledger.size, ledger.wallet, ledger.isolated_margin, marks,
-                      self.funding[t])
-        ledger.wallet, ledger.isolated_margin = paid.wallet, paid.isolated_margin
-        ledger.x_cash += float(np.sum(paid.payment))
-
-    def units(self, r: _Revaluation) -> np.ndarray:
-        """Positions the ladder acts on at a revaluation (bool, host): open positions of
-        accounts whose cross book is liquidatable, and liquidatable isolated positions."""
-        b = self.backend
-        flags = b.xp.empty(self.book.n_positions, dtype=b.xp.int8)
-        b.launch("stress_units", self.book.n_positions, r.dev.pos_account, r.dev.size, r.dev.isolated,
-                 r.device("status"), r.device("n_cross"), r.device("pos_status"), flags)
-        return b.to_host(flags).view(bool)
-
-    def value(self, ledger: Ledger, marks: np.ndarray) -> float:
-        """The book's whole value at marks: balances, unrealised PnL, the insurance fund and
-        the external liquidity account (what conservation compares)."""
-        b, book, d = self.backend, self.book, self.dev
-        upnl = b.xp.empty(book.n_positions, dtype=b.xp.float64)
-        b.launch("stress_upnl", book.n_positions, d.pos_symbol, b.asarray(ledger.size), d.entry, b.asarray(marks),
-                 d.contract_size, d.inverse, upnl)
-        upnl = b.to_host(upnl)
-        return float(np.sum(ledger.wallet) + np.sum(ledger.isolated_margin) + np.sum(upnl) + ledger.fund
-                     + ledger.external_value(marks))
-
-    def restoring_fraction(self, ledger: Ledger, r: _Revaluation, solve: np.ndarray, marks: np.ndarray) -> np.ndarray:
-        """Per account (solve = 1), the share of its cross book to keep that brings its margin
-        ratio down to the ladder's target (kernel ``restoring_fraction``)."""
-        b, book = self.backend, self.book
-        if self.venue.mm_base == "entry":
-            mm_notional = self.notional(ledger.size, book.entry)
-        else:
-            mm_notional = self.notional(ledger.size, marks[book.pos_symbol])
-        keep = b.xp.empty(book.n_accounts, dtype=b.xp.float64)
-        d = r.dev
-        # The requirement's rate per tier counts the close fee (MM rate + fee rate); the MM
-        # notional and the fee's are then the same, which holds where MM is on the mark.
-        tiers = venue_tiers(b, self.dev, self.venue)
-        b.launch("restoring_fraction", book.n_accounts, b.asarray(solve), d.pos_start, d.pos_symbol, d.size,
-                 d.isolated, b.asarray(mm_notional), r.device("equity"), d.tier_start, d.tier_floor,
-                 tiers.req_mmr, tiers.cum, float(self.ladder.target_ratio), keep)
-        pf = self.portfolio
-        if pf is not None:  # portfolio accounts: the share that brings their requirement to the target
-            b.launch("portfolio_restoring_fraction", book.n_accounts, b.asarray(solve), pf.use, d.pos_start,
-                     d.pos_symbol, d.size, d.isolated, b.asarray(marks), d.contract_size, pf.sym_group,
-                     pf.shock_start, pf.shock, pf.offset_rate, pf.liquidity_threshold, pf.liquidity_rate,
-                     int(pf.model.groups_move == "joint"), float(self.venue.close_fee_rate), r.device("equity"),
-                     float(self.ladder.target_ratio), keep)
-        return b.to_host(keep)
-
-    def notional(self, size: np.ndarray, price: np.ndarray, idx=slice(None)) -> np.ndarray:
-        """|size|·price·cs of positions idx (size and price aligned with idx); inverse:
-        |size|·cs/price, in the coin (kernels/common.cuh notional_at)."""
-        n = np.abs(size) * price * self.cs_pos[idx]
-        if not self.any_inverse:
-            return n
-        return np.where(self.inverse_pos[idx], np.abs(size) * self.cs_pos[idx] / price, n)
-
-    def order(self, group: np.ndarray, score: np.ndarray) -> np.ndarray:
-        """Indices by (group, score descending, index): the backend's queue sort, on the host."""
-        b = self.backend
-        return b.to_host(b.queue_order(b.asarray(np.ascontiguousarray(group, dtype=np.int32)),
-                                       b.asarray(np.ascontiguousarray(score, dtype=np.float64)),
-                                       int(group.max()) + 1 if group.size else 1))
-
-
 @dataclass
 class _Totals:
     """A run's running totals, for its summary row."""
@@ -286,7 +108,7 @@ class _Totals:
     steps: int = 0  # steps that liquidated someone
 
 
-def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: _Records, steps: int) -> dict:
+def run_scenario(ctx: StressContext, scenario, shocks: np.ndarray, policy: str, rec: _Records, steps: int) -> dict:
     """One scenario's path (shocks: step × symbol) under one policy: the cascade, step by
     step (revalue → ladder → market closes → takeover and insurance → ADL or haircuts →
     record), until the path ends and a step liquidates nobody. Returns its summary row."""
@@ -379,7 +201,7 @@ def run_scenario(ctx: _Context, scenario, shocks: np.ndarray, policy: str, rec: 
     )
 
 
-def _queue_fronts(ctx: _Context, ledger: Ledger, rx: _Revaluation, queues, parts, rest, counterparty) -> list:
+def _queue_fronts(ctx: StressContext, ledger: Ledger, rx: Revaluation, queues, parts, rest, counterparty) -> list:
     """The opposite queue of each queue a step deleverages into, in ADL order, at least as
     deep as its demand. A queue owed by few positions is ordered by a selection of its best
     scores (queue_front), the others together in one sort (queue_fronts); both give the same
@@ -402,7 +224,7 @@ def _queue_fronts(ctx: _Context, ledger: Ledger, rx: _Revaluation, queues, parts
     return fronts
 
 
-def _settle(ctx: _Context, ledger: Ledger, rx: _Revaluation, pos: np.ndarray, exec_marks: np.ndarray, policy: str,
+def _settle(ctx: StressContext, ledger: Ledger, rx: Revaluation, pos: np.ndarray, exec_marks: np.ndarray, policy: str,
             in_unit: np.ndarray, totals: _Totals, rec: _Records, labels: dict) -> None:
     """Bankrupt positions ``pos``: taken over, the insurance fund first, then what it cannot
     pay deleveraged queue by queue (by ADL queue or by haircuts)."""
@@ -550,7 +372,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     batch = _whole(batch, "batch", 1, 1 << 20)
     threads = default_threads(be) if threads is None else _whole(threads, "threads", 1, 1024)
     t0 = time.perf_counter()
-    ctx = _Context(book, venue, be, lad, imp, insurance_fund)
+    ctx = StressContext(book, venue, be, lad, imp, insurance_fund)
     ctx.funding = funding_rates
     rec = _Records(detail)
     # Screen: one kernel pass over the positions per batch of scenarios finds those where

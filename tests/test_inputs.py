@@ -80,7 +80,7 @@ def test_scenario_shock_cube_memory_checked_before_allocating(book, monkeypatch)
 
 def test_stress_options_refused_before_any_compute(book, monkeypatch):
     started = []
-    monkeypatch.setattr(stress_module, "_Context", lambda *a, **k: started.append(a) or 1 / 0)
+    monkeypatch.setattr(stress_module, "StressContext", lambda *a, **k: started.append(a) or 1 / 0)
     grid = shock_grid(-0.1, 0.1, 2)
     for kw, msg in [(dict(policy=[]), "at least one"), (dict(policy=["queue", "rap", "queue"]), "more than once"),
                     (dict(steps=2.5), "steps must be a whole number"), (dict(steps=10**9), "steps must be a whole"),

@@ -1,4 +1,4 @@
-"""gpurisk.report, gpurisk.distributed, gpurisk.cli, gpurisk.book, gpurisk.engine and gpurisk.deleverage were each split into modules named for
+"""gpurisk.report, gpurisk.distributed, gpurisk.cli, gpurisk.book, gpurisk.engine, gpurisk.deleverage and gpurisk.stress were each split into modules named for
 their concepts; every name they had stays importable from them, as the very object of the
 module that now holds it (not a copy)."""
 
@@ -31,6 +31,9 @@ MOVED = {
         "queue_front": ["queue_front", "queue_front_numpy", "queue_fronts", "queue_fronts_to_demand",
                         "demand_by_queue", "rotated_queue"],
     },
+    "stress": {
+        "stress_context": ["StressContext", "Revaluation"],
+    },
     "engine": {
         "marks": ["check_marks", "resolve_marks"],
         "risk": ["Risk", "status_summary"],
@@ -47,6 +50,7 @@ KEPT = {
     "book": ["Book", "read_book", "read_table"],
     "deleverage": ["queue_fills", "queue_merges", "settle_queues", "take_over_bankrupt", "water_fill", "haircuts",
                    "haircut_adl", "fund_cover", "queue_adl"],
+    "stress": ["stress", "run_stress", "run_scenario", "conservation_check"],
     "engine": ["DeviceBook", "Engine", "revalue", "padded_tiers", "liquidation_root_bounds", "auto_chunk_positions"],
 }
 

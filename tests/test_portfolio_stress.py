@@ -108,7 +108,7 @@ def test_the_screen_agrees_with_a_revaluation_under_portfolio_margin(groups_move
     book, venue = synthetic_case(1_500, groups_move)
     venue = venue.with_(close_fee_rate=fee)
     book = dataclasses.replace(book, wallet=book.wallet * 40.0, isolated_margin=book.isolated_margin * 40.0, meta={})
-    ctx = stress_module._Context(book, venue, get_backend("cpu"), get_ladder(None, venue.name), None, 0.0)
+    ctx = stress_module.StressContext(book, venue, get_backend("cpu"), get_ladder(None, venue.name), None, 0.0)
     shocks = np.linspace(-0.5, 0.5, 201)[:, None] * np.ones(book.n_symbols)
     flags = account_flags(ctx, shocks)
     want = np.zeros_like(flags)
@@ -122,7 +122,7 @@ def test_the_screen_agrees_with_a_revaluation_under_portfolio_margin(groups_move
     # the portfolio pass matters: tiered flags of the same accounts differ
     pf = ctx.portfolio.use.astype(bool)
     tiered_book = dataclasses.replace(book, margin_model=None, meta={})
-    tiered = stress_module._Context(tiered_book, venue.with_(margin_model="tiered"), get_backend("cpu"),
+    tiered = stress_module.StressContext(tiered_book, venue.with_(margin_model="tiered"), get_backend("cpu"),
                                     get_ladder(None, venue.name), None, 0.0)
     assert (account_flags(tiered, shocks)[:, pf] != want[:, pf]).any()
 

@@ -419,7 +419,7 @@ def test_run_stress_refuses_bad_arrays_before_computing(book, monkeypatch, chang
     ids, shocks = np.array([10, 11, 12]), np.full((3, 2, book.n_symbols), -0.2)
     assert book.symbols[3] == "BTCUSDT"
     started = []
-    monkeypatch.setattr(stress_module, "_Context", lambda *a, **k: started.append(a) or 1 / 0)
+    monkeypatch.setattr(stress_module, "StressContext", lambda *a, **k: started.append(a) or 1 / 0)
     with pytest.raises(ZeroDivisionError):  # good arrays reach the compute
         run_stress(book, ids, shocks, backend="cpu")
     assert len(started) == 1
@@ -507,7 +507,7 @@ def test_the_screen_agrees_with_a_revaluation_under_every_venue(venue):
                             accounts=frames["accounts"].with_columns(pl.col("wallet_balance") * 6.0),
                             positions=frames["positions"].with_columns(pl.col("isolated_margin") * 6.0))
     v = get_venue(venue)
-    ctx = stress_module._Context(book, v, get_backend("cpu"), get_ladder(None, v.name), None, 0.0)
+    ctx = stress_module.StressContext(book, v, get_backend("cpu"), get_ladder(None, v.name), None, 0.0)
     shocks = np.linspace(-0.4, 0.4, 81)[:, None] * np.ones(book.n_symbols)
     flags = account_flags(ctx, shocks)  # per scenario and account
     want = np.zeros_like(flags)
