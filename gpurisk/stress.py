@@ -138,15 +138,17 @@ def run_scenario(ctx: StressContext, scenario, shocks: np.ndarray, policy: str, 
         totals.steps += 1
         acc = book.pos_account[idx]
         iso = book.isolated[idx] == 1
-        ratio = np.where(iso, r.take("pos_ratio", idx), r.take("ratio", acc))
-        equity = np.where(iso, r.take("pos_equity", idx), r.take("equity", acc))
+        iso_at = np.flatnonzero(iso)
+        ratio = _per_unit(r, "pos_ratio", "ratio", idx, acc, iso_at)
+        equity = _per_unit(r, "pos_equity", "equity", idx, acc, iso_at)
 
         def restoring(mask, r=r, marks=marks, acc=acc):
             solve = np.zeros(book.n_accounts, dtype=np.int8)
             solve[acc[mask]] = 1
             return ctx.restoring_fraction(ledger, r, solve, marks)[acc]
 
-        action, qty = ladder_actions(ctx.backend, lad, ledger.size[idx], ratio, equity, iso, ledger.partials[acc],
+        size_idx = ledger.size[idx]  # the ladder's and the takeover's sizes, gathered once
+        action, qty = ladder_actions(ctx.backend, lad, size_idx, ratio, equity, iso, ledger.partials[acc],
                                      r.take("notional", idx) if lad.partial == "slices" else None, restoring)
         # Execution price: the mark moved by the impact of everything sold this step.
         if ctx.impact is not None:
@@ -155,14 +157,14 @@ def run_scenario(ctx: StressContext, scenario, shocks: np.ndarray, policy: str, 
             impact_factor = impact_factor * (1 + ctx.impact.move(flow, ctx.depth))
         exec_marks = _in_limits(base * (1 + shocks[min(t, n_path - 1)]) * impact_factor)
         rx = ctx.revalue(ledger, exec_marks) if ctx.impact is not None else r
-        eq_exec = np.where(iso, rx.take("pos_equity", idx), rx.take("equity", acc))
+        eq_exec = equity if rx is r else _per_unit(rx, "pos_equity", "equity", idx, acc, iso_at)
         # A unit bankrupt at execution is taken over whole.
         bust = (action == 2) | (eq_exec <= 0)
         bust_account = np.zeros(book.n_accounts, dtype=bool)
         bust_account[acc[bust & ~iso]] = True
         bust = np.where(iso, bust, bust_account[acc])
         action[bust] = 2
-        qty[bust] = ledger.size[idx][bust]
+        qty[bust] = size_idx[bust]
         p_exec = exec_marks[book.pos_symbol[idx]]
         # Market closes (reductions and liquidations of solvent units).
         solvent = ~bust
@@ -199,6 +201,16 @@ def run_scenario(ctx: StressContext, scenario, shocks: np.ndarray, policy: str, 
         external_value=ledger.external_value(final_marks),
         conservation_error=(end_value - start_value) / scale,
     )
+
+
+def _per_unit(r: Revaluation, position_result: str, account_result: str, idx: np.ndarray, acc: np.ndarray,
+              iso_at: np.ndarray) -> np.ndarray:
+    """A unit's result for each position idx: the account's (acc) for cross positions, the
+    position's own at iso_at (the isolated ones' places in idx). Each row is gathered from
+    one of the two results only."""
+    out = r.take(account_result, acc)
+    out[iso_at] = r.take(position_result, idx[iso_at])
+    return out
 
 
 def _queue_fronts(ctx: StressContext, ledger: Ledger, rx: Revaluation, queues, parts, rest, counterparty) -> list:
