@@ -518,3 +518,39 @@ def test_the_screen_agrees_with_a_revaluation_under_every_venue(venue):
     busy = want.any(axis=1)
     assert busy.any() and not busy.all()  # the grid has quiet and busy scenarios
     assert screen(ctx, shocks, 7).tolist() == busy.tolist()
+
+
+def test_accounts_of_marked_positions_counts_each_account_once():
+    """The summary's adl_accounts: the distinct accounts of the positions a run's ADL touched
+    (marked per position, counted at the end), as np.unique counts them."""
+    from gpurisk.stress import _accounts_of
+
+    book = synthetic_book(2_000, seed=5, isolated_share=0.3)
+    rng = np.random.default_rng(5)
+    for share in (0.0, 0.001, 0.05, 0.5, 1.0):
+        marked = rng.random(book.n_positions) < share
+        want = np.unique(book.pos_account[marked]).size
+        assert _accounts_of(book, marked) == want
+    assert _accounts_of(book, np.ones(book.n_positions, bool)) == np.unique(book.pos_account).size > 1
+
+
+def test_per_unit_takes_the_account_result_for_cross_and_the_position_result_for_isolated():
+    """A unit's ratio and equity per position, each gathered from one result: equal to the
+    np.where of both gathers it replaces, bit for bit."""
+    from gpurisk.stress import _per_unit
+    from gpurisk.backend import get_backend
+    from gpurisk.ladder import Ladder
+    from gpurisk.ledger import Ledger
+    from gpurisk.stress_context import StressContext
+    from gpurisk.venue import get_venue
+
+    book = synthetic_book(3_000, seed=6, isolated_share=0.3)
+    ctx = StressContext(book, get_venue("binance"), get_backend("cpu"), Ladder(), None, 0.0)
+    r = ctx.revalue(Ledger(book, 0.0), book.mark_price * 0.75)
+    idx = np.flatnonzero(ctx.units(r))
+    acc, iso = book.pos_account[idx], book.isolated[idx] == 1
+    assert iso.any() and (~iso).any()
+    for pos_name, acc_name in (("pos_ratio", "ratio"), ("pos_equity", "equity")):
+        got = _per_unit(r, pos_name, acc_name, idx, acc, np.flatnonzero(iso))
+        want = np.where(iso, getattr(r, pos_name)[idx], getattr(r, acc_name)[acc])
+        assert got.dtype == want.dtype and np.array_equal(got.view(np.int64), want.view(np.int64))
