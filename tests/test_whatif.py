@@ -270,6 +270,16 @@ def _decimal_trade(q0, e0, dq, px, cs):
     return q1, entry, realised
 
 
+def draw_order(draw, q0: float, mark: float) -> tuple[float, float]:
+    """An order's signed size and price against a held size q0 (0: none): an add, a reduce, a
+    close, a flip or a new position, priced near the mark."""
+    kind = draw(st.sampled_from(["add", "reduce", "close", "flip", "new"]))
+    k = draw(st.integers(1, 10_000)) / 1000
+    dq = {"add": k if q0 >= 0 else -k, "reduce": -q0 / 2, "close": -q0, "flip": -2.5 * q0,
+          "new": k * draw(st.sampled_from([1, -1]))}[kind] or k
+    return dq, mark * draw(st.sampled_from([0.9, 0.99, 1.0, 1.01, 1.1]))
+
+
 @st.composite
 def book_and_orders(draw):
     book = draw(book_strategy(max_accounts=4, max_symbols=2, max_tiers=4))
@@ -280,12 +290,7 @@ def book_and_orders(draw):
         mode = draw(st.sampled_from(["cross", "cross", "isolated"]))
         held = [p for p in book["positions"] if p["account_id"] == acc and p["symbol"] == m["symbol"]
                 and p["margin_mode"] == mode]
-        q0 = held[0]["size"] if held else 0.0
-        kind = draw(st.sampled_from(["add", "reduce", "close", "flip", "new"]))
-        k = draw(st.integers(1, 10_000)) / 1000
-        dq = {"add": k if q0 >= 0 else -k, "reduce": -q0 / 2, "close": -q0, "flip": -2.5 * q0,
-              "new": k * draw(st.sampled_from([1, -1]))}[kind] or k
-        px = m["mark_price"] * draw(st.sampled_from([0.9, 0.99, 1.0, 1.01, 1.1]))
+        dq, px = draw_order(draw, held[0]["size"] if held else 0.0, m["mark_price"])
         rows.append(dict(account_id=acc, symbol=m["symbol"], size=dq, price=px, margin_mode=mode))
     venue = draw(st.sampled_from(sorted(v for v in PRESETS if v in ALL_VENUES)))
     return book, rows, venue

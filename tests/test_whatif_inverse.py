@@ -33,6 +33,7 @@ from test_whatif import (  # noqa: E402
     ALL_VENUES,
     assert_is_the_revaluation_of_the_modified_book,
     assert_rows_are_revaluations,
+    draw_order,
     modified_frames,
     ticked_book,
 )
@@ -210,12 +211,7 @@ def inverse_book_and_orders(draw):
         mode = draw(st.sampled_from(["cross", "cross", "isolated"]))
         held = [p for p in book["positions"] if (p["account_id"], p["symbol"], p["margin_mode"])
                 == (aid, m["symbol"], mode)]
-        q0 = held[0]["size"] if held else 0.0
-        kind = draw(st.sampled_from(["add", "reduce", "close", "flip", "new"]))
-        k = draw(st.integers(1, 10_000)) / 1000
-        dq = {"add": k if q0 >= 0 else -k, "reduce": -q0 / 2, "close": -q0, "flip": -2.5 * q0,
-              "new": k * draw(st.sampled_from([1, -1]))}[kind] or k
-        px = m["mark_price"] * draw(st.sampled_from([0.9, 0.99, 1.0, 1.01, 1.1]))
+        dq, px = draw_order(draw, held[0]["size"] if held else 0.0, m["mark_price"])
         rows.append(dict(account_id=aid, symbol=m["symbol"], size=dq, price=px, margin_mode=mode))
     if not rows:  # the first position's pool always exists
         p = book["positions"][0]
