@@ -628,7 +628,7 @@ class LiveBook:
         inserts.sort(key=lambda kv: kv[0])  # (account id, symbol, mode): the layout's order
         before = []  # per insert: the old position it goes before
         for key, _ in inserts:
-            (acc, sym, iso), pool = key, self._pool(key)
+            (_, sym, iso), pool = key, self._pool(key)
             a, held = _pool_row(b.account_id, b.account_asset, pool)  # else a new wallet: before row a's positions
             k, end = int(b.pos_start[a]), int(b.pos_start[a + 1] if held else b.pos_start[a])
             while k < end and (b.pos_symbol[k], b.isolated[k]) < (sym, iso):

@@ -57,8 +57,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: Polars is imported where frames are built
+    import polars as pl
 
 from .adl import queue_group, queue_places, rank_queues, rotate_queues
 from .book import Book, BookError, Problem, read_book

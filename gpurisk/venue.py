@@ -8,6 +8,10 @@ public documentation for the rules below.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the annotation only: portfolio.py imports this module
+    from .portfolio import PortfolioModel
 
 ADL_SCORES = {"pnl_leverage": 0, "binance": 1, "hyperliquid": 2, "random": 3,  # kernel codes
               "mark_over_entry": 4}

@@ -345,7 +345,6 @@ def queue_lights(queue: list[dict], rule: str) -> list[int]:
 def queue_lights_ok(queue: list[dict], rule: str, rel=Fraction(1, 10**12)) -> list[set]:
     """As :func:`queue_lights` but the set of lights allowed when the share is within
     ``rel`` of a 20 % boundary (the engine sums sizes in float64)."""
-    n = len(queue)
     if rule == "rank":
         return [{x} for x in queue_lights(queue, rule)]
     sizes = [abs(Fraction(float(p["size"]))) for p in queue]
