@@ -294,8 +294,8 @@ def _settle(ctx: StressContext, ledger: Ledger, rx: Revaluation, pos: np.ndarray
         if rec.detail:
             queue, bankrupt, counterparty, qty, price = settled.fills()
             rec.extend(rec.fills, qty.size, **labels, symbol=symbols[queue].astype(np.int32),
-                       bankrupt_account_id=book.account_id[book.pos_account[bankrupt]],
-                       counterparty_account_id=book.account_id[book.pos_account[counterparty]], qty=qty, price=price)
+                       bankrupt_account_id=ctx.position_account_id[bankrupt],
+                       counterparty_account_id=ctx.position_account_id[counterparty], qty=qty, price=price)
         return
     # Haircut policies: the fund takes the positions over and recovers the loss from the
     # opposite side's positive PnL, every queue in one kernel (gpurisk/haircut.py).
@@ -320,7 +320,7 @@ def _settle(ctx: StressContext, ledger: Ledger, rx: Revaluation, pos: np.ndarray
     if rec.detail:
         rec.extend(rec.cuts, cuts.positions.size, **labels,
                    symbol=np.repeat(symbols, cuts.n_cut).astype(np.int32),
-                   account_id=book.account_id[book.pos_account[cuts.positions]], amount=cuts.amount)
+                   account_id=ctx.position_account_id[cuts.positions], amount=cuts.amount)
 
 
 # ------------------------------------------------------------------ public entry point

@@ -142,6 +142,35 @@ class StressRecords:
         return _results(self, scenario_labels)
 
 
+class _Run:
+    """A scalar that is ``n`` rows' value in a record table (see _Records.extend)."""
+
+    __slots__ = ("n", "value")
+
+    def __init__(self, n: int, value):
+        self.n, self.value = int(n), value
+
+
+def _column(parts: list, dtype) -> np.ndarray:
+    """One record column from its parts in order (arrays and _Run scalars), in ``dtype``:
+    runs alone by one np.repeat, arrays alone by one np.concatenate, a mix written piece by
+    piece into one array."""
+    if not parts:
+        return np.zeros(0, dtype=dtype)
+    runs = [isinstance(p, _Run) for p in parts]
+    if all(runs):
+        return np.repeat(np.array([p.value for p in parts], dtype=dtype), [p.n for p in parts])
+    if not any(runs):
+        return np.concatenate(parts).astype(dtype, copy=False)
+    out = np.empty(sum(p.n if r else p.size for p, r in zip(parts, runs)), dtype=dtype)
+    at = 0
+    for p, r in zip(parts, runs):
+        n = p.n if r else p.size
+        out[at:at + n] = p.value if r else p
+        at += n
+    return out
+
+
 class _Records:
     """Result rows as they are produced, kept as arrays; with detail=False only the summary
     and price paths. ``finish`` turns them into StressRecords."""
@@ -153,15 +182,13 @@ class _Records:
         self.cuts: dict[str, list] = {k: [] for k in HAIRCUT_COLUMNS}
         self.prices: dict[str, list] = {k: [] for k in PRICE_COLUMNS}
         self.summary: dict[str, list] = {k: [] for k in SUMMARY_COLUMNS}
-        self._dtypes = {id(self.liq): LIQUIDATION_COLUMNS, id(self.fills): ADL_FILL_COLUMNS,
-                        id(self.cuts): HAIRCUT_COLUMNS, id(self.prices): PRICE_COLUMNS}
 
     def extend(self, table: dict, n: int, **cols):
-        """Rows of one of this record's tables; a scalar is every row's value, written in the
-        column's dtype at once (finish then concatenates without converting)."""
-        dtypes = self._dtypes[id(table)]
+        """Rows of one of this record's tables; a scalar is every row's value, kept as one
+        (count, value) run until ``finish`` writes the column (a step's scenario, policy and
+        step labels are never materialised per step and copied again)."""
         for k, v in cols.items():
-            table[k].append(np.full(n, v, dtype=dtypes[k]) if np.ndim(v) == 0 else np.asarray(v))
+            table[k].append(_Run(n, v) if np.ndim(v) == 0 else np.asarray(v))
 
     def take(self, other: "_Records"):
         """Append another's rows after these (a scenario run apart, in its place in the order)."""
@@ -179,8 +206,7 @@ class _Records:
 
     def finish(self, symbols, timings: dict) -> StressRecords:
         def arrays(table: dict, dtypes: dict) -> dict:
-            return {k: (np.concatenate(v) if v else np.zeros(0)).astype(dtypes[k], copy=False)
-                    for k, v in table.items()}
+            return {k: _column(v, dtypes[k]) for k, v in table.items()}
 
         return StressRecords(summary={k: np.array(v, dtype=SUMMARY_COLUMNS[k]) for k, v in self.summary.items()},
                              liquidations=arrays(self.liq, LIQUIDATION_COLUMNS),

@@ -554,3 +554,25 @@ def test_per_unit_takes_the_account_result_for_cross_and_the_position_result_for
         got = _per_unit(r, pos_name, acc_name, idx, acc, np.flatnonzero(iso))
         want = np.where(iso, getattr(r, pos_name)[idx], getattr(r, acc_name)[acc])
         assert got.dtype == want.dtype and np.array_equal(got.view(np.int64), want.view(np.int64))
+
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("run"), st.integers(0, 7), st.integers(-100, 100)),
+                          st.tuples(st.just("array"), st.lists(st.integers(-100, 100), max_size=7))),
+                max_size=12),
+       st.sampled_from([np.int64, np.int32, np.int8, np.float64]))
+def test_a_record_column_of_runs_and_arrays_equals_their_materialised_concatenation(parts, dtype):
+    """Record tables keep a step's scalar labels as (count, value) runs; the finished column
+    is what materialising each run (np.full in the column's dtype) and concatenating gives."""
+    from gpurisk.stress_result import _column, _Run
+
+    runs = [_Run(p[1], p[2]) if p[0] == "run" else np.asarray(p[1], dtype=dtype) for p in parts]
+    plain = [np.full(p[1], p[2], dtype=dtype) if p[0] == "run" else np.asarray(p[1], dtype=dtype) for p in parts]
+    expected = np.concatenate(plain) if plain else np.zeros(0, dtype=dtype)
+    got = _column(runs, dtype)
+    assert got.dtype == np.dtype(dtype)
+    assert np.array_equal(got, expected)
