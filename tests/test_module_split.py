@@ -1,4 +1,5 @@
-"""gpurisk.report, gpurisk.distributed, gpurisk.cli, gpurisk.book, gpurisk.engine, gpurisk.deleverage and gpurisk.stress were each split into modules named for
+"""gpurisk.report, gpurisk.distributed, gpurisk.cli, gpurisk.book, gpurisk.engine, gpurisk.deleverage,
+gpurisk.stress and gpurisk.book_updates were each split into modules named for
 their concepts; every name they had stays importable from them, as the very object of the
 module that now holds it (not a copy)."""
 
@@ -42,6 +43,9 @@ MOVED = {
         "validate": ["EXAMPLES_SHOWN", "Problem", "BookError"],
         "tier_rules": ["derived_maint_amount"],
     },
+    "book_updates": {
+        "update_checks": ["UpdateError", "describe", "check_update_fields", "rows_pass", "problems_of"],
+    },
 }
 KEPT = {
     "report": ["CSS", "table_html", "write_report"],
@@ -52,6 +56,7 @@ KEPT = {
                    "haircut_adl", "fund_cover", "queue_adl"],
     "stress": ["stress", "run_stress", "run_scenario", "conservation_check"],
     "engine": ["DeviceBook", "Engine", "revalue", "padded_tiers", "liquidation_root_bounds", "auto_chunk_positions"],
+    "book_updates": ["LiveBook", "Applied", "UPDATE_TYPES", "DUST", "LOOKUPS_KEPT", "writable", "writable_copy"],
 }
 
 
