@@ -8,11 +8,10 @@ name the rows at fault. ``live``: the LiveBook the batch goes to (its book and w
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 
 from . import schema as lim
 from .schema import CONTRACT_TYPES, MARGIN_MODES
-from .validate import ROW, Checker, check_columns, validate_accounts, validate_positions
+from .validate import ROW, Checker, Problem, check_columns, validate_accounts, validate_positions
 
 
 class UpdateError(ValueError):
@@ -64,24 +63,21 @@ class _RowsChecker(Checker):
         super()._report(column, hits, rule)
 
 
-def rows_pass(live, positions: dict, wallets: dict, opened) -> bool:
-    """Whether the pending rows pass every rule of problems_of, judged in NumPy (the common
-    case: no Polars frames for a good batch). Only True is trusted: where it says False,
-    problems_of judges the rows with the book's own rules and messages. The rules that the
-    rows hold by construction (ids are integers, keys unique, symbols and margin modes of
-    the book) are not judged again."""
-    if wallets:
-        w = np.fromiter(wallets.values(), dtype=np.float64, count=len(wallets))
+def _rule_masks(live, positions: dict, wallets: dict, opened) -> tuple[list, dict, list, dict]:
+    """The pending rows and, per (table, column, rule), a NumPy mask of the rows that break it:
+    (wallet pools, their masks, position rows, their masks). The rules that the rows hold by
+    construction (ids are integers, keys unique, symbols and margin modes of the book) are
+    not judged again."""
+    pools, wallet_masks = list(wallets), {}
+    if pools:
+        w = np.fromiter(wallets.values(), dtype=np.float64, count=len(pools))
         aw = np.abs(w)
-        if not (np.isfinite(w).all() and ((aw == 0) | ((aw >= lim.BALANCE_MIN) & (aw <= lim.BALANCE_MAX))).all()):
-            return False
+        wallet_masks[("wallet_balance", f"must be finite, and 0 or in [{lim.BALANCE_MIN:g}, {lim.BALANCE_MAX:g}]")] = \
+            ~(np.isfinite(w) & ((aw == 0) | ((aw >= lim.BALANCE_MIN) & (aw <= lim.BALANCE_MAX))))
     rows = [(k, v) for k, v in positions.items() if v is not None]
     if not rows:
-        return True
-    for k, _ in rows:  # wallets: of the book, or opened earlier in the batch
-        pool = live._pool(k)
-        if not (pool in wallets or pool in opened or live._account_index(pool) >= 0):
-            return False
+        return pools, wallet_masks, rows, {}
+    known = np.array([(p := live._pool(k)) in wallets or p in opened or live._account_index(p) >= 0 for k, _ in rows])
     size = np.array([v["size"] for _, v in rows], dtype=np.float64)
     entry = np.array([v["entry_price"] for _, v in rows], dtype=np.float64)
     margin = np.array([v["isolated_margin"] for _, v in rows], dtype=np.float64)
@@ -92,15 +88,51 @@ def rows_pass(live, positions: dict, wallets: dict, opened) -> bool:
     cs = live.book.contract_size[symbols]
     inverse = live.book.inverse[symbols] == 1
     a_size = np.abs(size)
-    with np.errstate(invalid="ignore", over="ignore"):
-        ok = (np.isfinite(size) & (a_size >= lim.SIZE_MIN) & (a_size <= lim.SIZE_MAX)
-              & np.isfinite(entry) & (entry >= lim.PRICE_MIN) & (entry <= lim.PRICE_MAX)
-              # the entry notional; an inverse market's in the coin
-              & (np.where(inverse, a_size * cs / entry, a_size * entry * cs) <= lim.NOTIONAL_MAX)
-              & np.isfinite(margin) & np.where(iso, (margin >= lim.BALANCE_MIN) & (margin <= lim.BALANCE_MAX),
-                                               margin == 0)
-              & (null_lev | (np.isfinite(lev) & (lev >= 1) & (lev <= lim.LEVERAGE_MAX))))
-    return bool(ok.all())
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        masks = {
+            ("account_id", "must be an account of the book (a wallet in the market's settle asset)"): ~known,
+            ("size", f"|size| must be finite and in [{lim.SIZE_MIN:g}, {lim.SIZE_MAX:g}]"):
+                ~(np.isfinite(size) & (a_size >= lim.SIZE_MIN) & (a_size <= lim.SIZE_MAX)),
+            ("entry_price", f"must be finite and in [{lim.PRICE_MIN:g}, {lim.PRICE_MAX:g}]"):
+                ~(np.isfinite(entry) & (entry >= lim.PRICE_MIN) & (entry <= lim.PRICE_MAX)),
+            # the entry notional; an inverse market's in the coin
+            ("entry_price", f"|size|·entry_price·contract_size must be at most {lim.NOTIONAL_MAX:g}"):
+                ~(np.where(inverse, a_size * cs / entry, a_size * entry * cs) <= lim.NOTIONAL_MAX),
+            ("isolated_margin", f"must be in [{lim.BALANCE_MIN:g}, {lim.BALANCE_MAX:g}] for an isolated "
+                                "position and 0 for a cross one"):
+                ~(np.isfinite(margin) & np.where(iso, (margin >= lim.BALANCE_MIN) & (margin <= lim.BALANCE_MAX),
+                                                 margin == 0)),
+            ("leverage", f"must be null or in [1, {lim.LEVERAGE_MAX:g}]"):
+                ~(null_lev | (np.isfinite(lev) & (lev >= 1) & (lev <= lim.LEVERAGE_MAX))),
+        }
+    return pools, wallet_masks, rows, masks
+
+
+def rows_pass(live, positions: dict, wallets: dict, opened) -> bool:
+    """Whether the pending rows pass every rule of problems_of, judged in NumPy (the common
+    case: no Polars frames for a good batch). Only True is trusted: where it says False,
+    problems_of judges the rows with the book's own rules and messages."""
+    _, wallet_masks, _, masks = _rule_masks(live, positions, wallets, opened)
+    return not any(m.any() for m in (*wallet_masks.values(), *masks.values()))
+
+
+def _problems_numpy(live, positions: dict, wallets: dict, opened) -> tuple[list, set]:
+    """problems_of where Polars is not installed (a GPU machine may carry only NumPy and
+    CuPy): the same rules judged by _rule_masks, each broken one named with its column, its
+    limits and the rows at fault."""
+    pools, wallet_masks, rows, masks = _rule_masks(live, positions, wallets, opened)
+    problems, bad = [], set()
+    for table, keys, by_rule in (("accounts", [("a", p) for p in pools], wallet_masks),
+                                 ("positions", [("p", k) for k, _ in rows], masks)):
+        for (column, rule), mask in by_rule.items():
+            at = np.flatnonzero(mask)
+            if at.size:
+                shown = tuple(f"account_id {keys[r][1][0]}" + (f", symbol {live.book.symbols[keys[r][1][1]]}"
+                                                               if table == "positions" else "") for r in at[:3])
+                problems.append(Problem(table, column, rule, int(at.size), shown))
+                bad |= {keys[r] for r in at}
+    return problems, bad
+
 
 def problems_of(live, positions: dict, wallets: dict, opened: set = frozenset(),
                 fast: bool = True) -> tuple[list, set]:
@@ -110,6 +142,10 @@ def problems_of(live, positions: dict, wallets: dict, opened: set = frozenset(),
     the NumPy check passes them (tests compare the two)."""
     if fast and rows_pass(live, positions, wallets, opened):
         return [], set()
+    try:
+        import polars as pl  # here only: a good batch never reaches it
+    except ImportError:  # the monitor runs where only NumPy (and CuPy) are installed
+        return _problems_numpy(live, positions, wallets, opened)
     b = live.book
     problems, bad = [], set()
     if wallets:

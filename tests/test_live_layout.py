@@ -47,8 +47,16 @@ def test_the_numpy_check_passes_exactly_the_rows_the_book_rules_pass(data):
             "isolated_margin": data.draw(floats), "leverage": lev}
     opened = {(a, 0) for a in data.draw(st.lists(st.sampled_from([8]), max_size=1))}
     fast = live._rows_pass(positions, wallets, opened)
-    problems, _ = live._problems(positions, wallets, opened, fast=False)
+    problems, bad = live._problems(positions, wallets, opened, fast=False)
     assert fast == (not problems), problems
+    # Without Polars (a GPU machine with NumPy and CuPy only) the same rules find the same rows
+    # at fault, and name the same columns.
+    from gpurisk.update_checks import _problems_numpy
+
+    plain, plain_bad = _problems_numpy(live, positions, wallets, opened)
+    assert plain_bad == bad, (plain, problems)
+    assert {(q.table, q.column) for q in plain} <= {(q.table, q.column) for q in problems} | \
+        {("positions", "entry_price")}, (plain, problems)
 
 
 # ------------------------------------------------------------------ the in-place layout

@@ -407,3 +407,34 @@ def test_event_json_is_the_strict_json_of_the_cleaned_event(event):
     from gpurisk.sinks import event_json
 
     assert event_json(event) == _strict_json_reference(event)
+
+
+def test_the_monitor_runs_and_refuses_a_bad_update_without_polars():
+    """A GPU machine may carry NumPy and CuPy only: the monitor steps, applies good updates
+    and words a refusal with the rule's column and limits, without importing Polars."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['polars'] = None\n"
+            "import gpurisk\n"
+            "from gpurisk.monitor import Monitor\n"
+            "import time\n"
+            "from gpurisk.streams import Batch, PendingTick\n"
+            "book = gpurisk.synthetic_book(300, seed=1)\n"
+            "mon = Monitor(gpurisk.Engine(book, backend='cpu'))\n"
+            "mon.start()\n"
+            "a = int(book.account_id[0])\n"
+            "tick = PendingTick(float(book.mark_price[0]) * 0.9, None, time.monotonic(), time.time() * 1e3)\n"
+            "batch = Batch(marks={0: tick}, updates=[\n"
+            "    {'type': 'balance', 'account_id': a, 'delta': 5.0, '_source': 'u:1'},\n"
+            "    {'type': 'balance', 'account_id': a, 'delta': 1e300, '_source': 'u:2'}])\n"
+            "events = mon.step(batch)\n"
+            "refused = [e for e in events if e['type'] == 'rejected']\n"
+            "print(len(refused), refused[0]['reason'] if refused else '')\n"
+            "print(float(mon.resident.wallet[0]) == float(book.wallet[0]) + 5.0)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.strip().splitlines()
+    assert first.startswith("1 u:2 (balance: account_id=") and "accounts.wallet_balance: must be finite, and 0 or " \
+        "in [1e-12, 1e+15]" in first, first
+    assert second == "True"
