@@ -6,6 +6,8 @@
 #if defined(__CUDACC__)
 #define GR_KERNEL extern "C" __global__
 #define GR_DEVICE static __device__ __forceinline__
+// A rare path kept out of line, so that its code and register needs stay out of the hot loop.
+#define GR_DEVICE_COLD static __device__ __noinline__
 // NVRTC has no <cmath>: build the constants from their bit patterns.
 #define GR_INF __longlong_as_double(0x7ff0000000000000LL)
 #define GR_NAN __longlong_as_double(0x7ff8000000000000LL)
@@ -22,6 +24,7 @@
 #endif
 #define GR_KERNEL extern "C"
 #define GR_DEVICE static inline
+#define GR_DEVICE_COLD static __attribute__((noinline, cold))
 #define GR_INF (__builtin_inf())
 #define GR_NAN (__builtin_nan(""))
 static inline long long gr_bits_host(double x) {
@@ -55,6 +58,13 @@ extern "C" int gr_max_threads(void) {
 #endif
 }
 #endif
+
+// c ? a : b by bit masks, for doubles whose case books mix at random: compilers turn a plain
+// select of doubles into a branch, which would then be mispredicted.
+GR_DEVICE double pick(bool c, double a, double b) {
+    const long long m = -(long long)c;
+    return GR_FROM_BITS((GR_BITS(a) & m) | (GR_BITS(b) & ~m));
+}
 
 // Status codes, in order of severity (gpurisk/schema.py names them).
 #define GR_HEALTHY 0

@@ -18,7 +18,7 @@ GR_DEVICE double liquidation_price_tiered(
     const double* tier_root_bound, const double* tier_floor, int jumps) {
     const double aq = fabs(q);
     const int is_short = q < 0.0 ? 1 : 0;
-    const double side = q > 0.0 ? 1.0 : -1.0;
+    const double side = copysign(1.0, q);  // q != 0: ±1 (not a select: longs and shorts mix at random)
     // base = f(0), and side·f at the boundary of tier t (where q·P·cs = side·floor_t) is
     // side·base + floor_t − side·MM_at_floor_t: the root lies past that boundary when
     // side·base < the tier's bound (precomputed per tier and side, gpurisk/engine.py).
@@ -42,9 +42,9 @@ GR_DEVICE double liquidation_price_tiered(
         lp = lp < top ? lp : top;
     }
     // No positive root when side·f(0) >= 0: collateral covers any move (long), or no price
-    // is safe (short). Two simple selects, which compile without a branch to mispredict.
-    const double lp_positive = lp > 0.0 ? lp : GR_NAN;
-    return side_base < 0.0 ? lp_positive : GR_NAN;
+    // is safe (short). A masked select: a plain one compiles to a branch, mispredicted as often
+    // as books mix positions with and without a root.
+    return pick(side_base < 0.0 && lp > 0.0, lp, GR_NAN);
 }
 
 // The liquidation price's root for a position (q, e) with W' = wp and the others' requirement
@@ -163,25 +163,12 @@ GR_DEVICE double tick_price(const TriggerCheck& c, double lp, double tick, bool 
     return lp;
 }
 
-// The reported liquidation price: a double on the trigger side of the solved root (below it
-// for a long, above it for a short) at which liquidatable_at holds: the root's neighbour when
-// it qualifies (nearly always: one check); otherwise the nearest qualifying double, by a
-// doubling search in ulps (positive doubles order as their bit patterns) then a bisection to
-// the boundary: at most ~126 checks. NaN when no positive double qualifies. With a tick (> 0), rounded to a multiple
-// of the tick on the trigger side (down for a long, up for a short) that still qualifies; the
-// unrounded price stays where float64 cannot resolve the tick at that price.
-GR_DEVICE double trigger_side_price(const TriggerCheck& c, double root, double tick) {
-    if (!(root > 0.0 && root < GR_INF)) return GR_NAN;
+// The search behind trigger_side_price, for a root whose neighbour on the trigger side does not
+// qualify (rare: kept out of line, away from the hot loop): the root itself when it qualifies,
+// else the nearest qualifying double by a doubling search in ulps (positive doubles order as
+// their bit patterns) then a bisection to the boundary: at most ~126 checks.
+GR_DEVICE_COLD double trigger_side_search(const TriggerCheck& c, double root, double tick) {
     const bool is_long = c.q > 0.0;
-    // The root's neighbour on the trigger side nearly always qualifies: one check, a branch the
-    // CPU predicts (checking the root first fails about half the time, a mispredicted branch
-    // and a second check). The report is then at most one ulp beyond the nearest qualifying
-    // price, still on the trigger side.
-    const long long near_bits = is_long ? GR_BITS(root) - 1 : GR_BITS(root) + 1;
-    if (near_bits >= 1 && near_bits <= 0x7fefffffffffffffLL && liquidatable_at(c, GR_FROM_BITS(near_bits))) {
-        root = GR_FROM_BITS(near_bits);
-        return tick > 0.0 ? tick_price(c, root, tick, is_long) : root;
-    }
     double lp = root;
     if (!liquidatable_at(c, root)) {
         const long long limit = is_long ? 1LL : 0x7fefffffffffffffLL;  // smallest / largest positive double
@@ -189,7 +176,9 @@ GR_DEVICE double trigger_side_price(const TriggerCheck& c, double root, double t
         for (int it = 0; it < 64; ++it) {
             const long long room = is_long ? bad - limit : limit - bad;
             const long long cand = room <= step ? limit : (is_long ? bad - step : bad + step);
-            if (liquidatable_at(c, GR_FROM_BITS(cand))) {
+            // The first candidate is the neighbour, or the root where the neighbour is past the
+            // last double: both known not to qualify.
+            if (it > 0 && liquidatable_at(c, GR_FROM_BITS(cand))) {
                 good = cand;
                 break;
             }
@@ -206,6 +195,34 @@ GR_DEVICE double trigger_side_price(const TriggerCheck& c, double root, double t
         lp = GR_FROM_BITS(good);
     }
     return tick > 0.0 ? tick_price(c, lp, tick, is_long) : lp;
+}
+
+// The reported liquidation price: a double on the trigger side of the solved root (below it
+// for a long, above it for a short) at which liquidatable_at holds: the root's neighbour when
+// it qualifies (nearly always: one check); otherwise trigger_side_search's. NaN when no
+// positive double qualifies. With a tick (> 0), rounded to a multiple of the tick on the
+// trigger side (down for a long, up for a short) that still qualifies; the unrounded price
+// stays where float64 cannot resolve the tick at that price.
+// trigger_side_near is its first step: the price, or -root (< 0) when the neighbour does not
+// qualify and trigger_side_search must run.
+GR_DEVICE double trigger_side_near(const TriggerCheck& c, double root, double tick) {
+    if (!(root > 0.0 && root < GR_INF)) return GR_NAN;
+    const bool is_long = c.q > 0.0;
+    // The root's neighbour on the trigger side nearly always qualifies: one check, a branch the
+    // CPU predicts (checking the root first fails about half the time, a mispredicted branch
+    // and a second check). The report is then at most one ulp beyond the nearest qualifying
+    // price, still on the trigger side.
+    const long long near_bits = is_long ? GR_BITS(root) - 1 : GR_BITS(root) + 1;
+    if (near_bits >= 1 && near_bits <= 0x7fefffffffffffffLL && liquidatable_at(c, GR_FROM_BITS(near_bits))) {
+        root = GR_FROM_BITS(near_bits);
+        return tick > 0.0 ? tick_price(c, root, tick, is_long) : root;
+    }
+    return -root;
+}
+
+GR_DEVICE double trigger_side_price(const TriggerCheck& c, double root, double tick) {
+    const double lp = trigger_side_near(c, root, tick);
+    return lp < 0.0 ? trigger_side_search(c, -lp, tick) : lp;
 }
 
 // What position i's own figures rest on: its collateral W' (the isolated margin, the wallet
@@ -237,10 +254,54 @@ GR_DEVICE Collateral collateral_of(long long i, int a, const signed char* isolat
     return c;
 }
 
+// The trigger-side check of stored position i (q != 0) in its account, others at their marks.
+GR_DEVICE TriggerCheck trigger_check_of(
+    long long i, int a, int s, double q, double e, double cs, int inv, const Collateral& c, int mm_on_entry,
+    int tiers_by_contracts, double margin_call_ratio, double liquidation_ratio, double close_fee_rate,
+    const double* isolated_margin, const double* upnl, const double* maint, const double* fee,
+    const double* wallet, const int* n_cross, const long long* pos_start, const signed char* isolated,
+    const double* size, const int* tier_start, const double* tier_floor, const double* tier_mmr,
+    const double* tier_cum) {
+    // Member by member: an initialiser list lets the compiler clear the whole struct first.
+    TriggerCheck chk;
+    chk.i = i;
+    chk.a = a;
+    chk.s = s;
+    chk.mm_on_entry = mm_on_entry;
+    chk.by_contracts = tiers_by_contracts;
+    chk.iso = c.iso;
+    chk.alone = n_cross[a] == 1;
+    chk.inserts = false;
+    chk.q = q;
+    chk.e = e;
+    chk.cs = cs;
+    chk.iso_margin = isolated_margin[i];
+    chk.mm_fixed = maint[i];
+    chk.margin_call_ratio = margin_call_ratio;
+    chk.liquidation_ratio = liquidation_ratio;
+    chk.fee_rate = close_fee_rate;
+    chk.wallet = wallet[a];
+    chk.pos_start = pos_start;
+    chk.isolated = isolated;
+    chk.size = size;
+    chk.upnl = upnl;
+    chk.maint = maint;
+    chk.fee = fee;
+    chk.tier_start = tier_start;
+    chk.tier_floor = tier_floor;
+    chk.tier_mmr = tier_mmr;
+    chk.tier_cum = tier_cum;
+    chk.inv = inv;
+    return chk;
+}
+
 // The liquidation price of position i (q != 0), others held at their marks: the root of
 // equity = requirement in its case, then stepped to the trigger side (and the tick).
 // Inverse (inv): the same closed forms in x = 1/P with size −q and entry 1/E (common.cuh),
 // and P = 1/x at the end. Linear: the same bits as without the transform.
+// Returns trigger_side_near's result: -root where the search must run, which
+// liquidation_search_at finishes (kept apart: the common path then never passes the check's
+// figures out of line, which would make the compiler build them in memory).
 GR_DEVICE double liquidation_price_at(
     long long i, int a, int s, double q, double e, double cs, int inv, const Collateral& c,
     const int* tier_start, const double* tier_mmr, const double* tier_cum, const double* tier_root_bound,
@@ -249,17 +310,36 @@ GR_DEVICE double liquidation_price_at(
     const long long* pos_start, const signed char* isolated, const double* size, const double* tier_floor,
     const double* tick_size, const double* fee, double close_fee_rate, int tiers_by_contracts,
     const double* tier_req_mmr, int tier_rate_whole) {
-    const double mm = maint[i];
-    const double lp = liquidation_root(c.wp, c.mmp, mm, q, e, cs, s, mm_on_entry, tiers_by_contracts,
+    const double lp = liquidation_root(c.wp, c.mmp, maint[i], q, e, cs, s, mm_on_entry, tiers_by_contracts,
                                        tier_rate_whole, close_fee_rate, tier_start, tier_floor, tier_req_mmr,
                                        tier_cum, tier_root_bound, inv);
     // Step from the root to the trigger side: at the reported price a revaluation says
     // liquidatable (or bankrupt), whatever float64 rounding did to the root.
-    const TriggerCheck chk = {i, a, s, mm_on_entry, tiers_by_contracts, c.iso, n_cross[a] == 1, false, q, e, cs,
-                              isolated_margin[i], mm, margin_call_ratio, liquidation_ratio, close_fee_rate,
-                              wallet[a], pos_start, isolated, size, upnl, maint, fee, tier_start,
-                              tier_floor, tier_mmr, tier_cum, inv};
-    return trigger_side_price(chk, lp, tick_size[s]);
+    const TriggerCheck chk = trigger_check_of(i, a, s, q, e, cs, inv, c, mm_on_entry, tiers_by_contracts,
+                                              margin_call_ratio, liquidation_ratio, close_fee_rate, isolated_margin,
+                                              upnl, maint, fee, wallet, n_cross, pos_start, isolated, size,
+                                              tier_start, tier_floor, tier_mmr, tier_cum);
+    return trigger_side_near(chk, lp, tick_size[s]);
+}
+
+// liquidation_price_at's result where it returned -root (< 0): trigger_side_search from that root.
+GR_DEVICE_COLD double liquidation_search_at(
+    long long i, double root, const int* account, const int* symbol, const double* size, const double* entry,
+    const double* contract_size, const signed char* inverse, const int* tier_start, const double* tier_mmr,
+    const double* tier_cum, int mm_on_entry, double margin_call_ratio, double liquidation_ratio,
+    const double* isolated_margin, const double* upnl, const double* maint, const double* wallet,
+    const double* equity, const double* acc_maint, const int* n_cross, const long long* pos_start,
+    const signed char* isolated, const double* tier_floor, const double* tick_size, const double* fee,
+    const double* acc_fee, double close_fee_rate, int tiers_by_contracts) {
+    const int a = account[i];
+    const int s = symbol[i];
+    const Collateral c = collateral_of(i, a, isolated, isolated_margin, upnl, maint, fee, acc_fee, close_fee_rate,
+                                       wallet, equity, acc_maint, n_cross);
+    const TriggerCheck chk = trigger_check_of(i, a, s, size[i], entry[i], contract_size[s], inverse[s], c,
+                                              mm_on_entry, tiers_by_contracts, margin_call_ratio, liquidation_ratio,
+                                              close_fee_rate, isolated_margin, upnl, maint, fee, wallet, n_cross,
+                                              pos_start, isolated, size, tier_start, tier_floor, tier_mmr, tier_cum);
+    return trigger_side_search(chk, root, tick_size[s]);
 }
 
 GR_KERNEL void position_risk(
@@ -321,15 +401,14 @@ GR_KERNEL void position_risk(
                                    : bx_at - (multi ? eq * mm : wp) / ((multi ? mm_acct : 1.0) * (qx * cs));
         bp = inv ? 1.0 / bp : bp;
         pos_equity[i] = eq;
-        // A stress run reads statuses and bankruptcy prices only, and the monitor the prices
-        // of positions entering liquidation only (liquidation_prices): want_liq_price = 0
-        // skips the search (the same for every thread of a launch: no divergence).
+        // The liquidation price's root (liquidation_price_at's) here, its step to the trigger side
+        // in the pass below. A stress run reads statuses and bankruptcy prices only, and the monitor
+        // the prices of positions entering liquidation only (liquidation_prices): want_liq_price = 0
+        // skips both (the same for every thread of a launch: no divergence).
         double lp = GR_NAN;
         if (want_liq_price && q != 0.0)
-            lp = liquidation_price_at(i, a, s, q, e, cs, inv, c, tier_start, tier_mmr, tier_cum, tier_root_bound,
-                                      mm_on_entry, margin_call_ratio, liquidation_ratio, isolated_margin, upnl,
-                                      maint, wallet, n_cross, pos_start, isolated, size, tier_floor, tick_size,
-                                      fee, close_fee_rate, tiers_by_contracts, tier_req_mmr, tier_rate_whole);
+            lp = liquidation_root(wp, c.mmp, mm, q, e, cs, s, mm_on_entry, tiers_by_contracts, tier_rate_whole,
+                                  close_fee_rate, tier_start, tier_floor, tier_req_mmr, tier_cum, tier_root_bound, inv);
         if (q == 0.0) {  // closed during a stress run: no prices, no status of its own
             ratio[i] = 0.0;
             status[i] = GR_HEALTHY;
@@ -338,6 +417,33 @@ GR_KERNEL void position_risk(
         }
         bankruptcy_price[i] = bp;
         liq_price[i] = lp;
+    }
+    // The step from each root to the trigger side (liquidation_price_at's, in the same order), in
+    // a pass of its own: the main loop with the check inlined ran slower (bench/RESULTS.md,
+    // 2026-11-29). Each thread reads back only the roots it wrote above (the same indices: no
+    // sync needed). The rare search runs out of line.
+    if (want_liq_price) {
+        for_each_index(i, n) {
+            const double q = size[i];
+            if (q == 0.0) continue;
+            const int a = account[i];
+            const int s = symbol[i];
+            const Collateral c = collateral_of(i, a, isolated, isolated_margin, upnl, maint, fee, acc_fee,
+                                               close_fee_rate, wallet, equity, acc_maint, n_cross);
+            const TriggerCheck chk = trigger_check_of(i, a, s, q, entry[i], contract_size[s], inverse[s], c,
+                                                      mm_on_entry, tiers_by_contracts, margin_call_ratio,
+                                                      liquidation_ratio, close_fee_rate, isolated_margin, upnl, maint,
+                                                      fee, wallet, n_cross, pos_start, isolated, size, tier_start,
+                                                      tier_floor, tier_mmr, tier_cum);
+            const double near = trigger_side_near(chk, liq_price[i], tick_size[s]);
+            liq_price[i] = near < 0.0 ? liquidation_search_at(i, -near, account, symbol, size, entry, contract_size,
+                                                              inverse, tier_start, tier_mmr, tier_cum, mm_on_entry,
+                                                              margin_call_ratio, liquidation_ratio, isolated_margin,
+                                                              upnl, maint, wallet, equity, acc_maint, n_cross,
+                                                              pos_start, isolated, tier_floor, tick_size, fee, acc_fee,
+                                                              close_fee_rate, tiers_by_contracts)
+                                      : near;
+        }
     }
 }
 
@@ -367,6 +473,12 @@ GR_KERNEL void liquidation_prices(
                                       isolated_margin, upnl, maint, wallet, n_cross, pos_start, isolated, size,
                                       tier_floor, tick_size, fee, close_fee_rate, tiers_by_contracts, tier_req_mmr,
                                       tier_rate_whole);
+            if (lp < 0.0)
+                lp = liquidation_search_at(i, -lp, account, symbol, size, entry, contract_size, inverse, tier_start,
+                                           tier_mmr, tier_cum, mm_on_entry, margin_call_ratio, liquidation_ratio,
+                                           isolated_margin, upnl, maint, wallet, equity, acc_maint, n_cross,
+                                           pos_start, isolated, tier_floor, tick_size, fee, acc_fee, close_fee_rate,
+                                           tiers_by_contracts);
         }
         liq_price[i] = lp;
     }
