@@ -44,7 +44,7 @@ GR_DEVICE double liquidation_price_tiered(
     // No positive root when side·f(0) >= 0: collateral covers any move (long), or no price
     // is safe (short). A masked select: a plain one compiles to a branch, mispredicted as often
     // as books mix positions with and without a root.
-    return pick(side_base < 0.0 && lp > 0.0, lp, GR_NAN);
+    return pick((side_base < 0.0) & (lp > 0.0), lp, GR_NAN);
 }
 
 // The liquidation price's root for a position (q, e) with W' = wp and the others' requirement
@@ -212,7 +212,7 @@ GR_DEVICE double trigger_side_near(const TriggerCheck& c, double root, double ti
     // CPU predicts (checking the root first fails about half the time, a mispredicted branch
     // and a second check). The report is then at most one ulp beyond the nearest qualifying
     // price, still on the trigger side.
-    const long long near_bits = is_long ? GR_BITS(root) - 1 : GR_BITS(root) + 1;
+    const long long near_bits = GR_BITS(root) + 1 - 2 * (long long)is_long;  // no branch: sides mix at random
     if (near_bits >= 1 && near_bits <= 0x7fefffffffffffffLL && liquidatable_at(c, GR_FROM_BITS(near_bits))) {
         root = GR_FROM_BITS(near_bits);
         return tick > 0.0 ? tick_price(c, root, tick, is_long) : root;
