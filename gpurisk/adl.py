@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import Backend
-from .scan import segmented_cumsum
+from .scan import BLOCK as SCAN_BLOCK, segmented_cumsum
 from .venue import ADL_SCORES, Venue
 
 
@@ -61,8 +61,7 @@ def rotate_queues(backend: Backend, group, order, group_start, seed: int):
     """dYdX-style queues: storage order started at a seeded pseudo-random offset, cyclic."""
     xp = backend.xp
     counts = backend.to_host(group_start[1:] - group_start[:-1])
-    offsets = [(_splitmix64(seed * 1_000_003 + g) % int(c)) if c else 0 for g, c in enumerate(counts)]
-    offsets = xp.asarray(offsets, dtype=xp.int64)
+    offsets = xp.asarray(rotation_offsets(counts, seed), dtype=xp.int64)
     count = xp.asarray(counts, dtype=xp.int64)
     place = xp.arange(order.size, dtype=xp.int64)
     g = group[order].astype(xp.int64)
@@ -71,6 +70,11 @@ def rotate_queues(backend: Backend, group, order, group_start, seed: int):
     new_order = xp.empty_like(order)
     new_order[new_place] = order
     return new_order
+
+
+def rotation_offsets(counts, seed: int) -> list:
+    """The places each queue (of ``counts`` positions) is turned by: seeded, in [0, count)."""
+    return [(_splitmix64(seed * 1_000_003 + g) % int(c)) if c else 0 for g, c in enumerate(counts)]
 
 
 def _splitmix64(x: int) -> int:
@@ -102,7 +106,19 @@ def queue_places(backend: Backend, group, order, group_start, size, rule: str, r
 
 def adl_queues(backend: Backend, dev, score, venue: Venue, out: AdlQueues | None = None) -> AdlQueues:
     """Rank every queue from the positions' scores (dev: group, n_groups, group_start, size);
-    ``out``: a previous result whose arrays are reused."""
+    ``out``: a previous result whose arrays are reused. Backends with a one-call ranking
+    (Backend.queue_ranking: the cpu backend's) sort and place at once, the same bits."""
+    if venue.lights not in ("size", "rank"):
+        raise ValueError(f"lights rule must be 'size' or 'rank', got {venue.lights!r}")
+    group_start = dev.group_start if dev.group_start is not None else queue_starts(backend, dev.group, dev.n_groups)
+    rotation = None
+    if venue.adl_score == "random":
+        rotation = rotation_offsets(backend.to_host(group_start[1:] - group_start[:-1]), venue.adl_seed)
+    ranked = backend.queue_ranking(dev.group, score, dev.n_groups, dev.size, venue.lights == "size", SCAN_BLOCK,
+                                   rotation, (out.order, out.rank, out.lights) if out is not None else None)
+    if ranked is not None:
+        order, rank, lights = ranked
+        return AdlQueues(score, rank, lights, order, group_start)
     order, group_start = rank_queues(backend, dev.group, score, dev.n_groups, dev.group_start,
                                      out=out.order if out is not None else None)
     if venue.adl_score == "random":

@@ -56,6 +56,15 @@ class Backend:
             return xp.take(by_score, by_group, out=out)
         return by_score[by_group]
 
+    def queue_ranking(self, group, score, n_groups: int, size, by_size: bool, scan_block: int, rotation=None,
+                      out=None):
+        """Order, rank and lights of every queue in one call, where the backend has one: a
+        tuple (order, rank, lights), the same bits as queue_order and adl.queue_places
+        (``rotation``: int64 per queue, the places each queue is turned by, as
+        adl.rotate_queues turns it; ``out``: (order, rank, lights) arrays to write into). None
+        where it has none: adl_queues then sorts and places in two steps."""
+        return None
+
     def __repr__(self) -> str:
         return f"<gpurisk backend {self.name}>"
 
@@ -116,9 +125,7 @@ class CpuBackend(Backend):
         group = np.ascontiguousarray(group, dtype=np.int32)
         score = np.ascontiguousarray(score, dtype=np.float64)
         n = score.size
-        work = getattr(self._local, "sort_work", None)
-        if work is None or work[0].size < n:
-            work = self._local.sort_work = tuple(np.empty(n, dtype=np.uint64) for _ in range(3))
+        work = self._sort_work(n)
         key, key_tmp, idx_tmp = work
         order = out if out is not None and out.size == n else np.empty(n, dtype=np.int64)
         lib.queue_order.restype = None
@@ -127,6 +134,44 @@ class CpuBackend(Backend):
                         ctypes.c_void_p(order.ctypes.data), ctypes.c_void_p(key.ctypes.data),
                         ctypes.c_void_p(key_tmp.ctypes.data), ctypes.c_void_p(idx_tmp.ctypes.data))
         return order
+
+
+    def _sort_work(self, n: int):
+        """Three uint64 work buffers of at least n entries, kept between calls (per thread)."""
+        work = getattr(self._local, "sort_work", None)
+        if work is None or work[0].size < n:
+            work = self._local.sort_work = tuple(np.empty(n, dtype=np.uint64) for _ in range(3))
+        return work
+
+    def queue_ranking(self, group, score, n_groups: int, size, by_size: bool, scan_block: int, rotation=None,
+                      out=None):
+        """Backend.queue_ranking by gpurisk/native/radix_sort.cpp queue_ranking: each queue
+        sorted in the cache, rank and lights written in storage order, not scattered."""
+        n = int(score.size)
+        if n >= 2**32 - 1:  # its indices are 32-bit
+            return None
+        lib = _kernels.native_library("radix_sort.cpp")
+        if self.threads is not None:
+            _kernels.cpu_library("scan.cu").gr_set_num_threads(int(self.threads))
+        group = np.ascontiguousarray(group, dtype=np.int32)
+        score = np.ascontiguousarray(score, dtype=np.float64)
+        size = np.ascontiguousarray(size, dtype=np.float64)
+        if rotation is not None:
+            rotation = np.ascontiguousarray(rotation, dtype=np.int64)
+        order, rank, lights = out if out is not None else (None, None, None)
+        order = order if order is not None and order.size == n else np.empty(n, dtype=np.int64)
+        rank = rank if rank is not None and rank.size == n else np.empty(n, dtype=np.int64)
+        lights = lights if lights is not None and lights.size == n else np.empty(n, dtype=np.int8)
+        key, key_tmp, slot = (w.ctypes.data for w in self._sort_work(n))
+        lib.queue_ranking.restype = ctypes.c_int
+        declined = lib.queue_ranking(
+            ctypes.c_longlong(n), ctypes.c_void_p(group.ctypes.data), ctypes.c_void_p(score.ctypes.data),
+            ctypes.c_int(n_groups), ctypes.c_void_p(size.ctypes.data), ctypes.c_int(int(by_size)),
+            ctypes.c_void_p(None if rotation is None else rotation.ctypes.data), ctypes.c_longlong(scan_block),
+            ctypes.c_void_p(order.ctypes.data), ctypes.c_void_p(rank.ctypes.data),
+            ctypes.c_void_p(lights.ctypes.data), ctypes.c_void_p(key), ctypes.c_void_p(key_tmp),
+            ctypes.c_void_p(slot))
+        return None if declined else (order, rank, lights)
 
 
 class GpuBackend(Backend):

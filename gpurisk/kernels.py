@@ -64,17 +64,22 @@ _INCLUDE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$', re.M)
 @functools.lru_cache(maxsize=None)
 def source(name: str) -> str:
     """The kernel file ``name`` with its local ``#include "..."`` lines expanded once each."""
+    return expand_includes((kernel_dir() / name).read_text(), {name})
+
+
+def expand_includes(text: str, seen: "set[str] | None" = None) -> str:
+    """``text`` with its local ``#include "..."`` lines replaced by the kernel files they
+    name (from the kernel directory), each expanded once."""
     root = kernel_dir()
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
 
     def expand(fname: str) -> str:
         if fname in seen:
             return ""
         seen.add(fname)
-        text = (root / fname).read_text()
-        return _INCLUDE.sub(lambda m: expand(m.group(1)), text)
+        return _INCLUDE.sub(lambda m: expand(m.group(1)), (root / fname).read_text())
 
-    return expand(name)
+    return _INCLUDE.sub(lambda m: expand(m.group(1)), text)
 
 
 # C parameter types used by the kernels -> (kind, numpy dtype name)
@@ -243,8 +248,9 @@ NATIVE_DIR = Path(__file__).resolve().parent / "native"
 
 @functools.lru_cache(maxsize=None)
 def native_library(fname: str) -> ctypes.CDLL:
-    """Host-only helpers of the cpu backend (gpurisk/native/*.cpp), built like the kernels."""
-    return _build_cpu((NATIVE_DIR / fname).read_text(), fname)
+    """Host-only helpers of the cpu backend (gpurisk/native/*.cpp), built like the kernels;
+    their local includes name kernel headers (kernels/*.cuh), whose formulas they share."""
+    return _build_cpu(expand_includes((NATIVE_DIR / fname).read_text()), fname)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,5 +1,6 @@
 // Auto-deleveraging priority score and indicator lights (DESIGN §5).
 #include "common.cuh"
+#include "lights.cuh"
 
 #define GR_SCORE_PNL_LEVERAGE 0  // BitMEX, Bybit: pnl% × effective leverage
 #define GR_SCORE_BINANCE 1       // max(0, upnl) / max(1, wallet) × margin ratio
@@ -50,17 +51,6 @@ GR_KERNEL void adl_score(
         }
         score[i] = sc;
     }
-}
-
-// Lights 1..5 (5 = front of the queue) from the cumulative share of the queue ahead of
-// and including a position: share ≤ 20% → 5, ≤ 40% → 4, … A share exactly on a step
-// belongs to that step.
-GR_DEVICE signed char lights_of(double share) {
-    if (share <= 0.2) return 5;
-    if (share <= 0.4) return 4;
-    if (share <= 0.6) return 3;
-    if (share <= 0.8) return 2;
-    return 1;
 }
 
 // Each position's place in its queue, from the queue order (order[k] = the position at
