@@ -148,7 +148,7 @@ class CpuBackend(Backend):
         """Backend.queue_ranking by gpurisk/native/radix_sort.cpp queue_ranking: each queue
         sorted in the cache, rank and lights written in storage order, not scattered."""
         n = int(score.size)
-        if n >= 2**32 - 1:  # its indices are 32-bit
+        if n >= 2**29:  # places and lights are packed in 32 bits
             return None
         lib = _kernels.native_library("radix_sort.cpp")
         if self.threads is not None:

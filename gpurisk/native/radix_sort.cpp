@@ -170,7 +170,8 @@ void insertion_sort(long long m, uint64_t* key, uint32_t* place) {
 // first level, below it about m / 8 buckets), so a level never finds a single bucket; a run
 // of equal keys (the many scores of 0) ends its branch after one read, short runs end in
 // insertion sort. Every split is stable, so equal keys keep their places' order. key_tmp and
-// place_tmp: m entries of work (the levels alternate between the pairs).
+// place_tmp: m entries of work (the levels alternate between the pairs). At the first level
+// (WIDTH 12) the places are 0 .. m-1 and are not read from `place`.
 template <int WIDTH>
 void sort_places(long long m, uint64_t* key, uint32_t* place, uint64_t* key_tmp, uint32_t* place_tmp,
                  uint32_t* out) {
@@ -179,8 +180,12 @@ void sort_places(long long m, uint64_t* key, uint32_t* place, uint64_t* key_tmp,
         lo = key[i] < lo ? key[i] : lo;
         hi = key[i] > hi ? key[i] : hi;
     }
+    constexpr bool first = WIDTH == 12;
     if (lo == hi) {
-        memcpy(out, place, sizeof(uint32_t) * (size_t)m);
+        if (first)
+            for (long long i = 0; i < m; ++i) out[i] = (uint32_t)i;
+        else
+            memcpy(out, place, sizeof(uint32_t) * (size_t)m);
         return;
     }
     const int top = 64 - __builtin_clzll(lo ^ hi);  // keys agree on every bit from `top` up
@@ -196,10 +201,20 @@ void sort_places(long long m, uint64_t* key, uint32_t* place, uint64_t* key_tmp,
     for (int d = 0; d < buckets; ++d) at[d + 1] += at[d];
     uint32_t bucket_end[1 << WIDTH];
     for (int d = 0; d < buckets; ++d) bucket_end[d] = at[d + 1];
-    for (long long i = 0; i < m; ++i) {
-        const uint32_t dst = at[(key[i] >> shift) & mask]++;
-        key_tmp[dst] = key[i];
-        place_tmp[dst] = place[i];
+    if (m > 16384) {  // out of L1 and L2: each bucket's next lines fetched ahead, as in queue_ranking
+        for (long long i = 0; i < m; ++i) {
+            const uint32_t dst = at[(key[i] >> shift) & mask]++;
+            __builtin_prefetch(key_tmp + dst + 16, 1);
+            __builtin_prefetch(place_tmp + dst + 32, 1);
+            key_tmp[dst] = key[i];
+            place_tmp[dst] = first ? (uint32_t)i : place[i];
+        }
+    } else {
+        for (long long i = 0; i < m; ++i) {
+            const uint32_t dst = at[(key[i] >> shift) & mask]++;
+            key_tmp[dst] = key[i];
+            place_tmp[dst] = first ? (uint32_t)i : place[i];
+        }
     }
     uint32_t begin = 0;
     for (int d = 0; d < buckets; ++d) {
@@ -215,12 +230,13 @@ void sort_places(long long m, uint64_t* key, uint32_t* place, uint64_t* key_tmp,
     }
 }
 
-// sort_places for any m.
+// sort_places for any m, of the places 0 .. m-1.
 void sort_run(long long m, uint64_t* key, uint32_t* place, uint64_t* key_tmp, uint32_t* place_tmp, uint32_t* out) {
     if (m > SHORT_RUN) {
         sort_places<12>(m, key, place, key_tmp, place_tmp, out);
         return;
     }
+    for (long long j = 0; j < m; ++j) place[j] = (uint32_t)j;
     insertion_sort(m, key, place);
     for (long long j = 0; j < m; ++j) out[j] = place[j];
 }
@@ -274,11 +290,13 @@ void block_cumsum(long long m, const double* values, double* out, long long bloc
 // scattered over the book. key, key_tmp and slot: n entries of work each (slot holds the
 // storage indices and the sorted places; the places being sorted use the queue's region of
 // order, which is written after them; once a queue is sorted its key region holds its
-// members' places and lights). n < 2^32. Returns 1 without ranking (the caller uses
-// queue_order) where one queue holds more than half of a book the team shares out.
+// members' places and lights). Returns 1 without ranking (the caller uses queue_order and
+// queue_places) where n >= 2^29, or one queue holds more than half of a book the team
+// shares out.
 extern "C" int queue_ranking(long long n, const int* group, const double* score, int n_groups, const double* size,
                              int by_size, const long long* rotation, long long scan_block, long long* order,
                              long long* rank, signed char* lights, uint64_t* key, uint64_t* key_tmp, uint64_t* slot) {
+    if (n >= (1LL << 29)) return 1;  // places are packed in 29 bits
     const int threads = n < 65536 ? 1 : thread_count();
     std::vector<long long> cursor((size_t)threads * (size_t)n_groups, 0), start((size_t)n_groups + 1, 0);
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -320,9 +338,16 @@ extern "C" int queue_ranking(long long n, const int* group, const double* score,
         long long* h = &cursor[(size_t)t * (size_t)n_groups];
         for (long long i = lo; i < hi; ++i) {
             const long long dst = h[group[i]]++;
+            // A queue's next lines, fetched for writing ahead of its stores: the stores go to
+            // as many places as there are queues, too many for the hardware to foresee.
+            __builtin_prefetch(key + dst + 16, 1);
+            __builtin_prefetch(index + dst + 32, 1);
             key[dst] = descending_key(score[i]);
             index[dst] = (uint32_t)i;
-            if (by_size) abs_size[dst] = fabs(size[i]);
+            if (by_size) {
+                __builtin_prefetch(abs_size + dst + 16, 1);
+                abs_size[dst] = fabs(size[i]);
+            }
         }
     }
     std::vector<int> by_length((size_t)n_groups);
@@ -336,31 +361,41 @@ extern "C" int queue_ranking(long long n, const int* group, const double* score,
         const long long lo = start[(size_t)g], m = start[(size_t)g + 1] - lo;
         if (m == 0) continue;
         uint32_t* place = (uint32_t*)(order + lo);  // the two place buffers: the region's halves
-        for (long long j = 0; j < m; ++j) place[j] = (uint32_t)j;
         sort_run(m, key + lo, place, key_tmp + lo, place + m, sorted + lo);
-        // The queue's places in its key region: place (int32) then lights (int8) per member.
-        int32_t* member_place = (int32_t*)(key + lo);
-        signed char* member_lights = (signed char*)(member_place + m);
+        // Each member's place and lights, packed (place << 3 | lights), in the key region.
+        uint32_t* member = (uint32_t*)(key + lo);
         const long long turn = rotation ? rotation[g] : 0;
         const uint32_t* seg = sorted + lo;
+        double* cum = (double*)(key_tmp + lo);
+        // The members are read and written in sorted order, so at random in the queue's
+        // region: the member AHEAD places on is fetched while this one is handled.
+        constexpr long long AHEAD = 16;
         for (long long p = 0; p < m; ++p) {  // place p holds the member sorted at p + turn
             const long long s = p + turn < m ? p + turn : p + turn - m;
+            long long s_ahead = s + AHEAD;
+            while (s_ahead >= m) s_ahead -= m;
+            const uint32_t j_ahead = seg[s_ahead];
+            __builtin_prefetch(index + lo + j_ahead);
+            if (by_size)
+                __builtin_prefetch(abs_size + lo + j_ahead);
+            else
+                __builtin_prefetch(member + j_ahead, 1);
             const uint32_t j = seg[s];
             order[lo + p] = (long long)index[lo + j];
-            member_place[j] = (int32_t)p;
-            if (!by_size) member_lights[j] = lights_of((double)(p + 1) / (double)m);
+            if (by_size)
+                cum[p] = abs_size[lo + j];
+            else
+                member[j] = (uint32_t)p << 3 | (uint32_t)lights_of((double)(p + 1) / (double)m);
         }
         if (by_size) {
-            double* cum = (double*)(key_tmp + lo);
-            for (long long p = 0; p < m; ++p) {
-                const long long s = p + turn < m ? p + turn : p + turn - m;
-                cum[p] = abs_size[lo + seg[s]];
-            }
             block_cumsum(m, cum, cum, scan_block);
             const double total = cum[m - 1];
             for (long long p = 0; p < m; ++p) {
                 const long long s = p + turn < m ? p + turn : p + turn - m;
-                member_lights[seg[s]] = lights_of(cum[p] / total);
+                long long s_ahead = s + AHEAD;
+                while (s_ahead >= m) s_ahead -= m;
+                __builtin_prefetch(member + seg[s_ahead], 1);
+                member[seg[s]] = (uint32_t)p << 3 | (uint32_t)lights_of(cum[p] / total);
             }
         }
     }
@@ -375,11 +410,12 @@ extern "C" int queue_ranking(long long n, const int* group, const double* score,
         long long* h = &first_cursor[(size_t)t * (size_t)n_groups];
         for (long long i = lo; i < hi; ++i) {
             const int g = group[i];
-            const long long base = start[(size_t)g], m = start[(size_t)g + 1] - base;
-            const long long member = h[g]++ - base;
-            const int32_t* member_place = (const int32_t*)(key + base);
-            rank[i] = (long long)member_place[member] + 1;
-            lights[i] = ((const signed char*)(member_place + m))[member];
+            const long long slot_i = h[g]++;
+            const uint32_t* member = (const uint32_t*)(key + start[(size_t)g]) + (slot_i - start[(size_t)g]);
+            __builtin_prefetch(member + 64);  // as in the counting pass: one stream per queue
+            const uint32_t packed = *member;
+            rank[i] = (long long)(packed >> 3) + 1;
+            lights[i] = (signed char)(packed & 7);
         }
     }
     return 0;
