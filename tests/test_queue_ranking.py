@@ -46,16 +46,19 @@ def assert_same(got, expected):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(0, 3000), n_groups=st.integers(1, 12), key_seed=st.integers(0, 2**31),
-       by_size=st.booleans(), equal_sizes=st.booleans(), block=st.sampled_from([2, 3, 16, BLOCK]),
+       fine=st.booleans(), by_size=st.booleans(), equal_sizes=st.booleans(), block=st.sampled_from([2, 3, 16, BLOCK]),
        seed=st.one_of(st.none(), st.integers(0, 2**31)), threads=st.sampled_from([1, 2]))
-def test_one_call_ranking_is_the_two_step_ranking(n, n_groups, key_seed, by_size, equal_sizes, block, seed,
-                                                  threads):
+def test_one_call_ranking_is_the_two_step_ranking(n, n_groups, key_seed, fine, by_size, equal_sizes, block,
+                                                  seed, threads):
     # ±0, ±inf, NaNs of every payload, subnormals, runs of ties and empty queues; sizes of
     # both signs whose sums round differently in another order, and equal in a queue
     # (equal_sizes), so that shares land on the lights' steps: on one side or the other
     # unless the additions are segmented_cumsum's.
     group, score = adversarial_queue_keys(n, n_groups, key_seed)
     rng = np.random.default_rng(key_seed)
+    if fine:  # keys that differ deep in the mantissa too: the sort's lower levels
+        pick = rng.random(n) < 0.7
+        score[pick] = rng.normal(size=int(pick.sum())) * 10.0 ** rng.integers(-3, 3, int(pick.sum()))
     pick = (group + key_seed % SIZES.size) % SIZES.size if equal_sizes else rng.integers(0, SIZES.size, n)
     size = SIZES[pick] * np.where(rng.random(n) < 0.5, 1.0, -1.0)
     expected = two_step(group, score, n_groups, size, by_size, block, seed)

@@ -166,12 +166,14 @@ void insertion_sort(long long m, uint64_t* key, uint32_t* place) {
 
 // Stable sort of (key, place)[0, m) by key, m > SHORT_RUN, on one thread; the places in key
 // order land in out (m entries). Most significant digit first: each level reads the keys'
-// min and max and splits on the top bits of those in which they differ (WIDTH of them at the
-// first level, below it about m / 8 buckets), so a level never finds a single bucket; a run
-// of equal keys (the many scores of 0) ends its branch after one read, short runs end in
-// insertion sort. Every split is stable, so equal keys keep their places' order. key_tmp and
-// place_tmp: m entries of work (the levels alternate between the pairs). At the first level
-// (WIDTH 12) the places are 0 .. m-1 and are not read from `place`.
+// min and max and splits on the top bits of those in which they differ (12 at the first
+// level: a score's sign and exponent; below it m to 2m buckets, at most 2^11, so that most
+// keys end alone in a bucket), so a level never finds a single bucket; a run of equal keys
+// (the many scores of 0) ends its branch after one read, short runs end in insertion sort.
+// Every split is stable, so equal keys keep their places' order. key_tmp and place_tmp: m
+// entries of work (the levels alternate between the pairs). At the first level (WIDTH 12)
+// the places are 0 .. m-1 and are not read from `place`. Each level takes at least 6 bits
+// (m > 32), so the recursion is at most 10 deep.
 template <int WIDTH>
 void sort_places(long long m, uint64_t* key, uint32_t* place, uint64_t* key_tmp, uint32_t* place_tmp,
                  uint32_t* out) {
@@ -190,7 +192,7 @@ void sort_places(long long m, uint64_t* key, uint32_t* place, uint64_t* key_tmp,
     }
     const int top = 64 - __builtin_clzll(lo ^ hi);  // keys agree on every bit from `top` up
     int width = WIDTH;
-    if (WIDTH < 12) width = std::max(1, std::min(WIDTH, 64 - __builtin_clzll((uint64_t)m) - 3));
+    if (WIDTH < 12) width = std::min(WIDTH, 64 - __builtin_clzll((uint64_t)m));  // m to 2m buckets
     width = std::min(width, top);
     const int shift = top - width;
     const uint64_t mask = (1ULL << width) - 1;
@@ -221,7 +223,9 @@ void sort_places(long long m, uint64_t* key, uint32_t* place, uint64_t* key_tmp,
         const uint32_t end = bucket_end[d];
         const long long c = (long long)end - begin;
         if (c > SHORT_RUN) {
-            sort_places<8>(c, key_tmp + begin, place_tmp + begin, key + begin, place + begin, out + begin);
+            sort_places<11>(c, key_tmp + begin, place_tmp + begin, key + begin, place + begin, out + begin);
+        } else if (c == 1) {
+            out[begin] = place_tmp[begin];
         } else if (c > 0) {
             insertion_sort(c, key_tmp + begin, place_tmp + begin);
             for (long long j = 0; j < c; ++j) out[begin + j] = place_tmp[begin + j];
