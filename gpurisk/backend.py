@@ -147,6 +147,8 @@ class CpuBackend(Backend):
                       out=None):
         """Backend.queue_ranking by gpurisk/native/radix_sort.cpp queue_ranking: each queue
         sorted in the cache, rank and lights written in storage order, not scattered."""
+        if scan_block < 2:
+            raise ValueError(f"scan_block must be at least 2 (segmented_cumsum's layout), got {scan_block}")
         n = int(score.size)
         if n >= 2**29:  # places and lights are packed in 32 bits
             return None

@@ -103,3 +103,9 @@ def test_a_queue_of_more_than_half_the_book_is_ranked_in_two_steps():
     dev = SimpleNamespace(group=group, n_groups=2, group_start=queue_starts(CpuBackend(), group, 2), size=size)
     got = adl_queues(CpuBackend(threads=2), dev, score, get_venue("binance"))
     assert_same((got.order, got.rank, got.lights), two_step(group, score, 2, size, False, BLOCK, None))
+
+
+def test_a_scan_block_below_two_is_refused():
+    group, score = adversarial_queue_keys(100, 3, 0)
+    with pytest.raises(ValueError, match="scan_block must be at least 2"):
+        CpuBackend().queue_ranking(group, score, 3, np.ones(100), True, 1)
