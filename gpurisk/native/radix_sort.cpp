@@ -203,20 +203,10 @@ void sort_places(long long m, uint64_t* key, uint32_t* place, uint64_t* key_tmp,
     for (int d = 0; d < buckets; ++d) at[d + 1] += at[d];
     uint32_t bucket_end[1 << WIDTH];
     for (int d = 0; d < buckets; ++d) bucket_end[d] = at[d + 1];
-    if (m > 16384) {  // out of L1 and L2: each bucket's next lines fetched ahead, as in queue_ranking
-        for (long long i = 0; i < m; ++i) {
-            const uint32_t dst = at[(key[i] >> shift) & mask]++;
-            __builtin_prefetch(key_tmp + dst + 16, 1);
-            __builtin_prefetch(place_tmp + dst + 32, 1);
-            key_tmp[dst] = key[i];
-            place_tmp[dst] = first ? (uint32_t)i : place[i];
-        }
-    } else {
-        for (long long i = 0; i < m; ++i) {
-            const uint32_t dst = at[(key[i] >> shift) & mask]++;
-            key_tmp[dst] = key[i];
-            place_tmp[dst] = first ? (uint32_t)i : place[i];
-        }
+    for (long long i = 0; i < m; ++i) {
+        const uint32_t dst = at[(key[i] >> shift) & mask]++;
+        key_tmp[dst] = key[i];
+        place_tmp[dst] = first ? (uint32_t)i : place[i];
     }
     uint32_t begin = 0;
     for (int d = 0; d < buckets; ++d) {
