@@ -145,14 +145,14 @@ class CpuBackend(Backend):
 
     def queue_ranking(self, group, score, n_groups: int, size, by_size: bool, scan_block: int, rotation=None,
                       out=None):
-        """Backend.queue_ranking by gpurisk/native/radix_sort.cpp queue_ranking: each queue
-        sorted in the cache, rank and lights written in storage order, not scattered."""
+        """Backend.queue_ranking by gpurisk/native/queue_ranking.cpp: each queue sorted in
+        the cache, rank and lights written in storage order, not scattered."""
         if scan_block < 2:
             raise ValueError(f"scan_block must be at least 2 (segmented_cumsum's layout), got {scan_block}")
         n = int(score.size)
         if n >= 2**29:  # places and lights are packed in 32 bits
             return None
-        lib = _kernels.native_library("radix_sort.cpp")
+        lib = _kernels.native_library("queue_ranking.cpp")
         if self.threads is not None:
             _kernels.cpu_library("scan.cu").gr_set_num_threads(int(self.threads))
         group = np.ascontiguousarray(group, dtype=np.int32)

@@ -67,16 +67,17 @@ def source(name: str) -> str:
     return expand_includes((kernel_dir() / name).read_text(), {name})
 
 
-def expand_includes(text: str, seen: "set[str] | None" = None) -> str:
-    """``text`` with its local ``#include "..."`` lines replaced by the kernel files they
-    name (from the kernel directory), each expanded once."""
-    root = kernel_dir()
+def expand_includes(text: str, seen: "set[str] | None" = None, first: "Path | None" = None) -> str:
+    """``text`` with its local ``#include "..."`` lines replaced by the files they name (from
+    ``first`` where it holds one, else from the kernel directory), each expanded once."""
+    roots = [r for r in (first, kernel_dir()) if r is not None]
     seen = set() if seen is None else seen
 
     def expand(fname: str) -> str:
         if fname in seen:
             return ""
         seen.add(fname)
+        root = next((r for r in roots if (r / fname).is_file()), roots[-1])
         return _INCLUDE.sub(lambda m: expand(m.group(1)), (root / fname).read_text())
 
     return _INCLUDE.sub(lambda m: expand(m.group(1)), text)
@@ -249,8 +250,9 @@ NATIVE_DIR = Path(__file__).resolve().parent / "native"
 @functools.lru_cache(maxsize=None)
 def native_library(fname: str) -> ctypes.CDLL:
     """Host-only helpers of the cpu backend (gpurisk/native/*.cpp), built like the kernels;
-    their local includes name kernel headers (kernels/*.cuh), whose formulas they share."""
-    return _build_cpu(expand_includes((NATIVE_DIR / fname).read_text()), fname)
+    their local includes name headers beside them or kernel headers (kernels/*.cuh), whose
+    formulas they share."""
+    return _build_cpu(expand_includes((NATIVE_DIR / fname).read_text(), first=NATIVE_DIR), fname)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,7 +1,7 @@
-"""The cpu backend's one-call ADL ranking (CpuBackend.queue_ranking, gpurisk/native/radix_sort.cpp
-queue_ranking) against the two-step route every backend has: Backend.queue_order (two stable
-NumPy sorts), adl.rotate_queues, then the queue_places kernel on segmented_cumsum's sums. The
-order, ranks and lights must be the same bits."""
+"""The cpu backend's one-call ADL ranking (CpuBackend.queue_ranking, gpurisk/native/queue_ranking.cpp)
+against the two-step route every backend has: Backend.queue_order (two stable NumPy sorts),
+adl.rotate_queues, then the queue_places kernel on segmented_cumsum's sums. The order, ranks
+and lights must be the same bits."""
 
 import numpy as np
 import pytest
