@@ -135,7 +135,6 @@ class CpuBackend(Backend):
                         ctypes.c_void_p(key_tmp.ctypes.data), ctypes.c_void_p(idx_tmp.ctypes.data))
         return order
 
-
     def _sort_work(self, n: int):
         """Three uint64 work buffers of at least n entries, kept between calls (per thread)."""
         work = getattr(self._local, "sort_work", None)

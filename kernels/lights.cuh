@@ -1,5 +1,5 @@
-// ADL indicator lights from a queue share (kernels/adl.cu, and the cpu backend's one-pass
-// ranking in gpurisk/native/radix_sort.cpp, which includes this file).
+// ADL indicator lights from a queue share (kernels/adl.cu, and the cpu backend's one-call
+// ranking in gpurisk/native/queue_ranking.cpp, which includes this file).
 #pragma once
 #include "common.cuh"
 

@@ -227,7 +227,7 @@ extern "C" int queue_ranking(long long n, const int* group, const double* score,
         sort_run(m, key + lo, place, key_tmp + lo, place + m, sorted + lo);
         // Each member's place and lights, packed (place << 3 | lights), in the key region.
         uint32_t* member = (uint32_t*)(key + lo);
-        const long long turn = rotation ? rotation[g] : 0;
+        const long long turn = rotation ? rotation[g] % m : 0;  // rotation: in [0, m)
         const uint32_t* seg = sorted + lo;
         double* cum = (double*)(key_tmp + lo);
         // The members are read and written in sorted order, so at random in the queue's
