@@ -72,10 +72,22 @@ void sort_places(long long m, uint64_t* key, uint32_t* place, uint64_t* key_tmp,
     for (int d = 0; d < buckets; ++d) at[d + 1] += at[d];
     uint32_t bucket_end[1 << WIDTH];
     for (int d = 0; d < buckets; ++d) bucket_end[d] = at[d + 1];
-    for (long long i = 0; i < m; ++i) {
-        const uint32_t dst = at[(key[i] >> shift) & mask]++;
-        key_tmp[dst] = key[i];
-        place_tmp[dst] = first ? (uint32_t)i : place[i];
+    if (first) {
+        // The whole queue, out of L2, into a few dozen buckets (sign and exponent): each
+        // bucket's lines are fetched for writing 256 bytes ahead, as in the counting pass.
+        for (long long i = 0; i < m; ++i) {
+            const uint32_t dst = at[(key[i] >> shift) & mask]++;
+            __builtin_prefetch(key_tmp + dst + 32, 1);
+            __builtin_prefetch(place_tmp + dst + 64, 1);
+            key_tmp[dst] = key[i];
+            place_tmp[dst] = (uint32_t)i;
+        }
+    } else {
+        for (long long i = 0; i < m; ++i) {
+            const uint32_t dst = at[(key[i] >> shift) & mask]++;
+            key_tmp[dst] = key[i];
+            place_tmp[dst] = place[i];
+        }
     }
     uint32_t begin = 0;
     for (int d = 0; d < buckets; ++d) {
