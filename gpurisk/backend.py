@@ -56,6 +56,16 @@ class Backend:
             return xp.take(by_score, by_group, out=out)
         return by_score[by_group]
 
+    def queue_groups(self, pos_symbol, size, n_groups: int):
+        """(group, group_start): each position's ADL queue, 2·symbol + (size < 0), int32, and
+        the first place of each queue in queue order, int64 (n_groups + 1): adl.queue_group
+        and adl.queue_starts."""
+        from .adl import queue_group, queue_starts
+
+        xp = self.xp
+        group = xp.ascontiguousarray(queue_group(xp, pos_symbol, size))
+        return group, queue_starts(self, group, n_groups)
+
     def queue_ranking(self, group, score, n_groups: int, size, by_size: bool, scan_block: int, rotation=None,
                       out=None):
         """Order, rank and lights of every queue in one call, where the backend has one: a
@@ -141,6 +151,22 @@ class CpuBackend(Backend):
         if work is None or work[0].size < n:
             work = self._local.sort_work = tuple(np.empty(n, dtype=np.uint64) for _ in range(3))
         return work
+
+    def queue_groups(self, pos_symbol, size, n_groups: int):
+        """Backend.queue_groups in one native pass (gpurisk/native/queue_ranking.cpp): NumPy
+        takes three passes and a widening copy for the same integers."""
+        pos_symbol = np.ascontiguousarray(pos_symbol, dtype=np.int32)
+        size = np.ascontiguousarray(size, dtype=np.float64)
+        lib = _kernels.native_library("queue_ranking.cpp")
+        if self.threads is not None:
+            _kernels.cpu_library("scan.cu").gr_set_num_threads(int(self.threads))
+        group = np.empty(pos_symbol.size, dtype=np.int32)
+        group_start = np.empty(n_groups + 1, dtype=np.int64)
+        lib.queue_groups.restype = None
+        lib.queue_groups(ctypes.c_longlong(pos_symbol.size), ctypes.c_void_p(pos_symbol.ctypes.data),
+                         ctypes.c_void_p(size.ctypes.data), ctypes.c_int(n_groups),
+                         ctypes.c_void_p(group.ctypes.data), ctypes.c_void_p(group_start.ctypes.data))
+        return group, group_start
 
     def queue_ranking(self, group, score, n_groups: int, size, by_size: bool, scan_block: int, rotation=None,
                       out=None):

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .adl import AdlQueues, adl_queues, adl_score, queue_group, queue_starts
+from .adl import AdlQueues, adl_queues, adl_score
 from .backend import Backend, get_backend
 from .book import Book
 from .collateral import DevicePools, PoolMargin, pool_margin, pooled_prices
@@ -103,15 +103,13 @@ class DeviceBook:
     """The arrays of a Book on one backend (uploaded once)."""
 
     def __init__(self, book: Book, backend: Backend):
-        xp = backend.xp
         tiers = padded_tiers(book)
         for name in _DEVICE_FIELDS:
             setattr(self, name, backend.asarray(tiers[name] if name in tiers else getattr(book, name)))
         self.n_accounts = book.n_accounts
         self.n_positions = book.n_positions
         self.n_groups = 2 * book.n_symbols
-        self.group = xp.ascontiguousarray(queue_group(xp, self.pos_symbol, self.size))
-        self.group_start = queue_starts(backend, self.group, self.n_groups)
+        self.group, self.group_start = backend.queue_groups(self.pos_symbol, self.size, self.n_groups)
 
 
 class Engine:

@@ -56,7 +56,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .collateral import pool_margin, pooled_prices, pooled_prices_of
-from .adl import AdlQueues, adl_score, queue_group, queue_heads, uncovered_deficit
+from .adl import AdlQueues, adl_score, queue_heads, uncovered_deficit
 from .book import Book
 from .book_updates import LiveBook, writable, writable_copy
 from .live_layout import Slack, live_rows
@@ -381,10 +381,8 @@ class Monitor:
 
     def _set_engine_groups(self) -> None:
         """Positions changed side in place: the engine's ADL queue membership follows."""
-        dev, xp = self.engine.device, self.backend.xp
-        from .adl import queue_starts
-        dev.group = xp.ascontiguousarray(queue_group(xp, dev.pos_symbol, dev.size))
-        dev.group_start = queue_starts(self.backend, dev.group, dev.n_groups)
+        dev = self.engine.device
+        dev.group, dev.group_start = self.backend.queue_groups(dev.pos_symbol, dev.size, dev.n_groups)
 
     def _changes(self) -> list[dict]:
         b, risk = self.resident, self._risk

@@ -109,3 +109,24 @@ def test_a_scan_block_below_two_is_refused():
     group, score = adversarial_queue_keys(100, 3, 0)
     with pytest.raises(ValueError, match="scan_block must be at least 2"):
         CpuBackend().queue_ranking(group, score, 3, np.ones(100), True, 1)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000, 65_535, 65_536, 200_003])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_queue_groups_equal_numpys(n, threads):
+    """CpuBackend.queue_groups (one native pass) against Backend.queue_groups (adl.queue_group
+    and queue_starts on NumPy): the same queue per position and the same starts, sizes of
+    -0.0 (a long) and NaN (never short) included, on one thread and a team."""
+    rng = np.random.default_rng(n)
+    n_symbols = 7
+    symbol = rng.integers(0, n_symbols, n).astype(np.int32)
+    size = rng.normal(size=n)
+    size[::11] = -0.0
+    size[5::13] = np.nan
+    size[7::17] = 0.0
+    be = CpuBackend(threads=threads)
+    group, start = be.queue_groups(symbol, size, 2 * n_symbols)
+    want_group, want_start = Backend.queue_groups(be, symbol, size, 2 * n_symbols)
+    assert group.dtype == np.int32 and start.dtype == np.int64
+    assert np.array_equal(group, want_group)
+    assert np.array_equal(start, want_start)

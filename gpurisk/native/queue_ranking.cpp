@@ -295,3 +295,34 @@ extern "C" int queue_ranking(long long n, const int* group, const double* score,
     }
     return 0;
 }
+
+// Each position's ADL queue, group[i] = 2·symbol[i] + (size[i] < 0) (adl.queue_group), and the
+// first place of each queue in queue order, group_start[g] (n_groups + 1 entries: the counts'
+// running sum, as adl.queue_starts). One pass, each thread counting its contiguous slice;
+// integer counts, so the same values on any thread count.
+extern "C" void queue_groups(long long n, const int* symbol, const double* size, int n_groups, int* group,
+                             long long* group_start) {
+    const int threads = n < 65536 ? 1 : thread_count();
+    std::vector<long long> hist((size_t)threads * (size_t)n_groups, 0);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#if defined(_OPENMP)
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
+        long long* h = &hist[(size_t)t * (size_t)n_groups];
+        for (long long i = lo; i < hi; ++i) {
+            const int g = 2 * symbol[i] + (size[i] < 0.0 ? 1 : 0);
+            group[i] = g;
+            ++h[g];
+        }
+    }
+    long long running = 0;
+    for (int g = 0; g < n_groups; ++g) {
+        group_start[g] = running;
+        for (int t = 0; t < threads; ++t) running += hist[(size_t)t * (size_t)n_groups + g];
+    }
+    group_start[n_groups] = running;
+}
