@@ -156,14 +156,12 @@ class Risk:
         """One row per input position, sorted by (account_id, symbol, margin_mode)."""
         if self._positions is None:
             b, pm, pr, q = self.book, self.position_margin, self.position_risk, self.adl
-            (symbol, symbol_codes), (status, status_codes) = _enum(b.symbols), _enum(STATUSES)
+            (symbol, _), (status, status_codes) = _enum(b.symbols), _enum(STATUSES)
             (mode, mode_codes), (side, side_codes) = _enum(MARGIN_MODES), _enum(SIDES)
-            asset, asset_codes = _enum(b.assets)
+            asset, _ = _enum(b.assets)
             raw = pl.DataFrame({
                 "_account": _codes(b.pos_account, np.dtype(np.uint32)),  # row indices, for the gathers
                 "_symbol": _codes(b.pos_symbol, np.dtype(np.uint32)),
-                "symbol": _codes(b.pos_symbol, symbol_codes),
-                "asset": _codes(b.settle_asset[b.pos_symbol], asset_codes),
                 "margin_mode": _codes(b.isolated, mode_codes),
                 "side": _codes(b.size < 0, side_codes),
                 "size": b.size,
@@ -184,8 +182,12 @@ class Risk:
             bp = pl.col("bankruptcy_price")
             self._positions = raw.select(
                 pl.lit(pl.Series(b.account_id)).gather(pl.col("_account")).alias("account_id"),
-                _to_enum("symbol", symbol),
-                _to_enum("asset", asset),
+                # per-symbol labels gathered by symbol index, in parallel with the rest of the
+                # select; a book in one asset repeats its one label
+                pl.lit(pl.Series(b.symbols, dtype=symbol)).gather(pl.col("_symbol")).alias("symbol"),
+                (pl.repeat(pl.lit(b.assets[0], dtype=asset), b.n_positions) if len(b.assets) == 1 else
+                 pl.lit(pl.Series([b.assets[k] for k in b.settle_asset], dtype=asset)).gather(pl.col("_symbol"))
+                 ).alias("asset"),
                 _to_enum("margin_mode", mode),
                 _to_enum("side", side),
                 "size", "entry_price",

@@ -328,6 +328,14 @@ def edge_book():
     return synthetic_book(4_000, seed=5, isolated_share=0.3, stressed_share=0.2, empty_share=0.05)
 
 
+def test_result_tables_of_a_book_in_several_assets_equal_the_reference_builder():
+    """Positions name their market's settle asset (gathered per symbol); a book in one asset
+    repeats its one label. Both against the reference's per-row gather."""
+    book = synthetic_book(2_000, seed=7, inverse_markets=2)
+    assert len(book.assets) > 1 and len(set(book.settle_asset.tolist())) > 1
+    _assert_same_tables(revalue(book, venue="binance", backend="cpu"))
+
+
 @pytest.mark.parametrize("venue", ["binance", "bitmex", "hyperliquid"])
 def test_result_tables_equal_the_reference_builder(edge_book, venue):
     risk = revalue(edge_book, venue=venue, backend="cpu", marks=edge_book.mark_price * 0.8)
