@@ -26,7 +26,7 @@ queue of a (symbol, side). They are computed by a **gather**, not by a distribut
    symbol, margin_mode), so the concatenation *is* the global storage order, and ties in
    score are broken exactly as on one machine;
 3. the driver runs the existing :mod:`gpurisk.adl` ranking once on the global arrays
-   (``rank_queues``, the dYdX rotation, ``queue_places``; backend cpu by default,
+   (``adl_queues``: the order, the dYdX rotation, ranks and lights; backend cpu by default,
    ``rank_backend="gpu"`` on a driver with a GPU), then sends each shard its slice of ranks
    (int32 on the wire) and lights (int8): 5 bytes a position.
 
@@ -64,7 +64,7 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only: Polars is imported where frames are built
     import polars as pl
 
-from .adl import queue_group, queue_places, rank_queues, rotate_queues
+from .adl import adl_queues, queue_group
 from .book import Book, BookError, Problem, read_book
 from .distributed_cluster import (DistributedRunError, _cancelled_errors, _dask, _Failed, _gather,  # noqa: F401
                                   _n_workers, _raise_failed, _submit, _task_backend, connect)
@@ -374,12 +374,12 @@ def _rank_and_finish(client, parts, names, expected, venue: Venue, rank_backend:
     group = be.asarray(np.concatenate([g[1] for g in got]))
     score = be.asarray(np.concatenate([g[2] for g in got]))
     n_groups = 2 * len(symbols)
-    order, group_start = rank_queues(be, group, score, n_groups)
-    if venue.adl_score == "random":
-        order = rotate_queues(be, group, order, group_start, venue.adl_seed)
     size = be.asarray(np.concatenate([g[3] for g in got])) if need_size else be.xp.zeros(0)
-    rank, lights = queue_places(be, group, order, group_start, size, venue.lights)
-    rank, lights = be.to_host(rank), be.to_host(lights)
+    # adl_queues: the backend's one-call ranking where it has one (the cpu backend's), else sort
+    # and places in two steps; the same bits either way, as a single engine ranks
+    queues = SimpleNamespace(group=group, n_groups=n_groups, group_start=None, size=size)
+    ranked = adl_queues(be, queues, score, venue)
+    rank, lights = be.to_host(ranked.rank), be.to_host(ranked.lights)
     t_ranked = time.perf_counter()
     wire = np.int32 if rank.size < 2**31 else np.int64
     offsets = np.concatenate([[0], np.cumsum([m["n_positions"] for m in metas])])
