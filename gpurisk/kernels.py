@@ -350,8 +350,12 @@ def nvrtc_ptx(fname: str, arch: str = "compute_90") -> str:
     return _nvrtc(fname, [f"--gpu-architecture={arch}"])[0]
 
 
-_PTXAS_ENTRY = re.compile(r"Function properties for (\w+)\s*\n.*?(\d+) bytes stack frame, (\d+) bytes spill stores, "
-                          r"(\d+) bytes spill loads\s*\n.*?Used (\d+) registers", re.S)
+# ptxas -v reports each entry function in a block that starts "Compiling entry function 'name'";
+# device functions kept out of line (__noinline__) get "Function properties" of their own, with
+# no register count, so a block is read from its own start to the next one's
+_PTXAS_BLOCK = re.compile(r"Compiling entry function '(\w+)'(.*?)(?=Compiling entry function|\Z)", re.S)
+_PTXAS_FRAME = r"Function properties for {}\s*\n[^\n]*?(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads"
+_PTXAS_REGISTERS = re.compile(r"Used (\d+) registers")
 
 
 def ptxas_resources(fname: str, arch: str = "sm_90") -> dict[str, dict[str, int]]:
@@ -359,9 +363,12 @@ def ptxas_resources(fname: str, arch: str = "sm_90") -> dict[str, dict[str, int]
     ``arch`` (no GPU needed): registers, stack frame, spill stores and loads in bytes."""
     log = _nvrtc(fname, [f"--gpu-architecture={arch}", "--ptxas-options=-v"], cubin=True)[1]
     out = {}
-    for m in _PTXAS_ENTRY.finditer(log):
-        out[m.group(1)] = {"registers": int(m.group(5)), "stack_bytes": int(m.group(2)),
-                           "spill_store_bytes": int(m.group(3)), "spill_load_bytes": int(m.group(4))}
+    for name, block in _PTXAS_BLOCK.findall(log):
+        frame = re.search(_PTXAS_FRAME.format(re.escape(name)), block)
+        registers = _PTXAS_REGISTERS.search(block)
+        if frame and registers:
+            out[name] = {"registers": int(registers.group(1)), "stack_bytes": int(frame.group(1)),
+                         "spill_store_bytes": int(frame.group(2)), "spill_load_bytes": int(frame.group(3))}
     return out
 
 

@@ -117,3 +117,28 @@ def test_openmp_threads_wait_passively_unless_told_otherwise():
     out = subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="ACTIVE"), capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_ptxas_report_keeps_every_entry_beside_out_of_line_device_functions(monkeypatch):
+    """A __noinline__ device function gets "Function properties" of its own but no register
+    count; each entry function's figures must still be its own (the device check's compile
+    section reports every kernel's registers, stack and spills)."""
+    from gpurisk import kernels as K
+
+    log = """ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'liquidation_prices' for 'sm_90'
+ptxas info    : Function properties for liquidation_prices
+ptxas         .     192 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 70 registers, used 0 barriers, 192 bytes cumulative stack size
+ptxas info    : Compile time = 609.778 ms
+ptxas info    : Function properties for _ZN45_INTERNAL_19trigger_side_searchERK12TriggerCheckdd
+ptxas         .     8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads
+ptxas info    : Compiling entry function 'position_risk' for 'sm_90'
+ptxas info    : Function properties for position_risk
+ptxas         .     176 bytes stack frame, 16 bytes spill stores, 24 bytes spill loads
+ptxas info    : Used 66 registers, used 0 barriers, 192 bytes cumulative stack size
+"""
+    monkeypatch.setattr(K, "_nvrtc", lambda *a, **k: (None, log))
+    assert K.ptxas_resources("liquidation.cu") == {
+        "liquidation_prices": {"registers": 70, "stack_bytes": 192, "spill_store_bytes": 0, "spill_load_bytes": 0},
+        "position_risk": {"registers": 66, "stack_bytes": 176, "spill_store_bytes": 16, "spill_load_bytes": 24}}

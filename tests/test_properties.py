@@ -252,12 +252,16 @@ LIQUIDATED = ("liquidatable", "bankrupt")
 
 def _statuses_at_own_liq_price(eb, venue):
     """(row, status of that position after revaluing with its symbol marked at its own
-    liq_price, every other price held) for every position with a liq_price."""
+    liq_price, every other price held) for every position with a liq_price that is a valid
+    mark (within the input limits: a short backed by a large wallet can have a liquidation
+    price past PRICE_MAX, which no revaluation accepts as a mark)."""
+    from gpurisk.schema import PRICE_MAX, PRICE_MIN
+
     engine = gpurisk.Engine(eb, venue=venue, backend="cpu")
     rows = engine.revalue().positions.to_dicts()
     out = []
     for i, r in enumerate(rows):
-        if r["liq_price"] is not None:
+        if r["liq_price"] is not None and PRICE_MIN <= r["liq_price"] <= PRICE_MAX:
             out.append((r, engine.revalue({r["symbol"]: r["liq_price"]}).positions["status"][i]))
     return out
 
