@@ -4,6 +4,7 @@ haircut, and the price paths; as NumPy arrays (StressRecords, no Polars) and as 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,17 +152,19 @@ class _Run:
         self.n, self.value = int(n), value
 
 
+#: record tables of at least this many rows finish their columns on threads (FINISH_THREADS)
+FINISH_THREADS_ROWS = 1 << 20
+FINISH_THREADS = 2
+
+
 def _column(parts: list, dtype) -> np.ndarray:
-    """One record column from its parts in order (arrays and _Run scalars), in ``dtype``:
-    runs alone by one np.repeat, arrays alone by one np.concatenate, a mix written piece by
-    piece into one array."""
+    """One record column from its parts in order (arrays and _Run scalars), in ``dtype``,
+    written piece by piece into one new array (NumPy lets go of the GIL while it copies or
+    fills a slice, so columns finish side by side on threads: most of their time is the first
+    touch of the new array's pages)."""
     if not parts:
         return np.zeros(0, dtype=dtype)
     runs = [isinstance(p, _Run) for p in parts]
-    if all(runs):
-        return np.repeat(np.array([p.value for p in parts], dtype=dtype), [p.n for p in parts])
-    if not any(runs):
-        return np.concatenate(parts).astype(dtype, copy=False)
     out = np.empty(sum(p.n if r else p.size for p, r in zip(parts, runs)), dtype=dtype)
     at = 0
     for p, r in zip(parts, runs):
@@ -205,14 +208,24 @@ class _Records:
             self.summary[k].append(POLICY_CODE[v] if k == "policy" else v)
 
     def finish(self, symbols, timings: dict) -> StressRecords:
-        def arrays(table: dict, dtypes: dict) -> dict:
-            return {k: _column(v, dtypes[k]) for k, v in table.items()}
+        rows = sum(sum(p.n if isinstance(p, _Run) else p.size for p in next(iter(t.values()), []))
+                   for t in (self.liq, self.fills, self.cuts))
+        pool = ThreadPoolExecutor(FINISH_THREADS) if rows >= FINISH_THREADS_ROWS else None
 
-        return StressRecords(summary={k: np.array(v, dtype=SUMMARY_COLUMNS[k]) for k, v in self.summary.items()},
-                             liquidations=arrays(self.liq, LIQUIDATION_COLUMNS),
-                             adl_fills=arrays(self.fills, ADL_FILL_COLUMNS),
-                             haircuts=arrays(self.cuts, HAIRCUT_COLUMNS), prices=arrays(self.prices, PRICE_COLUMNS),
-                             symbols=tuple(symbols), timings=timings)
+        def arrays(table: dict, dtypes: dict) -> dict:
+            if pool is None:
+                return {k: _column(v, dtypes[k]) for k, v in table.items()}
+            return {k: f.result() for k, f in [(k, pool.submit(_column, v, dtypes[k])) for k, v in table.items()]}
+
+        try:
+            return StressRecords(summary={k: np.array(v, dtype=SUMMARY_COLUMNS[k]) for k, v in self.summary.items()},
+                                 liquidations=arrays(self.liq, LIQUIDATION_COLUMNS),
+                                 adl_fills=arrays(self.fills, ADL_FILL_COLUMNS),
+                                 haircuts=arrays(self.cuts, HAIRCUT_COLUMNS),
+                                 prices=arrays(self.prices, PRICE_COLUMNS), symbols=tuple(symbols), timings=timings)
+        finally:
+            if pool is not None:
+                pool.shutdown()
 
 
 def _scenario_column(ids: np.ndarray, labels: np.ndarray | None, summary: bool) -> np.ndarray:

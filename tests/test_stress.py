@@ -576,3 +576,26 @@ def test_a_record_column_of_runs_and_arrays_equals_their_materialised_concatenat
     got = _column(runs, dtype)
     assert got.dtype == np.dtype(dtype)
     assert np.array_equal(got, expected)
+
+
+def test_record_tables_finished_on_threads_equal_those_finished_on_one(monkeypatch):
+    """Large record tables finish their columns on threads (stress_result.FINISH_THREADS_ROWS):
+    every column of every table is the same, in dtype and bits, as finished on one thread."""
+    import gpurisk.stress_result as sr
+    from gpurisk.stress import run_stress
+
+    book = synthetic_book(2_000, seed=3)
+    shocks = np.linspace(-0.45, 0.1, 6)[:, None, None] * np.ones((1, 2, book.n_symbols))
+    ids = np.arange(6)
+
+    def records(rows):
+        monkeypatch.setattr(sr, "FINISH_THREADS_ROWS", rows)
+        return run_stress(book, ids, shocks, backend="cpu", policy=["queue", "pro_rata"], steps=2, progress=False)
+
+    one, threaded = records(1 << 62), records(0)
+    assert one.adl_fills["qty"].size > 0 and one.haircuts["amount"].size > 0 and one.liquidations["qty"].size > 0
+    for table in ("liquidations", "adl_fills", "haircuts", "prices"):
+        a, b = getattr(one, table), getattr(threaded, table)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), (table, k)
