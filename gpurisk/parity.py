@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .adl import queue_group
 from .backend import Backend, CpuBackend
 from .book import Book
 
@@ -240,7 +241,7 @@ def adl_settle_case(seed: int, n_queues: int, bankrupt_share: float, depth: floa
     positions are isolated. Returns (book, pos, rest, bp, demand_bounds, fronts, price, cs)."""
     book = _settle_book()
     rng = np.random.default_rng(seed)
-    group = 2 * book.pos_symbol.astype(np.int64) + (book.size < 0)
+    group = queue_group(np, book.pos_symbol, book.size)
     queues = np.sort(rng.choice(2 * book.n_symbols, n_queues, replace=False))
     bankrupt = np.isin(group, queues) & (rng.random(book.n_positions) < bankrupt_share)
     parts, fronts = [], []

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .adl import adl_score
+from .adl import adl_score, queue_group
 from .backend import Backend
 from .book import Book
 from .engine import DeviceBook
@@ -76,8 +76,8 @@ class StressContext:
         self.cs_pos = book.contract_size[book.pos_symbol]
         self.inverse_pos = book.inverse[book.pos_symbol] == 1
         self.any_inverse = bool(self.inverse_pos.any())
-        self.group = (book.pos_symbol.astype(np.int64) * 2 + (book.size < 0)).astype(np.int64)
-        self.group32 = self.group.astype(np.int32)  # the same, as the native queue front reads it
+        self.group32 = queue_group(np, book.pos_symbol, book.size)  # as the native queue front reads it
+        self.group = self.group32.astype(np.int64)
         # Members of each queue in storage order (account id order), found once.
         by_group = np.argsort(self.group, kind="stable")
         bounds = np.searchsorted(self.group[by_group], np.arange(2 * book.n_symbols + 1))

@@ -6,11 +6,8 @@
 #include <string.h>
 #include <algorithm>  // stable_sort: the queues, longest first
 #include <vector>  // per-thread cursors
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-// descending_key, thread_count; lights_of, shared with kernels/adl.cu (gpurisk/kernels.py
-// expands these from gpurisk/native/ and kernels/)
+// descending_key, thread_count, the per-thread slices; lights_of, shared with kernels/adl.cu
+// (gpurisk/kernels.py expands these from gpurisk/native/ and kernels/)
 #include "sort_keys.h"
 #include "lights.cuh"
 
@@ -176,26 +173,15 @@ extern "C" int queue_ranking(long long n, const int* group, const double* score,
     std::vector<long long> cursor((size_t)threads * (size_t)n_groups, 0), start((size_t)n_groups + 1, 0);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-#if defined(_OPENMP)
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
+        const int t = thread_id();
+        long long lo, hi;
+        thread_slice(n, t, threads, lo, hi);
         long long* h = &cursor[(size_t)t * (size_t)n_groups];
         for (long long i = lo; i < hi; ++i) ++h[group[i]];
     }
-    long long running = 0, longest = 0;
-    for (int g = 0; g < n_groups; ++g) {
-        start[(size_t)g] = running;
-        for (int u = 0; u < threads; ++u) {
-            const long long c = cursor[(size_t)u * (size_t)n_groups + g];
-            cursor[(size_t)u * (size_t)n_groups + g] = running;
-            running += c;
-        }
-        longest = std::max(longest, running - start[(size_t)g]);
-    }
-    start[(size_t)n_groups] = running;
+    thread_offsets(cursor.data(), threads, n_groups, start.data());
+    long long longest = 0;
+    for (int g = 0; g < n_groups; ++g) longest = std::max(longest, start[(size_t)g + 1] - start[(size_t)g]);
     if (threads > 1 && longest > n / 2) return 1;
     // Storage indices and sorted places as 32-bit halves of slot; |size| in rank (written last).
     uint32_t* index = (uint32_t*)slot;
@@ -204,12 +190,9 @@ extern "C" int queue_ranking(long long n, const int* group, const double* score,
     std::vector<long long> first_cursor(cursor);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-#if defined(_OPENMP)
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
+        const int t = thread_id();
+        long long lo, hi;
+        thread_slice(n, t, threads, lo, hi);
         long long* h = &cursor[(size_t)t * (size_t)n_groups];
         for (long long i = lo; i < hi; ++i) {
             const long long dst = h[group[i]]++;
@@ -276,12 +259,9 @@ extern "C" int queue_ranking(long long n, const int* group, const double* score,
     }
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-#if defined(_OPENMP)
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
+        const int t = thread_id();
+        long long lo, hi;
+        thread_slice(n, t, threads, lo, hi);
         long long* h = &first_cursor[(size_t)t * (size_t)n_groups];
         for (long long i = lo; i < hi; ++i) {
             const int g = group[i];
@@ -306,12 +286,9 @@ extern "C" void queue_groups(long long n, const int* symbol, const double* size,
     std::vector<long long> hist((size_t)threads * (size_t)n_groups, 0);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-#if defined(_OPENMP)
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
+        const int t = thread_id();
+        long long lo, hi;
+        thread_slice(n, t, threads, lo, hi);
         long long* h = &hist[(size_t)t * (size_t)n_groups];
         for (long long i = lo; i < hi; ++i) {
             const int g = 2 * symbol[i] + (size[i] < 0.0 ? 1 : 0);
@@ -319,10 +296,5 @@ extern "C" void queue_groups(long long n, const int* symbol, const double* size,
             ++h[g];
         }
     }
-    long long running = 0;
-    for (int g = 0; g < n_groups; ++g) {
-        group_start[g] = running;
-        for (int t = 0; t < threads; ++t) running += hist[(size_t)t * (size_t)n_groups + g];
-    }
-    group_start[n_groups] = running;
+    thread_offsets(hist.data(), threads, n_groups, group_start);
 }

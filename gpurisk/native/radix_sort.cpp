@@ -9,9 +9,6 @@
 #include <string.h>
 #include <algorithm>  // nth_element, sort: the front of a queue
 #include <vector>  // per-thread histograms
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 // descending_key, thread_count (gpurisk/kernels.py expands local includes)
 #include "sort_keys.h"
 
@@ -24,25 +21,14 @@ void radix_pass(long long n, int shift, const K* key_in, const long long* idx_in
     std::vector<long long> hist((size_t)threads * 256, 0);
 #pragma omp parallel num_threads(threads)
     {
-#if defined(_OPENMP)
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
+        const int t = thread_id();
+        long long lo, hi;
+        thread_slice(n, t, threads, lo, hi);
         long long* h = &hist[(size_t)t * 256];
         for (long long i = lo; i < hi; ++i) ++h[(key_in[i] >> shift) & 0xFF];
 #pragma omp barrier
 #pragma omp single
-        {
-            long long running = 0;
-            for (int d = 0; d < 256; ++d)
-                for (int u = 0; u < threads; ++u) {
-                    const long long c = hist[(size_t)u * 256 + d];
-                    hist[(size_t)u * 256 + d] = running;
-                    running += c;
-                }
-        }
+        thread_offsets(hist.data(), threads, 256, nullptr);
         for (long long i = lo; i < hi; ++i) {
             const long long dst = h[(key_in[i] >> shift) & 0xFF]++;
             key_out[dst] = key_in[i];
@@ -111,12 +97,7 @@ void sort_segment(long long n, uint64_t* key, long long* idx, uint64_t* key_tmp,
     for (int b = 0; b < 8; ++b) {
         const int shift = 8 * b;
         if (hist[b][(key[0] >> shift) & 0xFF] == n) continue;  // this byte orders nothing
-        long long running = 0;
-        for (int d = 0; d < 256; ++d) {
-            const long long c = hist[b][d];
-            hist[b][d] = running;
-            running += c;
-        }
+        thread_offsets(hist[b], 1, 256, nullptr);
         for (long long i = 0; i < n; ++i) {
             const long long dst = hist[b][(key[i] >> shift) & 0xFF]++;
             key_tmp[dst] = key[i];
@@ -146,28 +127,14 @@ extern "C" void queue_order(long long n, const int* group, const double* score, 
     std::vector<long long> start((size_t)n_groups + 1, 0);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-#if defined(_OPENMP)
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        const long long lo = n * t / threads, hi = n * (t + 1) / threads;
+        const int t = thread_id();
+        long long lo, hi;
+        thread_slice(n, t, threads, lo, hi);
         long long* h = &hist[(size_t)t * (size_t)n_groups];
         for (long long i = lo; i < hi; ++i) ++h[group[i]];
 #pragma omp barrier
 #pragma omp single
-        {
-            long long running = 0;
-            for (int g = 0; g < n_groups; ++g) {
-                start[g] = running;
-                for (int u = 0; u < threads; ++u) {
-                    const long long c = hist[(size_t)u * (size_t)n_groups + g];
-                    hist[(size_t)u * (size_t)n_groups + g] = running;
-                    running += c;
-                }
-            }
-            start[n_groups] = running;
-        }
+        thread_offsets(hist.data(), threads, n_groups, start.data());
         for (long long i = lo; i < hi; ++i) {
             const long long dst = h[group[i]]++;
             key_tmp[dst] = descending_key(score[i]);

@@ -1,5 +1,7 @@
-// The ADL queues' sort keys, shared by the cpu backend's native sorts (radix_sort.cpp,
-// queue_ranking.cpp; gpurisk/kernels.py expands this include into each).
+// What the cpu backend's native sorts share (radix_sort.cpp, queue_ranking.cpp;
+// gpurisk/kernels.py expands this include into each): the ADL queues' sort keys, and the
+// split of a pass into per-thread slices whose counts are laid out in thread order, so a
+// stable pass gives the same result on any thread count.
 #pragma once
 #include <stdint.h>
 #include <string.h>
@@ -26,6 +28,40 @@ int thread_count() {
 #else
     return 1;
 #endif
+}
+
+// This thread's number in its OpenMP team (0 outside a team or without OpenMP).
+inline int thread_id() {
+#if defined(_OPENMP)
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// Thread t's contiguous slice [lo, hi) of n items shared by `threads`.
+inline void thread_slice(long long n, int t, int threads, long long& lo, long long& hi) {
+    lo = n * t / threads;
+    hi = n * (t + 1) / threads;
+}
+
+// Per-thread counts by bucket (count[t * n_buckets + b], each thread counting its slice) turned
+// into each thread's first place in the buckets laid out one after another, bucket by bucket,
+// thread by thread within a bucket; start[b] receives each bucket's first place and
+// start[n_buckets] the total, where start is given. Returns the total.
+inline long long thread_offsets(long long* count, int threads, long long n_buckets, long long* start) {
+    long long running = 0;
+    for (long long b = 0; b < n_buckets; ++b) {
+        if (start) start[b] = running;
+        for (int u = 0; u < threads; ++u) {
+            long long& c = count[(size_t)u * (size_t)n_buckets + (size_t)b];
+            const long long here = c;
+            c = running;
+            running += here;
+        }
+    }
+    if (start) start[n_buckets] = running;
+    return running;
 }
 
 }  // namespace
