@@ -12,7 +12,8 @@ Scenarios are screened in batches by one kernel pass over the positions per batc
 Polars is needed at the edges only, so the engine runs where only NumPy (and CuPy) are
 installed: ``scenario_paths`` turns a scenario frame into arrays, ``run_stress`` runs them and
 returns ``StressRecords`` (NumPy arrays), and ``StressRecords.to_result`` builds the frames of
-``StressResult``. ``stress`` is the three in a row.
+``StressResult``. ``stress`` is the three in a row, except that it builds the frames from the
+records' chunks without the concatenated arrays in between (the same frames).
 
 The modules read as the pipeline of a step: scenarios (gpurisk/scenarios.py) → revaluation
 (the kernels, through gpurisk/stress_context.py's ``StressContext``) → the ladder
@@ -358,10 +359,13 @@ def stress(book: Book, scenarios, venue: "str | Venue" = "binance", backend: "st
     insurance_funds(book, insurance_fund)  # a number, or {asset: amount} (gpurisk/stress_assets.py)
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, 0.0)
     labels, shocks = scenario_paths(book, scenarios)
-    records = run_stress(book, run_ids(labels), shocks, venue=venue, backend=be, insurance_fund=insurance_fund,
-                         policy=policies, steps=steps, impact=imp, ladder=lad, batch=batch, progress=progress,
-                         detail=detail, threads=threads, funding=funding)
-    return records.to_result(scenario_labels=labels)
+    options = dict(venue=venue, backend=be, insurance_fund=insurance_fund, policy=policies, steps=steps, impact=imp,
+                   ladder=lad, batch=batch, progress=progress, detail=detail, threads=threads, funding=funding)
+    if len(book.assets) > 1:
+        return run_stress(book, run_ids(labels), shocks, **options).to_result(scenario_labels=labels)
+    book.require_per_asset("stress", venue)
+    rec, timings = _run_records(book, run_ids(labels), shocks, **options)
+    return rec.frames(book.symbols, timings, scenario_labels=labels, assets=book.assets)  # no StressRecords between
 
 
 def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance",
@@ -385,6 +389,17 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
                                    funding=funding, impact=impact, policy=policy, steps=steps, venue=venue,
                                    backend=backend, ladder=ladder, batch=batch, progress=progress, detail=detail,
                                    threads=threads)
+    rec, timings = _run_records(book, scenario_ids, shocks, venue, backend, insurance_fund, policy, steps, impact,
+                                ladder, batch, progress, detail, threads, funding)
+    records = rec.finish(book.symbols, timings)
+    records.assets = tuple(book.assets)
+    return records
+
+
+def _run_records(book: Book, scenario_ids, shocks, venue, backend, insurance_fund, policy, steps, impact, ladder,
+                 batch, progress, detail, threads, funding) -> tuple[_Records, dict]:
+    """``run_stress`` of a book in one asset, up to its records and timings (``_Records``:
+    ``finish`` makes them StressRecords, ``frames`` the frames)."""
     insurance_fund = single_fund(book, insurance_fund)
     venue, be, lad, imp, policies = _options(venue, backend, ladder, impact, policy, steps, insurance_fund)
     steps = int(steps)
@@ -427,10 +442,7 @@ def run_stress(book: Book, scenario_ids, shocks, venue: "str | Venue" = "binance
     if show:
         print(file=sys.stderr)
     elapsed = time.perf_counter() - t0
-    records = rec.finish(book.symbols, {"seconds": elapsed, "scenarios": len(ids),
-                                        "screened_quiet": int((~live).sum()), "threads": threads})
-    records.assets = tuple(book.assets)
-    return records
+    return rec, {"seconds": elapsed, "scenarios": len(ids), "screened_quiet": int((~live).sum()), "threads": threads}
 
 
 def _in_order(fn, tasks: list, threads: int):

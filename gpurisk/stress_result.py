@@ -227,6 +227,22 @@ class _Records:
             if pool is not None:
                 pool.shutdown()
 
+    def frames(self, symbols, timings: dict, scenario_labels: np.ndarray | None = None,
+               assets: tuple = ()) -> StressResult:
+        """StressResult straight from the records (needs Polars): the frames ``finish`` and
+        ``to_result`` give, without first copying every detail row into one array per column
+        (a detail run's tables run to millions of rows, and that copy's fresh pages cost more
+        than the frames): each detail table is chunked, a chunk per step of a run."""
+        import polars as pl
+
+        summary = {k: np.array(v, dtype=SUMMARY_COLUMNS[k]) for k, v in self.summary.items()}
+        raw = {"summary": pl.DataFrame(dict(summary, scenario=_scenario_column(summary["scenario"], scenario_labels,
+                                                                               True)))}
+        for name, (table, dtypes) in TABLES.items():
+            if name != "summary":
+                raw[name] = _chunked_frame(getattr(self, table), dtypes, scenario_labels)
+        return _labelled(raw, tuple(symbols), tuple(assets), timings)
+
 
 def _scenario_column(ids: np.ndarray, labels: np.ndarray | None, summary: bool) -> np.ndarray:
     """A table's scenario column as ``stress`` has always written it: the frame's own labels.
@@ -245,22 +261,70 @@ def _results(rec: StressRecords, scenario_labels: np.ndarray | None = None) -> S
     columns back the scenario frame's values and dtype."""
     import polars as pl
 
+    def frame(table: dict, summary: bool = False) -> pl.DataFrame:
+        return pl.DataFrame(dict(table, scenario=_scenario_column(table["scenario"], scenario_labels, summary)))
+
+    raw = {name: frame(getattr(rec, name), summary=name == "summary") for name in TABLES}
+    return _labelled(raw, rec.symbols, rec.assets, rec.timings)
+
+
+#: StressResult's tables, and the record tables (_Records) and column dtypes they come from
+TABLES = {"summary": ("summary", SUMMARY_COLUMNS), "liquidations": ("liq", LIQUIDATION_COLUMNS),
+          "adl_fills": ("fills", ADL_FILL_COLUMNS), "haircuts": ("cuts", HAIRCUT_COLUMNS),
+          "prices": ("prices", PRICE_COLUMNS)}
+
+
+def _labelled(raw: dict, symbols, assets, timings: dict) -> StressResult:
+    """StressResult from its tables' frames in codes (``raw``, by table name): policy, asset,
+    symbol, margin mode and action become Enum labels."""
+    import polars as pl
+
     def labelled(codes, labels) -> pl.Series:
         return pl.Series(list(labels), dtype=pl.Enum(list(labels))).gather(codes)
 
-    def frame(table: dict, summary: bool = False) -> pl.DataFrame:
-        cols = dict(table, scenario=_scenario_column(table["scenario"], scenario_labels, summary))
-        df = pl.DataFrame(cols)
+    def frame(df: pl.DataFrame) -> pl.DataFrame:
         if "asset" in df.columns:
-            df = df.with_columns(labelled(df["asset"], rec.assets).alias("asset"))
+            df = df.with_columns(labelled(df["asset"], assets).alias("asset"))
         return df.with_columns(labelled(df["policy"], POLICIES).alias("policy"))
 
     def with_symbols(df: pl.DataFrame) -> pl.DataFrame:
-        return df.with_columns(labelled(df["symbol"], rec.symbols).alias("symbol"))
+        return df.with_columns(labelled(df["symbol"], symbols).alias("symbol"))
 
-    liq = with_symbols(frame(rec.liquidations)).with_columns(
-        labelled(rec.liquidations["margin_mode"], MARGIN_MODES).alias("margin_mode"),
-        labelled(rec.liquidations["action"], ACTIONS).alias("action"))
-    return StressResult(summary=frame(rec.summary, summary=True), liquidations=liq,
-                        adl_fills=with_symbols(frame(rec.adl_fills)), haircuts=with_symbols(frame(rec.haircuts)),
-                        prices=with_symbols(frame(rec.prices)), timings=rec.timings, assets=tuple(rec.assets))
+    liq = raw["liquidations"]
+    liq = with_symbols(frame(liq)).with_columns(labelled(liq["margin_mode"], MARGIN_MODES).alias("margin_mode"),
+                                                labelled(liq["action"], ACTIONS).alias("action"))
+    return StressResult(summary=frame(raw["summary"]), liquidations=liq, adl_fills=with_symbols(frame(raw["adl_fills"])),
+                        haircuts=with_symbols(frame(raw["haircuts"])), prices=with_symbols(frame(raw["prices"])),
+                        timings=timings, assets=tuple(assets))
+
+
+def _chunked_frame(parts: dict, dtypes: dict, scenario_labels: np.ndarray | None):
+    """A record table's frame straight from its parts (_Records), a chunk per ``extend``,
+    without concatenating them: arrays are taken as they are (zero-copy; a view of another
+    array is copied, as the view's memory may be reused), scalar runs are repeated by Polars.
+    The same frame, value for value and dtype for dtype, as ``_results`` builds from
+    StressRecords."""
+    import polars as pl
+
+    names = list(dtypes)
+    n_chunks = len(parts[names[0]])
+    if n_chunks == 0:
+        return pl.DataFrame(dict({k: np.zeros(0, dtype=t) for k, t in dtypes.items()},
+                                 scenario=_scenario_column(np.zeros(0, np.int64), scenario_labels, False)))
+    chunks = []
+    for i in range(n_chunks):
+        cols = {}
+        for k in names:
+            p = parts[k][i]
+            if isinstance(p, _Run):
+                one = np.asarray([p.value], dtype=dtypes[k])
+                if k == "scenario":
+                    one = _scenario_column(one, scenario_labels, False)
+                cols[k] = pl.Series(k, one).new_from_index(0, p.n)
+            else:
+                a = p.astype(dtypes[k], copy=False)
+                if k == "scenario":
+                    a = _scenario_column(a, scenario_labels, False)
+                cols[k] = pl.Series(k, a if a.flags.owndata else a.copy())
+        chunks.append(pl.DataFrame(cols))
+    return pl.concat(chunks, rechunk=False)

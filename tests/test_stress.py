@@ -599,3 +599,42 @@ def test_record_tables_finished_on_threads_equal_those_finished_on_one(monkeypat
         assert a.keys() == b.keys()
         for k in a:
             assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), (table, k)
+
+
+@pytest.mark.parametrize("relabel", [None, "string", "int32"])
+def test_stress_frames_from_chunks_equal_the_finished_records_frames(book, relabel):
+    """stress() builds its frames from the records' chunks (no concatenated StressRecords in
+    between); they equal, schema and values, StressRecords.to_result's, under integer, narrow
+    integer and string scenario labels, with several policies and steps."""
+    grid = shock_grid(-0.4, 0.3, 5)
+    if relabel == "string":
+        grid = grid.with_columns(pl.format("s{}", pl.col("scenario")).alias("scenario"))
+    elif relabel == "int32":
+        grid = grid.with_columns((pl.col("scenario") * 3 + 5).cast(pl.Int32).alias("scenario"))
+    options = dict(backend="cpu", policy=["queue", "rap"], steps=3, impact=Impact("sqrt", coefficient=0.2),
+                   progress=False)
+    chunked = stress(book, grid, **options)
+    labels, shocks = scenario_paths(book, grid)
+    finished = run_stress(book, stress_module.run_ids(labels), shocks, **options).to_result(scenario_labels=labels)
+    assert chunked.adl_fills.height > 0 and chunked.haircuts.height > 0 and chunked.liquidations.height > 0
+    for name in ("summary", "liquidations", "adl_fills", "haircuts", "prices"):
+        a, b = getattr(chunked, name), getattr(finished, name)
+        assert a.schema == b.schema, name
+        assert a.equals(b), name
+
+
+def test_a_chunked_frame_copies_views_and_keeps_arrays_it_owns():
+    """A record part that is a view of another array (whose memory a thread may reuse) is
+    copied into the frame; an array of its own is taken as it is. Runs repeat their value;
+    a table with no parts is empty with the table's dtypes."""
+    from gpurisk.stress_result import _chunked_frame, _Run
+
+    buffer = np.arange(10, dtype=np.float64)
+    own = np.array([1.5, 2.5])
+    parts = {"scenario": [_Run(3, 7), _Run(2, 8)], "qty": [buffer[:3], own]}
+    frame = _chunked_frame(parts, {"scenario": np.int64, "qty": np.float64}, None)
+    buffer[:] = -1.0  # the view's memory reused after the frame was built
+    assert frame["scenario"].to_list() == [7, 7, 7, 8, 8]
+    assert frame["qty"].to_list() == [0.0, 1.0, 2.0, 1.5, 2.5]
+    empty = _chunked_frame({"scenario": [], "qty": []}, {"scenario": np.int64, "qty": np.float64}, None)
+    assert empty.height == 0 and empty.schema == pl.Schema({"scenario": pl.Int64, "qty": pl.Float64})
