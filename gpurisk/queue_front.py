@@ -94,6 +94,13 @@ def queue_front_numpy(members: np.ndarray, score: np.ndarray, keep: np.ndarray, 
     return order[keep[order]]
 
 
+#: queue_fronts_to_demand reads a queue's score buckets until their sums reach its demand
+#: times (1 + BUCKET_MARGIN): the buckets' sums run in another order than the front's running
+#: sum, and should a front still fall short after rounding, every bucket is read once more
+#: (the same front, later); a test sets it negative to take that road
+BUCKET_MARGIN = 1e-9
+
+
 def queue_fronts_to_demand(group: np.ndarray, queues: np.ndarray, n_queues: int, demand: np.ndarray,
                            demand_bounds: np.ndarray, score: np.ndarray, keep: np.ndarray,
                            size: np.ndarray) -> tuple[list, list]:
@@ -147,7 +154,8 @@ def queue_fronts_to_demand(group: np.ndarray, queues: np.ndarray, n_queues: int,
     lib.queue_fronts_to_demand(ctypes.c_longlong(group.size), ptr(group.ctypes.data), ptr(slot.ctypes.data),
                                ctypes.c_longlong(n), *(ptr(a.ctypes.data) for a in (
                                    d_begin, d_end, demand, score, keep, size, out_begin, out, supply, n_out,
-                                   *work[:4], work[6])), ctypes.c_int(1 if total < 65536 else 0))
+                                   *work[:4], work[6])), ctypes.c_double(BUCKET_MARGIN),
+                               ctypes.c_int(1 if total < 65536 else 0))
     fronts = [out[out_begin[k]:out_begin[k] + n_out[k]].copy() for k in range(n)]
     supplies = [supply[out_begin[k]:out_begin[k] + n_out[k]].copy() for k in range(n)]
     return fronts, supplies

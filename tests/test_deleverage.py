@@ -343,6 +343,28 @@ def test_queue_fronts_to_demand_is_each_front_of_the_full_order_as_deep_as_its_d
     """Every wanted queue's front is the first places of the documented total order (the
     oracle's lexsort) over its kept positions, cut at the first whose running |size| reaches
     the demand's sum (or whole); the NumPy path (no compiler) gives the same arrays."""
+    _check_queue_fronts_to_demand(seed, n, n_queues, depth)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3000), n_queues=st.integers(1, 6),
+       depth=st.sampled_from([0.01, 0.3, 0.9, 1.0, 1.5]), margin=st.sampled_from([-0.5, -0.9, -1.0]))
+def test_queue_fronts_to_demand_reads_every_bucket_when_its_first_reach_falls_short(seed, n, n_queues, depth, margin):
+    """A front whose score buckets' sums reach its demand but whose running sum, in queue
+    order, falls short (rounding, at real sizes) reads every bucket once more: forced here by a
+    negative margin (the first reach stops at a fraction of the demand), it gives the same
+    fronts as the documented order."""
+    from gpurisk import queue_front as front
+
+    kept = front.BUCKET_MARGIN
+    front.BUCKET_MARGIN = margin
+    try:
+        _check_queue_fronts_to_demand(seed, n, n_queues, depth)
+    finally:
+        front.BUCKET_MARGIN = kept
+
+
+def _check_queue_fronts_to_demand(seed, n, n_queues, depth):
     from gpurisk import queue_front as front
     from gpurisk.queue_front import queue_fronts_to_demand
 

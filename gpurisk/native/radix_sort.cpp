@@ -230,14 +230,16 @@ extern "C" long long queue_front(long long n, const long long* members, const do
 // queue by queue, in the cache: a counting pass splits the copies by bucket (stable: ties stay
 // in index order), only those buckets are sorted (sort_segment), and the positions and sizes
 // are read back in order. Out holds out_begin[k + 1] - out_begin[k] >= the queue's kept
-// positions; key, idx, key_tmp, idx_tmp and size_tmp are work buffers laid out like out. The
-// order is total, so any thread count (`threads`: 0 for the team) gives the same bits.
+// positions; key, idx, key_tmp, idx_tmp and size_tmp are work buffers laid out like out;
+// margin: see below. The order is total, so any thread count (`threads`: 0 for the team)
+// gives the same bits.
 extern "C" void queue_fronts_to_demand(long long n, const int* group, const long long* slot, long long n_queues,
                                        const long long* demand_begin, const long long* demand_end,
                                        const double* demand, const double* score, const bool* keep,
                                        const double* size, const long long* out_begin, long long* out,
                                        double* supply, long long* n_out, uint64_t* key, long long* idx,
-                                       uint64_t* key_tmp, long long* idx_tmp, double* size_tmp, int threads) {
+                                       uint64_t* key_tmp, long long* idx_tmp, double* size_tmp, double margin,
+                                       int threads) {
     constexpr int BITS = 12, SHIFT = 64 - BITS, N_BUCKETS = 1 << BITS;
     const int team = threads > 0 ? threads : thread_count();
     std::vector<long long> count((size_t)n_queues * N_BUCKETS, 0), cursor((size_t)n_queues, 0);
@@ -253,13 +255,14 @@ extern "C" void queue_fronts_to_demand(long long n, const int* group, const long
         ++count[b];
         weight[b] += fabs(size[i]);
     }
-    // The buckets each need reaches by their sums, with a margin (the sums run in another
-    // order than the front's running sum); should a front still fall short, every bucket.
+    // The buckets each need reaches by their sums, with a margin (relative: the sums run in
+    // another order than the front's running sum); should a front still fall short, every
+    // bucket, once more (a test sets a negative margin to take that road).
     for (long long k = 0; k < n_queues; ++k) {
         double reach = 0.0;
         for (int b = 0; b < N_BUCKETS; ++b) {
             reach += weight[(size_t)k * N_BUCKETS + b];
-            if (reach >= need[k] * (1.0 + 1e-9) + 1e-300) {
+            if (reach >= need[k] * (1.0 + margin) + 1e-300) {
                 last[k] = b;
                 break;
             }
