@@ -214,7 +214,11 @@ class StandInBackend(CpuBackend):
     before the grid-stride loops wrap."""
 
     name = "stand-in"
+    # The gpu backend's orchestration, not the cpu backend's native passes: its queue sort,
+    # its queue groups on xp, and no one-call ranking (adl_queues sorts, then places).
     queue_order = Backend.queue_order
+    queue_groups = Backend.queue_groups
+    queue_ranking = Backend.queue_ranking
 
     def __init__(self, memory_bytes: int = 2 << 30, launch_threads: int = 4096):
         super().__init__(threads=1)
@@ -223,6 +227,46 @@ class StandInBackend(CpuBackend):
 
     def device_memory(self) -> tuple[int, int]:
         return self.memory_bytes, self.memory_bytes
+
+
+class StrictStandInBackend(StandInBackend):
+    """The stand-in with CuPy's rules on its arrays (gpurisk/device_arrays.py): its ``xp``
+    returns device arrays that refuse to mix with NumPy arrays or turn into them implicitly,
+    its kernels take device arrays only, and ``traffic`` counts the bytes copied each way.
+    The kernels and the arithmetic are the cpu backend's, so the bits are the same; what it
+    finds is code that would raise on a card."""
+
+    name = "stand-in-strict"
+
+    def __init__(self, memory_bytes: int = 2 << 30, launch_threads: int = 4096):
+        from .device_arrays import DeviceArray, DeviceNamespace, DeviceTraffic
+
+        super().__init__(memory_bytes, launch_threads)
+        self.traffic = DeviceTraffic()
+        self.xp = DeviceNamespace(self.traffic)
+        self.array_type = DeviceArray
+        self.array_kind = "device (the strict stand-in's)"
+
+    def launch(self, kernel: str, *args) -> None:
+        from .device_arrays import DeviceArray
+
+        from . import kernels
+
+        sig = self._check(kernel, args)  # device arrays only, as on the card
+        lib = kernels.cpu_library(sig.file)
+        lib.gr_set_num_threads(int(self.threads))
+        getattr(lib, kernel)(*(a._a.ctypes.data if isinstance(a, DeviceArray) else a for a in args))
+
+    def _check_place(self, kernel: str, name: str, a) -> None:
+        pass
+
+    def to_host(self, a) -> np.ndarray:
+        from .device_arrays import DeviceArray
+
+        if not isinstance(a, DeviceArray):
+            return np.asarray(a)  # host data stays where it is, as cupy.asnumpy leaves it
+        self.traffic.to_host += a.nbytes
+        return a._a.copy()
 
 
 @functools.lru_cache(maxsize=None)

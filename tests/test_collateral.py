@@ -405,10 +405,10 @@ def pooled_synthetic_book(n_accounts: int) -> Book:
     return Book.from_frames(t["markets"], t["tiers"], accounts, t["positions"], collateral=coll)
 
 
-@pytest.mark.parametrize("target", ["gpu", "stand-in", "one-thread", "chunked"])
+@pytest.mark.parametrize("target", ["gpu", "stand-in", "stand-in-strict", "one-thread", "chunked"])
 def test_pooled_results_are_the_same_bits_everywhere(target):
     from gpurisk.backend import CpuBackend, get_backend, gpu_available
-    from gpurisk.parity import StandInBackend, compare, risk_arrays
+    from gpurisk.parity import StandInBackend, StrictStandInBackend, compare, risk_arrays
 
     if target == "gpu" and not gpu_available():
         pytest.skip("needs a CUDA GPU (CuPy reports none); the stand-in twin runs instead")
@@ -417,7 +417,7 @@ def test_pooled_results_are_the_same_bits_everywhere(target):
                             .revalue(book.mark_price * 0.9))
     assert "pool_margin.pool_equity" in reference
     options = {}
-    backend = {"gpu": lambda: get_backend("gpu"), "stand-in": StandInBackend,
+    backend = {"gpu": lambda: get_backend("gpu"), "stand-in": StandInBackend, "stand-in-strict": StrictStandInBackend,
                "one-thread": lambda: CpuBackend(threads=1), "chunked": lambda: CpuBackend(threads=2)}[target]()
     if target == "chunked":
         options["chunk_positions"] = 997

@@ -191,7 +191,7 @@ def _bits(a) -> bytes:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float64)).tobytes()
 
 
-@pytest.mark.parametrize("backend_name", ["cpu", "cpu-1-thread", "stand-in"])
+@pytest.mark.parametrize("backend_name", ["cpu", "cpu-1-thread", "stand-in", "stand-in-strict"])
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n_queues=st.integers(1, 8), bankrupt_share=st.sampled_from([0.02, 0.3, 0.9]),
        depth=st.sampled_from([0.01, 0.2, 1.0]))
@@ -203,10 +203,10 @@ def test_settle_queues_moves_the_money_of_queue_adl_bit_for_bit(backend_name, se
     from gpurisk.backend import CpuBackend, get_backend
     from gpurisk.deleverage import settle_queues
     from gpurisk.ledger import Ledger
-    from gpurisk.parity import StandInBackend, adl_settle_case
+    from gpurisk.parity import StandInBackend, StrictStandInBackend, adl_settle_case
 
     backend = {"cpu": lambda: get_backend("cpu"), "cpu-1-thread": lambda: CpuBackend(threads=1),
-               "stand-in": StandInBackend}[backend_name]()
+               "stand-in": StandInBackend, "stand-in-strict": StrictStandInBackend}[backend_name]()
     book, pos, rest, bp, bounds, fronts, price, cs = adl_settle_case(seed, n_queues, bankrupt_share, depth)
     if pos.size == 0:
         return
@@ -265,7 +265,7 @@ def _takeover_book(inverse: bool):
     return synthetic_book(10_000, seed=3, isolated_share=0.3, inverse_markets=2 if inverse else 0)
 
 
-@pytest.mark.parametrize("backend_name", ["cpu", "cpu-1-thread", "stand-in"])
+@pytest.mark.parametrize("backend_name", ["cpu", "cpu-1-thread", "stand-in", "stand-in-strict"])
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), share=st.sampled_from([0.002, 0.05, 0.5, 1.0]),
        fund=st.sampled_from([0.0, -5.0, 0.3, 0.5, 1e12]), ties=st.sampled_from([0.0, 0.5, 1.0]),
@@ -281,10 +281,10 @@ def test_the_takeover_kernels_move_the_money_of_take_over_bankrupt_numpy_bit_for
     from gpurisk.backend import CpuBackend, get_backend
     from gpurisk.deleverage import take_over_bankrupt, take_over_bankrupt_numpy
     from gpurisk.ledger import Ledger
-    from gpurisk.parity import StandInBackend
+    from gpurisk.parity import StandInBackend, StrictStandInBackend
 
     backend = {"cpu": lambda: get_backend("cpu"), "cpu-1-thread": lambda: CpuBackend(threads=1),
-               "stand-in": StandInBackend}[backend_name]()
+               "stand-in": StandInBackend, "stand-in-strict": StrictStandInBackend}[backend_name]()
     book = _takeover_book(inverse)
     rng = np.random.default_rng(seed)
     pos = np.flatnonzero((book.size != 0.0) & (rng.random(book.n_positions) < share))

@@ -1,8 +1,10 @@
 """GPU parity: the gpu backend gives the cpu backend's bits, output by output.
 
-Every test runs twice: against the real GPU (skipped without one) and against the stand-in
-(gpurisk.parity.StandInBackend: the cpu kernels on one thread, the gpu backend's queue sort,
-a simulated device), its CPU twin that runs in CI. The reference is the cpu backend on every
+Every test runs three times: against the real GPU (skipped without one) and against two
+stand-ins, its CPU twins that run in CI: gpurisk.parity.StandInBackend (the cpu kernels on one
+thread, the gpu backend's orchestration, a simulated device) and StrictStandInBackend (the
+same with CuPy's rules on its arrays: a host array mixed with device arrays, or a device
+array turned into a NumPy array implicitly, raises as it would on a card). The reference is the cpu backend on every
 thread. The module needs only NumPy (and CuPy for the GPU): no Polars, so it runs on a bare
 GPU machine (test_gpu_check.py proves it). bench/gpu_check.py runs the same checks at sizes
 that wrap every launch, and times them.
@@ -18,20 +20,20 @@ from gpurisk import Engine, synthetic_book
 from gpurisk.backend import BackendUnavailable, CpuBackend, GpuBackend, get_backend, gpu_available
 from gpurisk.engine import auto_chunk_positions
 from gpurisk.kernels import signatures
-from gpurisk.parity import (StandInBackend, adversarial_queue_keys, compare, queue_order_oracle, risk_arrays,
-                            run_stress_case, stress_arrays, stress_cases, tiny_books)
+from gpurisk.parity import (StandInBackend, StrictStandInBackend, adversarial_queue_keys, compare, queue_order_oracle,
+                            risk_arrays, run_stress_case, stress_arrays, stress_cases, tiny_books)
 
 VENUES = ["binance", "bybit", "bitmex", "hyperliquid", "dydx", "okx", "gate"]
 REFERENCE = CpuBackend(threads=os.cpu_count() or 1)
 
 
-@pytest.fixture(params=["gpu", "stand-in"], scope="module")
+@pytest.fixture(params=["gpu", "stand-in", "stand-in-strict"], scope="module")
 def candidate(request):
     if request.param == "gpu":
         if not gpu_available():
-            pytest.skip("needs a CUDA GPU (CuPy reports none); the stand-in twin runs instead")
+            pytest.skip("needs a CUDA GPU (CuPy reports none); the stand-in twins run instead")
         return get_backend("gpu")
-    return StandInBackend()
+    return StrictStandInBackend() if request.param == "stand-in-strict" else StandInBackend()
 
 
 def sized(candidate, gpu: int, stand_in: int) -> int:

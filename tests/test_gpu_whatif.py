@@ -11,19 +11,19 @@ from gpurisk import Engine, synthetic_book
 from gpurisk.backend import CpuBackend, get_backend, gpu_available
 from gpurisk.engine import DeviceBook
 from gpurisk.funding import settle
-from gpurisk.parity import StandInBackend
+from gpurisk.parity import StandInBackend, StrictStandInBackend
 from gpurisk.whatif import what_if_arrays
 
 REFERENCE = CpuBackend(threads=os.cpu_count() or 1)
 
 
-@pytest.fixture(params=["gpu", "stand-in"], scope="module")
+@pytest.fixture(params=["gpu", "stand-in", "stand-in-strict"], scope="module")
 def candidate(request):
     if request.param == "gpu":
         if not gpu_available():
             pytest.skip("needs a CUDA GPU (CuPy reports none); the stand-in twin runs instead")
         return get_backend("gpu")
-    return StandInBackend()
+    return StrictStandInBackend() if request.param == "stand-in-strict" else StandInBackend()
 
 
 def _orders(book, n, seed):

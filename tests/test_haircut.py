@@ -13,10 +13,10 @@ from gpurisk.backend import CpuBackend, get_backend
 from gpurisk.deleverage import haircut_adl, water_fill
 from gpurisk.haircut import HAIRCUT_POLICIES, settle_haircuts, water_fills
 from gpurisk.ledger import Ledger
-from gpurisk.parity import StandInBackend, adl_settle_case
+from gpurisk.parity import StandInBackend, StrictStandInBackend, adl_settle_case
 
 BACKENDS = {"cpu": lambda: get_backend("cpu"), "cpu-1-thread": lambda: CpuBackend(threads=1),
-            "stand-in": StandInBackend}
+            "stand-in": StandInBackend, "stand-in-strict": StrictStandInBackend}
 
 
 def _bits(a) -> bytes:

@@ -317,16 +317,16 @@ def test_synthetic_book_with_inverse_markets():
 
 # ---- same bits on every backend, chunk size and thread count ---------------------------------
 
-@pytest.fixture(params=["gpu", "stand-in"], scope="module")
+@pytest.fixture(params=["gpu", "stand-in", "stand-in-strict"], scope="module")
 def candidate(request):
     from gpurisk.backend import get_backend, gpu_available
-    from gpurisk.parity import StandInBackend
+    from gpurisk.parity import StandInBackend, StrictStandInBackend
 
     if request.param == "gpu":
         if not gpu_available():
             pytest.skip("needs a CUDA GPU (CuPy reports none); the stand-in twin runs instead")
         return get_backend("gpu")
-    return StandInBackend()
+    return StrictStandInBackend() if request.param == "stand-in-strict" else StandInBackend()
 
 
 @pytest.mark.parametrize("venue", ["binance", "bybit", "bitmex", "okx"])

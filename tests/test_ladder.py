@@ -8,15 +8,16 @@ from hypothesis import strategies as st
 
 from gpurisk.backend import CpuBackend, get_backend
 from gpurisk.ladder import LADDERS, Ladder, ladder_actions, ladder_step
-from gpurisk.parity import StandInBackend
+from gpurisk.parity import StandInBackend, StrictStandInBackend
 
 LADDER_CHOICES = [*LADDERS.values(), Ladder(partial="slices", max_partial_steps=2, backstop_ratio=1.2),
                   Ladder(partial="target", target_ratio=0.5), Ladder(partial="slices", slice_fraction=1.0),
                   Ladder(partial="target", max_partial_steps=0)]
 
 
-@pytest.mark.parametrize("backend", [get_backend("cpu"), CpuBackend(threads=1), StandInBackend()],
-                         ids=["cpu", "cpu-1-thread", "stand-in"])
+@pytest.mark.parametrize("backend", [get_backend("cpu"), CpuBackend(threads=1), StandInBackend(),
+                                     StrictStandInBackend()],
+                         ids=["cpu", "cpu-1-thread", "stand-in", "stand-in-strict"])
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 20_000), ladder=st.sampled_from(LADDER_CHOICES))
 def test_ladder_actions_are_ladder_step_bit_for_bit(backend, seed, n, ladder):

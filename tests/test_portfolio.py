@@ -288,15 +288,15 @@ def test_same_bits_on_every_thread_count_and_chunk_size(groups_move):
     assert_same_bits(ref, portfolio_arrays(revalue(book, venue, CpuBackend(threads=2), chunk_positions=997)))
 
 
-@pytest.fixture(params=["gpu", "stand-in"])
+@pytest.fixture(params=["gpu", "stand-in", "stand-in-strict"])
 def candidate(request):
     if request.param == "gpu":
         if not gpu_available():
             pytest.skip("needs a CUDA GPU (CuPy reports none); the stand-in twin runs instead")
         return get_backend("gpu")
-    from gpurisk.parity import StandInBackend
+    from gpurisk.parity import StandInBackend, StrictStandInBackend
 
-    return StandInBackend()
+    return StrictStandInBackend() if request.param == "stand-in-strict" else StandInBackend()
 
 
 @pytest.mark.parametrize("groups_move", ["independent", "joint"])

@@ -40,7 +40,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import make_stress_fixtures as gen  # noqa: E402
 
-from gpurisk.parity import StandInBackend, compare, flip_low_bit, stress_arrays  # noqa: E402
+from gpurisk.parity import StandInBackend, StrictStandInBackend, compare, flip_low_bit, stress_arrays  # noqa: E402
 
 DOC = json.loads((gen.FIXTURES / "cases.json").read_text())
 CASES = {c["name"]: c for c in DOC["cases"]}
@@ -66,6 +66,7 @@ VARIANTS = {  # backend, screening batch, scenario runs at a time
     "cpu-threads3-batch3": (lambda: "cpu", 3, 3),
     "stand-in-batch64": (lambda: StandInBackend(), 64, 1),
     "stand-in-batch1": (lambda: StandInBackend(), 1, 1),
+    "stand-in-strict": (lambda: StrictStandInBackend(), 64, 1),  # CuPy's rules on its arrays
 }
 
 
