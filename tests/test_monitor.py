@@ -288,9 +288,18 @@ class _SeparateMemoryBackend(CpuBackend):
         return np.array(a, copy=True)
 
 
-def test_updates_reach_a_device_with_its_own_memory():
+def _strict_stand_in():
+    from gpurisk.parity import StrictStandInBackend
+
+    return StrictStandInBackend()
+
+
+@pytest.mark.parametrize("device", [_SeparateMemoryBackend, _strict_stand_in], ids=["separate-memory", "strict"])
+def test_updates_reach_a_device_with_its_own_memory(device):
+    """Every step's results, on a backend whose memory is its own (and on the strict stand-in,
+    whose arrays keep CuPy's rules), are a fresh cpu revaluation's bits."""
     book = gpurisk.synthetic_book(600, seed=9)
-    mon = Monitor(Engine(book, backend=_SeparateMemoryBackend()), adl_top=3, subset_share=1.0)
+    mon = Monitor(Engine(book, backend=device()), adl_top=3, subset_share=1.0)
     rng = np.random.default_rng(1)
     next_account = [10**9]
     for step in range(40):
