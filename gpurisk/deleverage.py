@@ -192,13 +192,13 @@ def take_over_bankrupt(backend, ledger, pos, bp, market) -> Takeover:
         at = int(xp.flatnonzero(pos[1:] <= pos[:-1])[0]) + 1
         raise ValueError(f"take_over_bankrupt: positions must be ascending and distinct; pos[{at}] = {int(pos[at])} "
                          f"follows {int(pos[at - 1])}")
-    inverse, isolated, account = (b.asarray(a) for a in (ledger._inverse.view(np.int8), ledger._isolated,
-                                                        ledger._account))
+    fixed = ledger.fixed_on(b)
+    inverse, isolated, account = fixed.inverse, fixed.isolated, fixed.account
     size, wallet, margin, x_size = (b.asarray(a) for a in (ledger.size, ledger.wallet, ledger.isolated_margin,
                                                            ledger.x_size))
     loss, money_bp, money_market, cs = (xp.empty(n, dtype=xp.float64) for _ in range(4))
     d_account, d_isolated, run_units = xp.empty(n, dtype=xp.int32), xp.empty(n, dtype=xp.int8), xp.empty(n, xp.int64)
-    b.launch("takeover_loss", n, pos, bp, market, size, b.asarray(ledger._cs_pos), inverse, isolated, account,
+    b.launch("takeover_loss", n, pos, bp, market, size, fixed.cs_pos, inverse, isolated, account,
              loss, money_bp, money_market, cs, d_account, d_isolated, run_units)
     units_through = xp.cumsum(run_units)
     n_units = int(units_through[-1])  # the one count the host needs: the sort's length
@@ -214,8 +214,8 @@ def take_over_bankrupt(backend, ledger, pos, bp, market) -> Takeover:
     fund_qty, rest, rank = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.int64)
     cash, gain = xp.empty(n, dtype=xp.float64), xp.empty(n, dtype=xp.float64)
     b.launch("takeover_apply", n, pos, money_bp, money_market, cs, d_account, d_isolated, unit, unit_share, unit_rank,
-             b.asarray(ledger._entry), size, wallet, margin, fund_qty, rest, rank, cash, gain)
-    b.launch("takeover_totals", 1, n, pos, b.asarray(ledger._symbol), fund_qty, cash, gain, x_size, totals)
+             fixed.entry, size, wallet, margin, fund_qty, rest, rank, cash, gain)
+    b.launch("takeover_totals", 1, n, pos, fixed.symbol, fund_qty, cash, gain, x_size, totals)
     for moved, kept in ((size, ledger.size), (wallet, ledger.wallet), (margin, ledger.isolated_margin),
                         (x_size, ledger.x_size)):
         if moved is not kept:  # a device copy: back to the host's ledger
@@ -405,8 +405,8 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
                                    m.supply_bounds[:, 0], m.base[:-1]),
              m.n_fills, m.fill_demand, m.fill_supply, m.fill_qty, m.demand_closed, m.supply_closed,
              *dev(np.asarray(price, dtype=np.float64), np.asarray(cs, dtype=np.float64),
-                  pos.astype(np.int64, copy=False), rest, bp, s_pos,
-                  ledger.position_records(), ledger._cs_pos),
+                  pos.astype(np.int64, copy=False), rest, bp, s_pos),
+             ledger.fixed_on(b).records, ledger.fixed_on(b).cs_pos,
              size, margin, b.asarray(w_base[:-1]), w_account, w_amount, n_wallet, d_left, d_left_qty,
              xp.empty(s_pos.size, dtype=xp.int8),
              b.asarray(work_base[:-1]), work, n_cp, *sums, n_left)

@@ -15,6 +15,8 @@ holds one settle asset (stress refuses several): all money is in it.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from .book import Book
@@ -25,12 +27,13 @@ class Ledger:
 
     def __init__(self, book: Book, fund: float = 0.0, cs_pos: np.ndarray | None = None,
                  inverse_pos: np.ndarray | None = None, balances: tuple | None = None,
-                 records: np.ndarray | None = None):
+                 records: np.ndarray | None = None, fixed: tuple | None = None):
         """cs_pos, inverse_pos: the positions' contract sizes and inverse flags (bool), where the
         caller holds them (derived from the book otherwise). balances: (size, wallet,
         isolated_margin) arrays of the book's shapes to copy the book's balances into and use
         (a caller running one ledger after another reuses its memory: fresh memory costs a
-        page fault per 4 KiB). records: ``position_records()`` of a ledger of the same book."""
+        page fault per 4 KiB). records: ``position_records()`` of a ledger of the same book.
+        fixed: ``fixed_on``'s (backend, columns) of a ledger of the same book, shared."""
         if balances is None:
             self.size, self.wallet, self.isolated_margin = (book.size.copy(), book.wallet.copy(),
                                                             book.isolated_margin.copy())
@@ -50,6 +53,21 @@ class Ledger:
         self._any_inverse = bool(self._inverse_symbol.any())
         self._entry = self.money(slice(None), book.entry)  # money prices of the entries
         self._records = records
+        self._fixed = fixed
+
+    def fixed_on(self, backend) -> SimpleNamespace:
+        """The positions' fixed columns the kernels read, on the backend's device: entry
+        (money price), cs_pos, inverse (int8), isolated, account, symbol and records
+        (``position_records``). Uploaded once per ledger, or shared: a stress context gives
+        every run's ledger its own (so a run on the gpu copies none of them)."""
+        if self._fixed is None or self._fixed[0] is not backend:
+            b = backend
+            self._fixed = (b, SimpleNamespace(
+                entry=b.asarray(self._entry, np.float64), cs_pos=b.asarray(self._cs_pos, np.float64),
+                inverse=b.asarray(np.asarray(self._inverse, dtype=np.bool_).view(np.int8)),
+                isolated=b.asarray(self._isolated), account=b.asarray(self._account),
+                symbol=b.asarray(self._symbol), records=b.asarray(self.position_records())))
+        return self._fixed[1]
 
     def position_records(self) -> np.ndarray:
         """Each position's fixed columns side by side, as the ADL kernel reads them (kernels/

@@ -114,7 +114,8 @@ def run_scenario(ctx: StressContext, scenario, shocks: np.ndarray, policy: str, 
     step (revalue → ladder → market closes → takeover and insurance → ADL or haircuts →
     record), until the path ends and a step liquidates nobody. Returns its summary row."""
     book, lad = ctx.book, ctx.ladder
-    ledger = Ledger(book, ctx.insurance_fund, ctx.cs_pos, ctx.inverse_pos, ctx.balances(), ctx.position_records)
+    ledger = Ledger(book, ctx.insurance_fund, ctx.cs_pos, ctx.inverse_pos, ctx.balances(), ctx.position_records,
+                    ctx.ledger_fixed)
     base = book.mark_price
     start_value = ctx.start_value + ledger.fund
     impact_factor = np.ones(book.n_symbols)
@@ -306,7 +307,7 @@ def _settle(ctx: StressContext, ledger: Ledger, rx: Revaluation, pos: np.ndarray
     symbols = queues // 2
     opposite = queues ^ 1
     cuts = settle_haircuts(ctx.backend, ledger, policy, pos[owed], rest[owed], bp[owed],
-                           np.stack([ends - sizes, ends], 1), ctx.queue_members,
+                           np.stack([ends - sizes, ends], 1), ctx.device_queue_members,
                            np.stack([ctx.queue_start[opposite], ctx.queue_start[opposite + 1]], 1), counterparty,
                            rx.device("upnl"), rx.device("notional"), rx.device("pos_equity"), exec_marks[symbols],
                            book.contract_size[symbols])
