@@ -56,6 +56,23 @@ class Backend:
             return xp.take(by_score, by_group, out=out)
         return by_score[by_group]
 
+    def add_at(self, balance, index, amount) -> None:
+        """balance[index[k]] += amount[k], k in order, on the backend's device: np.add.at's
+        bits (a balance's additions in the order given), with no float atomics. The additions
+        are sorted by (balance, place given), and kernel ``ordered_add`` adds each balance's
+        run in order on one thread. index, amount: host or device arrays."""
+        xp = self.xp
+        index, amount = self.asarray(index, xp.int64), self.asarray(amount, xp.float64)
+        n = int(index.size)
+        if n == 0:
+            return
+        by = xp.argsort(index * n + xp.arange(n, dtype=xp.int64))  # distinct keys: one order on any sort
+        target, amount = xp.ascontiguousarray(index[by]), xp.ascontiguousarray(amount[by])
+        first = xp.ones(n, dtype=xp.bool_)
+        first[1:] = target[1:] != target[:-1]
+        run_start = xp.concatenate([xp.flatnonzero(first), xp.full(1, n, dtype=xp.int64)])
+        self.launch("ordered_add", int(run_start.size) - 1, run_start, target, amount, balance)
+
     def queue_groups(self, pos_symbol, size, n_groups: int):
         """(group, group_start): each position's ADL queue, 2·symbol + (size < 0), int32, and
         the first place of each queue in queue order, int64 (n_groups + 1): adl.queue_group
@@ -124,6 +141,10 @@ class CpuBackend(Backend):
             lib.gr_set_num_threads(int(self.threads))
         cargs = [a.ctypes.data if p.kind == "ptr" else a for p, a in zip(sig.params, args)]
         getattr(lib, kernel)(*cargs)
+
+    def add_at(self, balance, index, amount) -> None:
+        """Backend.add_at by np.add.at (the same bits, in place on the host)."""
+        np.add.at(balance, index, amount)
 
     def queue_order(self, group, score, n_groups: int, out=None):
         """The same order as Backend.queue_order, by a parallel stable radix sort

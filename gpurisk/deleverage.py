@@ -350,7 +350,8 @@ class QueueSettlements:
     def fills(self):
         """Every fill in queue order: (queue's place, bankrupt position, counterparty, qty,
         price); gathered only when asked (a run without detail never is)."""
-        fill_demand, fill_supply, fill_qty, base, n_fills, demand_begin, supply_begin, pos, s_pos, bp = self._fills
+        b, fill_demand, fill_supply, fill_qty, base, n_fills, demand_begin, supply_begin, pos, s_pos, bp = self._fills
+        fill_demand, fill_supply, fill_qty = (b.to_host(a) for a in (fill_demand, fill_supply, fill_qty))
         at = [slice(base[k], base[k] + n_fills[k]) for k in range(n_fills.size)]
         queue = np.repeat(np.arange(n_fills.size), n_fills)
         d_at = demand_begin[queue] + _joined(fill_demand, at)
@@ -381,7 +382,7 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
     bp = ledger.money(pos, bp)
     price = ledger.money(pos[demand_bounds[:, 0]], np.asarray(price, dtype=np.float64)) if n else np.zeros(0)
     if supplies is None:
-        supplies = [_usable_supply(ledger.size, f, demand[d0:d1]) for f, (d0, d1) in zip(fronts, demand_bounds)]
+        supplies = [_usable_supply(ledger, f, demand[d0:d1]) for f, (d0, d1) in zip(fronts, demand_bounds)]
     front_size = np.array([a.size for a in supplies], dtype=np.int64)
     front_end = np.cumsum(front_size)
     m = _merge(b, demand, demand_bounds, np.concatenate(supplies) if n else np.zeros(0),
@@ -395,7 +396,7 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
         return [b.asarray(np.ascontiguousarray(a)) for a in arrays]
 
     # The ledger's arrays, in place on the cpu backend (copied to the device and back on the gpu).
-    size, margin = dev(ledger.size, ledger.isolated_margin)
+    size, margin = b.asarray(ledger.size), b.asarray(ledger.isolated_margin)
     w_account, w_amount = xp.empty(int(w_base[-1]), dtype=xp.int64), xp.empty(int(w_base[-1]), dtype=xp.float64)
     d_left, d_left_qty = xp.empty(pos.size, dtype=xp.int8), xp.empty(pos.size, dtype=xp.float64)
     work = xp.empty(int(work_base[-1]), dtype=xp.float64)
@@ -424,20 +425,20 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
         ledger.x_cash -= float(x_cash[k])
         ledger.fund += float(fund_gain[k])
     counterparties = _joined(s_pos, [slice(s_begin[k], s_begin[k] + n_cp[k]) for k in range(n)])
-    fills = (b.to_host(m.fill_demand), b.to_host(m.fill_supply), b.to_host(m.fill_qty), m.base, n_fills,
+    fills = (b, m.fill_demand, m.fill_supply, m.fill_qty, m.base, n_fills,  # copied to the host if asked
              demand_bounds[:, 0], s_begin, pos, s_pos, real_bp)
     return QueueSettlements(socialized, max_loss, n_fills > 0, notional, fund_took, n_left > 0, counterparties, fills)
 
 
-def _usable_supply(size: np.ndarray, front: np.ndarray, demand: np.ndarray, first: int = 1024) -> np.ndarray:
+def _usable_supply(ledger, front: np.ndarray, demand: np.ndarray, first: int = 1024) -> np.ndarray:
     """|size| of a queue's front as deep as the merge can use it: up to the first member whose
     running sum reaches the total demand (both sums sequential, as adl_merge runs them), or
     the whole front. Deep fronts are whole sorted queues; gathering them whole would cost
-    more than the merge."""
+    more than the merge (and, on a device, copying them)."""
     need = np.cumsum(demand)[-1] if demand.size else 0.0
     k = min(front.size, first)
     while True:
-        supply = np.abs(size[front[:k]])
+        supply = np.abs(ledger.take(ledger.size, front[:k]))
         if k == front.size or np.cumsum(supply)[-1] >= need:
             return supply
         k = min(front.size, 4 * k)

@@ -273,10 +273,12 @@ class DeviceNamespace:
         traffic = self.traffic
         if name in self._TAKES_HOST:
             def to_device(a, dtype=None, **kwargs):
-                if isinstance(a, DeviceArray):  # already on the device: no copy unless the dtype or layout asks
+                if isinstance(a, DeviceArray):  # already on the device: no copy unless asked
                     arr = a._a if dtype is None or a.dtype == np.dtype(dtype) else a._a.astype(dtype)
                     if name == "ascontiguousarray":
                         arr = np.ascontiguousarray(arr)
+                    if name == "array" and kwargs.get("copy", True) and arr is a._a:
+                        arr = arr.copy()
                     return a if arr is a._a else DeviceArray(arr, traffic)
                 host = np.array(a, dtype=dtype, copy=True, order="C")
                 traffic.to_device += host.nbytes

@@ -80,17 +80,18 @@ def settle_haircuts(backend, ledger, policy: str, pos, rest, bp, demand_bounds, 
     def dev(a, dtype=None):
         return b.asarray(np.ascontiguousarray(a, dtype=dtype))
 
-    # The ledger's arrays, in place on the cpu backend (copied to the device and back on the gpu).
-    size, margin = dev(ledger.size), dev(ledger.isolated_margin)
+    # The ledger's arrays, in place (copied to the device and back only for a host ledger on the gpu).
+    size, margin = b.asarray(ledger.size), b.asarray(ledger.isolated_margin)
     fixed = ledger.fixed_on(b)
     n_wallet, n_hit = xp.empty(n, dtype=xp.int64), xp.empty(n, dtype=xp.int64)
     sums = [xp.empty(n, dtype=xp.float64) for _ in range(5)]
     b.launch("haircut_settle", n, HAIRCUT_POLICIES[policy], dev(demand_bounds[:, 0]), dev(demand_bounds[:, 1]),
              dev(member_bounds[:, 0]), dev(member_bounds[:, 1]), dev(money_price, np.float64),
              dev(cs, np.float64), dev(pos), dev(rest), dev(money_bp), members,
-             dev(np.asarray(counterparty, dtype=np.bool_).view(np.int8)),
+             b.asarray(counterparty, xp.bool_).view(xp.int8),
              b.asarray(upnl), b.asarray(notional), b.asarray(pos_equity),
-             fixed.entry, fixed.cs_pos, fixed.isolated, fixed.account, size, margin, dev(w_base[:-1]), wallet_account, wallet_amount, n_wallet, n_hit,
+             fixed.entry, fixed.cs_pos, fixed.isolated, fixed.account, size, margin, dev(w_base[:-1]), wallet_account,
+             wallet_amount, n_wallet, n_hit,
              w["pos"], w["pnl"], w["weight"], w["cut"], w["code"], w["idx"], w["code_tmp"], w["idx_tmp"], w["free"],
              d_work, *sums)
     need, recovered, max_cut, x_cash, fund_gain = (b.to_host(a) for a in sums)

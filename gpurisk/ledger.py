@@ -4,8 +4,14 @@ Every move conserves the total: Σ(wallet + isolated margin + unrealised PnL) ov
 accounts, plus the insurance fund, plus the external liquidity account (which takes whatever
 is sold into the market), is the same before and after it.
 
-Additions to one balance run in the order the positions are given (``np.add.at``), so the
-same moves in the same order give the same bits on every backend and thread count.
+Additions to one balance run in the order the positions are given (``np.add.at``, or the
+backend's ``add_at`` where the balances live on a device), so the same moves in the same
+order give the same bits on every backend and thread count.
+
+On a device (``backend`` given, not the cpu backend), the balances (sizes, wallets, isolated
+margins) live there for the whole run: the kernels move them in place, and a move made on the
+host (a step's market closes, released margin) sends only its own rows over. The fund, the
+external account and the per-account partial-reduction counts stay on the host.
 
 Inverse (coin-margined) positions: with the money price m(P) = −1/P (m(P) = P for linear
 contracts), an inverse position's PnL q·cs·(1/E − 1/P) is q·(m(P) − m(E))·cs, the linear form;
@@ -27,20 +33,26 @@ class Ledger:
 
     def __init__(self, book: Book, fund: float = 0.0, cs_pos: np.ndarray | None = None,
                  inverse_pos: np.ndarray | None = None, balances: tuple | None = None,
-                 records: np.ndarray | None = None, fixed: tuple | None = None):
+                 records: np.ndarray | None = None, fixed: tuple | None = None, backend=None,
+                 initial: tuple | None = None):
         """cs_pos, inverse_pos: the positions' contract sizes and inverse flags (bool), where the
         caller holds them (derived from the book otherwise). balances: (size, wallet,
         isolated_margin) arrays of the book's shapes to copy the book's balances into and use
         (a caller running one ledger after another reuses its memory: fresh memory costs a
         page fault per 4 KiB). records: ``position_records()`` of a ledger of the same book.
-        fixed: ``fixed_on``'s (backend, columns) of a ledger of the same book, shared."""
+        fixed: ``fixed_on``'s (backend, columns) of a ledger of the same book, shared.
+        backend: where the balances live (None: the host, NumPy); on a device, ``balances``
+        are device arrays and ``initial`` the book's (size, wallet, isolated margin) there."""
+        self._backend = backend
+        self.on_device = backend is not None and backend.xp is not np
+        xp = backend.xp if self.on_device else np
+        given = initial if initial is not None else (book.size, book.wallet, book.isolated_margin)
         if balances is None:
-            self.size, self.wallet, self.isolated_margin = (book.size.copy(), book.wallet.copy(),
-                                                            book.isolated_margin.copy())
+            self.size, self.wallet, self.isolated_margin = (xp.array(a, copy=True) for a in given)
         else:
             self.size, self.wallet, self.isolated_margin = balances
-            for mine, given in zip(balances, (book.size, book.wallet, book.isolated_margin)):
-                np.copyto(mine, given)
+            for mine, source in zip(balances, given):
+                xp.copyto(mine, source)
         self.partials = np.zeros(book.n_accounts, dtype=np.int32)  # partial reductions per account
         self.fund = float(fund)  # the insurance fund
         self.x_cash = 0.0  # the external liquidity account: cash and a position per symbol
@@ -94,16 +106,30 @@ class Ledger:
             return marks
         return np.where(self._inverse_symbol, -1.0 / marks, marks)
 
+    def _add_at(self, balance, index: np.ndarray, amount: np.ndarray) -> None:
+        """balance[index[k]] += amount[k] in order: np.add.at, or the backend's on a device."""
+        if self.on_device:
+            self._backend.add_at(balance, index, amount)
+        else:
+            np.add.at(balance, index, amount)
+
+    def take(self, balance, i: np.ndarray) -> np.ndarray:
+        """balance[i] on the host (only those rows cross from a device)."""
+        if not self.on_device:
+            return balance[i]
+        b = self._backend
+        return b.to_host(balance[b.asarray(i, np.int64)])
+
     def credit(self, i: np.ndarray, amount: np.ndarray) -> None:
         """Realised PnL of positions i: to the wallet (cross) or the position's margin (isolated)."""
         iso = self._isolated[i] == 1
-        np.add.at(self.wallet, self._account[i[~iso]], amount[~iso])
-        np.add.at(self.isolated_margin, i[iso], amount[iso])
+        self._add_at(self.wallet, self._account[i[~iso]], amount[~iso])
+        self._add_at(self.isolated_margin, i[iso], amount[iso])
 
     def credit_accounts(self, account: np.ndarray, amount: np.ndarray) -> None:
         """Credits to accounts' wallets, added in the order given (a kernel's credits, written
         in the order its moves made them)."""
-        np.add.at(self.wallet, account, amount)
+        self._add_at(self.wallet, account, amount)
 
     def trade(self, i: np.ndarray, qty: np.ndarray, price, market_price) -> None:
         """Positions i close qty (signed like the position) at ``price``; the external account
@@ -112,7 +138,12 @@ class Ledger:
         cs = self._cs_pos[i]
         price, market_price = self.money(i, price), self.money(i, market_price)
         self.credit(i, qty * (price - self._entry[i]) * cs)
-        self.size[i] -= qty
+        if self.on_device:  # positions i are distinct: a gather, a subtraction, a scatter
+            b = self._backend
+            at = b.asarray(i, np.int64)
+            self.size[at] = self.size[at] - b.asarray(qty, np.float64)
+        else:
+            self.size[i] -= qty
         np.add.at(self.x_size, self._symbol[i], qty)
         self.x_cash -= float(np.sum(qty * market_price * cs))
         self.fund += float(np.sum(qty * (market_price - price) * cs))
@@ -127,15 +158,19 @@ class Ledger:
 
     def release_isolated(self, i: np.ndarray) -> None:
         """Margin left on closed isolated positions goes back to the wallet."""
-        closed = i[(self._isolated[i] == 1) & (self.size[i] == 0.0)]
-        np.add.at(self.wallet, self._account[closed], self.isolated_margin[closed])
-        self.isolated_margin[closed] = 0.0
+        iso = i[self._isolated[i] == 1]
+        closed = iso[self.take(self.size, iso) == 0.0]
+        self._add_at(self.wallet, self._account[closed], self.take(self.isolated_margin, closed))
+        if self.on_device:
+            self.isolated_margin[self._backend.asarray(closed, np.int64)] = 0.0
+        else:
+            self.isolated_margin[closed] = 0.0
 
     def cut(self, i: np.ndarray, amount: np.ndarray) -> None:
         """Haircuts: amount taken from positions i's balances, to the insurance fund."""
         iso = self._isolated[i] == 1
-        np.add.at(self.wallet, self._account[i[~iso]], -amount[~iso])
-        np.add.at(self.isolated_margin, i[iso], -amount[iso])
+        self._add_at(self.wallet, self._account[i[~iso]], -amount[~iso])
+        self._add_at(self.isolated_margin, i[iso], -amount[iso])
         self.fund += float(amount.sum())
 
     def external_value(self, marks: np.ndarray) -> float:

@@ -219,6 +219,7 @@ class StandInBackend(CpuBackend):
     queue_order = Backend.queue_order
     queue_groups = Backend.queue_groups
     queue_ranking = Backend.queue_ranking
+    add_at = Backend.add_at
 
     def __init__(self, memory_bytes: int = 2 << 30, launch_threads: int = 4096):
         super().__init__(threads=1)

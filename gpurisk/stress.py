@@ -114,8 +114,7 @@ def run_scenario(ctx: StressContext, scenario, shocks: np.ndarray, policy: str, 
     step (revalue → ladder → market closes → takeover and insurance → ADL or haircuts →
     record), until the path ends and a step liquidates nobody. Returns its summary row."""
     book, lad = ctx.book, ctx.ladder
-    ledger = Ledger(book, ctx.insurance_fund, ctx.cs_pos, ctx.inverse_pos, ctx.balances(), ctx.position_records,
-                    ctx.ledger_fixed)
+    ledger = ctx.ledger()  # on the backend's device, for the whole run
     base = book.mark_price
     start_value = ctx.start_value + ledger.fund
     impact_factor = np.ones(book.n_symbols)
@@ -130,7 +129,8 @@ def run_scenario(ctx: StressContext, scenario, shocks: np.ndarray, policy: str, 
         if ctx.funding is not None:
             ctx.pay_funding(ledger, marks, t)
         r = ctx.revalue(ledger, marks)
-        in_unit = ctx.units(r)
+        unit_flags = ctx.unit_flags(r)
+        in_unit = ctx.backend.to_host(unit_flags).view(bool)
         idx = np.flatnonzero(in_unit)
         last_t = t
         if idx.size == 0:
@@ -149,7 +149,7 @@ def run_scenario(ctx: StressContext, scenario, shocks: np.ndarray, policy: str, 
             solve[acc[mask]] = 1
             return ctx.restoring_fraction(ledger, r, solve, marks)[acc]
 
-        size_idx = ledger.size[idx]  # the ladder's and the takeover's sizes, gathered once
+        size_idx = ledger.take(ledger.size, idx)  # the ladder's and the takeover's sizes, gathered once
         action, qty = ladder_actions(ctx.backend, lad, size_idx, ratio, equity, iso, ledger.partials[acc],
                                      r.take("notional", idx) if lad.partial == "slices" else None, restoring)
         # Execution price: the mark moved by the impact of everything sold this step.
@@ -174,7 +174,7 @@ def run_scenario(ctx: StressContext, scenario, shocks: np.ndarray, policy: str, 
             ledger.close_to_market(idx[solvent], qty[solvent], p_exec[solvent])
             ledger.partials[np.unique(acc[solvent & (action == 0)])] += 1
         # Takeovers: insurance fund first (most underwater first), then ADL.
-        _settle(ctx, ledger, rx, idx[bust], exec_marks, policy, in_unit, totals, rec,
+        _settle(ctx, ledger, rx, idx[bust], exec_marks, policy, (in_unit, unit_flags), totals, rec,
                 dict(scenario=scenario, policy=code, step=t))
         ledger.release_isolated(idx[iso])  # only isolated positions hold margin to release
         totals.notional_liquidated += float(ctx.notional(qty, p_exec, idx).sum())
@@ -227,6 +227,9 @@ def _per_unit(r: Revaluation, position_result: str, account_result: str, idx: np
 
 
 def _queue_fronts(ctx: StressContext, ledger: Ledger, rx: Revaluation, queues, parts, rest, counterparty) -> list:
+    # The gpu backend's route: the fronts are ordered from host copies of the scores, the
+    # counterparty flags and (for shallow queues) the sizes. Ordering them on the device is
+    # not built yet (see RESULTS, "Stress on a device").
     """The opposite queue of each queue a step deleverages into, in ADL order, at least as
     deep as its demand. A queue owed by few positions is ordered by a selection of its best
     scores (queue_front), the others together in one sort (queue_fronts); both give the same
@@ -243,16 +246,18 @@ def _queue_fronts(ctx: StressContext, ledger: Ledger, rx: Revaluation, queues, p
                                     2 * ctx.book.n_symbols)
         for k in np.flatnonzero(~shallow):
             fronts[k] = order[start[opposite[k]]:start[opposite[k] + 1]]
+    size = ctx.backend.to_host(ledger.size) if shallow.any() else None
     for k in np.flatnonzero(shallow):
-        fronts[k] = queue_front(ctx.members[opposite[k]], rx.score, counterparty, ledger.size,
+        fronts[k] = queue_front(ctx.members[opposite[k]], rx.score, counterparty, size,
                                 float(np.cumsum(np.abs(rest[parts[k]]))[-1]))
     return fronts
 
 
 def _settle(ctx: StressContext, ledger: Ledger, rx: Revaluation, pos: np.ndarray, exec_marks: np.ndarray, policy: str,
-            in_unit: np.ndarray, totals: _Totals, rec: _Records, labels: dict) -> None:
+            units: tuple, totals: _Totals, rec: _Records, labels: dict) -> None:
     """Bankrupt positions ``pos``: taken over, the insurance fund first, then what it cannot
-    pay deleveraged queue by queue (by ADL queue or by haircuts)."""
+    pay deleveraged queue by queue (by ADL queue or by haircuts). ``units``: the step's unit
+    flags, on the host (bool) and on the device (int8)."""
     if pos.size == 0:
         return
     book = ctx.book
@@ -265,8 +270,10 @@ def _settle(ctx: StressContext, ledger: Ledger, rx: Revaluation, pos: np.ndarray
     if not parts:
         return
     # A queue's counterparties are its open positions not being liquidated; one queue's
-    # fills never open or close another queue's counterparties, so they are found once.
-    counterparty = (ledger.size != 0.0) & ~in_unit
+    # fills never open or close another queue's counterparties, so they are found once
+    # (where the sizes are: on the device for a device ledger).
+    in_unit, unit_flags = units
+    counterparty = (ledger.size != 0.0) & (unit_flags == 0 if ledger.on_device else ~in_unit)
     rest = taken.rest
     if policy == "queue":
         owed = np.concatenate(parts)
@@ -280,7 +287,7 @@ def _settle(ctx: StressContext, ledger: Ledger, rx: Revaluation, pos: np.ndarray
             fronts, supplies = queue_fronts_to_demand(ctx.group32, queues ^ 1, 2 * book.n_symbols,
                                                       np.abs(rest[owed]), bounds, rx.score, counterparty, ledger.size)
         else:
-            fronts = _queue_fronts(ctx, ledger, rx, queues, parts, rest, counterparty)
+            fronts = _queue_fronts(ctx, ledger, rx, queues, parts, rest, ctx.backend.to_host(counterparty))
         settled = settle_queues(ctx.backend, ledger, pos[owed], rest[owed], bp[owed], bounds, fronts,
                                 exec_marks[symbols], book.contract_size[symbols], supplies)
         # The run's totals add queue by queue, in order (the bits of the sums depend on it).

@@ -109,14 +109,22 @@ class StressContext:
 
     def balances(self) -> tuple:
         """This thread's arrays for a run's ledger balances (size, wallet, isolated margin),
-        reused run after run: a thread runs one scenario at a time, and a run's records copy
-        what they keep."""
+        on the backend's device, reused run after run: a thread runs one scenario at a time,
+        and a run's records copy what they keep."""
         held = getattr(self._local, "balances", None)
         if held is None:
-            book = self.book
-            held = self._local.balances = (np.empty_like(book.size), np.empty_like(book.wallet),
-                                           np.empty_like(book.isolated_margin))
+            xp, d = self.backend.xp, self.dev
+            held = self._local.balances = (xp.empty_like(d.size), xp.empty_like(d.wallet),
+                                           xp.empty_like(d.isolated_margin))
         return held
+
+    def ledger(self) -> Ledger:
+        """A run's ledger: the book's balances copied into this thread's arrays, on the device
+        (gpurisk/ledger.py), with the fixed columns and records every run shares."""
+        d = self.dev
+        return Ledger(self.book, self.insurance_fund, self.cs_pos, self.inverse_pos, self.balances(),
+                      self.position_records, self.ledger_fixed, backend=self.backend,
+                      initial=(d.size, d.wallet, d.isolated_margin))
 
     def revalue(self, ledger: Ledger, marks: np.ndarray) -> Revaluation:
         """The ledger's book revalued at marks on the device (the liquidation-price search
@@ -143,19 +151,27 @@ class StressContext:
         the external account takes the net (it holds the other side of any net size)."""
         if t >= self.funding.shape[0] or not np.any(self.funding[t]):
             return
-        paid = settle(self.backend, self.dev, ledger.size, ledger.wallet, ledger.isolated_margin, marks,
-                      self.funding[t])
-        ledger.wallet, ledger.isolated_margin = paid.wallet, paid.isolated_margin
+        b = self.backend
+        paid = settle(b, self.dev, ledger.size, ledger.wallet, ledger.isolated_margin, marks, self.funding[t])
+        if ledger.on_device:  # back into the ledger's own arrays, where its balances live
+            b.xp.copyto(ledger.wallet, b.asarray(paid.wallet))
+            b.xp.copyto(ledger.isolated_margin, b.asarray(paid.isolated_margin))
+        else:
+            ledger.wallet, ledger.isolated_margin = paid.wallet, paid.isolated_margin
         ledger.x_cash += float(np.sum(paid.payment))
 
     def units(self, r: Revaluation) -> np.ndarray:
         """Positions the ladder acts on at a revaluation (bool, host): open positions of
         accounts whose cross book is liquidatable, and liquidatable isolated positions."""
+        return self.backend.to_host(self.unit_flags(r)).view(bool)
+
+    def unit_flags(self, r: Revaluation):
+        """``units`` on the device (int8, 1 where the ladder acts)."""
         b = self.backend
         flags = b.xp.empty(self.book.n_positions, dtype=b.xp.int8)
         b.launch("stress_units", self.book.n_positions, r.dev.pos_account, r.dev.size, r.dev.isolated,
                  r.device("status"), r.device("n_cross"), r.device("pos_status"), flags)
-        return b.to_host(flags).view(bool)
+        return flags
 
     def value(self, ledger: Ledger, marks: np.ndarray) -> float:
         """The book's whole value at marks: balances, unrealised PnL, the insurance fund and
@@ -165,14 +181,21 @@ class StressContext:
         b.launch("stress_upnl", book.n_positions, d.pos_symbol, b.asarray(ledger.size), d.entry, b.asarray(marks),
                  d.contract_size, d.inverse, upnl)
         upnl = b.to_host(upnl)
-        return float(np.sum(ledger.wallet) + np.sum(ledger.isolated_margin) + np.sum(upnl) + ledger.fund
-                     + ledger.external_value(marks))
+        wallet, margin = (b.to_host(a) for a in (ledger.wallet, ledger.isolated_margin))  # NumPy's sums' bits
+        return float(np.sum(wallet) + np.sum(margin) + np.sum(upnl) + ledger.fund + ledger.external_value(marks))
 
     def restoring_fraction(self, ledger: Ledger, r: Revaluation, solve: np.ndarray, marks: np.ndarray) -> np.ndarray:
         """Per account (solve = 1), the share of its cross book to keep that brings its margin
         ratio down to the ladder's target (kernel ``restoring_fraction``)."""
         b, book = self.backend, self.book
-        if self.venue.mm_base == "entry":
+        if ledger.on_device:  # the same arithmetic on the device, where the sizes are
+            d, fixed = self.dev, ledger.fixed_on(b)
+            price = d.entry if self.venue.mm_base == "entry" else b.asarray(marks)[d.pos_symbol]
+            mm_notional = b.xp.abs(ledger.size) * price * fixed.cs_pos
+            if self.any_inverse:
+                mm_notional = b.xp.where(fixed.inverse.view(b.xp.bool_),
+                                         b.xp.abs(ledger.size) * fixed.cs_pos / price, mm_notional)
+        elif self.venue.mm_base == "entry":
             mm_notional = self.notional(ledger.size, book.entry)
         else:
             mm_notional = self.notional(ledger.size, marks[book.pos_symbol])

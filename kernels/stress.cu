@@ -122,6 +122,20 @@ GR_KERNEL void stress_units(
     }
 }
 
+// Additions to balances in the order given, as np.add.at makes them, with no float atomics:
+// the additions sorted by (balance, place given); run r, sorted[run_start[r]..run_start[r + 1]),
+// all go to balance target[run_start[r]], and one thread adds them to it in order.
+GR_KERNEL void ordered_add(
+    long long n_runs, const long long* run_start, const long long* target, const double* amount,
+    double* balance) {
+    for_each_index(r, n_runs) {
+        const long long j0 = run_start[r], j1 = run_start[r + 1];
+        double v = balance[target[j0]];
+        for (long long j = j0; j < j1; ++j) v += amount[j];
+        balance[target[j0]] = v;
+    }
+}
+
 // upnl[j] at marks: the book's value for the conservation check, position by position.
 GR_KERNEL void stress_upnl(
     long long n_positions, const int* symbol, const double* size, const double* entry,

@@ -4,6 +4,8 @@ most underwater first, and the haircuts recover what they can within their caps.
 
 import functools
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -244,7 +246,7 @@ def test_the_supply_gathered_for_the_merge_is_as_deep_as_it_can_be_used(seed, n_
     size = rng.choice([-1.0, 1.0], 500) * rng.uniform(0.01, 5.0, 500)
     front = rng.permutation(500)[:n_supply]
     demand = rng.uniform(0.01, 5.0, n_demand)
-    got = _usable_supply(size, front, demand, first=first)
+    got = _usable_supply(SimpleNamespace(size=size, take=lambda balance, i: balance[i]), front, demand, first=first)
     whole = np.abs(size[front])
     assert np.array_equal(got, whole[:got.size])
     reaches = np.cumsum(got) >= np.cumsum(demand)[-1]
