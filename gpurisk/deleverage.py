@@ -388,7 +388,7 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
     m = _merge(b, demand, demand_bounds, np.concatenate(supplies) if n else np.zeros(0),
                np.stack([front_end - front_size, front_end], axis=1))
     n_used, n_fills = b.to_host(m.n_used), b.to_host(m.n_fills)
-    s_pos = _joined_list([f[:u] for f, u in zip(fronts, n_used)])
+    s_pos = _joined_list([b.to_host(f[:u]) for f, u in zip(fronts, n_used)])  # fronts may live on the device
     nd = demand_bounds[:, 1] - demand_bounds[:, 0]
     s_begin, w_base, work_base = (_starts(c) for c in (n_used, 3 * nd + 2 * n_used, np.maximum(nd, n_fills)))
 

@@ -182,15 +182,17 @@ def queue_fronts(backend, members_group: np.ndarray, score: np.ndarray, keep: np
     ``queues``, by (queue, score descending, storage index) with -0.0 equal to 0.0 and NaN
     after every number — the order ``queue_front`` gives each queue. One segmented radix sort
     (the backend's ``queue_order``) instead of a selection per queue. Returns (order, start):
-    queue q's members are ``order[start[q]:start[q + 1]]``."""
-    wanted = np.zeros(n_queues, dtype=bool)
-    wanted[queues] = True
-    cand = np.flatnonzero(keep & wanted[members_group])
-    group = members_group[cand].astype(np.int32)
-    order = cand[backend.to_host(backend.queue_order(backend.asarray(group), backend.asarray(score[cand]),
-                                                     n_queues))]
+    queue q's members are ``order[start[q]:start[q + 1]]``. ``members_group``, ``score`` and
+    ``keep`` live where the backend's arrays do, and so does ``order`` (on a device, only the
+    queues' bounds cross to the host)."""
+    xp = backend.xp
+    wanted = xp.zeros(n_queues, dtype=xp.bool_)
+    wanted[backend.asarray(queues, np.int64)] = True
+    cand = xp.flatnonzero(keep & wanted[members_group])
+    group = xp.ascontiguousarray(members_group[cand].astype(xp.int32))
+    order = cand[backend.queue_order(group, xp.ascontiguousarray(score[cand]), n_queues)]
     start = np.zeros(n_queues + 1, dtype=np.int64)
-    np.cumsum(np.bincount(group, minlength=n_queues), out=start[1:])
+    np.cumsum(backend.to_host(xp.bincount(group, minlength=n_queues)), out=start[1:])
     return order, start
 
 

@@ -227,17 +227,23 @@ def _per_unit(r: Revaluation, position_result: str, account_result: str, idx: np
 
 
 def _queue_fronts(ctx: StressContext, ledger: Ledger, rx: Revaluation, queues, parts, rest, counterparty) -> list:
-    # The gpu backend's route: the fronts are ordered from host copies of the scores, the
-    # counterparty flags and (for shallow queues) the sizes. Ordering them on the device is
-    # not built yet (see RESULTS, "Stress on a device").
     """The opposite queue of each queue a step deleverages into, in ADL order, at least as
     deep as its demand. A queue owed by few positions is ordered by a selection of its best
     scores (queue_front), the others together in one sort (queue_fronts); both give the same
     order. dYdX-style venues rotate the queue instead (rotated_queue). The cpu backend orders
-    ranked queues by ``queue_fronts_to_demand`` instead (one native call, the same order)."""
+    ranked queues by ``queue_fronts_to_demand`` instead (one native call, the same order). A
+    ledger on a device has its queues ordered there, whole (the fronts stay on the device; the
+    settlement copies them only as deep as it uses them); ``counterparty`` lives with the
+    ledger's sizes."""
     opposite = queues ^ 1
+    b = ctx.backend
     if ctx.venue.adl_score == "random":
-        return [rotated_queue(ctx.members[g], counterparty, ctx.venue.adl_seed, int(g)) for g in opposite]
+        keep = b.to_host(counterparty)
+        return [rotated_queue(ctx.members[g], keep, ctx.venue.adl_seed, int(g)) for g in opposite]
+    if ledger.on_device:
+        order, start = queue_fronts(b, ctx.dev.group, rx.device("score"), counterparty, opposite,
+                                    2 * ctx.book.n_symbols)
+        return [order[start[g]:start[g + 1]] for g in opposite]
     demand = np.array([np.abs(rest[p]).sum() for p in parts])
     shallow = demand * SHALLOW_QUEUE <= ctx.queue_size[opposite]
     fronts = [None] * len(parts)
@@ -246,9 +252,8 @@ def _queue_fronts(ctx: StressContext, ledger: Ledger, rx: Revaluation, queues, p
                                     2 * ctx.book.n_symbols)
         for k in np.flatnonzero(~shallow):
             fronts[k] = order[start[opposite[k]]:start[opposite[k] + 1]]
-    size = ctx.backend.to_host(ledger.size) if shallow.any() else None
     for k in np.flatnonzero(shallow):
-        fronts[k] = queue_front(ctx.members[opposite[k]], rx.score, counterparty, size,
+        fronts[k] = queue_front(ctx.members[opposite[k]], rx.score, counterparty, ledger.size,
                                 float(np.cumsum(np.abs(rest[parts[k]]))[-1]))
     return fronts
 
@@ -287,7 +292,7 @@ def _settle(ctx: StressContext, ledger: Ledger, rx: Revaluation, pos: np.ndarray
             fronts, supplies = queue_fronts_to_demand(ctx.group32, queues ^ 1, 2 * book.n_symbols,
                                                       np.abs(rest[owed]), bounds, rx.score, counterparty, ledger.size)
         else:
-            fronts = _queue_fronts(ctx, ledger, rx, queues, parts, rest, ctx.backend.to_host(counterparty))
+            fronts = _queue_fronts(ctx, ledger, rx, queues, parts, rest, counterparty)
         settled = settle_queues(ctx.backend, ledger, pos[owed], rest[owed], bp[owed], bounds, fronts,
                                 exec_marks[symbols], book.contract_size[symbols], supplies)
         # The run's totals add queue by queue, in order (the bits of the sums depend on it).
