@@ -17,6 +17,25 @@ from . import kernels as _kernels
 GPU_BLOCK = 256
 
 
+@functools.lru_cache(maxsize=64)
+def _pairwise_leaves(n: int) -> np.ndarray:
+    """Where the leaves of NumPy's pairwise sum over n terms begin, in order, and n: a sum of
+    more than 128 terms splits at half, rounded down to a multiple of 8 (kernels/deleverage.cu
+    numpy_sum_tree). Level by level, every segment still over 128 split in two."""
+    lo, length = np.zeros(1, dtype=np.int64), np.array([n], dtype=np.int64)
+    while (length > 128).any():
+        big = length > 128
+        half = length // 2
+        half -= half % 8
+        reps = np.where(big, 2, 1)
+        at = np.repeat(np.arange(lo.size), reps)
+        second = np.zeros(at.size, dtype=bool)
+        second[np.cumsum(reps)[big] - 1] = True
+        lo, length = (np.where(second, lo[at] + half[at], lo[at]),
+                      np.where(big[at], np.where(second, length[at] - half[at], half[at]), length[at]))
+    return np.append(lo, n).astype(np.int64)
+
+
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run on this machine; the message says what to do."""
 
@@ -55,6 +74,20 @@ class Backend:
         if out is not None and out.size == score.size and out.dtype == by_score.dtype:
             return xp.take(by_score, by_group, out=out)
         return by_score[by_group]
+
+    def numpy_sum(self, a) -> float:
+        """float(np.sum(a)) of a contiguous float64 array on the backend's device, the same
+        bits, with only the total crossing to the host: the leaves of NumPy's pairwise
+        recursion are summed on threads of their own (kernel ``numpy_sum_leaves``), then
+        combined in the recursion's order on one (``numpy_sum_combine``)."""
+        xp = self.xp
+        n = int(a.size)
+        starts = _pairwise_leaves(n)
+        leaf_start = self.asarray(starts)
+        leaf_sum, total = xp.empty(starts.size - 1, dtype=xp.float64), xp.empty(1, dtype=xp.float64)
+        self.launch("numpy_sum_leaves", starts.size - 1, leaf_start, a, leaf_sum)
+        self.launch("numpy_sum_combine", 1, n, leaf_sum, total)
+        return float(self.to_host(total)[0])
 
     def add_at(self, balance, index, amount) -> None:
         """balance[index[k]] += amount[k], k in order, on the backend's device: np.add.at's
@@ -141,6 +174,10 @@ class CpuBackend(Backend):
             lib.gr_set_num_threads(int(self.threads))
         cargs = [a.ctypes.data if p.kind == "ptr" else a for p, a in zip(sig.params, args)]
         getattr(lib, kernel)(*cargs)
+
+    def numpy_sum(self, a) -> float:
+        """Backend.numpy_sum by np.sum itself."""
+        return float(np.sum(a))
 
     def add_at(self, balance, index, amount) -> None:
         """Backend.add_at by np.add.at (the same bits, in place on the host)."""

@@ -179,9 +179,9 @@ def take_over_bankrupt(backend, ledger, pos, bp, market) -> Takeover:
     and the takeover applied to the ledger per account (wallet credits in position order).
     Contract sizes are the ledger's (the NumPy definition's ``cs_pos``). ``pos``, ``bp`` and
     ``market`` may be host or device arrays; ``rest`` and ``unit_rank`` come back on the
-    backend's device. The ledger's arrays are used in place on the cpu backend (copied to the
-    device and back on the gpu: the ledger lives on the host); of the takeover itself, only
-    the totals (four numbers) and the unit count cross to the host."""
+    backend's device. The ledger's arrays are used in place where they live (a stress run's
+    ledger lives on the backend's device; a host ledger on a gpu is copied there and back); of
+    the takeover itself, only the totals (four numbers) and the unit count cross to the host."""
     b, xp = backend, backend.xp
     n = int(pos.size)
     if n == 0:
@@ -359,8 +359,8 @@ class QueueSettlements:
                 bp[d_at])
 
 
-def _joined(a: np.ndarray, slices: list) -> np.ndarray:
-    return np.concatenate([a[s] for s in slices]) if slices else a[:0]
+def _joined(a: np.ndarray, slices: list, xp=np) -> np.ndarray:
+    return xp.concatenate([a[s] for s in slices]) if slices else a[:0]
 
 
 def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, price, cs,
@@ -395,7 +395,7 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
     def dev(*arrays):
         return [b.asarray(np.ascontiguousarray(a)) for a in arrays]
 
-    # The ledger's arrays, in place on the cpu backend (copied to the device and back on the gpu).
+    # The ledger's arrays, in place (copied to the device and back only for a host ledger on the gpu).
     size, margin = b.asarray(ledger.size), b.asarray(ledger.isolated_margin)
     w_account, w_amount = xp.empty(int(w_base[-1]), dtype=xp.int64), xp.empty(int(w_base[-1]), dtype=xp.float64)
     d_left, d_left_qty = xp.empty(pos.size, dtype=xp.int8), xp.empty(pos.size, dtype=xp.float64)
@@ -418,7 +418,10 @@ def settle_queues(backend, ledger, pos, rest, bp, demand_bounds, fronts: list, p
             kept[:] = b.to_host(moved)
     # Wallet credits and the external account's sizes, added in the order the moves made them.
     credits = [slice(w_base[k], w_base[k] + n_wallet[k]) for k in range(n)]
-    ledger.credit_accounts(_joined(b.to_host(w_account), credits), _joined(b.to_host(w_amount), credits))
+    if ledger.on_device:  # the credits stay where the wallets are
+        ledger.credit_accounts(_joined(w_account, credits, xp), _joined(w_amount, credits, xp))
+    else:
+        ledger.credit_accounts(_joined(b.to_host(w_account), credits), _joined(b.to_host(w_amount), credits))
     left = (b.to_host(d_left) & 1).view(bool)  # GR_OWED
     np.add.at(ledger.x_size, ledger._symbol[pos[left]], b.to_host(d_left_qty)[left])
     for k in np.flatnonzero(n_left):  # the fund's takeovers, queue by queue

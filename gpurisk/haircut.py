@@ -102,8 +102,11 @@ def settle_haircuts(backend, ledger, policy: str, pos, rest, bp, demand_bounds, 
     # Wallet credits, the external account's sizes, its cash and the fund, added in the order
     # haircut_adl makes them queue by queue (the bits of each sum depend on it).
     credits = [slice(w_base[k], w_base[k] + n_wallet[k]) for k in range(n)]
-    ledger.credit_accounts(b.to_host(_joined(wallet_account, credits, xp)),
-                           b.to_host(_joined(wallet_amount, credits, xp)))
+    if ledger.on_device:  # the credits stay where the wallets are
+        ledger.credit_accounts(_joined(wallet_account, credits, xp), _joined(wallet_amount, credits, xp))
+    else:
+        ledger.credit_accounts(b.to_host(_joined(wallet_account, credits, xp)),
+                               b.to_host(_joined(wallet_amount, credits, xp)))
     owed = [slice(d0, d1) for d0, d1 in demand_bounds]
     np.add.at(ledger.x_size, ledger._symbol[_joined(pos, owed)], _joined(rest, owed))
     for k in range(n):

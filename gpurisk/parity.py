@@ -220,6 +220,7 @@ class StandInBackend(CpuBackend):
     queue_groups = Backend.queue_groups
     queue_ranking = Backend.queue_ranking
     add_at = Backend.add_at
+    numpy_sum = Backend.numpy_sum
 
     def __init__(self, memory_bytes: int = 2 << 30, launch_threads: int = 4096):
         super().__init__(threads=1)

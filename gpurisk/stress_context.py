@@ -180,9 +180,9 @@ class StressContext:
         upnl = b.xp.empty(book.n_positions, dtype=b.xp.float64)
         b.launch("stress_upnl", book.n_positions, d.pos_symbol, b.asarray(ledger.size), d.entry, b.asarray(marks),
                  d.contract_size, d.inverse, upnl)
-        upnl = b.to_host(upnl)
-        wallet, margin = (b.to_host(a) for a in (ledger.wallet, ledger.isolated_margin))  # NumPy's sums' bits
-        return float(np.sum(wallet) + np.sum(margin) + np.sum(upnl) + ledger.fund + ledger.external_value(marks))
+        wallet, margin, upnl = (b.numpy_sum(a) for a in (b.asarray(ledger.wallet), b.asarray(ledger.isolated_margin),
+                                                          upnl))  # np.sum's bits, where the arrays are
+        return float(wallet + margin + upnl + ledger.fund + ledger.external_value(marks))
 
     def restoring_fraction(self, ledger: Ledger, r: Revaluation, solve: np.ndarray, marks: np.ndarray) -> np.ndarray:
         """Per account (solve = 1), the share of its cross book to keep that brings its margin

@@ -110,12 +110,14 @@ GR_DEVICE double pairwise_leaf(const double* a, long long n) {
 
 // NumPy splits a sum of more than 128 terms at half (rounded down to a multiple of 8) and
 // adds the halves' sums. The recursion runs on an explicit stack (depth < 64), leftmost
-// half first.
-GR_DEVICE double numpy_sum(const double* a, long long n) {
+// half first. Each leaf's sum is pairwise_leaf over a, or, where leaf_sums is given, the
+// next of those already summed (numpy_sum_leaves: the leaves in the recursion's order).
+GR_DEVICE double numpy_sum_tree(const double* a, const double* leaf_sums, long long n) {
     long long lo[64], len[64];
     double left[64];
     signed char right_done[64];
     int top = 0;
+    long long next_leaf = 0;
     lo[0] = 0;
     len[0] = n;
     for (;;) {
@@ -128,7 +130,7 @@ GR_DEVICE double numpy_sum(const double* a, long long n) {
             len[top + 1] = h;
             ++top;
         }
-        double v = pairwise_leaf(a + lo[top], len[top]);
+        double v = leaf_sums ? leaf_sums[next_leaf++] : pairwise_leaf(a + lo[top], len[top]);
         // climb while the parent's right half is the one just summed
         while (top > 0 && right_done[top - 1]) {
             --top;
@@ -145,6 +147,20 @@ GR_DEVICE double numpy_sum(const double* a, long long n) {
         len[top + 1] = len[top] - h;
         ++top;
     }
+}
+
+GR_DEVICE double numpy_sum(const double* a, long long n) { return numpy_sum_tree(a, nullptr, n); }
+
+// np.sum's bits on many threads (Backend.numpy_sum): leaf k of NumPy's recursion over a,
+// a[leaf_start[k]..leaf_start[k + 1]), summed by a thread of its own...
+GR_KERNEL void numpy_sum_leaves(long long n_leaves, const long long* leaf_start, const double* a,
+                                double* leaf_sum) {
+    for_each_index(k, n_leaves) leaf_sum[k] = pairwise_leaf(a + leaf_start[k], leaf_start[k + 1] - leaf_start[k]);
+}
+
+// ...then the recursion over the n terms, the leaves' sums taken in order, on one thread.
+GR_KERNEL void numpy_sum_combine(long long one, long long n, const double* leaf_sum, double* total) {
+    for_each_index(t, one) total[t] = numpy_sum_tree(nullptr, leaf_sum, n);
 }
 
 // np.sign: -1, 0 or 1, NaN for NaN.

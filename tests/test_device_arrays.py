@@ -68,3 +68,69 @@ def test_kernels_take_device_arrays_only(backend):
                        backend.asarray(np.zeros(1, np.int8)), backend.xp.empty(n))
     with pytest.raises(AttributeError, match="no ctypes"):
         backend.asarray(np.ones(2)).ctypes
+
+
+# ---- the device's own versions of np.add.at and np.sum: the same bits ----------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from gpurisk.backend import _pairwise_leaves, get_backend  # noqa: E402
+from gpurisk.parity import StandInBackend  # noqa: E402
+
+DEVICES = [StrictStandInBackend(), StandInBackend(), get_backend("cpu")]
+
+
+@settings(max_examples=120, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 400), m=st.integers(1, 30))
+def test_add_at_on_a_device_adds_in_the_order_given_as_np_add_at(seed, n, m):
+    """Backend.add_at (a sort by balance and place, then one thread per balance) gives
+    np.add.at's bits: each balance's additions in the order given, magnitudes 1e-12..1e12
+    (where the order shows)."""
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, m, n)
+    amount = rng.standard_normal(n) * 10.0 ** rng.integers(-12, 12, n)
+    base = rng.standard_normal(m) * 1e6
+    want = base.copy()
+    np.add.at(want, index, amount)
+    for b in DEVICES:
+        got = b.asarray(base.copy())
+        b.add_at(got, index, amount)
+        assert np.array_equal(b.to_host(got).view(np.uint64), want.view(np.uint64)), b
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.one_of(st.integers(0, 300), st.integers(300, 200_000)))
+def test_numpy_sum_on_a_device_is_np_sum(seed, n):
+    """Backend.numpy_sum (the leaves of NumPy's pairwise recursion on threads, combined in
+    its order) gives float(np.sum(a)) bit for bit; its leaves tile [0, n) in order, none over
+    128 terms."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(n) * 10.0 ** rng.integers(-12, 12, n)
+    want = np.float64(np.sum(a))
+    for b in DEVICES:
+        assert np.float64(b.numpy_sum(b.asarray(a))).view(np.uint64) == want.view(np.uint64), b
+    starts = _pairwise_leaves(n)
+    assert starts[0] == 0 and starts[-1] == n and np.all(np.diff(starts) <= 128)
+    assert n == 0 or np.all(np.diff(starts) > 0)
+
+
+def test_a_stress_run_on_a_device_moves_its_ledger_there_not_over_the_bus():
+    """A stress run's balances live on the device: what crosses per run, beyond the context's
+    one upload of the book, is the step's own rows (units, fills) and a few totals, not the
+    ledger's columns (3 × 8 bytes a position each way, per step, before). Counted on the
+    strict stand-in as the difference between 7 runs and 1, per position."""
+    from gpurisk import synthetic_book
+    from gpurisk.ladder import Ladder
+    from gpurisk.stress import run_stress
+
+    book = synthetic_book(3_000, seed=0)
+    counts = {}
+    for n in (1, 7):
+        b = StrictStandInBackend()
+        shocks = np.linspace(-0.4, 0.3, n)[:, None, None] * np.ones((1, 1, book.n_symbols))
+        rec = run_stress(book, np.arange(n), shocks, backend=b, ladder=Ladder(), progress=False, detail=False)
+        counts[n] = (b.traffic.to_device, b.traffic.to_host, int(rec.summary["steps"].sum()))
+    assert counts[7][2] - counts[1][2] == 6  # six more runs, one step each, every one liquidating
+    to_device = (counts[7][0] - counts[1][0]) / 6 / book.n_positions
+    to_host = (counts[7][1] - counts[1][1]) / 6 / book.n_positions
+    assert to_device < 24 and to_host < 24, (to_device, to_host)
