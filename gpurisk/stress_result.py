@@ -154,6 +154,8 @@ class _Run:
 
 #: record tables of at least this many rows finish their columns on threads (FINISH_THREADS)
 FINISH_THREADS_ROWS = 1 << 20
+#: record tables of at least this many rows become chunked frames (``_Records.frames``)
+CHUNKED_FRAME_ROWS = 1 << 20
 FINISH_THREADS = 2
 
 
@@ -239,8 +241,16 @@ class _Records:
         raw = {"summary": pl.DataFrame(dict(summary, scenario=_scenario_column(summary["scenario"], scenario_labels,
                                                                                True)))}
         for name, (table, dtypes) in TABLES.items():
-            if name != "summary":
-                raw[name] = _chunked_frame(getattr(self, table), dtypes, scenario_labels)
+            if name == "summary":
+                continue
+            parts = getattr(self, table)
+            rows = sum(p.n if isinstance(p, _Run) else p.size for p in next(iter(parts.values()), []))
+            if rows >= CHUNKED_FRAME_ROWS:
+                raw[name] = _chunked_frame(parts, dtypes, scenario_labels)
+            else:  # a small table in one piece: no frame per step of every run
+                cols = {k: _column(v, dtypes[k]) for k, v in parts.items()}
+                raw[name] = pl.DataFrame(dict(cols, scenario=_scenario_column(cols["scenario"], scenario_labels,
+                                                                              False)))
         return _labelled(raw, tuple(symbols), tuple(assets), timings)
 
 

@@ -601,11 +601,17 @@ def test_record_tables_finished_on_threads_equal_those_finished_on_one(monkeypat
             assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), (table, k)
 
 
+@pytest.mark.parametrize("chunked_rows", [0, None], ids=["chunked", "small-tables-whole"])
 @pytest.mark.parametrize("relabel", [None, "string", "int32"])
-def test_stress_frames_from_chunks_equal_the_finished_records_frames(book, relabel):
+def test_stress_frames_from_chunks_equal_the_finished_records_frames(book, relabel, chunked_rows, monkeypatch):
     """stress() builds its frames from the records' chunks (no concatenated StressRecords in
-    between); they equal, schema and values, StressRecords.to_result's, under integer, narrow
-    integer and string scenario labels, with several policies and steps."""
+    between; tables under stress_result.CHUNKED_FRAME_ROWS rows in one piece); they equal,
+    schema and values, StressRecords.to_result's, under integer, narrow integer and string
+    scenario labels, with several policies and steps."""
+    import gpurisk.stress_result as sr
+
+    if chunked_rows is not None:
+        monkeypatch.setattr(sr, "CHUNKED_FRAME_ROWS", chunked_rows)
     grid = shock_grid(-0.4, 0.3, 5)
     if relabel == "string":
         grid = grid.with_columns(pl.format("s{}", pl.col("scenario")).alias("scenario"))
@@ -617,6 +623,7 @@ def test_stress_frames_from_chunks_equal_the_finished_records_frames(book, relab
     labels, shocks = scenario_paths(book, grid)
     finished = run_stress(book, stress_module.run_ids(labels), shocks, **options).to_result(scenario_labels=labels)
     assert chunked.adl_fills.height > 0 and chunked.haircuts.height > 0 and chunked.liquidations.height > 0
+    assert (chunked.adl_fills.n_chunks() > 1) == (chunked_rows == 0)  # a chunk per step of a run, or one
     for name in ("summary", "liquidations", "adl_fills", "haircuts", "prices"):
         a, b = getattr(chunked, name), getattr(finished, name)
         assert a.schema == b.schema, name
