@@ -86,3 +86,24 @@ def test_gpu_tests_collect_and_run_without_polars():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " passed" in run.stdout and "error" not in run.stdout.lower()
+
+
+def test_the_device_stress_benchmark_runs_without_polars_on_the_strict_stand_in(tmp_path):
+    """bench/bench_stress_device.py (issue 12's GPU figure) needs no Polars, runs every policy
+    on the strict stand-in's CuPy rules, conserves money, and reports where the time went and
+    the copies per scenario run."""
+    out = tmp_path / "stress.json"
+    code = NO_POLARS + (
+        "import runpy, sys\n"
+        f"sys.argv = ['bench_stress_device.py', '--backend', 'stand-in-strict', '--positions', '8000', "
+        f"'--scenarios', '3', '--grid', '30', '--json', {str(out)!r}]\n"
+        f"runpy.run_path({str(ROOT / 'bench' / 'bench_stress_device.py')!r}, run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["runs"] == 3 * 4 and figures["policies"] == 4
+    assert figures["max_conservation_error"] <= 1e-9
+    parts = sum(figures[f"{k}_s"] for k in ("kernels", "sorts", "to_device", "to_host", "host"))
+    assert abs(parts - figures["seconds"]) <= 5e-3  # each part rounded to the millisecond
+    assert 0 < figures["bytes_to_device_per_run"] and 0 < figures["bytes_to_host_per_run"]
+    assert figures["grid_s_extrapolated"] == pytest.approx(figures["seconds"] * 10, rel=0.01)
