@@ -17,12 +17,18 @@ from . import kernels as _kernels
 GPU_BLOCK = 256
 
 
-@functools.lru_cache(maxsize=64)
-def _pairwise_leaves(n: int) -> np.ndarray:
-    """Where the leaves of NumPy's pairwise sum over n terms begin, in order, and n: a sum of
-    more than 128 terms splits at half, rounded down to a multiple of 8 (kernels/deleverage.cu
-    numpy_sum_tree). Level by level, every segment still over 128 split in two."""
+#: levels of NumPy's pairwise recursion a thread of Backend.numpy_sum combines at once (up to
+#: 2**5 sums of the level below)
+SUM_LEVEL_SPLITS = 5
+
+
+def _pairwise_rounds(n: int) -> list:
+    """NumPy's pairwise recursion over n terms, round by round: the segments' starts after
+    each round of splitting every segment of more than 128 terms at half, rounded down to a
+    multiple of 8 (kernels/deleverage.cu numpy_sum_tree), until none is over 128; each with n
+    appended. The last round's segments are the leaves."""
     lo, length = np.zeros(1, dtype=np.int64), np.array([n], dtype=np.int64)
+    rounds = [np.append(lo, n)]
     while (length > 128).any():
         big = length > 128
         half = length // 2
@@ -33,7 +39,29 @@ def _pairwise_leaves(n: int) -> np.ndarray:
         second[np.cumsum(reps)[big] - 1] = True
         lo, length = (np.where(second, lo[at] + half[at], lo[at]),
                       np.where(big[at], np.where(second, length[at] - half[at], half[at]), length[at]))
-    return np.append(lo, n).astype(np.int64)
+        rounds.append(np.append(lo, n).astype(np.int64))
+    return rounds
+
+
+def _pairwise_leaves(n: int) -> np.ndarray:
+    """Where the leaves of NumPy's pairwise sum over n terms begin, in order, and n."""
+    return _pairwise_rounds(n)[-1]
+
+
+@functools.lru_cache(maxsize=64)
+def _pairwise_plan(n: int) -> tuple:
+    """Backend.numpy_sum's plan for n terms: the leaves' starts, then, level by level up to the
+    root, (node lengths, each node's first part in the level below, splits between them)."""
+    rounds = _pairwise_rounds(n)
+    levels, fine = [], len(rounds) - 1
+    while fine > 0:
+        coarse = max(0, fine - SUM_LEVEL_SPLITS)
+        starts = rounds[coarse]
+        levels.append((np.diff(starts), np.searchsorted(rounds[fine][:-1], starts[:-1]), fine - coarse))
+        fine = coarse
+    if not levels:  # a single leaf: the root adds 0.0 to it
+        levels.append((np.array([n], dtype=np.int64), np.zeros(1, dtype=np.int64), 0))
+    return rounds[-1], levels
 
 
 class BackendUnavailable(RuntimeError):
@@ -79,15 +107,23 @@ class Backend:
         """float(np.sum(a)) of a contiguous float64 array on the backend's device, the same
         bits, with only the total crossing to the host: the leaves of NumPy's pairwise
         recursion are summed on threads of their own (kernel ``numpy_sum_leaves``), then
-        combined in the recursion's order on one (``numpy_sum_combine``)."""
+        combined in the recursion's order, level by level up to the root, a thread per node
+        adding up to 2**SUM_LEVEL_SPLITS sums of the level below (``numpy_sum_nodes``)."""
         xp = self.xp
-        n = int(a.size)
-        starts = _pairwise_leaves(n)
-        leaf_start = self.asarray(starts)
-        leaf_sum, total = xp.empty(starts.size - 1, dtype=xp.float64), xp.empty(1, dtype=xp.float64)
-        self.launch("numpy_sum_leaves", starts.size - 1, leaf_start, a, leaf_sum)
-        self.launch("numpy_sum_combine", 1, n, leaf_sum, total)
-        return float(self.to_host(total)[0])
+        plans = self.__dict__.setdefault("_sum_plans", {})  # the plan's arrays on the device, once per length
+        plan = plans.get(int(a.size))
+        if plan is None:
+            leaves, levels = _pairwise_plan(int(a.size))
+            plan = plans[int(a.size)] = (self.asarray(leaves), leaves.size - 1,
+                                         [(self.asarray(ln), self.asarray(first), depth, ln.size)
+                                          for ln, first, depth in levels])
+        leaf_start, n_leaves, levels = plan
+        sums = xp.empty(n_leaves, dtype=xp.float64)
+        self.launch("numpy_sum_leaves", n_leaves, leaf_start, a, sums)
+        for k, (node_len, first, depth, n_nodes) in enumerate(levels):
+            parts, sums = sums, xp.empty(n_nodes, dtype=xp.float64)
+            self.launch("numpy_sum_nodes", n_nodes, node_len, first, parts, depth, int(k == len(levels) - 1), sums)
+        return float(self.to_host(sums)[0])
 
     def add_at(self, balance, index, amount) -> None:
         """balance[index[k]] += amount[k], k in order, on the backend's device: np.add.at's

@@ -110,19 +110,21 @@ GR_DEVICE double pairwise_leaf(const double* a, long long n) {
 
 // NumPy splits a sum of more than 128 terms at half (rounded down to a multiple of 8) and
 // adds the halves' sums. The recursion runs on an explicit stack (depth < 64), leftmost
-// half first. Each leaf's sum is pairwise_leaf over a, or, where leaf_sums is given, the
-// next of those already summed (numpy_sum_leaves: the leaves in the recursion's order).
-GR_DEVICE double numpy_sum_tree(const double* a, const double* leaf_sums, long long n) {
+// half first. Each leaf's sum is pairwise_leaf over a, or, where part_sums is given, the next
+// of those already summed, in the recursion's order: the leaves', or the sums of the nodes
+// max_depth splits down (numpy_sum_nodes). The whole sum (root) is 0.0 plus the pairwise sum.
+GR_DEVICE double numpy_sum_tree(const double* a, const double* part_sums, long long n, int max_depth,
+                                bool root) {
     long long lo[64], len[64];
     double left[64];
     signed char right_done[64];
     int top = 0;
-    long long next_leaf = 0;
+    long long next_part = 0;
     lo[0] = 0;
     len[0] = n;
     for (;;) {
-        // descend to the leftmost leaf
-        while (len[top] > 128) {
+        // descend to the leftmost leaf (or part)
+        while (len[top] > 128 && top < max_depth) {
             long long h = len[top] / 2;
             h -= h % 8;
             right_done[top] = 0;
@@ -130,13 +132,13 @@ GR_DEVICE double numpy_sum_tree(const double* a, const double* leaf_sums, long l
             len[top + 1] = h;
             ++top;
         }
-        double v = leaf_sums ? leaf_sums[next_leaf++] : pairwise_leaf(a + lo[top], len[top]);
+        double v = part_sums ? part_sums[next_part++] : pairwise_leaf(a + lo[top], len[top]);
         // climb while the parent's right half is the one just summed
         while (top > 0 && right_done[top - 1]) {
             --top;
             v = left[top] + v;
         }
-        if (top == 0) return 0.0 + v;
+        if (top == 0) return root ? 0.0 + v : v;
         // a left half is done: keep it and sum the right half
         --top;
         left[top] = v;
@@ -149,18 +151,22 @@ GR_DEVICE double numpy_sum_tree(const double* a, const double* leaf_sums, long l
     }
 }
 
-GR_DEVICE double numpy_sum(const double* a, long long n) { return numpy_sum_tree(a, nullptr, n); }
+GR_DEVICE double numpy_sum(const double* a, long long n) { return numpy_sum_tree(a, nullptr, n, 64, true); }
 
-// np.sum's bits on many threads (Backend.numpy_sum): leaf k of NumPy's recursion over a,
-// a[leaf_start[k]..leaf_start[k + 1]), summed by a thread of its own...
+// np.sum's bits on many threads (Backend.numpy_sum). First the leaves of NumPy's recursion
+// over a, a[leaf_start[k]..leaf_start[k + 1]), each summed by a thread of its own...
 GR_KERNEL void numpy_sum_leaves(long long n_leaves, const long long* leaf_start, const double* a,
                                 double* leaf_sum) {
     for_each_index(k, n_leaves) leaf_sum[k] = pairwise_leaf(a + leaf_start[k], leaf_start[k + 1] - leaf_start[k]);
 }
 
-// ...then the recursion over the n terms, the leaves' sums taken in order, on one thread.
-GR_KERNEL void numpy_sum_combine(long long one, long long n, const double* leaf_sum, double* total) {
-    for_each_index(t, one) total[t] = numpy_sum_tree(nullptr, leaf_sum, n);
+// ...then level by level up the recursion: node j (node_len[j] terms) adds the sums of the
+// nodes `depth` splits below it, part_sum[first_part[j]..), in the recursion's order, on a
+// thread of its own; the last level is the root alone (root = 1: 0.0 plus its sum).
+GR_KERNEL void numpy_sum_nodes(long long n_nodes, const long long* node_len, const long long* first_part,
+                               const double* part_sum, int depth, int root, double* node_sum) {
+    for_each_index(j, n_nodes) node_sum[j] = numpy_sum_tree(nullptr, part_sum + first_part[j], node_len[j], depth,
+                                                            root != 0);
 }
 
 // np.sign: -1, 0 or 1, NaN for NaN.

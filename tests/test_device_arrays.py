@@ -114,6 +114,26 @@ def test_numpy_sum_on_a_device_is_np_sum(seed, n):
     assert n == 0 or np.all(np.diff(starts) > 0)
 
 
+@pytest.mark.parametrize("n", [129, 4_097, 1_000_003, 3_000_001])
+def test_numpy_sum_levels_hold_at_most_32_parts_and_give_np_sum_bits(n):
+    """Up the recursion, a node adds at most 2**SUM_LEVEL_SPLITS sums of the level below (no
+    thread walks the leaves of a large array alone), and the total is np.sum's, -0.0 too."""
+    from gpurisk.backend import SUM_LEVEL_SPLITS, _pairwise_plan
+
+    leaves, levels = _pairwise_plan(n)
+    below = leaves.size - 1
+    for node_len, first, depth in levels:
+        assert depth <= SUM_LEVEL_SPLITS and node_len.sum() == n
+        assert np.all(np.diff(np.append(first, below)) <= 2 ** SUM_LEVEL_SPLITS)
+        below = node_len.size
+    assert below == 1  # the root
+    rng = np.random.default_rng(n)
+    for a in (rng.standard_normal(n) * 10.0 ** rng.integers(-12, 12, n), -np.zeros(n)):
+        want = np.float64(np.sum(a))
+        for b in DEVICES:
+            assert np.float64(b.numpy_sum(b.asarray(a))).view(np.uint64) == want.view(np.uint64), b
+
+
 def test_a_stress_run_on_a_device_moves_its_ledger_there_not_over_the_bus():
     """A stress run's balances live on the device: what crosses per run, beyond the context's
     one upload of the book, is the step's own rows (units, fills) and a few totals, not the
