@@ -127,13 +127,21 @@ def test_the_screen_agrees_with_a_revaluation_under_portfolio_margin(groups_move
     assert (account_flags(tiered, shocks)[:, pf] != want[:, pf]).any()
 
 
-def test_stress_with_portfolio_accounts_same_bits_on_threads_and_batches():
+def test_stress_with_portfolio_accounts_same_bits_on_threads_batches_and_devices():
+    """Portfolio accounts through the ladder's restoring reduction: the same tables on one
+    thread and two, any screening batch, and on both stand-ins for a GPU (the strict one
+    keeps CuPy's rules: the run's ledger lives on its device)."""
     from gpurisk import shock_grid, stress
+    from gpurisk.parity import StandInBackend, StrictStandInBackend
 
     book, venue = synthetic_case(600, groups_move="joint")
-    runs = [stress(book, shock_grid(-0.1, 0.1, 5), venue=venue, backend=CpuBackend(threads=t), batch=b,
-                   ladder="binance").summary for t, b in ((1, 1), (2, 5))]
-    assert runs[0].equals(runs[1])
+    runs = [stress(book, shock_grid(-0.1, 0.1, 5), venue=venue, backend=backend, batch=b, ladder="binance")
+            for backend, b in ((CpuBackend(threads=1), 1), (CpuBackend(threads=2), 5), (StandInBackend(), 5),
+                               (StrictStandInBackend(), 2))]
+    assert runs[0].liquidations.height > 0
+    for run in runs[1:]:
+        for table in ("summary", "liquidations", "adl_fills", "haircuts", "prices"):
+            assert getattr(run, table).equals(getattr(runs[0], table)), table
 
 
 @pytest.mark.parametrize("groups_move, chunk_positions, venue_name", [
