@@ -3,6 +3,7 @@ gpu backend gives the cpu backend's bits everywhere, and measures it.
 
     python bench/gpu_check.py --out gpu-check           # on a GPU machine: CuPy and NumPy, no Polars
     python bench/gpu_check.py --stand-in --quick        # anywhere: a second cpu backend stands in
+    python bench/gpu_check.py --stand-in --strict --quick   # the same under CuPy's array rules
 
 Sections, parity first (a parity failure is fixed before anything else):
 
@@ -61,8 +62,9 @@ from gpurisk.engine import BYTES_PER_POSITION, CHUNK_MEMORY_SHARE, DeviceBook, E
 from gpurisk.liquidation import PositionRisk  # noqa: E402
 from gpurisk.margin import AccountMargin, PositionMargin  # noqa: E402
 from gpurisk.adl import AdlQueues  # noqa: E402
-from gpurisk.parity import (StandInBackend, adversarial_queue_keys, compare, plant, queue_order_oracle,  # noqa: E402
-                            risk_arrays, run_stress_case, scenario_arrays, stress_arrays, stress_cases, tiny_books)
+from gpurisk.parity import (StandInBackend, StrictStandInBackend, adversarial_queue_keys, compare, plant,  # noqa: E402
+                            queue_order_oracle, risk_arrays, run_stress_case, scenario_arrays, stress_arrays,
+                            stress_cases, tiny_books)
 from gpurisk.synthetic import synthetic_book  # noqa: E402
 from harness import TimedBackend, Timer, device_bandwidth, kernel_pass_bytes, stages, warm_up  # noqa: E402
 
@@ -639,6 +641,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="gpu-check", help="folder for gpu-check.json and gpu-check.md")
     ap.add_argument("--budget", type=float, default=285.0, help="seconds for the whole check (default 285)")
     ap.add_argument("--stand-in", action="store_true", help="no GPU: a second cpu backend stands in for it")
+    ap.add_argument("--strict", action="store_true",
+                    help="--stand-in: arrays that keep CuPy's rules (what would raise on a card raises here)")
     ap.add_argument("--quick", action="store_true", help="the smallest sizes (CI)")
     ap.add_argument("--launch-threads", type=int, default=4096,
                     help="--stand-in: the simulated launch width the sizes follow (an H100/H200's is 1081344)")
@@ -651,8 +655,9 @@ def main(argv=None) -> int:
         ap.error("--budget must be > 0")
     try:
         # The simulated device holds the books sized from its launch width.
-        candidate = (StandInBackend(memory_bytes=max(2 << 30, args.launch_threads * 20_000),
-                                    launch_threads=args.launch_threads) if args.stand_in else get_backend("gpu"))
+        stand_in = StrictStandInBackend if args.strict else StandInBackend
+        candidate = (stand_in(memory_bytes=max(2 << 30, args.launch_threads * 20_000),
+                              launch_threads=args.launch_threads) if args.stand_in else get_backend("gpu"))
         reference = CpuBackend(threads=os.cpu_count() or 1)
         K.cpu_library("margin.cu")  # the reference needs a C++ compiler: say so now, not mid-check
     except (BackendUnavailable, K.KernelBuildError) as exc:

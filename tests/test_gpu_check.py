@@ -50,6 +50,20 @@ def test_stand_in_check_passes_every_section_without_polars(tmp_path):
     assert not list(out.glob(".*.tmp"))  # written atomically: no temporary left behind
 
 
+def test_the_check_passes_on_the_strict_stand_in_under_cupys_rules(tmp_path):
+    """The device check's own code (and the gpu paths it drives) run on arrays that keep
+    CuPy's rules (gpurisk/device_arrays.py): what would raise on a card's first run raises here.
+    Every section but the compiler's, at the smallest sizes, without Polars."""
+    sections_run = ["tiny", "revalue", "chunks", "sort", "monitor", "stress", "flags", "portfolio", "timing"]
+    run, report, _ = device_check(tmp_path, "--stand-in", "--strict", "--quick", "--only", *sections_run,
+                                  polars=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    by_name = sections(report)
+    assert set(by_name) == set(sections_run)
+    assert all(s["status"] == "pass" for s in report["sections"]), [(s["name"], s["notes"]) for s in report["sections"]]
+    assert by_name["timing"]["figures"]["stress_grid"]["bytes_to_device"] > 0
+
+
 @pytest.mark.parametrize("output", ["position_risk.liq_price", "account_margin.status"])
 def test_a_planted_one_bit_difference_is_caught_and_named(tmp_path, output):
     run, report, out = device_check(tmp_path, "--stand-in", "--quick", "--only", "revalue", "chunks",
