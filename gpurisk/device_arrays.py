@@ -55,11 +55,12 @@ class DeviceArray:
         if method == "at" and np.dtype(_unwrap(inputs[0], name).dtype).kind == "f":
             raise TypeError(f"{name} on a float device array: CuPy adds with atomics, in no fixed order; "
                             "the project's float sums must run in a fixed order")
+        given = _given(inputs, kwargs)  # before unwrapping: an out= array comes back as itself
         args = _unwrap(inputs, name)
         if "out" in kwargs:
             kwargs["out"] = _unwrap(kwargs["out"], name)
         result = getattr(ufunc, method)(*args, **kwargs)
-        return None if method == "at" else _wrap(result, self._traffic, _given(inputs, kwargs))
+        return None if method == "at" else _wrap(result, self._traffic, given)
 
     def __array_function__(self, func, types, args, kwargs):
         name = func.__name__

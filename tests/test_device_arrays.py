@@ -53,6 +53,8 @@ def test_out_arrays_come_back_as_given_and_traffic_is_counted(backend):
     out = xp.empty(3, dtype=xp.int64)
     assert xp.take(d, xp.asarray([5, 0, 1]), out=out) is out  # 24 bytes of index over
     assert np.negative(d, out=d) is d
+    other = xp.empty(6, dtype=xp.int64)
+    assert np.add(d, 1, out=other) is other and np.add(d, d, out=(other,)) is other
     picked = d[np.array([1, 2])]  # a host index: copied to the device, as CuPy copies it (16 bytes)
     d[np.array([0])] = np.array([7])  # 8 + 8 bytes
     assert backend.traffic.to_device == 48 + 24 + 16 + 16
