@@ -16,20 +16,6 @@ namespace {
 // Runs of up to this many keys are sorted by insertion (stable: a key moves past greater ones).
 constexpr long long SHORT_RUN = 32;
 
-void insertion_sort(long long m, uint64_t* key, uint32_t* place) {
-    for (long long i = 1; i < m; ++i) {
-        const uint64_t k = key[i];
-        const uint32_t v = place[i];
-        long long j = i;
-        for (; j > 0 && key[j - 1] > k; --j) {
-            key[j] = key[j - 1];
-            place[j] = place[j - 1];
-        }
-        key[j] = k;
-        place[j] = v;
-    }
-}
-
 // Stable sort of (key, place)[0, m) by key, m > SHORT_RUN, on one thread; the places in key
 // order land in out (m entries). Most significant digit first: each level reads the keys'
 // min and max and splits on the top bits of those in which they differ (12 at the first

@@ -74,17 +74,7 @@ void sort_segment(long long n, uint64_t* key, long long* idx, uint64_t* key_tmp,
         return;
     }
     if (n <= 32) {  // insertion sort: stable, and (key, idx) pairs are distinct
-        for (long long i = 1; i < n; ++i) {
-            const uint64_t k = key[i];
-            const long long v = idx[i];
-            long long j = i;
-            for (; j > 0 && key[j - 1] > k; --j) {
-                key[j] = key[j - 1];
-                idx[j] = idx[j - 1];
-            }
-            key[j] = k;
-            idx[j] = v;
-        }
+        insertion_sort(n, key, idx);
         memcpy(order, idx, sizeof(long long) * (size_t)n);
         return;
     }

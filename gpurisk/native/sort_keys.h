@@ -64,4 +64,21 @@ inline long long thread_offsets(long long* count, int threads, long long n_bucke
     return running;
 }
 
+// (key, value)[0, m) sorted by key on one thread by insertion: stable (a key moves past greater
+// ones only), for the short runs where a radix pass costs more than it saves.
+template <class Value>
+inline void insertion_sort(long long m, uint64_t* key, Value* value) {
+    for (long long i = 1; i < m; ++i) {
+        const uint64_t k = key[i];
+        const Value v = value[i];
+        long long j = i;
+        for (; j > 0 && key[j - 1] > k; --j) {
+            key[j] = key[j - 1];
+            value[j] = value[j - 1];
+        }
+        key[j] = k;
+        value[j] = v;
+    }
+}
+
 }  // namespace
