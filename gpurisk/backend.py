@@ -43,11 +43,6 @@ def _pairwise_rounds(n: int) -> list:
     return rounds
 
 
-def _pairwise_leaves(n: int) -> np.ndarray:
-    """Where the leaves of NumPy's pairwise sum over n terms begin, in order, and n."""
-    return _pairwise_rounds(n)[-1]
-
-
 @functools.lru_cache(maxsize=64)
 def _pairwise_plan(n: int) -> tuple:
     """Backend.numpy_sum's plan for n terms: the leaves' starts, then, level by level up to the

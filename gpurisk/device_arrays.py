@@ -67,38 +67,7 @@ class DeviceArray:
         return _wrap(func(*_unwrap(args, name), **_unwrap(kwargs, name)), self._traffic, _given(args, kwargs))
 
     # ------------------------------------------------------------ the array's face
-    @property
-    def shape(self):
-        return self._a.shape
-
-    @property
-    def dtype(self):
-        return self._a.dtype
-
-    @property
-    def size(self):
-        return self._a.size
-
-    @property
-    def ndim(self):
-        return self._a.ndim
-
-    @property
-    def nbytes(self):
-        return self._a.nbytes
-
-    @property
-    def flags(self):
-        return self._a.flags
-
-    @property
-    def itemsize(self):
-        return self._a.itemsize
-
-    @property
-    def T(self):
-        return DeviceArray(self._a.T, self._traffic)
-
+    # (shape, dtype, size, flags... and methods come from the host array: see __getattr__)
     def __len__(self):
         return len(self._a)
 

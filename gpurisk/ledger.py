@@ -33,14 +33,14 @@ class Ledger:
 
     def __init__(self, book: Book, fund: float = 0.0, cs_pos: np.ndarray | None = None,
                  inverse_pos: np.ndarray | None = None, balances: tuple | None = None,
-                 records: np.ndarray | None = None, fixed: tuple | None = None, backend=None,
+                 records: np.ndarray | None = None, fixed: SimpleNamespace | None = None, backend=None,
                  initial: tuple | None = None):
         """cs_pos, inverse_pos: the positions' contract sizes and inverse flags (bool), where the
         caller holds them (derived from the book otherwise). balances: (size, wallet,
         isolated_margin) arrays of the book's shapes to copy the book's balances into and use
         (a caller running one ledger after another reuses its memory: fresh memory costs a
         page fault per 4 KiB). records: ``position_records()`` of a ledger of the same book.
-        fixed: ``fixed_on``'s (backend, columns) of a ledger of the same book, shared.
+        fixed: ``fixed_on(backend)`` of a ledger of the same book, shared.
         backend: where the balances live (None: the host, NumPy); on a device, ``balances``
         are device arrays and ``initial`` the book's (size, wallet, isolated margin) there."""
         self._backend = backend
@@ -65,7 +65,7 @@ class Ledger:
         self._any_inverse = bool(self._inverse_symbol.any())
         self._entry = self.money(slice(None), book.entry)  # money prices of the entries
         self._records = records
-        self._fixed = fixed
+        self._fixed = (backend, fixed) if fixed is not None else None  # (backend, its columns)
 
     def fixed_on(self, backend) -> SimpleNamespace:
         """The positions' fixed columns the kernels read, on the backend's device: entry

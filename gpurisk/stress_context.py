@@ -86,7 +86,7 @@ class StressContext:
         ledger = Ledger(book, 0.0, self.cs_pos)
         self.money_marks = ledger.money_marks  # money prices per symbol (gpurisk/ledger.py)
         self.position_records = ledger.position_records()  # fixed per position: shared by every run
-        self.ledger_fixed = (backend, ledger.fixed_on(backend))  # the same, on the device
+        self.ledger_fixed = ledger.fixed_on(backend)  # the same, on the device
         self.device_queue_members = backend.asarray(self.queue_members)
         self.start_value = self.value(ledger, book.mark_price)
         self.entry_notional = float(np.sum(self.notional(book.size, book.entry)))  # conservation's scale

@@ -210,8 +210,7 @@ class _Records:
             self.summary[k].append(POLICY_CODE[v] if k == "policy" else v)
 
     def finish(self, symbols, timings: dict) -> StressRecords:
-        rows = sum(sum(p.n if isinstance(p, _Run) else p.size for p in next(iter(t.values()), []))
-                   for t in (self.liq, self.fills, self.cuts))
+        rows = sum(_rows(t) for t in (self.liq, self.fills, self.cuts))
         pool = ThreadPoolExecutor(FINISH_THREADS) if rows >= FINISH_THREADS_ROWS else None
 
         def arrays(table: dict, dtypes: dict) -> dict:
@@ -220,7 +219,7 @@ class _Records:
             return {k: f.result() for k, f in [(k, pool.submit(_column, v, dtypes[k])) for k, v in table.items()]}
 
         try:
-            return StressRecords(summary={k: np.array(v, dtype=SUMMARY_COLUMNS[k]) for k, v in self.summary.items()},
+            return StressRecords(summary=self._summary_arrays(),
                                  liquidations=arrays(self.liq, LIQUIDATION_COLUMNS),
                                  adl_fills=arrays(self.fills, ADL_FILL_COLUMNS),
                                  haircuts=arrays(self.cuts, HAIRCUT_COLUMNS),
@@ -235,23 +234,24 @@ class _Records:
         ``to_result`` give, without first copying every detail row into one array per column
         (a detail run's tables run to millions of rows, and that copy's fresh pages cost more
         than the frames): each detail table is chunked, a chunk per step of a run."""
-        import polars as pl
-
-        summary = {k: np.array(v, dtype=SUMMARY_COLUMNS[k]) for k, v in self.summary.items()}
-        raw = {"summary": pl.DataFrame(dict(summary, scenario=_scenario_column(summary["scenario"], scenario_labels,
-                                                                               True)))}
+        raw = {"summary": _coded_frame(self._summary_arrays(), scenario_labels, summary=True)}
         for name, (table, dtypes) in TABLES.items():
             if name == "summary":
                 continue
             parts = getattr(self, table)
-            rows = sum(p.n if isinstance(p, _Run) else p.size for p in next(iter(parts.values()), []))
-            if rows >= CHUNKED_FRAME_ROWS:
+            if _rows(parts) >= CHUNKED_FRAME_ROWS:
                 raw[name] = _chunked_frame(parts, dtypes, scenario_labels)
             else:  # a small table in one piece: no frame per step of every run
-                cols = {k: _column(v, dtypes[k]) for k, v in parts.items()}
-                raw[name] = pl.DataFrame(dict(cols, scenario=_scenario_column(cols["scenario"], scenario_labels,
-                                                                              False)))
+                raw[name] = _coded_frame({k: _column(v, dtypes[k]) for k, v in parts.items()}, scenario_labels)
         return _labelled(raw, tuple(symbols), tuple(assets), timings)
+
+    def _summary_arrays(self) -> dict:
+        return {k: np.array(v, dtype=SUMMARY_COLUMNS[k]) for k, v in self.summary.items()}
+
+
+def _rows(table: dict) -> int:
+    """Rows of a record table (its columns' parts line up: any column's count)."""
+    return sum(p.n if isinstance(p, _Run) else p.size for p in next(iter(table.values()), []))
 
 
 def _scenario_column(ids: np.ndarray, labels: np.ndarray | None, summary: bool) -> np.ndarray:
@@ -269,13 +269,15 @@ def _results(rec: StressRecords, scenario_labels: np.ndarray | None = None) -> S
     """StressResult frames from StressRecords: codes become Enum labels. ``scenario_labels``
     (``scenario_paths``' ids, when the run used ``run_ids`` of them) gives the scenario
     columns back the scenario frame's values and dtype."""
+    raw = {name: _coded_frame(getattr(rec, name), scenario_labels, summary=name == "summary") for name in TABLES}
+    return _labelled(raw, rec.symbols, rec.assets, rec.timings)
+
+
+def _coded_frame(table: dict, scenario_labels: np.ndarray | None, summary: bool = False):
+    """A table's frame from its arrays, codes as they are, the scenario column labelled."""
     import polars as pl
 
-    def frame(table: dict, summary: bool = False) -> pl.DataFrame:
-        return pl.DataFrame(dict(table, scenario=_scenario_column(table["scenario"], scenario_labels, summary)))
-
-    raw = {name: frame(getattr(rec, name), summary=name == "summary") for name in TABLES}
-    return _labelled(raw, rec.symbols, rec.assets, rec.timings)
+    return pl.DataFrame(dict(table, scenario=_scenario_column(table["scenario"], scenario_labels, summary)))
 
 
 #: StressResult's tables, and the record tables (_Records) and column dtypes they come from

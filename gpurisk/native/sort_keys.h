@@ -1,7 +1,7 @@
 // What the cpu backend's native sorts share (radix_sort.cpp, queue_ranking.cpp;
-// gpurisk/kernels.py expands this include into each): the ADL queues' sort keys, and the
-// split of a pass into per-thread slices whose counts are laid out in thread order, so a
-// stable pass gives the same result on any thread count.
+// gpurisk/kernels.py expands this include into each): the ADL queues' sort keys, the split
+// of a pass into per-thread slices whose counts are laid out in thread order, so a stable pass
+// gives the same result on any thread count, and the insertion sort of short runs.
 #pragma once
 #include <stdint.h>
 #include <string.h>
